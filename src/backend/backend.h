@@ -1,0 +1,117 @@
+// The narrow op interface every architecture's forward is written against (DESIGN §1, §3.1).
+// A backend owns memory on its device; every pointer passed to an op is that backend's memory
+// (host memory for the CPU backend, device memory for CUDA). Ops are asynchronous on the backend's
+// stream; nothing is copied to the host unless download() is called.
+//
+// Layout conventions (all row-major, "[rows][cols]", cols contiguous):
+//  - activations are fp32: x [n_tokens][n], q [n_tokens][n_head][head_dim] ...
+//  - a weight W is stored as in GGUF: ne0 = input dim (contiguous), ne1 = output dim,
+//    i.e. W [ne1][ne0] with rows quantized in blocks of type W.type.
+//  - KV cache: per layer K and V, each [n_seq][n_ctx][n_head_kv][head_dim] of type kv_type.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "gguf/ggml_types.h"
+
+namespace qwen {
+
+enum class DeviceKind { CPU, CUDA };
+enum class RopeMode { Normal, Neox };  // Normal: pairs (2i, 2i+1) (llama); Neox: (i, i + d/2) (qwen)
+
+// A weight matrix (or vector, ne1 = 1) resident in backend memory, still in its GGUF type.
+struct Weight {
+  GGMLType type = GGMLType::F32;
+  int64_t ne0 = 0;  // input dim / row length (contiguous)
+  int64_t ne1 = 1;  // output dim / number of rows
+  const void* data = nullptr;
+  size_t row_bytes() const { return qwen::row_bytes(type, ne0); }
+  size_t nbytes() const { return row_bytes() * size_t(ne1); }
+};
+
+// One layer's KV cache in backend memory.
+struct KVLayer {
+  void* k = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
+  void* v = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
+  GGMLType type = GGMLType::F32;  // F32 or F16
+  int n_seq = 1;
+  int n_ctx = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+};
+
+// The tokens of one forward call, all arrays in backend memory, length n_tokens.
+// Tokens of several sequences may be mixed (continuous batching); token t sits at position pos[t]
+// of sequence seq[t] and attends to positions [0, pos[t]] of that sequence.
+struct Batch {
+  int n_tokens = 0;
+  const int32_t* ids = nullptr;
+  const int32_t* pos = nullptr;
+  const int32_t* seq = nullptr;
+};
+
+struct AttentionParams {
+  int n_head = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+  float scale = 0.f;  // usually 1/sqrt(head_dim)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;  // "cpu (2 threads)", "cuda: NVIDIA H100 80GB HBM3"
+
+  // ---- memory (allocation happens at load, never per token) ----
+  virtual void* alloc(size_t bytes) = 0;  // throws qwen::Error naming needed and free bytes
+  virtual void free(void* p) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;  // waits for pending work
+  virtual void synchronize() = 0;
+  // Bytes still available for alloc(); SIZE_MAX when unlimited (host).
+  virtual size_t free_bytes() const = 0;
+
+  // ---- ops ----
+  // out[t][:] = dequant(table row ids[t]);  table [n_vocab][n_embd], out [n_tokens][n_embd]
+  virtual void embed(float* out, const Weight& table, const int32_t* ids, int n_tokens) = 0;
+  // out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * w[:];  x,out [n_rows][n], w fp32 [n].
+  // out may equal x. Also used per head (qwen3 q_norm/k_norm: n_rows = n_tokens*n_head, n = head_dim).
+  virtual void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) = 0;
+  // y[t][o] = sum_i W[o][i] * x[t][i] (+ bias[o] when bias != nullptr, fp32 [W.ne1]).
+  // x [n_tokens][W.ne0], y [n_tokens][W.ne1].
+  virtual void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) = 0;
+  // In-place rotary embedding of x [n_tokens][n_head][head_dim] at positions pos[t];
+  // theta_i = pos * freq_base^(-2i/head_dim), i < head_dim/2.
+  virtual void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
+                    float freq_base, RopeMode mode) = 0;
+  // Writes k, v [n_tokens][n_head_kv][head_dim] into the cache at (seq[t], pos[t]).
+  virtual void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) = 0;
+  // Causal GQA attention of q [n_tokens][n_head][head_dim] over the cache (which already holds the
+  // batch's own k/v); out [n_tokens][n_head][head_dim]. Head h reads kv head h / (n_head/n_head_kv).
+  // Softmax and accumulation in fp32.
+  virtual void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
+                         const AttentionParams& p) = 0;
+  // out[i] = silu(gate[i]) * up[i]
+  virtual void swiglu(float* out, const float* gate, const float* up, int64_t n) = 0;
+  // out[i] = a[i] + b[i]; out may alias a or b.
+  virtual void add(float* out, const float* a, const float* b, int64_t n) = 0;
+  // out[r] = argmax_j x[r][j] (lowest index on ties); x [n_rows][n], out int32 [n_rows].
+  virtual void argmax(int32_t* out, const float* x, int n_rows, int n) = 0;
+};
+
+// "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads = 0);
+bool cuda_available();  // built with CUDA and a GPU is present
+
+// Implemented by backend/cpu and (when built) backend/cuda.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);  // 0: all hardware threads
+#ifdef QWEN_HAVE_CUDA
+std::unique_ptr<Backend> make_cuda_backend(int device_index);
+int cuda_device_count();  // 0 when no driver / no GPU (never throws)
+#endif
+
+}  // namespace qwen
