@@ -1,0 +1,173 @@
+// Runtime: a loaded model with its KV cache slots (Engine), incremental generation on one slot
+// (Generation), a batched step over several slots, and a one-slot convenience wrapper (Session).
+//
+// Ownership and threading: an Engine is used from one thread at a time. A server keeps one Engine
+// with n_seq slots, gives each request a free slot, creates a Generation for it, and calls
+// Engine::step() on all running generations together: one batched forward per step, so several
+// sequences decode at once. Nothing here allocates backend memory after Engine::load().
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gguf/ggml_types.h"
+#include "sampling/sampler.h"
+
+namespace qwen {
+
+class Backend;
+class Model;
+class Tokenizer;
+struct ModelConfig;
+
+struct EngineOptions {
+  std::string model_path;
+  std::string device = "auto";  // auto | cpu | cuda
+  int n_threads = 0;            // cpu backend threads; 0: all hardware threads
+  int n_ctx = 0;                // tokens per slot; 0: min(model context length, 4096)
+  int n_seq = 1;                // KV cache slots (sequences decoded together)
+  int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)
+  GGMLType kv_type = GGMLType::F32;  // F32 or F16
+  // Called while loading with the fraction done in [0, 1] (for a progress bar).
+  std::function<void(float)> on_progress;
+};
+
+// Wall-clock timing of one generation, in the units users read.
+struct Timing {
+  int n_prompt = 0;        // prompt tokens that went through the model (cached prefix excluded)
+  int n_cached = 0;        // prompt tokens reused from the slot's KV cache
+  int n_gen = 0;           // tokens sampled
+  double prompt_ms = 0.0;  // prefill time up to the first sampled token's logits
+  double gen_ms = 0.0;     // time of the decode steps after the first sampled token
+  double prompt_tok_s() const { return prompt_ms > 0 ? n_prompt * 1000.0 / prompt_ms : 0.0; }
+  double gen_tok_s() const { return gen_ms > 0 && n_gen > 1 ? (n_gen - 1) * 1000.0 / gen_ms : 0.0; }
+};
+
+enum class FinishReason {
+  Running,      // not finished yet
+  Eog,          // sampled an end-of-generation token (eos, eot, <|im_end|>), not emitted
+  Stop,         // produced a stop string (the text up to it is emitted, the stop string is not)
+  Length,       // max_tokens reached
+  ContextFull,  // the slot's n_ctx is full
+  Cancelled,    // the text callback returned false
+};
+// "running", "eog", "stop", "length", "context_full", "cancelled"
+const char* finish_reason_name(FinishReason r);
+
+struct GenerateParams {
+  int max_tokens = 256;           // < 0: until eog / stop / context full
+  SamplerParams sampler;
+  std::vector<std::string> stop;  // stop strings
+  bool ignore_eog = false;        // keep going through end-of-generation tokens
+};
+
+// Receives each newly decoded piece of text (complete UTF-8, stop strings held back until they
+// can no longer match). Return false to cancel the generation.
+using OnText = std::function<bool(std::string_view piece)>;
+
+struct Completion {
+  std::string text;             // everything emitted through OnText, concatenated
+  std::vector<int32_t> tokens;  // sampled tokens (including a final eog token if sampled)
+  FinishReason finish = FinishReason::Running;
+  Timing timing;
+};
+
+class Generation;
+
+class Engine {
+ public:
+  // Opens the GGUF, builds backend, tokenizer, model and KV cache. Throws qwen::Error naming the
+  // file and the bad key / tensor / option.
+  static std::unique_ptr<Engine> load(const EngineOptions& opts);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const ModelConfig& config() const;
+  const Tokenizer& tokenizer() const;
+  Backend& backend();
+  Model& model();
+  int n_ctx() const;
+  int n_seq() const;
+  int max_batch() const;
+  int n_vocab() const;
+  double load_ms() const;
+
+  // Tokens whose K/V currently sit in a slot (position i holds tokens[i]).
+  const std::vector<int32_t>& slot_tokens(int slot) const;
+  // Forgets a slot's contents (its KV entries are simply overwritten later).
+  void clear_slot(int slot);
+
+  // Low-level batched evaluation: appends each input's tokens to its slot (at the slot's current
+  // length) and writes the logits of each input's LAST token to logits[i * n_vocab ...]. Inputs
+  // name distinct slots; long inputs are split over several forward calls of <= max_batch tokens.
+  struct Input {
+    int slot;
+    std::span<const int32_t> tokens;
+  };
+  void eval(std::span<const Input> inputs, std::vector<float>& logits);
+
+  // Teacher-forced logits of every token (qwen-logits): evaluates `tokens` on `slot` from position
+  // 0, `step_by_step` feeding one token per forward; out is [tokens.size()][n_vocab].
+  // `tap` (optional) sees every named intermediate of every forward call.
+  using Tap = std::function<void(const std::string& name, int layer, const float* data, int64_t rows,
+                                 int64_t cols)>;
+  void eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
+                const Tap& tap = {}, int slot = 0);
+
+  // One decode step for several running generations together: each feeds its pending tokens
+  // (prompt suffix on the first step, then the last sampled token), samples, streams and checks
+  // stops. Finished generations are skipped. All generations must use distinct slots.
+  void step(std::span<Generation* const> gens);
+
+ private:
+  Engine();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  friend class Generation;
+};
+
+// Incremental generation on one slot. The prompt is compared with what the slot already holds:
+// the common prefix is reused, the rest is evaluated on the first step.
+class Generation {
+ public:
+  // Throws qwen::Error when the prompt is empty or does not fit in n_ctx.
+  Generation(Engine& engine, int slot, std::vector<int32_t> prompt, const GenerateParams& params,
+             OnText on_text = {});
+  ~Generation();
+  int slot() const { return slot_; }
+  bool done() const { return result_.finish != FinishReason::Running; }
+  const Completion& result() const { return result_; }
+
+ private:
+  friend class Engine;
+  struct State;
+  Engine& engine_;
+  int slot_;
+  Completion result_;
+  std::unique_ptr<State> st_;
+};
+
+// One conversation slot: generate() runs a Generation to completion on it.
+class Session {
+ public:
+  explicit Session(Engine& engine, int slot = 0) : engine_(engine), slot_(slot) {}
+  Completion generate(std::vector<int32_t> prompt, const GenerateParams& params,
+                      const OnText& on_text = {});
+  Completion generate(std::string_view prompt_text, const GenerateParams& params,
+                      const OnText& on_text = {});  // tokenized with special tokens parsed
+  void reset() { engine_.clear_slot(slot_); }
+  Engine& engine() { return engine_; }
+  int slot() const { return slot_; }
+
+ private:
+  Engine& engine_;
+  int slot_;
+};
+
+}  // namespace qwen

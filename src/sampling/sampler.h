@@ -1,0 +1,61 @@
+// Token samplers: pure functions over a logits span plus a seeded RNG, so a run is reproducible
+// from its seed. The chain order follows llama.cpp's default: penalties -> top-k -> temperature ->
+// softmax -> top-p -> min-p -> draw. temperature <= 0 means greedy (argmax after penalties).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace qwen {
+
+struct SamplerParams {
+  float temperature = 0.8f;     // <= 0: greedy
+  int top_k = 40;               // <= 0: off
+  float top_p = 0.95f;          // >= 1: off
+  float min_p = 0.05f;          // <= 0: off
+  float repeat_penalty = 1.0f;  // 1: off (llama.cpp: divides positive logits, multiplies negative)
+  int penalty_last_n = 64;      // how many recent tokens the penalties look at; -1: all
+  float presence_penalty = 0.f;   // subtracted once from every token seen
+  float frequency_penalty = 0.f;  // subtracted per occurrence
+  uint64_t seed = 0;
+};
+
+// A candidate token with its logit and (after softmax) probability.
+struct Candidate {
+  int32_t id;
+  float logit;
+  float p;
+};
+
+// ---- the individual transforms (exposed for unit tests) ----
+// Penalties over the last `last_n` tokens of history, applied to logits in place.
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history, const SamplerParams& p);
+// Index of the largest logit (lowest index on ties).
+int32_t argmax(std::span<const float> logits);
+// Keeps the k candidates with the largest logits, sorted by logit descending.
+void top_k(std::vector<Candidate>& c, int k);
+// Sorts descending and sets p = softmax(logit / 1) over the candidates.
+void softmax(std::vector<Candidate>& c);
+// Keeps the smallest prefix (of candidates sorted by p) whose mass reaches top_p; renormalises.
+void top_p(std::vector<Candidate>& c, float top_p);
+// Drops candidates with p < min_p * p_max; renormalises. Expects softmax'ed, sorted candidates.
+void min_p(std::vector<Candidate>& c, float min_p);
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerParams& params);
+  const SamplerParams& params() const { return params_; }
+  // Samples one token from logits [n_vocab] (modified in place by penalties); history is every
+  // token of the sequence so far (prompt and generated), oldest first.
+  int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+  void reseed(uint64_t seed) { rng_.seed(seed); }
+
+ private:
+  SamplerParams params_;
+  std::mt19937_64 rng_;
+  std::vector<Candidate> cand_;  // reused between calls
+};
+
+}  // namespace qwen
