@@ -1,0 +1,159 @@
+// Tokenizer loaded from GGUF metadata (tokenizer.ggml.*): byte-level BPE ("gpt2") with the
+// pre-tokenizers qwen2 / llama-bpe / smollm / gpt2, SentencePiece-style BPE ("llama") with scores
+// and byte fallback, special tokens, end-of-generation ids, a streaming detokenizer and chat
+// template rendering. Ids are meant to equal the HF `tokenizers` library on the same vocabulary.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qwen::gguf {
+class File;
+}
+
+namespace qwen {
+
+// GGUF `tokenizer.ggml.token_type` values (same numbering as llama.cpp / gguf-py TokenType).
+enum class TokenType : int32_t {
+  kUndefined = 0,
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,      // special tokens (<|im_start|>): matched in text only with parse_special
+  kUserDefined = 4,  // added tokens (<think>): always matched in text, as HF does
+  kUnused = 5,
+  kByte = 6,         // <0xAB> byte-fallback tokens of SentencePiece models
+};
+
+// Everything the tokenizer needs, as read from GGUF. Public so tests and tools can build a
+// tokenizer without a file; Tokenizer's constructor validates it (sizes agree, ids in range).
+struct TokenizerData {
+  std::string model = "gpt2";  // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SPM)
+  std::string pre = "default";  // tokenizer.ggml.pre: qwen2, llama-bpe, smollm, gpt2, default
+  std::vector<std::string> tokens;  // [n_vocab] token text (byte-level alphabet for gpt2)
+  std::vector<int32_t> token_types;  // [n_vocab] TokenType values; empty = all kNormal
+  std::vector<float> scores;         // [n_vocab] SPM merge scores; empty for gpt2
+  std::vector<std::string> merges;   // gpt2 only: "left right" in rank order (rank = index)
+  int32_t bos_id = -1, eos_id = -1, eot_id = -1, eom_id = -1, pad_id = -1, unk_id = -1;
+  bool add_bos = false, add_eos = false;
+  std::string chat_template;  // tokenizer.chat_template (Jinja source), may be empty
+  std::string source = "<memory>";  // named in error messages (the GGUF path)
+};
+
+class Tokenizer {
+ public:
+  // Reads tokenizer.ggml.* and tokenizer.chat_template from `file`; throws qwen::Error naming the
+  // file and the missing / inconsistent key.
+  explicit Tokenizer(const gguf::File& file);
+  explicit Tokenizer(TokenizerData data);
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  // Text (UTF-8; invalid bytes are treated like U+FFFD would be by HF, see tokenizer.cpp) to ids.
+  // parse_special: control tokens written in the text (e.g. "<|im_end|>" from a rendered chat
+  // template) become their ids; otherwise they are tokenized as plain text. User-defined added
+  // tokens are always matched, as in HF tokenizers. add_special: prepend BOS / append EOS when the
+  // GGUF says add_bos_token / add_eos_token.
+  std::vector<int32_t> encode(std::string_view text, bool parse_special = false,
+                              bool add_special = false) const;
+
+  // Ids to bytes (not necessarily valid UTF-8 when cut mid-character). skip_special drops control
+  // tokens. Throws qwen::Error on an id outside [0, n_vocab).
+  std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
+  // The bytes one token stands for (byte-level alphabet undone, SPM "▁" as space, <0xAB> as a byte).
+  std::string token_bytes(int32_t id) const;
+  // The raw vocabulary string of a token, as stored in GGUF.
+  const std::string& token_text(int32_t id) const;
+  TokenType token_type(int32_t id) const;
+  std::optional<int32_t> find_token(std::string_view text) const;
+
+  int32_t n_vocab() const;
+  int32_t bos() const;  // -1 when the model has none
+  int32_t eos() const;  // -1 when the model has none
+  bool add_bos() const;
+  bool add_eos() const;
+  // End-of-generation ids: eos, eot, eom and the control tokens that end a turn or a document
+  // (<|im_end|>, <|endoftext|>, <|eot_id|>, <end_of_turn>, ...). Sorted, unique.
+  const std::vector<int32_t>& eog_ids() const;
+  bool is_eog(int32_t id) const;
+
+  const std::string& model() const;  // "gpt2" or "llama"
+  const std::string& pre() const;    // pre-tokenizer name
+  const std::string& chat_template_source() const;  // may be empty
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Turns a stream of ids into text that is always complete UTF-8: bytes of a character split
+// across tokens are held back until the character is complete.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
+  // Returns the text that became complete with this token (possibly empty).
+  std::string push(int32_t id);
+  // End of stream: returns held-back bytes that never completed, each invalid byte as U+FFFD.
+  std::string flush();
+
+ private:
+  const Tokenizer* tok_;
+  bool skip_special_;
+  bool first_ = true;  // SPM models drop the leading space of the first piece
+  std::string pending_;
+};
+
+// ---- chat templates ---------------------------------------------------------------------------
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant" (others where the template allows them)
+  std::string content;
+};
+
+// Template families rendered by hand-written code that reproduces the Jinja templates byte for
+// byte (tests/python/test_chat_templates.py compares against jinja2 on the real template strings).
+enum class ChatFamily {
+  kChatML,  // plain <|im_start|>role\n...<|im_end|>\n, no default system prompt
+  kQwen2,   // ChatML + default system "You are a helpful assistant."
+  kQwen25,  // ChatML + default system "You are Qwen, created by Alibaba Cloud. ..."
+  kQwen3,   // ChatML + <think> handling, enable_thinking
+  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
+  kGemma,   // <start_of_turn>user\n...<end_of_turn>\n, model role, system folded into first user turn
+};
+
+class ChatTemplate {
+ public:
+  // Family of a Jinja template source; throws qwen::Error saying the template is unknown and that
+  // --chat-template NAME forces one (names: see family_from_name).
+  static ChatFamily detect(std::string_view jinja_source);
+  // "chatml", "qwen2", "qwen2.5", "qwen3", "llama3", "gemma"; throws listing the valid names.
+  static ChatFamily family_from_name(std::string_view name);
+  static const char* family_name(ChatFamily family);
+
+  // Uses `forced_name` when non-empty, else detects from the tokenizer's chat template. BOS/EOS
+  // texts come from the tokenizer (templates like Llama 3 and Gemma write {{ bos_token }}).
+  static ChatTemplate for_tokenizer(const Tokenizer& tok, std::string_view forced_name = {});
+  ChatTemplate(ChatFamily family, std::string bos_token, std::string eos_token);
+
+  // Renders like transformers' apply_chat_template(messages, add_generation_prompt, **vars).
+  // `vars` is a JSON object of extra template variables (e.g. {"enable_thinking": false}).
+  // Conversations the template rejects (raise_exception) throw qwen::Error with its message.
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                     const nlohmann::json& vars) const;
+
+  ChatFamily family() const { return family_; }
+
+ private:
+  ChatFamily family_;
+  std::string bos_token_;
+  std::string eos_token_;
+};
+
+}  // namespace qwen
