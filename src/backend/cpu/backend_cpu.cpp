@@ -1,0 +1,211 @@
+// The CPU reference backend: plain fp32 ops, one obviously-right loop each, split over a thread
+// pool. It is the oracle the CUDA backend is compared against, so clarity wins over speed; the
+// one concession is matmul over many tokens, which dequantizes each weight row once per call
+// instead of once per token.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/thread_pool.h"
+#include "util/check.h"
+#include "util/half.h"
+
+namespace qwen {
+
+namespace {
+
+// Below this many tokens matmul uses vec_dot on the quantized row directly.
+constexpr int kDequantRowMinTokens = 4;
+
+float* kv_row_f32(const KVLayer& c, void* base, int seq, int pos) {
+  const size_t idx = (size_t(seq) * c.n_ctx + pos) * size_t(c.n_head_kv) * c.head_dim;
+  return static_cast<float*>(base) + idx;
+}
+uint16_t* kv_row_f16(const KVLayer& c, void* base, int seq, int pos) {
+  const size_t idx = (size_t(seq) * c.n_ctx + pos) * size_t(c.n_head_kv) * c.head_dim;
+  return static_cast<uint16_t*>(base) + idx;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+
+  DeviceKind kind() const override { return DeviceKind::CPU; }
+  std::string name() const override { return str("cpu (", pool_.size(), " threads)"); }
+
+  void* alloc(size_t bytes) override {
+    void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+    QWEN_CHECK(p != nullptr, "cpu backend: cannot allocate ", bytes, " bytes of host memory");
+    return p;
+  }
+  void free(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void synchronize() override {}
+  size_t free_bytes() const override { return std::numeric_limits<size_t>::max(); }
+
+  void embed(float* out, const Weight& table, const int32_t* ids, int n_tokens) override {
+    pool_.parallel_for(n_tokens, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        QWEN_ASSERT(ids[t] >= 0 && ids[t] < table.ne1);
+        const auto* row = static_cast<const uint8_t*>(table.data) + size_t(ids[t]) * table.row_bytes();
+        dequantize_row(table.type, row, out + t * table.ne0, table.ne0);
+      }
+    });
+  }
+
+  void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
+    pool_.parallel_for(n_rows, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const float* xr = x + r * n;
+        double ss = 0.0;
+        for (int i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
+        const float scale = float(1.0 / std::sqrt(ss / n + eps));
+        float* o = out + r * n;
+        for (int i = 0; i < n; ++i) o[i] = xr[i] * scale * w[i];
+      }
+    });
+  }
+
+  void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
+    const int64_t k = w.ne0, m = w.ne1;
+    const size_t rb = w.row_bytes();
+    const auto* base = static_cast<const uint8_t*>(w.data);
+    if (n_tokens < kDequantRowMinTokens) {
+      pool_.parallel_for(m, [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o) {
+          const float add = bias ? bias[o] : 0.f;
+          for (int t = 0; t < n_tokens; ++t) y[t * m + o] = vec_dot(w.type, base + o * rb, x + t * k, k) + add;
+        }
+      });
+      return;
+    }
+    pool_.parallel_for(m, [&](int64_t b, int64_t e) {
+      std::vector<float> row(k);
+      for (int64_t o = b; o < e; ++o) {
+        dequantize_row(w.type, base + o * rb, row.data(), k);
+        const float add = bias ? bias[o] : 0.f;
+        for (int t = 0; t < n_tokens; ++t) {
+          const float* xt = x + t * k;
+          float s = 0.f;
+          for (int64_t i = 0; i < k; ++i) s += row[i] * xt[i];
+          y[t * m + o] = s + add;
+        }
+      }
+    });
+  }
+
+  void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
+            RopeMode mode) override {
+    const int half = head_dim / 2;
+    pool_.parallel_for(n_tokens, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        for (int i = 0; i < half; ++i) {
+          const double theta = pos[t] * std::pow(double(freq_base), -2.0 * i / head_dim);
+          const float cs = float(std::cos(theta)), sn = float(std::sin(theta));
+          for (int h = 0; h < n_head; ++h) {
+            float* v = x + (t * n_head + h) * head_dim;
+            const int i0 = mode == RopeMode::Neox ? i : 2 * i;
+            const int i1 = mode == RopeMode::Neox ? i + half : 2 * i + 1;
+            const float a = v[i0], c = v[i1];
+            v[i0] = a * cs - c * sn;
+            v[i1] = a * sn + c * cs;
+          }
+        }
+      }
+    });
+  }
+
+  void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) override {
+    const int width = cache.n_head_kv * cache.head_dim;
+    for (int t = 0; t < batch.n_tokens; ++t) {
+      const int s = batch.seq[t], p = batch.pos[t];
+      QWEN_ASSERT(s >= 0 && s < cache.n_seq && p >= 0 && p < cache.n_ctx);
+      if (cache.type == GGMLType::F32) {
+        std::memcpy(kv_row_f32(cache, cache.k, s, p), k + size_t(t) * width, width * sizeof(float));
+        std::memcpy(kv_row_f32(cache, cache.v, s, p), v + size_t(t) * width, width * sizeof(float));
+      } else {
+        uint16_t* kd = kv_row_f16(cache, cache.k, s, p);
+        uint16_t* vd = kv_row_f16(cache, cache.v, s, p);
+        for (int i = 0; i < width; ++i) {
+          kd[i] = f32_to_fp16(k[size_t(t) * width + i]);
+          vd[i] = f32_to_fp16(v[size_t(t) * width + i]);
+        }
+      }
+    }
+  }
+
+  void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
+                 const AttentionParams& p) override {
+    const int d = p.head_dim, group = p.n_head / p.n_head_kv;
+    const bool f16 = cache.type == GGMLType::F16;
+    pool_.parallel_for(int64_t(batch.n_tokens) * p.n_head, [&](int64_t b, int64_t e) {
+      std::vector<float> score, kv_tmp(d);
+      for (int64_t th = b; th < e; ++th) {
+        const int t = int(th / p.n_head), h = int(th % p.n_head), hk = h / group;
+        const int s = batch.seq[t], n_kv = batch.pos[t] + 1;
+        const float* qv = q + th * d;
+        // Reads K or V head hk at position j of sequence s as fp32.
+        auto kv_at = [&](void* base, int j) -> const float* {
+          if (!f16) return kv_row_f32(cache, base, s, j) + hk * d;
+          const uint16_t* src = kv_row_f16(cache, base, s, j) + hk * d;
+          for (int i = 0; i < d; ++i) kv_tmp[i] = fp16_to_f32(src[i]);
+          return kv_tmp.data();
+        };
+        score.resize(n_kv);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < n_kv; ++j) {
+          const float* kj = kv_at(cache.k, j);
+          float dot = 0.f;
+          for (int i = 0; i < d; ++i) dot += qv[i] * kj[i];
+          score[j] = dot * p.scale;
+          mx = std::max(mx, score[j]);
+        }
+        float sum = 0.f;
+        for (int j = 0; j < n_kv; ++j) sum += score[j] = std::exp(score[j] - mx);
+        float* o = out + th * d;
+        std::fill(o, o + d, 0.f);
+        for (int j = 0; j < n_kv; ++j) {
+          const float* vj = kv_at(cache.v, j);
+          const float wj = score[j] / sum;
+          for (int i = 0; i < d; ++i) o[i] += wj * vj[i];
+        }
+      }
+    });
+  }
+
+  void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
+    pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    });
+  }
+
+  void add(float* out, const float* a, const float* b, int64_t n) override {
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  }
+
+  void argmax(int32_t* out, const float* x, int n_rows, int n) override {
+    for (int r = 0; r < n_rows; ++r) {
+      const float* xr = x + int64_t(r) * n;
+      out[r] = int32_t(std::max_element(xr, xr + n) - xr);
+    }
+  }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+  if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::make_unique<CpuBackend>(n_threads);
+}
+
+}  // namespace qwen

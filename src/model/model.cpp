@@ -1,0 +1,106 @@
+#include "model/model.h"
+
+#include <cmath>
+
+#include "gguf/gguf.h"
+#include "util/check.h"
+
+namespace qwen {
+
+Model::Model(const gguf::File& f, Backend& backend, int max_batch,
+             const std::function<void(float)>& on_progress)
+    : config_(ModelConfig::from_gguf(f)), backend_(backend), max_batch_(max_batch) {
+  QWEN_CHECK(max_batch > 0, "max batch ", max_batch, " must be positive");
+  weights_ = std::make_unique<ModelWeights>(f, config_, backend, on_progress);
+  const ModelConfig& c = config_;
+  const size_t B = size_t(max_batch);
+  const size_t widths[] = {size_t(c.n_embd), size_t(c.n_embd), size_t(c.q_dim()), size_t(c.kv_dim()),
+                           size_t(c.kv_dim()), size_t(c.q_dim()), size_t(c.n_ff), size_t(c.n_ff),
+                           size_t(c.n_embd)};
+  float** bufs[] = {&x_, &cur_, &q_, &k_, &v_, &attn_, &gate_, &up_, &out_};
+  size_t total = 0;
+  for (size_t w : widths) total += B * w;
+  scratch_ = backend.alloc(total * sizeof(float));
+  float* p = static_cast<float*>(scratch_);
+  for (size_t i = 0; i < std::size(widths); ++i) {
+    *bufs[i] = p;
+    p += B * widths[i];
+  }
+}
+
+Model::~Model() {
+  if (scratch_ != nullptr) backend_.free(scratch_);
+}
+
+// Follows HF Qwen2DecoderLayer / Qwen3DecoderLayer / LlamaDecoderLayer: pre-norm attention and
+// SwiGLU MLP with residuals, final RMSNorm, lm_head. Names follow llama.cpp's graph names.
+void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out,
+                    float* logits, const ForwardTap& tap) const {
+  const ModelConfig& c = config_;
+  const ModelWeights& w = *weights_;
+  Backend& be = backend_;
+  const int n = batch.n_tokens;
+  QWEN_CHECK(n > 0 && n <= max_batch_, "forward: batch of ", n, " tokens, max batch is ", max_batch_);
+  QWEN_CHECK(n_out > 0 && n_out <= n, "forward: ", n_out, " logit rows requested of ", n, " tokens");
+  QWEN_CHECK(kv.size() == size_t(c.n_layer), "forward: ", kv.size(), " KV layers for ", c.n_layer,
+             " model layers");
+  auto name = [&](const char* what, int layer, const float* data, int64_t rows, int64_t cols) {
+    if (tap) tap(what, layer, data, rows, cols);
+  };
+  const AttentionParams ap{c.n_head, c.n_head_kv, c.head_dim, 1.f / std::sqrt(float(c.head_dim))};
+
+  be.embed(x_, w.token_embd, batch.ids, n);
+  name("inp_embd", -1, x_, n, c.n_embd);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = w.layers[l];
+    // --- self attention ---
+    be.rmsnorm(cur_, x_, L.attn_norm, n, c.n_embd, c.rms_eps);
+    name("attn_norm", l, cur_, n, c.n_embd);
+    be.matmul(q_, L.attn_q, cur_, n, L.attn_q_b);
+    name("Qcur", l, q_, n, c.q_dim());
+    be.matmul(k_, L.attn_k, cur_, n, L.attn_k_b);
+    name("Kcur", l, k_, n, c.kv_dim());
+    be.matmul(v_, L.attn_v, cur_, n, L.attn_v_b);
+    name("Vcur", l, v_, n, c.kv_dim());
+    if (c.qk_norm) {  // qwen3: RMSNorm over each head's vector before rope
+      be.rmsnorm(q_, q_, L.attn_q_norm, int64_t(n) * c.n_head, c.head_dim, c.rms_eps);
+      name("Qcur_normed", l, q_, n, c.q_dim());
+      be.rmsnorm(k_, k_, L.attn_k_norm, int64_t(n) * c.n_head_kv, c.head_dim, c.rms_eps);
+      name("Kcur_normed", l, k_, n, c.kv_dim());
+    }
+    be.rope(q_, batch.pos, n, c.n_head, c.head_dim, c.rope_freq_base, c.rope_mode);
+    name("Qcur_rope", l, q_, n, c.q_dim());
+    be.rope(k_, batch.pos, n, c.n_head_kv, c.head_dim, c.rope_freq_base, c.rope_mode);
+    name("Kcur_rope", l, k_, n, c.kv_dim());
+    be.kv_store(kv[l], k_, v_, batch);
+    be.attention(attn_, q_, kv[l], batch, ap);
+    name("kqv_out", l, attn_, n, c.q_dim());
+    be.matmul(cur_, L.attn_output, attn_, n, nullptr);
+    name("attn_out", l, cur_, n, c.n_embd);
+    be.add(x_, x_, cur_, int64_t(n) * c.n_embd);
+    name("ffn_inp", l, x_, n, c.n_embd);
+    // --- MLP: down(silu(gate(x)) * up(x)) ---
+    be.rmsnorm(cur_, x_, L.ffn_norm, n, c.n_embd, c.rms_eps);
+    name("ffn_norm", l, cur_, n, c.n_embd);
+    be.matmul(gate_, L.ffn_gate, cur_, n, nullptr);
+    name("ffn_gate", l, gate_, n, c.n_ff);
+    be.matmul(up_, L.ffn_up, cur_, n, nullptr);
+    name("ffn_up", l, up_, n, c.n_ff);
+    be.swiglu(gate_, gate_, up_, int64_t(n) * c.n_ff);
+    name("ffn_swiglu", l, gate_, n, c.n_ff);
+    be.matmul(cur_, L.ffn_down, gate_, n, nullptr);
+    name("ffn_out", l, cur_, n, c.n_embd);
+    be.add(x_, x_, cur_, int64_t(n) * c.n_embd);
+    name("l_out", l, x_, n, c.n_embd);
+  }
+  // Only the requested rows go through the final norm and lm_head: gathering rows of the fp32
+  // residual stream is an embedding lookup in a [n][n_embd] F32 table.
+  const Weight hidden{GGMLType::F32, c.n_embd, n, x_};
+  be.embed(out_, hidden, out_rows, n_out);
+  be.rmsnorm(out_, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
+  name("result_norm", -1, out_, n_out, c.n_embd);
+  be.matmul(logits, w.output, out_, n_out, nullptr);
+  name("result_output", -1, logits, n_out, c.n_vocab);
+}
+
+}  // namespace qwen

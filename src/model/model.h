@@ -1,0 +1,66 @@
+// A decoder-only transformer (qwen2, qwen3, llama) bound to a backend. The forward pass is
+// written once against the Backend ops; the architectures differ only in flags of ModelConfig
+// (qkv biases, per-head q/k norm, rope pairing), exactly as their HF modules do.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace qwen::gguf {
+class File;
+}
+
+namespace qwen {
+
+// Debug hook: sees each named intermediate right after it is computed. `data` is backend memory
+// [rows][cols] fp32 (a tap on a GPU backend must download it). layer = -1 outside the blocks.
+using ForwardTap =
+    std::function<void(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols)>;
+
+class Model {
+ public:
+  // Binds and uploads the weights and allocates scratch for up to max_batch tokens per forward.
+  Model(const gguf::File& f, Backend& backend, int max_batch,
+        const std::function<void(float)>& on_progress = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return *weights_; }
+  Backend& backend() const { return backend_; }
+  int max_batch() const { return max_batch_; }
+
+  // One forward pass over batch (ids/pos/seq in backend memory, n_tokens <= max_batch); stores
+  // the batch's K/V into kv (one KVLayer per layer) and writes logits [n_out][n_vocab] (backend
+  // memory) for the batch rows out_rows[0..n_out) (backend memory, int32). Issues backend ops
+  // only: no alloc, upload, download or synchronize, so a backend may capture it as a graph.
+  void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out,
+               float* logits, const ForwardTap& tap = {}) const;
+
+ private:
+  ModelConfig config_;
+  Backend& backend_;
+  int max_batch_;
+  std::unique_ptr<ModelWeights> weights_;
+  // Scratch activations in backend memory, each [max_batch][width]; one allocation.
+  void* scratch_ = nullptr;
+  float* x_ = nullptr;     // residual stream [B][n_embd]
+  float* cur_ = nullptr;   // normed input / sublayer output [B][n_embd]
+  float* q_ = nullptr;     // [B][n_head][head_dim]
+  float* k_ = nullptr;     // [B][n_head_kv][head_dim]
+  float* v_ = nullptr;     // [B][n_head_kv][head_dim]
+  float* attn_ = nullptr;  // attention output [B][n_head][head_dim]
+  float* gate_ = nullptr;  // [B][n_ff]
+  float* up_ = nullptr;    // [B][n_ff]
+  float* out_ = nullptr;   // rows gathered for the lm_head [B][n_embd]
+};
+
+}  // namespace qwen

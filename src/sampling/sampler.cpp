@@ -1,0 +1,114 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+#include "util/check.h"
+
+namespace qwen {
+
+void apply_penalties(std::span<float> logits, std::span<const int32_t> history, const SamplerParams& p) {
+  const bool any = p.repeat_penalty != 1.f || p.presence_penalty != 0.f || p.frequency_penalty != 0.f;
+  if (!any || history.empty() || p.penalty_last_n == 0) return;
+  const size_t n = p.penalty_last_n < 0 ? history.size()
+                                        : std::min(history.size(), size_t(p.penalty_last_n));
+  std::unordered_map<int32_t, int> count;
+  for (int32_t id : history.subspan(history.size() - n)) ++count[id];
+  for (const auto& [id, c] : count) {
+    QWEN_CHECK(id >= 0 && size_t(id) < logits.size(), "sampler: history token ", id,
+               " is outside the vocabulary of ", logits.size());
+    float& l = logits[id];
+    // llama.cpp / CTRL convention: shrink positive logits, grow negative ones.
+    l = l > 0 ? l / p.repeat_penalty : l * p.repeat_penalty;
+    l -= float(c) * p.frequency_penalty + p.presence_penalty;
+  }
+}
+
+int32_t argmax(std::span<const float> logits) {
+  QWEN_CHECK(!logits.empty(), "argmax of empty logits");
+  return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+static bool by_logit(const Candidate& a, const Candidate& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+void top_k(std::vector<Candidate>& c, int k) {
+  if (k <= 0 || size_t(k) >= c.size()) {
+    std::sort(c.begin(), c.end(), by_logit);
+    return;
+  }
+  std::partial_sort(c.begin(), c.begin() + k, c.end(), by_logit);
+  c.resize(k);
+}
+
+void softmax(std::vector<Candidate>& c) {
+  if (c.empty()) return;
+  std::sort(c.begin(), c.end(), by_logit);
+  const float mx = c[0].logit;
+  double sum = 0.0;
+  for (Candidate& x : c) sum += x.p = std::exp(x.logit - mx);
+  for (Candidate& x : c) x.p = float(x.p / sum);
+}
+
+static void renormalize(std::vector<Candidate>& c) {
+  double sum = 0.0;
+  for (const Candidate& x : c) sum += x.p;
+  for (Candidate& x : c) x.p = float(x.p / sum);
+}
+
+void top_p(std::vector<Candidate>& c, float p) {
+  if (p >= 1.f || c.empty()) return;
+  double cum = 0.0;
+  size_t keep = c.size();
+  for (size_t i = 0; i < c.size(); ++i) {
+    cum += c[i].p;
+    if (cum >= p) {
+      keep = i + 1;
+      break;
+    }
+  }
+  c.resize(keep);
+  renormalize(c);
+}
+
+void min_p(std::vector<Candidate>& c, float p) {
+  if (p <= 0.f || c.empty()) return;
+  const float threshold = p * c[0].p;
+  size_t keep = 1;  // the most likely candidate always survives
+  while (keep < c.size() && c[keep].p >= threshold) ++keep;
+  c.resize(keep);
+  renormalize(c);
+}
+
+Sampler::Sampler(const SamplerParams& params) : params_(params), rng_(params.seed) {
+  QWEN_CHECK(std::isfinite(params.temperature), "sampler: temperature ", params.temperature, " is not finite");
+  QWEN_CHECK(params.top_p > 0.f, "sampler: top_p = ", params.top_p, " must be > 0");
+  QWEN_CHECK(params.min_p < 1.f, "sampler: min_p = ", params.min_p, " must be < 1");
+  QWEN_CHECK(params.repeat_penalty > 0.f, "sampler: repeat_penalty = ", params.repeat_penalty,
+             " must be > 0");
+}
+
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+  apply_penalties(logits, history, params_);
+  if (params_.temperature <= 0.f) return argmax(logits);
+  cand_.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {int32_t(i), logits[i], 0.f};
+  top_k(cand_, params_.top_k);
+  for (Candidate& x : cand_) x.logit /= params_.temperature;
+  softmax(cand_);
+  top_p(cand_, params_.top_p);
+  min_p(cand_, params_.min_p);
+  // Inverse-CDF draw with our own uniform so results do not depend on the standard library's
+  // distribution implementation (std::mt19937_64 output itself is specified).
+  const double u = double(rng_() >> 11) * (1.0 / 9007199254740992.0);
+  double cum = 0.0;
+  for (const Candidate& x : cand_) {
+    cum += x.p;
+    if (u < cum) return x.id;
+  }
+  return cand_.back().id;
+}
+
+}  // namespace qwen
