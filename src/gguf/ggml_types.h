@@ -49,4 +49,11 @@ void dequantize_row(GGMLType t, const void* src, float* dst, int64_t n);
 // sum_i row[i] * x[i] for one quantized row of n elements and an fp32 vector.
 float vec_dot(GGMLType t, const void* row, const float* x, int64_t n);
 
+// The same kernels as plain function pointers, so a matmul can look the type up once per matrix
+// instead of once per row. Both throw qwen::Error naming the type when it has no CPU kernel.
+using DequantizeRowFn = void (*)(const void* src, float* dst, int64_t n);
+using VecDotFn = float (*)(const void* row, const float* x, int64_t n);
+DequantizeRowFn dequantize_row_fn(GGMLType t);
+VecDotFn vec_dot_fn(GGMLType t);
+
 }  // namespace qwen

@@ -69,7 +69,9 @@ class File {
   const Value* find(std::string_view key) const;
 
   // Typed getters. T: bool, any integer type, float, double, std::string, std::vector<std::string>,
-  // std::vector<int32_t>, std::vector<float>. Integers convert between widths when the value fits.
+  // std::vector<int32_t>, std::vector<uint32_t>, std::vector<int64_t>, std::vector<float>,
+  // std::vector<double>. Integers convert between widths when the value fits; float/double also
+  // accept integer values.
   // Errors name the file, the key, the expected and the found type (or the missing key).
   template <class T> T get(std::string_view key) const;
   template <class T> T get_or(std::string_view key, T fallback) const {

@@ -17,21 +17,17 @@ inline uint32_t f32_to_bits(float f) {
   return u;
 }
 
-// IEEE binary16 -> binary32 (exact: every half is representable as a float).
+// IEEE binary16 -> binary32 (exact: every half is representable as a float). Written without
+// data-dependent loops so that row conversions vectorise: the exponent/mantissa bits are moved into
+// float position and rebiased (by 112 for normals, by 224 for inf/NaN, payload kept); subnormals are
+// rebuilt exactly as (2^-14 + m * 2^-24) - 2^-14.
 inline float fp16_to_f32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  if (exp == 0x1f) return bits_to_f32(sign | 0x7f800000u | (mant << 13));  // inf / NaN (payload kept)
-  if (exp != 0) return bits_to_f32(sign | ((exp + 112) << 23) | (mant << 13));
-  if (mant == 0) return bits_to_f32(sign);  // +-0
-  // Subnormal half: normalise into a float.
-  int e = 113;
-  while (!(mant & 0x400)) {
-    mant <<= 1;
-    --e;
-  }
-  return bits_to_f32(sign | (uint32_t(e) << 23) | ((mant & 0x3ff) << 13));
+  const uint32_t em = uint32_t(h & 0x7fff) << 13;
+  const uint32_t exp = em & 0x0f800000u;
+  const float normal = bits_to_f32(em + (exp == 0x0f800000u ? 224u << 23 : 112u << 23));
+  const float subnormal = bits_to_f32(em + (113u << 23)) - bits_to_f32(113u << 23);
+  return bits_to_f32(f32_to_bits(exp == 0 ? subnormal : normal) | sign);
 }
 
 // binary32 -> binary16, round to nearest even; NaN stays NaN (quiet), overflow -> inf.
