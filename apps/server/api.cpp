@@ -1,0 +1,284 @@
+#include "api.h"
+
+#include <cmath>
+#include <limits>
+
+#include "util/check.h"
+
+namespace qwen::server {
+
+using json = nlohmann::json;
+
+ApiError::ApiError(int status, std::string message, std::string code, std::string param, std::string type)
+    : std::runtime_error(std::move(message)),
+      status_(status),
+      code_(std::move(code)),
+      param_(std::move(param)),
+      type_(std::move(type)) {}
+
+json ApiError::to_json() const {
+  json err = {{"message", what()}, {"type", type_}, {"code", code_}};
+  err["param"] = param_.empty() ? json(nullptr) : json(param_);
+  return json{{"error", err}};
+}
+
+namespace {
+
+// Most stop strings one request may carry; each is matched against the tail of the text at
+// every token, so the cap bounds that work.
+constexpr size_t kMaxStop = 16;
+
+[[noreturn]] void invalid(const std::string& param, const std::string& message,
+                          const std::string& code = "invalid_value") {
+  throw ApiError(400, message, code, param);
+}
+
+// The field, or nullptr when it is absent or JSON null (the OpenAI API treats both as "not set").
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+[[noreturn]] void wrong_type(const char* key, const char* expected, const json& v) {
+  invalid(key, str("'", key, "' must be ", expected, ", got ", v.type_name()), "invalid_type");
+}
+
+std::optional<double> number(const json& body, const char* key, double lo, double hi, bool lo_open = false) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) wrong_type(key, "a number", *v);
+  double x = v->get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
+    invalid(key, str("'", key, "' is ", v->dump(), ", expected a number in ", lo_open ? "(" : "[", lo, ", ", hi,
+                     "]"));
+  }
+  return x;
+}
+
+std::optional<int64_t> integer(const json& body, const char* key, int64_t lo, int64_t hi) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer()) wrong_type(key, "an integer", *v);
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
+    invalid(key, str("'", key, "' is ", v->dump(), ", expected an integer in [", lo, ", ", hi, "]"));
+  }
+  int64_t x = v->get<int64_t>();
+  if (x < lo || x > hi) invalid(key, str("'", key, "' is ", x, ", expected an integer in [", lo, ", ", hi, "]"));
+  return x;
+}
+
+std::optional<bool> boolean(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) wrong_type(key, "a boolean", *v);
+  return v->get<bool>();
+}
+
+std::optional<std::string> string(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) wrong_type(key, "a string", *v);
+  return v->get<std::string>();
+}
+
+// Fields the server does not implement are refused rather than silently ignored, but only when
+// they ask for something (false / 1 / empty are the API's own defaults).
+void refuse_unsupported(const json& body) {
+  if (const json* n = field(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1)) {
+    invalid("n", str("'n' is ", n->dump(), ": only n = 1 is supported"), "unsupported_value");
+  }
+  if (const json* v = field(body, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) &&
+                                               !(v->is_number_integer() && v->get<int64_t>() == 0)) {
+    invalid("logprobs", "'logprobs' is not supported", "unsupported_value");
+  }
+  if (auto echo = boolean(body, "echo"); echo && *echo) {
+    invalid("echo", "'echo' is not supported", "unsupported_value");
+  }
+  if (const json* v = field(body, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
+    invalid("best_of", "only best_of = 1 is supported", "unsupported_value");
+  }
+  if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) {
+    invalid("tools", "tool calling is not supported", "unsupported_value");
+  }
+  if (const json* v = field(body, "response_format"); v) {
+    if (!v->is_object()) wrong_type("response_format", "an object", *v);
+    const json* type = field(*v, "type");
+    if (!type || *type != "text") {
+      invalid("response_format", "only response_format {\"type\": \"text\"} is supported", "unsupported_value");
+    }
+  }
+}
+
+std::vector<std::string> parse_stop(const json& body) {
+  const json* v = field(body, "stop");
+  if (!v) return {};
+  std::vector<std::string> stop;
+  if (v->is_string()) {
+    stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > kMaxStop) invalid("stop", str("'stop' has ", v->size(), " strings, at most ", kMaxStop));
+    for (const json& s : *v) {
+      if (!s.is_string()) wrong_type("stop", "a string or an array of strings", s);
+      stop.push_back(s.get<std::string>());
+    }
+  } else {
+    wrong_type("stop", "a string or an array of strings", *v);
+  }
+  for (const std::string& s : stop) {
+    if (s.empty()) invalid("stop", "'stop' strings must not be empty");
+  }
+  return stop;
+}
+
+// Options shared by both generation routes.
+void parse_common(const json& body, GenerationRequest& r) {
+  if (!body.is_object()) {
+    throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()), "invalid_type");
+  }
+  refuse_unsupported(body);
+  r.model = string(body, "model").value_or("");
+  r.stream = boolean(body, "stream").value_or(false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) wrong_type("stream_options", "an object", *so);
+    if (!r.stream) invalid("stream_options", "'stream_options' is only allowed with stream = true");
+    r.include_usage = boolean(*so, "include_usage").value_or(false);
+  }
+
+  // max_completion_tokens is the newer name of max_tokens; the larger context decides the cap.
+  constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+  std::optional<int64_t> max_tokens = integer(body, "max_tokens", 1, kMaxInt);
+  if (auto mct = integer(body, "max_completion_tokens", 1, kMaxInt)) max_tokens = mct;
+  r.params.max_tokens = max_tokens ? int(*max_tokens) : -1;
+  r.params.stop = parse_stop(body);
+
+  SamplerParams& s = r.params.sampler;
+  s.temperature = float(number(body, "temperature", 0.0, 2.0).value_or(1.0));
+  s.top_p = float(number(body, "top_p", 0.0, 1.0, /*lo_open=*/true).value_or(1.0));
+  s.top_k = int(integer(body, "top_k", 0, kMaxInt).value_or(0));
+  s.min_p = float(number(body, "min_p", 0.0, 1.0).value_or(0.0));
+  s.repeat_penalty = float(number(body, "repeat_penalty", 0.0, 100.0, /*lo_open=*/true).value_or(1.0));
+  s.penalty_last_n = int(integer(body, "repeat_last_n", -1, kMaxInt).value_or(64));
+  s.presence_penalty = float(number(body, "presence_penalty", -2.0, 2.0).value_or(0.0));
+  s.frequency_penalty = float(number(body, "frequency_penalty", -2.0, 2.0).value_or(0.0));
+  if (const json* seed = field(body, "seed")) {
+    if (!seed->is_number_integer()) wrong_type("seed", "an integer", *seed);
+    s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : uint64_t(seed->get<int64_t>());
+    r.seeded = true;
+  }
+}
+
+// A message's content: a string, or an array of {"type": "text", "text": ...} parts joined.
+std::string message_content(const json& content, size_t i) {
+  std::string param = str("messages[", i, "].content");
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) {
+    invalid(param, str("'", param, "' must be a string or an array of text parts, got ", content.type_name()),
+            "invalid_type");
+  }
+  std::string text;
+  for (const json& part : content) {
+    const json* type = part.is_object() ? field(part, "type") : nullptr;
+    const json* t = part.is_object() ? field(part, "text") : nullptr;
+    if (!type || *type != "text" || !t || !t->is_string()) {
+      invalid(param, str("'", param, "' parts must be {\"type\": \"text\", \"text\": string}, got ", part.dump()),
+              "invalid_type");
+    }
+    text += t->get<std::string>();
+  }
+  return text;
+}
+
+}  // namespace
+
+json parse_body(const std::string& body) {
+  try {
+    return json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, str("the request body is not valid JSON: ", e.what()), "invalid_json");
+  }
+}
+
+GenerationRequest parse_chat_request(const json& body) {
+  GenerationRequest r;
+  r.chat = true;
+  parse_common(body, r);
+  const json* messages = field(body, "messages");
+  if (!messages) invalid("messages", "'messages' is required", "missing_field");
+  if (!messages->is_array()) wrong_type("messages", "an array", *messages);
+  if (messages->empty()) invalid("messages", "'messages' must not be empty");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    std::string param = str("messages[", i, "]");
+    if (!m.is_object()) invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
+    const json* role = field(m, "role");
+    if (!role || !role->is_string()) {
+      invalid(param + ".role", str("'", param, ".role' must be a string"), role ? "invalid_type" : "missing_field");
+    }
+    std::string r_name = role->get<std::string>();
+    if (r_name == "developer") r_name = "system";  // the newer OpenAI name for the system role
+    if (r_name != "system" && r_name != "user" && r_name != "assistant") {
+      invalid(param + ".role",
+              str("'", param, ".role' is \"", r_name, "\", expected \"system\", \"user\" or \"assistant\""));
+    }
+    const json* content = field(m, "content");
+    if (!content && r_name != "assistant") {
+      invalid(param + ".content", str("'", param, ".content' is required"), "missing_field");
+    }
+    r.messages.push_back({r_name, content ? message_content(*content, i) : std::string()});
+  }
+  return r;
+}
+
+GenerationRequest parse_completion_request(const json& body) {
+  GenerationRequest r;
+  parse_common(body, r);
+  if (auto suffix = string(body, "suffix"); suffix && !suffix->empty()) {
+    invalid("suffix", "'suffix' is not supported", "unsupported_value");
+  }
+  const json* prompt = field(body, "prompt");
+  if (!prompt) invalid("prompt", "'prompt' is required", "missing_field");
+  // The API also allows a list of prompts (one completion each); with n = 1 only one is served.
+  if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
+    r.prompt = (*prompt)[0].get<std::string>();
+  } else if (prompt->is_string()) {
+    r.prompt = prompt->get<std::string>();
+  } else {
+    invalid("prompt", str("'prompt' must be a string (or a list of exactly one string), got ", prompt->dump(-1).substr(0, 80)),
+            "invalid_type");
+  }
+  if (r.prompt.empty()) invalid("prompt", "'prompt' must not be empty");
+  return r;
+}
+
+TokenizeRequest parse_tokenize_request(const json& body) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object", "invalid_type");
+  TokenizeRequest r;
+  auto content = string(body, "content");
+  if (!content) invalid("content", "'content' is required", "missing_field");
+  r.content = *content;
+  r.add_special = boolean(body, "add_special").value_or(false);
+  r.parse_special = boolean(body, "parse_special").value_or(true);
+  return r;
+}
+
+std::vector<int32_t> parse_detokenize_request(const json& body, int32_t n_vocab) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object", "invalid_type");
+  const json* tokens = field(body, "tokens");
+  if (!tokens) invalid("tokens", "'tokens' is required", "missing_field");
+  if (!tokens->is_array()) wrong_type("tokens", "an array of token ids", *tokens);
+  std::vector<int32_t> ids;
+  ids.reserve(tokens->size());
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    const json& t = (*tokens)[i];
+    if (!t.is_number_integer()) wrong_type("tokens", "an array of token ids", t);
+    int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > uint64_t(n_vocab) ? int64_t(n_vocab) : t.get<int64_t>();
+    if (id < 0 || id >= n_vocab) {
+      invalid("tokens", str("'tokens[", i, "]' is ", t.dump(), ", outside the vocabulary [0, ", n_vocab, ")"));
+    }
+    ids.push_back(int32_t(id));
+  }
+  return ids;
+}
+
+}  // namespace qwen::server

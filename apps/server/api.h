@@ -1,0 +1,64 @@
+// The server's request types: JSON bodies of the OpenAI-style routes parsed and validated into
+// plain structs, and errors in the OpenAI shape {"error": {"message", "type", "param", "code"}}.
+// Validation happens here, at the boundary, so everything behind it can trust its input.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace qwen::server {
+
+// An error the client caused (or, with status 5xx, one it should retry), already shaped for the
+// wire. `code` is a short machine-readable reason ("invalid_type", "context_length_exceeded", ...).
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string message, std::string code, std::string param = {},
+           std::string type = "invalid_request_error");
+  int status() const { return status_; }
+  const std::string& code() const { return code_; }
+  const std::string& param() const { return param_; }
+  const std::string& type() const { return type_; }
+  nlohmann::json to_json() const;
+
+ private:
+  int status_;
+  std::string code_, param_, type_;
+};
+
+// One generation request, from /v1/chat/completions or /v1/completions. Sampling defaults follow
+// the OpenAI API (temperature 1, top_p 1, no top-k / min-p) rather than llama.cpp's.
+struct GenerationRequest {
+  bool chat = false;
+  std::string model;                  // empty: the served model
+  std::vector<ChatMessage> messages;  // chat only, roles system / user / assistant
+  std::string prompt;                 // completions only
+  GenerateParams params;              // max_tokens (< 0: until eog / stop / context full), sampler, stop
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: an extra usage chunk before [DONE]
+  bool seeded = false;         // "seed" given; otherwise the scheduler draws one
+};
+
+// Parse a body; throw ApiError (400) naming the field and the bad value.
+nlohmann::json parse_body(const std::string& body);
+GenerationRequest parse_chat_request(const nlohmann::json& body);
+GenerationRequest parse_completion_request(const nlohmann::json& body);
+
+// POST /tokenize {"content": str, "add_special": bool = false, "parse_special": bool = true}
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;
+  bool parse_special = true;
+};
+TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
+
+// POST /detokenize {"tokens": [int, ...]}; ids are checked against n_vocab.
+std::vector<int32_t> parse_detokenize_request(const nlohmann::json& body, int32_t n_vocab);
+
+}  // namespace qwen::server

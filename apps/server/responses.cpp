@@ -1,0 +1,106 @@
+#include "responses.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+namespace qwen::server {
+
+using json = nlohmann::json;
+
+std::string to_wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+const char* openai_finish_reason(FinishReason r) {
+  switch (r) {
+    case FinishReason::Length:
+    case FinishReason::ContextFull:
+      return "length";
+    default:
+      return "stop";
+  }
+}
+
+json usage_json(int prompt_tokens, int completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+ResponseId make_response_id(bool chat, const std::string& model) {
+  // Unique within a run (counter) and across restarts (random prefix drawn once).
+  static const uint64_t prefix = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
+  static std::atomic<uint64_t> counter{0};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)prefix,
+                (unsigned long long)counter.fetch_add(1));
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  return {buf, now, model};
+}
+
+namespace {
+
+json envelope(const ResponseId& rid, const char* object) {
+  return {{"id", rid.id}, {"object", object}, {"created", rid.created}, {"model", rid.model},
+          {"system_fingerprint", "qwen.cu"}};
+}
+
+json finish_json(std::optional<FinishReason> finish) {
+  return finish ? json(openai_finish_reason(*finish)) : json(nullptr);
+}
+
+}  // namespace
+
+json chat_completion(const ResponseId& rid, const std::string& text, FinishReason finish, const json& usage) {
+  json r = envelope(rid, "chat.completion");
+  r["choices"] = json::array({{{"index", 0},
+                               {"message", {{"role", "assistant"}, {"content", text}}},
+                               {"logprobs", nullptr},
+                               {"finish_reason", openai_finish_reason(finish)}}});
+  r["usage"] = usage;
+  return r;
+}
+
+json text_completion(const ResponseId& rid, const std::string& text, FinishReason finish, const json& usage) {
+  json r = envelope(rid, "text_completion");
+  r["choices"] = json::array(
+      {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(finish)}}});
+  r["usage"] = usage;
+  return r;
+}
+
+json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
+                std::optional<FinishReason> finish, const json& usage) {
+  json delta = json::object();
+  if (role) delta["role"] = "assistant";
+  if (text) delta["content"] = *text;
+  json r = envelope(rid, "chat.completion.chunk");
+  r["choices"] =
+      json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
+  if (!usage.is_null()) r["usage"] = usage;
+  return r;
+}
+
+json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
+                const json& usage) {
+  json r = envelope(rid, "text_completion");
+  r["choices"] =
+      json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
+  if (!usage.is_null()) r["usage"] = usage;
+  return r;
+}
+
+json usage_chunk(const ResponseId& rid, bool chat, const json& usage) {
+  json r = envelope(rid, chat ? "chat.completion.chunk" : "text_completion");
+  r["choices"] = json::array();
+  r["usage"] = usage;
+  return r;
+}
+
+std::string sse_data(const json& j) { return "data: " + to_wire(j) + "\n\n"; }
+std::string sse_done() { return "data: [DONE]\n\n"; }
+std::string sse_comment(const std::string& text) { return ": " + text + "\n\n"; }
+
+}  // namespace qwen::server

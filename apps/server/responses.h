@@ -1,0 +1,52 @@
+// Response bodies in the shapes the OpenAI API (and its Python client) expects, and the
+// Server-Sent Events framing of streamed chunks.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "runtime/session.h"
+
+namespace qwen::server {
+
+// Serialises a body. Generated text can hold bytes that are not UTF-8 (a /detokenize of half a
+// character); they are written as U+FFFD instead of failing the response.
+std::string to_wire(const nlohmann::json& j);
+
+// "stop" (end-of-generation token or a stop string) or "length" (max_tokens or the context).
+const char* openai_finish_reason(FinishReason r);
+
+nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+
+// Identity shared by every chunk of one response.
+struct ResponseId {
+  std::string id;     // "chatcmpl-…" or "cmpl-…"
+  int64_t created;    // unix seconds
+  std::string model;  // the served model id
+};
+ResponseId make_response_id(bool chat, const std::string& model);
+
+// Whole responses (stream = false).
+nlohmann::json chat_completion(const ResponseId& rid, const std::string& text, FinishReason finish,
+                               const nlohmann::json& usage);
+nlohmann::json text_completion(const ResponseId& rid, const std::string& text, FinishReason finish,
+                               const nlohmann::json& usage);
+
+// One streamed chunk. Chat: `role` adds {"role": "assistant"} to the delta, `text` adds content.
+// `finish` set ends the choice; `usage` (null for none) rides on that final chunk.
+nlohmann::json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
+                          std::optional<FinishReason> finish, const nlohmann::json& usage);
+nlohmann::json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
+                          const nlohmann::json& usage);
+// The stream_options.include_usage chunk: no choices, only usage.
+nlohmann::json usage_chunk(const ResponseId& rid, bool chat, const nlohmann::json& usage);
+
+// SSE framing: "data: <json>\n\n", the terminating "data: [DONE]\n\n", and a comment line that
+// clients ignore (sent while a request waits, so a vanished client is noticed).
+std::string sse_data(const nlohmann::json& j);
+std::string sse_done();
+std::string sse_comment(const std::string& text);
+
+}  // namespace qwen::server

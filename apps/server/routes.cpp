@@ -1,0 +1,289 @@
+#include "routes.h"
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "responses.h"
+#include "util/check.h"
+
+namespace qwen::server {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kJson = "application/json";
+// How long a streaming response waits for text before it writes an SSE comment. Writing is the
+// only way to learn that the client has gone, so this bounds how long a vanished client's job
+// keeps its place in the queue.
+constexpr std::chrono::milliseconds kKeepAlive{500};
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status();
+  res.set_content(to_wire(e.to_json()), kJson);
+}
+
+// The engine failed on a request it had accepted (never the client's fault).
+ApiError server_error(const std::string& message) {
+  return ApiError(500, message, "internal_error", {}, "server_error");
+}
+
+// Runs a handler and turns every exception into an OpenAI-shaped error response.
+template <class F>
+void guarded(httplib::Response& res, F&& f) {
+  try {
+    f();
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  } catch (const std::exception& e) {
+    send_error(res, server_error(e.what()));
+  }
+}
+
+uint64_t random_seed() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard lk(mu);
+  return rng();
+}
+
+}  // namespace
+
+Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOptions options)
+    : engine_(engine),
+      scheduler_(scheduler),
+      metrics_(metrics),
+      opt_(std::move(options)),
+      template_(ChatTemplate::for_tokenizer(engine.tokenizer(), opt_.chat_template)),
+      created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                   .count()) {}
+
+bool Routes::authorized(const httplib::Request& req) const {
+  if (opt_.api_key.empty()) return true;
+  const std::string expected = "Bearer " + opt_.api_key;
+  const std::string got = req.get_header_value("Authorization");
+  // Compare every byte whatever the first mismatch, so timing does not reveal a prefix.
+  unsigned diff = got.size() == expected.size() ? 0u : 1u;
+  for (size_t i = 0; i < expected.size(); ++i) diff |= unsigned(i < got.size() ? got[i] ^ expected[i] : 1);
+  return diff == 0;
+}
+
+json Routes::model_card() const {
+  const Tokenizer& tok = engine_.tokenizer();
+  return {{"id", opt_.model_id},
+          {"object", "model"},
+          {"created", created_},
+          {"owned_by", "qwen.cu"},
+          {"meta",
+           {{"n_ctx", engine_.n_ctx()},
+            {"n_slots", engine_.n_seq()},
+            {"n_vocab", tok.n_vocab()},
+            {"chat_template", ChatTemplate::family_name(template_.family())}}}};
+}
+
+void Routes::install(httplib::Server& http) {
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    metrics_.requests++;
+    // /health stays open so load balancers can probe without the key.
+    if (req.path == "/health" || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                             "invalid_api_key", {}, "authentication_error"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Errors httplib itself raises (no route, malformed HTTP, payload too large) get the same shape.
+  http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string message = res.status == 404 ? str("no route ", req.method, " ", req.path)
+                                            : str("HTTP error ", res.status, " on ", req.method, " ", req.path);
+    send_error(res, ApiError(res.status, message, res.status == 404 ? "not_found" : "http_error"));
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      send_error(res, server_error(e.what()));
+    } catch (...) {
+      send_error(res, server_error("unknown exception"));
+    }
+  });
+  http.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+    if (res.status >= 400) metrics_.errors++;
+  });
+
+  http.Post("/v1/chat/completions",
+            [this](const httplib::Request& req, httplib::Response& res) { chat_or_completion(req, res, true); });
+  http.Post("/v1/completions",
+            [this](const httplib::Request& req, httplib::Response& res) { chat_or_completion(req, res, false); });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(to_wire({{"object", "list"}, {"data", json::array({model_card()})}}), kJson);
+  });
+  http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      const std::string name = req.matches[1];
+      if (name != opt_.model_id && name != opt_.model_file) {
+        throw ApiError(404, str("model '", name, "' does not exist; this server serves '", opt_.model_id, "'"),
+                       "model_not_found", "model");
+      }
+      res.set_content(to_wire(model_card()), kJson);
+    });
+  });
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(to_wire({{"status", "ok"},
+                             {"slots_total", scheduler_.n_slots()},
+                             {"slots_active", metrics_.active.load()},
+                             {"requests_queued", metrics_.queued.load()}}),
+                    kJson);
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render(scheduler_.n_slots()), "text/plain; version=0.0.4");
+  });
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      TokenizeRequest r = parse_tokenize_request(parse_body(req.body));
+      std::vector<int32_t> ids;
+      {
+        std::lock_guard lk(tokenizer_mu_);
+        ids = engine_.tokenizer().encode(r.content, r.parse_special, r.add_special);
+      }
+      res.set_content(to_wire({{"tokens", ids}}), kJson);
+    });
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      std::vector<int32_t> ids = parse_detokenize_request(parse_body(req.body), engine_.tokenizer().n_vocab());
+      std::string text;
+      {
+        std::lock_guard lk(tokenizer_mu_);
+        text = engine_.tokenizer().decode(ids);
+      }
+      res.set_content(to_wire({{"content", text}}), kJson);
+    });
+  });
+}
+
+std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
+  std::vector<int32_t> ids;
+  {
+    std::lock_guard lk(tokenizer_mu_);
+    if (r.chat) {
+      std::string text;
+      try {
+        text = template_.render(r.messages, /*add_generation_prompt=*/true);
+      } catch (const Error& e) {
+        // The template refused the conversation (e.g. roles out of order): the client's doing.
+        throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
+                       "messages");
+      }
+      // The rendered template already holds its BOS and control tokens as text.
+      ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
+    } else {
+      ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
+    }
+  }
+  if (ids.empty()) throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
+  // At least one generated token must fit after the prompt in the slot's context.
+  if (int64_t(ids.size()) >= engine_.n_ctx()) {
+    throw ApiError(400,
+                   str("the prompt has ", ids.size(), " tokens but the context holds ", engine_.n_ctx(),
+                       " per request (prompt + completion); shorten the prompt or restart with a larger -c"),
+                   "context_length_exceeded", r.chat ? "messages" : "prompt");
+  }
+  return ids;
+}
+
+void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  guarded(res, [&] {
+    json body = parse_body(req.body);
+    GenerationRequest r = chat ? parse_chat_request(body) : parse_completion_request(body);
+    if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
+      throw ApiError(400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
+                     "model_not_found", "model");
+    }
+    if (r.model.empty()) r.model = opt_.model_id;
+    if (!r.seeded) r.params.sampler.seed = random_seed();
+    auto job = std::make_shared<Job>(prompt_tokens(r), r.params);
+    scheduler_.submit(job);
+    if (r.stream) {
+      respond_stream(res, chat, std::move(job), r);
+    } else {
+      respond_whole(res, chat, job, r);
+    }
+  });
+}
+
+void Routes::respond_whole(httplib::Response& res, bool chat, const std::shared_ptr<Job>& job,
+                           const GenerationRequest& r) {
+  std::string text;
+  Job::Update u;
+  do {
+    u = job->wait(std::chrono::seconds(60));
+    text += u.text;
+  } while (!u.done);
+  if (!u.result.error.empty()) throw server_error(u.result.error);
+  ResponseId rid = make_response_id(chat, r.model);
+  json usage = usage_json(u.result.prompt_tokens, u.result.completion_tokens);
+  json body = chat ? chat_completion(rid, text, u.result.finish, usage)
+                   : text_completion(rid, text, u.result.finish, usage);
+  res.set_content(to_wire(body), kJson);
+}
+
+namespace {
+
+// Owned by the streaming callback: when httplib drops the callback (stream finished, write
+// failed, connection closed) the job is cancelled, which frees its slot if it still runs.
+struct StreamState {
+  std::shared_ptr<Job> job;
+  ResponseId rid;
+  bool chat = false;
+  bool include_usage = false;
+  bool role_sent = false;
+  ~StreamState() { job->cancel(); }
+};
+
+}  // namespace
+
+void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<Job> job,
+                            const GenerationRequest& r) {
+  auto st = std::make_shared<StreamState>();
+  st->job = std::move(job);
+  st->rid = make_response_id(chat, r.model);
+  st->chat = chat;
+  st->include_usage = r.include_usage;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider("text/event-stream", [st](size_t, httplib::DataSink& sink) {
+    std::string out;
+    if (st->chat && !st->role_sent) {
+      out += sse_data(chat_chunk(st->rid, /*role=*/true, std::string(), std::nullopt, nullptr));
+      st->role_sent = true;
+    }
+    Job::Update u = st->job->wait(kKeepAlive);
+    if (!u.text.empty()) {
+      out += sse_data(st->chat ? chat_chunk(st->rid, false, u.text, std::nullopt, nullptr)
+                               : text_chunk(st->rid, u.text, std::nullopt, nullptr));
+    }
+    if (u.done) {
+      const JobResult& res = u.result;
+      if (!res.error.empty()) {
+        // Headers are gone already, so the error travels as an event, as OpenAI's API does.
+        out += sse_data(server_error(res.error).to_json());
+      } else {
+        json usage = usage_json(res.prompt_tokens, res.completion_tokens);
+        out += sse_data(st->chat ? chat_chunk(st->rid, false, std::nullopt, res.finish, usage)
+                                 : text_chunk(st->rid, "", res.finish, usage));
+        if (st->include_usage) out += sse_data(usage_chunk(st->rid, st->chat, usage));
+      }
+      out += sse_done();
+    }
+    if (out.empty()) out = sse_comment("waiting");
+    if (!sink.write(out.data(), out.size())) {
+      st->job->cancel();
+      return false;
+    }
+    if (u.done) sink.done();
+    return true;
+  });
+}
+
+}  // namespace qwen::server

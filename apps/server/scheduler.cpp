@@ -1,0 +1,193 @@
+#include "scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include "util/check.h"
+
+namespace qwen::server {
+
+Job::Job(std::vector<int32_t> prompt, GenerateParams params)
+    : prompt_(std::move(prompt)), params_(std::move(params)) {}
+
+Job::Update Job::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  cv_.wait_for(lk, timeout, [&] { return !pending_.empty() || done_; });
+  Update u;
+  u.text = std::move(pending_);
+  pending_.clear();
+  u.done = done_;
+  if (done_) u.result = result_;
+  return u;
+}
+
+bool Job::on_text(std::string_view piece) {
+  {
+    std::lock_guard lk(mu_);
+    pending_.append(piece);
+  }
+  cv_.notify_all();
+  return !cancelled();
+}
+
+void Job::finish(JobResult result) {
+  {
+    std::lock_guard lk(mu_);
+    result_ = std::move(result);
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+Scheduler::Scheduler(Engine& engine, Metrics& metrics)
+    : engine_(engine), metrics_(metrics), n_slots_(engine.n_seq()) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  const std::string message = "the server is shutting down";
+  fail_running(message);
+  std::lock_guard lk(mu_);
+  for (auto& job : queue_) job->finish({.prompt_tokens = int(job->prompt().size()), .error = message});
+  queue_.clear();
+  metrics_.queued = 0;
+}
+
+void Scheduler::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lk(mu_);
+    if (stop_) {
+      job->finish({.error = "the server is shutting down"});
+      return;
+    }
+    queue_.push_back(std::move(job));
+    metrics_.queued = int(queue_.size());
+  }
+  cv_.notify_all();
+}
+
+void Scheduler::run() {
+  std::vector<std::shared_ptr<Job>> admitted;
+  std::vector<Generation*> gens;
+  for (;;) {
+    admitted.clear();
+    {
+      std::unique_lock lk(mu_);
+      // Sleep only when there is nothing to step and nothing that could start.
+      cv_.wait(lk, [&] { return stop_ || !running_.empty() || !queue_.empty(); });
+      if (stop_) return;
+      while (!queue_.empty() && int(running_.size() + admitted.size()) < n_slots_) {
+        admitted.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      metrics_.queued = int(queue_.size());
+    }
+    admit(admitted);
+
+    // A cancelled job leaves before the step, so its slot is free for the next one at once.
+    for (Running& r : running_) {
+      if (r.job->cancelled()) retire(r);
+    }
+    std::erase_if(running_, [](const Running& r) { return r.job == nullptr; });
+    metrics_.active = int(running_.size());
+    if (running_.empty()) continue;
+
+    gens.clear();
+    for (Running& r : running_) gens.push_back(r.gen.get());
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+      engine_.step(gens);
+    } catch (const std::exception& e) {
+      // A step failure leaves the slots' contents unknown: end every job running on them.
+      std::fprintf(stderr, "qwen-server: step failed: %s\n", e.what());
+      fail_running(str("generation failed: ", e.what()));
+      continue;
+    }
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+    metrics_.generation_us += uint64_t(us.count());
+
+    for (Running& r : running_) {
+      if (r.gen->done()) retire(r);
+    }
+    std::erase_if(running_, [](const Running& r) { return r.job == nullptr; });
+    metrics_.active = int(running_.size());
+  }
+}
+
+void Scheduler::admit(std::vector<std::shared_ptr<Job>>& admitted) {
+  for (std::shared_ptr<Job>& job : admitted) {
+    if (job->cancelled()) {
+      metrics_.cancelled++;
+      job->finish({.finish = FinishReason::Cancelled, .prompt_tokens = int(job->prompt().size())});
+      continue;
+    }
+    int slot = pick_slot(job->prompt());
+    try {
+      auto on_text = [j = job.get()](std::string_view piece) { return j->on_text(piece); };
+      auto gen = std::make_unique<Generation>(engine_, slot, job->prompt(), job->params(), on_text);
+      running_.push_back({std::move(job), std::move(gen)});
+    } catch (const std::exception& e) {
+      job->finish({.prompt_tokens = int(job->prompt().size()), .error = e.what()});
+    }
+  }
+  metrics_.active = int(running_.size());
+}
+
+// The free slot whose cached tokens share the longest prefix with the prompt (the engine reuses
+// that prefix instead of evaluating it again); the lowest index on ties.
+int Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
+  int best = -1;
+  size_t best_len = 0;
+  for (int s = 0; s < n_slots_; ++s) {
+    bool busy = std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; });
+    if (busy) continue;
+    const std::vector<int32_t>& cached = engine_.slot_tokens(s);
+    auto [a, b] = std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end());
+    size_t len = size_t(a - cached.begin());
+    if (best < 0 || len > best_len) {
+      best = s;
+      best_len = len;
+    }
+  }
+  QWEN_ASSERT(best >= 0);
+  return best;
+}
+
+// Ends a running job: reports its result and counts it. Leaves r.job null for removal.
+void Scheduler::retire(Running& r) {
+  const Completion& c = r.gen->result();
+  JobResult res;
+  res.finish = r.job->cancelled() ? FinishReason::Cancelled : c.finish;
+  res.prompt_tokens = int(r.job->prompt().size());
+  res.completion_tokens = int(c.tokens.size());
+  metrics_.prompt_tokens += uint64_t(c.timing.n_prompt);
+  metrics_.cached_tokens += uint64_t(c.timing.n_cached);
+  metrics_.generated_tokens += uint64_t(c.tokens.size());
+  metrics_.prompt_us += uint64_t(c.timing.prompt_ms * 1000.0);
+  if (res.finish == FinishReason::Cancelled) {
+    metrics_.cancelled++;
+  } else {
+    metrics_.completions++;
+  }
+  r.job->finish(std::move(res));
+  r.gen.reset();
+  r.job.reset();
+}
+
+void Scheduler::fail_running(const std::string& message) {
+  for (Running& r : running_) {
+    engine_.clear_slot(r.gen->slot());  // its KV contents are unknown after a failed step
+    r.job->finish({.prompt_tokens = int(r.job->prompt().size()), .error = message});
+  }
+  running_.clear();
+  metrics_.active = 0;
+}
+
+}  // namespace qwen::server

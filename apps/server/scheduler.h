@@ -1,0 +1,106 @@
+// Continuous batching over the engine's KV cache slots. HTTP threads submit Jobs; one scheduler
+// thread owns the Engine, gives each queued job a free slot as soon as one exists, and advances
+// every running generation together with one Engine::step (one batched forward) per iteration. A
+// job joins between steps and leaves the moment it finishes, so no request waits for another's
+// end. Text flows back through the Job, which the HTTP thread drains at its own pace: a slow or
+// vanished client never blocks the step loop.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "metrics.h"
+#include "runtime/session.h"
+
+namespace qwen::server {
+
+// How a job ended, for the response's finish_reason and usage.
+struct JobResult {
+  FinishReason finish = FinishReason::Running;
+  int prompt_tokens = 0;      // every prompt token, cached or not (OpenAI usage counts them all)
+  int completion_tokens = 0;  // tokens sampled, a final end-of-generation token included
+  std::string error{};        // set when the engine failed; the job then has no valid finish
+};
+
+// One generation request and the channel its text comes back through. Shared by the HTTP thread
+// (which reads and may cancel) and the scheduler thread (which writes).
+class Job {
+ public:
+  Job(std::vector<int32_t> prompt, GenerateParams params);
+
+  const std::vector<int32_t>& prompt() const { return prompt_; }
+  const GenerateParams& params() const { return params_; }
+
+  // ---- HTTP side ----
+  struct Update {
+    std::string text;  // text produced since the previous wait()
+    bool done = false;  // the job has ended; `result` is final and no more text follows
+    JobResult result;
+  };
+  // Waits until new text arrives, the job ends, or `timeout` passes (then returns nothing new).
+  Update wait(std::chrono::milliseconds timeout);
+  // Asks the scheduler to stop this job and free its slot (idempotent; safe after the end).
+  void cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
+
+  // ---- scheduler side ----
+  bool on_text(std::string_view piece);  // returns false once cancelled, which stops the generation
+  void finish(JobResult result);
+
+ private:
+  const std::vector<int32_t> prompt_;
+  const GenerateParams params_;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;  // produced, not yet taken by wait()
+  bool done_ = false;
+  JobResult result_;
+};
+
+class Scheduler {
+ public:
+  // Starts the scheduler thread. The engine must outlive the scheduler and is used by no one
+  // else while it runs (its tokenizer excepted: see Server).
+  Scheduler(Engine& engine, Metrics& metrics);
+  ~Scheduler();  // stops the thread; jobs still queued or running end with an error
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void submit(std::shared_ptr<Job> job);
+  int n_slots() const { return n_slots_; }
+
+ private:
+  struct Running {
+    std::shared_ptr<Job> job;
+    std::unique_ptr<Generation> gen;
+  };
+
+  void run();
+  void admit(std::vector<std::shared_ptr<Job>>& admitted);
+  int pick_slot(const std::vector<int32_t>& prompt) const;
+  void retire(Running& r);
+  void fail_running(const std::string& message);  // ends every running job with an error
+
+  Engine& engine_;
+  Metrics& metrics_;
+  const int n_slots_;
+  std::vector<Running> running_;  // scheduler thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
+  bool stop_ = false;                        // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace qwen::server
