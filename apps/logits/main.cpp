@@ -1,0 +1,129 @@
+// qwen-logits: teacher-forced logits of every position as float32 .npy [n_tokens][n_vocab], and
+// optionally every named intermediate (--dump DIR) for layer-by-layer comparison.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+#include "util/check.h"
+
+namespace {
+
+// Writes a little-endian float32 C-order .npy (format version 1.0).
+void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
+  std::string header = qwen::str("{'descr': '<f4', 'fortran_order': False, 'shape': (", rows, ", ", cols, "), }");
+  const size_t unpadded = 10 + header.size() + 1;  // magic(6) + version(2) + len(2) + header + '\n'
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream f(path, std::ios::binary);
+  QWEN_CHECK(f.good(), "cannot open ", path, " for writing");
+  const uint16_t len = uint16_t(header.size());
+  f.write("\x93NUMPY\x01\x00", 8);
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f.write(header.data(), std::streamsize(header.size()));
+  f.write(reinterpret_cast<const char*>(data), std::streamsize(rows * cols * sizeof(float)));
+  QWEN_CHECK(f.good(), "writing ", path, " failed");
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const long v = std::stol(item, &used);
+      QWEN_CHECK(used == item.size(), "");
+      ids.push_back(int32_t(v));
+    } catch (const std::exception&) {
+      QWEN_FAIL("--tokens: '", item, "' is not an integer token id");
+    }
+  }
+  return ids;
+}
+
+// Accumulates the rows of each named intermediate over all forward calls of a run.
+struct Dump {
+  struct Array {
+    int64_t cols = 0;
+    std::vector<float> data;
+  };
+  std::map<std::string, Array> arrays;
+  qwen::Backend* backend = nullptr;
+
+  void operator()(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols) {
+    char key[96];
+    if (layer >= 0) {
+      std::snprintf(key, sizeof key, "L%02d.%s", layer, name.c_str());
+    } else {
+      std::snprintf(key, sizeof key, "%s", name.c_str());
+    }
+    Array& a = arrays[key];
+    a.cols = cols;
+    const size_t old = a.data.size();
+    a.data.resize(old + size_t(rows * cols));
+    backend->download(a.data.data() + old, data, size_t(rows * cols) * sizeof(float));
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qwen-logits: teacher-forced logits of every position as float32 .npy [n_tokens][n_vocab]"};
+  qwen::EngineOptions opts;
+  std::string prompt, tokens_text, out_path, dump_dir;
+  bool step = false;
+  app.add_option("-m,--model", opts.model_path, "GGUF model file")->required();
+  auto* p_opt = app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
+  auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
+  p_opt->excludes(t_opt);
+  app.add_option("-o,--out", out_path, "output .npy file")->required();
+  app.add_option("--device", opts.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)");
+  app.add_option("-b,--batch", opts.max_batch, "most tokens per forward call");
+  app.add_option("--dump", dump_dir, "write every named intermediate as DIR/L03.attn_norm.npy ...");
+  app.add_flag("--step", step, "feed one token per forward call through the KV cache");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    QWEN_CHECK(!prompt.empty() || !tokens_text.empty(), "give --prompt TEXT or --tokens 1,2,3");
+    // Tokenize first so the KV cache is exactly as long as the input.
+    std::vector<int32_t> ids;
+    if (!tokens_text.empty()) ids = parse_ids(tokens_text);
+    if (!prompt.empty()) {
+      auto file = qwen::gguf::File::open(opts.model_path);
+      ids = qwen::Tokenizer(*file).encode(prompt, /*parse_special=*/true, /*add_special=*/true);
+    }
+    QWEN_CHECK(!ids.empty(), "the input has no tokens");
+    opts.n_ctx = int(ids.size());
+    auto engine = qwen::Engine::load(opts);
+    std::vector<float> logits;
+    Dump dump;
+    dump.backend = &engine->backend();
+    qwen::Engine::Tap tap;
+    if (!dump_dir.empty()) {
+      std::filesystem::create_directories(dump_dir);
+      tap = std::ref(dump);
+    }
+    engine->eval_all(ids, step, logits, tap);
+    const int64_t n_vocab = engine->n_vocab();
+    write_npy(out_path, logits.data(), int64_t(ids.size()), n_vocab);
+    for (const auto& [name, a] : dump.arrays) {
+      write_npy(dump_dir + "/" + name + ".npy", a.data.data(), int64_t(a.data.size()) / a.cols, a.cols);
+    }
+    std::cerr << "qwen-logits: " << ids.size() << " tokens x " << n_vocab << " logits on "
+              << engine->backend().name() << " -> " << out_path << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "qwen-logits: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

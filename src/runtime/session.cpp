@@ -1,0 +1,352 @@
+#include "runtime/session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "runtime/kv_cache.h"
+#include "tokenizer/tokenizer.h"
+#include "util/check.h"
+
+namespace qwen {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Running: return "running";
+    case FinishReason::Eog: return "eog";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::ContextFull: return "context_full";
+    case FinishReason::Cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+struct Engine::Impl {
+  std::shared_ptr<gguf::File> file;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when the GGUF has no tokenizer.ggml.* keys
+  std::unique_ptr<Model> model;
+  std::unique_ptr<KVCache> kv;
+  int n_ctx = 0, n_seq = 0, max_batch = 0;
+  int max_out = 0;  // logit rows per forward call
+  double load_ms = 0;
+  // Per-forward inputs in backend memory, each [max_batch] int32, and logits [max_out][n_vocab].
+  void* io = nullptr;
+  int32_t *d_ids = nullptr, *d_pos = nullptr, *d_seq = nullptr, *d_rows = nullptr;
+  float* d_logits = nullptr;
+  std::vector<int32_t> h_ids, h_pos, h_seq, h_rows;  // host staging, same sizes
+  std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
+
+  ~Impl() {
+    if (io != nullptr) backend->free(io);
+  }
+
+  // One forward over the staged host arrays (n tokens, n_out logit rows); logits downloaded into
+  // out (n_out rows).
+  void forward(int n, int n_out, float* out, const ForwardTap& tap = {}) {
+    backend->upload(d_ids, h_ids.data(), n * sizeof(int32_t));
+    backend->upload(d_pos, h_pos.data(), n * sizeof(int32_t));
+    backend->upload(d_seq, h_seq.data(), n * sizeof(int32_t));
+    backend->upload(d_rows, h_rows.data(), n_out * sizeof(int32_t));
+    const Batch batch{n, d_ids, d_pos, d_seq};
+    model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
+    backend->download(out, d_logits, size_t(n_out) * model->config().n_vocab * sizeof(float));
+  }
+
+  void check_token(int32_t id) const {
+    QWEN_CHECK(id >= 0 && id < model->config().n_vocab, "token id ", id, " is outside the vocabulary [0, ",
+               model->config().n_vocab, ")");
+  }
+};
+
+Engine::Engine() : impl_(std::make_unique<Impl>()) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
+  const auto t0 = Clock::now();
+  QWEN_CHECK(o.n_seq > 0, "n_seq = ", o.n_seq, " must be positive");
+  QWEN_CHECK(o.max_batch > 0, "max_batch = ", o.max_batch, " must be positive");
+  QWEN_CHECK(o.n_ctx >= 0, "n_ctx = ", o.n_ctx, " must not be negative");
+  std::unique_ptr<Engine> e(new Engine());
+  Impl& m = *e->impl_;
+  m.file = gguf::File::open(o.model_path);
+  m.backend = make_backend(o.device, o.n_threads);
+  if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
+  m.model = std::make_unique<Model>(*m.file, *m.backend, o.max_batch, o.on_progress);
+  const ModelConfig& c = m.model->config();
+  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
+  m.n_seq = o.n_seq;
+  m.max_batch = o.max_batch;
+  // Whole-sequence logits (eval_all) come out in chunks of max_out rows; generation needs one
+  // row per slot.
+  m.max_out = std::min(m.max_batch, std::max(m.n_seq, 64));
+  m.kv = std::make_unique<KVCache>(*m.backend, c, m.n_seq, m.n_ctx, o.kv_type);
+  const size_t B = size_t(m.max_batch);
+  m.io = m.backend->alloc(4 * B * sizeof(int32_t) + size_t(m.max_out) * c.n_vocab * sizeof(float));
+  m.d_ids = static_cast<int32_t*>(m.io);
+  m.d_pos = m.d_ids + B;
+  m.d_seq = m.d_pos + B;
+  m.d_rows = m.d_seq + B;
+  m.d_logits = reinterpret_cast<float*>(m.d_rows + B);
+  for (auto* v : {&m.h_ids, &m.h_pos, &m.h_seq, &m.h_rows}) v->resize(B);
+  m.slots.resize(m.n_seq);
+  m.backend->synchronize();
+  m.load_ms = ms_since(t0);
+  return e;
+}
+
+const ModelConfig& Engine::config() const { return impl_->model->config(); }
+const Tokenizer& Engine::tokenizer() const {
+  QWEN_CHECK(impl_->tokenizer != nullptr, impl_->file->path(),
+             ": the model has no tokenizer (no tokenizer.ggml.* keys); pass token ids instead of text");
+  return *impl_->tokenizer;
+}
+Backend& Engine::backend() { return *impl_->backend; }
+Model& Engine::model() { return *impl_->model; }
+int Engine::n_ctx() const { return impl_->n_ctx; }
+int Engine::n_seq() const { return impl_->n_seq; }
+int Engine::max_batch() const { return impl_->max_batch; }
+int Engine::n_vocab() const { return impl_->model->config().n_vocab; }
+double Engine::load_ms() const { return impl_->load_ms; }
+
+const std::vector<int32_t>& Engine::slot_tokens(int slot) const {
+  QWEN_CHECK(slot >= 0 && slot < impl_->n_seq, "slot ", slot, " is outside [0, ", impl_->n_seq, ")");
+  return impl_->slots[slot];
+}
+
+void Engine::clear_slot(int slot) {
+  QWEN_CHECK(slot >= 0 && slot < impl_->n_seq, "slot ", slot, " is outside [0, ", impl_->n_seq, ")");
+  impl_->slots[slot].clear();
+}
+
+void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
+  Impl& m = *impl_;
+  const int n_vocab = this->n_vocab();
+  logits.resize(inputs.size() * size_t(n_vocab));
+  std::vector<size_t> done(inputs.size(), 0);  // tokens of each input already evaluated
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Input& in = inputs[i];
+    QWEN_CHECK(in.slot >= 0 && in.slot < m.n_seq, "eval: slot ", in.slot, " is outside [0, ", m.n_seq, ")");
+    QWEN_CHECK(!in.tokens.empty(), "eval: input ", i, " for slot ", in.slot, " has no tokens");
+    QWEN_CHECK(m.slots[in.slot].size() + in.tokens.size() <= size_t(m.n_ctx), "eval: slot ", in.slot,
+               " holds ", m.slots[in.slot].size(), " tokens; ", in.tokens.size(), " more exceed n_ctx = ",
+               m.n_ctx);
+    for (size_t j = 0; j < i; ++j) {
+      QWEN_CHECK(inputs[j].slot != in.slot, "eval: slot ", in.slot, " appears twice in one batch");
+    }
+    for (int32_t id : in.tokens) m.check_token(id);
+  }
+  // Pack tokens of all inputs into forward calls of at most max_batch tokens; an input's last
+  // token requests a logit row (the row buffer holds max_out >= n_seq rows).
+  std::vector<size_t> out_of;  // input index of each requested row in the current call
+  size_t next = 0;             // first input with tokens left
+  while (next < inputs.size()) {
+    int n = 0;
+    out_of.clear();
+    for (size_t i = next; i < inputs.size() && n < m.max_batch; ++i) {
+      const Input& in = inputs[i];
+      std::vector<int32_t>& slot = m.slots[in.slot];
+      while (done[i] < in.tokens.size() && n < m.max_batch) {
+        m.h_ids[n] = in.tokens[done[i]];
+        m.h_pos[n] = int32_t(slot.size());
+        m.h_seq[n] = in.slot;
+        slot.push_back(in.tokens[done[i]]);
+        ++done[i];
+        if (done[i] == in.tokens.size()) {
+          m.h_rows[out_of.size()] = n;
+          out_of.push_back(i);
+        }
+        ++n;
+      }
+    }
+    while (next < inputs.size() && done[next] == inputs[next].tokens.size()) ++next;
+    if (out_of.empty()) {  // no input finished in this call: compute one row and drop it
+      m.h_rows[0] = n - 1;
+      std::vector<float> scratch(n_vocab);
+      m.forward(n, 1, scratch.data());
+      continue;
+    }
+    std::vector<float> rows(out_of.size() * size_t(n_vocab));
+    m.forward(n, int(out_of.size()), rows.data());
+    for (size_t r = 0; r < out_of.size(); ++r) {
+      std::copy_n(rows.begin() + r * n_vocab, n_vocab, logits.begin() + out_of[r] * n_vocab);
+    }
+  }
+}
+
+void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
+                      const Tap& tap, int slot) {
+  Impl& m = *impl_;
+  clear_slot(slot);
+  QWEN_CHECK(!tokens.empty(), "eval_all: no tokens");
+  QWEN_CHECK(tokens.size() <= size_t(m.n_ctx), "eval_all: ", tokens.size(), " tokens exceed n_ctx = ", m.n_ctx);
+  for (int32_t id : tokens) m.check_token(id);
+  const size_t n_vocab = size_t(this->n_vocab());
+  out.resize(tokens.size() * n_vocab);
+  const size_t chunk = step_by_step ? 1 : size_t(m.max_out);
+  for (size_t b = 0; b < tokens.size(); b += chunk) {
+    const int n = int(std::min(chunk, tokens.size() - b));
+    for (int t = 0; t < n; ++t) {
+      m.h_ids[t] = tokens[b + t];
+      m.h_pos[t] = int32_t(b + t);
+      m.h_seq[t] = slot;
+      m.h_rows[t] = t;
+    }
+    m.forward(n, n, out.data() + b * n_vocab, tap);
+    m.slots[slot].insert(m.slots[slot].end(), tokens.begin() + b, tokens.begin() + b + n);
+  }
+}
+
+// ---- Generation ------------------------------------------------------------------------------
+
+struct Generation::State {
+  GenerateParams params;
+  Sampler sampler;
+  OnText on_text;
+  StreamDecoder decoder;
+  std::vector<int32_t> history;  // prompt + sampled tokens (for penalties)
+  std::vector<int32_t> pending;  // tokens to evaluate on the next step
+  std::string held;              // decoded text not yet emitted (may start a stop string)
+  bool first_step = true;
+
+  State(const Tokenizer& tok, const GenerateParams& p, OnText cb)
+      : params(p), sampler(p.sampler), on_text(std::move(cb)), decoder(tok) {}
+};
+
+Generation::Generation(Engine& engine, int slot, std::vector<int32_t> prompt, const GenerateParams& params,
+                       OnText on_text)
+    : engine_(engine), slot_(slot) {
+  Engine::Impl& m = *engine.impl_;
+  QWEN_CHECK(slot >= 0 && slot < m.n_seq, "slot ", slot, " is outside [0, ", m.n_seq, ")");
+  QWEN_CHECK(!prompt.empty(), "the prompt is empty");
+  QWEN_CHECK(prompt.size() < size_t(m.n_ctx), "the prompt has ", prompt.size(),
+             " tokens, which leaves no room in the context of ", m.n_ctx, " tokens");
+  for (int32_t id : prompt) m.check_token(id);
+  for (const std::string& s : params.stop) QWEN_CHECK(!s.empty(), "empty stop string");
+  st_ = std::make_unique<State>(engine.tokenizer(), params, std::move(on_text));
+  // Reuse the longest common prefix of what the slot holds; at least the last prompt token is
+  // evaluated again so that its logits exist.
+  std::vector<int32_t>& held = m.slots[slot];
+  size_t keep = std::mismatch(held.begin(), held.end(), prompt.begin(), prompt.end()).first - held.begin();
+  keep = std::min(keep, prompt.size() - 1);
+  held.resize(keep);
+  result_.timing.n_cached = int(keep);
+  result_.timing.n_prompt = int(prompt.size() - keep);
+  st_->pending.assign(prompt.begin() + keep, prompt.end());
+  st_->history = std::move(prompt);
+  if (params.max_tokens == 0) result_.finish = FinishReason::Length;
+}
+
+Generation::~Generation() = default;
+
+namespace {
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string.
+size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string>& stops) {
+  size_t best = 0;
+  for (const std::string& s : stops) {
+    for (size_t len = std::min(text.size(), s.size() - 1); len > best; --len) {
+      if (text.compare(text.size() - len, len, s, 0, len) == 0) {
+        best = len;
+        break;
+      }
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+void Engine::step(std::span<Generation* const> gens) {
+  std::vector<Generation*> active;
+  std::vector<Input> inputs;
+  for (Generation* g : gens) {
+    if (g->done()) continue;
+    QWEN_CHECK(&g->engine_ == this, "step: a generation of another engine");
+    active.push_back(g);
+    inputs.push_back({g->slot_, g->st_->pending});
+  }
+  if (active.empty()) return;
+  const auto t0 = Clock::now();
+  std::vector<float> logits;
+  eval(inputs, logits);
+  const double ms = ms_since(t0);
+  const size_t n_vocab = size_t(this->n_vocab());
+
+  for (size_t i = 0; i < active.size(); ++i) {
+    Generation& g = *active[i];
+    Generation::State& st = *g.st_;
+    Completion& r = g.result_;
+    (st.first_step ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
+    st.first_step = false;
+    const std::span<float> row(logits.data() + i * n_vocab, n_vocab);
+    const int32_t tok = st.sampler.sample(row, st.history);
+    st.history.push_back(tok);
+    r.tokens.push_back(tok);
+    ++r.timing.n_gen;
+
+    auto emit = [&](std::string_view text) {
+      if (text.empty()) return;
+      r.text += text;
+      if (st.on_text && !st.on_text(text)) r.finish = FinishReason::Cancelled;
+    };
+    auto finish = [&](FinishReason why) {  // flushes everything still held back
+      st.held += st.decoder.flush();
+      emit(st.held);
+      st.held.clear();
+      if (r.finish == FinishReason::Running) r.finish = why;
+    };
+
+    if (!st.params.ignore_eog && tokenizer().is_eog(tok)) {
+      finish(FinishReason::Eog);
+      continue;
+    }
+    st.held += st.decoder.push(tok);
+    size_t stop_at = std::string::npos;
+    for (const std::string& s : st.params.stop) stop_at = std::min(stop_at, st.held.find(s));
+    if (stop_at != std::string::npos) {
+      emit(std::string_view(st.held).substr(0, stop_at));
+      st.held.clear();
+      if (r.finish == FinishReason::Running) r.finish = FinishReason::Stop;
+      continue;
+    }
+    const size_t keep = stop_prefix_suffix(st.held, st.params.stop);
+    emit(std::string_view(st.held).substr(0, st.held.size() - keep));
+    st.held.erase(0, st.held.size() - keep);
+    if (r.finish != FinishReason::Running) continue;  // cancelled
+    if (st.params.max_tokens >= 0 && r.timing.n_gen >= st.params.max_tokens) {
+      finish(FinishReason::Length);
+    } else if (slot_tokens(g.slot_).size() + 1 > size_t(n_ctx())) {
+      finish(FinishReason::ContextFull);
+    } else {
+      st.pending.assign(1, tok);
+    }
+  }
+}
+
+// ---- Session ---------------------------------------------------------------------------------
+
+Completion Session::generate(std::vector<int32_t> prompt, const GenerateParams& params, const OnText& on_text) {
+  Generation g(engine_, slot_, std::move(prompt), params, on_text);
+  Generation* gp = &g;
+  while (!g.done()) engine_.step(std::span<Generation* const>(&gp, 1));
+  return g.result();
+}
+
+Completion Session::generate(std::string_view prompt_text, const GenerateParams& params, const OnText& on_text) {
+  return generate(engine_.tokenizer().encode(prompt_text, /*parse_special=*/true, /*add_special=*/true),
+                  params, on_text);
+}
+
+}  // namespace qwen
