@@ -16,6 +16,7 @@
 #include <string>
 
 #include "gguf/ggml_types.h"
+#include "util/check.h"
 
 namespace qwen {
 
@@ -101,6 +102,17 @@ class Backend {
   virtual void add(float* out, const float* a, const float* b, int64_t n) = 0;
   // out[r] = argmax_j x[r][j] (lowest index on ties); x [n_rows][n], out int32 [n_rows].
   virtual void argmax(int32_t* out, const float* x, int n_rows, int n) = 0;
+
+  // ---- graphs (optional) ----
+  // A backend that supports graphs records the ops issued between begin_capture(slot) and
+  // end_capture() into graph `slot` instead of running them (replacing what the slot held);
+  // replay(slot) runs the recording again, asynchronously, with the same pointers. Per-step
+  // scalars (positions, ids) must therefore live in backend memory and be changed by upload() or
+  // ops between replays. No alloc/free/upload/download/synchronize inside a capture.
+  virtual bool supports_graphs() const { return false; }
+  virtual void begin_capture(int slot) { QWEN_FAIL(name(), ": graph capture (slot ", slot, ") is not supported"); }
+  virtual void end_capture() { QWEN_FAIL(name(), ": graph capture is not supported"); }
+  virtual void replay(int slot) { QWEN_FAIL(name(), ": graph replay (slot ", slot, ") is not supported"); }
 };
 
 // "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.

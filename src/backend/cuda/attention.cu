@@ -1,0 +1,182 @@
+// Causal GQA attention over the KV cache, prefill and decode in one kernel family.
+//
+// q [n_tokens][n_head][head_dim] fp32; cache K/V [n_seq][n_ctx][n_head_kv][head_dim] (F16 or
+// F32); out [n_tokens][n_head][head_dim]. Token t attends to keys [0, pos[t]] of sequence seq[t].
+//
+// Grid (n_splits, n_head, n_tokens), 4 warps per block. The key range of a token is cut into
+// n_splits equal parts *on the device*, from pos[t], so the launch shape does not depend on the
+// position and a captured decode graph replays unchanged (split-K / flash-decoding). Each warp
+// walks every 4th key of its block's part with an online softmax; a lane owns head_dim/32
+// dimensions. Scores, softmax and accumulation are fp32. With one split the block writes the
+// normalized output; otherwise it writes (acc, max, sum) partials that attn_combine merges.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "backend/cuda/ops.cuh"
+
+namespace qwen::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxSplits = 32;
+
+template <class KV, int D>
+__device__ __forceinline__ void load_row(const KV* p, float out[D]) {
+  if constexpr (std::is_same_v<KV, __half>) {
+    if constexpr (D % 2 == 0) {
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) {
+        const float2 f = __half22float2(reinterpret_cast<const __half2*>(p)[i]);
+        out[2 * i] = f.x, out[2 * i + 1] = f.y;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < D; ++i) out[i] = __half2float(p[i]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < D; ++i) out[i] = p[i];
+  }
+}
+
+template <class KV, int HD>
+__global__ void __launch_bounds__(kWarps * kWarp)
+    attn_kernel(float* __restrict__ out, float* __restrict__ part, const float* __restrict__ q,
+                const KV* __restrict__ kc, const KV* __restrict__ vc, const int32_t* __restrict__ pos,
+                const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx, int n_seq,
+                float scale, int n_splits) {
+  constexpr int D = HD / kWarp;  // dims per lane
+  __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][HD];
+  const int split = blockIdx.x, h = blockIdx.y;
+  const int64_t t = blockIdx.z;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int sq = seq ? min(max(seq[t], 0), n_seq - 1) : 0;
+  const int n_keys = min(max(pos[t] + 1, 0), n_ctx);
+  const int chunk = (n_keys + n_splits - 1) / n_splits;
+  const int start = split * chunk, end = min(start + chunk, n_keys);
+
+  float qv[D];
+  const float* qp = q + (t * n_head + h) * HD + lane * D;
+#pragma unroll
+  for (int i = 0; i < D; ++i) qv[i] = qp[i] * scale;
+  const int64_t kv_stride = int64_t(n_kv) * HD;
+  const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(h / group) * HD + lane * D;
+
+  float m = -INFINITY, l = 0.f, acc[D];
+#pragma unroll
+  for (int i = 0; i < D; ++i) acc[i] = 0.f;
+  for (int j = start + warp; j < end; j += kWarps) {
+    float kv[D];
+    load_row<KV, D>(kc + base + j * kv_stride, kv);
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < D; ++i) s = fmaf(qv[i], kv[i], s);
+    s = warp_sum(s);
+    const float m_new = fmaxf(m, s);
+    const float corr = expf(m - m_new), p = expf(s - m_new);
+    l = l * corr + p;
+    load_row<KV, D>(vc + base + j * kv_stride, kv);
+#pragma unroll
+    for (int i = 0; i < D; ++i) acc[i] = fmaf(p, kv[i], acc[i] * corr);
+    m = m_new;
+  }
+  if (lane == 0) s_m[warp] = m, s_l[warp] = l;
+#pragma unroll
+  for (int i = 0; i < D; ++i) s_acc[warp][lane * D + i] = acc[i];
+  __syncthreads();
+
+  float mx = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w]);
+  float wt[kWarps], sum = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    wt[w] = s_m[w] == -INFINITY ? 0.f : expf(s_m[w] - mx);
+    sum += wt[w] * s_l[w];
+  }
+  const int64_t th = t * n_head + h;
+  float* pp = part + (th * n_splits + split) * (HD + 2);
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float a = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) a += wt[w] * s_acc[w][d];
+    if (n_splits == 1) {
+      out[th * HD + d] = a / sum;
+    } else {
+      pp[d] = a;
+    }
+  }
+  if (n_splits > 1 && threadIdx.x == 0) pp[HD] = mx, pp[HD + 1] = sum;
+}
+
+// Merges the n_splits partials of each (token, head); one block per (token, head).
+template <int HD>
+__global__ void attn_combine_kernel(float* __restrict__ out, const float* __restrict__ part, int n_splits) {
+  const int64_t th = blockIdx.x;
+  const float* pp = part + th * n_splits * (HD + 2);
+  float mx = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, pp[s * (HD + 2) + HD]);
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float a = 0.f, sum = 0.f;
+    for (int s = 0; s < n_splits; ++s) {
+      const float* ps = pp + s * (HD + 2);
+      const float w = ps[HD] == -INFINITY ? 0.f : expf(ps[HD] - mx);
+      a += w * ps[d];
+      sum += w * ps[HD + 1];
+    }
+    out[th * HD + d] = a / sum;
+  }
+}
+
+template <class KV, int HD>
+void launch(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
+            const Batch& batch, const AttentionParams& p) {
+  // Split the keys only when (token, head) pairs alone cannot fill the GPU (decode); the
+  // split count depends on shapes only, never on positions (graph replay).
+  const int64_t units = int64_t(batch.n_tokens) * p.n_head;
+  int n_splits = 1;
+  if (units < 2 * n_sm) {
+    n_splits = int(std::min<int64_t>({kMaxSplits, ceil_div(2 * n_sm, units), std::max(1, cache.n_ctx / 64)}));
+    while (n_splits > 1 && units * n_splits * (HD + 2) > kAttnPartialFloats) --n_splits;
+  }
+  const dim3 grid(unsigned(n_splits), unsigned(p.n_head), unsigned(batch.n_tokens));
+  attn_kernel<KV, HD><<<grid, kWarps * kWarp, 0, s>>>(
+      out, partials, q, static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v), batch.pos, batch.seq,
+      p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
+  QWEN_CUDA_LAUNCH_CHECK();
+  if (n_splits > 1) {
+    attn_combine_kernel<HD><<<unsigned(units), std::min(HD, 128), 0, s>>>(out, partials, n_splits);
+    QWEN_CUDA_LAUNCH_CHECK();
+  }
+}
+
+template <class KV>
+void launch_hd(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
+               const Batch& batch, const AttentionParams& p) {
+  switch (p.head_dim) {
+    case 64: return launch<KV, 64>(s, n_sm, partials, out, q, cache, batch, p);
+    case 128: return launch<KV, 128>(s, n_sm, partials, out, q, cache, batch, p);
+    case 256: return launch<KV, 256>(s, n_sm, partials, out, q, cache, batch, p);
+    default: QWEN_FAIL("cuda attention: head_dim ", p.head_dim, " is not supported (64, 128 or 256)");
+  }
+}
+
+}  // namespace
+
+void attention(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
+               const Batch& batch, const AttentionParams& p) {
+  if (batch.n_tokens == 0) return;
+  QWEN_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "cuda attention: n_head ", p.n_head,
+             " is not a multiple of n_head_kv ", p.n_head_kv);
+  QWEN_CHECK(cache.head_dim == p.head_dim && cache.n_head_kv == p.n_head_kv,
+             "cuda attention: cache shape (", cache.n_head_kv, " heads x ", cache.head_dim,
+             ") does not match the parameters (", p.n_head_kv, " x ", p.head_dim, ")");
+  QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
+  if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, partials, out, q, cache, batch, p);
+  QWEN_CHECK(cache.type == GGMLType::F32, "cuda attention: KV cache type ", type_name(cache.type),
+             " is not supported (F16 or F32)");
+  launch_hd<float>(s, n_sm, partials, out, q, cache, batch, p);
+}
+
+}  // namespace qwen::cuda

@@ -1,0 +1,210 @@
+// y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
+//
+// Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
+// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction.
+//
+// Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
+// (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
+// ld = ne0, so y = W·x is gemm(OP_T, OP_N, m = ne1, n = n_tokens, k = ne0, A = W, lda = ne0,
+// B = x, ldb = ne0, C = y, ldc = ne1).
+// Precision: F16 / BF16 weights are used as stored (exact). Quantized weights are dequantized,
+// a tile of rows at a time, into fp16 scratch: d*q needs up to 18 mantissa bits, so this rounds
+// the weight by <= 2^-11 relative (only on the prefill path; GEMV decodes exactly in fp32).
+// Activations are split x = hi + lo into two 16-bit halves and multiplied in two passes, so x
+// keeps ~22 bits (fp16) or ~16 bits (bf16) instead of 11 or 8: one fp16 pass alone gave
+// logits errors comparable to the KL bar. fp16 halves hold |x| < 65504; the inputs of these
+// matmuls are normalized activations, attention outputs and SwiGLU products, far below that
+// in the models we run, while the residual stream itself never goes through fp16.
+// F32 weights go through plain SGEMM.
+#include <algorithm>
+#include <type_traits>
+
+#include "backend/cuda/ops.cuh"
+#include "backend/cuda/quant.cuh"
+
+namespace qwen::cuda {
+namespace {
+
+constexpr int kGemvThreads = 256;              // 8 warps = 8 rows per block
+constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
+
+template <GGMLType T>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ y, const uint8_t* __restrict__ w,
+                                                           size_t row_bytes, const float* __restrict__ x,
+                                                           int64_t ne0, int64_t ne1,
+                                                           const float* __restrict__ bias) {
+  const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= ne1) return;
+  const int64_t t = blockIdx.y;
+  const uint8_t* r = w + row * row_bytes;
+  const float* xt = x + t * ne0;
+  const int64_t n_chunks = ne0 / kChunk;
+  float acc = 0.f;
+  for (int64_t c = lane; c < n_chunks; c += kWarp) {
+    float v[kChunk];
+    dequant_chunk<T>(r, c, v);
+    const float4* xp = reinterpret_cast<const float4*>(xt + c * kChunk);
+#pragma unroll
+    for (int i = 0; i < kChunk / 4; ++i) {
+      const float4 xv = xp[i];
+      acc = fmaf(v[4 * i], xv.x, acc);
+      acc = fmaf(v[4 * i + 1], xv.y, acc);
+      acc = fmaf(v[4 * i + 2], xv.z, acc);
+      acc = fmaf(v[4 * i + 3], xv.w, acc);
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) y[t * ne1 + row] = acc + (bias ? bias[row] : 0.f);
+}
+
+// out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W); one thread per chunk.
+template <GGMLType T>
+__global__ void dequant_f16_kernel(__half* __restrict__ out, const uint8_t* __restrict__ w, size_t row_bytes,
+                                   int64_t ne0, int64_t row0, int64_t n_rows) {
+  const int64_t n_chunks = ne0 / kChunk;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_rows * n_chunks) return;
+  const int64_t r = i / n_chunks, c = i % n_chunks;
+  float v[kChunk];
+  dequant_chunk<T>(w + (row0 + r) * row_bytes, c, v);
+  uint4* o = reinterpret_cast<uint4*>(out + r * ne0 + c * kChunk);
+#pragma unroll
+  for (int j = 0; j < kChunk / 8; ++j) {
+    __half2 h[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[8 * j + 2 * k], v[8 * j + 2 * k + 1]);
+    o[j] = *reinterpret_cast<uint4*>(h);
+  }
+}
+
+// hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16).
+template <class Half>
+__global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const float* __restrict__ x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float v = x[i];
+  Half h, l;
+  if constexpr (std::is_same_v<Half, __half>) {
+    h = __float2half_rn(v);
+    l = __float2half_rn(v - __half2float(h));
+  } else {
+    h = __float2bfloat16_rn(v);
+    l = __float2bfloat16_rn(v - __bfloat162float(h));
+  }
+  hi[i] = h;
+  lo[i] = l;
+}
+
+// y[t][o] += bias[o]
+__global__ void bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t ne1, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += bias[i % ne1];
+}
+
+void check_weight(const Weight& w, const char* op) {
+  QWEN_CHECK(w.ne0 % kChunk == 0, "cuda ", op, ": weight row length ne0 = ", w.ne0,
+             " is not a multiple of 32 (type ", type_name(w.type), ")");
+  QWEN_CHECK(reinterpret_cast<uintptr_t>(w.data) % 16 == 0, "cuda ", op,
+             ": weight data is not 16-byte aligned (type ", type_name(w.type), ", ", w.ne1, "x", w.ne0, ")");
+}
+
+// (Re)allocates a scratch buffer to at least `bytes`. Only legal outside stream capture: the
+// first prefill sizes it, decode (captured) never reaches here.
+void ensure(cudaStream_t s, void*& p, size_t& have, size_t bytes, const char* what) {
+  if (have >= bytes) return;
+  cudaStreamCaptureStatus st;
+  QWEN_CUDA_CHECK(cudaStreamIsCapturing(s, &st));
+  QWEN_CHECK(st == cudaStreamCaptureStatusNone, "cuda matmul: ", what, " scratch must grow to ", bytes,
+             " bytes during graph capture; run one prefill of this size before capturing");
+  QWEN_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (p) QWEN_CUDA_CHECK(cudaFree(p));
+  p = nullptr;
+  have = 0;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    QWEN_FAIL("cuda matmul: cannot allocate ", bytes, " bytes of ", what, " scratch (", free_b,
+              " bytes free of ", total_b, ")");
+  }
+  have = bytes;
+}
+
+// C[m x n] (+)= A^T B with A = W tile (k x m col-major, lda = k) and B = x (k x n, ldb = k).
+void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int64_t k, const void* a,
+             const void* b, float beta, float* c, int64_t ldc) {
+  const float alpha = 1.f;
+  QWEN_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, a, type, int(k),
+                                 b, type, int(k), &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias) {
+  check_weight(w, "gemv");
+  QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
+  const dim3 grid(unsigned(ceil_div(w.ne1, kGemvThreads / kWarp)), unsigned(n_tokens));
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  const size_t rb = w.row_bytes();
+  dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
+    gemv_kernel<T><<<grid, kGemvThreads, 0, s>>>(y, data, rb, x, w.ne0, w.ne1, bias);
+  });
+  QWEN_CUDA_LAUNCH_CHECK();
+}
+
+void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w, const float* x,
+          int n_tokens, const float* bias) {
+  check_weight(w, "gemm");
+  const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
+  if (w.type == GGMLType::F32) {
+    const float alpha = 1.f, beta = 0.f;
+    QWEN_CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(ne1), n_tokens, int(ne0), &alpha,
+                                  static_cast<const float*>(w.data), int(ne0), x, int(ne0), &beta, y, int(ne1)));
+  } else {
+    ensure(s, scratch.x16, scratch.x16_bytes, size_t(2 * nx) * 2, "activation");
+    const int threads = 256;
+    const unsigned blocks = unsigned(ceil_div(nx, threads));
+    const bool bf16 = w.type == GGMLType::BF16;
+    const cudaDataType_t dt = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (bf16) {
+      auto* hi = static_cast<__nv_bfloat16*>(scratch.x16);
+      split_kernel<<<blocks, threads, 0, s>>>(hi, hi + nx, x, nx);
+    } else {
+      auto* hi = static_cast<__half*>(scratch.x16);
+      split_kernel<<<blocks, threads, 0, s>>>(hi, hi + nx, x, nx);
+    }
+    QWEN_CUDA_LAUNCH_CHECK();
+    const char* x_hi = static_cast<const char*>(scratch.x16);
+    const char* x_lo = x_hi + nx * 2;
+    if (w.type == GGMLType::F16 || bf16) {
+      gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_hi, 0.f, y, ne1);
+      gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_lo, 1.f, y, ne1);
+    } else {
+      const int64_t tile_rows = std::min(ne1, std::max<int64_t>(1, kTileElems / ne0));
+      ensure(s, scratch.w16, scratch.w16_bytes, size_t(tile_rows * ne0) * 2, "weight");
+      auto* w16 = static_cast<__half*>(scratch.w16);
+      const auto* data = static_cast<const uint8_t*>(w.data);
+      const size_t rb = w.row_bytes();
+      for (int64_t r0 = 0; r0 < ne1; r0 += tile_rows) {
+        const int64_t rows = std::min(tile_rows, ne1 - r0);
+        const unsigned dq_blocks = unsigned(ceil_div(rows * (ne0 / kChunk), threads));
+        dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
+          dequant_f16_kernel<T><<<dq_blocks, threads, 0, s>>>(w16, data, rb, ne0, r0, rows);
+        });
+        QWEN_CUDA_LAUNCH_CHECK();
+        gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_hi, 0.f, y + r0, ne1);
+        gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_lo, 1.f, y + r0, ne1);
+      }
+    }
+  }
+  if (bias) {
+    const int64_t n = int64_t(n_tokens) * ne1;
+    bias_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, s>>>(y, bias, ne1, n);
+    QWEN_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace qwen::cuda

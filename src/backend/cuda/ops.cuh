@@ -1,0 +1,50 @@
+// Host entry points of the CUDA op families (one .cu per family). All pointers are device
+// memory; every launch is asynchronous on `stream`. Layouts are those of backend/backend.h.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "backend/cuda/common.cuh"
+
+namespace qwen::cuda {
+
+// Device scratch owned by the backend, grown only outside steady-state decode (see matmul.cu).
+struct GemmScratch {
+  void* w16 = nullptr;  // dequantized weight tile, fp16 or bf16
+  size_t w16_bytes = 0;
+  void* x16 = nullptr;  // activations split into hi and lo halves: [2][n_tokens][ne0]
+  size_t x16_bytes = 0;
+};
+
+// embed.cu
+void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, int n_tokens);
+
+// norm.cu
+void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t n_rows, int n, float eps);
+
+// matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, cuBLAS tensor-core GEMM above.
+constexpr int kGemvMaxTokens = 4;
+void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias);
+void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
+          const float* x, int n_tokens, const float* bias);
+
+// rope.cu (RoPE and the KV-cache write)
+void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
+          float freq_base, RopeMode mode);
+void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, const Batch& batch);
+
+// attention.cu. `partials` holds kAttnPartialFloats floats for split-K decode.
+constexpr int64_t kAttnPartialFloats = int64_t(1) << 20;
+void attention(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
+               const Batch& batch, const AttentionParams& p);
+
+// elementwise.cu
+void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
+void add(cudaStream_t s, float* out, const float* a, const float* b, int64_t n);
+void argmax(cudaStream_t s, int32_t* out, const float* x, int n_rows, int n);
+
+}  // namespace qwen::cuda

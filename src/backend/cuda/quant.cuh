@@ -1,0 +1,312 @@
+// Device-side dequantization of GGUF weight rows, in "chunks" of 32 consecutive elements.
+//
+// Every supported type is decoded through one entry point, dequant_chunk<T>(row, c, out): the
+// 32 elements [32c, 32c + 32) of a row, in fp32. Legacy quants have one chunk per 32-element
+// block; k-quants have 8 chunks per 256-element super-block; F32/F16/BF16 are "blocks" of 32
+// elements so that the GEMV, embedding and dequant-to-fp16 kernels share one loop shape.
+// Block layouts are ggml's (little-endian, packed, fp16 scales), restated next to each decoder.
+// Loads use the widest access the block's alignment allows: GGUF rows start at 32-byte aligned
+// offsets but a block's size is often only a multiple of 2 bytes (Q8_0: 34, Q6_K: 210).
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/common.cuh"
+#include "gguf/ggml_types.h"
+
+namespace qwen::cuda {
+
+constexpr int kChunk = 32;  // elements per chunk
+
+__device__ __forceinline__ uint32_t load_u16(const uint8_t* p) {
+  return *reinterpret_cast<const uint16_t*>(p);
+}
+// 4 bytes from a 2-byte aligned address.
+__device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+}
+__device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+__device__ __forceinline__ float load_half(const uint8_t* p) { return half_to_float(load_u16(p)); }
+
+// Reads 16 bytes at a 2-byte aligned address into four words.
+__device__ __forceinline__ void load16_a2(const uint8_t* p, uint32_t w[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = load_u32_a2(p + 4 * i);
+}
+__device__ __forceinline__ void load16_a4(const uint8_t* p, uint32_t w[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = load_u32_a4(p + 4 * i);
+}
+__device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
+  const uint4 v = *reinterpret_cast<const uint4*>(p);
+  w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+}
+__device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) { return (w[i / 4] >> (8 * (i % 4))) & 0xffu; }
+
+// Block geometry per type: elements per block and bytes per block (mirrors the host type table).
+template <GGMLType T> struct BlockInfo;
+template <> struct BlockInfo<GGMLType::F32> { static constexpr int kElems = 32, kBytes = 128; };
+template <> struct BlockInfo<GGMLType::F16> { static constexpr int kElems = 32, kBytes = 64; };
+template <> struct BlockInfo<GGMLType::BF16> { static constexpr int kElems = 32, kBytes = 64; };
+template <> struct BlockInfo<GGMLType::Q4_0> { static constexpr int kElems = 32, kBytes = 18; };
+template <> struct BlockInfo<GGMLType::Q4_1> { static constexpr int kElems = 32, kBytes = 20; };
+template <> struct BlockInfo<GGMLType::Q5_0> { static constexpr int kElems = 32, kBytes = 22; };
+template <> struct BlockInfo<GGMLType::Q5_1> { static constexpr int kElems = 32, kBytes = 24; };
+template <> struct BlockInfo<GGMLType::Q8_0> { static constexpr int kElems = 32, kBytes = 34; };
+template <> struct BlockInfo<GGMLType::Q2_K> { static constexpr int kElems = 256, kBytes = 84; };
+template <> struct BlockInfo<GGMLType::Q3_K> { static constexpr int kElems = 256, kBytes = 110; };
+template <> struct BlockInfo<GGMLType::Q4_K> { static constexpr int kElems = 256, kBytes = 144; };
+template <> struct BlockInfo<GGMLType::Q5_K> { static constexpr int kElems = 256, kBytes = 176; };
+template <> struct BlockInfo<GGMLType::Q6_K> { static constexpr int kElems = 256, kBytes = 210; };
+
+// Decodes sub-chunk `sub` (0 for 32-element blocks, 0..7 for k-quants) of the block at `b`.
+template <GGMLType T> __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
+
+// F32: 32 floats, 16-byte aligned.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
+  const float4* p = reinterpret_cast<const float4*>(b);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 v = p[i];
+    out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
+  }
+}
+
+// F16 / BF16: 32 halves = four 16-byte loads.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint32_t w[4];
+    load16_a16(b + 16 * i, w);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      out[8 * i + 2 * j] = half_to_float(uint16_t(w[j] & 0xffffu));
+      out[8 * i + 2 * j + 1] = half_to_float(uint16_t(w[j] >> 16));
+    }
+  }
+}
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(const uint8_t* b, int, float out[kChunk]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint32_t w[4];
+    load16_a16(b + 16 * i, w);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      out[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
+      out[8 * i + 2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+  }
+}
+
+// Q4_0 {half d; u8 qs[16]}: x[j] = (lo nibble of qs[j] - 8) d, x[j+16] = (hi nibble - 8) d.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_0>(const uint8_t* b, int, float out[kChunk]) {
+  const float d = load_half(b);
+  uint32_t w[4];
+  load16_a2(b + 2, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    out[j] = (float(int(q & 0xf) - 8)) * d;
+    out[j + 16] = (float(int(q >> 4) - 8)) * d;
+  }
+}
+
+// Q4_1 {half d; half m; u8 qs[16]}: x = q d + m, nibbles as Q4_0.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_1>(const uint8_t* b, int, float out[kChunk]) {
+  const float d = load_half(b), m = load_half(b + 2);
+  uint32_t w[4];
+  load16_a4(b + 4, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    out[j] = float(q & 0xf) * d + m;
+    out[j + 16] = float(q >> 4) * d + m;
+  }
+}
+
+// Q5_0 {half d; u8 qh[4]; u8 qs[16]}: 5th bit of element j is bit j of qh (as a u32).
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_0>(const uint8_t* b, int, float out[kChunk]) {
+  const float d = load_half(b);
+  const uint32_t qh = load_u32_a2(b + 2);
+  uint32_t w[4];
+  load16_a2(b + 6, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    const int lo = int((q & 0xf) | (((qh >> j) & 1u) << 4));
+    const int hi = int((q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+    out[j] = float(lo - 16) * d;
+    out[j + 16] = float(hi - 16) * d;
+  }
+}
+
+// Q5_1 {half d; half m; u8 qh[4]; u8 qs[16]}: x = q d + m.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_1>(const uint8_t* b, int, float out[kChunk]) {
+  const float d = load_half(b), m = load_half(b + 2);
+  const uint32_t qh = load_u32_a4(b + 4);
+  uint32_t w[4];
+  load16_a4(b + 8, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    out[j] = float((q & 0xf) | (((qh >> j) & 1u) << 4)) * d + m;
+    out[j + 16] = float((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)) * d + m;
+  }
+}
+
+// Q8_0 {half d; i8 qs[32]}: x = q d.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q8_0>(const uint8_t* b, int, float out[kChunk]) {
+  const float d = load_half(b);
+  uint32_t w[8];
+  load16_a2(b + 2, w);
+  load16_a2(b + 18, w + 4);
+#pragma unroll
+  for (int j = 0; j < 32; ++j) out[j] = float(int8_t(byte_of(w, j))) * d;
+}
+
+// Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin}. Chunk c: half h = c/4 of the super-block,
+// 2-bit plane j = c%4; element k takes bits 2j..2j+1 of qs[32h + k], scale byte
+// scales[8h + 2j + k/16] (low nibble: scale, high nibble: min). x = d sc q - dmin m.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q2_K>(const uint8_t* b, int c, float out[kChunk]) {
+  const int h = c / 4, j = c % 4;
+  const float d = load_half(b + 80), dmin = load_half(b + 82);
+  uint32_t w[8];
+  load16_a4(b + 16 + 32 * h, w);
+  load16_a4(b + 16 + 32 * h + 16, w + 4);
+  const uint32_t s0 = b[8 * h + 2 * j], s1 = b[8 * h + 2 * j + 1];
+  const float dl0 = d * float(s0 & 0xf), ml0 = dmin * float(s0 >> 4);
+  const float dl1 = d * float(s1 & 0xf), ml1 = dmin * float(s1 >> 4);
+#pragma unroll
+  for (int k = 0; k < 32; ++k) {
+    const float q = float((byte_of(w, k) >> (2 * j)) & 3u);
+    out[k] = k < 16 ? dl0 * q - ml0 : dl1 * q - ml1;
+  }
+}
+
+// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d}. Chunk c: h = c/4, j = c%4; element k:
+// low 2 bits = bits 2j.. of qs[32h + k], high bit = bit (4h + j) of hmask[k] (set means +0,
+// clear means -4); 6-bit signed scale index i = 8h + 2j + k/16 packed as below, minus 32.
+__device__ __forceinline__ int q3k_scale(const uint8_t* s, int i) {
+  const int low4 = i < 8 ? (s[i] & 0xf) : (s[i - 8] >> 4);
+  const int high2 = (s[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+  return (low4 | (high2 << 4)) - 32;
+}
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q3_K>(const uint8_t* b, int c, float out[kChunk]) {
+  const int h = c / 4, j = c % 4;
+  const float d = load_half(b + 108);
+  uint32_t hm[8], qs[8];
+  load16_a2(b, hm);
+  load16_a2(b + 16, hm + 4);
+  load16_a2(b + 32 + 32 * h, qs);
+  load16_a2(b + 32 + 32 * h + 16, qs + 4);
+  const float dl0 = d * float(q3k_scale(b + 96, 8 * h + 2 * j));
+  const float dl1 = d * float(q3k_scale(b + 96, 8 * h + 2 * j + 1));
+  const int bit = 4 * h + j;
+#pragma unroll
+  for (int k = 0; k < 32; ++k) {
+    const int q = int((byte_of(qs, k) >> (2 * j)) & 3u) - (((byte_of(hm, k) >> bit) & 1u) ? 0 : 4);
+    out[k] = (k < 16 ? dl0 : dl1) * float(q);
+  }
+}
+
+// Scale and min j (0..7) of a Q4_K / Q5_K super-block, 6 bits each packed into 12 bytes.
+__device__ __forceinline__ void k4_scale_min(const uint8_t* s, int j, float& sc, float& m) {
+  if (j < 4) {
+    sc = float(s[j] & 63);
+    m = float(s[j + 4] & 63);
+  } else {
+    sc = float((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4));
+    m = float((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes, 16-byte aligned blocks).
+// Chunk c: nibble (c%2 ? high : low) of qs[32 (c/2) + k]; x = d sc_c q - dmin m_c.
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_t* b, int c, float out[kChunk]) {
+  const float d = load_half(b), dmin = load_half(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, c, sc, m);
+  const float dl = d * sc, ml = dmin * m;
+  uint32_t w[8];
+  load16_a16(b + 16 + 32 * (c / 2), w);
+  load16_a16(b + 16 + 32 * (c / 2) + 16, w + 4);
+  const int shift = 4 * (c % 2);
+#pragma unroll
+  for (int k = 0; k < 32; ++k) out[k] = dl * float((byte_of(w, k) >> shift) & 0xfu) - ml;
+}
+
+// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes, 16-byte aligned).
+// As Q4_K plus a 5th bit: bit c of qh[k].
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(const uint8_t* b, int c, float out[kChunk]) {
+  const float d = load_half(b), dmin = load_half(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, c, sc, m);
+  const float dl = d * sc, ml = dmin * m;
+  uint32_t qh[8], w[8];
+  load16_a16(b + 16, qh);
+  load16_a16(b + 32, qh + 4);
+  load16_a16(b + 48 + 32 * (c / 2), w);
+  load16_a16(b + 48 + 32 * (c / 2) + 16, w + 4);
+  const int shift = 4 * (c % 2);
+#pragma unroll
+  for (int k = 0; k < 32; ++k) {
+    const uint32_t q = ((byte_of(w, k) >> shift) & 0xfu) | (((byte_of(qh, k) >> c) & 1u) << 4);
+    out[k] = dl * float(q) - ml;
+  }
+}
+
+// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes). Chunk c: h = c/4, g = c%4;
+// element k: low 4 bits = nibble (g < 2 ? low : high) of ql[64h + 32 (g%2) + k], high 2 bits =
+// bits 2g.. of qh[32h + k]; q - 32 scaled by d * scales[8h + 2g + k/16].
+template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q6_K>(const uint8_t* b, int c, float out[kChunk]) {
+  const int h = c / 4, g = c % 4;
+  const float d = load_half(b + 208);
+  uint32_t ql[8], qh[8];
+  load16_a2(b + 64 * h + 32 * (g % 2), ql);
+  load16_a2(b + 64 * h + 32 * (g % 2) + 16, ql + 4);
+  load16_a2(b + 128 + 32 * h, qh);
+  load16_a2(b + 128 + 32 * h + 16, qh + 4);
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + 2 * g);
+  const float d0 = d * float(sc[0]), d1 = d * float(sc[1]);
+  const int lshift = g < 2 ? 0 : 4;
+#pragma unroll
+  for (int k = 0; k < 32; ++k) {
+    const int q = int(((byte_of(ql, k) >> lshift) & 0xfu) | (((byte_of(qh, k) >> (2 * g)) & 3u) << 4)) - 32;
+    out[k] = (k < 16 ? d0 : d1) * float(q);
+  }
+}
+
+// The 32 elements [32c, 32c + 32) of a row that starts at `row`.
+template <GGMLType T>
+__device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, float out[kChunk]) {
+  constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
+  const int64_t blk = c / kPerBlock;
+  dequant_block_chunk<T>(row + blk * BlockInfo<T>::kBytes, int(c % kPerBlock), out);
+}
+
+// Calls f.template operator()<T>() with T the compile-time twin of the run-time type `t`; throws
+// (naming the type and the op) for a type the CUDA kernels do not decode.
+template <class F>
+void dispatch_type(GGMLType t, const char* op, F&& f) {
+  switch (t) {
+    case GGMLType::F32: f.template operator()<GGMLType::F32>(); return;
+    case GGMLType::F16: f.template operator()<GGMLType::F16>(); return;
+    case GGMLType::BF16: f.template operator()<GGMLType::BF16>(); return;
+    case GGMLType::Q4_0: f.template operator()<GGMLType::Q4_0>(); return;
+    case GGMLType::Q4_1: f.template operator()<GGMLType::Q4_1>(); return;
+    case GGMLType::Q5_0: f.template operator()<GGMLType::Q5_0>(); return;
+    case GGMLType::Q5_1: f.template operator()<GGMLType::Q5_1>(); return;
+    case GGMLType::Q8_0: f.template operator()<GGMLType::Q8_0>(); return;
+    case GGMLType::Q2_K: f.template operator()<GGMLType::Q2_K>(); return;
+    case GGMLType::Q3_K: f.template operator()<GGMLType::Q3_K>(); return;
+    case GGMLType::Q4_K: f.template operator()<GGMLType::Q4_K>(); return;
+    case GGMLType::Q5_K: f.template operator()<GGMLType::Q5_K>(); return;
+    case GGMLType::Q6_K: f.template operator()<GGMLType::Q6_K>(); return;
+    default: QWEN_FAIL("cuda ", op, ": weight type ", type_name(t), " is not supported by the CUDA backend");
+  }
+}
+
+}  // namespace qwen::cuda
