@@ -55,7 +55,8 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
-  // Text (UTF-8; invalid bytes are treated like U+FFFD would be by HF, see tokenizer.cpp) to ids.
+  // Text (UTF-8) to ids. Invalid UTF-8 bytes are kept: each is a non-letter, non-digit,
+  // non-space character of its own, encoded by its byte token, so decode(encode(s)) round-trips.
   // parse_special: control tokens written in the text (e.g. "<|im_end|>" from a rendered chat
   // template) become their ids; otherwise they are tokenized as plain text. User-defined added
   // tokens are always matched, as in HF tokenizers. add_special: prepend BOS / append EOS when the
@@ -105,7 +106,6 @@ class StreamDecoder {
  private:
   const Tokenizer* tok_;
   bool skip_special_;
-  bool first_ = true;  // SPM models drop the leading space of the first piece
   std::string pending_;
 };
 
@@ -119,41 +119,44 @@ struct ChatMessage {
 // Template families rendered by hand-written code that reproduces the Jinja templates byte for
 // byte (tests/python/test_chat_templates.py compares against jinja2 on the real template strings).
 enum class ChatFamily {
-  kChatML,  // plain <|im_start|>role\n...<|im_end|>\n, no default system prompt
-  kQwen2,   // ChatML + default system "You are a helpful assistant."
-  kQwen25,  // ChatML + default system "You are Qwen, created by Alibaba Cloud. ..."
-  kQwen3,   // ChatML + <think> handling, enable_thinking
-  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
-  kGemma,   // <start_of_turn>user\n...<end_of_turn>\n, model role, system folded into first user turn
+  kChatML,  // <|im_start|>role\n...<|im_end|>\n (Qwen2, Qwen2.5, SmolLM), optional default system
+  kQwen3,   // ChatML with <think> handling and enable_thinking
+  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> (Llama 3.0)
+  kGemma,   // <start_of_turn>user\n...<end_of_turn>\n, "model" role (Gemma 2 and 3)
 };
 
 class ChatTemplate {
  public:
-  // Family of a Jinja template source; throws qwen::Error saying the template is unknown and that
-  // --chat-template NAME forces one (names: see family_from_name).
-  static ChatFamily detect(std::string_view jinja_source);
-  // "chatml", "qwen2", "qwen2.5", "qwen3", "llama3", "gemma"; throws listing the valid names.
-  static ChatFamily family_from_name(std::string_view name);
-  static const char* family_name(ChatFamily family);
-
-  // Uses `forced_name` when non-empty, else detects from the tokenizer's chat template. BOS/EOS
-  // texts come from the tokenizer (templates like Llama 3 and Gemma write {{ bos_token }}).
+  // Recognises a Jinja template source (family plus the details the family varies in: ChatML's
+  // default system prompt, Gemma's system-prompt handling). Throws qwen::Error saying that the
+  // template is unknown and that --chat-template NAME forces a built-in one.
+  static ChatTemplate from_source(std::string_view jinja_source, std::string bos_token);
+  // Built-in templates by name: "chatml" (no default system prompt), "qwen2" and "qwen2.5"
+  // (ChatML with their default system prompts), "qwen3", "llama3", "gemma" (Gemma 3); throws
+  // listing the valid names.
+  static ChatTemplate from_name(std::string_view name, std::string bos_token);
+  // Uses `forced_name` when non-empty, else the tokenizer's tokenizer.chat_template. The BOS text
+  // comes from the tokenizer (Llama 3 and Gemma templates write {{ bos_token }}).
   static ChatTemplate for_tokenizer(const Tokenizer& tok, std::string_view forced_name = {});
-  ChatTemplate(ChatFamily family, std::string bos_token, std::string eos_token);
 
   // Renders like transformers' apply_chat_template(messages, add_generation_prompt, **vars).
   // `vars` is a JSON object of extra template variables (e.g. {"enable_thinking": false}).
   // Conversations the template rejects (raise_exception) throw qwen::Error with its message.
+  // The result is meant to be encoded with parse_special = true and add_special = false.
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      const nlohmann::json& vars) const;
 
   ChatFamily family() const { return family_; }
+  const char* name() const;  // family name as accepted by from_name ("chatml", "qwen3", ...)
 
  private:
-  ChatFamily family_;
+  ChatTemplate() = default;
+  ChatFamily family_ = ChatFamily::kChatML;
+  std::string default_system_;      // ChatML: system prompt used when the first turn is not system
+  bool tool_responses_ = false;     // ChatML (Qwen2.5): "tool" turns wrapped in <tool_response>
+  bool gemma_fold_system_ = true;   // Gemma 3 folds a system turn into the first user turn; Gemma 2 rejects it
   std::string bos_token_;
-  std::string eos_token_;
 };
 
 }  // namespace qwen

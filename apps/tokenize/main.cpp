@@ -1,0 +1,198 @@
+// qwen-tokenize: the model's tokenizer on JSON Lines.
+//   qwen-tokenize -m MODEL [--special] [--add-special] < strings.jsonl    one JSON array of ids per line
+//   qwen-tokenize -m MODEL --decode [--skip-special] < ids.jsonl          one JSON string per line
+//   qwen-tokenize -m MODEL --chat FILE.json [--chat-template NAME] [--vars JSON] [--no-generation-prompt]
+//       FILE.json: a messages array [{"role": ..., "content": ...}], or an object {"messages": [...],
+//       "add_generation_prompt": bool, other keys = template variables}. FILE "-" reads one such
+//       conversation per line from stdin. Prints {"template", "text", "ids"} per conversation.
+//   qwen-tokenize -m MODEL --bench N < strings.jsonl
+//       encodes the input N times on one thread and reports MB/s on stderr.
+//   qwen-tokenize -m MODEL --info    tokenizer summary (model, pre, vocab, specials, EOG, template)
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "gguf/gguf.h"
+#include "tokenizer/tokenizer.h"
+#include "util/check.h"
+
+namespace {
+
+using nlohmann::json;
+
+std::string ids_json(const std::vector<int32_t>& ids) {
+  std::string s = "[";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(ids[i]);
+  }
+  return s + "]";
+}
+
+// Decoded bytes may be cut mid-character: invalid UTF-8 is written as U+FFFD.
+std::string string_json(const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); }
+
+template <class F>
+void for_each_line(std::istream& in, F&& f) {
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    json v;
+    try {
+      v = json::parse(line);
+    } catch (const json::exception& e) {
+      QWEN_FAIL("stdin line ", n, ": not JSON: ", e.what());
+    }
+    f(v, n);
+  }
+}
+
+std::vector<qwen::ChatMessage> parse_messages(const json& arr) {
+  QWEN_CHECK(arr.is_array(), "chat: messages must be an array, got ", arr.type_name());
+  std::vector<qwen::ChatMessage> msgs;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const json& m = arr[i];
+    QWEN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
+                   m["content"].is_string(),
+               "chat: messages[", i, "] must be {\"role\": string, \"content\": string}");
+    msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  }
+  return msgs;
+}
+
+void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, const json& conv, bool add_gen,
+                 const json& vars) {
+  json all_vars = vars;
+  json messages = conv;
+  if (conv.is_object()) {
+    QWEN_CHECK(conv.contains("messages"), "chat: conversation object has no \"messages\"");
+    messages = conv["messages"];
+    for (const auto& [k, v] : conv.items()) {
+      if (k == "add_generation_prompt") {
+        QWEN_CHECK(v.is_boolean(), "chat: add_generation_prompt must be a boolean");
+        add_gen = v.get<bool>();
+      } else if (k != "messages") {
+        all_vars[k] = v;
+      }
+    }
+  }
+  const std::string text = tmpl.render(parse_messages(messages), add_gen, all_vars);
+  const auto ids = tok.encode(text, /*parse_special=*/true);
+  std::cout << "{\"template\": \"" << tmpl.name() << "\", \"text\": " << string_json(text)
+            << ", \"ids\": " << ids_json(ids) << "}\n";
+}
+
+void info(const qwen::Tokenizer& tok) {
+  json eog = json::array();
+  for (int32_t id : tok.eog_ids()) eog.push_back({{"id", id}, {"text", tok.token_text(id)}});
+  json j = {{"model", tok.model()}, {"pre", tok.pre()}, {"n_vocab", tok.n_vocab()}, {"bos", tok.bos()},
+            {"eos", tok.eos()},     {"add_bos", tok.add_bos()}, {"eog", eog},
+            {"chat_template", tok.chat_template_source().empty() ? "" : "present"}};
+  if (!tok.chat_template_source().empty()) {
+    try {
+      j["chat_template"] = qwen::ChatTemplate::for_tokenizer(tok).name();
+    } catch (const qwen::Error& e) {
+      j["chat_template"] = std::string("unknown: ") + e.what();
+    }
+  }
+  std::cout << j.dump(2) << "\n";
+}
+
+void bench(const qwen::Tokenizer& tok, int reps, bool special) {
+  std::vector<std::string> texts;
+  size_t bytes = 0;
+  for_each_line(std::cin, [&](const json& v, size_t n) {
+    QWEN_CHECK(v.is_string(), "stdin line ", n, ": expected a JSON string");
+    texts.push_back(v.get<std::string>());
+    bytes += texts.back().size();
+  });
+  size_t tokens = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) {
+    for (const auto& t : texts) tokens += tok.encode(t, special).size();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mb = static_cast<double>(bytes) * reps / 1e6;
+  std::cerr << "encode: " << texts.size() << " strings, " << mb << " MB, " << tokens << " tokens in " << s
+            << " s: " << mb / s << " MB/s, " << tokens / s / 1e6 << " Mtok/s (1 thread)\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qwen-tokenize: encode / decode JSON Lines and render chats with a GGUF model's tokenizer"};
+  std::string model, chat_file, chat_template, vars_text = "{}";
+  bool decode = false, special = false, add_special = false, skip_special = false, no_gen = false,
+       show_info = false;
+  int bench_reps = 0;
+  app.add_option("-m,--model", model, "GGUF file (only its tokenizer metadata is read)")->required();
+  app.add_flag("--decode", decode, "ids -> text instead of text -> ids");
+  app.add_flag("--special", special, "match control tokens (<|im_start|> ...) written in the text");
+  app.add_flag("--add-special", add_special, "add BOS/EOS as the model's add_bos_token/add_eos_token say");
+  app.add_flag("--skip-special", skip_special, "--decode: drop control tokens");
+  app.add_option("--chat", chat_file, "render a conversation (JSON file, or - for JSON Lines on stdin)");
+  app.add_option("--chat-template", chat_template, "force a built-in template: chatml, qwen2, qwen2.5, qwen3, "
+                                                   "llama3, gemma");
+  app.add_option("--vars", vars_text, "extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");
+  app.add_flag("--no-generation-prompt", no_gen, "do not append the assistant turn header");
+  app.add_option("--bench", bench_reps, "encode stdin N times and report throughput")->check(CLI::PositiveNumber);
+  app.add_flag("--info", show_info, "print a tokenizer summary");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::ios::sync_with_stdio(false);
+    const auto file = qwen::gguf::File::open(model);
+    const qwen::Tokenizer tok(*file);
+    if (show_info) {
+      info(tok);
+    } else if (bench_reps > 0) {
+      bench(tok, bench_reps, special);
+    } else if (!chat_file.empty()) {
+      const auto tmpl = qwen::ChatTemplate::for_tokenizer(tok, chat_template);
+      json vars;
+      try {
+        vars = json::parse(vars_text);
+      } catch (const json::exception& e) {
+        QWEN_FAIL("--vars is not JSON: ", e.what());
+      }
+      if (chat_file == "-") {
+        for_each_line(std::cin, [&](const json& v, size_t) { render_chat(tok, tmpl, v, !no_gen, vars); });
+      } else {
+        std::ifstream in(chat_file);
+        QWEN_CHECK(in, "cannot open --chat file ", chat_file);
+        json conv;
+        try {
+          conv = json::parse(in);
+        } catch (const json::exception& e) {
+          QWEN_FAIL(chat_file, ": not JSON: ", e.what());
+        }
+        render_chat(tok, tmpl, conv, !no_gen, vars);
+      }
+    } else if (decode) {
+      for_each_line(std::cin, [&](const json& v, size_t n) {
+        QWEN_CHECK(v.is_array(), "stdin line ", n, ": expected a JSON array of ids");
+        std::vector<int32_t> ids;
+        for (const json& x : v) {
+          QWEN_CHECK(x.is_number_integer(), "stdin line ", n, ": ids must be integers, got ", x.dump());
+          const int64_t id = x.get<int64_t>();
+          QWEN_CHECK(id >= 0 && id < tok.n_vocab(), "stdin line ", n, ": id ", id, " is outside the vocabulary of ",
+                     tok.n_vocab());
+          ids.push_back(static_cast<int32_t>(id));
+        }
+        std::cout << string_json(tok.decode(ids, skip_special)) << "\n";
+      });
+    } else {
+      for_each_line(std::cin, [&](const json& v, size_t n) {
+        QWEN_CHECK(v.is_string(), "stdin line ", n, ": expected a JSON string");
+        std::cout << ids_json(tok.encode(v.get<std::string>(), special, add_special)) << "\n";
+      });
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "qwen-tokenize: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
