@@ -23,6 +23,18 @@ namespace {
 // Below this many tokens matmul uses vec_dot on the quantized row directly.
 constexpr int kDequantRowMinTokens = 4;
 
+// fp32 dot product with 8 independent partial sums: the compiler can vectorize it without
+// -ffast-math, and the summation order is fixed (results do not depend on thread count).
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  for (; i < n; ++i) acc[i % 8] += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 float* kv_row_f32(const KVLayer& c, void* base, int seq, int pos) {
   const size_t idx = (size_t(seq) * c.n_ctx + pos) * size_t(c.n_head_kv) * c.head_dim;
   return static_cast<float*>(base) + idx;
@@ -91,12 +103,7 @@ class CpuBackend final : public Backend {
       for (int64_t o = b; o < e; ++o) {
         dequantize_row(w.type, base + o * rb, row.data(), k);
         const float add = bias ? bias[o] : 0.f;
-        for (int t = 0; t < n_tokens; ++t) {
-          const float* xt = x + t * k;
-          float s = 0.f;
-          for (int64_t i = 0; i < k; ++i) s += row[i] * xt[i];
-          y[t * m + o] = s + add;
-        }
+        for (int t = 0; t < n_tokens; ++t) y[t * m + o] = dot_f32(row.data(), x + t * k, k) + add;
       }
     });
   }
@@ -161,10 +168,7 @@ class CpuBackend final : public Backend {
         score.resize(n_kv);
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j < n_kv; ++j) {
-          const float* kj = kv_at(cache.k, j);
-          float dot = 0.f;
-          for (int i = 0; i < d; ++i) dot += qv[i] * kj[i];
-          score[j] = dot * p.scale;
+          score[j] = dot_f32(qv, kv_at(cache.k, j), d) * p.scale;
           mx = std::max(mx, score[j]);
         }
         float sum = 0.f;
