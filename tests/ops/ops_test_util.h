@@ -1,0 +1,159 @@
+// Helpers for the CUDA-vs-CPU parity tests: a backend pair, mirrored buffers, random weights of
+// every GGUF type, and the metrics every test states (NMSE, max-abs).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "gguf/ggml_types.h"
+#include "util/half.h"
+
+namespace qwen::test {
+
+// Skips the test (visibly, with the reason) when this build or machine has no usable GPU.
+#define QWEN_REQUIRE_GPU()                                                                     \
+  do {                                                                                         \
+    if (::qwen::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine: CUDA parity not run"; \
+  } while (0)
+
+struct Pair {
+  std::unique_ptr<Backend> cpu = make_cpu_backend(0);
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+};
+
+// One logical buffer held by both backends (same bytes uploaded to each).
+class Mirror {
+ public:
+  Mirror(Pair& be, size_t bytes) : be_(be), bytes_(bytes) {
+    c_ = be.cpu->alloc(bytes);
+    g_ = be.gpu->alloc(bytes);
+  }
+  template <class T>
+  Mirror(Pair& be, const std::vector<T>& host) : Mirror(be, host.size() * sizeof(T)) {
+    upload(host.data());
+  }
+  ~Mirror() {
+    be_.cpu->free(c_);
+    be_.gpu->free(g_);
+  }
+  Mirror(const Mirror&) = delete;
+  Mirror& operator=(const Mirror&) = delete;
+  void upload(const void* src) {
+    be_.cpu->upload(c_, src, bytes_);
+    be_.gpu->upload(g_, src, bytes_);
+  }
+  template <class T> T* cpu() const { return static_cast<T*>(c_); }
+  template <class T> T* gpu() const { return static_cast<T*>(g_); }
+  template <class T> std::vector<T> cpu_host() const {
+    std::vector<T> v(bytes_ / sizeof(T));
+    be_.cpu->download(v.data(), c_, bytes_);
+    return v;
+  }
+  template <class T> std::vector<T> gpu_host() const {
+    std::vector<T> v(bytes_ / sizeof(T));
+    be_.gpu->download(v.data(), g_, bytes_);
+    return v;
+  }
+
+ private:
+  Pair& be_;
+  size_t bytes_;
+  void* c_ = nullptr;
+  void* g_ = nullptr;
+};
+
+inline std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// Random bytes of a [rows][cols] weight of type t. Quantized blocks are random except their fp16
+// scales (set to +-[0.5, 1] * scale so every block is finite); float types hold N(0, scale).
+inline std::vector<uint8_t> random_weight(std::mt19937& rng, GGMLType t, int64_t rows, int64_t cols,
+                                          float scale = 0.02f) {
+  const size_t n_bytes = row_bytes(t, cols) * size_t(rows);
+  std::vector<uint8_t> w(n_bytes);
+  std::normal_distribution<float> nd(0.f, scale);
+  if (t == GGMLType::F32 || t == GGMLType::F16 || t == GGMLType::BF16) {
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float x = nd(rng);
+      if (t == GGMLType::F32) {
+        std::memcpy(&w[4 * i], &x, 4);
+      } else {
+        const uint16_t h = t == GGMLType::F16 ? f32_to_fp16(x) : f32_to_bf16(x);
+        std::memcpy(&w[2 * i], &h, 2);
+      }
+    }
+    return w;
+  }
+  for (auto& b : w) b = uint8_t(rng());
+  // (byte offsets of d and of dmin inside a block; -1 when absent)
+  int d_off = 0, m_off = -1;
+  switch (t) {
+    case GGMLType::Q4_1: case GGMLType::Q5_1: m_off = 2; break;
+    case GGMLType::Q4_0: case GGMLType::Q5_0: case GGMLType::Q8_0: break;
+    case GGMLType::Q2_K: d_off = 80, m_off = 82; break;
+    case GGMLType::Q3_K: d_off = 108; break;
+    case GGMLType::Q4_K: case GGMLType::Q5_K: m_off = 2; break;
+    case GGMLType::Q6_K: d_off = 208; break;
+    default: ADD_FAILURE() << "random_weight: no generator for " << type_name(t);
+  }
+  const TypeTraits& tt = type_traits(t);
+  // Scales sized so the dequantized values are O(scale) for each type's integer range.
+  const float qmax = tt.block_size == 256 ? 32.f * 16.f : 16.f;
+  std::uniform_real_distribution<float> ud(0.5f, 1.f);
+  for (size_t b = 0; b + tt.block_bytes <= n_bytes; b += tt.block_bytes) {
+    const uint16_t d = f32_to_fp16((rng() & 1 ? 1.f : -1.f) * ud(rng) * scale * 4.f / qmax);
+    std::memcpy(&w[b + d_off], &d, 2);
+    if (m_off >= 0) {
+      const uint16_t m = f32_to_fp16(ud(rng) * scale);
+      std::memcpy(&w[b + m_off], &m, 2);
+    }
+  }
+  return w;
+}
+
+struct Diff {
+  double nmse = 0;     // sum (a - ref)^2 / sum ref^2
+  double max_abs = 0;  // max |a - ref|
+  double ref_max = 0;  // max |ref|
+  int64_t n_nonfinite = 0;
+};
+
+inline Diff compare(const float* a, const float* ref, size_t n) {
+  Diff d;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(ref[i])) {
+      ++d.n_nonfinite;
+      continue;
+    }
+    const double e = double(a[i]) - double(ref[i]);
+    num += e * e;
+    den += double(ref[i]) * ref[i];
+    d.max_abs = std::max(d.max_abs, std::abs(e));
+    d.ref_max = std::max(d.ref_max, std::abs(double(ref[i])));
+  }
+  d.nmse = den > 0 ? num / den : num;
+  return d;
+}
+
+inline std::string describe(const Diff& d) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "nmse %.3e, max|d| %.3e (max|ref| %.3e), non-finite %lld", d.nmse, d.max_abs,
+                d.ref_max, static_cast<long long>(d.n_nonfinite));
+  return buf;
+}
+
+}  // namespace qwen::test

@@ -1,0 +1,133 @@
+// CUDA matmul (decode GEMV and prefill cuBLAS GEMM) and embedding vs the CPU backend, for every
+// weight type on the real matrix shapes of Qwen2.5-0.5B (896, 128 = 2 kv heads x 64, 4864,
+// 151936 rows) and on k-quant-compatible widths (multiples of 256).
+//
+// Bounds (stated per path):
+//  - GEMV (n_tokens <= 4): both sides dequantize exactly and accumulate in fp32, only the order
+//    differs: NMSE <= 1e-10, max|d| <= 1e-5 * max|ref|.
+//  - GEMM, F32 (SGEMM): NMSE <= 1e-10.  F16: activations split into two fp16 halves (~22 bits):
+//    NMSE <= 1e-9.  BF16: two bf16 halves (~16 bits): NMSE <= 1e-8.  Quantized: weight rounded
+//    to fp16 once (2^-11 relative): NMSE <= 1e-6.  Max|d| <= 1e-2 * max|ref| for the GEMM.
+//  - Per output row (every row of the lm_head is checked): row NMSE <= 100x the bound above, so
+//    one garbage row among 151,936 cannot hide in a global average.
+//  - Embedding: exact dequantization on both sides: max|d| <= 1e-6 * max|ref|.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+#include "ops_test_util.h"
+
+namespace qwen::test {
+namespace {
+
+const GGMLType kAllTypes[] = {GGMLType::F32,  GGMLType::F16,  GGMLType::BF16, GGMLType::Q8_0, GGMLType::Q4_0,
+                              GGMLType::Q4_1, GGMLType::Q5_0, GGMLType::Q5_1, GGMLType::Q2_K, GGMLType::Q3_K,
+                              GGMLType::Q4_K, GGMLType::Q5_K, GGMLType::Q6_K};
+
+bool is_kquant(GGMLType t) { return type_traits(t).block_size == 256; }
+
+double nmse_bound(GGMLType t, bool gemm) {
+  if (!gemm) return 1e-10;
+  switch (t) {
+    case GGMLType::F32: return 1e-10;
+    case GGMLType::F16: return 1e-9;
+    case GGMLType::BF16: return 1e-8;
+    default: return 1e-6;
+  }
+}
+
+struct Shape {
+  int64_t rows, cols;  // ne1 (outputs), ne0 (inputs)
+};
+
+void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens, bool bias) {
+  SCOPED_TRACE(testing::Message() << type_name(t) << " W[" << s.rows << "][" << s.cols << "] x " << n_tokens
+                                  << " tokens" << (bias ? " +bias" : ""));
+  const std::vector<uint8_t> w_host = random_weight(rng, t, s.rows, s.cols);
+  Mirror w(be, w_host);
+  Mirror x(be, random_floats(rng, size_t(n_tokens) * s.cols));
+  std::unique_ptr<Mirror> b;
+  if (bias) b = std::make_unique<Mirror>(be, random_floats(rng, size_t(s.rows)));
+  Mirror y(be, size_t(n_tokens) * s.rows * sizeof(float));
+  const std::vector<float> poison(size_t(n_tokens) * s.rows, std::nanf(""));
+  y.upload(poison.data());  // every output element must be written
+  Weight wc{t, s.cols, s.rows, w.cpu<void>()}, wg{t, s.cols, s.rows, w.gpu<void>()};
+  be.cpu->matmul(y.cpu<float>(), wc, x.cpu<float>(), n_tokens, b ? b->cpu<float>() : nullptr);
+  be.gpu->matmul(y.gpu<float>(), wg, x.gpu<float>(), n_tokens, b ? b->gpu<float>() : nullptr);
+  const auto ref = y.cpu_host<float>(), got = y.gpu_host<float>();
+  const bool gemm = n_tokens > 4;
+  const double bound = nmse_bound(t, gemm);
+  const Diff d = compare(got.data(), ref.data(), ref.size());
+  EXPECT_EQ(d.n_nonfinite, 0) << describe(d);
+  EXPECT_LE(d.nmse, bound) << describe(d);
+  EXPECT_LE(d.max_abs, (gemm ? 1e-2 : 1e-5) * d.ref_max) << describe(d);
+  // Row by row: the scattered-garbage-row failure.
+  int64_t bad_rows = 0, first_bad = -1;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    double num = 0, den = 0;
+    for (int tk = 0; tk < n_tokens; ++tk) {
+      const double e = double(got[tk * s.rows + r]) - ref[tk * s.rows + r];
+      num += e * e;
+      den += double(ref[tk * s.rows + r]) * ref[tk * s.rows + r];
+    }
+    if (!(num <= 100 * bound * den + 1e-30)) {
+      if (first_bad < 0) first_bad = r;
+      ++bad_rows;
+    }
+  }
+  EXPECT_EQ(bad_rows, 0) << "rows above 100x the NMSE bound, first at row " << first_bad;
+}
+
+class MatmulParity : public testing::TestWithParam<GGMLType> {
+ protected:
+  void SetUp() override { QWEN_REQUIRE_GPU(); }
+};
+
+// The layer shapes of Qwen2.5-0.5B (q/o 896x896, k/v 128x896, gate/up 4864x896, down 896x4864);
+// k-quants need rows of a multiple of 256, so they take 1024 where the model has 896.
+TEST_P(MatmulParity, LayerShapes) {
+  const GGMLType t = GetParam();
+  Pair be;
+  std::mt19937 rng(1234 + int(t));
+  const int64_t e = is_kquant(t) ? 1024 : 896;
+  const Shape shapes[] = {{e, e}, {128, e}, {4864, e}, {e, 4864}};
+  for (const Shape& s : shapes) {
+    for (int n_tokens : {1, 2, 4, 5, 64}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/s.rows == 128);
+  }
+}
+
+// The lm_head: 151,936 rows, every row compared, decode and prefill.
+TEST_P(MatmulParity, LmHead) {
+  const GGMLType t = GetParam();
+  Pair be;
+  std::mt19937 rng(99 + int(t));
+  const Shape s{151936, is_kquant(t) ? 1024 : 896};
+  for (int n_tokens : {1, 16}) check_matmul(be, rng, t, s, n_tokens, false);
+}
+
+// Embedding lookup of every type: first, last and random rows of a 151,936-row table.
+TEST_P(MatmulParity, Embedding) {
+  const GGMLType t = GetParam();
+  Pair be;
+  std::mt19937 rng(7 + int(t));
+  const int64_t n_vocab = 151936, n_embd = is_kquant(t) ? 1024 : 896;
+  Mirror table(be, random_weight(rng, t, n_vocab, n_embd));
+  std::vector<int32_t> ids = {0, int32_t(n_vocab - 1), 1, 151643};
+  for (int i = 0; i < 60; ++i) ids.push_back(int32_t(rng() % n_vocab));
+  Mirror id(be, ids);
+  const int n = int(ids.size());
+  Mirror out(be, size_t(n) * n_embd * sizeof(float));
+  be.cpu->embed(out.cpu<float>(), Weight{t, n_embd, n_vocab, table.cpu<void>()}, id.cpu<int32_t>(), n);
+  be.gpu->embed(out.gpu<float>(), Weight{t, n_embd, n_vocab, table.gpu<void>()}, id.gpu<int32_t>(), n);
+  const auto ref = out.cpu_host<float>(), got = out.gpu_host<float>();
+  const Diff d = compare(got.data(), ref.data(), ref.size());
+  EXPECT_EQ(d.n_nonfinite, 0) << describe(d);
+  EXPECT_LE(d.max_abs, 1e-6 * d.ref_max) << type_name(t) << ": " << describe(d);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulParity, testing::ValuesIn(kAllTypes),
+                         [](const testing::TestParamInfo<GGMLType>& i) { return std::string(type_name(i.param)); });
+
+}  // namespace
+}  // namespace qwen::test
