@@ -151,6 +151,8 @@ void parse_common(const json& body, GenerationRequest& r) {
   if (auto mct = integer(body, "max_completion_tokens", 1, kMaxInt)) max_tokens = mct;
   r.params.max_tokens = max_tokens ? int(*max_tokens) : -1;
   r.params.stop = parse_stop(body);
+  // llama.cpp's name: generate through end-of-generation tokens (benchmarks with fixed lengths).
+  r.params.ignore_eog = boolean(body, "ignore_eos").value_or(false);
 
   SamplerParams& s = r.params.sampler;
   s.temperature = float(number(body, "temperature", 0.0, 2.0).value_or(1.0));

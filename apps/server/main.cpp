@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-c,--ctx-size", o.n_ctx, "context tokens per slot (0: model default, at most 4096)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("-np,--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
+  app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));

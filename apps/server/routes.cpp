@@ -79,7 +79,7 @@ json Routes::model_card() const {
            {{"n_ctx", engine_.n_ctx()},
             {"n_slots", engine_.n_seq()},
             {"n_vocab", tok.n_vocab()},
-            {"chat_template", ChatTemplate::family_name(template_.family())}}}};
+            {"chat_template", template_.name()}}}};
 }
 
 void Routes::install(httplib::Server& http) {
@@ -141,22 +141,14 @@ void Routes::install(httplib::Server& http) {
   http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
       TokenizeRequest r = parse_tokenize_request(parse_body(req.body));
-      std::vector<int32_t> ids;
-      {
-        std::lock_guard lk(tokenizer_mu_);
-        ids = engine_.tokenizer().encode(r.content, r.parse_special, r.add_special);
-      }
+      std::vector<int32_t> ids = engine_.tokenizer().encode(r.content, r.parse_special, r.add_special);
       res.set_content(to_wire({{"tokens", ids}}), kJson);
     });
   });
   http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
       std::vector<int32_t> ids = parse_detokenize_request(parse_body(req.body), engine_.tokenizer().n_vocab());
-      std::string text;
-      {
-        std::lock_guard lk(tokenizer_mu_);
-        text = engine_.tokenizer().decode(ids);
-      }
+      std::string text = engine_.tokenizer().decode(ids);
       res.set_content(to_wire({{"content", text}}), kJson);
     });
   });
@@ -164,22 +156,19 @@ void Routes::install(httplib::Server& http) {
 
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
-  {
-    std::lock_guard lk(tokenizer_mu_);
-    if (r.chat) {
-      std::string text;
-      try {
-        text = template_.render(r.messages, /*add_generation_prompt=*/true);
-      } catch (const Error& e) {
-        // The template refused the conversation (e.g. roles out of order): the client's doing.
-        throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
-                       "messages");
-      }
-      // The rendered template already holds its BOS and control tokens as text.
-      ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
-    } else {
-      ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
+  if (r.chat) {
+    std::string text;
+    try {
+      text = template_.render(r.messages, /*add_generation_prompt=*/true);
+    } catch (const Error& e) {
+      // The template refused the conversation (e.g. roles out of order): the client's doing.
+      throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
+                     "messages");
     }
+    // The rendered template already holds its BOS and control tokens as text.
+    ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
+  } else {
+    ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
   }
   if (ids.empty()) throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
   // At least one generated token must fit after the prompt in the slot's context.

@@ -5,7 +5,6 @@
 
 #include <httplib.h>
 
-#include <mutex>
 #include <string>
 
 #include "api.h"
@@ -23,6 +22,9 @@ struct RouteOptions {
   std::string chat_template;  // forced template name; empty: detect from the GGUF
 };
 
+// HTTP threads use the engine's tokenizer concurrently with the scheduler thread: Tokenizer's
+// const methods are thread-safe (its word cache has its own lock). Everything else of the engine
+// is touched only by the scheduler.
 class Routes {
  public:
   // Throws qwen::Error when the chat template can be neither detected nor forced.
@@ -44,9 +46,6 @@ class Routes {
   RouteOptions opt_;
   ChatTemplate template_;
   const int64_t created_;  // server start, reported as the model's creation time
-  // Tokenizer calls from HTTP threads are serialised: encode keeps caches that are not meant for
-  // concurrent writers. The scheduler thread only uses the stream decoder (decode paths).
-  std::mutex tokenizer_mu_;
 };
 
 }  // namespace qwen::server

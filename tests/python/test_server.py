@@ -1,0 +1,359 @@
+"""qwen-server end to end on the CPU backend: a tiny synthetic qwen2 model with the real Qwen
+vocabulary (scripts/make_model.py), talked to with the real `openai` client and with raw HTTP.
+
+What is checked, and how strictly:
+- routes answer in the OpenAI shapes the official client parses (exact field checks);
+- at temperature 0, streamed text == non-streamed text, and 16 concurrent clients (4 slots, so 12
+  queue) each get exactly the text a sequential run gave (string equality, no tolerance);
+- a fixed seed at temperature 1 reproduces its text exactly;
+- every error case returns its HTTP status and {"error": {"message", "type", "code"}};
+- a client that disconnects mid-stream is cancelled and its slot freed within 10 s.
+"""
+import concurrent.futures
+import http.client
+import json
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+from tokenizers import Tokenizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+N_CTX = 1024
+N_SLOTS = 4
+API_KEY = "sk-test-key"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, shared_dir) -> pathlib.Path:
+    """A 2-layer qwen2 model (n_embd 64) with the real 151,936-entry vocabulary and chat template."""
+    tok_dir = shared_dir / "data" / "qwen2-tokenizer"
+    out = tmp_path_factory.mktemp("server") / "tiny-qwen2.gguf"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_model.py"), "-o", str(out), "--arch", "qwen2",
+         "--n-embd", "64", "--n-layer", "2", "--n-head", "4", "--n-head-kv", "2", "--n-ff", "128",
+         "--n-vocab", "151936", "--n-ctx-train", "4096", "--type", "F16", "--seed", "7",
+         "--vocab", str(tok_dir / "tokenizer.json"), "--vocab-config", str(tok_dir / "tokenizer_config.json")],
+        check=True, capture_output=True, timeout=120)
+    return out
+
+
+class Server:
+    """A running qwen-server; its stderr is drained by a thread (and kept for failure messages)."""
+
+    def __init__(self, bin_dir, model, *extra):
+        exe = bin_dir / "qwen-server"
+        if not exe.is_file():
+            pytest.fail(f"{exe} not built (needs cpp-httplib)")
+        self.proc = subprocess.Popen(
+            [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
+             "-c", str(N_CTX), "--parallel", str(N_SLOTS), "-t", "2", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log = []
+        ready = threading.Event()
+        self.port = None
+
+        def drain():
+            for line in self.proc.stderr:
+                self.log.append(line)
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(60) or self.port is None:
+            self.stop()
+            pytest.fail("qwen-server did not start:\n" + "".join(self.log))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def request(self, method, path, body=None, headers=None, raw=None):
+        """Raw HTTP: returns (status, parsed JSON or text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except json.JSONDecodeError:
+            return resp.status, text
+
+    def metric(self, name):
+        status, text = self.request("GET", "/metrics")
+        assert status == 200
+        m = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert m, f"{name} missing from /metrics:\n{text}"
+        return float(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def server(bin_dir, tiny_model):
+    s = Server(bin_dir, tiny_model)
+    yield s
+    s.stop()
+    assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def chat(client, content, **kw):
+    args = dict(model="tiny-qwen2", messages=[{"role": "user", "content": content}], max_tokens=24,
+                temperature=0)
+    args.update(kw)
+    return client.chat.completions.create(**args)
+
+
+# ---- OpenAI client ---------------------------------------------------------------------------
+
+
+def test_models(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == ["tiny-qwen2"]
+    assert models[0].object == "model"
+    assert client.models.retrieve("tiny-qwen2").id == "tiny-qwen2"
+
+
+def test_chat_completion(client):
+    r = chat(client, "What is the capital of France?")
+    assert r.object == "chat.completion"
+    assert r.id.startswith("chatcmpl-")
+    choice = r.choices[0]
+    assert choice.message.role == "assistant"
+    assert isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    u = r.usage
+    assert u.prompt_tokens > 5 and 1 <= u.completion_tokens <= 24
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    if choice.finish_reason == "length":
+        assert u.completion_tokens == 24
+
+
+def test_chat_stream_equals_whole(client):
+    for prompt in ["Tell me a story.", "Count to ten.", "你好，世界"]:
+        whole = chat(client, prompt, max_tokens=40)
+        chunks = list(chat(client, prompt, max_tokens=40, stream=True))
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert all(c.id == chunks[0].id and c.object == "chat.completion.chunk" for c in chunks)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert text == whole.choices[0].message.content
+        finishes = [c.choices[0].finish_reason for c in chunks]
+        assert finishes[:-1] == [None] * (len(chunks) - 1)
+        assert finishes[-1] == whole.choices[0].finish_reason
+        assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stream_include_usage(client):
+    chunks = list(chat(client, "Hi", max_tokens=8, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+
+
+def test_completions_stream_equals_whole(client):
+    prompt = "The quick brown fox"
+    whole = client.completions.create(model="tiny-qwen2", prompt=prompt, max_tokens=32, temperature=0)
+    assert whole.object == "text_completion"
+    assert whole.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.completions.create(model="tiny-qwen2", prompt=prompt, max_tokens=32, temperature=0,
+                                            stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_seed_reproducible(client):
+    a = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
+    b = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_stop_string(client):
+    base = client.completions.create(model="tiny-qwen2", prompt="Once upon a time", max_tokens=48, temperature=0)
+    text = base.choices[0].text
+    if len(text) < 12:
+        pytest.fail(f"greedy continuation too short to cut with a stop string: {text!r}")
+    stop = text[len(text) // 2:len(text) // 2 + 3]
+    cut = text.find(stop)
+    for stream in (False, True):
+        r = client.completions.create(model="tiny-qwen2", prompt="Once upon a time", max_tokens=48,
+                                      temperature=0, stop=[stop, "never-produced-stop"], stream=stream)
+        if stream:
+            chunks = list(r)
+            got, finish = "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason
+        else:
+            got, finish = r.choices[0].text, r.choices[0].finish_reason
+        assert got == text[:cut] and finish == "stop", (stream, stop, text)
+
+
+def test_tokenize_matches_hf(server, tokenizer_json):
+    hf = Tokenizer.from_file(str(tokenizer_json))
+    text = "Hello world! Ünïcödé 123 <|im_start|>"
+    # HF matches special tokens written in the text, as /tokenize does by default (parse_special).
+    status, body = server.request("POST", "/tokenize", {"content": text})
+    assert status == 200 and body["tokens"] == hf.encode(text, add_special_tokens=False).ids
+    status, body = server.request("POST", "/detokenize", {"tokens": body["tokens"]})
+    assert status == 200 and body["content"] == text
+
+
+def test_health_and_metrics(server):
+    status, body = server.request("GET", "/health")
+    assert status == 200 and body["status"] == "ok" and body["slots_total"] == N_SLOTS
+    assert server.metric("qwen_requests_total") > 0
+    assert server.metric("qwen_slots") == N_SLOTS
+
+
+# ---- concurrency ------------------------------------------------------------------------------
+
+
+def test_concurrent_equals_sequential(server, client):
+    """16 clients on 4 slots at temperature 0: each text equals the same prompt run alone."""
+    prompts = [f"Request number {i}: say something about {w}." for i, w in
+               enumerate(["cats", "dogs", "the sea", "rain", "bread", "stars", "trains", "music"] * 2)]
+    prompts[15] = prompts[3]  # two identical prompts in flight at once
+
+    def run(p):
+        r = chat(client, p, max_tokens=24)
+        return r.choices[0].message.content, r.choices[0].finish_reason
+
+    sequential = [run(p) for p in prompts]
+    generated_before = server.metric("qwen_generated_tokens_total")
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        concurrent_results = list(pool.map(run, prompts))
+    assert concurrent_results == sequential
+    assert server.metric("qwen_generated_tokens_total") > generated_before
+    assert server.metric("qwen_requests_active") == 0 and server.metric("qwen_requests_queued") == 0
+
+
+def test_disconnect_frees_slot(server):
+    """A streaming client that hangs up is cancelled: its slot comes free long before max_tokens."""
+    cancelled_before = server.metric("qwen_cancelled_total")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    body = json.dumps({"prompt": "A very long story:", "max_tokens": N_CTX - 32, "temperature": 0,
+                       "stream": True, "ignore_eos": True})
+    sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+    received = b""
+    while received.count(b"data: ") < 3:  # a few tokens have streamed: the slot is busy
+        chunk = sock.recv(4096)
+        assert chunk, "server closed the stream early"
+        received += chunk
+    status, health = server.request("GET", "/health")
+    assert health["slots_active"] == 1
+    sock.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and server.request("GET", "/health")[1]["slots_active"] != 0:
+        time.sleep(0.05)
+    assert server.request("GET", "/health")[1]["slots_active"] == 0
+    assert server.metric("qwen_cancelled_total") == cancelled_before + 1
+    # The freed slot serves the next request.
+    status, body = server.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 4})
+    assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+CHAT = "/v1/chat/completions"
+MSG = [{"role": "user", "content": "hi"}]
+
+ERROR_CASES = [
+    # (name, method, path, raw body, status, code, param)
+    ("malformed json", "POST", CHAT, '{"messages": [', 400, "invalid_json", None),
+    ("body not an object", "POST", CHAT, "[1, 2]", 400, "invalid_type", None),
+    ("missing messages", "POST", CHAT, json.dumps({"model": "tiny-qwen2"}), 400, "missing_field", "messages"),
+    ("messages not a list", "POST", CHAT, json.dumps({"messages": "hi"}), 400, "invalid_type", "messages"),
+    ("empty messages", "POST", CHAT, json.dumps({"messages": []}), 400, "invalid_value", "messages"),
+    ("bad role", "POST", CHAT, json.dumps({"messages": [{"role": "tool", "content": "x"}]}), 400,
+     "invalid_value", "messages[0].role"),
+    ("content not text", "POST", CHAT, json.dumps({"messages": [{"role": "user", "content": 5}]}), 400,
+     "invalid_type", "messages[0].content"),
+    ("temperature string", "POST", CHAT, json.dumps({"messages": MSG, "temperature": "hot"}), 400,
+     "invalid_type", "temperature"),
+    ("temperature range", "POST", CHAT, json.dumps({"messages": MSG, "temperature": 5}), 400,
+     "invalid_value", "temperature"),
+    ("max_tokens zero", "POST", CHAT, json.dumps({"messages": MSG, "max_tokens": 0}), 400, "invalid_value",
+     "max_tokens"),
+    ("max_tokens float", "POST", CHAT, json.dumps({"messages": MSG, "max_tokens": 1.5}), 400, "invalid_type",
+     "max_tokens"),
+    ("stop wrong type", "POST", CHAT, json.dumps({"messages": MSG, "stop": [1]}), 400, "invalid_type", "stop"),
+    ("n = 2", "POST", CHAT, json.dumps({"messages": MSG, "n": 2}), 400, "unsupported_value", "n"),
+    ("stream not bool", "POST", CHAT, json.dumps({"messages": MSG, "stream": "yes"}), 400, "invalid_type",
+     "stream"),
+    ("unknown model", "POST", CHAT, json.dumps({"messages": MSG, "model": "gpt-4"}), 400, "model_not_found",
+     "model"),
+    ("prompt too long", "POST", "/v1/completions", json.dumps({"prompt": "hello " * (N_CTX + 10)}), 400,
+     "context_length_exceeded", "prompt"),
+    ("missing prompt", "POST", "/v1/completions", json.dumps({"max_tokens": 3}), 400, "missing_field", "prompt"),
+    ("detokenize bad id", "POST", "/detokenize", json.dumps({"tokens": [1, 10 ** 9]}), 400, "invalid_value",
+     "tokens"),
+    ("tokenize no content", "POST", "/tokenize", json.dumps({}), 400, "missing_field", "content"),
+    ("nested json", "POST", CHAT, "[" * 100000 + "]" * 100000, 400, "invalid_type", None),
+    ("unknown route", "GET", "/v1/nothing", None, 404, "not_found", None),
+    ("wrong method", "GET", CHAT, None, 404, "not_found", None),
+    ("unknown model card", "GET", "/v1/models/gpt-4", None, 404, "model_not_found", "model"),
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_errors(server, case):
+    _, method, path, raw, status, code, param = case
+    got_status, body = server.request(method, path, raw=raw)
+    assert got_status == status, body
+    err = body["error"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert err["type"] == "invalid_request_error"
+    assert err["code"] == code
+    assert err["param"] == param
+
+
+def test_client_raises_on_error(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(client, "x", model="no-such-model")
+    assert e.value.code == "model_not_found"
+
+
+def test_garbage_does_not_hurt(server):
+    """Random bytes, a truncated body and a half-sent request leave the server healthy."""
+    for payload in [b"\x00\xff" * 500 + b"\r\n\r\n", b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_api_key(bin_dir, tiny_model):
+    s = Server(bin_dir, tiny_model, "--api-key", API_KEY)
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            status, body = s.request("GET", "/v1/models", headers=headers)
+            assert status == 401 and body["error"]["code"] == "invalid_api_key", headers
+        assert s.request("GET", "/health")[0] == 200
+        good = openai.OpenAI(base_url=s.url + "/v1", api_key=API_KEY, max_retries=0)
+        assert good.models.list().data[0].id == "tiny-qwen2"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=s.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+    finally:
+        s.stop()
