@@ -1,0 +1,231 @@
+// qwen-bench: prompt processing (pp) and token generation (tg) throughput, measured separately
+// like llama-bench: mean ± std over -r repetitions after one warm-up, tok/s and effective GB/s
+// (bytes that must be read per token / time), with the GPU's name and clocks.
+//
+//  pp<N>: one forward over N prompt tokens at positions 0..N-1 (logits of the last one only).
+//  tg<N>: N greedy decode steps from an empty cache, one token per forward; the next token is
+//         the argmax of the previous logits, computed on the device and written straight into
+//         the input buffer, so no logits reach the host. On a backend with graphs the step
+//         (forward + argmax) is captured once and replayed; only the 4-byte position is uploaded
+//         per step (asynchronously, no host synchronisation).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "runtime/kv_cache.h"
+#include "util/check.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Stats {
+  double mean = 0, std = 0;
+};
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  if (v.empty()) return s;
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+  double ss = 0;
+  for (double x : v) ss += (x - s.mean) * (x - s.mean);
+  s.std = v.size() > 1 ? std::sqrt(ss / double(v.size() - 1)) : 0.0;
+  return s;
+}
+
+// First line of a command's output ("" when it fails): used for nvidia-smi's clock report.
+std::string command_line(const std::string& cmd) {
+  std::string out;
+  if (FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r")) {
+    char buf[512];
+    if (std::fgets(buf, sizeof buf, p)) out = buf;
+    pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// Bytes a decode step must read: every layer matrix, the lm_head, the fp32 norms and biases
+// (small), and the KV cache up to the position (counted separately by the caller).
+size_t weight_bytes_per_token(const qwen::Model& m) {
+  const auto& w = m.weights();
+  const auto& c = m.config();
+  size_t b = w.output.nbytes() + size_t(c.n_embd) * 4 * 2;  // lm_head, output norm, one embedding row (approx)
+  for (const auto& L : w.layers) {
+    for (const qwen::Weight* x : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      b += x->nbytes();
+    b += size_t(c.n_embd) * 4 * 2 + size_t(c.q_dim() + 2 * c.kv_dim()) * 4 * (c.qkv_bias ? 1 : 0);
+  }
+  return b;
+}
+
+struct Result {
+  std::string test;
+  int n_tokens;
+  Stats tok_s, gb_s;
+  std::vector<double> seconds;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qwen-bench: prompt processing and token generation throughput"};
+  std::string model_path, device = "auto", kv_name = "f16";
+  int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0;
+  bool json = false;
+  app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")->check(CLI::NonNegativeNumber);
+  app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")->check(CLI::NonNegativeNumber);
+  app.add_option("-r,--repetitions", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber);
+  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
+  app.add_option("--kv-type", kv_name, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_flag("--json", json, "print JSON instead of a markdown table");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    auto file = qwen::gguf::File::open(model_path);
+    auto backend = qwen::make_backend(device, n_threads);
+    qwen::Backend& be = *backend;
+    const int max_batch = std::max(1, n_prompt);
+    qwen::Model model(*file, be, max_batch);
+    const auto& c = model.config();
+    const int n_ctx = std::max(n_prompt, n_gen) + 1;
+    const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
+    qwen::KVCache kv(be, c, 1, n_ctx, kv_type);
+
+    // Device-side inputs: ids, positions (0..n-1), sequence ids, the one output row, logits.
+    const int n_buf = max_batch;
+    std::vector<int32_t> ids(n_buf), pos(n_buf), seq(n_buf, 0);
+    for (int i = 0; i < n_buf; ++i) ids[i] = int32_t((i * 7919 + 13) % c.n_vocab), pos[i] = i;
+    auto* ids_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
+    auto* pos_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
+    auto* seq_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
+    auto* row_d = static_cast<int32_t*>(be.alloc(4));
+    auto* logits_d = static_cast<float*>(be.alloc(size_t(c.n_vocab) * 4));
+    be.upload(ids_d, ids.data(), n_buf * 4);
+    be.upload(pos_d, pos.data(), n_buf * 4);
+    be.upload(seq_d, seq.data(), n_buf * 4);
+
+    const size_t w_bytes = weight_bytes_per_token(model);
+    const size_t kv_row_bytes = size_t(2) * c.n_layer * c.kv_dim() * (kv_type == qwen::GGMLType::F16 ? 2 : 4);
+    std::vector<Result> results;
+
+    if (n_prompt > 0) {
+      const int32_t last = n_prompt - 1;
+      be.upload(row_d, &last, 4);
+      const qwen::Batch b{n_prompt, ids_d, pos_d, seq_d};
+      Result r{"pp" + std::to_string(n_prompt), n_prompt, {}, {}, {}};
+      for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
+        be.synchronize();
+        const auto t0 = Clock::now();
+        model.forward(b, kv.layers(), row_d, 1, logits_d);
+        be.synchronize();
+        if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      }
+      std::vector<double> tps, gbs;
+      // Bytes: the weights once per forward plus the causal K/V reads (n^2/2 rows in total).
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * 0.5;
+      for (double s : r.seconds) tps.push_back(n_prompt / s), gbs.push_back(bytes / s / 1e9);
+      r.tok_s = stats(tps), r.gb_s = stats(gbs);
+      results.push_back(r);
+    }
+
+    bool graphs = false;
+    if (n_gen > 0) {
+      const int32_t zero = 0;
+      be.upload(row_d, &zero, 4);
+      const qwen::Batch one{1, ids_d, pos_d, seq_d};
+      graphs = be.supports_graphs();
+      auto step = [&] {
+        model.forward(one, kv.layers(), row_d, 1, logits_d);
+        be.argmax(ids_d, logits_d, 1, c.n_vocab);  // next input token, never leaves the device
+      };
+      if (graphs) {
+        be.begin_capture(0);
+        step();
+        be.end_capture();
+      }
+      Result r{"tg" + std::to_string(n_gen), n_gen, {}, {}, {}};
+      for (int rep = 0; rep <= reps; ++rep) {
+        be.upload(ids_d, ids.data(), 4);
+        be.synchronize();
+        const auto t0 = Clock::now();
+        for (int32_t p = 0; p < n_gen; ++p) {
+          be.upload(pos_d, &pos[p], 4);  // pos[] stays alive: the copy may complete later
+          if (graphs) {
+            be.replay(0);
+          } else {
+            step();
+          }
+        }
+        be.synchronize();
+        if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      }
+      be.upload(pos_d, pos.data(), n_buf * 4);
+      std::vector<double> tps, gbs;
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * (n_gen / 2.0);
+      for (double s : r.seconds) tps.push_back(n_gen / s), gbs.push_back(bytes * n_gen / s / 1e9);
+      r.tok_s = stats(tps), r.gb_s = stats(gbs);
+      results.push_back(r);
+    }
+
+    std::string gpu;
+    if (be.kind() == qwen::DeviceKind::CUDA) {
+      gpu = command_line(
+          "nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version "
+          "--format=csv,noheader");
+    }
+    const std::string type_str = qwen::type_name(model.weights().layers.at(0).ffn_down.type);
+    const double size_mib = double(model.weights().nbytes()) / (1 << 20);
+    const std::string model_name = std::filesystem::path(model_path).filename().string();
+
+    if (json) {
+      nlohmann::json out;
+      out["model"] = model_name;
+      out["arch"] = c.arch_name;
+      out["type"] = type_str;
+      out["size_bytes"] = model.weights().nbytes();
+      out["backend"] = be.name();
+      out["gpu_info"] = gpu;
+      out["kv_type"] = kv_name;
+      out["cuda_graphs"] = graphs;
+      out["bytes_per_token"] = w_bytes;
+      for (const Result& r : results) {
+        out["tests"].push_back({{"test", r.test}, {"n_tokens", r.n_tokens}, {"tok_s_mean", r.tok_s.mean},
+                                {"tok_s_std", r.tok_s.std}, {"gb_s_mean", r.gb_s.mean}, {"gb_s_std", r.gb_s.std},
+                                {"seconds", r.seconds}});
+      }
+      std::cout << out.dump(2) << "\n";
+    } else {
+      std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token), backend: %s%s, KV %s\n", model_name.c_str(),
+                  c.arch_name.c_str(), type_str.c_str(), size_mib, w_bytes / 1e6, be.name().c_str(),
+                  graphs ? " (CUDA graph)" : "", kv_name.c_str());
+      if (!gpu.empty()) std::printf("gpu (name, sm clock, mem clock, max sm, max mem, driver): %s\n", gpu.c_str());
+      std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |\n");
+      std::printf("| --- | --- | ---: | --- | --- | ---: | ---: |\n");
+      for (const Result& r : results) {
+        std::printf("| %s | %s | %.1f | %s | %s | %.1f ± %.1f | %.1f ± %.1f |\n", c.arch_name.c_str(),
+                    type_str.c_str(), size_mib, be.name().c_str(), r.test.c_str(), r.tok_s.mean, r.tok_s.std,
+                    r.gb_s.mean, r.gb_s.std);
+      }
+    }
+    for (void* p : {static_cast<void*>(ids_d), static_cast<void*>(pos_d), static_cast<void*>(seq_d),
+                    static_cast<void*>(row_d), static_cast<void*>(logits_d)})
+      be.free(p);
+  } catch (const std::exception& e) {
+    std::cerr << "qwen-bench: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
