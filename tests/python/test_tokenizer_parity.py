@@ -296,6 +296,25 @@ OTHER_PRE = {
 }
 
 
+def add_digit_merges(tj):
+    """Qwen has no multi-digit tokens, which would hide how a pre-tokenizer groups digits (\\p{N}
+    vs \\p{N}{1,3} vs ' ?\\p{N}+'). Appends tokens and lowest-rank merges for every digit pair and
+    triple and for space + digit, so digit grouping shows in the ids. The added tokens are dropped
+    (HF renumbers added tokens that sit inside the grown vocabulary; they are tested above)."""
+    tj["added_tokens"] = []
+    vocab, merges = tj["model"]["vocab"], tj["model"]["merges"]
+    next_id = max(vocab.values()) + 1
+    digits = "0123456789"
+    new = [(a, b) for a in digits for b in digits] + [(a + b, c) for a in digits for b in digits for c in digits]
+    new += [("\u0120", d) for d in digits]  # "Ġ" is the byte-level space
+    as_pairs = bool(merges) and not isinstance(merges[0], str)
+    for left, right in new:
+        if left + right not in vocab:
+            vocab[left + right] = next_id
+            next_id += 1
+        merges.append([left, right] if as_pairs else f"{left} {right}")
+
+
 @pytest.mark.parametrize("pre", sorted(OTHER_PRE))
 def test_other_pretokenizers_match_hf(bin_dir, tokenizer_json, tmp_path, corpus, pre):
     """The Qwen vocabulary re-run with the llama-bpe / gpt2 / smollm pre-tokenizers on both sides."""
@@ -304,6 +323,7 @@ def test_other_pretokenizers_match_hf(bin_dir, tokenizer_json, tmp_path, corpus,
     tj["normalizer"] = None
     tj["pre_tokenizer"] = pre_tokenizer
     tj["model"]["ignore_merges"] = ignore_merges  # Llama 3 takes whole-word vocabulary hits as is
+    add_digit_merges(tj)
     variant = tmp_path / "tokenizer.json"
     variant.write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
     path = tmp_path / f"{pre}.gguf"
