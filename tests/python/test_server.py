@@ -114,7 +114,9 @@ def server(bin_dir, tiny_model):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    # Closed before the server stops: idle keep-alive connections would hold its shutdown.
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as c:
+        yield c
 
 
 def chat(client, content, **kw):
@@ -351,9 +353,10 @@ def test_api_key(bin_dir, tiny_model):
             status, body = s.request("GET", "/v1/models", headers=headers)
             assert status == 401 and body["error"]["code"] == "invalid_api_key", headers
         assert s.request("GET", "/health")[0] == 200
-        good = openai.OpenAI(base_url=s.url + "/v1", api_key=API_KEY, max_retries=0)
-        assert good.models.list().data[0].id == "tiny-qwen2"
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=s.url + "/v1", api_key="sk-wrong", max_retries=0).models.list()
+        with openai.OpenAI(base_url=s.url + "/v1", api_key=API_KEY, max_retries=0) as good:
+            assert good.models.list().data[0].id == "tiny-qwen2"
+        with openai.OpenAI(base_url=s.url + "/v1", api_key="sk-wrong", max_retries=0) as bad:
+            with pytest.raises(openai.AuthenticationError):
+                bad.models.list()
     finally:
         s.stop()
