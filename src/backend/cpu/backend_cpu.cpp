@@ -90,18 +90,20 @@ class CpuBackend final : public Backend {
     const size_t rb = w.row_bytes();
     const auto* base = static_cast<const uint8_t*>(w.data);
     if (n_tokens < kDequantRowMinTokens) {
+      const VecDotFn dot = vec_dot_fn(w.type);
       pool_.parallel_for(m, [&](int64_t b, int64_t e) {
         for (int64_t o = b; o < e; ++o) {
           const float add = bias ? bias[o] : 0.f;
-          for (int t = 0; t < n_tokens; ++t) y[t * m + o] = vec_dot(w.type, base + o * rb, x + t * k, k) + add;
+          for (int t = 0; t < n_tokens; ++t) y[t * m + o] = dot(base + o * rb, x + t * k, k) + add;
         }
       });
       return;
     }
+    const DequantizeRowFn dequantize = dequantize_row_fn(w.type);
     pool_.parallel_for(m, [&](int64_t b, int64_t e) {
       std::vector<float> row(k);
       for (int64_t o = b; o < e; ++o) {
-        dequantize_row(w.type, base + o * rb, row.data(), k);
+        dequantize(base + o * rb, row.data(), k);
         const float add = bias ? bias[o] : 0.f;
         for (int t = 0; t < n_tokens; ++t) y[t * m + o] = dot_f32(row.data(), x + t * k, k) + add;
       }
