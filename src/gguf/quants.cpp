@@ -3,6 +3,7 @@
 // Dequantization matches ggml and gguf.quants.dequantize bit for bit: each value is computed with
 // the same fp32 operations in the same order (d * q, or d * q + m), never fused into an FMA.
 #include <algorithm>
+#include <array>
 
 #include "gguf/quants_impl.h"
 #include "util/half.h"
@@ -58,7 +59,7 @@ float dot_half(const void* row, const float* x, int64_t n) {
 // element j + 16 from its high nibble ----
 
 // block_q4_0 (18 bytes): fp16 d; u8 qs[16].  y = d * (q - 8)
-void dq_q4_0(const uint8_t* b, float* y) {
+void dq_q4_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = fp16_to_f32(load_u16(b));
   const uint8_t* qs = b + 2;
   for (int j = 0; j < 16; ++j) {
@@ -68,7 +69,7 @@ void dq_q4_0(const uint8_t* b, float* y) {
 }
 
 // block_q4_1 (20 bytes): fp16 d; fp16 m; u8 qs[16].  y = d * q + m
-void dq_q4_1(const uint8_t* b, float* y) {
+void dq_q4_1(const uint8_t* __restrict b, float* __restrict y) {
   const float d = fp16_to_f32(load_u16(b));
   const float m = fp16_to_f32(load_u16(b + 2));
   const uint8_t* qs = b + 4;
@@ -78,35 +79,48 @@ void dq_q4_1(const uint8_t* b, float* y) {
   }
 }
 
+// Q5 fifth bits: table entry b holds 8 bytes, byte k = 0x10 when bit k of b is set. Expanding qh
+// through it (instead of shifting by the element index) keeps the block loops vectorisable.
+constexpr std::array<uint64_t, 256> kHighBitBytes = [] {
+  std::array<uint64_t, 256> t{};
+  for (uint64_t b = 0; b < 256; ++b)
+    for (int k = 0; k < 8; ++k)
+      if (b >> k & 1) t[b] |= uint64_t(0x10) << (8 * k);
+  return t;
+}();
+
+// hb[j] = 0x10 if bit j of qh is set, else 0 (little-endian byte order, as GGUF).
+inline void expand_high_bits(uint32_t qh, uint8_t* hb) {
+  for (int i = 0; i < 4; ++i) std::memcpy(hb + 8 * i, &kHighBitBytes[(qh >> (8 * i)) & 0xff], 8);
+}
+
 // block_q5_0 (22 bytes): fp16 d; u32 qh (bit i = 5th bit of element i); u8 qs[16].  y = d * (q - 16)
-void dq_q5_0(const uint8_t* b, float* y) {
+void dq_q5_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = fp16_to_f32(load_u16(b));
-  const uint32_t qh = load_u32(b + 2);
+  uint8_t hb[32];
+  expand_high_bits(load_u32(b + 2), hb);
   const uint8_t* qs = b + 6;
   for (int j = 0; j < 16; ++j) {
-    const int lo = int((qs[j] & 0xF) | (((qh >> j) & 1) << 4));
-    const int hi = int((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-    y[j] = d * float(lo - 16);
-    y[j + 16] = d * float(hi - 16);
+    y[j] = d * float(int((qs[j] & 0xF) | hb[j]) - 16);
+    y[j + 16] = d * float(int((qs[j] >> 4) | hb[j + 16]) - 16);
   }
 }
 
 // block_q5_1 (24 bytes): fp16 d; fp16 m; u32 qh; u8 qs[16].  y = d * q + m
-void dq_q5_1(const uint8_t* b, float* y) {
+void dq_q5_1(const uint8_t* __restrict b, float* __restrict y) {
   const float d = fp16_to_f32(load_u16(b));
   const float m = fp16_to_f32(load_u16(b + 2));
-  const uint32_t qh = load_u32(b + 4);
+  uint8_t hb[32];
+  expand_high_bits(load_u32(b + 4), hb);
   const uint8_t* qs = b + 8;
   for (int j = 0; j < 16; ++j) {
-    const uint32_t lo = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
-    const uint32_t hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-    y[j] = d * float(lo) + m;
-    y[j + 16] = d * float(hi) + m;
+    y[j] = d * float((qs[j] & 0xF) | hb[j]) + m;
+    y[j + 16] = d * float((qs[j] >> 4) | hb[j + 16]) + m;
   }
 }
 
 // block_q8_0 (34 bytes): fp16 d; i8 qs[32].  y = q * d
-void dq_q8_0(const uint8_t* b, float* y) {
+void dq_q8_0(const uint8_t* __restrict b, float* __restrict y) {
   const float d = fp16_to_f32(load_u16(b));
   const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
   for (int j = 0; j < 32; ++j) y[j] = float(qs[j]) * d;

@@ -17,7 +17,7 @@ namespace {
 // block_q2_K (84 bytes): u8 scales[16] (low nibble scale, high nibble min, per 16 elements);
 // u8 qs[64] (2-bit); fp16 d; fp16 dmin.
 // Element h*128 + s*32 + l (h < 2, s < 4, l < 32) is (qs[h*32 + l] >> 2s) & 3, in group idx/16.
-void dq_q2_k(const uint8_t* b, float* y) {
+void dq_q2_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* scales = b;
   const uint8_t* qs = b + 16;
   const float d = fp16_to_f32(load_u16(b + 80));
@@ -38,7 +38,7 @@ void dq_q2_k(const uint8_t* b, float* y) {
 // (hmask[l] >> (4h + s)) & 1; a clear high bit means "subtract 4". Scale k (per 16 elements) has
 // low nibble from byte k (k < 8) or the high nibble of byte k - 8, and its top two bits from
 // byte 8 + k % 4 at bit 2 * (k / 4); it is stored biased by 32.
-void dq_q3_k(const uint8_t* b, float* y) {
+void dq_q3_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* hmask = b;
   const uint8_t* qs = b + 32;
   const uint8_t* sc = b + 96;
@@ -51,11 +51,15 @@ void dq_q3_k(const uint8_t* b, float* y) {
   }
   for (int h = 0; h < 2; ++h)
     for (int s = 0; s < 4; ++s)
-      for (int l = 0; l < 32; ++l) {
-        const int idx = h * 128 + s * 32 + l;
-        const int low = (qs[h * 32 + l] >> (2 * s)) & 3;
-        const int high = (hmask[l] >> (4 * h + s)) & 1;
-        y[idx] = dl[idx / 16] * float(low - (high ? 0 : 4));
+      for (int half = 0; half < 2; ++half) {  // 16 elements sharing scale h*8 + s*2 + half
+        const int g = h * 8 + s * 2 + half;
+        const uint8_t* q = qs + h * 32 + half * 16;
+        const uint8_t* hm = hmask + half * 16;
+        for (int l = 0; l < 16; ++l) {
+          const int low = (q[l] >> (2 * s)) & 3;
+          const int high = (hm[l] >> (4 * h + s)) & 1;
+          y[g * 16 + l] = dl[g] * float(low - 4 + 4 * high);
+        }
       }
 }
 
@@ -74,7 +78,7 @@ void scale_min_k4(const uint8_t* s, float d, float dmin, float* dl, float* ml) {
 
 // block_q4_K (144 bytes): fp16 d; fp16 dmin; u8 scales[12]; u8 qs[128].
 // Element c*64 + k*32 + l (c < 4, k < 2) is (qs[c*32 + l] >> 4k) & 0xF in sub-block 2c + k.
-void dq_q4_k(const uint8_t* b, float* y) {
+void dq_q4_k(const uint8_t* __restrict b, float* __restrict y) {
   float dl[8], ml[8];
   scale_min_k4(b + 4, fp16_to_f32(load_u16(b)), fp16_to_f32(load_u16(b + 2)), dl, ml);
   const uint8_t* qs = b + 16;
@@ -87,7 +91,7 @@ void dq_q4_k(const uint8_t* b, float* y) {
 
 // block_q5_K (176 bytes): fp16 d; fp16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128].
 // As Q4_K, plus a fifth bit (qh[l] >> g) & 1 for element g*32 + l.
-void dq_q5_k(const uint8_t* b, float* y) {
+void dq_q5_k(const uint8_t* __restrict b, float* __restrict y) {
   float dl[8], ml[8];
   scale_min_k4(b + 4, fp16_to_f32(load_u16(b)), fp16_to_f32(load_u16(b + 2)), dl, ml);
   const uint8_t* qh = b + 16;
@@ -105,7 +109,7 @@ void dq_q5_k(const uint8_t* b, float* y) {
 // block_q6_K (210 bytes): u8 ql[128] (low 4 bits); u8 qh[64] (high 2 bits); i8 scales[16]; fp16 d.
 // Element h*128 + r*32 + l (h < 2, r < 4, l < 32): low nibble (ql[h*64 + (r%2)*32 + l] >> 4*(r/2)),
 // high bits (qh[h*32 + l] >> 2r) & 3; value biased by 32; scale per 16 elements.
-void dq_q6_k(const uint8_t* b, float* y) {
+void dq_q6_k(const uint8_t* __restrict b, float* __restrict y) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
@@ -114,11 +118,15 @@ void dq_q6_k(const uint8_t* b, float* y) {
   for (int k = 0; k < 16; ++k) dl[k] = d * float(sc[k]);
   for (int h = 0; h < 2; ++h)
     for (int r = 0; r < 4; ++r)
-      for (int l = 0; l < 32; ++l) {
-        const int idx = h * 128 + r * 32 + l;
-        const int lo = (ql[h * 64 + (r % 2) * 32 + l] >> (4 * (r / 2))) & 0xF;
-        const int hi = (qh[h * 32 + l] >> (2 * r)) & 3;
-        y[idx] = dl[idx / 16] * float((lo | (hi << 4)) - 32);
+      for (int half = 0; half < 2; ++half) {  // 16 elements sharing scale h*8 + r*2 + half
+        const int g = h * 8 + r * 2 + half;
+        const uint8_t* lo4 = ql + h * 64 + (r % 2) * 32 + half * 16;
+        const uint8_t* hi2 = qh + h * 32 + half * 16;
+        for (int l = 0; l < 16; ++l) {
+          const int lo = (lo4[l] >> (4 * (r / 2))) & 0xF;
+          const int hi = (hi2[l] >> (2 * r)) & 3;
+          y[g * 16 + l] = dl[g] * float((lo | (hi << 4)) - 32);
+        }
       }
 }
 
