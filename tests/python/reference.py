@@ -10,6 +10,7 @@ so that rope can rotate adjacent pairs; we undo that permutation and apply HF's 
 which makes the check of our "normal" rope independent of how we implemented it.
 
 Usage: logits = Reference("model.gguf").forward([1, 2, 3])   # [n_tokens][n_vocab]
+Large models: Reference(path, dtype=np.float32) halves the memory (weights and math in float32).
 """
 import numpy as np
 
@@ -17,7 +18,8 @@ import gguf
 
 
 class Reference:
-    def __init__(self, path):
+    def __init__(self, path, dtype=np.float64):
+        self.dtype = dtype
         self.reader = gguf.GGUFReader(str(path))
         self.arch = self._str("general.architecture")
         a = self.arch
@@ -52,12 +54,12 @@ class Reference:
         return name in self.tensors
 
     def w(self, name):
-        """Dequantized tensor as float64, numpy shape = reversed GGUF ne ([out][in] for matrices)."""
+        """Dequantized tensor as self.dtype, numpy shape = reversed GGUF ne ([out][in] for matrices)."""
         if name not in self._cache:
             t = self.tensors[name]
             data = gguf.quants.dequantize(t.data, t.tensor_type)
             shape = tuple(int(x) for x in reversed(t.shape))
-            self._cache[name] = np.asarray(data, dtype=np.float64).reshape(shape)
+            self._cache[name] = np.asarray(data, dtype=self.dtype).reshape(shape)
         return self._cache[name]
 
     def _hf_qk(self, name, n_head):
@@ -86,7 +88,8 @@ class Reference:
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         freqs = np.outer(positions, inv_freq)
         emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+        cos = np.cos(emb)[:, None, :].astype(self.dtype)
+        sin = np.sin(emb)[:, None, :].astype(self.dtype)
         rotated = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
         return x * cos + rotated * sin
 
@@ -107,7 +110,7 @@ class Reference:
         q, k = self.rope(q, positions), self.rope(k, positions)
         group = H // Hkv  # repeat_kv
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(D)
+        scores = np.einsum("thd,shd->hts", q, k) / self.dtype(np.sqrt(D))
         mask = np.triu(np.ones((T, T), dtype=bool), k=1)
         scores = np.where(mask[None], -np.inf, scores)
         scores = scores - scores.max(axis=-1, keepdims=True)
@@ -124,7 +127,7 @@ class Reference:
         return (gate / (1.0 + np.exp(-gate)) * up) @ self.w(p + "ffn_down.weight").T
 
     def forward(self, tokens, taps=None):
-        """Logits [len(tokens)][n_vocab] (float64). `taps` (a dict) receives named intermediates."""
+        """Logits [len(tokens)][n_vocab] (self.dtype). `taps` (a dict) receives named intermediates."""
         taps = {} if taps is None else taps
         tokens = np.asarray(tokens, dtype=np.int64)
         positions = np.arange(len(tokens), dtype=np.float64)
