@@ -56,10 +56,12 @@ def load_vocab(tokenizer_json_path, n_vocab=None):
     return tokens, types, merges, {a["content"]: a["id"] for a in added}
 
 
-def add_tokenizer(writer, tokenizer_json_path, tokenizer_config_path=None, pre="qwen2", n_vocab=None):
+def add_tokenizer(writer, tokenizer_json_path, tokenizer_config_path=None, pre="qwen2", n_vocab=None,
+                  chat_template=None, bos_token=None):
     """Adds tokenizer.ggml.* (+ tokenizer.chat_template) to a gguf.GGUFWriter.
 
     n_vocab pads the token list to the model's embedding rows (Qwen2.5: 151936).
+    chat_template / bos_token (a token text) override what tokenizer_config.json says.
     Returns the number of tokens written.
     """
     tokens, types, merges, added = load_vocab(tokenizer_json_path, n_vocab)
@@ -81,6 +83,10 @@ def add_tokenizer(writer, tokenizer_json_path, tokenizer_config_path=None, pre="
             raise ValueError(f"{tokenizer_config_path}: {key} {text!r} is not in the vocabulary")
         return ids[text]
 
+    if bos_token is not None:
+        config["bos_token"] = bos_token
+    if chat_template is not None:
+        config["chat_template"] = chat_template
     eos = special_id("eos_token")
     if eos is None and "<|endoftext|>" in added:
         eos = added["<|endoftext|>"]
@@ -105,12 +111,14 @@ def main():
     ap.add_argument("--pre", default="qwen2", help="tokenizer.ggml.pre value (default qwen2)")
     ap.add_argument("--n-vocab", type=int, help="pad the token list to this many ids")
     ap.add_argument("--chat-template-file", help="override tokenizer.chat_template with this file")
+    ap.add_argument("--bos-token", help="text of the BOS token (overrides tokenizer_config.json)")
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args()
     writer = gguf.GGUFWriter(args.output, arch="qwen2")
-    add_tokenizer(writer, args.tokenizer_json, args.config, args.pre, args.n_vocab)
+    template = None
     if args.chat_template_file:
-        writer.add_chat_template(pathlib.Path(args.chat_template_file).read_text(encoding="utf-8"))
+        template = pathlib.Path(args.chat_template_file).read_text(encoding="utf-8")
+    add_tokenizer(writer, args.tokenizer_json, args.config, args.pre, args.n_vocab, template, args.bos_token)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -1,10 +1,12 @@
 // qwen-tokenize: the model's tokenizer on JSON Lines.
 //   qwen-tokenize -m MODEL [--special] [--add-special] < strings.jsonl    one JSON array of ids per line
 //   qwen-tokenize -m MODEL --decode [--skip-special] < ids.jsonl          one JSON string per line
-//   qwen-tokenize -m MODEL --chat FILE.json [--chat-template NAME] [--vars JSON] [--no-generation-prompt]
+//   qwen-tokenize -m MODEL --chat FILE.json [--chat-template NAME | --chat-template-file JINJA]
+//                 [--vars JSON] [--no-generation-prompt]
 //       FILE.json: a messages array [{"role": ..., "content": ...}], or an object {"messages": [...],
 //       "add_generation_prompt": bool, other keys = template variables}. FILE "-" reads one such
-//       conversation per line from stdin. Prints {"template", "text", "ids"} per conversation.
+//       conversation per line from stdin. Prints {"template", "text", "ids"} per conversation, or
+//       {"error": message} for one the template rejects (stdin mode goes on with the next line).
 //   qwen-tokenize -m MODEL --bench N < strings.jsonl
 //       encodes the input N times on one thread and reports MB/s on stderr.
 //   qwen-tokenize -m MODEL --info    tokenizer summary (model, pre, vocab, specials, EOG, template)
@@ -124,7 +126,7 @@ void bench(const qwen::Tokenizer& tok, int reps, bool special) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-tokenize: encode / decode JSON Lines and render chats with a GGUF model's tokenizer"};
-  std::string model, chat_file, chat_template, vars_text = "{}";
+  std::string model, chat_file, chat_template, chat_template_file, vars_text = "{}";
   bool decode = false, special = false, add_special = false, skip_special = false, no_gen = false,
        show_info = false;
   int bench_reps = 0;
@@ -136,6 +138,9 @@ int main(int argc, char** argv) {
   app.add_option("--chat", chat_file, "render a conversation (JSON file, or - for JSON Lines on stdin)");
   app.add_option("--chat-template", chat_template, "force a built-in template: chatml, qwen2, qwen2.5, qwen3, "
                                                    "llama3, gemma");
+  app.add_option("--chat-template-file", chat_template_file,
+                 "use this Jinja template instead of the model's (its family is detected)")
+      ->excludes("--chat-template");
   app.add_option("--vars", vars_text, "extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");
   app.add_flag("--no-generation-prompt", no_gen, "do not append the assistant turn header");
   app.add_option("--bench", bench_reps, "encode stdin N times and report throughput")->check(CLI::PositiveNumber);
@@ -151,7 +156,14 @@ int main(int argc, char** argv) {
     } else if (bench_reps > 0) {
       bench(tok, bench_reps, special);
     } else if (!chat_file.empty()) {
-      const auto tmpl = qwen::ChatTemplate::for_tokenizer(tok, chat_template);
+      const auto tmpl = [&] {
+        if (chat_template_file.empty()) return qwen::ChatTemplate::for_tokenizer(tok, chat_template);
+        std::ifstream in(chat_template_file);
+        QWEN_CHECK(in, "cannot open --chat-template-file ", chat_template_file);
+        std::stringstream source;
+        source << in.rdbuf();
+        return qwen::ChatTemplate::from_source(source.str(), tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : "");
+      }();
       json vars;
       try {
         vars = json::parse(vars_text);
@@ -159,7 +171,13 @@ int main(int argc, char** argv) {
         QWEN_FAIL("--vars is not JSON: ", e.what());
       }
       if (chat_file == "-") {
-        for_each_line(std::cin, [&](const json& v, size_t) { render_chat(tok, tmpl, v, !no_gen, vars); });
+        for_each_line(std::cin, [&](const json& v, size_t) {
+          try {
+            render_chat(tok, tmpl, v, !no_gen, vars);
+          } catch (const qwen::Error& e) {
+            std::cout << json{{"error", e.what()}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+          }
+        });
       } else {
         std::ifstream in(chat_file);
         QWEN_CHECK(in, "cannot open --chat file ", chat_file);

@@ -1,0 +1,178 @@
+"""Chat rendering: qwen-tokenize --chat vs jinja2 rendering of the real template strings.
+
+The reference renders each template the way transformers' apply_chat_template does (sandboxed
+jinja2 environment, trim_blocks + lstrip_blocks, loopcontrols, raise_exception, tojson), with
+bos_token / eos_token and the extra variables passed through. Templates: the Qwen3 one shipped in
+the shared tokenizer_config.json, and the Qwen2, Qwen2.5, SmolLM2, plain ChatML, Llama 3, Gemma 2
+and Gemma 3 templates in chat_templates/. Metric: exact string equality of the rendered text for
+every conversation x add_generation_prompt x variables (tolerance: none), the same error for
+conversations a template rejects, and ids equal to HF tokenizers' encoding of the rendered text.
+"""
+import functools
+import json
+import pathlib
+import subprocess
+import sys
+
+import gguf
+import jinja2
+import jinja2.ext
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import gguf_vocab  # noqa: E402
+
+TEMPLATE_DIR = pathlib.Path(__file__).parent / "chat_templates"
+BOS = "<|endoftext|>"  # any vocabulary token will do: it shows where {{ bos_token }} lands
+EOS = "<|im_end|>"
+
+# template name -> (source file or None for the shared Qwen3 one, expected detected family name)
+TEMPLATES = {
+    "qwen3": (None, "qwen3"),
+    "qwen2": ("qwen2.jinja", "qwen2"),
+    "qwen2.5": ("qwen2.5.jinja", "qwen2.5"),
+    "smollm2": ("smollm2.jinja", "qwen2"),
+    "chatml": ("chatml.jinja", "chatml"),
+    "llama3": ("llama3.jinja", "llama3"),
+    "gemma2": ("gemma2.jinja", "gemma"),
+    "gemma3": ("gemma3.jinja", "gemma"),
+}
+
+
+def m(role, content):
+    return {"role": role, "content": content}
+
+
+CONVERSATIONS = [
+    [m("user", "Hello!")],
+    [m("system", "You are terse."), m("user", "Hi")],
+    [m("system", "Be nice."), m("user", "What is 2+2?"), m("assistant", "4"), m("user", "And 3+3?")],
+    [m("user", "a"), m("assistant", "b"), m("user", "c"), m("assistant", "d")],
+    [m("user", "  padded with spaces  \n\n"), m("assistant", "\t answer \u3000"), m("user", "\u001c x \u001f")],
+    [m("user", "中文问题？"), m("assistant", "回答 👋🏽"), m("user", "e\u0301 NFD")],
+    [m("user", ""), m("assistant", ""), m("user", "empty turns before")],
+    [m("user", "q1"), m("assistant", "<think>\nold reasoning\n</think>\n\nold answer"), m("user", "q2"),
+     m("assistant", "<think>new reasoning</think>new answer")],
+    [m("user", "q"), m("assistant", "\n\n<think>\n\nr\n\n</think>\n\n\nanswer with </think> twice </think> tail")],
+    [m("user", "weather?"), m("assistant", "calling"), m("tool", "{\"temp\": 20}"), m("tool", "{\"rain\": 0}"),
+     m("assistant", "<think>tool said</think>It is 20 degrees.")],
+    [m("user", "<tool_response>\nx\n</tool_response>"), m("assistant", "<think>a</think>b")],
+    [m("user", "first"), m("system", "mid-conversation system"), m("user", "second")],
+    [m("user", "literal <|im_start|> and <|im_end|> inside"), m("assistant", "<start_of_turn> <|eot_id|>")],
+    [m("system", "only system")],
+    [m("assistant", "assistant first"), m("user", "then user")],
+    [m("user", "one"), m("user", "two in a row")],
+]
+VARIABLES = [{}, {"enable_thinking": False}, {"enable_thinking": True}]
+
+
+def raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+@functools.lru_cache(maxsize=None)
+def compile_template(source):
+    """transformers' _compile_jinja_template, without the assistant-mask extension."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+def jinja_render(source, messages, add_generation_prompt, variables):
+    try:
+        return {"text": compile_template(source).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                                         bos_token=BOS, eos_token=EOS, **variables)}
+    except jinja2.exceptions.TemplateError as e:
+        return {"error": str(e)}
+
+
+def template_source(name, tokenizer_json):
+    file, _ = TEMPLATES[name]
+    if file is None:
+        config = json.loads((tokenizer_json.parent / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return config["chat_template"]
+    return (TEMPLATE_DIR / file).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def hf(tokenizer_json):
+    return Tokenizer.from_file(str(tokenizer_json))
+
+
+def make_gguf(path, tokenizer_json, source):
+    writer = gguf.GGUFWriter(str(path), arch="qwen2")
+    gguf_vocab.add_tokenizer(writer, tokenizer_json, tokenizer_json.parent / "tokenizer_config.json",
+                             chat_template=source, bos_token=BOS)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def qwen3_gguf(tmp_path_factory, tokenizer_json):
+    """The shared vocabulary with its own (Qwen3) template and BOS = <|endoftext|>."""
+    return make_gguf(tmp_path_factory.mktemp("chat") / "chat.gguf", tokenizer_json,
+                     template_source("qwen3", tokenizer_json))
+
+
+def run_chat(bin_dir, gguf_path, requests, extra_args=()):
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in requests)
+    proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(gguf_path), "--chat", "-", *extra_args],
+                          input=lines, capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.split("\n") if line]
+    assert len(out) == len(requests)
+    return out
+
+
+def cases():
+    for conv in CONVERSATIONS:
+        for gen in (True, False):
+            for variables in VARIABLES:
+                yield conv, gen, variables
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_render_matches_jinja(bin_dir, tokenizer_json, qwen3_gguf, hf, name):
+    source = template_source(name, tokenizer_json)
+    all_cases = list(cases())
+    requests = [dict(variables, messages=conv, add_generation_prompt=gen) for conv, gen, variables in all_cases]
+    # Qwen3 comes from the GGUF's tokenizer.chat_template; the others from a template file.
+    file_args = [] if TEMPLATES[name][0] is None else ["--chat-template-file", str(TEMPLATE_DIR / TEMPLATES[name][0])]
+    ours = run_chat(bin_dir, qwen3_gguf, requests, file_args)
+    mismatches = []
+    for (conv, gen, variables), got in zip(all_cases, ours):
+        want = jinja_render(source, conv, gen, variables)
+        if "error" in want:
+            # Same rejection, and our message carries the template's own text.
+            if "error" not in got or want["error"] not in got["error"]:
+                mismatches.append((conv, gen, variables, want, got))
+            continue
+        if got.get("text") != want["text"]:
+            mismatches.append((conv, gen, variables, want, got))
+            continue
+        assert got["template"] == TEMPLATES[name][1]
+        assert got["ids"] == hf.encode(want["text"], add_special_tokens=False).ids
+    detail = "\n".join(f"  {c} gen={g} vars={v}\n    jinja {w}\n    ours  {o}" for c, g, v, w, o in mismatches[:5])
+    assert not mismatches, f"{name}: {len(mismatches)} of {len(all_cases)} renders differ:\n{detail}"
+
+
+def test_forced_template_and_unknown_template(bin_dir, tokenizer_json, tmp_path):
+    """An unknown template is an error naming --chat-template; forcing a name renders that family."""
+    path = make_gguf(tmp_path / "unknown.gguf", tokenizer_json,
+                     "{% for message in messages %}[{{ message['content'] }}]{% endfor %}")
+    conv = [m("user", "hi")]
+    proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(path), "--chat", "-"],
+                          input=json.dumps(conv) + "\n", capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--chat-template" in proc.stderr, proc.stderr
+    for forced, source_name in [("llama3", "llama3"), ("gemma", "gemma3"), ("qwen2", "qwen2"), ("chatml", "chatml")]:
+        got = run_chat(bin_dir, path, [conv], ["--chat-template", forced])[0]
+        want = jinja_render(template_source(source_name, tokenizer_json), conv, True, {})
+        assert got["text"] == want["text"], (forced, got, want)
