@@ -19,6 +19,10 @@ struct Config {
   GGMLType kv_type;
 };
 
+void PrintTo(const Config& c, std::ostream* os) {
+  *os << c.n_head << ":" << c.n_head_kv << " heads of " << c.head_dim << ", " << type_name(c.kv_type) << " cache";
+}
+
 class AttentionParity : public testing::TestWithParam<Config> {
  protected:
   void SetUp() override { QWEN_REQUIRE_GPU(); }

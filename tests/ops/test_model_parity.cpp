@@ -29,6 +29,9 @@ struct Case {
   GGMLType type;
 };
 
+// Readable parameter names in ctest's listing and failure messages.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.arch << " " << type_name(c.type); }
+
 std::string make_model(const Case& c) {
   const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "qwen_ops_models";
   std::filesystem::create_directories(dir);
