@@ -70,7 +70,7 @@ build() {
   fi
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} "${extra[@]}" &&
-    ninja -C "$BUILD" -j "$JOBS"
+    ninja -C "$BUILD" -j "$JOBS" -k 0  # keep going: one broken target must not hide the others
 }
 has build && phase build build > "$LOG/build.log" 2>&1
 
