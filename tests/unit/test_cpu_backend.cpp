@@ -1,0 +1,164 @@
+// CPU backend ops against hand-written expectations and naive loops. These ops are the oracle of
+// the CUDA parity tests, so each is pinned here on its own: exact values where the math is exact,
+// else max |Δ| with the tolerance stated next to the check.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/backend.h"
+#include "util/half.h"
+
+namespace qwen {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0.f;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+TEST(CpuBackend, RmsNormMatchesFormula) {
+  auto be = make_cpu_backend(2);
+  const std::vector<float> x = {1.f, 2.f, 3.f, 4.f, -1.f, 0.f, 0.f, 1.f};
+  const std::vector<float> w = {1.f, 0.5f, 2.f, 1.f};
+  std::vector<float> out(8);
+  be->rmsnorm(out.data(), x.data(), w.data(), 2, 4, 0.f);
+  const float s0 = 1.f / std::sqrt(30.f / 4.f), s1 = 1.f / std::sqrt(2.f / 4.f);
+  const std::vector<float> want = {1 * s0, 1 * s0, 6 * s0, 4 * s0, -1 * s1, 0, 0, 1 * s1};
+  EXPECT_LE(max_abs_diff(out, want), 1e-6f);
+}
+
+// Rotating (1, 0) by theta gives (cos, sin): checks which elements each mode pairs and the
+// frequency of pair i (theta = pos * base^(-2i/d)).
+TEST(CpuBackend, RopePairsAndFrequencies) {
+  auto be = make_cpu_backend(1);
+  const int d = 4;
+  const int32_t pos[1] = {3};
+  const double base = 100.0;
+  const double t0 = 3.0, t1 = 3.0 * std::pow(base, -2.0 / d);
+  std::vector<float> neox = {1.f, 1.f, 0.f, 0.f};  // pairs (0,2) and (1,3)
+  be->rope(neox.data(), pos, 1, 1, d, float(base), RopeMode::Neox);
+  const std::vector<float> want_neox = {float(std::cos(t0)), float(std::cos(t1)), float(std::sin(t0)),
+                                        float(std::sin(t1))};
+  EXPECT_LE(max_abs_diff(neox, want_neox), 1e-6f);
+  std::vector<float> normal = {1.f, 0.f, 1.f, 0.f};  // pairs (0,1) and (2,3)
+  be->rope(normal.data(), pos, 1, 1, d, float(base), RopeMode::Normal);
+  const std::vector<float> want_normal = {float(std::cos(t0)), float(std::sin(t0)), float(std::cos(t1)),
+                                          float(std::sin(t1))};
+  EXPECT_LE(max_abs_diff(normal, want_normal), 1e-6f);
+}
+
+// Two sequences in one batch, GQA 4:2: attention through the cache equals a naive softmax over
+// each token's own sequence prefix (max |Δ| <= 1e-5), for an F32 cache; an F16 cache agrees to 2e-3.
+TEST(CpuBackend, AttentionOverCacheMatchesNaive) {
+  const int n_head = 4, n_kv = 2, d = 8, n_ctx = 16;
+  // Sequence 0 gets positions 0..4, sequence 1 positions 0..2, interleaved in one batch.
+  const std::vector<int32_t> seq = {0, 1, 0, 1, 0, 1, 0, 0}, pos = {0, 0, 1, 1, 2, 2, 3, 4};
+  const int n = int(seq.size());
+  const auto q = random_vec(size_t(n) * n_head * d, 1), k = random_vec(size_t(n) * n_kv * d, 2),
+             v = random_vec(size_t(n) * n_kv * d, 3);
+  std::vector<float> want(q.size());
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < n_head; ++h) {
+      const int hk = h / (n_head / n_kv);
+      std::vector<double> s;
+      std::vector<int> src;
+      for (int u = 0; u < n; ++u) {
+        if (seq[u] != seq[t] || pos[u] > pos[t]) continue;
+        double dot = 0;
+        for (int i = 0; i < d; ++i) dot += q[(t * n_head + h) * d + i] * k[(u * n_kv + hk) * d + i];
+        s.push_back(dot / std::sqrt(double(d)));
+        src.push_back(u);
+      }
+      double mx = -1e30, sum = 0;
+      for (double x : s) mx = std::max(mx, x);
+      for (double& x : s) sum += x = std::exp(x - mx);
+      for (int i = 0; i < d; ++i) {
+        double o = 0;
+        for (size_t j = 0; j < s.size(); ++j) o += s[j] / sum * v[(src[j] * n_kv + hk) * d + i];
+        want[(t * n_head + h) * d + i] = float(o);
+      }
+    }
+  }
+  for (GGMLType type : {GGMLType::F32, GGMLType::F16}) {
+    auto be = make_cpu_backend(2);
+    const size_t elems = size_t(2) * n_ctx * n_kv * d, bytes = elems * (type == GGMLType::F32 ? 4 : 2);
+    KVLayer cache{be->alloc(bytes), be->alloc(bytes), type, 2, n_ctx, n_kv, d};
+    const Batch batch{n, nullptr, pos.data(), seq.data()};
+    be->kv_store(cache, k.data(), v.data(), batch);
+    std::vector<float> out(q.size());
+    be->attention(out.data(), q.data(), cache, batch, {n_head, n_kv, d, 1.f / std::sqrt(float(d))});
+    EXPECT_LE(max_abs_diff(out, want), type == GGMLType::F32 ? 1e-5f : 2e-3f) << type_name(type);
+    be->free(cache.k);
+    be->free(cache.v);
+  }
+}
+
+// The one-token (vec_dot) and many-token (dequantized row) matmul paths agree within 1e-4 for a
+// quantized weight, with bias, and results do not depend on the thread count (bitwise).
+TEST(CpuBackend, MatmulPathsAndThreadsAgree) {
+  const int k = 64, m = 5, n = 6;
+  // Q8_0 rows: per 32-element block an fp16 scale then 32 int8 values.
+  std::vector<uint8_t> w(size_t(m) * (k / 32) * 34);
+  std::mt19937 rng(9);
+  for (size_t b = 0; b < w.size() / 34; ++b) {
+    const uint16_t scale = f32_to_fp16(0.01f * float(b + 1));
+    std::memcpy(&w[b * 34], &scale, 2);
+    for (int i = 0; i < 32; ++i) w[b * 34 + 2 + i] = uint8_t(rng());
+  }
+  const Weight W{GGMLType::Q8_0, k, m, w.data()};
+  const auto x = random_vec(size_t(n) * k, 4), bias = random_vec(m, 5);
+  auto be1 = make_cpu_backend(1), be2 = make_cpu_backend(2);
+  std::vector<float> batched(size_t(n) * m), batched2(size_t(n) * m), single(size_t(n) * m);
+  be1->matmul(batched.data(), W, x.data(), n, bias.data());
+  be2->matmul(batched2.data(), W, x.data(), n, bias.data());
+  for (int t = 0; t < n; ++t) be2->matmul(single.data() + t * m, W, x.data() + t * k, 1, bias.data());
+  EXPECT_EQ(batched, batched2);
+  EXPECT_LE(max_abs_diff(batched, single), 1e-4f);
+  // Against the dequantized weight in double: <= 1e-4.
+  std::vector<float> row(k);
+  for (int o = 0; o < m; ++o) {
+    dequantize_row(GGMLType::Q8_0, w.data() + size_t(o) * W.row_bytes(), row.data(), k);
+    for (int t = 0; t < n; ++t) {
+      double s = bias[o];
+      for (int i = 0; i < k; ++i) s += double(row[i]) * x[t * k + i];
+      EXPECT_NEAR(batched[t * m + o], s, 1e-4);
+    }
+  }
+}
+
+TEST(CpuBackend, EmbedSwigluAddArgmax) {
+  auto be = make_cpu_backend(2);
+  const std::vector<float> table = {0, 1, 2, 3, 4, 5};  // 3 rows of 2
+  const Weight T{GGMLType::F32, 2, 3, table.data()};
+  const int32_t ids[3] = {2, 0, 2};
+  std::vector<float> e(6);
+  be->embed(e.data(), T, ids, 3);
+  EXPECT_EQ(e, (std::vector<float>{4, 5, 0, 1, 4, 5}));
+  const std::vector<float> g = {0.f, 1.f, -2.f}, u = {3.f, 2.f, 1.f};
+  std::vector<float> s(3);
+  be->swiglu(s.data(), g.data(), u.data(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(s[i], g[i] / (1 + std::exp(-g[i])) * u[i], 1e-6);
+  be->add(s.data(), s.data(), u.data(), 3);
+  EXPECT_NEAR(s[0], 3.f, 1e-6);
+  const std::vector<float> rows = {1, 5, 5, 0, -1, -3, -2, -1};
+  int32_t am[2];
+  be->argmax(am, rows.data(), 2, 4);
+  EXPECT_EQ(am[0], 1);  // lowest index on ties
+  EXPECT_EQ(am[1], 0);
+}
+
+}  // namespace
+}  // namespace qwen
