@@ -174,6 +174,10 @@ Tokenizer::Impl::Impl(TokenizerData data) : d(std::move(data)) {
 }
 
 void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  if (piece.size() == 1) {
+    out.push_back(byte_token[static_cast<uint8_t>(piece[0])]);
+    return;
+  }
   if (ignore_merges) {
     auto it = normal_by_bytes.find(std::string(piece));
     if (it != normal_by_bytes.end()) {

@@ -161,6 +161,30 @@ uint32_t compose(uint32_t a, uint32_t b) {
   return it != end && it->first == a && it->second == b ? it->composite : 0;
 }
 
+// NFC quick check: code points that can make a string change under NFC. That is combining marks
+// (reordering, composition), characters that compose with what precedes them (U+0300.., Hangul
+// V/T jamo, some vowel signs with class 0), and characters whose decomposition does not compose
+// back (singletons like U+212B ANGSTROM SIGN, composition exclusions). A string with none of them
+// is already NFC, which is the common case and skips the full algorithm.
+const std::vector<bool>& nfc_unstable() {
+  static const std::vector<bool> table = [] {
+    std::vector<bool> t(0x110000, false);
+    for (size_t i = 0; i < ud::kCombiningClassCount; ++i) t[ud::kCombiningClasses[i].cp] = true;
+    std::vector<bool> composite(0x110000, false);
+    for (size_t i = 0; i < ud::kCompositionCount; ++i) {
+      t[ud::kCompositions[i].second] = true;
+      composite[ud::kCompositions[i].composite] = true;
+    }
+    for (size_t i = 0; i < ud::kDecompositionCount; ++i) {
+      if (!composite[ud::kDecompositions[i].cp]) t[ud::kDecompositions[i].cp] = true;
+    }
+    for (uint32_t v = kVBase; v < kVBase + kVCount; ++v) t[v] = true;
+    for (uint32_t tt = kTBase + 1; tt < kTBase + kTCount; ++tt) t[tt] = true;
+    return t;
+  }();
+  return table;
+}
+
 }  // namespace
 
 uint8_t cp_flags(uint32_t cp) {
@@ -178,6 +202,13 @@ std::string nfc(std::string_view s) {
   bool all_low = true;
   for (size_t i = 0; i < s.size() && all_low; ++i) all_low = static_cast<uint8_t>(s[i]) < 0xCC;
   if (all_low) return std::string(s);
+  const std::vector<bool>& unstable = nfc_unstable();
+  bool stable = true;
+  for (size_t i = 0; i < s.size() && stable;) {
+    const uint32_t cp = next_cp(s, i);
+    stable = cp >= kInvalidBase || !unstable[cp];
+  }
+  if (stable) return std::string(s);
 
   std::vector<uint32_t> d;
   d.reserve(s.size());

@@ -357,3 +357,29 @@ def test_hf_decode_of_our_ids(bin_dir, vocab_gguf, tokenizer_json, corpus):
     ref = [hf.decode(x, skip_special_tokens=False) for x in ids]
     bad = [i for i in range(len(sample)) if ours[i] != ref[i]]
     assert not bad, f"{len(bad)} decodes differ, first: {ours[bad[0]][:80]!r} vs {ref[bad[0]][:80]!r}"
+
+
+def every_code_point_chunks():
+    """All Unicode scalar values in order, 48 per string, with a letter, a digit and a space mixed
+    in so every code point meets each class boundary (\\p{L}, \\p{N}, \\s tables, NFC data)."""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    chunks = []
+    for i in range(0, len(cps), 48):
+        part = cps[i:i + 48]
+        chunks.append("".join(chr(c) + ("a" if k % 3 == 0 else "1" if k % 3 == 1 else " ")
+                              for k, c in enumerate(part)))
+    return chunks
+
+
+def test_every_code_point(bin_dir, vocab_gguf, tokenizer_json):
+    """Ids and the NFC round trip on every code point (23,000 strings, one process each way)."""
+    hf = Tokenizer.from_file(str(tokenizer_json))
+    hf.encode_special_tokens = True
+    chunks = every_code_point_chunks()
+    ref = [e.ids for e in hf.encode_batch(chunks, add_special_tokens=False)]
+    ours = encode_all(bin_dir, vocab_gguf, chunks, special=False)
+    assert_same(chunks, ours, ref, "every code point")
+    decoded = run_tool(bin_dir, ["-m", str(vocab_gguf), "--decode"], [json.dumps(x) + "\n" for x in ours])
+    expected = [hf.normalizer.normalize_str(t) for t in chunks]
+    bad = [i for i in range(len(chunks)) if decoded[i] != expected[i]]
+    assert not bad, f"{len(bad)} chunks do not round-trip to NFC, first: {chunks[bad[0]]!r}"
