@@ -1,6 +1,6 @@
 // qwen-gguf: look inside a GGUF file.
 //   qwen-gguf info FILE [--json] [--max-items N]
-//       metadata (long arrays summarised), tensor table, totals by type, parameter count.
+//       metadata (long arrays and strings summarised), tensor table, totals by type, parameter count.
 //       --json prints every array in full unless --max-items is given.
 //   qwen-gguf tensor FILE NAME [--rows A:B] [--json] [--out PATH]
 //       dequantized values of rows [A, B) of a tensor (a row is ne0 contiguous elements);
@@ -18,12 +18,12 @@
 
 namespace {
 
+using nlohmann::json;
 using qwen::gguf::Array;
 using qwen::gguf::File;
 using qwen::gguf::TensorInfo;
 using qwen::gguf::Value;
 using qwen::gguf::ValueType;
-using nlohmann::json;
 
 json array_json(const Array& a, size_t max_items);
 
@@ -32,16 +32,22 @@ json value_json(const Value& v, size_t max_items) {
     case ValueType::UINT8:
     case ValueType::UINT16:
     case ValueType::UINT32:
-    case ValueType::UINT64: return std::get<uint64_t>(v.v);
+    case ValueType::UINT64:
+      return std::get<uint64_t>(v.v);
     case ValueType::INT8:
     case ValueType::INT16:
     case ValueType::INT32:
-    case ValueType::INT64: return std::get<int64_t>(v.v);
+    case ValueType::INT64:
+      return std::get<int64_t>(v.v);
     case ValueType::FLOAT32:
-    case ValueType::FLOAT64: return std::get<double>(v.v);
-    case ValueType::BOOL: return std::get<bool>(v.v);
-    case ValueType::STRING: return std::get<std::string>(v.v);
-    case ValueType::ARRAY: return array_json(*std::get<std::shared_ptr<Array>>(v.v), max_items);
+    case ValueType::FLOAT64:
+      return std::get<double>(v.v);
+    case ValueType::BOOL:
+      return std::get<bool>(v.v);
+    case ValueType::STRING:
+      return std::get<std::string>(v.v);
+    case ValueType::ARRAY:
+      return array_json(*std::get<std::shared_ptr<Array>>(v.v), max_items);
   }
   return nullptr;
 }
@@ -49,8 +55,10 @@ json value_json(const Value& v, size_t max_items) {
 // {"elem_type": "STRING", "length": n, "value": [first max_items items]}; nested arrays recurse.
 json array_json(const Array& a, size_t max_items) {
   json items = json::array();
-  for (size_t i = 0; i < a.items.size() && i < max_items; ++i) items.push_back(value_json(a.items[i], max_items));
-  return {{"elem_type", qwen::gguf::value_type_name(a.elem_type)}, {"length", a.items.size()}, {"value", items}};
+  for (size_t i = 0; i < a.items.size() && i < max_items; ++i)
+    items.push_back(value_json(a.items[i], max_items));
+  return {
+      {"elem_type", qwen::gguf::value_type_name(a.elem_type)}, {"length", a.items.size()}, {"value", items}};
 }
 
 struct TypeTotal {
@@ -77,15 +85,19 @@ int64_t parameter_count(const File& f) {
 }
 
 // JSON text; invalid UTF-8 in a string (possible in hostile files) is replaced, never thrown on.
-std::string dump(const json& j) { return j.dump(1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(1, ' ', false, json::error_handler_t::replace);
+}
 
 void print_info_json(const File& f, std::optional<size_t> max_items) {
   const size_t limit = max_items.value_or(SIZE_MAX);
   json meta = json::array();
   for (const auto& [key, v] : f.metadata()) {
     json e = {{"key", key}, {"type", qwen::gguf::value_type_name(v.type)}};
-    if (v.type == ValueType::ARRAY) e.update(array_json(*std::get<std::shared_ptr<Array>>(v.v), limit));
-    else e["value"] = value_json(v, limit);
+    if (v.type == ValueType::ARRAY)
+      e.update(array_json(*std::get<std::shared_ptr<Array>>(v.v), limit));
+    else
+      e["value"] = value_json(v, limit);
     meta.push_back(std::move(e));
   }
   json tensors = json::array();
@@ -100,10 +112,26 @@ void print_info_json(const File& f, std::optional<size_t> max_items) {
   json totals = json::object();
   for (const auto& [name, tt] : totals_by_type(f))
     totals[name] = {{"tensors", tt.tensors}, {"elements", tt.elements}, {"bytes", tt.bytes}};
-  const json out = {{"file", f.path()},     {"version", f.version()},     {"alignment", f.alignment()},
-                    {"size", f.size()},     {"data_offset", f.data_offset()}, {"metadata", meta},
-                    {"tensors", tensors},   {"totals", totals},           {"parameters", parameter_count(f)}};
+  const json out = {{"file", f.path()},
+                    {"version", f.version()},
+                    {"alignment", f.alignment()},
+                    {"size", f.size()},
+                    {"data_offset", f.data_offset()},
+                    {"metadata", meta},
+                    {"tensors", tensors},
+                    {"totals", totals},
+                    {"parameters", parameter_count(f)}};
   std::cout << dump(out) << "\n";
+}
+
+// Text rendering of a metadata value; strings longer than 200 bytes (chat templates) are cut.
+std::string summarise(const Value& v, size_t max_items) {
+  constexpr size_t kMaxString = 200;
+  if (v.type != ValueType::STRING || std::get<std::string>(v.v).size() <= kMaxString)
+    return v.to_string(max_items);
+  const std::string& s = std::get<std::string>(v.v);
+  const Value head{ValueType::STRING, s.substr(0, kMaxString)};
+  return qwen::str(head.to_string(), "... (", s.size(), " bytes)");
 }
 
 void print_info_text(const File& f, size_t max_items) {
@@ -117,13 +145,13 @@ void print_info_text(const File& f, size_t max_items) {
       const Array& a = *std::get<std::shared_ptr<Array>>(v.v);
       type = qwen::str("ARRAY of ", a.items.size(), " ", qwen::gguf::value_type_name(a.elem_type));
     }
-    std::printf("  %-40s %-24s %s\n", key.c_str(), type.c_str(), v.to_string(max_items).c_str());
+    std::printf("  %-40s %-24s %s\n", key.c_str(), type.c_str(), summarise(v, max_items).c_str());
   }
   std::printf("\ntensors (%zu):\n  %-40s %-8s %-24s %14s %14s\n", f.tensors().size(), "name", "type", "shape",
               "offset", "bytes");
   for (const TensorInfo& t : f.tensors())
-    std::printf("  %-40s %-8s %-24s %14llu %14llu\n", t.name.c_str(), qwen::type_name(t.type), t.shape_str().c_str(),
-                (unsigned long long)t.offset, (unsigned long long)t.nbytes);
+    std::printf("  %-40s %-8s %-24s %14llu %14llu\n", t.name.c_str(), qwen::type_name(t.type),
+                t.shape_str().c_str(), (unsigned long long)t.offset, (unsigned long long)t.nbytes);
   std::printf("\ntotals by type:\n");
   for (const auto& [name, tt] : totals_by_type(f))
     std::printf("  %-8s %6zu tensors %16lld elements %16llu bytes\n", name.c_str(), tt.tensors,
@@ -164,7 +192,8 @@ void print_tensor(const File& f, const std::string& name, const std::string& row
                                 ", which has no CPU dequantization"));
   const int64_t row_len = t.ne[0];
   const int64_t n_rows = t.n_elements() / row_len;
-  const auto [a, b] = rows_spec.empty() ? std::pair<int64_t, int64_t>{0, n_rows} : parse_rows(rows_spec, n_rows, name);
+  const auto [a, b] =
+      rows_spec.empty() ? std::pair<int64_t, int64_t>{0, n_rows} : parse_rows(rows_spec, n_rows, name);
   const size_t row_bytes = qwen::row_bytes(t.type, row_len);
   std::vector<float> values(size_t((b - a) * row_len));
   for (int64_t r = a; r < b; ++r)
@@ -173,7 +202,8 @@ void print_tensor(const File& f, const std::string& name, const std::string& row
   if (!out_path.empty()) {
     std::ofstream out(out_path, std::ios::binary);
     out.write(reinterpret_cast<const char*>(values.data()), std::streamsize(values.size() * sizeof(float)));
-    if (!out) throw qwen::Error(qwen::str(out_path, ": cannot write ", values.size() * sizeof(float), " bytes"));
+    if (!out)
+      throw qwen::Error(qwen::str(out_path, ": cannot write ", values.size() * sizeof(float), " bytes"));
     return;
   }
   if (as_json) {
@@ -223,8 +253,10 @@ int main(int argc, char** argv) {
   try {
     const auto f = File::open(file);
     if (*info) {
-      if (as_json) print_info_json(*f, max_items);
-      else print_info_text(*f, max_items.value_or(8));
+      if (as_json)
+        print_info_json(*f, max_items);
+      else
+        print_info_text(*f, max_items.value_or(8));
     } else {
       print_tensor(*f, tensor_name, rows, as_json, out_path);
     }

@@ -27,10 +27,10 @@ enum class GGMLType : uint32_t {
 };
 
 struct TypeTraits {
-  const char* name;   // "Q4_K"
-  int block_size;     // elements per block (1 for F32/F16/BF16)
-  size_t block_bytes; // bytes per block
-  bool supported;     // we can dequantize / dot it
+  const char* name;    // "Q4_K"
+  int block_size;      // elements per block (1 for F32/F16/BF16)
+  size_t block_bytes;  // bytes per block
+  bool supported;      // we can dequantize / dot it
 };
 
 // nullptr when `id` is not a ggml type this build knows at all.

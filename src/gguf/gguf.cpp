@@ -57,7 +57,9 @@ uint64_t min_encoded_size(ValueType t) {
   return 1;
 }
 
-bool valid_value_type(uint32_t t) { return t <= uint32_t(ValueType::FLOAT64); }
+bool valid_value_type(uint32_t t) {
+  return t <= uint32_t(ValueType::FLOAT64);
+}
 
 }  // namespace
 
@@ -112,8 +114,8 @@ class Parser {
   std::string read_string(const std::string& what) {
     const uint64_t len = read<uint64_t>(what + " length");
     if (len > left())
-      fail(what, ": string length ", len, " at offset ", pos_ - 8, " runs past the end of the file (",
-           left(), " bytes left)");
+      fail(what, ": string length ", len, " at offset ", pos_ - 8, " runs past the end of the file (", left(),
+           " bytes left)");
     std::string s(reinterpret_cast<const char*>(data_ + pos_), size_t(len));
     pos_ += len;
     return s;
@@ -136,12 +138,14 @@ class Parser {
         const char c = char(data_[i]);
         shown[i] = (c >= 0x20 && c < 0x7f) ? c : '?';
       }
-      fail("bad magic 0x", std::hex, magic, std::dec, " (\"", shown, "\"), expected \"GGUF\": not a GGUF file");
+      fail("bad magic 0x", std::hex, magic, std::dec, " (\"", shown,
+           "\"), expected \"GGUF\": not a GGUF file");
     }
     pos_ = 4;
     const uint32_t version = read<uint32_t>("version");
     if (version == 0x02000000u || version == 0x03000000u)
-      fail("version field reads ", version, ": this is a big-endian GGUF file, only little-endian is supported");
+      fail("version field reads ", version,
+           ": this is a big-endian GGUF file, only little-endian is supported");
     if (version == 1) fail("GGUF version 1 is not supported (only versions 2 and 3)");
     if (version != 2 && version != 3) fail("unsupported GGUF version ", version, " (only versions 2 and 3)");
     f_.version_ = version;
@@ -159,24 +163,48 @@ class Parser {
     Value v;
     v.type = t;
     switch (t) {
-      case ValueType::UINT8: v.v = uint64_t(read<uint8_t>(what)); break;
-      case ValueType::UINT16: v.v = uint64_t(read<uint16_t>(what)); break;
-      case ValueType::UINT32: v.v = uint64_t(read<uint32_t>(what)); break;
-      case ValueType::UINT64: v.v = read<uint64_t>(what); break;
-      case ValueType::INT8: v.v = int64_t(read<int8_t>(what)); break;
-      case ValueType::INT16: v.v = int64_t(read<int16_t>(what)); break;
-      case ValueType::INT32: v.v = int64_t(read<int32_t>(what)); break;
-      case ValueType::INT64: v.v = read<int64_t>(what); break;
-      case ValueType::FLOAT32: v.v = double(read<float>(what)); break;
-      case ValueType::FLOAT64: v.v = read<double>(what); break;
+      case ValueType::UINT8:
+        v.v = uint64_t(read<uint8_t>(what));
+        break;
+      case ValueType::UINT16:
+        v.v = uint64_t(read<uint16_t>(what));
+        break;
+      case ValueType::UINT32:
+        v.v = uint64_t(read<uint32_t>(what));
+        break;
+      case ValueType::UINT64:
+        v.v = read<uint64_t>(what);
+        break;
+      case ValueType::INT8:
+        v.v = int64_t(read<int8_t>(what));
+        break;
+      case ValueType::INT16:
+        v.v = int64_t(read<int16_t>(what));
+        break;
+      case ValueType::INT32:
+        v.v = int64_t(read<int32_t>(what));
+        break;
+      case ValueType::INT64:
+        v.v = read<int64_t>(what);
+        break;
+      case ValueType::FLOAT32:
+        v.v = double(read<float>(what));
+        break;
+      case ValueType::FLOAT64:
+        v.v = read<double>(what);
+        break;
       case ValueType::BOOL: {
         const uint8_t b = read<uint8_t>(what);
         if (b > 1) fail(what, ": bool value ", int(b), " at offset ", pos_ - 1, " is neither 0 nor 1");
         v.v = b == 1;
         break;
       }
-      case ValueType::STRING: v.v = read_string(what); break;
-      case ValueType::ARRAY: v.v = parse_array(what, depth + 1); break;
+      case ValueType::STRING:
+        v.v = read_string(what);
+        break;
+      case ValueType::ARRAY:
+        v.v = parse_array(what, depth + 1);
+        break;
     }
     return v;
   }
@@ -254,7 +282,8 @@ class Parser {
     if (!tt) fail(what, ": unknown ggml type id ", type_id);
     t.type = GGMLType(type_id);
     if (t.ne[0] % tt->block_size != 0)
-      fail(what, ": ne[0] = ", t.ne[0], " is not a multiple of the ", tt->name, " block size ", tt->block_size);
+      fail(what, ": ne[0] = ", t.ne[0], " is not a multiple of the ", tt->name, " block size ",
+           tt->block_size);
     const uint64_t blocks = uint64_t(n_el / tt->block_size);
     if (__builtin_mul_overflow(blocks, uint64_t(tt->block_bytes), &t.nbytes))
       fail(what, ": byte size of ", blocks, " ", tt->name, " blocks overflows 64 bits");

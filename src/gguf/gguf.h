@@ -17,8 +17,19 @@ namespace qwen::gguf {
 
 // On-disk metadata value type ids.
 enum class ValueType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
-  BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 const char* value_type_name(ValueType t);
 
@@ -38,13 +49,13 @@ struct Value {
 struct TensorInfo {
   std::string name;
   GGMLType type;
-  int n_dims;                    // 1..4
-  std::array<int64_t, 4> ne;     // ne[0] = innermost (contiguous) dimension; unused dims are 1
-  uint64_t offset;               // relative to the data section
+  int n_dims;                 // 1..4
+  std::array<int64_t, 4> ne;  // ne[0] = innermost (contiguous) dimension; unused dims are 1
+  uint64_t offset;            // relative to the data section
   uint64_t nbytes;
-  const uint8_t* data;           // points into the mapping
+  const uint8_t* data;  // points into the mapping
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
-  std::string shape_str() const; // "896x151936"
+  std::string shape_str() const;  // "896x151936"
 };
 
 class File {
@@ -73,8 +84,10 @@ class File {
   // std::vector<double>. Integers convert between widths when the value fits; float/double also
   // accept integer values.
   // Errors name the file, the key, the expected and the found type (or the missing key).
-  template <class T> T get(std::string_view key) const;
-  template <class T> T get_or(std::string_view key, T fallback) const {
+  template <class T>
+  T get(std::string_view key) const;
+  template <class T>
+  T get_or(std::string_view key, T fallback) const {
     return has(key) ? get<T>(key) : fallback;
   }
 

@@ -11,19 +11,32 @@ namespace qwen::gguf {
 
 const char* value_type_name(ValueType t) {
   switch (t) {
-    case ValueType::UINT8: return "UINT8";
-    case ValueType::INT8: return "INT8";
-    case ValueType::UINT16: return "UINT16";
-    case ValueType::INT16: return "INT16";
-    case ValueType::UINT32: return "UINT32";
-    case ValueType::INT32: return "INT32";
-    case ValueType::FLOAT32: return "FLOAT32";
-    case ValueType::BOOL: return "BOOL";
-    case ValueType::STRING: return "STRING";
-    case ValueType::ARRAY: return "ARRAY";
-    case ValueType::UINT64: return "UINT64";
-    case ValueType::INT64: return "INT64";
-    case ValueType::FLOAT64: return "FLOAT64";
+    case ValueType::UINT8:
+      return "UINT8";
+    case ValueType::INT8:
+      return "INT8";
+    case ValueType::UINT16:
+      return "UINT16";
+    case ValueType::INT16:
+      return "INT16";
+    case ValueType::UINT32:
+      return "UINT32";
+    case ValueType::INT32:
+      return "INT32";
+    case ValueType::FLOAT32:
+      return "FLOAT32";
+    case ValueType::BOOL:
+      return "BOOL";
+    case ValueType::STRING:
+      return "STRING";
+    case ValueType::ARRAY:
+      return "ARRAY";
+    case ValueType::UINT64:
+      return "UINT64";
+    case ValueType::INT64:
+      return "INT64";
+    case ValueType::FLOAT64:
+      return "FLOAT64";
   }
   return "UNKNOWN";
 }
@@ -33,7 +46,8 @@ namespace {
 // Shortest text that reads back to the same value (FLOAT32 values are stored widened to double).
 std::string format_float(double d, bool is_f32) {
   char buf[64];
-  const auto r = is_f32 ? std::to_chars(buf, buf + sizeof buf, float(d)) : std::to_chars(buf, buf + sizeof buf, d);
+  const auto r =
+      is_f32 ? std::to_chars(buf, buf + sizeof buf, float(d)) : std::to_chars(buf, buf + sizeof buf, d);
   return std::string(buf, r.ptr);
 }
 
@@ -41,10 +55,18 @@ std::string quote(const std::string& s) {
   std::string out = "\"";
   for (const char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char esc[8];
@@ -64,23 +86,38 @@ bool is_unsigned(ValueType t) {
 bool is_signed(ValueType t) {
   return t == ValueType::INT8 || t == ValueType::INT16 || t == ValueType::INT32 || t == ValueType::INT64;
 }
-bool is_float(ValueType t) { return t == ValueType::FLOAT32 || t == ValueType::FLOAT64; }
+bool is_float(ValueType t) {
+  return t == ValueType::FLOAT32 || t == ValueType::FLOAT64;
+}
 
 template <class T>
 const char* cpp_type_name() {
-  if constexpr (std::is_same_v<T, bool>) return "bool";
-  else if constexpr (std::is_same_v<T, int8_t>) return "int8";
-  else if constexpr (std::is_same_v<T, uint8_t>) return "uint8";
-  else if constexpr (std::is_same_v<T, int16_t>) return "int16";
-  else if constexpr (std::is_same_v<T, uint16_t>) return "uint16";
-  else if constexpr (std::is_same_v<T, int32_t>) return "int32";
-  else if constexpr (std::is_same_v<T, uint32_t>) return "uint32";
-  else if constexpr (std::is_same_v<T, int64_t>) return "int64";
-  else if constexpr (std::is_same_v<T, uint64_t>) return "uint64";
-  else if constexpr (std::is_same_v<T, float>) return "float";
-  else if constexpr (std::is_same_v<T, double>) return "double";
-  else if constexpr (std::is_same_v<T, std::string>) return "string";
-  else return "array";
+  if constexpr (std::is_same_v<T, bool>)
+    return "bool";
+  else if constexpr (std::is_same_v<T, int8_t>)
+    return "int8";
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return "uint8";
+  else if constexpr (std::is_same_v<T, int16_t>)
+    return "int16";
+  else if constexpr (std::is_same_v<T, uint16_t>)
+    return "uint16";
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return "int32";
+  else if constexpr (std::is_same_v<T, uint32_t>)
+    return "uint32";
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return "int64";
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return "uint64";
+  else if constexpr (std::is_same_v<T, float>)
+    return "float";
+  else if constexpr (std::is_same_v<T, double>)
+    return "double";
+  else if constexpr (std::is_same_v<T, std::string>)
+    return "string";
+  else
+    return "array";
 }
 
 // Converts one scalar value to T. Returns an empty string on success, else why it failed.
@@ -102,10 +139,14 @@ std::string convert_scalar(const Value& v, T& out) {
       return str("has type ", value_type_name(v.type), ", expected an integer");
     }
   } else if constexpr (std::is_floating_point_v<T>) {
-    if (is_float(v.type)) out = T(std::get<double>(v.v));
-    else if (is_unsigned(v.type)) out = T(std::get<uint64_t>(v.v));
-    else if (is_signed(v.type)) out = T(std::get<int64_t>(v.v));
-    else return str("has type ", value_type_name(v.type), ", expected a number");
+    if (is_float(v.type))
+      out = T(std::get<double>(v.v));
+    else if (is_unsigned(v.type))
+      out = T(std::get<uint64_t>(v.v));
+    else if (is_signed(v.type))
+      out = T(std::get<int64_t>(v.v));
+    else
+      return str("has type ", value_type_name(v.type), ", expected a number");
   } else {
     static_assert(std::is_same_v<T, std::string>);
     if (v.type != ValueType::STRING) return str("has type ", value_type_name(v.type), ", expected STRING");
@@ -126,15 +167,20 @@ std::string Value::to_string(size_t max_items) const {
     case ValueType::UINT8:
     case ValueType::UINT16:
     case ValueType::UINT32:
-    case ValueType::UINT64: return std::to_string(std::get<uint64_t>(v));
+    case ValueType::UINT64:
+      return std::to_string(std::get<uint64_t>(v));
     case ValueType::INT8:
     case ValueType::INT16:
     case ValueType::INT32:
-    case ValueType::INT64: return std::to_string(std::get<int64_t>(v));
+    case ValueType::INT64:
+      return std::to_string(std::get<int64_t>(v));
     case ValueType::FLOAT32:
-    case ValueType::FLOAT64: return format_float(std::get<double>(v), type == ValueType::FLOAT32);
-    case ValueType::BOOL: return std::get<bool>(v) ? "true" : "false";
-    case ValueType::STRING: return quote(std::get<std::string>(v));
+    case ValueType::FLOAT64:
+      return format_float(std::get<double>(v), type == ValueType::FLOAT32);
+    case ValueType::BOOL:
+      return std::get<bool>(v) ? "true" : "false";
+    case ValueType::STRING:
+      return quote(std::get<std::string>(v));
     case ValueType::ARRAY: {
       const Array& a = *std::get<std::shared_ptr<Array>>(v);
       const size_t n = a.items.size();
@@ -164,8 +210,8 @@ T File::get(std::string_view key) const {
       E e{};
       const std::string why = convert_scalar(a.items[i], e);
       if (!why.empty())
-        throw Error(str(path_, ": metadata key '", key, "' item ", i, " (array of ", value_type_name(a.elem_type),
-                        ") ", why));
+        throw Error(str(path_, ": metadata key '", key, "' item ", i, " (array of ",
+                        value_type_name(a.elem_type), ") ", why));
       out.push_back(std::move(e));
     }
   } else {

@@ -18,7 +18,9 @@ namespace {
 
 // ---- float types: block size 1, any row length ----
 
-void dequantize_f32(const void* src, float* dst, int64_t n) { std::memcpy(dst, src, size_t(n) * 4); }
+void dequantize_f32(const void* src, float* dst, int64_t n) {
+  std::memcpy(dst, src, size_t(n) * 4);
+}
 
 float dot_f32(const void* row, const float* x, int64_t n) {
   const float* a = static_cast<const float*>(row);
@@ -130,15 +132,24 @@ void dq_q8_0(const uint8_t* __restrict b, float* __restrict y) {
 
 RowKernels basic_kernels(GGMLType t) {
   switch (t) {
-    case GGMLType::F32: return {&dequantize_f32, &dot_f32};
-    case GGMLType::F16: return {&dequantize_half<fp16_to_f32>, &dot_half<fp16_to_f32>};
-    case GGMLType::BF16: return {&dequantize_half<bf16_to_f32>, &dot_half<bf16_to_f32>};
-    case GGMLType::Q4_0: return block_kernels<32, 18, dq_q4_0>();
-    case GGMLType::Q4_1: return block_kernels<32, 20, dq_q4_1>();
-    case GGMLType::Q5_0: return block_kernels<32, 22, dq_q5_0>();
-    case GGMLType::Q5_1: return block_kernels<32, 24, dq_q5_1>();
-    case GGMLType::Q8_0: return block_kernels<32, 34, dq_q8_0>();
-    default: return {};
+    case GGMLType::F32:
+      return {&dequantize_f32, &dot_f32};
+    case GGMLType::F16:
+      return {&dequantize_half<fp16_to_f32>, &dot_half<fp16_to_f32>};
+    case GGMLType::BF16:
+      return {&dequantize_half<bf16_to_f32>, &dot_half<bf16_to_f32>};
+    case GGMLType::Q4_0:
+      return block_kernels<32, 18, dq_q4_0>();
+    case GGMLType::Q4_1:
+      return block_kernels<32, 20, dq_q4_1>();
+    case GGMLType::Q5_0:
+      return block_kernels<32, 22, dq_q5_0>();
+    case GGMLType::Q5_1:
+      return block_kernels<32, 24, dq_q5_1>();
+    case GGMLType::Q8_0:
+      return block_kernels<32, 34, dq_q8_0>();
+    default:
+      return {};
   }
 }
 

@@ -134,12 +134,18 @@ void dq_q6_k(const uint8_t* __restrict b, float* __restrict y) {
 
 RowKernels k_kernels(GGMLType t) {
   switch (t) {
-    case GGMLType::Q2_K: return block_kernels<256, 84, dq_q2_k>();
-    case GGMLType::Q3_K: return block_kernels<256, 110, dq_q3_k>();
-    case GGMLType::Q4_K: return block_kernels<256, 144, dq_q4_k>();
-    case GGMLType::Q5_K: return block_kernels<256, 176, dq_q5_k>();
-    case GGMLType::Q6_K: return block_kernels<256, 210, dq_q6_k>();
-    default: return {};
+    case GGMLType::Q2_K:
+      return block_kernels<256, 84, dq_q2_k>();
+    case GGMLType::Q3_K:
+      return block_kernels<256, 110, dq_q3_k>();
+    case GGMLType::Q4_K:
+      return block_kernels<256, 144, dq_q4_k>();
+    case GGMLType::Q5_K:
+      return block_kernels<256, 176, dq_q5_k>();
+    case GGMLType::Q6_K:
+      return block_kernels<256, 210, dq_q6_k>();
+    default:
+      return {};
   }
 }
 

@@ -43,8 +43,8 @@ inline uint16_t f32_to_fp16(float f) {
     return sign | 0x7e00 | uint16_t((abs >> 13) & 0x3ff);
   }
   if (abs >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520 -> inf
-  if (abs < 0x38800000u) {                        // result is subnormal or zero
-    if (abs < 0x33000000u) return sign;           // below half of the smallest subnormal
+  if (abs < 0x38800000u) {                       // result is subnormal or zero
+    if (abs < 0x33000000u) return sign;          // below half of the smallest subnormal
     const uint32_t e = abs >> 23;
     const uint32_t mant = (abs & 0x7fffff) | 0x800000;
     const uint32_t shift = 126 - e;  // 14..24 (13 for the mantissa narrowing + denormal shift)
@@ -61,7 +61,9 @@ inline uint16_t f32_to_fp16(float f) {
   return sign | uint16_t(r);
 }
 
-inline float bf16_to_f32(uint16_t b) { return bits_to_f32(uint32_t(b) << 16); }
+inline float bf16_to_f32(uint16_t b) {
+  return bits_to_f32(uint32_t(b) << 16);
+}
 
 // binary32 -> bfloat16, round to nearest even; NaN stays NaN (quiet bit set).
 inline uint16_t f32_to_bf16(float f) {

@@ -25,7 +25,9 @@ inline void put_str(Bytes& b, std::string_view s) {
   b.insert(b.end(), s.begin(), s.end());
 }
 
-inline void append(Bytes& b, const Bytes& more) { b.insert(b.end(), more.begin(), more.end()); }
+inline void append(Bytes& b, const Bytes& more) {
+  b.insert(b.end(), more.begin(), more.end());
+}
 
 // Value type ids as on disk.
 enum : uint32_t { U8 = 0, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 };

@@ -163,28 +163,65 @@ std::vector<Case> cases() {
          return g.bytes();
        },
        {"'general.alignment' has type STRING, expected UINT32"}},
-      {"unknown tensor type", [] { return one_tensor({"w", {32}, 4, 0}, 128).bytes(); },
+      {"unknown tensor type",
+       [] {
+         return one_tensor({"w", {32}, 4, 0}, 128).bytes();
+       },
        {"tensor 'w'", "unknown ggml type id 4"}},
-      {"tensor type far out of range", [] { return one_tensor({"w", {32}, 1u << 31, 0}, 128).bytes(); },
+      {"tensor type far out of range",
+       [] {
+         return one_tensor({"w", {32}, 1u << 31, 0}, 128).bytes();
+       },
        {"tensor 'w'", "unknown ggml type id 2147483648"}},
-      {"n_dims 0", [] { return one_tensor({"w", {}, 0, 0}, 128).bytes(); }, {"tensor 'w'", "n_dims is 0"}},
-      {"n_dims 5", [] { return one_tensor({"w", {1, 1, 1, 1, 1}, 0, 0}, 128).bytes(); },
+      {"n_dims 0",
+       [] {
+         return one_tensor({"w", {}, 0, 0}, 128).bytes();
+       },
+       {"tensor 'w'", "n_dims is 0"}},
+      {"n_dims 5",
+       [] {
+         return one_tensor({"w", {1, 1, 1, 1, 1}, 0, 0}, 128).bytes();
+       },
        {"tensor 'w'", "n_dims is 5"}},
-      {"zero dimension", [] { return one_tensor({"w", {4, 0}, 0, 0}, 128).bytes(); },
+      {"zero dimension",
+       [] {
+         return one_tensor({"w", {4, 0}, 0, 0}, 128).bytes();
+       },
        {"tensor 'w'", "ne[1] is 0"}},
-      {"negative dimension", [] { return one_tensor({"w", {4, ~0ull}, 0, 0}, 128).bytes(); },
+      {"negative dimension",
+       [] {
+         return one_tensor({"w", {4, ~0ull}, 0, 0}, 128).bytes();
+       },
        {"tensor 'w'", "ne[1] is -1"}},
-      {"element count overflow", [] { return one_tensor({"w", {1ull << 32, 1ull << 32}, 0, 0}, 128).bytes(); },
+      {"element count overflow",
+       [] {
+         return one_tensor({"w", {1ull << 32, 1ull << 32}, 0, 0}, 128).bytes();
+       },
        {"tensor 'w'", "element count", "overflows"}},
-      {"byte size overflow", [] { return one_tensor({"w", {1ull << 62}, 0, 0}, 128).bytes(); },
+      {"byte size overflow",
+       [] {
+         return one_tensor({"w", {1ull << 62}, 0, 0}, 128).bytes();
+       },
        {"tensor 'w'", "byte size", "overflows"}},
-      {"row not whole blocks", [] { return one_tensor({"w", {33, 2}, 8, 0}, 128).bytes(); },
+      {"row not whole blocks",
+       [] {
+         return one_tensor({"w", {33, 2}, 8, 0}, 128).bytes();
+       },
        {"tensor 'w'", "ne[0] = 33", "Q8_0 block size 32"}},
-      {"misaligned offset", [] { return one_tensor({"w", {4}, 0, 8}, 128).bytes(); },
+      {"misaligned offset",
+       [] {
+         return one_tensor({"w", {4}, 0, 8}, 128).bytes();
+       },
        {"tensor 'w'", "offset 8", "alignment 32"}},
-      {"tensor data past EOF", [] { return one_tensor({"w", {64}, 0, 64}, 128).bytes(); },
+      {"tensor data past EOF",
+       [] {
+         return one_tensor({"w", {64}, 0, 64}, 128).bytes();
+       },
        {"tensor 'w'", "[64, 64 + 256)", "past the end of the data section (128 bytes)"}},
-      {"offset plus size overflows", [] { return one_tensor({"w", {8}, 0, ~0ull - 31}, 128).bytes(); },
+      {"offset plus size overflows",
+       [] {
+         return one_tensor({"w", {8}, 0, ~0ull - 31}, 128).bytes();
+       },
        {"tensor 'w'", "past the end of the data section"}},
       {"overlapping tensors",
        [] {
@@ -252,7 +289,8 @@ TEST(GgufCorrupt, TruncatedAtEveryOffset) {
       const std::string msg = e.what();
       EXPECT_EQ(msg.rfind("cut.gguf: ", 0), 0u) << msg;
       EXPECT_TRUE(msg.find("unexpected end of file") != std::string::npos ||
-                  msg.find("past the end") != std::string::npos || msg.find("cannot fit") != std::string::npos)
+                  msg.find("past the end") != std::string::npos ||
+                  msg.find("cannot fit") != std::string::npos)
           << msg;
     }
   }

@@ -21,7 +21,9 @@ using qwen::GGMLType;
 using qwen::gguf::File;
 using qwen::gguf::ValueType;
 
-std::shared_ptr<File> parse(const RawGguf& g) { return File::from_bytes("mem.gguf", g.bytes()); }
+std::shared_ptr<File> parse(const RawGguf& g) {
+  return File::from_bytes("mem.gguf", g.bytes());
+}
 
 // Runs f, expects a qwen::Error whose message contains every one of `parts`.
 template <class F>
@@ -78,23 +80,27 @@ TEST(GgufReader, EveryScalarTypeAndNestedArrays) {
       kv("i64", I64, enc<int64_t>(-9223372036854775807ll - 1)),
       kv("f64", F64, enc<double>(1e300)),
       kv("empty_str", STR, enc_str("")),
-      kv("i32s", ARR, enc_arr(I32, 3, [] {
-           Bytes e;
-           for (int32_t x : {-1, 0, 7}) put(e, x);
-           return e;
-         }())),
+      kv("i32s", ARR,
+         enc_arr(I32, 3,
+                 [] {
+                   Bytes e;
+                   for (int32_t x : {-1, 0, 7}) put(e, x);
+                   return e;
+                 }())),
       kv("empty_arr", ARR, enc_arr(F32, 0, {})),
       // [[1, 2], [3]] as arrays of u16
-      kv("nested", ARR, enc_arr(ARR, 2, [] {
-           Bytes e = enc_arr(U16, 2, [] {
-             Bytes x;
-             put<uint16_t>(x, 1);
-             put<uint16_t>(x, 2);
-             return x;
-           }());
-           append(e, enc_arr(U16, 1, enc<uint16_t>(3)));
-           return e;
-         }())),
+      kv("nested", ARR,
+         enc_arr(ARR, 2,
+                 [] {
+                   Bytes e = enc_arr(U16, 2, [] {
+                     Bytes x;
+                     put<uint16_t>(x, 1);
+                     put<uint16_t>(x, 2);
+                     return x;
+                   }());
+                   append(e, enc_arr(U16, 1, enc<uint16_t>(3)));
+                   return e;
+                 }())),
   };
   const auto f = parse(g);
   ASSERT_EQ(f->metadata().size(), g.kvs.size());
@@ -139,7 +145,8 @@ TEST(GgufReader, GetterErrorsNameKeyAndTypes) {
   expect_error([&] { f->get<uint32_t>("general.architecture"); },
                {"mem.gguf", "'general.architecture'", "STRING", "integer"});
   expect_error([&] { f->get<int8_t>("tokenizer.ggml.tokens"); }, {"ARRAY"});
-  expect_error([&] { f->get<std::vector<int32_t>>("tokenizer.ggml.tokens"); }, {"item 0", "STRING", "integer"});
+  expect_error([&] { f->get<std::vector<int32_t>>("tokenizer.ggml.tokens"); },
+               {"item 0", "STRING", "integer"});
   expect_error([&] { f->get<std::vector<std::string>>("qwen2.block_count"); }, {"UINT32", "array of string"});
   RawGguf g;
   g.kvs = {kv("big", U32, enc<uint32_t>(300)), kv("neg", I32, enc<int32_t>(-1))};
@@ -147,7 +154,8 @@ TEST(GgufReader, GetterErrorsNameKeyAndTypes) {
   expect_error([&] { h->get<uint8_t>("big"); }, {"'big'", "300", "uint8"});
   expect_error([&] { h->get<uint32_t>("neg"); }, {"'neg'", "-1", "uint32"});
   EXPECT_EQ(h->get_or<uint32_t>("absent", 7u), 7u);
-  EXPECT_EQ(f->get<std::vector<std::string>>("tokenizer.ggml.tokens"), (std::vector<std::string>{"hello", "world"}));
+  EXPECT_EQ(f->get<std::vector<std::string>>("tokenizer.ggml.tokens"),
+            (std::vector<std::string>{"hello", "world"}));
 }
 
 TEST(GgufReader, LongArraysSummarised) {
@@ -188,7 +196,8 @@ TEST(GgufReader, OpenFromDiskUsesMapping) {
   ASSERT_GE(fd, 0);
   close(fd);
   const Bytes bytes = small_file().bytes();
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
   {
     const auto f = File::open(path);
     EXPECT_EQ(f->path(), path);

@@ -40,8 +40,10 @@ uint16_t ref_f32_to_fp16(float f) {
   uint16_t lo = 0, hi = 0x7bff;
   while (lo < hi) {  // largest pattern with value <= a
     const uint16_t mid = uint16_t((lo + hi + 1) / 2);
-    if (fp16_value(mid) <= a) lo = mid;
-    else hi = uint16_t(mid - 1);
+    if (fp16_value(mid) <= a)
+      lo = mid;
+    else
+      hi = uint16_t(mid - 1);
   }
   if (fp16_value(lo) == a || lo == 0x7bff) return sign | lo;
   const double below = a - fp16_value(lo), above = fp16_value(uint16_t(lo + 1)) - a;
@@ -75,7 +77,8 @@ TEST(Half, Fp16ToF32ExhaustiveMatchesDefinition) {
     if (std::isnan(want)) {
       ASSERT_TRUE(std::isnan(f)) << std::hex << h;
       // Payload kept: the 10 mantissa bits land in the top of the float mantissa.
-      ASSERT_EQ(f32_to_bits(f), (uint32_t(h & 0x8000) << 16) | 0x7f800000u | (uint32_t(h & 0x3ff) << 13)) << h;
+      ASSERT_EQ(f32_to_bits(f), (uint32_t(h & 0x8000) << 16) | 0x7f800000u | (uint32_t(h & 0x3ff) << 13))
+          << h;
     } else {
       ASSERT_EQ(double(f), want) << std::hex << h;
       ASSERT_EQ(std::signbit(f), (h & 0x8000) != 0) << std::hex << h;  // -0 stays -0
@@ -104,7 +107,8 @@ TEST(Half, F32ToFp16MatchesExactReference) {
       ASSERT_TRUE((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) << f32_to_bits(f);
       continue;
     }
-    ASSERT_EQ(f32_to_fp16(f), ref_f32_to_fp16(f)) << std::hexfloat << f << " bits " << std::hex << f32_to_bits(f);
+    ASSERT_EQ(f32_to_fp16(f), ref_f32_to_fp16(f))
+        << std::hexfloat << f << " bits " << std::hex << f32_to_bits(f);
   }
 }
 
@@ -124,7 +128,9 @@ TEST(Half, F32ToFp16MatchesCompilerFloat16) {
   }
 }
 #else
-TEST(Half, F32ToFp16MatchesCompilerFloat16) { GTEST_SKIP() << "this compiler has no _Float16 in C++"; }
+TEST(Half, F32ToFp16MatchesCompilerFloat16) {
+  GTEST_SKIP() << "this compiler has no _Float16 in C++";
+}
 #endif
 
 TEST(Half, Bf16ToF32Exhaustive) {
@@ -167,7 +173,8 @@ TEST(Half, F32ToBf16MatchesExactReference) {
       ASSERT_TRUE((b & 0x7f80) == 0x7f80 && (b & 0x7f)) << f32_to_bits(f);
       continue;
     }
-    ASSERT_EQ(f32_to_bf16(f), ref_f32_to_bf16(f)) << std::hexfloat << f << " bits " << std::hex << f32_to_bits(f);
+    ASSERT_EQ(f32_to_bf16(f), ref_f32_to_bf16(f))
+        << std::hexfloat << f << " bits " << std::hex << f32_to_bits(f);
   }
 }
 

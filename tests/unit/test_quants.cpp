@@ -25,10 +25,12 @@ struct Layout {
 // ggml's block structs: size and where their fp16 scales sit.
 const std::vector<Layout>& layouts() {
   static const std::vector<Layout> l = {
-      {GGMLType::F32, 1, 4, {}},           {GGMLType::F16, 1, 2, {}},           {GGMLType::BF16, 1, 2, {}},
-      {GGMLType::Q4_0, 32, 18, {0}},       {GGMLType::Q4_1, 32, 20, {0, 2}},    {GGMLType::Q5_0, 32, 22, {0}},
-      {GGMLType::Q5_1, 32, 24, {0, 2}},    {GGMLType::Q8_0, 32, 34, {0}},       {GGMLType::Q2_K, 256, 84, {80, 82}},
-      {GGMLType::Q3_K, 256, 110, {108}},   {GGMLType::Q4_K, 256, 144, {0, 2}},  {GGMLType::Q5_K, 256, 176, {0, 2}},
+      {GGMLType::F32, 1, 4, {}},           {GGMLType::F16, 1, 2, {}},
+      {GGMLType::BF16, 1, 2, {}},          {GGMLType::Q4_0, 32, 18, {0}},
+      {GGMLType::Q4_1, 32, 20, {0, 2}},    {GGMLType::Q5_0, 32, 22, {0}},
+      {GGMLType::Q5_1, 32, 24, {0, 2}},    {GGMLType::Q8_0, 32, 34, {0}},
+      {GGMLType::Q2_K, 256, 84, {80, 82}}, {GGMLType::Q3_K, 256, 110, {108}},
+      {GGMLType::Q4_K, 256, 144, {0, 2}},  {GGMLType::Q5_K, 256, 176, {0, 2}},
       {GGMLType::Q6_K, 256, 210, {208}},
   };
   return l;
@@ -94,9 +96,10 @@ TEST(GgmlTypes, TableMatchesBlockLayouts) {
 TEST(GgmlTypes, UnsupportedTypeIsAnErrorNamingIt) {
   std::vector<uint8_t> block(66, 0);
   float out[256], x[256] = {};
-  for (auto call : {+[](const void* b, float* o, const float*) { qwen::dequantize_row(GGMLType(16), b, o, 256); },
-                    +[](const void* b, float*, const float* xx) { qwen::vec_dot(GGMLType(16), b, xx, 256); },
-                    +[](const void*, float*, const float*) { qwen::vec_dot_fn(GGMLType(16)); }}) {
+  for (auto call :
+       {+[](const void*b, float*o, const float*) { qwen::dequantize_row(GGMLType(16), b, o, 256); },
+        +[](const void*b, float*, const float*xx) { qwen::vec_dot(GGMLType(16), b, xx, 256); },
+        +[](const void*, float*, const float*) { qwen::vec_dot_fn(GGMLType(16)); }}) {
     try {
       call(block.data(), out, x);
       ADD_FAILURE();
