@@ -5,9 +5,9 @@
 //  pp<N>: one forward over N prompt tokens at positions 0..N-1 (logits of the last one only).
 //  tg<N>: N greedy decode steps from an empty cache, one token per forward; the next token is
 //         the argmax of the previous logits, computed on the device and written straight into
-//         the input buffer, so no logits reach the host. On a backend with graphs the step
-//         (forward + argmax) is captured once and replayed; only the 4-byte position is uploaded
-//         per step (asynchronously, no host synchronisation).
+//         the input buffer, so no logits reach the host; the position is advanced on the device
+//         too. On a backend with graphs the step (forward + argmax + advance) is captured once
+//         and replayed back to back: the host only queues replays and never waits per token.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
       auto step = [&] {
         model.forward(one, kv.layers(), row_d, 1, logits_d);
         be.argmax(ids_d, logits_d, 1, c.n_vocab);  // next input token, never leaves the device
+        be.add_i32(pos_d, 1, 1);                   // next position, likewise
       };
       if (graphs) {
         be.begin_capture(0);
@@ -159,10 +160,10 @@ int main(int argc, char** argv) {
       Result r{"tg" + std::to_string(n_gen), n_gen, {}, {}, {}};
       for (int rep = 0; rep <= reps; ++rep) {
         be.upload(ids_d, ids.data(), 4);
+        be.upload(pos_d, pos.data(), 4);
         be.synchronize();
         const auto t0 = Clock::now();
         for (int32_t p = 0; p < n_gen; ++p) {
-          be.upload(pos_d, &pos[p], 4);  // pos[] stays alive: the copy may complete later
           if (graphs) {
             be.replay(0);
           } else {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gguf/ggml_types.h"
 #include "util/check.h"
@@ -102,6 +103,16 @@ class Backend {
   virtual void add(float* out, const float* a, const float* b, int64_t n) = 0;
   // out[r] = argmax_j x[r][j] (lowest index on ties); x [n_rows][n], out int32 [n_rows].
   virtual void argmax(int32_t* out, const float* x, int n_rows, int n) = 0;
+
+  // x[i] += delta for i < n (int32, backend memory). Advances the positions of a decode step on
+  // the device, so a captured step needs no per-token upload. The default goes through the host
+  // (correct anywhere, but not capturable); device backends override it with a kernel.
+  virtual void add_i32(int32_t* x, int32_t delta, int n) {
+    std::vector<int32_t> h(size_t(n > 0 ? n : 0));
+    download(h.data(), x, h.size() * sizeof(int32_t));
+    for (int32_t& v : h) v += delta;
+    upload(x, h.data(), h.size() * sizeof(int32_t));
+  }
 
   // ---- graphs (optional) ----
   // A backend that supports graphs records the ops issued between begin_capture(slot) and

@@ -112,6 +112,8 @@ class CudaBackend final : public Backend {
     cuda::argmax(stream_, out, x, n_rows, n);
   }
 
+  void add_i32(int32_t* x, int32_t delta, int n) override { cuda::add_i32(stream_, x, delta, n); }
+
   bool supports_graphs() const override { return true; }
   void begin_capture(int slot) override {
     QWEN_CHECK(capturing_ < 0, name_, ": begin_capture(", slot, ") while graph ", capturing_, " is being captured");

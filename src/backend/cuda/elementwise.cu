@@ -1,4 +1,4 @@
-// SwiGLU, residual add and argmax: fp32 element-wise ops and a row reduction.
+// SwiGLU, residual add, argmax and the int32 position advance: element-wise ops and a row reduction.
 #include <cfloat>
 
 #include "backend/cuda/ops.cuh"
@@ -60,7 +60,18 @@ __global__ void argmax_kernel(int32_t* __restrict__ out, const float* __restrict
   }
 }
 
+__global__ void add_i32_kernel(int32_t* x, int32_t delta, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += delta;
+}
+
 }  // namespace
+
+void add_i32(cudaStream_t s, int32_t* x, int32_t delta, int n) {
+  if (n <= 0) return;
+  add_i32_kernel<<<unsigned(ceil_div(n, kThreads)), kThreads, 0, s>>>(x, delta, n);
+  QWEN_CUDA_LAUNCH_CHECK();
+}
 
 void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n) {
   if (n == 0) return;

@@ -46,5 +46,6 @@ void attention(cudaStream_t s, int n_sm, float* partials, float* out, const floa
 void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
 void add(cudaStream_t s, float* out, const float* a, const float* b, int64_t n);
 void argmax(cudaStream_t s, int32_t* out, const float* x, int n_rows, int n);
+void add_i32(cudaStream_t s, int32_t* x, int32_t delta, int n);
 
 }  // namespace qwen::cuda
