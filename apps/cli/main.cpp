@@ -27,8 +27,10 @@ std::string default_model_path() {
     cache = std::filesystem::path(home) / ".cache" / "qwen.cu";
   }
   const std::filesystem::path p = cache / "models" / "default.gguf";
-  QWEN_CHECK(std::filesystem::exists(p), "no model given: pass -m MODEL.gguf, set QWEN_MODEL, or run "
-             "`python3 scripts/fetch_model.py` to cache the default model (looked for ", p.string(), ")");
+  QWEN_CHECK(std::filesystem::exists(p),
+             "no model given: pass -m MODEL.gguf, set QWEN_MODEL, or run "
+             "`python3 scripts/fetch_model.py` to cache the default model (looked for ",
+             p.string(), ")");
   return p.string();
 }
 
@@ -75,13 +77,15 @@ int main(int argc, char** argv) {
   std::string prompt, system_prompt, chat_template;
   bool chat = false, interactive = false;
   int64_t seed = -1;
-  app.add_option("-m,--model", opts.model_path, "GGUF model (default: $QWEN_MODEL, else the cached default model)");
+  app.add_option("-m,--model", opts.model_path,
+                 "GGUF model (default: $QWEN_MODEL, else the cached default model)");
   app.add_option("-p,--prompt", prompt, "prompt text (in --chat mode: the first user message)");
   app.add_option("-n,--n-predict", gen.max_tokens, "tokens to generate (-1: until end of generation)")
       ->capture_default_str();
   app.add_option("-c,--ctx-size", opts.n_ctx, "context size in tokens (0: min(model context, 4096))")
       ->capture_default_str();
-  app.add_option("-b,--batch-size", opts.max_batch, "most prompt tokens per forward call")->capture_default_str();
+  app.add_option("-b,--batch-size", opts.max_batch, "most prompt tokens per forward call")
+      ->capture_default_str();
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->capture_default_str();
   app.add_option("--device", opts.device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
@@ -94,16 +98,19 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--repeat-last-n", gen.sampler.penalty_last_n, "tokens the penalties look back (-1: all)")
       ->capture_default_str();
-  app.add_option("--presence-penalty", gen.sampler.presence_penalty, "presence penalty")->capture_default_str();
+  app.add_option("--presence-penalty", gen.sampler.presence_penalty, "presence penalty")
+      ->capture_default_str();
   app.add_option("--frequency-penalty", gen.sampler.frequency_penalty, "frequency penalty")
       ->capture_default_str();
   app.add_option("-s,--seed", seed, "RNG seed (-1: random)")->capture_default_str();
   app.add_option("--stop", gen.stop, "stop string (repeatable)");
   app.add_flag("--ignore-eos", gen.ignore_eog, "keep generating past end-of-generation tokens");
-  app.add_flag("--chat,--conversation", chat, "chat through the model's chat template (interactive without -p)");
+  app.add_flag("--chat,--conversation", chat,
+               "chat through the model's chat template (interactive without -p)");
   app.add_flag("-i,--interactive", interactive, "interactive chat: one user message per line");
   app.add_option("--system", system_prompt, "system message for --chat");
-  app.add_option("--chat-template", chat_template, "force a template family (chatml, qwen2, qwen2.5, qwen3, ...)");
+  app.add_option("--chat-template", chat_template,
+                 "force a template family (chatml, qwen2, qwen2.5, qwen3, ...)");
   CLI11_PARSE(app, argc, argv);
 
   try {

@@ -20,7 +20,8 @@ namespace {
 
 // Writes a little-endian float32 C-order .npy (format version 1.0).
 void write_npy(const std::string& path, const float* data, int64_t rows, int64_t cols) {
-  std::string header = qwen::str("{'descr': '<f4', 'fortran_order': False, 'shape': (", rows, ", ", cols, "), }");
+  std::string header =
+      qwen::str("{'descr': '<f4', 'fortran_order': False, 'shape': (", rows, ", ", cols, "), }");
   const size_t unpadded = 10 + header.size() + 1;  // magic(6) + version(2) + len(2) + header + '\n'
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
@@ -83,7 +84,8 @@ int main(int argc, char** argv) {
   std::string prompt, tokens_text, out_path, dump_dir;
   bool step = false;
   app.add_option("-m,--model", opts.model_path, "GGUF model file")->required();
-  auto* p_opt = app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
+  auto* p_opt =
+      app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
   auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
   p_opt->excludes(t_opt);
   app.add_option("-o,--out", out_path, "output .npy file")->required();

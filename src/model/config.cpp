@@ -7,9 +7,12 @@ namespace qwen {
 
 const char* arch_name(Arch a) {
   switch (a) {
-    case Arch::Qwen2: return "qwen2";
-    case Arch::Qwen3: return "qwen3";
-    case Arch::Llama: return "llama";
+    case Arch::Qwen2:
+      return "qwen2";
+    case Arch::Qwen3:
+      return "qwen3";
+    case Arch::Llama:
+      return "llama";
   }
   return "?";
 }
@@ -47,8 +50,8 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   c.n_layer = required_int(f, a + "block_count");
   c.n_ff = required_int(f, a + "feed_forward_length");
   c.n_head = required_int(f, a + "attention.head_count");
-  c.n_head_kv = f.has(a + "attention.head_count_kv") ? required_int(f, a + "attention.head_count_kv")
-                                                       : c.n_head;
+  c.n_head_kv =
+      f.has(a + "attention.head_count_kv") ? required_int(f, a + "attention.head_count_kv") : c.n_head;
   c.n_ctx_train = required_int(f, a + "context_length");
   if (f.has(a + "attention.key_length")) {
     c.head_dim = required_int(f, a + "attention.key_length");

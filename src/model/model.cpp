@@ -14,9 +14,9 @@ Model::Model(const gguf::File& f, Backend& backend, int max_batch,
   weights_ = std::make_unique<ModelWeights>(f, config_, backend, on_progress);
   const ModelConfig& c = config_;
   const size_t B = size_t(max_batch);
-  const size_t widths[] = {size_t(c.n_embd), size_t(c.n_embd), size_t(c.q_dim()), size_t(c.kv_dim()),
-                           size_t(c.kv_dim()), size_t(c.q_dim()), size_t(c.n_ff), size_t(c.n_ff),
-                           size_t(c.n_embd)};
+  const size_t widths[] = {size_t(c.n_embd),   size_t(c.n_embd),   size_t(c.q_dim()),
+                           size_t(c.kv_dim()), size_t(c.kv_dim()), size_t(c.q_dim()),
+                           size_t(c.n_ff),     size_t(c.n_ff),     size_t(c.n_embd)};
   float** bufs[] = {&x_, &cur_, &q_, &k_, &v_, &attn_, &gate_, &up_, &out_};
   size_t total = 0;
   for (size_t w : widths) total += B * w;

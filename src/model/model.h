@@ -42,8 +42,8 @@ class Model {
   // the batch's K/V into kv (one KVLayer per layer) and writes logits [n_out][n_vocab] (backend
   // memory) for the batch rows out_rows[0..n_out) (backend memory, int32). Issues backend ops
   // only: no alloc, upload, download or synchronize, so a backend may capture it as a graph.
-  void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out,
-               float* logits, const ForwardTap& tap = {}) const;
+  void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* logits,
+               const ForwardTap& tap = {}) const;
 
  private:
   ModelConfig config_;

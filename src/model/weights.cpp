@@ -11,14 +11,16 @@ namespace qwen {
 namespace {
 
 constexpr size_t kAlign = 256;
-size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t align_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 
 // One tensor to upload: where it comes from and where it goes in the arena.
 struct Planned {
   const gguf::TensorInfo* info;
-  bool to_f32;      // vectors are converted to fp32
-  size_t offset;    // in the arena
-  size_t bytes;     // in the arena
+  bool to_f32;    // vectors are converted to fp32
+  size_t offset;  // in the arena
+  size_t bytes;   // in the arena
 };
 
 class Binder {
@@ -28,8 +30,8 @@ class Binder {
   // A matrix [ne1][ne0] kept in its type. Returns the index of the planned tensor.
   size_t matrix(const std::string& name, int64_t ne0, int64_t ne1) {
     const gguf::TensorInfo& t = f_.tensor(name);
-    QWEN_CHECK(t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == ne1, f_.path(), ": tensor ", name,
-               " has shape ", t.shape_str(), ", expected ", ne0, "x", ne1);
+    QWEN_CHECK(t.n_dims == 2 && t.ne[0] == ne0 && t.ne[1] == ne1, f_.path(), ": tensor ", name, " has shape ",
+               t.shape_str(), ", expected ", ne0, "x", ne1);
     const TypeTraits& tt = type_traits(t.type);
     QWEN_CHECK(tt.supported, f_.path(), ": tensor ", name, " has type ", tt.name,
                " which this build cannot compute with");
@@ -47,8 +49,8 @@ class Binder {
     }
     QWEN_CHECK(t->n_elements() == n && t->ne[0] == n, f_.path(), ": tensor ", name, " has shape ",
                t->shape_str(), ", expected ", n);
-    QWEN_CHECK(type_traits(t->type).supported && type_traits(t->type).block_size <= n, f_.path(),
-               ": tensor ", name, " has type ", type_name(t->type), " which cannot be read as fp32");
+    QWEN_CHECK(type_traits(t->type).supported && type_traits(t->type).block_size <= n, f_.path(), ": tensor ",
+               name, " has type ", type_name(t->type), " which cannot be read as fp32");
     return add(*t, true, size_t(n) * sizeof(float));
   }
 

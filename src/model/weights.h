@@ -16,20 +16,20 @@ class File;
 namespace qwen {
 
 struct LayerWeights {
-  const float* attn_norm = nullptr;  // fp32 [n_embd]
-  Weight attn_q;                     // [q_dim][n_embd]
-  Weight attn_k;                     // [kv_dim][n_embd]
-  Weight attn_v;                     // [kv_dim][n_embd]
-  const float* attn_q_b = nullptr;   // fp32 [q_dim]   (qwen2; optional for llama)
-  const float* attn_k_b = nullptr;   // fp32 [kv_dim]
-  const float* attn_v_b = nullptr;   // fp32 [kv_dim]
+  const float* attn_norm = nullptr;    // fp32 [n_embd]
+  Weight attn_q;                       // [q_dim][n_embd]
+  Weight attn_k;                       // [kv_dim][n_embd]
+  Weight attn_v;                       // [kv_dim][n_embd]
+  const float* attn_q_b = nullptr;     // fp32 [q_dim]   (qwen2; optional for llama)
+  const float* attn_k_b = nullptr;     // fp32 [kv_dim]
+  const float* attn_v_b = nullptr;     // fp32 [kv_dim]
   const float* attn_q_norm = nullptr;  // fp32 [head_dim] (qwen3)
   const float* attn_k_norm = nullptr;  // fp32 [head_dim] (qwen3)
-  Weight attn_output;                // [n_embd][q_dim]
-  const float* ffn_norm = nullptr;   // fp32 [n_embd]
-  Weight ffn_gate;                   // [n_ff][n_embd]
-  Weight ffn_up;                     // [n_ff][n_embd]
-  Weight ffn_down;                   // [n_embd][n_ff]
+  Weight attn_output;                  // [n_embd][q_dim]
+  const float* ffn_norm = nullptr;     // fp32 [n_embd]
+  Weight ffn_gate;                     // [n_ff][n_embd]
+  Weight ffn_up;                       // [n_ff][n_embd]
+  Weight ffn_down;                     // [n_embd][n_ff]
 };
 
 class ModelWeights {

@@ -22,12 +22,18 @@ double ms_since(Clock::time_point t0) {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::Running: return "running";
-    case FinishReason::Eog: return "eog";
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
-    case FinishReason::ContextFull: return "context_full";
-    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Running:
+      return "running";
+    case FinishReason::Eog:
+      return "eog";
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::ContextFull:
+      return "context_full";
+    case FinishReason::Cancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -106,19 +112,35 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   return e;
 }
 
-const ModelConfig& Engine::config() const { return impl_->model->config(); }
+const ModelConfig& Engine::config() const {
+  return impl_->model->config();
+}
 const Tokenizer& Engine::tokenizer() const {
   QWEN_CHECK(impl_->tokenizer != nullptr, impl_->file->path(),
              ": the model has no tokenizer (no tokenizer.ggml.* keys); pass token ids instead of text");
   return *impl_->tokenizer;
 }
-Backend& Engine::backend() { return *impl_->backend; }
-Model& Engine::model() { return *impl_->model; }
-int Engine::n_ctx() const { return impl_->n_ctx; }
-int Engine::n_seq() const { return impl_->n_seq; }
-int Engine::max_batch() const { return impl_->max_batch; }
-int Engine::n_vocab() const { return impl_->model->config().n_vocab; }
-double Engine::load_ms() const { return impl_->load_ms; }
+Backend& Engine::backend() {
+  return *impl_->backend;
+}
+Model& Engine::model() {
+  return *impl_->model;
+}
+int Engine::n_ctx() const {
+  return impl_->n_ctx;
+}
+int Engine::n_seq() const {
+  return impl_->n_seq;
+}
+int Engine::max_batch() const {
+  return impl_->max_batch;
+}
+int Engine::n_vocab() const {
+  return impl_->model->config().n_vocab;
+}
+double Engine::load_ms() const {
+  return impl_->load_ms;
+}
 
 const std::vector<int32_t>& Engine::slot_tokens(int slot) const {
   QWEN_CHECK(slot >= 0 && slot < impl_->n_seq, "slot ", slot, " is outside [0, ", impl_->n_seq, ")");
@@ -140,8 +162,8 @@ void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
     QWEN_CHECK(in.slot >= 0 && in.slot < m.n_seq, "eval: slot ", in.slot, " is outside [0, ", m.n_seq, ")");
     QWEN_CHECK(!in.tokens.empty(), "eval: input ", i, " for slot ", in.slot, " has no tokens");
     QWEN_CHECK(m.slots[in.slot].size() + in.tokens.size() <= size_t(m.n_ctx), "eval: slot ", in.slot,
-               " holds ", m.slots[in.slot].size(), " tokens; ", in.tokens.size(), " more exceed n_ctx = ",
-               m.n_ctx);
+               " holds ", m.slots[in.slot].size(), " tokens; ", in.tokens.size(),
+               " more exceed n_ctx = ", m.n_ctx);
     for (size_t j = 0; j < i; ++j) {
       QWEN_CHECK(inputs[j].slot != in.slot, "eval: slot ", in.slot, " appears twice in one batch");
     }
@@ -190,7 +212,8 @@ void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::v
   Impl& m = *impl_;
   clear_slot(slot);
   QWEN_CHECK(!tokens.empty(), "eval_all: no tokens");
-  QWEN_CHECK(tokens.size() <= size_t(m.n_ctx), "eval_all: ", tokens.size(), " tokens exceed n_ctx = ", m.n_ctx);
+  QWEN_CHECK(tokens.size() <= size_t(m.n_ctx), "eval_all: ", tokens.size(),
+             " tokens exceed n_ctx = ", m.n_ctx);
   for (int32_t id : tokens) m.check_token(id);
   const size_t n_vocab = size_t(this->n_vocab());
   out.resize(tokens.size() * n_vocab);
@@ -337,14 +360,16 @@ void Engine::step(std::span<Generation* const> gens) {
 
 // ---- Session ---------------------------------------------------------------------------------
 
-Completion Session::generate(std::vector<int32_t> prompt, const GenerateParams& params, const OnText& on_text) {
+Completion Session::generate(std::vector<int32_t> prompt, const GenerateParams& params,
+                             const OnText& on_text) {
   Generation g(engine_, slot_, std::move(prompt), params, on_text);
   Generation* gp = &g;
   while (!g.done()) engine_.step(std::span<Generation* const>(&gp, 1));
   return g.result();
 }
 
-Completion Session::generate(std::string_view prompt_text, const GenerateParams& params, const OnText& on_text) {
+Completion Session::generate(std::string_view prompt_text, const GenerateParams& params,
+                             const OnText& on_text) {
   return generate(engine_.tokenizer().encode(prompt_text, /*parse_special=*/true, /*add_special=*/true),
                   params, on_text);
 }

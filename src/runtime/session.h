@@ -27,11 +27,11 @@ struct ModelConfig;
 
 struct EngineOptions {
   std::string model_path;
-  std::string device = "auto";  // auto | cpu | cuda
-  int n_threads = 0;            // cpu backend threads; 0: all hardware threads
-  int n_ctx = 0;                // tokens per slot; 0: min(model context length, 4096)
-  int n_seq = 1;                // KV cache slots (sequences decoded together)
-  int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)
+  std::string device = "auto";       // auto | cpu | cuda
+  int n_threads = 0;                 // cpu backend threads; 0: all hardware threads
+  int n_ctx = 0;                     // tokens per slot; 0: min(model context length, 4096)
+  int n_seq = 1;                     // KV cache slots (sequences decoded together)
+  int max_batch = 512;               // most tokens in one forward call (longer prompts are chunked)
   GGMLType kv_type = GGMLType::F32;  // F32 or F16
   // Called while loading with the fraction done in [0, 1] (for a progress bar).
   std::function<void(float)> on_progress;
@@ -60,7 +60,7 @@ enum class FinishReason {
 const char* finish_reason_name(FinishReason r);
 
 struct GenerateParams {
-  int max_tokens = 256;           // < 0: until eog / stop / context full
+  int max_tokens = 256;  // < 0: until eog / stop / context full
   SamplerParams sampler;
   std::vector<std::string> stop;  // stop strings
   bool ignore_eog = false;        // keep going through end-of-generation tokens
@@ -115,8 +115,8 @@ class Engine {
   // Teacher-forced logits of every token (qwen-logits): evaluates `tokens` on `slot` from position
   // 0, `step_by_step` feeding one token per forward; out is [tokens.size()][n_vocab].
   // `tap` (optional) sees every named intermediate of every forward call.
-  using Tap = std::function<void(const std::string& name, int layer, const float* data, int64_t rows,
-                                 int64_t cols)>;
+  using Tap =
+      std::function<void(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols)>;
   void eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
                 const Tap& tap = {}, int slot = 0);
 
@@ -157,8 +157,7 @@ class Generation {
 class Session {
  public:
   explicit Session(Engine& engine, int slot = 0) : engine_(engine), slot_(slot) {}
-  Completion generate(std::vector<int32_t> prompt, const GenerateParams& params,
-                      const OnText& on_text = {});
+  Completion generate(std::vector<int32_t> prompt, const GenerateParams& params, const OnText& on_text = {});
   Completion generate(std::string_view prompt_text, const GenerateParams& params,
                       const OnText& on_text = {});  // tokenized with special tokens parsed
   void reset() { engine_.clear_slot(slot_); }

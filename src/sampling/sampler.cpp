@@ -11,8 +11,7 @@ namespace qwen {
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history, const SamplerParams& p) {
   const bool any = p.repeat_penalty != 1.f || p.presence_penalty != 0.f || p.frequency_penalty != 0.f;
   if (!any || history.empty() || p.penalty_last_n == 0) return;
-  const size_t n = p.penalty_last_n < 0 ? history.size()
-                                        : std::min(history.size(), size_t(p.penalty_last_n));
+  const size_t n = p.penalty_last_n < 0 ? history.size() : std::min(history.size(), size_t(p.penalty_last_n));
   std::unordered_map<int32_t, int> count;
   for (int32_t id : history.subspan(history.size() - n)) ++count[id];
   for (const auto& [id, c] : count) {
@@ -83,7 +82,8 @@ void min_p(std::vector<Candidate>& c, float p) {
 }
 
 Sampler::Sampler(const SamplerParams& params) : params_(params), rng_(params.seed) {
-  QWEN_CHECK(std::isfinite(params.temperature), "sampler: temperature ", params.temperature, " is not finite");
+  QWEN_CHECK(std::isfinite(params.temperature), "sampler: temperature ", params.temperature,
+             " is not finite");
   QWEN_CHECK(params.top_p > 0.f, "sampler: top_p = ", params.top_p, " must be > 0");
   QWEN_CHECK(params.min_p < 1.f, "sampler: min_p = ", params.min_p, " must be < 1");
   QWEN_CHECK(params.repeat_penalty > 0.f, "sampler: repeat_penalty = ", params.repeat_penalty,

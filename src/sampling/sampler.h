@@ -11,12 +11,12 @@
 namespace qwen {
 
 struct SamplerParams {
-  float temperature = 0.8f;     // <= 0: greedy
-  int top_k = 40;               // <= 0: off
-  float top_p = 0.95f;          // >= 1: off
-  float min_p = 0.05f;          // <= 0: off
-  float repeat_penalty = 1.0f;  // 1: off (llama.cpp: divides positive logits, multiplies negative)
-  int penalty_last_n = 64;      // how many recent tokens the penalties look at; -1: all
+  float temperature = 0.8f;       // <= 0: greedy
+  int top_k = 40;                 // <= 0: off
+  float top_p = 0.95f;            // >= 1: off
+  float min_p = 0.05f;            // <= 0: off
+  float repeat_penalty = 1.0f;    // 1: off (llama.cpp: divides positive logits, multiplies negative)
+  int penalty_last_n = 64;        // how many recent tokens the penalties look at; -1: all
   float presence_penalty = 0.f;   // subtracted once from every token seen
   float frequency_penalty = 0.f;  // subtracted per occurrence
   uint64_t seed = 0;

@@ -3,6 +3,7 @@
 // equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds.
 // Skipped with the reason when python3 + gguf or the shared tokenizer are not available.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,8 +13,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
@@ -28,7 +27,8 @@ class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const char* shared = std::getenv("QWEN_SHARED_DIR");
-    const fs::path shared_dir = shared ? fs::path(shared) : fs::path(QWEN_SOURCE_DIR).parent_path() / "shared";
+    const fs::path shared_dir =
+        shared ? fs::path(shared) : fs::path(QWEN_SOURCE_DIR).parent_path() / "shared";
     const fs::path vocab = shared_dir / "data" / "qwen2-tokenizer" / "tokenizer.json";
     if (!fs::exists(vocab)) {
       skip_reason_ = "shared tokenizer not found at " + vocab.string() + " (set QWEN_SHARED_DIR)";
@@ -36,14 +36,17 @@ class SessionTest : public ::testing::Test {
     }
     // ctest runs each test in its own process: the model is made once, under a name that changes
     // with the arguments, written to a private name and renamed so parallel runs never see half a file.
-    const std::string args = "--arch qwen2 --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128"
-                             " --n-vocab 151936 --type Q8_0 --seed 5";
-    model_ = fs::temp_directory_path() /
-             ("qwen_session_test_" + std::to_string(std::hash<std::string>{}(args + vocab.string())) + ".gguf");
+    const std::string args =
+        "--arch qwen2 --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128"
+        " --n-vocab 151936 --type Q8_0 --seed 5";
+    model_ =
+        fs::temp_directory_path() /
+        ("qwen_session_test_" + std::to_string(std::hash<std::string>{}(args + vocab.string())) + ".gguf");
     if (fs::exists(model_)) return;
     const fs::path tmp = model_.string() + "." + std::to_string(::getpid());
     const std::string cmd = "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "make_model.py").string() +
-                            " " + args + " --vocab " + vocab.string() + " -o " + tmp.string() + " > /dev/null 2>&1";
+                            " " + args + " --vocab " + vocab.string() + " -o " + tmp.string() +
+                            " > /dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0) {
       skip_reason_ = "could not run: " + cmd + " (python3 with gguf needed)";
       return;
