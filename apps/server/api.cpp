@@ -40,6 +40,14 @@ const json* field(const json& body, const char* key) {
   return &*it;
 }
 
+// A value for an error message. Arrays and objects are only named: printing them is recursive,
+// and a client may send them nested arbitrarily deep.
+std::string describe(const json& v) {
+  if (v.is_structured()) return str(v.type_name(), " of ", v.size(), " elements");
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
 [[noreturn]] void wrong_type(const char* key, const char* expected, const json& v) {
   invalid(key, str("'", key, "' must be ", expected, ", got ", v.type_name()), "invalid_type");
 }
@@ -86,7 +94,7 @@ std::optional<std::string> string(const json& body, const char* key) {
 // they ask for something (false / 1 / empty are the API's own defaults).
 void refuse_unsupported(const json& body) {
   if (const json* n = field(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1)) {
-    invalid("n", str("'n' is ", n->dump(), ": only n = 1 is supported"), "unsupported_value");
+    invalid("n", str("'n' is ", describe(*n), ": only n = 1 is supported"), "unsupported_value");
   }
   if (const json* v = field(body, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) &&
                                                !(v->is_number_integer() && v->get<int64_t>() == 0)) {
@@ -183,12 +191,30 @@ std::string message_content(const json& content, size_t i) {
     const json* type = part.is_object() ? field(part, "type") : nullptr;
     const json* t = part.is_object() ? field(part, "text") : nullptr;
     if (!type || *type != "text" || !t || !t->is_string()) {
-      invalid(param, str("'", param, "' parts must be {\"type\": \"text\", \"text\": string}, got ", part.dump()),
+      invalid(param, str("'", param, "' parts must be {\"type\": \"text\", \"text\": string}, got ", describe(part)),
               "invalid_type");
     }
     text += t->get<std::string>();
   }
   return text;
+}
+
+// An array of token ids, each checked against the vocabulary.
+std::vector<int32_t> token_ids(const json& v, const char* param, int32_t n_vocab) {
+  if (!v.is_array()) wrong_type(param, "an array of token ids", v);
+  std::vector<int32_t> ids;
+  ids.reserve(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const json& t = v[i];
+    if (!t.is_number_integer()) wrong_type(param, "an array of token ids", t);
+    const bool too_big = t.is_number_unsigned() && t.get<uint64_t>() >= uint64_t(n_vocab);
+    const int64_t id = too_big ? int64_t(n_vocab) : t.get<int64_t>();
+    if (id < 0 || id >= n_vocab) {
+      invalid(param, str("'", param, "[", i, "]' is ", describe(t), ", outside the vocabulary [0, ", n_vocab, ")"));
+    }
+    ids.push_back(int32_t(id));
+  }
+  return ids;
 }
 
 }  // namespace
@@ -232,7 +258,7 @@ GenerationRequest parse_chat_request(const json& body) {
   return r;
 }
 
-GenerationRequest parse_completion_request(const json& body) {
+GenerationRequest parse_completion_request(const json& body, int32_t n_vocab) {
   GenerationRequest r;
   parse_common(body, r);
   if (auto suffix = string(body, "suffix"); suffix && !suffix->empty()) {
@@ -240,16 +266,23 @@ GenerationRequest parse_completion_request(const json& body) {
   }
   const json* prompt = field(body, "prompt");
   if (!prompt) invalid("prompt", "'prompt' is required", "missing_field");
-  // The API also allows a list of prompts (one completion each); with n = 1 only one is served.
-  if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-    r.prompt = (*prompt)[0].get<std::string>();
-  } else if (prompt->is_string()) {
-    r.prompt = prompt->get<std::string>();
+  // The API allows a string, token ids, or a list of either (one completion each); with n = 1 a
+  // list must hold exactly one prompt.
+  const json* one = prompt;
+  if (prompt->is_array() && prompt->size() == 1 && ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    one = &(*prompt)[0];
+  }
+  if (one->is_string()) {
+    r.prompt = one->get<std::string>();
+  } else if (one->is_array() && !one->empty() && (*one)[0].is_number()) {
+    r.prompt_ids = token_ids(*one, "prompt", n_vocab);
   } else {
-    invalid("prompt", str("'prompt' must be a string (or a list of exactly one string), got ", prompt->dump(-1).substr(0, 80)),
+    invalid("prompt",
+            str("'prompt' must be a string or an array of token ids (or a list of exactly one of those), got ",
+                describe(*prompt)),
             "invalid_type");
   }
-  if (r.prompt.empty()) invalid("prompt", "'prompt' must not be empty");
+  if (r.prompt.empty() && r.prompt_ids.empty()) invalid("prompt", "'prompt' must not be empty");
   return r;
 }
 
@@ -268,19 +301,7 @@ std::vector<int32_t> parse_detokenize_request(const json& body, int32_t n_vocab)
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object", "invalid_type");
   const json* tokens = field(body, "tokens");
   if (!tokens) invalid("tokens", "'tokens' is required", "missing_field");
-  if (!tokens->is_array()) wrong_type("tokens", "an array of token ids", *tokens);
-  std::vector<int32_t> ids;
-  ids.reserve(tokens->size());
-  for (size_t i = 0; i < tokens->size(); ++i) {
-    const json& t = (*tokens)[i];
-    if (!t.is_number_integer()) wrong_type("tokens", "an array of token ids", t);
-    int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > uint64_t(n_vocab) ? int64_t(n_vocab) : t.get<int64_t>();
-    if (id < 0 || id >= n_vocab) {
-      invalid("tokens", str("'tokens[", i, "]' is ", t.dump(), ", outside the vocabulary [0, ", n_vocab, ")"));
-    }
-    ids.push_back(int32_t(id));
-  }
-  return ids;
+  return token_ids(*tokens, "tokens", n_vocab);
 }
 
 }  // namespace qwen::server

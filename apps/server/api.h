@@ -38,7 +38,8 @@ struct GenerationRequest {
   bool chat = false;
   std::string model;                  // empty: the served model
   std::vector<ChatMessage> messages;  // chat only, roles system / user / assistant
-  std::string prompt;                 // completions only
+  std::string prompt;                 // completions: prompt text, or
+  std::vector<int32_t> prompt_ids;    // completions: the prompt as token ids (checked < n_vocab)
   GenerateParams params;              // max_tokens (< 0: until eog / stop / context full), sampler, stop
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: an extra usage chunk before [DONE]
@@ -48,7 +49,7 @@ struct GenerationRequest {
 // Parse a body; throw ApiError (400) naming the field and the bad value.
 nlohmann::json parse_body(const std::string& body);
 GenerationRequest parse_chat_request(const nlohmann::json& body);
-GenerationRequest parse_completion_request(const nlohmann::json& body);
+GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab);
 
 // POST /tokenize {"content": str, "add_special": bool = false, "parse_special": bool = true}
 struct TokenizeRequest {

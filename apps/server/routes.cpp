@@ -167,6 +167,8 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
     }
     // The rendered template already holds its BOS and control tokens as text.
     ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
+  } else if (!r.prompt_ids.empty()) {
+    ids = r.prompt_ids;
   } else {
     ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
   }
@@ -184,7 +186,8 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
 void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   guarded(res, [&] {
     json body = parse_body(req.body);
-    GenerationRequest r = chat ? parse_chat_request(body) : parse_completion_request(body);
+    GenerationRequest r =
+        chat ? parse_chat_request(body) : parse_completion_request(body, engine_.tokenizer().n_vocab());
     if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
       throw ApiError(400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
                      "model_not_found", "model");
@@ -242,11 +245,15 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider("text/event-stream", [st](size_t, httplib::DataSink& sink) {
-    std::string out;
     if (st->chat && !st->role_sent) {
-      out += sse_data(chat_chunk(st->rid, /*role=*/true, std::string(), std::nullopt, nullptr));
+      // The role chunk goes out at once, before any token: the client sees the stream open.
       st->role_sent = true;
+      std::string role = sse_data(chat_chunk(st->rid, /*role=*/true, std::string(), std::nullopt, nullptr));
+      if (sink.write(role.data(), role.size())) return true;
+      st->job->cancel();
+      return false;
     }
+    std::string out;
     Job::Update u = st->job->wait(kKeepAlive);
     if (!u.text.empty()) {
       out += sse_data(st->chat ? chat_chunk(st->rid, false, u.text, std::nullopt, nullptr)

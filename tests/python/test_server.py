@@ -182,6 +182,16 @@ def test_completions_stream_equals_whole(client):
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
 
 
+def test_prompt_as_token_ids(server, client):
+    """A prompt sent as token ids gives the same completion as its text."""
+    text = "The quick brown fox"
+    ids = server.request("POST", "/tokenize", {"content": text})[1]["tokens"]
+    a = client.completions.create(model="tiny-qwen2", prompt=text, max_tokens=16, temperature=0)
+    b = client.completions.create(model="tiny-qwen2", prompt=ids, max_tokens=16, temperature=0)
+    assert b.choices[0].text == a.choices[0].text
+    assert b.usage.prompt_tokens == len(ids)
+
+
 def test_seed_reproducible(client):
     a = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
     b = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
@@ -308,6 +318,12 @@ ERROR_CASES = [
      "tokens"),
     ("tokenize no content", "POST", "/tokenize", json.dumps({}), 400, "missing_field", "content"),
     ("nested json", "POST", CHAT, "[" * 100000 + "]" * 100000, 400, "invalid_type", None),
+    ("nested field", "POST", CHAT, '{"messages": [], "n": ' + "[" * 100000 + "]" * 100000 + "}", 400,
+     "unsupported_value", "n"),
+    ("prompt ids out of range", "POST", "/v1/completions", json.dumps({"prompt": [1, -5]}), 400, "invalid_value",
+     "prompt"),
+    ("prompt mixed list", "POST", "/v1/completions", json.dumps({"prompt": ["a", "b"]}), 400, "invalid_type",
+     "prompt"),
     ("unknown route", "GET", "/v1/nothing", None, 404, "not_found", None),
     ("wrong method", "GET", CHAT, None, 404, "not_found", None),
     ("unknown model card", "GET", "/v1/models/gpt-4", None, 404, "model_not_found", "model"),
