@@ -22,14 +22,22 @@ void dequantize_f32(const void* src, float* dst, int64_t n) {
   std::memcpy(dst, src, size_t(n) * 4);
 }
 
+// Rows are read through memcpy: a file may set general.alignment to 1 or 2, so an F32 row need
+// not be 4-byte aligned.
+inline float load_f32(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
 float dot_f32(const void* row, const float* x, int64_t n) {
-  const float* a = static_cast<const float*>(row);
+  const uint8_t* a = static_cast<const uint8_t*>(row);
   float acc[kLanes] = {};
   const int64_t main = n - n % kLanes;
   for (int64_t i = 0; i < main; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) acc[j] += a[i + j] * x[i + j];
+    for (int j = 0; j < kLanes; ++j) acc[j] += load_f32(a + 4 * (i + j)) * x[i + j];
   float tail = 0.f;
-  for (int64_t i = main; i < n; ++i) tail += a[i] * x[i];
+  for (int64_t i = main; i < n; ++i) tail += load_f32(a + 4 * i) * x[i];
   return reduce_lanes(acc) + tail;
 }
 

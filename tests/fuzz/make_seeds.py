@@ -31,6 +31,10 @@ def main() -> None:
     data[4:8] = (2).to_bytes(4, "little")
     (out / "tensor_F32_v2.gguf").write_bytes(bytes(data))
     corpus.write_gguf(out / "metadata_only.gguf", {"a.b": (1, GGUFValueType.UINT8, None)}, {})
+    # Alignment 1: the F32 tensor after a 3-element F16 one starts at an odd offset.
+    corpus.write_gguf(out / "alignment_1.gguf", {}, {
+        "h": (corpus.T.F16, corpus.random_row_bytes(corpus.T.F16, 1, 3, rng), (3,)),
+        "f": (corpus.T.F32, corpus.random_row_bytes(corpus.T.F32, 1, 5, rng), (5,))}, alignment=1)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,29 @@ TEST(GgufReader, CustomAlignmentAndVersion2) {
   EXPECT_EQ(f->tensor("y").data, f->tensor("x").data + 256);
 }
 
+// general.alignment = 1 is legal, so an F32 tensor may start at an odd address; the kernels read
+// rows bytewise and must give the same values as from an aligned copy.
+TEST(GgufReader, AlignmentOneAllowsUnalignedF32Rows) {
+  RawGguf g;
+  g.alignment = 1;
+  g.kvs = {kv("general.alignment", U32, enc<uint32_t>(1))};
+  g.tensors = {{"h", {1}, 1, 0}, {"f", {17}, 0, 2}, {"g", {1}, 24, 70}};  // "g": I8, stays unread
+  g.data.assign(71, 0);
+  for (int i = 0; i < 17; ++i) {
+    const float v = float(i) - 3.5f;
+    std::memcpy(g.data.data() + 2 + 4 * i, &v, 4);
+  }
+  const auto f = parse(g);
+  const auto& t = f->tensor("f");
+  EXPECT_EQ(t.offset, 2u);
+  float aligned[17], deq[17], x[17];
+  std::memcpy(aligned, t.data, sizeof aligned);
+  for (int i = 0; i < 17; ++i) x[i] = float(i % 5);
+  qwen::dequantize_row(GGMLType::F32, t.data, deq, 17);
+  EXPECT_EQ(0, std::memcmp(deq, aligned, sizeof deq));
+  EXPECT_EQ(qwen::vec_dot(GGMLType::F32, t.data, x, 17), qwen::vec_dot(GGMLType::F32, aligned, x, 17));
+}
+
 TEST(GgufReader, UnsupportedButKnownTypeOpens) {
   RawGguf g;
   g.tensors = {{"iq", {256, 2}, 16, 0}};  // IQ2_XXS: 66 bytes per 256 elements
