@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -53,13 +54,15 @@ class ProgressBar {
   int last_ = -1;
 };
 
-void print_timing(const qwen::Completion& c) {
+// weight_bytes: every decode step streams all weights once, so bytes x tok/s is the effective
+// memory bandwidth of generation (DESIGN §3.7).
+void print_timing(const qwen::Completion& c, size_t weight_bytes) {
   const qwen::Timing& t = c.timing;
   std::fprintf(stderr,
                "\n[prompt: %d tokens (%d cached) in %.1f ms, %.1f tok/s | generation: %d tokens in %.1f ms, "
-               "%.1f tok/s | finish: %s]\n",
+               "%.1f tok/s, %.2f GB/s | finish: %s]\n",
                t.n_prompt, t.n_cached, t.prompt_ms, t.prompt_tok_s(), t.n_gen, t.gen_ms, t.gen_tok_s(),
-               qwen::finish_reason_name(c.finish));
+               double(weight_bytes) * t.gen_tok_s() / 1e9, qwen::finish_reason_name(c.finish));
 }
 
 bool stream_out(std::string_view piece) {
@@ -126,9 +129,10 @@ int main(int argc, char** argv) {
                  opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
                  engine->backend().name().c_str(), engine->n_ctx(), engine->load_ms());
     qwen::Session session(*engine);
+    const size_t weight_bytes = engine->model().weights().nbytes();
 
     if (!chat) {
-      print_timing(session.generate(std::string_view(prompt), gen, stream_out));
+      print_timing(session.generate(std::string_view(prompt), gen, stream_out), weight_bytes);
       return 0;
     }
     const qwen::Tokenizer& tok = engine->tokenizer();
@@ -141,7 +145,7 @@ int main(int argc, char** argv) {
       const std::string text = tmpl.render(history, /*add_generation_prompt=*/true);
       const qwen::Completion c = session.generate(tok.encode(text, /*parse_special=*/true), gen, stream_out);
       history.push_back({"assistant", c.text});
-      print_timing(c);
+      print_timing(c, weight_bytes);
     };
     if (!prompt.empty()) turn(prompt);
     if (!prompt.empty() && !interactive) return 0;

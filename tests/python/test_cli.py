@@ -88,3 +88,14 @@ def test_errors_are_clear(bin_dir, model, tmp_path):
     assert no_prompt.returncode == 1 and "-p" in no_prompt.stderr
     bad_device = cli(bin_dir, "-m", model, "-p", "x", device="tpu")
     assert bad_device.returncode != 0 and "tpu" in bad_device.stderr
+
+
+def test_logits_prompt_is_tokenized_like_hf(bin_dir, model, tokenizer_json, tmp_path):
+    """qwen-logits --prompt (special tokens parsed) == --tokens with the HF tokenizer's ids, bitwise."""
+    text = "<|im_start|>user\nHow are you? 123 ünïcödé<|im_end|>\n"
+    ids = Tokenizer.from_file(str(tokenizer_json)).encode(text).ids
+    base = [str(bin_dir / "qwen-logits"), "-m", str(model), "--device", "cpu"]
+    subprocess.run([*base, "--prompt", text, "-o", str(tmp_path / "p.npy")], check=True, capture_output=True)
+    subprocess.run([*base, "--tokens", ",".join(map(str, ids)), "-o", str(tmp_path / "t.npy")], check=True,
+                   capture_output=True)
+    assert np.array_equal(np.load(tmp_path / "p.npy"), np.load(tmp_path / "t.npy"))
