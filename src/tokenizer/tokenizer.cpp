@@ -1,12 +1,14 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
 #include <unordered_map>
 
 #include "gguf/gguf.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/spm.h"
 #include "tokenizer/unicode.h"
 #include "util/check.h"
 
@@ -64,6 +66,8 @@ class SpecialTrie {
 
 struct Tokenizer::Impl {
   TokenizerData d;
+  bool is_spm = false;  // tokenizer.ggml.model == "llama"
+  spm::Model spm_model;
   pretok::Kind pre_kind = pretok::Kind::kGpt2;
   bool nfc = false;            // the Qwen2 tokenizer normalises input to NFC
   bool ignore_merges = false;  // Llama 3: a piece that is a whole token is taken as is
@@ -85,8 +89,11 @@ struct Tokenizer::Impl {
   TokenType type(int32_t id) const {
     return d.token_types.empty() ? TokenType::kNormal : static_cast<TokenType>(d.token_types[id]);
   }
+  void init_gpt2();
+  void init_spm();
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  void encode_spm(std::string_view text, std::vector<int32_t>& out) const;
 };
 
 Tokenizer::Impl::Impl(TokenizerData data) : d(std::move(data)) {
@@ -111,33 +118,52 @@ Tokenizer::Impl::Impl(TokenizerData data) : d(std::move(data)) {
   }
   QWEN_CHECK(!d.add_bos || d.bos_id >= 0, src, ": add_bos_token is set but there is no bos_token_id");
   QWEN_CHECK(!d.add_eos || d.eos_id >= 0, src, ": add_eos_token is set but there is no eos_token_id");
-  QWEN_CHECK(d.model == "gpt2", src, ": tokenizer.ggml.model '", d.model,
-             "' is not supported (supported: gpt2 byte-level BPE)");
+  QWEN_CHECK(d.model == "gpt2" || d.model == "llama", src, ": tokenizer.ggml.model '", d.model,
+             "' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece BPE)");
+  is_spm = d.model == "llama";
+  bytes.resize(n);
+  by_text.reserve(n);
+  for (size_t i = 0; i < n; ++i) by_text.try_emplace(d.tokens[i], static_cast<int32_t>(i));
+  if (!is_spm) {
+    init_gpt2();
+  } else {
+    init_spm();
+  }
+  // Added tokens split the text before the model sees it; they stand for their own text.
+  for (size_t i = 0; i < n; ++i) {
+    const TokenType t = type(static_cast<int32_t>(i));
+    if (d.tokens[i].empty() || (t != TokenType::kControl && t != TokenType::kUserDefined)) continue;
+    all_added.add(d.tokens[i], static_cast<int32_t>(i));
+    if (t == TokenType::kUserDefined) user_added.add(d.tokens[i], static_cast<int32_t>(i));
+  }
 
+  for (int32_t id : {d.eos_id, d.eot_id, d.eom_id}) {
+    if (id >= 0) eog.push_back(id);
+  }
+  for (std::string_view text : kEogTexts) {
+    auto it = by_text.find(std::string(text));
+    if (it != by_text.end() && type(it->second) == TokenType::kControl) eog.push_back(it->second);
+  }
+  std::sort(eog.begin(), eog.end());
+  eog.erase(std::unique(eog.begin(), eog.end()), eog.end());
+}
+
+void Tokenizer::Impl::init_gpt2() {
+  const std::string& src = d.source;
+  const size_t n = d.tokens.size();
   pre_kind = pretok::from_name(d.pre, src);
   nfc = pre_kind == pretok::Kind::kQwen2;
   ignore_merges = pre_kind == pretok::Kind::kLlama3;
 
-  bytes.resize(n);
-  by_text.reserve(n);
   normal_by_bytes.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const auto id = static_cast<int32_t>(i);
-    by_text.try_emplace(d.tokens[i], id);
-    const TokenType t = type(id);
-    if (t == TokenType::kNormal) {
+    if (type(id) == TokenType::kNormal) {
       QWEN_CHECK(bpe::byte_level_decode(d.tokens[i], bytes[i]), src, ": token ", i, " '", d.tokens[i],
                  "' is NORMAL but has a character outside the byte-level BPE alphabet");
       normal_by_bytes.try_emplace(bytes[i], id);
     } else {
-      // Added tokens are stored as the text they stand for.
-      bytes[i] = d.tokens[i];
-      if (d.tokens[i].empty()) continue;
-      if (t == TokenType::kControl) all_added.add(d.tokens[i], id);
-      if (t == TokenType::kUserDefined) {
-        all_added.add(d.tokens[i], id);
-        user_added.add(d.tokens[i], id);
-      }
+      bytes[i] = d.tokens[i];  // added tokens are stored as the text they stand for
     }
   }
   for (int b = 0; b < 256; ++b) {
@@ -161,16 +187,47 @@ Tokenizer::Impl::Impl(TokenizerData data) : d(std::move(data)) {
                src, ": tokenizer.ggml.merges[", r, "] = '", m, "' names a token not in the vocabulary");
     merges.add(l->second, rt->second, static_cast<int32_t>(r), mg->second);
   }
+}
 
-  for (int32_t id : {d.eos_id, d.eot_id, d.eom_id}) {
-    if (id >= 0) eog.push_back(id);
+void Tokenizer::Impl::init_spm() {
+  const std::string& src = d.source;
+  const size_t n = d.tokens.size();
+  QWEN_CHECK(d.scores.size() == n, src, ": tokenizer.ggml.model is 'llama' but tokenizer.ggml.scores has ",
+             d.scores.size(), " entries for ", n, " tokens");
+  spm_model.scores = d.scores;
+  spm_model.byte_ids.fill(-1);
+  spm_model.unk_id = d.unk_id;
+  for (size_t i = 0; i < n; ++i) {
+    const auto id = static_cast<int32_t>(i);
+    const std::string& text = d.tokens[i];
+    const TokenType t = type(id);
+    if (t == TokenType::kByte) {
+      // "<0xAB>"
+      unsigned value = 0;
+      QWEN_CHECK(text.size() == 6 && text.starts_with("<0x") && text[5] == '>' &&
+                     std::sscanf(text.c_str() + 3, "%2x", &value) == 1,
+                 src, ": token ", i, " '", text, "' is BYTE but not of the form <0xAB>");
+      bytes[i] = std::string(1, static_cast<char>(value));
+      spm_model.byte_ids[value] = id;
+      continue;
+    }
+    if (t == TokenType::kNormal || t == TokenType::kUserDefined) {
+      spm_model.pieces.try_emplace(text, id);
+      // The visible space U+2581 stands for ' '.
+      std::string out;
+      for (size_t p = 0; p < text.size();) {
+        if (std::string_view(text).substr(p).starts_with(spm::kSpace)) {
+          out += ' ';
+          p += spm::kSpace.size();
+        } else {
+          out += text[p++];
+        }
+      }
+      bytes[i] = std::move(out);
+    } else {
+      bytes[i] = text;
+    }
   }
-  for (std::string_view text : kEogTexts) {
-    auto it = by_text.find(std::string(text));
-    if (it != by_text.end() && type(it->second) == TokenType::kControl) eog.push_back(it->second);
-  }
-  std::sort(eog.begin(), eog.end());
-  eog.erase(std::unique(eog.begin(), eog.end()), eog.end());
 }
 
 void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
@@ -203,8 +260,28 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
   cache.emplace(std::move(key), std::move(ids));
 }
 
+void Tokenizer::Impl::encode_spm(std::string_view raw, std::vector<int32_t>& out) const {
+  // As llama.cpp: every text fragment (the start, or text after a special token) gets the dummy
+  // prefix when add_space_prefix is set, and spaces become "▁".
+  std::string text;
+  text.reserve(raw.size() + 16);
+  if (d.add_space_prefix) text += spm::kSpace;
+  for (char c : raw) {
+    if (c == ' ') {
+      text += spm::kSpace;
+    } else {
+      text += c;
+    }
+  }
+  spm::encode(spm_model, text, out);
+}
+
 void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& out) const {
   if (raw.empty()) return;
+  if (is_spm) {
+    encode_spm(raw, out);
+    return;
+  }
   const std::string normalized = nfc ? unicode::nfc(raw) : std::string();
   const std::string_view text = nfc ? std::string_view(normalized) : raw;
   // Code points with their byte offsets (offsets[i] = start of code point i; offsets[n] = end).
@@ -257,6 +334,7 @@ TokenizerData read_gguf(const gguf::File& f) {
   d.unk_id = id("unknown_token_id");
   d.add_bos = f.get_or<bool>("tokenizer.ggml.add_bos_token", false);
   d.add_eos = f.get_or<bool>("tokenizer.ggml.add_eos_token", false);
+  d.add_space_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", d.model == "llama");
   d.chat_template = f.get_or<std::string>("tokenizer.chat_template", "");
   return d;
 }
@@ -295,9 +373,18 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
   std::string out;
+  bool at_start = true;
   for (int32_t id : ids) {
-    if (skip_special && token_type(id) == TokenType::kControl) continue;
-    out += impl_->bytes[id];
+    const TokenType t = token_type(id);
+    if (skip_special && t == TokenType::kControl) continue;
+    const std::string& piece = impl_->bytes[id];
+    // SentencePiece models drop the dummy-prefix space of the first piece, as sentencepiece does.
+    if (at_start && strips_leading_space() && t == TokenType::kNormal && piece.starts_with(' ')) {
+      out.append(piece, 1);
+    } else {
+      out += piece;
+    }
+    if (t != TokenType::kControl) at_start = false;
   }
   return out;
 }
@@ -328,6 +415,7 @@ int32_t Tokenizer::bos() const { return impl_->d.bos_id; }
 int32_t Tokenizer::eos() const { return impl_->d.eos_id; }
 bool Tokenizer::add_bos() const { return impl_->d.add_bos; }
 bool Tokenizer::add_eos() const { return impl_->d.add_eos; }
+bool Tokenizer::strips_leading_space() const { return impl_->is_spm && impl_->d.add_space_prefix; }
 const std::vector<int32_t>& Tokenizer::eog_ids() const { return impl_->eog; }
 bool Tokenizer::is_eog(int32_t id) const {
   return std::binary_search(impl_->eog.begin(), impl_->eog.end(), id);
@@ -340,8 +428,15 @@ StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)
     : tok_(&tok), skip_special_(skip_special) {}
 
 std::string StreamDecoder::push(int32_t id) {
-  if (skip_special_ && tok_->token_type(id) == TokenType::kControl) return {};
-  pending_ += tok_->token_bytes(id);
+  const TokenType t = tok_->token_type(id);
+  if (skip_special_ && t == TokenType::kControl) return {};
+  const std::string piece = tok_->token_bytes(id);
+  if (first_ && tok_->strips_leading_space() && t == TokenType::kNormal && piece.starts_with(' ')) {
+    pending_.append(piece, 1);
+  } else {
+    pending_ += piece;
+  }
+  if (t != TokenType::kControl) first_ = false;
   const size_t ready = unicode::complete_utf8_prefix(pending_);
   // Bytes that can never become valid are shown as U+FFFD rather than passed through broken.
   std::string out = unicode::sanitize_utf8(std::string_view(pending_).substr(0, ready));

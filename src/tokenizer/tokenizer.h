@@ -41,6 +41,7 @@ struct TokenizerData {
   std::vector<std::string> merges;   // gpt2 only: "left right" in rank order (rank = index)
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, eom_id = -1, pad_id = -1, unk_id = -1;
   bool add_bos = false, add_eos = false;
+  bool add_space_prefix = true;  // llama (SPM) only: "▁" dummy prefix before each text fragment
   std::string chat_template;  // tokenizer.chat_template (Jinja source), may be empty
   std::string source = "<memory>";  // named in error messages (the GGUF path)
 };
@@ -79,6 +80,9 @@ class Tokenizer {
   int32_t eos() const;  // -1 when the model has none
   bool add_bos() const;
   bool add_eos() const;
+  // SentencePiece models with add_space_prefix: the first piece's leading space is the dummy
+  // prefix, dropped when decoding from the start of a text.
+  bool strips_leading_space() const;
   // End-of-generation ids: eos, eot, eom and the control tokens that end a turn or a document
   // (<|im_end|>, <|endoftext|>, <|eot_id|>, <end_of_turn>, ...). Sorted, unique.
   const std::vector<int32_t>& eog_ids() const;
@@ -106,6 +110,7 @@ class StreamDecoder {
  private:
   const Tokenizer* tok_;
   bool skip_special_;
+  bool first_ = true;  // no text piece seen yet (see Tokenizer::strips_leading_space)
   std::string pending_;
 };
 

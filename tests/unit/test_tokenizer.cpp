@@ -202,8 +202,11 @@ TEST(TokenizerValidation, ErrorsNameTheField) {
   d.eos_id = 999;
   expect_error(d, "eos_token_id");
   d = tiny({}, {});
-  d.model = "llama";
-  expect_error(d, "tokenizer.ggml.model");
+  d.model = "bert";
+  expect_error(d, "tokenizer.ggml.model 'bert'");
+  d = tiny({}, {});
+  d.model = "llama";  // SentencePiece needs scores
+  expect_error(d, "tokenizer.ggml.scores");
   d = tiny({}, {});
   d.pre = "unknown-pre";
   expect_error(d, "unknown-pre");
@@ -211,6 +214,41 @@ TEST(TokenizerValidation, ErrorsNameTheField) {
   d.tokens.erase(d.tokens.begin() + 'a');
   d.token_types.pop_back();
   expect_error(d, "byte");
+}
+
+// SentencePiece-style model: pieces with scores, "▁" for spaces, <0xAB> byte fallback.
+TEST(TokenizerSpm, MergesByScoreWithByteFallback) {
+  TokenizerData d;
+  d.model = "llama";
+  const std::vector<std::pair<std::string, float>> pieces = {
+      {"<unk>", 0}, {"<s>", 0}, {"▁", -1}, {"a", -2}, {"b", -3}, {"▁a", -4},
+      {"ab", -5}, {"▁ab", -6}};
+  for (const auto& [text, score] : pieces) {
+    d.tokens.push_back(text);
+    d.scores.push_back(score);
+    d.token_types.push_back(static_cast<int32_t>(TokenType::kNormal));
+  }
+  d.token_types[0] = static_cast<int32_t>(TokenType::kUnknown);
+  d.token_types[1] = static_cast<int32_t>(TokenType::kControl);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    d.tokens.push_back(name);
+    d.scores.push_back(0);
+    d.token_types.push_back(static_cast<int32_t>(TokenType::kByte));
+  }
+  d.unk_id = 0;
+  d.bos_id = 1;
+  Tokenizer tok(std::move(d));
+  // "▁ab": ▁+a (score -4) beats a+b (-5), then ▁a+b -> ▁ab (-6).
+  EXPECT_EQ(tok.encode("ab"), (std::vector<int32_t>{7}));
+  // "é" has no piece: its two UTF-8 bytes become byte tokens (ids 8 + byte).
+  EXPECT_EQ(tok.encode("é"), (std::vector<int32_t>{2, 8 + 0xC3, 8 + 0xA9}));
+  EXPECT_EQ(tok.decode(tok.encode("ab a")), "ab a");  // dummy prefix dropped again
+  StreamDecoder dec(tok);
+  std::string streamed;
+  for (int32_t id : tok.encode("é ab")) streamed += dec.push(id);
+  EXPECT_EQ(streamed + dec.flush(), "é ab");
 }
 
 TEST(ChatTemplate, DetectionAndErrors) {
