@@ -19,6 +19,7 @@ bool byte_level_decode(std::string_view text, std::string& out);
 // Merge table over token ids: (left, right) -> (rank, merged id).
 class Merges {
  public:
+  void reserve(size_t n) { table_.reserve(n); }
   void add(int32_t left, int32_t right, int32_t rank, int32_t merged);
   // Returns false when (left, right) is not a merge.
   bool find(int32_t left, int32_t right, int32_t& rank, int32_t& merged) const {

@@ -173,6 +173,7 @@ void Tokenizer::Impl::init_gpt2() {
     byte_token[b] = it->second;
   }
 
+  merges.reserve(d.merges.size());
   for (size_t r = 0; r < d.merges.size(); ++r) {
     const std::string& m = d.merges[r];
     const size_t sp = m.find(' ');

@@ -176,3 +176,18 @@ def test_forced_template_and_unknown_template(bin_dir, tokenizer_json, tmp_path)
         got = run_chat(bin_dir, path, [conv], ["--chat-template", forced])[0]
         want = jinja_render(template_source(source_name, tokenizer_json), conv, True, {})
         assert got["text"] == want["text"], (forced, got, want)
+
+
+def test_chat_file_and_vars(bin_dir, qwen3_gguf, tokenizer_json, tmp_path):
+    """--chat FILE.json (a messages array) with --vars and --no-generation-prompt, as documented."""
+    conv = [m("system", "sys"), m("user", "hi")]
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps(conv, indent=2), encoding="utf-8")
+    source = template_source("qwen3", tokenizer_json)
+    for args, gen, variables in [([], True, {}), (["--vars", '{"enable_thinking": false}'], True, {"enable_thinking": False}),
+                                 (["--no-generation-prompt"], False, {})]:
+        proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(qwen3_gguf), "--chat", str(path), *args],
+                              capture_output=True, text=True, encoding="utf-8", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        assert got["text"] == jinja_render(source, conv, gen, variables)["text"], args
