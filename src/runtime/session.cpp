@@ -53,6 +53,8 @@ struct Engine::Impl {
   float* d_logits = nullptr;
   std::vector<int32_t> h_ids, h_pos, h_seq, h_rows;  // host staging, same sizes
   std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
+  bool use_graphs = false;
+  std::vector<bool> captured;  // [n_seq + 1]: a decode graph of n tokens sits in graph slot n
 
   ~Impl() {
     if (io != nullptr) backend->free(io);
@@ -66,7 +68,20 @@ struct Engine::Impl {
     backend->upload(d_seq, h_seq.data(), n * sizeof(int32_t));
     backend->upload(d_rows, h_rows.data(), n_out * sizeof(int32_t));
     const Batch batch{n, d_ids, d_pos, d_seq};
-    model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
+    // Small calls whose every row is an output (decode steps: one token per slot) replay a graph
+    // captured once per n: it reads ids, positions and rows from the same device buffers, which
+    // the uploads above refresh.
+    if (use_graphs && !tap && n == n_out && n <= n_seq) {
+      if (!captured[n]) {
+        backend->begin_capture(n);
+        model->forward(batch, kv->layers(), d_rows, n_out, d_logits);
+        backend->end_capture();
+        captured[n] = true;
+      }
+      backend->replay(n);
+    } else {
+      model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
+    }
     backend->download(out, d_logits, size_t(n_out) * model->config().n_vocab * sizeof(float));
   }
 
@@ -107,6 +122,8 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   m.d_logits = reinterpret_cast<float*>(m.d_rows + B);
   for (auto* v : {&m.h_ids, &m.h_pos, &m.h_seq, &m.h_rows}) v->resize(B);
   m.slots.resize(m.n_seq);
+  m.use_graphs = o.use_graphs && m.backend->supports_graphs();
+  m.captured.assign(size_t(m.n_seq) + 1, false);
   m.backend->synchronize();
   m.load_ms = ms_since(t0);
   return e;

@@ -33,6 +33,9 @@ struct EngineOptions {
   int n_seq = 1;                     // KV cache slots (sequences decoded together)
   int max_batch = 512;               // most tokens in one forward call (longer prompts are chunked)
   GGMLType kv_type = GGMLType::F32;  // F32 or F16
+  // On a backend with graphs, decode steps (one token per slot, up to n_seq slots) are captured
+  // once per batch size and replayed; false runs every forward eagerly (for comparisons).
+  bool use_graphs = true;
   // Called while loading with the fraction done in [0, 1] (for a progress bar).
   std::function<void(float)> on_progress;
 };
