@@ -8,7 +8,8 @@
 // position and a captured decode graph replays unchanged (split-K / flash-decoding). Each warp
 // walks every 4th key of its block's part with an online softmax; a lane owns head_dim/32
 // dimensions. Scores, softmax and accumulation are fp32. With one split the block writes the
-// normalized output; otherwise it writes (acc, max, sum) partials that attn_combine merges.
+// normalized output; otherwise it writes (acc, max, sum) partials and the last split of each
+// (token, head) to finish merges them, so decode attention is a single kernel.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -42,10 +43,12 @@ __device__ __forceinline__ void load_row(const KV* p, float out[D]) {
 
 template <class KV, int HD>
 __global__ void __launch_bounds__(kWarps * kWarp)
-    attn_kernel(float* __restrict__ out, float* __restrict__ part, const float* __restrict__ q,
+    attn_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
+                const float* __restrict__ q,
                 const KV* __restrict__ kc, const KV* __restrict__ vc, const int32_t* __restrict__ pos,
                 const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx, int n_seq,
                 float scale, int n_splits) {
+  pdl_begin();
   constexpr int D = HD / kWarp;  // dims per lane
   __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][HD];
   const int split = blockIdx.x, h = blockIdx.y;
@@ -96,42 +99,52 @@ __global__ void __launch_bounds__(kWarps * kWarp)
     sum += wt[w] * s_l[w];
   }
   const int64_t th = t * n_head + h;
+  if (n_splits == 1) {
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+      float a = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) a += wt[w] * s_acc[w][d];
+      out[th * HD + d] = a / sum;
+    }
+    return;
+  }
+  // Split-K: publish this split's partial, and let the last split of (t, h) to finish merge them
+  // all (a counter per (t, h), reset by that block so the next replay starts from zero).
   float* pp = part + (th * n_splits + split) * (HD + 2);
   for (int d = threadIdx.x; d < HD; d += blockDim.x) {
     float a = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) a += wt[w] * s_acc[w][d];
-    if (n_splits == 1) {
-      out[th * HD + d] = a / sum;
-    } else {
-      pp[d] = a;
-    }
+    pp[d] = a;
   }
-  if (n_splits > 1 && threadIdx.x == 0) pp[HD] = mx, pp[HD + 1] = sum;
-}
-
-// Merges the n_splits partials of each (token, head); one block per (token, head).
-template <int HD>
-__global__ void attn_combine_kernel(float* __restrict__ out, const float* __restrict__ part, int n_splits) {
-  const int64_t th = blockIdx.x;
-  const float* pp = part + th * n_splits * (HD + 2);
-  float mx = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, pp[s * (HD + 2) + HD]);
+  if (threadIdx.x == 0) pp[HD] = mx, pp[HD + 1] = sum;
+  __threadfence();
+  __syncthreads();
+  __shared__ bool s_last;
+  if (threadIdx.x == 0) s_last = atomicAdd(&counters[th], 1u) == unsigned(n_splits - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const float* p0 = part + th * n_splits * (HD + 2);
+  float gmax = -INFINITY;
+  for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (HD + 2) + HD));
   for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-    float a = 0.f, sum = 0.f;
-    for (int s = 0; s < n_splits; ++s) {
-      const float* ps = pp + s * (HD + 2);
-      const float w = ps[HD] == -INFINITY ? 0.f : expf(ps[HD] - mx);
-      a += w * ps[d];
-      sum += w * ps[HD + 1];
+    float a = 0.f, l = 0.f;
+    for (int sp = 0; sp < n_splits; ++sp) {
+      const float* ps = p0 + sp * (HD + 2);
+      const float m = __ldcg(ps + HD);
+      const float w = m == -INFINITY ? 0.f : expf(m - gmax);
+      a += w * __ldcg(ps + d);
+      l += w * __ldcg(ps + HD + 1);
     }
-    out[th * HD + d] = a / sum;
+    out[th * HD + d] = a / l;
   }
+  if (threadIdx.x == 0) counters[th] = 0;
 }
 
 template <class KV, int HD>
-void launch(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
-            const Batch& batch, const AttentionParams& p) {
+void launch_attn(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                 const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   // Split the keys only when (token, head) pairs alone cannot fill the GPU (decode); the
   // split count depends on shapes only, never on positions (graph replay).
   const int64_t units = int64_t(batch.n_tokens) * p.n_head;
@@ -139,33 +152,30 @@ void launch(cudaStream_t s, int n_sm, float* partials, float* out, const float* 
   if (units < 2 * n_sm) {
     n_splits = int(std::min<int64_t>({kMaxSplits, ceil_div(2 * n_sm, units), std::max(1, cache.n_ctx / 64)}));
     while (n_splits > 1 && units * n_splits * (HD + 2) > kAttnPartialFloats) --n_splits;
+    if (units > kMaxCounters) n_splits = 1;
   }
   const dim3 grid(unsigned(n_splits), unsigned(p.n_head), unsigned(batch.n_tokens));
-  attn_kernel<KV, HD><<<grid, kWarps * kWarp, 0, s>>>(
-      out, partials, q, static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v), batch.pos, batch.seq,
-      p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
+  launch(attn_kernel<KV, HD>, grid, dim3(kWarps * kWarp), s, out, scratch.attn_partials, scratch.attn_counters, q,
+         static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v), batch.pos, batch.seq, p.n_head,
+         p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
-  if (n_splits > 1) {
-    attn_combine_kernel<HD><<<unsigned(units), std::min(HD, 128), 0, s>>>(out, partials, n_splits);
-    QWEN_CUDA_LAUNCH_CHECK();
-  }
 }
 
 template <class KV>
-void launch_hd(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
-               const Batch& batch, const AttentionParams& p) {
+void launch_hd(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+               const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   switch (p.head_dim) {
-    case 64: return launch<KV, 64>(s, n_sm, partials, out, q, cache, batch, p);
-    case 128: return launch<KV, 128>(s, n_sm, partials, out, q, cache, batch, p);
-    case 256: return launch<KV, 256>(s, n_sm, partials, out, q, cache, batch, p);
+    case 64: return launch_attn<KV, 64>(s, n_sm, scratch, out, q, cache, batch, p);
+    case 128: return launch_attn<KV, 128>(s, n_sm, scratch, out, q, cache, batch, p);
+    case 256: return launch_attn<KV, 256>(s, n_sm, scratch, out, q, cache, batch, p);
     default: QWEN_FAIL("cuda attention: head_dim ", p.head_dim, " is not supported (64, 128 or 256)");
   }
 }
 
 }  // namespace
 
-void attention(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
-               const Batch& batch, const AttentionParams& p) {
+void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+               const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   if (batch.n_tokens == 0) return;
   QWEN_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "cuda attention: n_head ", p.n_head,
              " is not a multiple of n_head_kv ", p.n_head_kv);
@@ -173,10 +183,10 @@ void attention(cudaStream_t s, int n_sm, float* partials, float* out, const floa
              "cuda attention: cache shape (", cache.n_head_kv, " heads x ", cache.head_dim,
              ") does not match the parameters (", p.n_head_kv, " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
-  if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, partials, out, q, cache, batch, p);
+  if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
   QWEN_CHECK(cache.type == GGMLType::F32, "cuda attention: KV cache type ", type_name(cache.type),
              " is not supported (F16 or F32)");
-  launch_hd<float>(s, n_sm, partials, out, q, cache, batch, p);
+  launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
 }
 
 }  // namespace qwen::cuda

@@ -2,7 +2,8 @@
 // captured graphs; every op forwards to its op family's host entry point (ops.cuh).
 //
 // Memory: weights, KV cache and model scratch come from alloc() at load. The backend itself
-// allocates at construction a cuBLAS workspace and the split-K attention partials, and grows the
+// allocates at construction a cuBLAS workspace and the decode scratch (split-K attention partials,
+// zeroed counters of the attention and argmax reductions), and grows the
 // prefill GEMM scratch on the first prefill that needs it (never during capture). Steady-state
 // decode therefore allocates nothing and never synchronizes with the host.
 #include <algorithm>
@@ -32,7 +33,13 @@ class CudaBackend final : public Backend {
     // A fixed workspace keeps cuBLAS from allocating inside a captured graph.
     workspace_ = alloc(kCublasWorkspace);
     QWEN_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, kCublasWorkspace));
-    partials_ = static_cast<float*>(alloc(cuda::kAttnPartialFloats * sizeof(float)));
+    decode_.attn_partials = static_cast<float*>(alloc(cuda::kAttnPartialFloats * sizeof(float)));
+    decode_.attn_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
+    decode_.argmax_keys = static_cast<unsigned long long*>(alloc(cuda::kMaxCounters * sizeof(unsigned long long)));
+    decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
+    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
+    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.argmax_keys, 0, cuda::kMaxCounters * sizeof(unsigned long long), stream_));
+    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.argmax_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
   }
 
   ~CudaBackend() override {
@@ -41,7 +48,9 @@ class CudaBackend final : public Backend {
     for (auto& [slot, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (scratch_.w16) cudaFree(scratch_.w16);
     if (scratch_.x16) cudaFree(scratch_.x16);
-    cudaFree(partials_);
+    for (void* p : {static_cast<void*>(decode_.attn_partials), static_cast<void*>(decode_.attn_counters),
+                    static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters)})
+      cudaFree(p);
     cublasDestroy(blas_);
     cudaFree(workspace_);
     cudaStreamDestroy(stream_);
@@ -102,14 +111,14 @@ class CudaBackend final : public Backend {
   }
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
-    cuda::attention(stream_, n_sm_, partials_, out, q, cache, batch, p);
+    cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
     cuda::swiglu(stream_, out, gate, up, n);
   }
   void add(float* out, const float* a, const float* b, int64_t n) override { cuda::add(stream_, out, a, b, n); }
   void argmax(int32_t* out, const float* x, int n_rows, int n) override {
-    cuda::argmax(stream_, out, x, n_rows, n);
+    cuda::argmax(stream_, decode_, out, x, n_rows, n);
   }
 
   void add_i32(int32_t* x, int32_t delta, int n) override { cuda::add_i32(stream_, x, delta, n); }
@@ -152,7 +161,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   void* workspace_ = nullptr;
-  float* partials_ = nullptr;  // split-K attention partials, kAttnPartialFloats
+  cuda::DecodeScratch decode_;
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   int capturing_ = -1;

@@ -9,6 +9,7 @@ namespace {
 template <GGMLType T>
 __global__ void embed_kernel(float* __restrict__ out, const uint8_t* __restrict__ table, size_t row_bytes,
                              int64_t n_embd, int64_t n_vocab, const int32_t* __restrict__ ids) {
+  pdl_begin();
   const int t = blockIdx.y;
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= n_embd / kChunk) return;
@@ -40,7 +41,7 @@ void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, 
   const auto* data = static_cast<const uint8_t*>(table.data);
   const size_t rb = table.row_bytes();
   dispatch_type(table.type, "embed", [&]<GGMLType T>() {
-    embed_kernel<T><<<grid, threads, 0, s>>>(out, data, rb, table.ne0, table.ne1, ids);
+    launch(embed_kernel<T>, dim3(grid), dim3(threads), s, out, data, rb, table.ne0, table.ne1, ids);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }

@@ -33,6 +33,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
                                                            size_t row_bytes, const float* __restrict__ x,
                                                            int64_t ne0, int64_t ne1,
                                                            const float* __restrict__ bias) {
+  pdl_begin();
   const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= ne1) return;
@@ -62,6 +63,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
 template <GGMLType T>
 __global__ void dequant_f16_kernel(__half* __restrict__ out, const uint8_t* __restrict__ w, size_t row_bytes,
                                    int64_t ne0, int64_t row0, int64_t n_rows) {
+  pdl_begin();
   const int64_t n_chunks = ne0 / kChunk;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_rows * n_chunks) return;
@@ -81,6 +83,7 @@ __global__ void dequant_f16_kernel(__half* __restrict__ out, const uint8_t* __re
 // hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16).
 template <class Half>
 __global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const float* __restrict__ x, int64_t n) {
+  pdl_begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float v = x[i];
@@ -98,6 +101,7 @@ __global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const
 
 // y[t][o] += bias[o]
 __global__ void bias_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t ne1, int64_t n) {
+  pdl_begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) y[i] += bias[i % ne1];
 }
@@ -150,7 +154,7 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
   const auto* data = static_cast<const uint8_t*>(w.data);
   const size_t rb = w.row_bytes();
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-    gemv_kernel<T><<<grid, kGemvThreads, 0, s>>>(y, data, rb, x, w.ne0, w.ne1, bias);
+    launch(gemv_kernel<T>, dim3(grid), dim3(kGemvThreads), s, y, data, rb, x, w.ne0, w.ne1, bias);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
@@ -171,10 +175,10 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
     const cudaDataType_t dt = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     if (bf16) {
       auto* hi = static_cast<__nv_bfloat16*>(scratch.x16);
-      split_kernel<<<blocks, threads, 0, s>>>(hi, hi + nx, x, nx);
+      launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
     } else {
       auto* hi = static_cast<__half*>(scratch.x16);
-      split_kernel<<<blocks, threads, 0, s>>>(hi, hi + nx, x, nx);
+      launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
     }
     QWEN_CUDA_LAUNCH_CHECK();
     const char* x_hi = static_cast<const char*>(scratch.x16);
@@ -192,7 +196,7 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
         const int64_t rows = std::min(tile_rows, ne1 - r0);
         const unsigned dq_blocks = unsigned(ceil_div(rows * (ne0 / kChunk), threads));
         dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-          dequant_f16_kernel<T><<<dq_blocks, threads, 0, s>>>(w16, data, rb, ne0, r0, rows);
+          launch(dequant_f16_kernel<T>, dim3(dq_blocks), dim3(threads), s, w16, data, rb, ne0, r0, rows);
         });
         QWEN_CUDA_LAUNCH_CHECK();
         gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_hi, 0.f, y + r0, ne1);
@@ -202,7 +206,7 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
   }
   if (bias) {
     const int64_t n = int64_t(n_tokens) * ne1;
-    bias_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, s>>>(y, bias, ne1, n);
+    launch(bias_kernel, dim3(unsigned(ceil_div(n, 256))), dim3(256), s, y, bias, ne1, n);
     QWEN_CUDA_LAUNCH_CHECK();
   }
 }

@@ -9,6 +9,7 @@ constexpr int kBlock = 256;
 
 __global__ void rmsnorm_block_kernel(float* __restrict__ out, const float* __restrict__ x,
                                      const float* __restrict__ w, int n, float eps) {
+  pdl_begin();
   __shared__ float scratch[kWarp];
   const int64_t r = blockIdx.x;
   const float* xr = x + r * n;
@@ -22,6 +23,7 @@ __global__ void rmsnorm_block_kernel(float* __restrict__ out, const float* __res
 
 __global__ void rmsnorm_warp_kernel(float* __restrict__ out, const float* __restrict__ x,
                                     const float* __restrict__ w, int64_t n_rows, int n, float eps) {
+  pdl_begin();
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (r >= n_rows) return;
@@ -40,10 +42,10 @@ void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t
   if (n_rows == 0) return;
   QWEN_CHECK(n > 0 && n_rows > 0, "cuda rmsnorm: bad shape ", n_rows, "x", n);
   if (n <= 256) {
-    rmsnorm_warp_kernel<<<unsigned(ceil_div(n_rows, kBlock / kWarp)), kBlock, 0, s>>>(out, x, w, n_rows, n, eps);
+    launch(rmsnorm_warp_kernel, dim3(unsigned(ceil_div(n_rows, kBlock / kWarp))), dim3(kBlock), s, out, x, w, n_rows, n, eps);
   } else {
     QWEN_CHECK(n_rows <= 0x7fffffff, "cuda rmsnorm: too many rows ", n_rows);
-    rmsnorm_block_kernel<<<unsigned(n_rows), kBlock, 0, s>>>(out, x, w, n, eps);
+    launch(rmsnorm_block_kernel, dim3(unsigned(n_rows)), dim3(kBlock), s, out, x, w, n, eps);
   }
   QWEN_CUDA_LAUNCH_CHECK();
 }

@@ -20,6 +20,17 @@ struct GemmScratch {
   size_t x16_bytes = 0;
 };
 
+// Fixed device scratch of the decode path, allocated and zeroed once by the backend (the
+// counters return to zero after every use, so captured graphs can replay them).
+constexpr int64_t kAttnPartialFloats = int64_t(1) << 20;
+constexpr int kMaxCounters = 4096;
+struct DecodeScratch {
+  float* attn_partials = nullptr;             // kAttnPartialFloats: split-K (acc, max, sum) partials
+  unsigned* attn_counters = nullptr;          // kMaxCounters: finished splits per (token, head)
+  unsigned long long* argmax_keys = nullptr;  // kMaxCounters: best (value, index) key per row
+  unsigned* argmax_counters = nullptr;        // kMaxCounters: finished blocks per row
+};
+
 // embed.cu
 void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, int n_tokens);
 
@@ -37,15 +48,14 @@ void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head
           float freq_base, RopeMode mode);
 void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, const Batch& batch);
 
-// attention.cu. `partials` holds kAttnPartialFloats floats for split-K decode.
-constexpr int64_t kAttnPartialFloats = int64_t(1) << 20;
-void attention(cudaStream_t s, int n_sm, float* partials, float* out, const float* q, const KVLayer& cache,
-               const Batch& batch, const AttentionParams& p);
+// attention.cu
+void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+               const KVLayer& cache, const Batch& batch, const AttentionParams& p);
 
 // elementwise.cu
 void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
 void add(cudaStream_t s, float* out, const float* a, const float* b, int64_t n);
-void argmax(cudaStream_t s, int32_t* out, const float* x, int n_rows, int n);
+void argmax(cudaStream_t s, const DecodeScratch& scratch, int32_t* out, const float* x, int n_rows, int n);
 void add_i32(cudaStream_t s, int32_t* x, int32_t delta, int n);
 
 }  // namespace qwen::cuda

@@ -12,6 +12,7 @@ namespace {
 // One thread per rotated pair (t, h, i), i < head_dim / 2.
 __global__ void rope_kernel(float* __restrict__ x, const int32_t* __restrict__ pos, int n_head, int head_dim,
                             double log2_base, bool neox, int64_t n_pairs) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n_pairs) return;
   const int half = head_dim / 2;
@@ -34,6 +35,7 @@ template <class KV>
 __global__ void kv_store_kernel(KV* __restrict__ kc, KV* __restrict__ vc, const float* __restrict__ k,
                                 const float* __restrict__ v, const int32_t* __restrict__ pos,
                                 const int32_t* __restrict__ seq, int n_seq, int n_ctx, int row, int64_t n) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
   const int64_t t = idx / row, j = idx % row;
@@ -58,7 +60,7 @@ void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head
   QWEN_CHECK(head_dim > 0 && head_dim % 2 == 0, "cuda rope: head_dim ", head_dim, " must be even");
   QWEN_CHECK(freq_base > 0.f, "cuda rope: freq_base ", freq_base, " must be positive");
   const int64_t n_pairs = int64_t(n_tokens) * n_head * (head_dim / 2);
-  rope_kernel<<<unsigned(ceil_div(n_pairs, 256)), 256, 0, s>>>(x, pos, n_head, head_dim, std::log2(double(freq_base)),
+  launch(rope_kernel, dim3(unsigned(ceil_div(n_pairs, 256))), dim3(256), s, x, pos, n_head, head_dim, std::log2(double(freq_base)),
                                                                 mode == RopeMode::Neox, n_pairs);
   QWEN_CUDA_LAUNCH_CHECK();
 }
@@ -69,12 +71,12 @@ void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, co
   const int64_t n = int64_t(batch.n_tokens) * row;
   const unsigned blocks = unsigned(ceil_div(n, 256));
   if (cache.type == GGMLType::F16) {
-    kv_store_kernel<__half><<<blocks, 256, 0, s>>>(static_cast<__half*>(cache.k), static_cast<__half*>(cache.v), k,
+    launch(kv_store_kernel<__half>, dim3(blocks), dim3(256), s, static_cast<__half*>(cache.k), static_cast<__half*>(cache.v), k,
                                                    v, batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
   } else {
     QWEN_CHECK(cache.type == GGMLType::F32, "cuda kv_store: KV cache type ", type_name(cache.type),
                " is not supported (F16 or F32)");
-    kv_store_kernel<float><<<blocks, 256, 0, s>>>(static_cast<float*>(cache.k), static_cast<float*>(cache.v), k, v,
+    launch(kv_store_kernel<float>, dim3(blocks), dim3(256), s, static_cast<float*>(cache.k), static_cast<float*>(cache.v), k, v,
                                                   batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
   }
   QWEN_CUDA_LAUNCH_CHECK();
