@@ -35,7 +35,9 @@ std::string ids_json(const std::vector<int32_t>& ids) {
 }
 
 // Decoded bytes may be cut mid-character: invalid UTF-8 is written as U+FFFD.
-std::string string_json(const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string string_json(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 template <class F>
 void for_each_line(std::istream& in, F&& f) {
@@ -90,8 +92,13 @@ void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, con
 void info(const qwen::Tokenizer& tok) {
   json eog = json::array();
   for (int32_t id : tok.eog_ids()) eog.push_back({{"id", id}, {"text", tok.token_text(id)}});
-  json j = {{"model", tok.model()}, {"pre", tok.pre()}, {"n_vocab", tok.n_vocab()}, {"bos", tok.bos()},
-            {"eos", tok.eos()},     {"add_bos", tok.add_bos()}, {"eog", eog},
+  json j = {{"model", tok.model()},
+            {"pre", tok.pre()},
+            {"n_vocab", tok.n_vocab()},
+            {"bos", tok.bos()},
+            {"eos", tok.eos()},
+            {"add_bos", tok.add_bos()},
+            {"eog", eog},
             {"chat_template", tok.chat_template_source().empty() ? "" : "present"}};
   if (!tok.chat_template_source().empty()) {
     try {
@@ -136,14 +143,17 @@ int main(int argc, char** argv) {
   app.add_flag("--add-special", add_special, "add BOS/EOS as the model's add_bos_token/add_eos_token say");
   app.add_flag("--skip-special", skip_special, "--decode: drop control tokens");
   app.add_option("--chat", chat_file, "render a conversation (JSON file, or - for JSON Lines on stdin)");
-  app.add_option("--chat-template", chat_template, "force a built-in template: chatml, qwen2, qwen2.5, qwen3, "
-                                                   "llama3, gemma");
+  app.add_option("--chat-template", chat_template,
+                 "force a built-in template: chatml, qwen2, qwen2.5, qwen3, "
+                 "llama3, gemma");
   app.add_option("--chat-template-file", chat_template_file,
                  "use this Jinja template instead of the model's (its family is detected)")
       ->excludes("--chat-template");
-  app.add_option("--vars", vars_text, "extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");
+  app.add_option("--vars", vars_text,
+                 "extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");
   app.add_flag("--no-generation-prompt", no_gen, "do not append the assistant turn header");
-  app.add_option("--bench", bench_reps, "encode stdin N times and report throughput")->check(CLI::PositiveNumber);
+  app.add_option("--bench", bench_reps, "encode stdin N times and report throughput")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--info", show_info, "print a tokenizer summary");
   CLI11_PARSE(app, argc, argv);
 
@@ -162,7 +172,8 @@ int main(int argc, char** argv) {
         QWEN_CHECK(in, "cannot open --chat-template-file ", chat_template_file);
         std::stringstream source;
         source << in.rdbuf();
-        return qwen::ChatTemplate::from_source(source.str(), tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : "");
+        return qwen::ChatTemplate::from_source(source.str(),
+                                               tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : "");
       }();
       json vars;
       try {
@@ -175,7 +186,8 @@ int main(int argc, char** argv) {
           try {
             render_chat(tok, tmpl, v, !no_gen, vars);
           } catch (const qwen::Error& e) {
-            std::cout << json{{"error", e.what()}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+            std::cout << json{{"error", e.what()}}.dump(-1, ' ', false, json::error_handler_t::replace)
+                      << "\n";
           }
         });
       } else {
@@ -196,8 +208,8 @@ int main(int argc, char** argv) {
         for (const json& x : v) {
           QWEN_CHECK(x.is_number_integer(), "stdin line ", n, ": ids must be integers, got ", x.dump());
           const int64_t id = x.get<int64_t>();
-          QWEN_CHECK(id >= 0 && id < tok.n_vocab(), "stdin line ", n, ": id ", id, " is outside the vocabulary of ",
-                     tok.n_vocab());
+          QWEN_CHECK(id >= 0 && id < tok.n_vocab(), "stdin line ", n, ": id ", id,
+                     " is outside the vocabulary of ", tok.n_vocab());
           ids.push_back(static_cast<int32_t>(id));
         }
         std::cout << string_json(tok.decode(ids, skip_special)) << "\n";

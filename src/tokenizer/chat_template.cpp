@@ -13,10 +13,14 @@ namespace {
 
 constexpr const char* kNames = "chatml, qwen2, qwen2.5, qwen3, llama3, gemma";
 
-bool contains(std::string_view s, std::string_view what) { return s.find(what) != s.npos; }
+bool contains(std::string_view s, std::string_view what) {
+  return s.find(what) != s.npos;
+}
 
 // Python's str.isspace(): the Unicode White_Space characters plus U+001C..U+001F.
-bool py_space(uint32_t cp) { return unicode::is_space(cp) || (cp >= 0x1C && cp <= 0x1F); }
+bool py_space(uint32_t cp) {
+  return unicode::is_space(cp) || (cp >= 0x1C && cp <= 0x1F);
+}
 
 // Python str.strip() with no argument (what Jinja's `trim` filter calls).
 std::string py_strip(std::string_view s) {
@@ -115,7 +119,8 @@ std::string render_qwen3(const std::vector<ChatMessage>& msgs, bool add_gen, con
   size_t last_query = n - 1;
   for (size_t k = n; k-- > 0;) {
     const ChatMessage& m = msgs[k];
-    const bool tool_wrapped = m.content.starts_with("<tool_response>") && m.content.ends_with("</tool_response>");
+    const bool tool_wrapped =
+        m.content.starts_with("<tool_response>") && m.content.ends_with("</tool_response>");
     if (m.role == "user" && !tool_wrapped) {
       last_query = k;
       break;
@@ -195,8 +200,8 @@ ChatTemplate ChatTemplate::from_source(std::string_view src, std::string bos_tok
   ChatTemplate t;
   t.bos_token_ = std::move(bos_token);
   auto unknown = [&](const char* why) {
-    QWEN_FAIL("unknown chat template (", why, "); pass --chat-template NAME to use a built-in one (",
-              kNames, "). Template starts with: ", std::string(src.substr(0, 120)));
+    QWEN_FAIL("unknown chat template (", why, "); pass --chat-template NAME to use a built-in one (", kNames,
+              "). Template starts with: ", std::string(src.substr(0, 120)));
   };
   if (src.empty()) {
     QWEN_FAIL("the model has no tokenizer.chat_template; pass --chat-template NAME (", kNames, ")");
@@ -256,9 +261,12 @@ const char* ChatTemplate::name() const {
   switch (family_) {
     case ChatFamily::kChatML:
       return default_system_.empty() ? "chatml" : tool_responses_ ? "qwen2.5" : "qwen2";
-    case ChatFamily::kQwen3: return "qwen3";
-    case ChatFamily::kLlama3: return "llama3";
-    case ChatFamily::kGemma: return "gemma";
+    case ChatFamily::kQwen3:
+      return "qwen3";
+    case ChatFamily::kLlama3:
+      return "llama3";
+    case ChatFamily::kGemma:
+      return "gemma";
   }
   return "?";
 }
@@ -275,9 +283,12 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
   switch (family_) {
     case ChatFamily::kChatML:
       return render_chatml(messages, add_generation_prompt, default_system_, tool_responses_);
-    case ChatFamily::kQwen3: return render_qwen3(messages, add_generation_prompt, vars);
-    case ChatFamily::kLlama3: return render_llama3(messages, add_generation_prompt, bos_token_);
-    case ChatFamily::kGemma: return render_gemma(messages, add_generation_prompt, bos_token_, gemma_fold_system_);
+    case ChatFamily::kQwen3:
+      return render_qwen3(messages, add_generation_prompt, vars);
+    case ChatFamily::kLlama3:
+      return render_llama3(messages, add_generation_prompt, bos_token_);
+    case ChatFamily::kGemma:
+      return render_gemma(messages, add_generation_prompt, bos_token_, gemma_fold_system_);
   }
   QWEN_FAIL("unhandled chat family");
 }

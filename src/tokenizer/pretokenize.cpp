@@ -114,10 +114,16 @@ void split_text(Kind kind, const Text& t, uint32_t base, std::vector<uint32_t>& 
   for (size_t i = 0; i < t.n;) {
     size_t e = 0;
     switch (kind) {
-      case Kind::kQwen2: e = match_llama3_like(t, i, 1); break;
-      case Kind::kLlama3: e = match_llama3_like(t, i, 3); break;
+      case Kind::kQwen2:
+        e = match_llama3_like(t, i, 1);
+        break;
+      case Kind::kLlama3:
+        e = match_llama3_like(t, i, 3);
+        break;
       case Kind::kGpt2:
-      case Kind::kSmollm: e = match_gpt2(t, i); break;
+      case Kind::kSmollm:
+        e = match_gpt2(t, i);
+        break;
     }
     QWEN_ASSERT(e > i && e <= t.n);
     ends.push_back(base + static_cast<uint32_t>(e));

@@ -66,7 +66,8 @@ void encode(const Model& model, std::string_view text, std::vector<int32_t>& out
     if (bytes_ok) {
       for (unsigned char c : piece) out.push_back(model.byte_ids[c]);
     } else {
-      QWEN_CHECK(model.unk_id >= 0, "SentencePiece vocabulary has neither a piece, byte tokens nor an unknown token for '",
+      QWEN_CHECK(model.unk_id >= 0,
+                 "SentencePiece vocabulary has neither a piece, byte tokens nor an unknown token for '",
                  std::string(piece), "'");
       out.push_back(model.unk_id);
     }

@@ -19,8 +19,8 @@ struct StringHash {
 using PieceMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
 struct Model {
-  PieceMap pieces;                   // mergeable pieces (NORMAL, USER_DEFINED) -> id
-  std::vector<float> scores;         // [n_vocab] higher merges first
+  PieceMap pieces;                    // mergeable pieces (NORMAL, USER_DEFINED) -> id
+  std::vector<float> scores;          // [n_vocab] higher merges first
   std::array<int32_t, 256> byte_ids;  // <0xAB> token of each byte, -1 when absent
   int32_t unk_id = -1;
 };

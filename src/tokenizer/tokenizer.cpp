@@ -20,8 +20,8 @@ namespace {
 // set even when the GGUF names another token as eos (Qwen base models: eos = <|endoftext|>,
 // chat turns end with <|im_end|>).
 constexpr std::string_view kEogTexts[] = {
-    "<|im_end|>",  "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
-    "<end_of_turn>", "<|end|>",     "<|return|>", "<|call|>",   "<EOT>",
+    "<|im_end|>",    "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
+    "<end_of_turn>", "<|end|>",       "<|return|>", "<|call|>",   "<EOT>",
 };
 
 // Byte trie over the texts of the added tokens, for leftmost-longest matching as HF's
@@ -69,8 +69,8 @@ struct Tokenizer::Impl {
   bool is_spm = false;  // tokenizer.ggml.model == "llama"
   spm::Model spm_model;
   pretok::Kind pre_kind = pretok::Kind::kGpt2;
-  bool nfc = false;            // the Qwen2 tokenizer normalises input to NFC
-  bool ignore_merges = false;  // Llama 3: a piece that is a whole token is taken as is
+  bool nfc = false;                // the Qwen2 tokenizer normalises input to NFC
+  bool ignore_merges = false;      // Llama 3: a piece that is a whole token is taken as is
   std::vector<std::string> bytes;  // [n_vocab] what each token decodes to
   std::unordered_map<std::string, int32_t> normal_by_bytes;  // byte string -> NORMAL token id
   std::unordered_map<std::string, int32_t> by_text;          // raw vocab text -> id
@@ -80,10 +80,12 @@ struct Tokenizer::Impl {
   SpecialTrie user_added;  // USER_DEFINED tokens only (always matched)
   std::vector<int32_t> eog;
 
-  // Cache of BPE results per piece: the same words recur constantly in real text.
+  // Cache of BPE results per piece: the same words recur constantly in real text. Bounded in
+  // entries and in piece length (long pieces are rare and would make the memory unbounded).
   mutable std::mutex cache_mu;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
   static constexpr size_t kCacheMax = 1 << 16;
+  static constexpr size_t kCachePieceMax = 64;
 
   explicit Impl(TokenizerData data);
   TokenType type(int32_t id) const {
@@ -103,8 +105,8 @@ Tokenizer::Impl::Impl(TokenizerData data) : d(std::move(data)) {
   QWEN_CHECK(n < (1u << 31), src, ": tokenizer.ggml.tokens has ", n, " entries");
   QWEN_CHECK(d.token_types.empty() || d.token_types.size() == n, src, ": tokenizer.ggml.token_type has ",
              d.token_types.size(), " entries but tokenizer.ggml.tokens has ", n);
-  QWEN_CHECK(d.scores.empty() || d.scores.size() == n, src, ": tokenizer.ggml.scores has ",
-             d.scores.size(), " entries but tokenizer.ggml.tokens has ", n);
+  QWEN_CHECK(d.scores.empty() || d.scores.size() == n, src, ": tokenizer.ggml.scores has ", d.scores.size(),
+             " entries but tokenizer.ggml.tokens has ", n);
   for (size_t i = 0; i < d.token_types.size(); ++i) {
     QWEN_CHECK(d.token_types[i] >= 0 && d.token_types[i] <= 6, src, ": tokenizer.ggml.token_type[", i,
                "] = ", d.token_types[i], " is not a token type (0..6)");
@@ -177,15 +179,15 @@ void Tokenizer::Impl::init_gpt2() {
   for (size_t r = 0; r < d.merges.size(); ++r) {
     const std::string& m = d.merges[r];
     const size_t sp = m.find(' ');
-    QWEN_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < m.size() && m.find(' ', sp + 1) == m.npos,
-               src, ": tokenizer.ggml.merges[", r, "] = '", m, "' is not 'left right'");
+    QWEN_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < m.size() && m.find(' ', sp + 1) == m.npos, src,
+               ": tokenizer.ggml.merges[", r, "] = '", m, "' is not 'left right'");
     std::string lb, rb;
     const bool ok = bpe::byte_level_decode(std::string_view(m).substr(0, sp), lb) &&
                     bpe::byte_level_decode(std::string_view(m).substr(sp + 1), rb);
     QWEN_CHECK(ok, src, ": tokenizer.ggml.merges[", r, "] = '", m, "' is outside the byte-level alphabet");
     auto l = normal_by_bytes.find(lb), rt = normal_by_bytes.find(rb), mg = normal_by_bytes.find(lb + rb);
-    QWEN_CHECK(l != normal_by_bytes.end() && rt != normal_by_bytes.end() && mg != normal_by_bytes.end(),
-               src, ": tokenizer.ggml.merges[", r, "] = '", m, "' names a token not in the vocabulary");
+    QWEN_CHECK(l != normal_by_bytes.end() && rt != normal_by_bytes.end() && mg != normal_by_bytes.end(), src,
+               ": tokenizer.ggml.merges[", r, "] = '", m, "' names a token not in the vocabulary");
     merges.add(l->second, rt->second, static_cast<int32_t>(r), mg->second);
   }
 }
@@ -243,8 +245,9 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
       return;
     }
   }
-  std::string key(piece);
-  {
+  const bool cacheable = piece.size() <= kCachePieceMax;
+  std::string key(cacheable ? piece : std::string_view());
+  if (cacheable) {
     std::lock_guard lock(cache_mu);
     auto it = cache.find(key);
     if (it != cache.end()) {
@@ -256,6 +259,7 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
   for (size_t i = 0; i < piece.size(); ++i) symbols[i] = byte_token[static_cast<uint8_t>(piece[i])];
   bpe::merge(merges, symbols, ids);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (!cacheable) return;
   std::lock_guard lock(cache_mu);
   if (cache.size() >= kCacheMax) cache.clear();
   cache.emplace(std::move(key), std::move(ids));
@@ -314,7 +318,8 @@ namespace {
 TokenizerData read_gguf(const gguf::File& f) {
   TokenizerData d;
   d.source = f.path();
-  QWEN_CHECK(f.has("tokenizer.ggml.model"), f.path(), ": no tokenizer.ggml.model (not a model with a tokenizer)");
+  QWEN_CHECK(f.has("tokenizer.ggml.model"), f.path(),
+             ": no tokenizer.ggml.model (not a model with a tokenizer)");
   d.model = f.get<std::string>("tokenizer.ggml.model");
   d.pre = f.get_or<std::string>("tokenizer.ggml.pre", "default");
   d.tokens = f.get<std::vector<std::string>>("tokenizer.ggml.tokens");
@@ -411,19 +416,39 @@ std::optional<int32_t> Tokenizer::find_token(std::string_view text) const {
   return it->second;
 }
 
-int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(impl_->d.tokens.size()); }
-int32_t Tokenizer::bos() const { return impl_->d.bos_id; }
-int32_t Tokenizer::eos() const { return impl_->d.eos_id; }
-bool Tokenizer::add_bos() const { return impl_->d.add_bos; }
-bool Tokenizer::add_eos() const { return impl_->d.add_eos; }
-bool Tokenizer::strips_leading_space() const { return impl_->is_spm && impl_->d.add_space_prefix; }
-const std::vector<int32_t>& Tokenizer::eog_ids() const { return impl_->eog; }
+int32_t Tokenizer::n_vocab() const {
+  return static_cast<int32_t>(impl_->d.tokens.size());
+}
+int32_t Tokenizer::bos() const {
+  return impl_->d.bos_id;
+}
+int32_t Tokenizer::eos() const {
+  return impl_->d.eos_id;
+}
+bool Tokenizer::add_bos() const {
+  return impl_->d.add_bos;
+}
+bool Tokenizer::add_eos() const {
+  return impl_->d.add_eos;
+}
+bool Tokenizer::strips_leading_space() const {
+  return impl_->is_spm && impl_->d.add_space_prefix;
+}
+const std::vector<int32_t>& Tokenizer::eog_ids() const {
+  return impl_->eog;
+}
 bool Tokenizer::is_eog(int32_t id) const {
   return std::binary_search(impl_->eog.begin(), impl_->eog.end(), id);
 }
-const std::string& Tokenizer::model() const { return impl_->d.model; }
-const std::string& Tokenizer::pre() const { return impl_->d.pre; }
-const std::string& Tokenizer::chat_template_source() const { return impl_->d.chat_template; }
+const std::string& Tokenizer::model() const {
+  return impl_->d.model;
+}
+const std::string& Tokenizer::pre() const {
+  return impl_->d.pre;
+}
+const std::string& Tokenizer::chat_template_source() const {
+  return impl_->d.chat_template;
+}
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)
     : tok_(&tok), skip_special_(skip_special) {}

@@ -27,22 +27,22 @@ enum class TokenType : int32_t {
   kControl = 3,      // special tokens (<|im_start|>): matched in text only with parse_special
   kUserDefined = 4,  // added tokens (<think>): always matched in text, as HF does
   kUnused = 5,
-  kByte = 6,         // <0xAB> byte-fallback tokens of SentencePiece models
+  kByte = 6,  // <0xAB> byte-fallback tokens of SentencePiece models
 };
 
 // Everything the tokenizer needs, as read from GGUF. Public so tests and tools can build a
 // tokenizer without a file; Tokenizer's constructor validates it (sizes agree, ids in range).
 struct TokenizerData {
-  std::string model = "gpt2";  // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SPM)
-  std::string pre = "default";  // tokenizer.ggml.pre: qwen2, llama-bpe, smollm, gpt2, default
-  std::vector<std::string> tokens;  // [n_vocab] token text (byte-level alphabet for gpt2)
+  std::string model = "gpt2";        // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SPM)
+  std::string pre = "default";       // tokenizer.ggml.pre: qwen2, llama-bpe, smollm, gpt2, default
+  std::vector<std::string> tokens;   // [n_vocab] token text (byte-level alphabet for gpt2)
   std::vector<int32_t> token_types;  // [n_vocab] TokenType values; empty = all kNormal
   std::vector<float> scores;         // [n_vocab] SPM merge scores; empty for gpt2
   std::vector<std::string> merges;   // gpt2 only: "left right" in rank order (rank = index)
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, eom_id = -1, pad_id = -1, unk_id = -1;
   bool add_bos = false, add_eos = false;
-  bool add_space_prefix = true;  // llama (SPM) only: "▁" dummy prefix before each text fragment
-  std::string chat_template;  // tokenizer.chat_template (Jinja source), may be empty
+  bool add_space_prefix = true;     // llama (SPM) only: "▁" dummy prefix before each text fragment
+  std::string chat_template;        // tokenizer.chat_template (Jinja source), may be empty
   std::string source = "<memory>";  // named in error messages (the GGUF path)
 };
 
@@ -88,8 +88,8 @@ class Tokenizer {
   const std::vector<int32_t>& eog_ids() const;
   bool is_eog(int32_t id) const;
 
-  const std::string& model() const;  // "gpt2" or "llama"
-  const std::string& pre() const;    // pre-tokenizer name
+  const std::string& model() const;                 // "gpt2" or "llama"
+  const std::string& pre() const;                   // pre-tokenizer name
   const std::string& chat_template_source() const;  // may be empty
 
  private:
@@ -158,9 +158,9 @@ class ChatTemplate {
  private:
   ChatTemplate() = default;
   ChatFamily family_ = ChatFamily::kChatML;
-  std::string default_system_;      // ChatML: system prompt used when the first turn is not system
-  bool tool_responses_ = false;     // ChatML (Qwen2.5): "tool" turns wrapped in <tool_response>
-  bool gemma_fold_system_ = true;   // Gemma 3 folds a system turn into the first user turn; Gemma 2 rejects it
+  std::string default_system_;     // ChatML: system prompt used when the first turn is not system
+  bool tool_responses_ = false;    // ChatML (Qwen2.5): "tool" turns wrapped in <tool_response>
+  bool gemma_fold_system_ = true;  // Gemma 3 folds a system turn into the first user turn; Gemma 2 rejects it
   std::string bos_token_;
 };
 

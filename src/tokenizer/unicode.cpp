@@ -73,8 +73,10 @@ size_t complete_utf8_prefix(std::string_view s) {
   for (size_t back = 1; back <= 3 && back <= n; ++back) {
     const auto lead = static_cast<uint8_t>(s[n - back]);
     if ((lead & 0xC0) == 0x80) continue;  // continuation byte: the lead is further back
-    const size_t need = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3
-                        : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
+    const size_t need = lead >= 0xC2 && lead <= 0xDF   ? 2
+                        : lead >= 0xE0 && lead <= 0xEF ? 3
+                        : lead >= 0xF0 && lead <= 0xF4 ? 4
+                                                       : 0;
     if (need <= back) return n;  // complete, or invalid whatever follows
     if (back >= 2) {
       // The second byte's range depends on the lead (no overlongs, surrogates, > U+10FFFF).
@@ -222,8 +224,7 @@ std::string nfc(std::string_view s) {
     }
     size_t j = i;
     while (j < d.size() && ccc(d[j]) != 0) ++j;
-    std::stable_sort(d.begin() + i, d.begin() + j,
-                     [](uint32_t a, uint32_t b) { return ccc(a) < ccc(b); });
+    std::stable_sort(d.begin() + i, d.begin() + j, [](uint32_t a, uint32_t b) { return ccc(a) < ccc(b); });
     i = j;
   }
 

@@ -27,9 +27,15 @@ std::string sanitize_utf8(std::string_view s);
 
 // ClassFlags bits (unicode_data::kLetter / kNumber / kSpace); 0 for everything else.
 uint8_t cp_flags(uint32_t cp);
-inline bool is_letter(uint32_t cp) { return cp_flags(cp) & 1; }
-inline bool is_number(uint32_t cp) { return cp_flags(cp) & 2; }
-inline bool is_space(uint32_t cp) { return cp_flags(cp) & 4; }
+inline bool is_letter(uint32_t cp) {
+  return cp_flags(cp) & 1;
+}
+inline bool is_number(uint32_t cp) {
+  return cp_flags(cp) & 2;
+}
+inline bool is_space(uint32_t cp) {
+  return cp_flags(cp) & 4;
+}
 
 // Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
 // composition incl. Hangul).

@@ -23,7 +23,8 @@ std::string bl(std::string_view raw) {
 }
 
 // 256 byte tokens (ids 0..255), then `extra` normal tokens, merges, then added tokens.
-TokenizerData tiny(const std::vector<std::string>& extra, const std::vector<std::pair<std::string, std::string>>& merges,
+TokenizerData tiny(const std::vector<std::string>& extra,
+                   const std::vector<std::pair<std::string, std::string>>& merges,
                    const std::vector<std::pair<std::string, TokenType>>& added = {}) {
   TokenizerData d;
   d.pre = "qwen2";
@@ -38,7 +39,9 @@ TokenizerData tiny(const std::vector<std::string>& extra, const std::vector<std:
   return d;
 }
 
-int32_t byte_id(char c) { return static_cast<unsigned char>(c); }
+int32_t byte_id(char c) {
+  return static_cast<unsigned char>(c);
+}
 
 TEST(TokenizerBpe, LowestRankMergesFirst) {
   // "abc": (b,c) has rank 0, (a,b) rank 1, so b+c merges first and a stays alone.
@@ -55,7 +58,8 @@ TEST(TokenizerBpe, EqualRanksMergeLeftmostFirstAndChain) {
   EXPECT_EQ(tok.encode("aaaaa"), (std::vector<int32_t>{257, byte_id('a')}));
   EXPECT_EQ(tok.encode("aaa"), (std::vector<int32_t>{256, byte_id('a')}));
   // The cache must give the same answer the second time.
-  EXPECT_EQ(tok.encode("aaaaa aaaaa"), (std::vector<int32_t>{257, byte_id('a'), byte_id(' '), 257, byte_id('a')}));
+  EXPECT_EQ(tok.encode("aaaaa aaaaa"),
+            (std::vector<int32_t>{257, byte_id('a'), byte_id(' '), 257, byte_id('a')}));
 }
 
 TEST(TokenizerSpecial, ControlOnlyWithParseSpecialUserDefinedAlways) {
@@ -121,13 +125,16 @@ TEST(StreamDecoder, HoldsBackSplitCharacters) {
 }
 
 TEST(Unicode, Nfc) {
-  EXPECT_EQ(unicode::nfc("e\xCC\x81"), "\xC3\xA9");                           // e + U+0301 -> é
-  EXPECT_EQ(unicode::nfc("\xE2\x84\xAB"), "\xC3\x85");                        // U+212B -> U+00C5
+  EXPECT_EQ(unicode::nfc("e\xCC\x81"), "\xC3\xA9");                                 // e + U+0301 -> é
+  EXPECT_EQ(unicode::nfc("\xE2\x84\xAB"), "\xC3\x85");                              // U+212B -> U+00C5
   EXPECT_EQ(unicode::nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"), "\xEA\xB0\x81");  // jamo -> 각
-  EXPECT_EQ(unicode::nfc("a\xCC\x82\xCC\xA3"), "\xE1\xBA\xAD");              // reordered, then ậ
+  EXPECT_EQ(unicode::nfc("a\xCC\x82\xCC\xA3"), "\xE1\xBA\xAD");                     // reordered, then ậ
   EXPECT_EQ(unicode::nfc("plain ascii"), "plain ascii");
-  EXPECT_EQ(unicode::nfc("\xCC\x81" "a"), "\xCC\x81" "a");                    // leading mark stays
-  EXPECT_EQ(unicode::nfc("x\xff\xCC\x81"), "x\xff\xCC\x81");                  // invalid byte blocks
+  EXPECT_EQ(unicode::nfc("\xCC\x81"
+                         "a"),
+            "\xCC\x81"
+            "a");                                             // leading mark stays
+  EXPECT_EQ(unicode::nfc("x\xff\xCC\x81"), "x\xff\xCC\x81");  // invalid byte blocks
 }
 
 TEST(Unicode, Classes) {
@@ -165,7 +172,8 @@ using Pieces = std::vector<std::string>;
 
 TEST(PreTokenizer, Qwen2MatchesHf) {
   // Expected splits are what HF tokenizers' pre_tokenize_str gives with the Qwen2 tokenizer.json.
-  EXPECT_EQ(pieces(pretok::Kind::kQwen2, "Hello  world\n\n x"), (Pieces{"Hello", " ", " world", "\n\n", " x"}));
+  EXPECT_EQ(pieces(pretok::Kind::kQwen2, "Hello  world\n\n x"),
+            (Pieces{"Hello", " ", " world", "\n\n", " x"}));
   EXPECT_EQ(pieces(pretok::Kind::kQwen2, "it'S 1234 ab,cd!\r\n"),
             (Pieces{"it", "'S", " ", "1", "2", "3", "4", " ab", ",cd", "!\r\n"}));
   EXPECT_EQ(pieces(pretok::Kind::kQwen2, "  \t x\t\ty "), (Pieces{"  \t", " x", "\t", "\ty", " "}));
@@ -221,8 +229,7 @@ TEST(TokenizerSpm, MergesByScoreWithByteFallback) {
   TokenizerData d;
   d.model = "llama";
   const std::vector<std::pair<std::string, float>> pieces = {
-      {"<unk>", 0}, {"<s>", 0}, {"▁", -1}, {"a", -2}, {"b", -3}, {"▁a", -4},
-      {"ab", -5}, {"▁ab", -6}};
+      {"<unk>", 0}, {"<s>", 0}, {"▁", -1}, {"a", -2}, {"b", -3}, {"▁a", -4}, {"ab", -5}, {"▁ab", -6}};
   for (const auto& [text, score] : pieces) {
     d.tokens.push_back(text);
     d.scores.push_back(score);
@@ -253,8 +260,10 @@ TEST(TokenizerSpm, MergesByScoreWithByteFallback) {
 
 TEST(ChatTemplate, DetectionAndErrors) {
   EXPECT_EQ(ChatTemplate::from_source("{{ '<|im_start|>' }}<think>", "").family(), ChatFamily::kQwen3);
-  EXPECT_STREQ(ChatTemplate::from_source("'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n'", "").name(),
-               "qwen2");
+  EXPECT_STREQ(
+      ChatTemplate::from_source("'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n'", "")
+          .name(),
+      "qwen2");
   EXPECT_EQ(ChatTemplate::from_source("<|start_header_id|> <|eot_id|>", "").family(), ChatFamily::kLlama3);
   EXPECT_EQ(ChatTemplate::from_source("<start_of_turn>", "").family(), ChatFamily::kGemma);
   try {
@@ -267,7 +276,8 @@ TEST(ChatTemplate, DetectionAndErrors) {
   const auto gemma2 = ChatTemplate::from_source("<start_of_turn> System role not supported", "<bos>");
   EXPECT_THROW(gemma2.render({{"system", "s"}, {"user", "u"}}, true), Error);
   EXPECT_THROW(gemma2.render({{"assistant", "a"}}, true), Error);
-  EXPECT_EQ(gemma2.render({{"user", " hi "}}, true), "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(gemma2.render({{"user", " hi "}}, true),
+            "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n");
   const auto qwen3 = ChatTemplate::from_name("qwen3", "");
   EXPECT_EQ(qwen3.render({{"user", "q"}}, true, nlohmann::json{{"enable_thinking", false}}),
             "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
