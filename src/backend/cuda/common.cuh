@@ -65,6 +65,8 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 // therefore be scheduled while their predecessor drains, hiding the ~1 us launch gap between
 // the ~400 small kernels of a decode step, while each kernel still sees every earlier result
 // (the wait precedes all of its memory accesses, so ordering is as strict as plain launches).
+// A kernel may read memory that no kernel writes (weights) before pdl_begin(), overlapping that
+// latency with its predecessor's tail.
 __device__ __forceinline__ void pdl_begin() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

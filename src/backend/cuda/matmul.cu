@@ -33,18 +33,21 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
                                                            size_t row_bytes, const float* __restrict__ x,
                                                            int64_t ne0, int64_t ne1,
                                                            const float* __restrict__ bias) {
-  pdl_begin();
   const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
-  if (row >= ne1) return;
   const int64_t t = blockIdx.y;
-  const uint8_t* r = w + row * row_bytes;
-  const float* xt = x + t * ne0;
+  const uint8_t* r = w + min(row, ne1 - 1) * row_bytes;
   const int64_t n_chunks = ne0 / kChunk;
+  // The first chunk of weights is loaded before waiting for the previous kernel: weights are
+  // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
+  float v[kChunk];
+  if (lane < n_chunks) dequant_chunk<T>(r, lane, v);
+  pdl_begin();
+  if (row >= ne1) return;
+  const float* xt = x + t * ne0;
   float acc = 0.f;
   for (int64_t c = lane; c < n_chunks; c += kWarp) {
-    float v[kChunk];
-    dequant_chunk<T>(r, c, v);
+    if (c != lane) dequant_chunk<T>(r, c, v);
     const float4* xp = reinterpret_cast<const float4*>(xt + c * kChunk);
 #pragma unroll
     for (int i = 0; i < kChunk / 4; ++i) {
