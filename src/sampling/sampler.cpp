@@ -32,20 +32,20 @@ int32_t argmax(std::span<const float> logits) {
 static bool by_logit(const Candidate& a, const Candidate& b) {
   return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
 }
+static bool by_p(const Candidate& a, const Candidate& b) {
+  return a.p > b.p || (a.p == b.p && a.id < b.id);
+}
 
 void top_k(std::vector<Candidate>& c, int k) {
-  if (k <= 0 || size_t(k) >= c.size()) {
-    std::sort(c.begin(), c.end(), by_logit);
-    return;
-  }
+  if (k <= 0 || size_t(k) >= c.size()) return;
   std::partial_sort(c.begin(), c.begin() + k, c.end(), by_logit);
   c.resize(k);
 }
 
 void softmax(std::vector<Candidate>& c) {
   if (c.empty()) return;
-  std::sort(c.begin(), c.end(), by_logit);
-  const float mx = c[0].logit;
+  float mx = c[0].logit;
+  for (const Candidate& x : c) mx = std::max(mx, x.logit);
   double sum = 0.0;
   for (Candidate& x : c) sum += x.p = std::exp(x.logit - mx);
   for (Candidate& x : c) x.p = float(x.p / sum);
@@ -59,25 +59,30 @@ static void renormalize(std::vector<Candidate>& c) {
 
 void top_p(std::vector<Candidate>& c, float p) {
   if (p >= 1.f || c.empty()) return;
+  // Sort only as far as needed: the sorted head grows 4x until it holds mass >= p.
   double cum = 0.0;
-  size_t keep = c.size();
-  for (size_t i = 0; i < c.size(); ++i) {
-    cum += c[i].p;
-    if (cum >= p) {
-      keep = i + 1;
-      break;
+  size_t sorted = 0, head = std::min<size_t>(c.size(), 64);
+  for (;;) {
+    std::partial_sort(c.begin() + sorted, c.begin() + head, c.end(), by_p);
+    for (; sorted < head; ++sorted) {
+      cum += c[sorted].p;
+      if (cum >= p) {
+        c.resize(sorted + 1);
+        renormalize(c);
+        return;
+      }
     }
+    if (head == c.size()) return;  // rounding left the total just under p: keep everything
+    head = std::min(c.size(), head * 4);
   }
-  c.resize(keep);
-  renormalize(c);
 }
 
 void min_p(std::vector<Candidate>& c, float p) {
   if (p <= 0.f || c.empty()) return;
-  const float threshold = p * c[0].p;
-  size_t keep = 1;  // the most likely candidate always survives
-  while (keep < c.size() && c[keep].p >= threshold) ++keep;
-  c.resize(keep);
+  float p_max = 0.f;
+  for (const Candidate& x : c) p_max = std::max(p_max, x.p);
+  const float threshold = p * p_max;  // the most likely candidate always survives (p < 1)
+  std::erase_if(c, [&](const Candidate& x) { return x.p < threshold; });
   renormalize(c);
 }
 

@@ -1,6 +1,7 @@
 // Token samplers: pure functions over a logits span plus a seeded RNG, so a run is reproducible
-// from its seed. The chain order follows llama.cpp's default: penalties -> top-k -> temperature ->
-// softmax -> top-p -> min-p -> draw. temperature <= 0 means greedy (argmax after penalties).
+// from its seed. The chain order is HF transformers': penalties -> top-k -> temperature -> softmax
+// -> top-p -> min-p -> draw. temperature <= 0 means greedy (argmax after penalties). Nothing sorts
+// the whole vocabulary: top-k and top-p sort only the head they keep.
 #pragma once
 
 #include <cstdint>
@@ -36,11 +37,12 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> history, 
 int32_t argmax(std::span<const float> logits);
 // Keeps the k candidates with the largest logits, sorted by logit descending.
 void top_k(std::vector<Candidate>& c, int k);
-// Sorts descending and sets p = softmax(logit / 1) over the candidates.
+// Sets p = softmax(logit) over the candidates; their order is unchanged.
 void softmax(std::vector<Candidate>& c);
-// Keeps the smallest prefix (of candidates sorted by p) whose mass reaches top_p; renormalises.
+// Keeps the most likely candidates until their mass reaches top_p, sorted by p descending;
+// renormalises.
 void top_p(std::vector<Candidate>& c, float top_p);
-// Drops candidates with p < min_p * p_max; renormalises. Expects softmax'ed, sorted candidates.
+// Drops candidates with p < min_p * p_max (keeping the order); renormalises.
 void min_p(std::vector<Candidate>& c, float min_p);
 
 class Sampler {

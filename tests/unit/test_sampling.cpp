@@ -34,9 +34,9 @@ TEST(Sampling, TopKKeepsLargestSorted) {
 TEST(Sampling, SoftmaxMatchesClosedForm) {
   auto c = cands({0.f, std::log(3.f)});
   softmax(c);
-  EXPECT_EQ(c[0].id, 1);
-  EXPECT_NEAR(c[0].p, 0.75f, 1e-6);
-  EXPECT_NEAR(c[1].p, 0.25f, 1e-6);
+  EXPECT_EQ(c[0].id, 0);  // order unchanged
+  EXPECT_NEAR(c[0].p, 0.25f, 1e-6);
+  EXPECT_NEAR(c[1].p, 0.75f, 1e-6);
 }
 
 TEST(Sampling, TopPKeepsSmallestPrefixReachingMass) {
@@ -46,6 +46,22 @@ TEST(Sampling, TopPKeepsSmallestPrefixReachingMass) {
   ASSERT_EQ(c.size(), 2u);
   EXPECT_NEAR(c[0].p, 0.625f, 1e-6);
   EXPECT_NEAR(c[1].p, 0.375f, 1e-6);
+}
+
+// The sorted head grows in steps of 64, 256, ...: a flat distribution over 1000 tokens needs
+// 900 of them for top-p 0.9, which crosses several steps.
+TEST(Sampling, TopPOnLargeFlatDistribution) {
+  std::vector<float> logits(1000, 0.f);
+  logits[500] = 1.f;
+  auto c = cands(logits);
+  softmax(c);
+  const double p_big = c[500].p;
+  top_p(c, 0.9f);
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(c[0].id, 500);
+  const size_t want = 1 + size_t(std::ceil((0.9 - p_big) / ((1 - p_big) / 999) - 1e-9));
+  EXPECT_NEAR(double(c.size()), double(want), 1.0);
+  for (size_t i = 2; i < c.size(); ++i) EXPECT_LT(c[i - 1].id, c[i].id);  // ties by id
 }
 
 TEST(Sampling, MinPDropsBelowFractionOfMax) {
