@@ -56,10 +56,18 @@ std::string_view split_last(std::string_view s, std::string_view sep) {
 
 // The default system prompt a ChatML template writes as a literal
 // '<|im_start|>system\n...<|im_end|>' (Qwen2: "You are a helpful assistant."); empty if none.
+// Templates write the newline either as the escape \n or as a raw newline inside the string.
 std::string chatml_default_system(std::string_view src) {
-  constexpr std::string_view kHead = "<|im_start|>system\\n", kEnd = "<|im_end|>";
+  constexpr std::string_view kHead = "<|im_start|>system", kEnd = "<|im_end|>";
   for (size_t p = src.find(kHead); p != src.npos; p = src.find(kHead, p + 1)) {
-    const size_t start = p + kHead.size();
+    size_t start = p + kHead.size();
+    if (src.substr(start).starts_with("\\n")) {
+      start += 2;
+    } else if (src.substr(start).starts_with("\n")) {
+      start += 1;
+    } else {
+      continue;
+    }
     const size_t end = src.find(kEnd, start);
     if (end == src.npos) break;
     std::string_view lit = src.substr(start, end - start);

@@ -168,12 +168,17 @@ void Tokenizer::Impl::init_gpt2() {
       bytes[i] = d.tokens[i];  // added tokens are stored as the text they stand for
     }
   }
+  // Vocabularies may lack tokens for bytes their training text never had (SmolLM2 has none for
+  // 0x04, 0xC0, 0xF5..0xFF, ...). Such bytes cannot be represented and are dropped from the input,
+  // as HF tokenizers (BPE without unk) and llama.cpp do.
+  int missing = 0;
   for (int b = 0; b < 256; ++b) {
     auto it = normal_by_bytes.find(std::string(1, static_cast<char>(b)));
-    QWEN_CHECK(it != normal_by_bytes.end(), src, ": byte-level BPE vocabulary has no token for byte 0x",
-               std::hex, b);
-    byte_token[b] = it->second;
+    byte_token[b] = it == normal_by_bytes.end() ? -1 : it->second;
+    missing += byte_token[b] < 0;
   }
+  QWEN_CHECK(missing < 128, src, ": byte-level BPE vocabulary has tokens for only ", 256 - missing,
+             " of the 256 bytes (is tokenizer.ggml.model right?)");
 
   merges.reserve(d.merges.size());
   for (size_t r = 0; r < d.merges.size(); ++r) {
@@ -235,7 +240,7 @@ void Tokenizer::Impl::init_spm() {
 
 void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.size() == 1) {
-    out.push_back(byte_token[static_cast<uint8_t>(piece[0])]);
+    if (const int32_t id = byte_token[static_cast<uint8_t>(piece[0])]; id >= 0) out.push_back(id);
     return;
   }
   if (ignore_merges) {
@@ -255,9 +260,12 @@ void Tokenizer::Impl::encode_piece(std::string_view piece, std::vector<int32_t>&
       return;
     }
   }
-  std::vector<int32_t> symbols(piece.size()), ids;
-  for (size_t i = 0; i < piece.size(); ++i) symbols[i] = byte_token[static_cast<uint8_t>(piece[i])];
-  bpe::merge(merges, symbols, ids);
+  std::vector<int32_t> symbols, ids;
+  symbols.reserve(piece.size());
+  for (unsigned char c : piece) {
+    if (byte_token[c] >= 0) symbols.push_back(byte_token[c]);
+  }
+  if (!symbols.empty()) bpe::merge(merges, symbols, ids);
   out.insert(out.end(), ids.begin(), ids.end());
   if (!cacheable) return;
   std::lock_guard lock(cache_mu);

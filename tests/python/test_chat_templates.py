@@ -139,13 +139,23 @@ def cases():
                 yield conv, gen, variables
 
 
+@pytest.mark.parametrize("form", ["escaped", "raw"])
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
-def test_render_matches_jinja(bin_dir, tokenizer_json, qwen3_gguf, hf, name):
+def test_render_matches_jinja(bin_dir, tokenizer_json, qwen3_gguf, hf, tmp_path, name, form):
+    """form: newlines in the template's string literals as the escape \\n (as most configs write
+    them) or as raw newlines (as e.g. SmolLM2's config does); both render the same in Jinja."""
     source = template_source(name, tokenizer_json)
+    if form == "raw":
+        source = source.replace("\\n", "\n")
     all_cases = list(cases())
     requests = [dict(variables, messages=conv, add_generation_prompt=gen) for conv, gen, variables in all_cases]
-    # Qwen3 comes from the GGUF's tokenizer.chat_template; the others from a template file.
-    file_args = [] if TEMPLATES[name][0] is None else ["--chat-template-file", str(TEMPLATE_DIR / TEMPLATES[name][0])]
+    # The shared Qwen3 template is read from the GGUF's tokenizer.chat_template; the others (and
+    # the raw form) are passed as a template file.
+    file_args = []
+    if TEMPLATES[name][0] is not None or form == "raw":
+        template_file = tmp_path / "template.jinja"
+        template_file.write_text(source, encoding="utf-8")
+        file_args = ["--chat-template-file", str(template_file)]
     ours = run_chat(bin_dir, qwen3_gguf, requests, file_args)
     mismatches = []
     for (conv, gen, variables), got in zip(all_cases, ours):
@@ -161,7 +171,7 @@ def test_render_matches_jinja(bin_dir, tokenizer_json, qwen3_gguf, hf, name):
         assert got["template"] == TEMPLATES[name][1]
         assert got["ids"] == hf.encode(want["text"], add_special_tokens=False).ids
     detail = "\n".join(f"  {c} gen={g} vars={v}\n    jinja {w}\n    ours  {o}" for c, g, v, w, o in mismatches[:5])
-    assert not mismatches, f"{name}: {len(mismatches)} of {len(all_cases)} renders differ:\n{detail}"
+    assert not mismatches, f"{name} ({form}): {len(mismatches)} of {len(all_cases)} renders differ:\n{detail}"
 
 
 def test_forced_template_and_unknown_template(bin_dir, tokenizer_json, tmp_path):

@@ -219,9 +219,19 @@ TEST(TokenizerValidation, ErrorsNameTheField) {
   d.pre = "unknown-pre";
   expect_error(d, "unknown-pre");
   d = tiny({}, {});
-  d.tokens.erase(d.tokens.begin() + 'a');
-  d.token_types.pop_back();
-  expect_error(d, "byte");
+  d.tokens.erase(d.tokens.begin(), d.tokens.begin() + 200);
+  d.token_types.erase(d.token_types.begin(), d.token_types.begin() + 200);
+  expect_error(d, "only 56 of the 256 bytes");
+}
+
+TEST(TokenizerBytes, BytesWithoutTokenAreDropped) {
+  // As HF tokenizers (BPE, no unk) does: a byte the vocabulary cannot represent disappears, and
+  // its neighbours still merge.
+  TokenizerData d = tiny({"!?"}, {{"!", "?"}});
+  d.tokens[4] = "[PAD4]";  // byte 0x04 has no token now
+  d.token_types[4] = static_cast<int32_t>(TokenType::kUnused);
+  Tokenizer tok(std::move(d));
+  EXPECT_EQ(tok.encode("!\x04?"), (std::vector<int32_t>{256}));  // one pre-token "!\x04?"
 }
 
 // SentencePiece-style model: pieces with scores, "▁" for spaces, <0xAB> byte fallback.
