@@ -1,6 +1,8 @@
 // qwen-cli: text generation and chat on a GGUF model. Streams text to stdout; the progress bar,
 // timing and errors go to stderr. Flags follow llama.cpp's names where they exist.
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -65,10 +67,17 @@ void print_timing(const qwen::Completion& c, size_t weight_bytes) {
                double(weight_bytes) * t.gen_tok_s() / 1e9, qwen::finish_reason_name(c.finish));
 }
 
+// Ctrl-C in a chat stops the reply being generated; a second Ctrl-C before the next reply starts
+// quits.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+  if (g_interrupted.exchange(true)) std::_Exit(130);
+}
+
 bool stream_out(std::string_view piece) {
   std::fwrite(piece.data(), 1, piece.size(), stdout);
   std::fflush(stdout);
-  return true;
+  return !g_interrupted.load();
 }
 
 }  // namespace
@@ -141,6 +150,7 @@ int main(int argc, char** argv) {
     if (!system_prompt.empty()) history.push_back({"system", system_prompt});
     // One user turn: render the whole conversation (the slot reuses the cached prefix).
     auto turn = [&](const std::string& user) {
+      g_interrupted = false;
       history.push_back({"user", user});
       const std::string text = tmpl.render(history, /*add_generation_prompt=*/true);
       const qwen::Completion c = session.generate(tok.encode(text, /*parse_special=*/true), gen, stream_out);
@@ -149,6 +159,9 @@ int main(int argc, char** argv) {
     };
     if (!prompt.empty()) turn(prompt);
     if (!prompt.empty() && !interactive) return 0;
+    std::signal(SIGINT, on_sigint);
+    std::fprintf(stderr,
+                 "(one message per line; Ctrl-C stops a reply; /exit, Ctrl-D or Ctrl-C twice quits)\n");
     std::string line;
     for (;;) {
       std::fprintf(stderr, "\n> ");

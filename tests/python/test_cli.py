@@ -99,3 +99,21 @@ def test_logits_prompt_is_tokenized_like_hf(bin_dir, model, tokenizer_json, tmp_
     subprocess.run([*base, "--tokens", ",".join(map(str, ids)), "-o", str(tmp_path / "t.npy")], check=True,
                    capture_output=True)
     assert np.array_equal(np.load(tmp_path / "p.npy"), np.load(tmp_path / "t.npy"))
+
+
+def test_ctrl_c_stops_the_reply_not_the_chat(bin_dir, model):
+    """SIGINT during an interactive reply cancels it; the next line still gets a full answer."""
+    import signal
+    proc = subprocess.Popen([str(bin_dir / "qwen-cli"), "--device", "cpu", "-m", str(model), "-i", "-n", "300",
+                             "--temp", "0", "--ignore-eos"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdin.write("Tell me a long story\n")
+        proc.stdin.flush()
+        proc.stdout.read(1)  # the reply has started
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate("Hi\n/exit\n", timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("finish: cancelled") == 1 and err.count("finish: length") == 1, err
