@@ -47,9 +47,10 @@ struct Engine::Impl {
   int n_ctx = 0, n_seq = 0, max_batch = 0;
   int max_out = 0;  // logit rows per forward call
   double load_ms = 0;
-  // Per-forward inputs in backend memory, each [max_batch] int32, and logits [max_out][n_vocab].
+  // Per-forward inputs in backend memory, each [max_batch] int32 (d_top: argmax of the logit
+  // rows), and logits [max_out][n_vocab].
   void* io = nullptr;
-  int32_t *d_ids = nullptr, *d_pos = nullptr, *d_seq = nullptr, *d_rows = nullptr;
+  int32_t *d_ids = nullptr, *d_pos = nullptr, *d_seq = nullptr, *d_rows = nullptr, *d_top = nullptr;
   float* d_logits = nullptr;
   std::vector<int32_t> h_ids, h_pos, h_seq, h_rows;  // host staging, same sizes
   std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
@@ -60,9 +61,10 @@ struct Engine::Impl {
     if (io != nullptr) backend->free(io);
   }
 
-  // One forward over the staged host arrays (n tokens, n_out logit rows); logits downloaded into
-  // out (n_out rows).
-  void forward(int n, int n_out, float* out, const ForwardTap& tap = {}) {
+  // One forward over the staged host arrays (n tokens, n_out logit rows). Downloads the logit
+  // rows into `logits` [n_out][n_vocab], or only their argmax into `top` [n_out] when logits is
+  // null (greedy decoding moves 4 bytes per row instead of the whole vocabulary).
+  void forward(int n, int n_out, float* logits, int32_t* top, const ForwardTap& tap = {}) {
     backend->upload(d_ids, h_ids.data(), n * sizeof(int32_t));
     backend->upload(d_pos, h_pos.data(), n * sizeof(int32_t));
     backend->upload(d_seq, h_seq.data(), n * sizeof(int32_t));
@@ -82,7 +84,13 @@ struct Engine::Impl {
     } else {
       model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
     }
-    backend->download(out, d_logits, size_t(n_out) * model->config().n_vocab * sizeof(float));
+    const int n_vocab = model->config().n_vocab;
+    if (logits != nullptr) {
+      backend->download(logits, d_logits, size_t(n_out) * n_vocab * sizeof(float));
+    } else {
+      backend->argmax(d_top, d_logits, n_out, n_vocab);
+      backend->download(top, d_top, size_t(n_out) * sizeof(int32_t));
+    }
   }
 
   void check_token(int32_t id) const {
@@ -114,12 +122,13 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   m.max_out = std::min(m.max_batch, std::max(m.n_seq, 64));
   m.kv = std::make_unique<KVCache>(*m.backend, c, m.n_seq, m.n_ctx, o.kv_type);
   const size_t B = size_t(m.max_batch);
-  m.io = m.backend->alloc(4 * B * sizeof(int32_t) + size_t(m.max_out) * c.n_vocab * sizeof(float));
+  m.io = m.backend->alloc(5 * B * sizeof(int32_t) + size_t(m.max_out) * c.n_vocab * sizeof(float));
   m.d_ids = static_cast<int32_t*>(m.io);
   m.d_pos = m.d_ids + B;
   m.d_seq = m.d_pos + B;
   m.d_rows = m.d_seq + B;
-  m.d_logits = reinterpret_cast<float*>(m.d_rows + B);
+  m.d_top = m.d_rows + B;
+  m.d_logits = reinterpret_cast<float*>(m.d_top + B);
   for (auto* v : {&m.h_ids, &m.h_pos, &m.h_seq, &m.h_rows}) v->resize(B);
   m.slots.resize(m.n_seq);
   m.use_graphs = o.use_graphs && m.backend->supports_graphs();
@@ -170,9 +179,13 @@ void Engine::clear_slot(int slot) {
 }
 
 void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
+  logits.resize(inputs.size() * size_t(n_vocab()));
+  run(inputs, logits.data(), nullptr);
+}
+
+void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
   Impl& m = *impl_;
-  const int n_vocab = this->n_vocab();
-  logits.resize(inputs.size() * size_t(n_vocab));
+  const size_t n_vocab = size_t(this->n_vocab());
   std::vector<size_t> done(inputs.size(), 0);  // tokens of each input already evaluated
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Input& in = inputs[i];
@@ -212,14 +225,21 @@ void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
     while (next < inputs.size() && done[next] == inputs[next].tokens.size()) ++next;
     if (out_of.empty()) {  // no input finished in this call: compute one row and drop it
       m.h_rows[0] = n - 1;
-      std::vector<float> scratch(n_vocab);
-      m.forward(n, 1, scratch.data());
+      int32_t ignored;
+      m.forward(n, 1, nullptr, &ignored);
       continue;
     }
-    std::vector<float> rows(out_of.size() * size_t(n_vocab));
-    m.forward(n, int(out_of.size()), rows.data());
-    for (size_t r = 0; r < out_of.size(); ++r) {
-      std::copy_n(rows.begin() + r * n_vocab, n_vocab, logits.begin() + out_of[r] * n_vocab);
+    const size_t n_out = out_of.size();
+    if (logits != nullptr) {
+      std::vector<float> rows(n_out * n_vocab);
+      m.forward(n, int(n_out), rows.data(), nullptr);
+      for (size_t r = 0; r < n_out; ++r) {
+        std::copy_n(rows.begin() + r * n_vocab, n_vocab, logits + out_of[r] * n_vocab);
+      }
+    } else {
+      std::vector<int32_t> ids(n_out);
+      m.forward(n, int(n_out), nullptr, ids.data());
+      for (size_t r = 0; r < n_out; ++r) top[out_of[r]] = ids[r];
     }
   }
 }
@@ -243,7 +263,7 @@ void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::v
       m.h_seq[t] = slot;
       m.h_rows[t] = t;
     }
-    m.forward(n, n, out.data() + b * n_vocab, tap);
+    m.forward(n, n, out.data() + b * n_vocab, nullptr, tap);
     m.slots[slot].insert(m.slots[slot].end(), tokens.begin() + b, tokens.begin() + b + n);
   }
 }
@@ -318,9 +338,17 @@ void Engine::step(std::span<Generation* const> gens) {
     inputs.push_back({g->slot_, g->st_->pending});
   }
   if (active.empty()) return;
+  // When every generation is plain greedy, only the argmax of each row leaves the backend.
+  const bool greedy = std::all_of(active.begin(), active.end(),
+                                  [](const Generation* g) { return g->st_->params.sampler.is_argmax(); });
   const auto t0 = Clock::now();
   std::vector<float> logits;
-  eval(inputs, logits);
+  std::vector<int32_t> top(active.size());
+  if (greedy) {
+    run(inputs, nullptr, top.data());
+  } else {
+    eval(inputs, logits);
+  }
   const double ms = ms_since(t0);
   const size_t n_vocab = size_t(this->n_vocab());
 
@@ -330,8 +358,8 @@ void Engine::step(std::span<Generation* const> gens) {
     Completion& r = g.result_;
     (st.first_step ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
     st.first_step = false;
-    const std::span<float> row(logits.data() + i * n_vocab, n_vocab);
-    const int32_t tok = st.sampler.sample(row, st.history);
+    const int32_t tok =
+        greedy ? top[i] : st.sampler.sample(std::span(logits.data() + i * n_vocab, n_vocab), st.history);
     st.history.push_back(tok);
     r.tokens.push_back(tok);
     ++r.timing.n_gen;

@@ -130,6 +130,8 @@ class Engine {
 
  private:
   Engine();
+  // eval() writing either all logits of each input's last token or only their argmax.
+  void run(std::span<const Input> inputs, float* logits, int32_t* top);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   friend class Generation;

@@ -21,6 +21,11 @@ struct SamplerParams {
   float presence_penalty = 0.f;   // subtracted once from every token seen
   float frequency_penalty = 0.f;  // subtracted per occurrence
   uint64_t seed = 0;
+
+  // True when sample() is exactly argmax(logits): greedy and no penalty changes a logit.
+  bool is_argmax() const {
+    return temperature <= 0.f && repeat_penalty == 1.f && presence_penalty == 0.f && frequency_penalty == 0.f;
+  }
 };
 
 // A candidate token with its logit and (after softmax) probability.

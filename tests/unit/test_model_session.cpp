@@ -138,6 +138,25 @@ TEST_F(SessionTest, SteppingGenerationsTogetherEqualsAlone) {
   EXPECT_EQ(s.generate(tok.encode("In a galaxy far away, there was"), greedy(7)).tokens, b.result().tokens);
 }
 
+// Greedy generation downloads only on-device argmax ids; they equal the argmax of the full
+// logits from eval() (lowest index on ties both ways).
+TEST_F(SessionTest, GreedyArgmaxPathEqualsHostArgmax) {
+  auto e = load(1);
+  const auto prompt = e->tokenizer().encode("Greedy decoding check");
+  Session s(*e);
+  const Completion c = s.generate(prompt, greedy(8));
+  s.reset();
+  std::vector<int32_t> feed = prompt, want;
+  std::vector<float> logits;
+  for (int i = 0; i < 8; ++i) {
+    const Engine::Input in{0, feed};
+    e->eval(std::span(&in, 1), logits);
+    want.push_back(int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    feed = {want.back()};
+  }
+  EXPECT_EQ(c.tokens, want);
+}
+
 TEST_F(SessionTest, PrefixReuseEqualsFreshRun) {
   auto e = load(1);
   const Tokenizer& tok = e->tokenizer();
