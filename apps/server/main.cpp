@@ -68,7 +68,7 @@ int serve(const Options& o) {
   http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   http.set_payload_max_length(16u << 20);  // 16 MiB: far beyond any prompt that fits a context
   http.set_read_timeout(30);
-  http.set_write_timeout(30);
+  http.set_write_timeout(10);  // also bounds how long a client that stopped reading delays shutdown
   http.set_tcp_nodelay(true);  // tokens leave as they are made
   routes.install(http);
 
@@ -94,6 +94,10 @@ int serve(const Options& o) {
   int sig = 0;
   sigwait(&set, &sig);
   std::fprintf(stderr, "qwen-server: signal %d, shutting down\n", sig);
+  // Jobs end first (their clients get 503 or a final error event), so no handler thread is left
+  // waiting on a generation when the HTTP pool is joined.
+  scheduler.shutdown();
+  routes.wait_streams_closed(std::chrono::seconds(2));
   http.stop();
   listener.join();
   return 0;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <thread>
 
 #include "responses.h"
 #include "util/check.h"
@@ -27,6 +28,11 @@ void send_error(httplib::Response& res, const ApiError& e) {
 // The engine failed on a request it had accepted (never the client's fault).
 ApiError server_error(const std::string& message) {
   return ApiError(500, message, "internal_error", {}, "server_error");
+}
+
+ApiError job_error(const JobResult& r) {
+  if (r.shutting_down) return ApiError(503, r.error, "shutting_down", {}, "server_error");
+  return server_error(r.error);
 }
 
 // Runs a handler and turns every exception into an OpenAI-shaped error response.
@@ -154,6 +160,13 @@ void Routes::install(httplib::Server& http) {
   });
 }
 
+void Routes::wait_streams_closed(std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (open_streams_->load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
   if (r.chat) {
@@ -212,7 +225,7 @@ void Routes::respond_whole(httplib::Response& res, bool chat, const std::shared_
     u = job->wait(std::chrono::seconds(60));
     text += u.text;
   } while (!u.done);
-  if (!u.result.error.empty()) throw server_error(u.result.error);
+  if (!u.result.error.empty()) throw job_error(u.result);
   ResponseId rid = make_response_id(chat, r.model);
   json usage = usage_json(u.result.prompt_tokens, u.result.completion_tokens);
   json body = chat ? chat_completion(rid, text, u.result.finish, usage)
@@ -226,11 +239,15 @@ namespace {
 // failed, connection closed) the job is cancelled, which frees its slot if it still runs.
 struct StreamState {
   std::shared_ptr<Job> job;
+  std::shared_ptr<std::atomic<int>> open_streams;  // Routes' count, decremented here
   ResponseId rid;
   bool chat = false;
   bool include_usage = false;
   bool role_sent = false;
-  ~StreamState() { job->cancel(); }
+  ~StreamState() {
+    job->cancel();
+    open_streams->fetch_sub(1);
+  }
 };
 
 }  // namespace
@@ -239,6 +256,8 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
                             const GenerationRequest& r) {
   auto st = std::make_shared<StreamState>();
   st->job = std::move(job);
+  open_streams_->fetch_add(1);
+  st->open_streams = open_streams_;
   st->rid = make_response_id(chat, r.model);
   st->chat = chat;
   st->include_usage = r.include_usage;
@@ -263,7 +282,7 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
       const JobResult& res = u.result;
       if (!res.error.empty()) {
         // Headers are gone already, so the error travels as an event, as OpenAI's API does.
-        out += sse_data(server_error(res.error).to_json());
+        out += sse_data(job_error(res).to_json());
       } else {
         json usage = usage_json(res.prompt_tokens, res.completion_tokens);
         out += sse_data(st->chat ? chat_chunk(st->rid, false, std::nullopt, res.finish, usage)

@@ -5,6 +5,9 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <chrono>
+#include <memory>
 #include <string>
 
 #include "api.h"
@@ -30,6 +33,10 @@ class Routes {
   // Throws qwen::Error when the chat template can be neither detected nor forced.
   Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOptions options);
   void install(httplib::Server& http);
+  // Waits (at most `timeout`) until every open stream has been closed. Used at shutdown, after the
+  // scheduler ended all jobs, so each stream writes its final error event before httplib stops
+  // calling stream callbacks.
+  void wait_streams_closed(std::chrono::milliseconds timeout) const;
 
  private:
   void chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat);
@@ -46,6 +53,7 @@ class Routes {
   RouteOptions opt_;
   ChatTemplate template_;
   const int64_t created_;  // server start, reported as the model's creation time
+  std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);
 };
 
 }  // namespace qwen::server

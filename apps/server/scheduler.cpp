@@ -45,17 +45,20 @@ Scheduler::Scheduler(Engine& engine, Metrics& metrics)
   thread_ = std::thread([this] { run(); });
 }
 
-Scheduler::~Scheduler() {
+Scheduler::~Scheduler() { shutdown(); }
+
+void Scheduler::shutdown() {
   {
     std::lock_guard lk(mu_);
+    if (stop_) return;
     stop_ = true;
   }
   cv_.notify_all();
   thread_.join();
-  const std::string message = "the server is shutting down";
-  fail_running(message);
+  const JobResult stopping{.error = "the server is shutting down", .shutting_down = true};
+  fail_running(stopping);
   std::lock_guard lk(mu_);
-  for (auto& job : queue_) job->finish({.prompt_tokens = int(job->prompt().size()), .error = message});
+  for (auto& job : queue_) job->finish(stopping);
   queue_.clear();
   metrics_.queued = 0;
 }
@@ -63,12 +66,15 @@ Scheduler::~Scheduler() {
 void Scheduler::submit(std::shared_ptr<Job> job) {
   {
     std::lock_guard lk(mu_);
-    if (stop_) {
-      job->finish({.error = "the server is shutting down"});
-      return;
+    if (!stop_) {
+      queue_.push_back(std::move(job));
+      metrics_.queued = int(queue_.size());
+      job = nullptr;
     }
-    queue_.push_back(std::move(job));
-    metrics_.queued = int(queue_.size());
+  }
+  if (job) {
+    job->finish({.error = "the server is shutting down", .shutting_down = true});
+    return;
   }
   cv_.notify_all();
 }
@@ -107,7 +113,7 @@ void Scheduler::run() {
     } catch (const std::exception& e) {
       // A step failure leaves the slots' contents unknown: end every job running on them.
       std::fprintf(stderr, "qwen-server: step failed: %s\n", e.what());
-      fail_running(str("generation failed: ", e.what()));
+      fail_running({.error = str("generation failed: ", e.what())});
       continue;
     }
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
@@ -181,10 +187,12 @@ void Scheduler::retire(Running& r) {
   r.job.reset();
 }
 
-void Scheduler::fail_running(const std::string& message) {
+void Scheduler::fail_running(const JobResult& failure) {
   for (Running& r : running_) {
     engine_.clear_slot(r.gen->slot());  // its KV contents are unknown after a failed step
-    r.job->finish({.prompt_tokens = int(r.job->prompt().size()), .error = message});
+    JobResult res = failure;
+    res.prompt_tokens = int(r.job->prompt().size());
+    r.job->finish(std::move(res));
   }
   running_.clear();
   metrics_.active = 0;

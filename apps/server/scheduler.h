@@ -28,7 +28,8 @@ struct JobResult {
   FinishReason finish = FinishReason::Running;
   int prompt_tokens = 0;      // every prompt token, cached or not (OpenAI usage counts them all)
   int completion_tokens = 0;  // tokens sampled, a final end-of-generation token included
-  std::string error{};        // set when the engine failed; the job then has no valid finish
+  std::string error{};        // set when the job failed; `finish` is then meaningless
+  bool shutting_down = false;  // the failure is the server stopping (503), not the engine (500)
 };
 
 // One generation request and the channel its text comes back through. Shared by the HTTP thread
@@ -72,10 +73,13 @@ class Scheduler {
   // Starts the scheduler thread. The engine must outlive the scheduler and is used by no one
   // else while it runs (its tokenizer excepted: see Server).
   Scheduler(Engine& engine, Metrics& metrics);
-  ~Scheduler();  // stops the thread; jobs still queued or running end with an error
+  ~Scheduler();  // shutdown()
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
+  // Stops the thread after its current step; every job queued, running or submitted later ends
+  // at once with shutting_down set. Idempotent.
+  void shutdown();
   void submit(std::shared_ptr<Job> job);
   int n_slots() const { return n_slots_; }
 
@@ -89,7 +93,7 @@ class Scheduler {
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
   int pick_slot(const std::vector<int32_t>& prompt) const;
   void retire(Running& r);
-  void fail_running(const std::string& message);  // ends every running job with an error
+  void fail_running(const JobResult& failure);  // ends every running job with `failure`
 
   Engine& engine_;
   Metrics& metrics_;

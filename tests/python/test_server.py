@@ -47,13 +47,13 @@ def tiny_model(tmp_path_factory, shared_dir) -> pathlib.Path:
 class Server:
     """A running qwen-server; its stderr is drained by a thread (and kept for failure messages)."""
 
-    def __init__(self, bin_dir, model, *extra):
+    def __init__(self, bin_dir, model, *extra, parallel=N_SLOTS):
         exe = bin_dir / "qwen-server"
         if not exe.is_file():
             pytest.fail(f"{exe} not built (needs cpp-httplib)")
         self.proc = subprocess.Popen(
             [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
-             "-c", str(N_CTX), "--parallel", str(N_SLOTS), "-t", "2", *extra],
+             "-c", str(N_CTX), "--parallel", str(parallel), "-t", "2", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         ready = threading.Event()
@@ -374,5 +374,47 @@ def test_api_key(bin_dir, tiny_model):
         with openai.OpenAI(base_url=s.url + "/v1", api_key="sk-wrong", max_retries=0) as bad:
             with pytest.raises(openai.AuthenticationError):
                 bad.models.list()
+    finally:
+        s.stop()
+
+
+def test_shutdown_ends_requests(bin_dir, tiny_model):
+    """SIGTERM with a stream running and a request queued: both end at once with a 503-style
+    error and the server exits 0 within 5 s (not after the generations would have finished)."""
+    s = Server(bin_dir, tiny_model, parallel=1)
+    try:
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        body = json.dumps({"prompt": "Go on:", "max_tokens": N_CTX - 32, "ignore_eos": True, "stream": True})
+        # Connection: close, or httplib would keep the finished connection open for its keep-alive
+        # timeout (5 s) and stop() waits for that.
+        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        received = bytearray()
+        started = threading.Event()
+
+        def read_stream():  # a client that keeps reading until the server closes
+            while chunk := sock.recv(65536):
+                received.extend(chunk)
+                if received.count(b"data: ") >= 2:
+                    started.set()
+            started.set()
+
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        assert started.wait(30)
+        queued = concurrent.futures.ThreadPoolExecutor(1).submit(
+            s.request, "POST", "/v1/completions", {"prompt": "Queued", "max_tokens": 4})
+        deadline = time.time() + 10
+        while s.request("GET", "/health")[1]["requests_queued"] != 1 and time.time() < deadline:
+            time.sleep(0.02)
+        t0 = time.time()
+        s.proc.terminate()
+        assert s.proc.wait(5) == 0
+        assert time.time() - t0 < 5
+        reader.join(5)
+        assert b'"code":"shutting_down"' in received and b"data: [DONE]" in received
+        status, body = queued.result(10)
+        assert status == 503 and body["error"]["code"] == "shutting_down"
+        sock.close()
     finally:
         s.stop()
