@@ -1,6 +1,7 @@
 // Chat templates: each family's Jinja template re-expressed in code. The comments quote the
 // template logic each block reproduces; tests/python/test_chat_templates.py renders the real
 // template strings with jinja2 (HF settings: trim_blocks, lstrip_blocks) and compares.
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer.h"
@@ -11,7 +12,7 @@ namespace qwen {
 
 namespace {
 
-constexpr const char* kNames = "chatml, qwen2, qwen2.5, qwen3, llama3, gemma";
+constexpr const char* kNames = "chatml, qwen2, qwen2.5, qwen3, llama3, llama3.1, llama3.2, gemma";
 
 bool contains(std::string_view s, std::string_view what) {
   return s.find(what) != s.npos;
@@ -179,6 +180,45 @@ std::string render_llama3(const std::vector<ChatMessage>& msgs, bool add_gen, co
   return out;
 }
 
+// Llama 3.1 / 3.2 without tools: the system turn always comes first, dated; "tool"/"ipython"
+// turns carry their content as JSON (a string is iterable in Jinja, so `tojson` applies).
+std::string render_llama31(const std::vector<ChatMessage>& msgs, bool add_gen, const std::string& bos,
+                           bool date_now, const nlohmann::json& vars) {
+  std::string date = "26 Jul 2024";
+  if (auto it = vars.find("date_string"); it != vars.end()) {
+    QWEN_CHECK(it->is_string(), "chat template variable date_string must be a string, got ", it->dump());
+    date = it->get<std::string>();
+  } else if (date_now) {
+    // strftime_now("%d %b %Y") as transformers defines it: local time, C locale month names.
+    const std::time_t now = std::time(nullptr);
+    std::tm local{};
+    localtime_r(&now, &local);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%d %b %Y", &local);
+    date = buf;
+  }
+  size_t first = 0;
+  std::string system;
+  if (msgs[0].role == "system") {
+    system = py_strip(msgs[0].content);
+    first = 1;
+  }
+  std::string out = bos +
+                    "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n" +
+                    "Today Date: " + date + "\n\n" + system + "<|eot_id|>";
+  for (size_t i = first; i < msgs.size(); ++i) {
+    const ChatMessage& m = msgs[i];
+    if (m.role == "tool" || m.role == "ipython") {
+      out +=
+          "<|start_header_id|>ipython<|end_header_id|>\n\n" + nlohmann::json(m.content).dump() + "<|eot_id|>";
+    } else {
+      out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + py_strip(m.content) + "<|eot_id|>";
+    }
+  }
+  if (add_gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
 std::string render_gemma(const std::vector<ChatMessage>& msgs, bool add_gen, const std::string& bos,
                          bool fold_system) {
   std::string out = bos;
@@ -223,9 +263,13 @@ ChatTemplate ChatTemplate::from_source(std::string_view src, std::string bos_tok
       t.tool_responses_ = contains(src, "<tool_response>");
     }
   } else if (contains(src, "<|start_header_id|>") && contains(src, "<|eot_id|>")) {
-    // Llama 3.1+ templates add a dated system header and tool calling that we do not render.
-    if (contains(src, "Cutting Knowledge Date") || contains(src, "tool")) unknown("Llama 3.1+ tool template");
-    t.family_ = ChatFamily::kLlama3;
+    if (contains(src, "Cutting Knowledge Date")) {
+      t.family_ = ChatFamily::kLlama31;
+      t.llama_date_now_ = contains(src, "strftime_now");
+    } else {
+      if (contains(src, "tool")) unknown("Llama 3 variant with tool calling");
+      t.family_ = ChatFamily::kLlama3;
+    }
   } else if (contains(src, "<start_of_turn>")) {
     t.family_ = ChatFamily::kGemma;
     t.gemma_fold_system_ = contains(src, "first_user_prefix");
@@ -251,6 +295,9 @@ ChatTemplate ChatTemplate::from_name(std::string_view name, std::string bos_toke
     t.family_ = ChatFamily::kQwen3;
   } else if (name == "llama3") {
     t.family_ = ChatFamily::kLlama3;
+  } else if (name == "llama3.1" || name == "llama3.2") {
+    t.family_ = ChatFamily::kLlama31;
+    t.llama_date_now_ = name == "llama3.2";
   } else if (name == "gemma") {
     t.family_ = ChatFamily::kGemma;
   } else {
@@ -273,6 +320,8 @@ const char* ChatTemplate::name() const {
       return "qwen3";
     case ChatFamily::kLlama3:
       return "llama3";
+    case ChatFamily::kLlama31:
+      return llama_date_now_ ? "llama3.2" : "llama3.1";
     case ChatFamily::kGemma:
       return "gemma";
   }
@@ -295,6 +344,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
       return render_qwen3(messages, add_generation_prompt, vars);
     case ChatFamily::kLlama3:
       return render_llama3(messages, add_generation_prompt, bos_token_);
+    case ChatFamily::kLlama31:
+      return render_llama31(messages, add_generation_prompt, bos_token_, llama_date_now_, vars);
     case ChatFamily::kGemma:
       return render_gemma(messages, add_generation_prompt, bos_token_, gemma_fold_system_);
   }

@@ -124,10 +124,11 @@ struct ChatMessage {
 // Template families rendered by hand-written code that reproduces the Jinja templates byte for
 // byte (tests/python/test_chat_templates.py compares against jinja2 on the real template strings).
 enum class ChatFamily {
-  kChatML,  // <|im_start|>role\n...<|im_end|>\n (Qwen2, Qwen2.5, SmolLM), optional default system
-  kQwen3,   // ChatML with <think> handling and enable_thinking
-  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> (Llama 3.0)
-  kGemma,   // <start_of_turn>user\n...<end_of_turn>\n, "model" role (Gemma 2 and 3)
+  kChatML,   // <|im_start|>role\n...<|im_end|>\n (Qwen2, Qwen2.5, SmolLM), optional default system
+  kQwen3,    // ChatML with <think> handling and enable_thinking
+  kLlama3,   // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> (Llama 3.0)
+  kLlama31,  // Llama 3.1 / 3.2: Llama 3 plus a dated system header (no tool calling)
+  kGemma,    // <start_of_turn>user\n...<end_of_turn>\n, "model" role (Gemma 2 and 3)
 };
 
 class ChatTemplate {
@@ -137,8 +138,9 @@ class ChatTemplate {
   // template is unknown and that --chat-template NAME forces a built-in one.
   static ChatTemplate from_source(std::string_view jinja_source, std::string bos_token);
   // Built-in templates by name: "chatml" (no default system prompt), "qwen2" and "qwen2.5"
-  // (ChatML with their default system prompts), "qwen3", "llama3", "gemma" (Gemma 3); throws
-  // listing the valid names.
+  // (ChatML with their default system prompts), "qwen3", "llama3", "llama3.1" (date "26 Jul 2024"),
+  // "llama3.2" (today's date), "gemma" (Gemma 3); throws listing the valid names. Llama 3.1+
+  // take the variable date_string like the templates do.
   static ChatTemplate from_name(std::string_view name, std::string bos_token);
   // Uses `forced_name` when non-empty, else the tokenizer's tokenizer.chat_template. The BOS text
   // comes from the tokenizer (Llama 3 and Gemma templates write {{ bos_token }}).
@@ -161,6 +163,7 @@ class ChatTemplate {
   std::string default_system_;     // ChatML: system prompt used when the first turn is not system
   bool tool_responses_ = false;    // ChatML (Qwen2.5): "tool" turns wrapped in <tool_response>
   bool gemma_fold_system_ = true;  // Gemma 3 folds a system turn into the first user turn; Gemma 2 rejects it
+  bool llama_date_now_ = false;    // Llama 3.2: the default date_string is today (strftime_now)
   std::string bos_token_;
 };
 

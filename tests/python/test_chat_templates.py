@@ -3,11 +3,12 @@
 The reference renders each template the way transformers' apply_chat_template does (sandboxed
 jinja2 environment, trim_blocks + lstrip_blocks, loopcontrols, raise_exception, tojson), with
 bos_token / eos_token and the extra variables passed through. Templates: the Qwen3 one shipped in
-the shared tokenizer_config.json, and the Qwen2, Qwen2.5, SmolLM2, plain ChatML, Llama 3, Gemma 2
-and Gemma 3 templates in chat_templates/. Metric: exact string equality of the rendered text for
+the shared tokenizer_config.json, and the Qwen2, Qwen2.5, SmolLM2, plain ChatML, Llama 3, Llama 3.2,
+Gemma 2 and Gemma 3 templates in chat_templates/. Metric: exact string equality of the rendered text for
 every conversation x add_generation_prompt x variables (tolerance: none), the same error for
 conversations a template rejects, and ids equal to HF tokenizers' encoding of the rendered text.
 """
+import datetime
 import functools
 import json
 import pathlib
@@ -37,6 +38,7 @@ TEMPLATES = {
     "smollm2": ("smollm2.jinja", "qwen2"),
     "chatml": ("chatml.jinja", "chatml"),
     "llama3": ("llama3.jinja", "llama3"),
+    "llama3.2": ("llama3.2.jinja", "llama3.2"),
     "gemma2": ("gemma2.jinja", "gemma"),
     "gemma3": ("gemma3.jinja", "gemma"),
 }
@@ -65,8 +67,9 @@ CONVERSATIONS = [
     [m("system", "only system")],
     [m("assistant", "assistant first"), m("user", "then user")],
     [m("user", "one"), m("user", "two in a row")],
+    [m("system", "  sys  "), m("user", "call it"), m("tool", "line\n\"quoted\" \u00e9 \u0001"), m("assistant", "done")],
 ]
-VARIABLES = [{}, {"enable_thinking": False}, {"enable_thinking": True}]
+VARIABLES = [{}, {"enable_thinking": False}, {"enable_thinking": True}, {"date_string": "01 Jan 2042"}]
 
 
 def raise_exception(message):
@@ -80,6 +83,7 @@ def compile_template(source):
                                         extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     return env.from_string(source)
 
 

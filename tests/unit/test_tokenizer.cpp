@@ -276,6 +276,13 @@ TEST(ChatTemplate, DetectionAndErrors) {
       "qwen2");
   EXPECT_EQ(ChatTemplate::from_source("<|start_header_id|> <|eot_id|>", "").family(), ChatFamily::kLlama3);
   EXPECT_EQ(ChatTemplate::from_source("<start_of_turn>", "").family(), ChatFamily::kGemma);
+  EXPECT_STREQ(
+      ChatTemplate::from_source("<|start_header_id|> Cutting Knowledge Date <|eot_id|> strftime_now", "")
+          .name(),
+      "llama3.2");
+  EXPECT_THROW(ChatTemplate::from_name("llama3.1", "")
+                   .render({{"user", "u"}}, true, nlohmann::json{{"date_string", 1}}),
+               Error);
   try {
     ChatTemplate::from_source("{% for m in messages %}{{ m.content }}{% endfor %}", "");
     ADD_FAILURE() << "unknown template accepted";
