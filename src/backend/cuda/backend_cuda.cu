@@ -6,7 +6,21 @@
 // zeroed counters of the attention and argmax reductions), and grows the
 // prefill GEMM scratch on the first prefill that needs it (never during capture). Steady-state
 // decode therefore allocates nothing and never synchronizes with the host.
+//
+// Fusion (DESIGN §3.3: the unfused path stays, as the oracle). A decode step issues ~17 small
+// kernels per layer, and at batch 1 each costs more in launch and latency than in bytes. So the
+// backend holds back the last fusable op and merges it with the next one when they form one of
+// these patterns (decode-sized GEMV only, n_tokens <= kGemvMaxTokens):
+//   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
+//   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too)
+//   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel
+// Every output the separate ops would write is still written, with the same arithmetic, so a
+// tap or a later op sees the same memory. Any other call (including upload/download/
+// synchronize and the capture calls) first launches what is held back. QWEN_CUDA_FUSION=0
+// turns fusion off.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +33,33 @@ namespace {
 
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
+// The op held back for fusion (see the file comment).
+struct Pending {
+  enum class Kind { None, Norm, Matmul, Rope } kind = Kind::None;
+  // Norm: rmsnorm(norm_out, norm_x, norm_w, rows, n, eps); also kept with a Matmul that absorbed it.
+  float* norm_out = nullptr;
+  const float* norm_x = nullptr;
+  const float* norm_w = nullptr;
+  int64_t norm_rows = 0;
+  int norm_n = 0;
+  float eps = 0.f;
+  // Matmul (GEMV): y = W x (+ bias); with_norm: x is norm_out computed from norm_x.
+  float* y = nullptr;
+  Weight w;
+  const float* x = nullptr;
+  int n_tokens = 0;
+  const float* bias = nullptr;
+  bool with_norm = false;
+  // Rope: up to two in-place ropes over the same positions (q first, then k).
+  float* rope_x[2] = {nullptr, nullptr};
+  int rope_heads[2] = {0, 0};
+  int n_rope = 0;
+  const int32_t* pos = nullptr;
+  int head_dim = 0;
+  float freq_base = 0.f;
+  RopeMode mode = RopeMode::Neox;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
@@ -28,6 +69,8 @@ class CudaBackend final : public Backend {
     name_ = str("cuda: ", prop.name);
     n_sm_ = prop.multiProcessorCount;
     QWEN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const char* fusion = std::getenv("QWEN_CUDA_FUSION");
+    fusion_ = fusion == nullptr || std::strcmp(fusion, "0") != 0;
     QWEN_CUBLAS_CHECK(cublasCreate(&blas_));
     QWEN_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
     // A fixed workspace keeps cuBLAS from allocating inside a captured graph.
@@ -43,7 +86,8 @@ class CudaBackend final : public Backend {
   }
 
   ~CudaBackend() override {
-    // Destructors must not throw: errors here are ignored (the process is tearing down).
+    // Destructors must not throw: errors here are ignored (the process is tearing down); a
+    // held-back op is dropped with the memory it would have written.
     cudaStreamSynchronize(stream_);
     for (auto& [slot, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (scratch_.w16) cudaFree(scratch_.w16);
@@ -72,16 +116,22 @@ class CudaBackend final : public Backend {
     return p;
   }
   void free(void* p) override {
+    flush();
     if (p) QWEN_CUDA_CHECK(cudaFree(p));
   }
   void upload(void* dst, const void* src, size_t bytes) override {
+    flush();
     QWEN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
   }
   void download(void* dst, const void* src, size_t bytes) override {
+    flush();
     QWEN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     synchronize();
   }
-  void synchronize() override { QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void synchronize() override {
+    flush();
+    QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   size_t free_bytes() const override {
     size_t free_b = 0, total_b = 0;
     QWEN_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -89,42 +139,103 @@ class CudaBackend final : public Backend {
   }
 
   void embed(float* out, const Weight& table, const int32_t* ids, int n_tokens) override {
+    flush();
     cuda::embed(stream_, out, table, ids, n_tokens);
   }
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
+    flush();
+    // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
+    if (fusion_ && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 && n % 32 == 0) {  // 32: GEMV chunk
+      held_.kind = Pending::Kind::Norm;
+      held_.norm_out = out, held_.norm_x = x, held_.norm_w = w, held_.norm_rows = n_rows, held_.norm_n = n;
+      held_.eps = eps;
+      return;
+    }
     cuda::rmsnorm(stream_, out, x, w, n_rows, n, eps);
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
-    if (n_tokens == 0) return;
-    if (n_tokens <= cuda::kGemvMaxTokens) {
-      cuda::gemv(stream_, y, w, x, n_tokens, bias);
-    } else {
-      cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
+    if (n_tokens == 0) return flush();
+    if (!fusion_ || n_tokens > cuda::kGemvMaxTokens) {
+      flush();
+      if (n_tokens <= cuda::kGemvMaxTokens) {
+        cuda::gemv(stream_, y, w, x, n_tokens, bias);
+      } else {
+        cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
+      }
+      return;
     }
+    const bool absorb_norm = held_.kind == Pending::Kind::Norm && held_.norm_out == x &&
+                             held_.norm_rows == n_tokens && held_.norm_n == w.ne0 && y != x && y != held_.norm_x;
+    if (!absorb_norm) flush();
+    held_.kind = Pending::Kind::Matmul;
+    held_.with_norm = absorb_norm;
+    held_.y = y, held_.w = w, held_.x = x, held_.n_tokens = n_tokens, held_.bias = bias;
   }
   void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
             RopeMode mode) override {
-    cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, freq_base, mode);
+    const bool pair = held_.kind == Pending::Kind::Rope && held_.n_rope == 1 && held_.pos == pos &&
+                      held_.n_tokens == n_tokens && held_.head_dim == head_dim && held_.freq_base == freq_base &&
+                      held_.mode == mode && held_.rope_x[0] != x;
+    if (pair) {
+      held_.rope_x[1] = x, held_.rope_heads[1] = n_head, held_.n_rope = 2;
+      return;
+    }
+    flush();
+    if (!fusion_) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, freq_base, mode);
+    held_.kind = Pending::Kind::Rope;
+    held_.rope_x[0] = x, held_.rope_heads[0] = n_head, held_.n_rope = 1;
+    held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.freq_base = freq_base;
+    held_.mode = mode;
   }
   void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) override {
+    if (held_.kind == Pending::Kind::Rope) {
+      const int last = held_.n_rope - 1;
+      const bool fuse = held_.rope_x[last] == k && held_.rope_heads[last] == cache.n_head_kv &&
+                        held_.pos == batch.pos && held_.n_tokens == batch.n_tokens &&
+                        held_.head_dim == cache.head_dim && v != held_.rope_x[0] && v != k;
+      if (fuse) {
+        float* x0 = last == 1 ? held_.rope_x[0] : nullptr;
+        const int h0 = last == 1 ? held_.rope_heads[0] : 0;
+        held_.kind = Pending::Kind::None;
+        cuda::rope_store(stream_, x0, h0, held_.rope_x[last], v, cache, batch, held_.freq_base, held_.mode);
+        return;
+      }
+    }
+    flush();
     cuda::kv_store(stream_, cache, k, v, batch);
   }
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
+    flush();
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
+    flush();
     cuda::swiglu(stream_, out, gate, up, n);
   }
-  void add(float* out, const float* a, const float* b, int64_t n) override { cuda::add(stream_, out, a, b, n); }
+  void add(float* out, const float* a, const float* b, int64_t n) override {
+    if (held_.kind == Pending::Kind::Matmul) {
+      const bool fuse = b == held_.y && out == a && out != held_.y && out != held_.x &&
+                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
+                        n == int64_t(held_.n_tokens) * held_.w.ne1;
+      if (fuse) return launch_matmul(out);
+    }
+    flush();
+    cuda::add(stream_, out, a, b, n);
+  }
   void argmax(int32_t* out, const float* x, int n_rows, int n) override {
+    flush();
     cuda::argmax(stream_, decode_, out, x, n_rows, n);
   }
 
-  void add_i32(int32_t* x, int32_t delta, int n) override { cuda::add_i32(stream_, x, delta, n); }
+  void add_i32(int32_t* x, int32_t delta, int n) override {
+    flush();
+    cuda::add_i32(stream_, x, delta, n);
+  }
 
   bool supports_graphs() const override { return true; }
   void begin_capture(int slot) override {
+    flush();
     QWEN_CHECK(capturing_ < 0, name_, ": begin_capture(", slot, ") while graph ", capturing_, " is being captured");
     // Global mode: any CUDA call from another thread that would break the capture fails loudly.
     QWEN_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
@@ -132,6 +243,7 @@ class CudaBackend final : public Backend {
   }
   void end_capture() override {
     QWEN_CHECK(capturing_ >= 0, name_, ": end_capture() without begin_capture()");
+    flush();
     const int slot = capturing_;
     capturing_ = -1;
     cudaGraph_t graph = nullptr;
@@ -149,12 +261,39 @@ class CudaBackend final : public Backend {
     }
   }
   void replay(int slot) override {
+    flush();
     auto it = graphs_.find(slot);
     QWEN_CHECK(it != graphs_.end(), name_, ": replay(", slot, "): no graph was captured in that slot");
     QWEN_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
   }
 
  private:
+  // Launches the held-back op, if any, as it was issued.
+  void flush() {
+    const Pending p = held_;
+    held_.kind = Pending::Kind::None;
+    switch (p.kind) {
+      case Pending::Kind::None: return;
+      case Pending::Kind::Norm:
+        return cuda::rmsnorm(stream_, p.norm_out, p.norm_x, p.norm_w, p.norm_rows, p.norm_n, p.eps);
+      case Pending::Kind::Matmul: held_ = p; return launch_matmul(nullptr);
+      case Pending::Kind::Rope:
+        for (int i = 0; i < p.n_rope; ++i) {
+          cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base, p.mode);
+        }
+        return;
+    }
+  }
+  // The held-back GEMV (with its absorbed RMSNorm), adding its result into `resid` when given.
+  void launch_matmul(float* resid) {
+    const Pending p = held_;
+    held_.kind = Pending::Kind::None;
+    cuda::GemvFusion f;
+    if (p.with_norm) f.norm_w = p.norm_w, f.norm_out = p.norm_out, f.eps = p.eps;
+    f.resid = resid;
+    cuda::gemv(stream_, p.y, p.w, p.with_norm ? p.norm_x : p.x, p.n_tokens, p.bias, f);
+  }
+
   int device_;
   std::string name_;
   int n_sm_ = 0;
@@ -164,6 +303,8 @@ class CudaBackend final : public Backend {
   cuda::DecodeScratch decode_;
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
+  Pending held_;
+  bool fusion_ = true;
   int capturing_ = -1;
 };
 

@@ -1,7 +1,8 @@
 // y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
 //
-// Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
-// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction.
+// Decode (n_tokens <= kGemvMaxTokens): one to eight warps per output row; each lane dequantizes
+// whole 32-element chunks in registers and accumulates in fp32 against x, then warp and block
+// reductions. The backend may fuse the preceding RMSNorm and the following residual add into it.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
@@ -28,30 +29,59 @@ namespace {
 constexpr int kGemvThreads = 256;              // 8 warps = 8 rows per block
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
-template <GGMLType T>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ y, const uint8_t* __restrict__ w,
-                                                           size_t row_bytes, const float* __restrict__ x,
-                                                           int64_t ne0, int64_t ne1,
-                                                           const float* __restrict__ bias) {
-  const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
+struct GemvArgs {
+  float* y;
+  const uint8_t* w;
+  size_t row_bytes;
+  const float* x;
+  int64_t ne0, ne1;
+  const float* bias;
+  int wpr;  // warps per row: 1, 2, 4 or 8 (long rows are split so each lane loads few chunks)
+  GemvFusion f;
+};
+
+// Decode GEMV: warps_per_row warps share a row; each lane dequantizes whole 32-element chunks in
+// registers and accumulates in fp32. Optional fusions (GemvFusion): the RMSNorm of x computed
+// per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing
+// the normalized x; and a residual epilogue resid += y.
+template <GGMLType T, bool kNorm, bool kResid>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
+  __shared__ float s_red[kWarp];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int rows_per_block = (kGemvThreads / kWarp) / a.wpr;
+  const int64_t row = int64_t(blockIdx.x) * rows_per_block + warp / a.wpr;
+  const int sub = warp % a.wpr;
   const int64_t t = blockIdx.y;
-  const uint8_t* r = w + min(row, ne1 - 1) * row_bytes;
-  const int64_t n_chunks = ne0 / kChunk;
+  const int64_t n_chunks = a.ne0 / kChunk;
+  const int64_t c0 = int64_t(sub) * kWarp + lane, c_step = int64_t(a.wpr) * kWarp;
+  const uint8_t* r = a.w + min(row, a.ne1 - 1) * a.row_bytes;
   // The first chunk of weights is loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
   float v[kChunk];
-  if (lane < n_chunks) dequant_chunk<T>(r, lane, v);
+  if (c0 < n_chunks) dequant_chunk<T>(r, c0, v);
   pdl_begin();
-  if (row >= ne1) return;
-  const float* xt = x + t * ne0;
+  const float* xt = a.x + t * a.ne0;
+  float scale = 1.f;
+  if constexpr (kNorm) {
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x) ss = fmaf(xt[i], xt[i], ss);
+    ss = block_sum(ss, s_red);
+    scale = rsqrtf(ss / float(a.ne0) + a.f.eps);
+    if (blockIdx.x == 0) {
+      for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x) a.f.norm_out[t * a.ne0 + i] = xt[i] * scale * a.f.norm_w[i];
+    }
+  }
   float acc = 0.f;
-  for (int64_t c = lane; c < n_chunks; c += kWarp) {
-    if (c != lane) dequant_chunk<T>(r, c, v);
+  for (int64_t c = c0; c < n_chunks; c += c_step) {
+    if (c != c0) dequant_chunk<T>(r, c, v);
     const float4* xp = reinterpret_cast<const float4*>(xt + c * kChunk);
 #pragma unroll
     for (int i = 0; i < kChunk / 4; ++i) {
-      const float4 xv = xp[i];
+      float4 xv = xp[i];
+      if constexpr (kNorm) {
+        const float4 wv = reinterpret_cast<const float4*>(a.f.norm_w + c * kChunk)[i];
+        xv = make_float4(xv.x * scale * wv.x, xv.y * scale * wv.y, xv.z * scale * wv.z, xv.w * scale * wv.w);
+      }
       acc = fmaf(v[4 * i], xv.x, acc);
       acc = fmaf(v[4 * i + 1], xv.y, acc);
       acc = fmaf(v[4 * i + 2], xv.z, acc);
@@ -59,7 +89,19 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(float* __restrict__ 
     }
   }
   acc = warp_sum(acc);
-  if (lane == 0) y[t * ne1 + row] = acc + (bias ? bias[row] : 0.f);
+  if (a.wpr > 1) {  // uniform over the block
+    __syncthreads();  // s_red may still be read by block_sum's last step
+    if (lane == 0) s_red[warp] = acc;
+    __syncthreads();
+    if (sub == 0 && lane == 0) {
+      for (int i = 1; i < a.wpr; ++i) acc += s_red[warp + i];
+    }
+  }
+  if (row < a.ne1 && sub == 0 && lane == 0) {
+    const float out = acc + (a.bias ? a.bias[row] : 0.f);
+    a.y[t * a.ne1 + row] = out;
+    if constexpr (kResid) a.f.resid[t * a.ne1 + row] += out;
+  }
 }
 
 // out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W); one thread per chunk.
@@ -150,14 +192,27 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
 
 }  // namespace
 
-void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias) {
+void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
+          const GemvFusion& f) {
   check_weight(w, "gemv");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  const dim3 grid(unsigned(ceil_div(w.ne1, kGemvThreads / kWarp)), unsigned(n_tokens));
-  const auto* data = static_cast<const uint8_t*>(w.data);
-  const size_t rb = w.row_bytes();
+  const int64_t n_chunks = w.ne0 / kChunk;
+  int wpr = 1;
+  while (wpr < kGemvThreads / kWarp && n_chunks > int64_t(wpr) * kWarp * 2) wpr *= 2;
+  const int rows_per_block = (kGemvThreads / kWarp) / wpr;
+  const dim3 grid(unsigned(ceil_div(w.ne1, rows_per_block)), unsigned(n_tokens));
+  const GemvArgs args{y, static_cast<const uint8_t*>(w.data), w.row_bytes(), x, w.ne0, w.ne1, bias, wpr, f};
+  const bool norm = f.norm_w != nullptr, resid = f.resid != nullptr;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-    launch(gemv_kernel<T>, dim3(grid), dim3(kGemvThreads), s, y, data, rb, x, w.ne0, w.ne1, bias);
+    if (norm && resid) {
+      launch(gemv_kernel<T, true, true>, grid, dim3(kGemvThreads), s, args);
+    } else if (norm) {
+      launch(gemv_kernel<T, true, false>, grid, dim3(kGemvThreads), s, args);
+    } else if (resid) {
+      launch(gemv_kernel<T, false, true>, grid, dim3(kGemvThreads), s, args);
+    } else {
+      launch(gemv_kernel<T, false, false>, grid, dim3(kGemvThreads), s, args);
+    }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }

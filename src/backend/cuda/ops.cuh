@@ -39,7 +39,17 @@ void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t
 
 // matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, cuBLAS tensor-core GEMM above.
 constexpr int kGemvMaxTokens = 4;
-void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias);
+// Ops the backend folds into a decode GEMV (see backend_cuda.cu): all optional.
+struct GemvFusion {
+  // x is replaced by rmsnorm(x, norm_w, eps) [n_tokens][ne0], which is also stored to norm_out.
+  const float* norm_w = nullptr;
+  float* norm_out = nullptr;
+  float eps = 0.f;
+  // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm_out.
+  float* resid = nullptr;
+};
+void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
+          const GemvFusion& f = {});
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias);
 
@@ -47,6 +57,11 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
           float freq_base, RopeMode mode);
 void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, const Batch& batch);
+// RoPE of x0 (n_head0 heads, may be null) and of k (n_head_kv heads) at batch.pos, both in place,
+// then the KV-cache write of the rotated k and of v: the three ops of rope(q), rope(k),
+// kv_store(k, v) in one kernel, with the same arithmetic as the separate ones.
+void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache, const Batch& batch,
+                float freq_base, RopeMode mode);
 
 // attention.cu
 void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
