@@ -383,3 +383,46 @@ def test_every_code_point(bin_dir, vocab_gguf, tokenizer_json):
     expected = [hf.normalizer.normalize_str(t) for t in chunks]
     bad = [i for i in range(len(chunks)) if decoded[i] != expected[i]]
     assert not bad, f"{len(bad)} chunks do not round-trip to NFC, first: {chunks[bad[0]]!r}"
+
+
+def _write_vocab_gguf(path, tokens, types, merges, pre="qwen2", model="gpt2"):
+    writer = gguf.GGUFWriter(str(path), arch="qwen2")
+    writer.add_tokenizer_model(model)
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("case", ["types_short", "bad_merge", "unknown_pre", "unknown_model"])
+def test_bad_tokenizer_metadata_is_a_clear_error(bin_dir, tmp_path, case):
+    """Inconsistent tokenizer metadata: exit code 1 and a message naming the key (no crash)."""
+    tokens = [chr(c) for c in byte_level_alphabet()] + ["ab"]
+    types, merges, pre, model = [1] * len(tokens), ["a b"], "qwen2", "gpt2"
+    expected = {"types_short": "token_type", "bad_merge": "merges[1]", "unknown_pre": "tokenizer.ggml.pre",
+                "unknown_model": "tokenizer.ggml.model"}[case]
+    if case == "types_short":
+        types = types[:-1]
+    elif case == "bad_merge":
+        merges = merges + ["a zz"]
+    elif case == "unknown_pre":
+        pre = "no-such-pre"
+    else:
+        model = "bert"
+    path = tmp_path / "bad.gguf"
+    _write_vocab_gguf(path, tokens, types, merges, pre, model)
+    proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(path)], input='"ab"\n',
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert expected in proc.stderr and str(path) in proc.stderr, proc.stderr
+
+
+def byte_level_alphabet():
+    """GPT-2's byte -> code point map, in byte order."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or b >= 174]
+    extra = iter(range(256, 256 + 68))
+    return [b if b in printable else next(extra) for b in range(256)]
