@@ -27,6 +27,8 @@ namespace {
 // Most stop strings one request may carry; each is matched against the tail of the text at
 // every token, so the cap bounds that work.
 constexpr size_t kMaxStop = 16;
+// Longest stop string: the held-back tail is compared against every stop prefix at each token.
+constexpr size_t kMaxStopBytes = 1024;
 
 [[noreturn]] void invalid(const std::string& param, const std::string& message,
                           const std::string& code = "invalid_value") {
@@ -135,6 +137,9 @@ std::vector<std::string> parse_stop(const json& body) {
   }
   for (const std::string& s : stop) {
     if (s.empty()) invalid("stop", "'stop' strings must not be empty");
+    if (s.size() > kMaxStopBytes) {
+      invalid("stop", str("a 'stop' string has ", s.size(), " bytes, at most ", kMaxStopBytes));
+    }
   }
   return stop;
 }

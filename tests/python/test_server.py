@@ -305,6 +305,8 @@ ERROR_CASES = [
      "max_tokens"),
     ("max_tokens float", "POST", CHAT, json.dumps({"messages": MSG, "max_tokens": 1.5}), 400, "invalid_type",
      "max_tokens"),
+    ("stop too long", "POST", CHAT, json.dumps({"messages": MSG, "stop": ["x" * 1025]}), 400, "invalid_value",
+     "stop"),
     ("stop wrong type", "POST", CHAT, json.dumps({"messages": MSG, "stop": [1]}), 400, "invalid_type", "stop"),
     ("n = 2", "POST", CHAT, json.dumps({"messages": MSG, "n": 2}), 400, "unsupported_value", "n"),
     ("stream not bool", "POST", CHAT, json.dumps({"messages": MSG, "stream": "yes"}), 400, "invalid_type",
