@@ -102,7 +102,6 @@ void Scheduler::run() {
       if (r.job->cancelled()) retire(r);
     }
     std::erase_if(running_, [](const Running& r) { return r.job == nullptr; });
-    metrics_.active = int(running_.size());
     if (running_.empty()) continue;
 
     gens.clear();
@@ -123,7 +122,6 @@ void Scheduler::run() {
       if (r.gen->done()) retire(r);
     }
     std::erase_if(running_, [](const Running& r) { return r.job == nullptr; });
-    metrics_.active = int(running_.size());
   }
 }
 
@@ -139,11 +137,11 @@ void Scheduler::admit(std::vector<std::shared_ptr<Job>>& admitted) {
       auto on_text = [j = job.get()](std::string_view piece) { return j->on_text(piece); };
       auto gen = std::make_unique<Generation>(engine_, slot, job->prompt(), job->params(), on_text);
       running_.push_back({std::move(job), std::move(gen)});
+      metrics_.active++;
     } catch (const std::exception& e) {
       job->finish({.prompt_tokens = int(job->prompt().size()), .error = e.what()});
     }
   }
-  metrics_.active = int(running_.size());
 }
 
 // The free slot whose cached tokens share the longest prefix with the prompt (the engine reuses
@@ -182,6 +180,9 @@ void Scheduler::retire(Running& r) {
   } else {
     metrics_.completions++;
   }
+  // Counted out before the client can see its result, so a client reading /metrics right after
+  // its response never finds itself still active.
+  metrics_.active--;
   r.job->finish(std::move(res));
   r.gen.reset();
   r.job.reset();
@@ -192,10 +193,10 @@ void Scheduler::fail_running(const JobResult& failure) {
     engine_.clear_slot(r.gen->slot());  // its KV contents are unknown after a failed step
     JobResult res = failure;
     res.prompt_tokens = int(r.job->prompt().size());
+    metrics_.active--;
     r.job->finish(std::move(res));
   }
   running_.clear();
-  metrics_.active = 0;
 }
 
 }  // namespace qwen::server
