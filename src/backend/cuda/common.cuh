@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "util/check.h"
 
@@ -74,6 +76,15 @@ __device__ __forceinline__ void pdl_begin() {
 #endif
 }
 
+// QWEN_CUDA_PDL=0 launches without the programmatic-serialization attribute (plain ordering).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("QWEN_CUDA_PDL");
+    return e == nullptr || std::string_view(e) != "0";
+  }();
+  return on;
+}
+
 template <class... KArgs, class... Args>
 void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
   cudaLaunchConfig_t cfg{};
@@ -85,7 +96,7 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Arg
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
   QWEN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
 }
 
