@@ -60,8 +60,8 @@ std::optional<double> number(const json& body, const char* key, double lo, doubl
   if (!v->is_number()) wrong_type(key, "a number", *v);
   double x = v->get<double>();
   if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
-    invalid(key, str("'", key, "' is ", v->dump(), ", expected a number in ", lo_open ? "(" : "[", lo, ", ", hi,
-                     "]"));
+    invalid(key, str("'", key, "' is ", v->dump(), ", expected a number in ", lo_open ? "(" : "[", lo, ", ",
+                     hi, "]"));
   }
   return x;
 }
@@ -74,7 +74,8 @@ std::optional<int64_t> integer(const json& body, const char* key, int64_t lo, in
     invalid(key, str("'", key, "' is ", v->dump(), ", expected an integer in [", lo, ", ", hi, "]"));
   }
   int64_t x = v->get<int64_t>();
-  if (x < lo || x > hi) invalid(key, str("'", key, "' is ", x, ", expected an integer in [", lo, ", ", hi, "]"));
+  if (x < lo || x > hi)
+    invalid(key, str("'", key, "' is ", x, ", expected an integer in [", lo, ", ", hi, "]"));
   return x;
 }
 
@@ -98,8 +99,8 @@ void refuse_unsupported(const json& body) {
   if (const json* n = field(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1)) {
     invalid("n", str("'n' is ", describe(*n), ": only n = 1 is supported"), "unsupported_value");
   }
-  if (const json* v = field(body, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()) &&
-                                               !(v->is_number_integer() && v->get<int64_t>() == 0)) {
+  if (const json* v = field(body, "logprobs");
+      v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0)) {
     invalid("logprobs", "'logprobs' is not supported", "unsupported_value");
   }
   if (auto echo = boolean(body, "echo"); echo && *echo) {
@@ -115,7 +116,8 @@ void refuse_unsupported(const json& body) {
     if (!v->is_object()) wrong_type("response_format", "an object", *v);
     const json* type = field(*v, "type");
     if (!type || *type != "text") {
-      invalid("response_format", "only response_format {\"type\": \"text\"} is supported", "unsupported_value");
+      invalid("response_format", "only response_format {\"type\": \"text\"} is supported",
+              "unsupported_value");
     }
   }
 }
@@ -147,7 +149,8 @@ std::vector<std::string> parse_stop(const json& body) {
 // Options shared by both generation routes.
 void parse_common(const json& body, GenerationRequest& r) {
   if (!body.is_object()) {
-    throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()), "invalid_type");
+    throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()),
+                   "invalid_type");
   }
   refuse_unsupported(body);
   r.model = string(body, "model").value_or("");
@@ -196,7 +199,8 @@ std::string message_content(const json& content, size_t i) {
     const json* type = part.is_object() ? field(part, "type") : nullptr;
     const json* t = part.is_object() ? field(part, "text") : nullptr;
     if (!type || *type != "text" || !t || !t->is_string()) {
-      invalid(param, str("'", param, "' parts must be {\"type\": \"text\", \"text\": string}, got ", describe(part)),
+      invalid(param,
+              str("'", param, "' parts must be {\"type\": \"text\", \"text\": string}, got ", describe(part)),
               "invalid_type");
     }
     text += t->get<std::string>();
@@ -215,7 +219,8 @@ std::vector<int32_t> token_ids(const json& v, const char* param, int32_t n_vocab
     const bool too_big = t.is_number_unsigned() && t.get<uint64_t>() >= uint64_t(n_vocab);
     const int64_t id = too_big ? int64_t(n_vocab) : t.get<int64_t>();
     if (id < 0 || id >= n_vocab) {
-      invalid(param, str("'", param, "[", i, "]' is ", describe(t), ", outside the vocabulary [0, ", n_vocab, ")"));
+      invalid(param,
+              str("'", param, "[", i, "]' is ", describe(t), ", outside the vocabulary [0, ", n_vocab, ")"));
     }
     ids.push_back(int32_t(id));
   }
@@ -243,10 +248,12 @@ GenerationRequest parse_chat_request(const json& body) {
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
     std::string param = str("messages[", i, "]");
-    if (!m.is_object()) invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
+    if (!m.is_object())
+      invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
     const json* role = field(m, "role");
     if (!role || !role->is_string()) {
-      invalid(param + ".role", str("'", param, ".role' must be a string"), role ? "invalid_type" : "missing_field");
+      invalid(param + ".role", str("'", param, ".role' must be a string"),
+              role ? "invalid_type" : "missing_field");
     }
     std::string r_name = role->get<std::string>();
     if (r_name == "developer") r_name = "system";  // the newer OpenAI name for the system role
@@ -282,10 +289,11 @@ GenerationRequest parse_completion_request(const json& body, int32_t n_vocab) {
   } else if (one->is_array() && !one->empty() && (*one)[0].is_number()) {
     r.prompt_ids = token_ids(*one, "prompt", n_vocab);
   } else {
-    invalid("prompt",
-            str("'prompt' must be a string or an array of token ids (or a list of exactly one of those), got ",
-                describe(*prompt)),
-            "invalid_type");
+    invalid(
+        "prompt",
+        str("'prompt' must be a string or an array of token ids (or a list of exactly one of those), got ",
+            describe(*prompt)),
+        "invalid_type");
   }
   if (r.prompt.empty() && r.prompt_ids.empty()) invalid("prompt", "'prompt' must not be empty");
   return r;

@@ -48,8 +48,8 @@ int serve(const Options& o) {
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
   std::unique_ptr<Engine> engine = Engine::load(eo);
-  std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n", o.model.c_str(),
-               engine->load_ms(), engine->n_seq(), engine->n_ctx());
+  std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
+               o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
 
   server::Metrics metrics;
   server::RouteOptions ro;
@@ -119,12 +119,14 @@ int main(int argc, char** argv) {
   CLI::App app{"qwen-server: OpenAI-compatible HTTP server (chat and text completions, streaming)"};
   app.add_option("-m,--model", o.model, "GGUF model file")->required();
   app.add_option("--host", o.host, "address to bind (loopback by default)");
-  app.add_option("--port", o.port, "TCP port; 0 picks a free one (printed on stderr)")->check(CLI::Range(0, 65535));
+  app.add_option("--port", o.port, "TCP port; 0 picks a free one (printed on stderr)")
+      ->check(CLI::Range(0, 65535));
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-c,--ctx-size", o.n_ctx, "context tokens per slot (0: model default, at most 4096)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
-  app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--http-threads", o.http_threads, "HTTP worker threads (0: max(64, 4 * parallel + 16))")

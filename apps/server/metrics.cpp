@@ -7,8 +7,9 @@ namespace qwen::server {
 namespace {
 
 void emit(std::ostringstream& os, const char* name, const char* type, const char* help, double value) {
-  os << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n' << name << ' ' << value
-     << '\n';
+  os << "# HELP " << name << ' ' << help << '\n'
+     << "# TYPE " << name << ' ' << type << '\n'
+     << name << ' ' << value << '\n';
 }
 
 }  // namespace
@@ -18,8 +19,10 @@ std::string Metrics::render(int n_slots) const {
   os.precision(10);
   const double gen_s = generation_us.load() * 1e-6;
   const double prompt_s = prompt_us.load() * 1e-6;
-  emit(os, "qwen_requests_total", "counter", "HTTP requests received on every route.", double(requests.load()));
-  emit(os, "qwen_request_errors_total", "counter", "HTTP responses with status >= 400.", double(errors.load()));
+  emit(os, "qwen_requests_total", "counter", "HTTP requests received on every route.",
+       double(requests.load()));
+  emit(os, "qwen_request_errors_total", "counter", "HTTP responses with status >= 400.",
+       double(errors.load()));
   emit(os, "qwen_completions_total", "counter", "Generations finished with stop or length.",
        double(completions.load()));
   emit(os, "qwen_cancelled_total", "counter", "Generations cancelled because the client disconnected.",
@@ -30,7 +33,8 @@ std::string Metrics::render(int n_slots) const {
        double(cached_tokens.load()));
   emit(os, "qwen_generated_tokens_total", "counter", "Tokens sampled.", double(generated_tokens.load()));
   emit(os, "qwen_prompt_seconds_total", "counter", "Prefill wall time summed over generations.", prompt_s);
-  emit(os, "qwen_generation_seconds_total", "counter", "Wall time the scheduler spent in batched steps.", gen_s);
+  emit(os, "qwen_generation_seconds_total", "counter", "Wall time the scheduler spent in batched steps.",
+       gen_s);
   emit(os, "qwen_prompt_tokens_per_second", "gauge", "Prompt tokens per second of prefill time, since start.",
        prompt_s > 0 ? double(prompt_tokens.load()) / prompt_s : 0.0);
   emit(os, "qwen_generated_tokens_per_second", "gauge",

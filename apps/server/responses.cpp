@@ -9,7 +9,9 @@ namespace qwen::server {
 
 using json = nlohmann::json;
 
-std::string to_wire(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string to_wire(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 const char* openai_finish_reason(FinishReason r) {
   switch (r) {
@@ -34,16 +36,19 @@ ResponseId make_response_id(bool chat, const std::string& model) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)prefix,
                 (unsigned long long)counter.fetch_add(1));
-  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   return {buf, now, model};
 }
 
 namespace {
 
 json envelope(const ResponseId& rid, const char* object) {
-  return {{"id", rid.id}, {"object", object}, {"created", rid.created}, {"model", rid.model},
+  return {{"id", rid.id},
+          {"object", object},
+          {"created", rid.created},
+          {"model", rid.model},
           {"system_fingerprint", "qwen.cu"}};
 }
 
@@ -65,8 +70,10 @@ json chat_completion(const ResponseId& rid, const std::string& text, FinishReaso
 
 json text_completion(const ResponseId& rid, const std::string& text, FinishReason finish, const json& usage) {
   json r = envelope(rid, "text_completion");
-  r["choices"] = json::array(
-      {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", openai_finish_reason(finish)}}});
+  r["choices"] = json::array({{{"index", 0},
+                               {"text", text},
+                               {"logprobs", nullptr},
+                               {"finish_reason", openai_finish_reason(finish)}}});
   r["usage"] = usage;
   return r;
 }
@@ -77,8 +84,8 @@ json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::strin
   if (role) delta["role"] = "assistant";
   if (text) delta["content"] = *text;
   json r = envelope(rid, "chat.completion.chunk");
-  r["choices"] =
-      json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
+  r["choices"] = json::array(
+      {{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
   if (!usage.is_null()) r["usage"] = usage;
   return r;
 }
@@ -86,8 +93,8 @@ json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::strin
 json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
                 const json& usage) {
   json r = envelope(rid, "text_completion");
-  r["choices"] =
-      json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
+  r["choices"] = json::array(
+      {{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
   if (!usage.is_null()) r["usage"] = usage;
   return r;
 }
@@ -99,8 +106,14 @@ json usage_chunk(const ResponseId& rid, bool chat, const json& usage) {
   return r;
 }
 
-std::string sse_data(const json& j) { return "data: " + to_wire(j) + "\n\n"; }
-std::string sse_done() { return "data: [DONE]\n\n"; }
-std::string sse_comment(const std::string& text) { return ": " + text + "\n\n"; }
+std::string sse_data(const json& j) {
+  return "data: " + to_wire(j) + "\n\n";
+}
+std::string sse_done() {
+  return "data: [DONE]\n\n";
+}
+std::string sse_comment(const std::string& text) {
+  return ": " + text + "\n\n";
+}
 
 }  // namespace qwen::server

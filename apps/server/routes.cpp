@@ -62,7 +62,8 @@ Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOpti
       metrics_(metrics),
       opt_(std::move(options)),
       template_(ChatTemplate::for_tokenizer(engine.tokenizer(), opt_.chat_template)),
-      created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      created_(std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
                    .count()) {}
 
 bool Routes::authorized(const httplib::Request& req) const {
@@ -100,8 +101,9 @@ void Routes::install(httplib::Server& http) {
   // Errors httplib itself raises (no route, malformed HTTP, payload too large) get the same shape.
   http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    std::string message = res.status == 404 ? str("no route ", req.method, " ", req.path)
-                                            : str("HTTP error ", res.status, " on ", req.method, " ", req.path);
+    std::string message = res.status == 404
+                              ? str("no route ", req.method, " ", req.path)
+                              : str("HTTP error ", res.status, " on ", req.method, " ", req.path);
     send_error(res, ApiError(res.status, message, res.status == 404 ? "not_found" : "http_error"));
   });
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -117,10 +119,12 @@ void Routes::install(httplib::Server& http) {
     if (res.status >= 400) metrics_.errors++;
   });
 
-  http.Post("/v1/chat/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { chat_or_completion(req, res, true); });
-  http.Post("/v1/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { chat_or_completion(req, res, false); });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    chat_or_completion(req, res, true);
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    chat_or_completion(req, res, false);
+  });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(to_wire({{"object", "list"}, {"data", json::array({model_card()})}}), kJson);
   });
@@ -128,7 +132,8 @@ void Routes::install(httplib::Server& http) {
     guarded(res, [&] {
       const std::string name = req.matches[1];
       if (name != opt_.model_id && name != opt_.model_file) {
-        throw ApiError(404, str("model '", name, "' does not exist; this server serves '", opt_.model_id, "'"),
+        throw ApiError(404,
+                       str("model '", name, "' does not exist; this server serves '", opt_.model_id, "'"),
                        "model_not_found", "model");
       }
       res.set_content(to_wire(model_card()), kJson);
@@ -153,7 +158,8 @@ void Routes::install(httplib::Server& http) {
   });
   http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
-      std::vector<int32_t> ids = parse_detokenize_request(parse_body(req.body), engine_.tokenizer().n_vocab());
+      std::vector<int32_t> ids =
+          parse_detokenize_request(parse_body(req.body), engine_.tokenizer().n_vocab());
       std::string text = engine_.tokenizer().decode(ids);
       res.set_content(to_wire({{"content", text}}), kJson);
     });
@@ -185,7 +191,8 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   } else {
     ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
   }
-  if (ids.empty()) throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
+  if (ids.empty())
+    throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
   // At least one generated token must fit after the prompt in the slot's context.
   if (int64_t(ids.size()) >= engine_.n_ctx()) {
     throw ApiError(400,
@@ -202,8 +209,9 @@ void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& 
     GenerationRequest r =
         chat ? parse_chat_request(body) : parse_completion_request(body, engine_.tokenizer().n_vocab());
     if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
-      throw ApiError(400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
-                     "model_not_found", "model");
+      throw ApiError(
+          400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
+          "model_not_found", "model");
     }
     if (r.model.empty()) r.model = opt_.model_id;
     if (!r.seeded) r.params.sampler.seed = random_seed();

@@ -43,7 +43,8 @@ class Routes {
   std::vector<int32_t> prompt_tokens(const GenerationRequest& r);
   void respond_whole(httplib::Response& res, bool chat, const std::shared_ptr<Job>& job,
                      const GenerationRequest& r);
-  void respond_stream(httplib::Response& res, bool chat, std::shared_ptr<Job> job, const GenerationRequest& r);
+  void respond_stream(httplib::Response& res, bool chat, std::shared_ptr<Job> job,
+                      const GenerationRequest& r);
   nlohmann::json model_card() const;
   bool authorized(const httplib::Request& req) const;
 

@@ -45,7 +45,9 @@ Scheduler::Scheduler(Engine& engine, Metrics& metrics)
   thread_ = std::thread([this] { run(); });
 }
 
-Scheduler::~Scheduler() { shutdown(); }
+Scheduler::~Scheduler() {
+  shutdown();
+}
 
 void Scheduler::shutdown() {
   {
@@ -150,7 +152,8 @@ int Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
   int best = -1;
   size_t best_len = 0;
   for (int s = 0; s < n_slots_; ++s) {
-    bool busy = std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; });
+    bool busy =
+        std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; });
     if (busy) continue;
     const std::vector<int32_t>& cached = engine_.slot_tokens(s);
     auto [a, b] = std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end());

@@ -26,9 +26,9 @@ namespace qwen::server {
 // How a job ended, for the response's finish_reason and usage.
 struct JobResult {
   FinishReason finish = FinishReason::Running;
-  int prompt_tokens = 0;      // every prompt token, cached or not (OpenAI usage counts them all)
-  int completion_tokens = 0;  // tokens sampled, a final end-of-generation token included
-  std::string error{};        // set when the job failed; `finish` is then meaningless
+  int prompt_tokens = 0;       // every prompt token, cached or not (OpenAI usage counts them all)
+  int completion_tokens = 0;   // tokens sampled, a final end-of-generation token included
+  std::string error{};         // set when the job failed; `finish` is then meaningless
   bool shutting_down = false;  // the failure is the server stopping (503), not the engine (500)
 };
 
@@ -43,7 +43,7 @@ class Job {
 
   // ---- HTTP side ----
   struct Update {
-    std::string text;  // text produced since the previous wait()
+    std::string text;   // text produced since the previous wait()
     bool done = false;  // the job has ended; `result` is final and no more text follows
     JobResult result;
   };
@@ -103,7 +103,7 @@ class Scheduler {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
-  bool stop_ = false;                        // guarded by mu_
+  bool stop_ = false;                       // guarded by mu_
   std::thread thread_;
 };
 
