@@ -21,5 +21,5 @@ fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python3 -m pip install -q -r "$here/requirements.txt" 2>&1 | grep -v -i "root user" || true
-python3 -c "import gguf, numpy, tokenizers, pytest, jinja2, openai" ||
+python3 -c "import gguf, numpy, tokenizers, pytest, jinja2, openai, sentencepiece" ||
   { echo "setup: python packages missing after pip install" >&2; exit 1; }
