@@ -1,8 +1,7 @@
 // y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
 //
-// Decode (n_tokens <= kGemvMaxTokens): one to eight warps per output row; each lane dequantizes
-// whole 32-element chunks in registers and accumulates in fp32 against x, then warp and block
-// reductions. The backend may fuse the preceding RMSNorm and the following residual add into it.
+// Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
+// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may fuse the preceding RMSNorm and the following residual add into it.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
@@ -36,24 +35,21 @@ struct GemvArgs {
   const float* x;
   int64_t ne0, ne1;
   const float* bias;
-  int wpr;  // warps per row: 1, 2, 4 or 8 (long rows are split so each lane loads few chunks)
   GemvFusion f;
 };
 
-// Decode GEMV: warps_per_row warps share a row; each lane dequantizes whole 32-element chunks in
-// registers and accumulates in fp32. Optional fusions (GemvFusion): the RMSNorm of x computed
+// Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks in registers and
+// accumulates in fp32. (Splitting long rows over several warps measured slower: the extra blocks
+// need a second wave, and these kernels are latency-bound.) Optional fusions (GemvFusion): the RMSNorm of x computed
 // per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing
 // the normalized x; and a residual epilogue resid += y.
 template <GGMLType T, bool kNorm, bool kResid>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
-  __shared__ float s_red[kWarp];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int rows_per_block = (kGemvThreads / kWarp) / a.wpr;
-  const int64_t row = int64_t(blockIdx.x) * rows_per_block + warp / a.wpr;
-  const int sub = warp % a.wpr;
+  const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + warp;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
-  const int64_t c0 = int64_t(sub) * kWarp + lane, c_step = int64_t(a.wpr) * kWarp;
+  const int64_t c0 = lane, c_step = kWarp;
   const uint8_t* r = a.w + min(row, a.ne1 - 1) * a.row_bytes;
   // The first chunk of weights is loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
@@ -63,6 +59,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   const float* xt = a.x + t * a.ne0;
   float scale = 1.f;
   if constexpr (kNorm) {
+    __shared__ float s_red[kWarp];
     float ss = 0.f;
     for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x) ss = fmaf(xt[i], xt[i], ss);
     ss = block_sum(ss, s_red);
@@ -89,15 +86,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
     }
   }
   acc = warp_sum(acc);
-  if (a.wpr > 1) {  // uniform over the block
-    __syncthreads();  // s_red may still be read by block_sum's last step
-    if (lane == 0) s_red[warp] = acc;
-    __syncthreads();
-    if (sub == 0 && lane == 0) {
-      for (int i = 1; i < a.wpr; ++i) acc += s_red[warp + i];
-    }
-  }
-  if (row < a.ne1 && sub == 0 && lane == 0) {
+  if (row < a.ne1 && lane == 0) {
     const float out = acc + (a.bias ? a.bias[row] : 0.f);
     a.y[t * a.ne1 + row] = out;
     if constexpr (kResid) a.f.resid[t * a.ne1 + row] += out;
@@ -196,12 +185,8 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
           const GemvFusion& f) {
   check_weight(w, "gemv");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  const int64_t n_chunks = w.ne0 / kChunk;
-  int wpr = 1;
-  while (wpr < kGemvThreads / kWarp && n_chunks > int64_t(wpr) * kWarp * 2) wpr *= 2;
-  const int rows_per_block = (kGemvThreads / kWarp) / wpr;
-  const dim3 grid(unsigned(ceil_div(w.ne1, rows_per_block)), unsigned(n_tokens));
-  const GemvArgs args{y, static_cast<const uint8_t*>(w.data), w.row_bytes(), x, w.ne0, w.ne1, bias, wpr, f};
+  const dim3 grid(unsigned(ceil_div(w.ne1, kGemvThreads / kWarp)), unsigned(n_tokens));
+  const GemvArgs args{y, static_cast<const uint8_t*>(w.data), w.row_bytes(), x, w.ne0, w.ne1, bias, f};
   const bool norm = f.norm_w != nullptr, resid = f.resid != nullptr;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     if (norm && resid) {
