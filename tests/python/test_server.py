@@ -13,6 +13,7 @@ import concurrent.futures
 import http.client
 import json
 import pathlib
+import random
 import re
 import socket
 import subprocess
@@ -258,11 +259,7 @@ def test_concurrent_equals_sequential(server, client):
 def test_disconnect_frees_slot(server):
     """A streaming client that hangs up is cancelled: its slot comes free long before max_tokens."""
     cancelled_before = server.metric("qwen_cancelled_total")
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    body = json.dumps({"prompt": "A very long story:", "max_tokens": N_CTX - 32, "temperature": 0,
-                       "stream": True, "ignore_eos": True})
-    sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+    sock = start_stream(server.port, "A very long story:", N_CTX - 32)
     received = b""
     while received.count(b"data: ") < 3:  # a few tokens have streamed: the slot is busy
         chunk = sock.recv(4096)
@@ -279,6 +276,50 @@ def test_disconnect_frees_slot(server):
     # The freed slot serves the next request.
     status, body = server.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 4})
     assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def start_stream(port, prompt, max_tokens):
+    """Sends a streaming completion on a raw socket (so the test can hang up at will)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                       "ignore_eos": True})
+    sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+    return sock
+
+
+def test_mixed_load_with_hangups(server, client):
+    """12 streams that hang up at random points (some while still queued) mixed with 8 normal
+    requests on 4 slots: the normal ones still equal their sequential text, and afterwards no
+    slot is held and nothing is queued."""
+    rng = random.Random(5)
+    prompts = [f"Mixed load prompt {i}" for i in range(8)]
+
+    def run(p):
+        return client.completions.create(model="tiny-qwen2", prompt=p, max_tokens=16, temperature=0).choices[0].text
+
+    sequential = [run(p) for p in prompts]
+
+    def hang_up(i):
+        sock = start_stream(server.port, f"Abandoned {i}", N_CTX - 64)
+        want, got = rng.randrange(0, 6), b""
+        while got.count(b"data: ") < want and (chunk := sock.recv(4096)):
+            got += chunk
+        sock.close()
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        abandoned = [pool.submit(hang_up, i) for i in range(12)]
+        normal = pool.map(run, prompts)
+        assert list(normal) == sequential
+        for f in abandoned:
+            f.result()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        health = server.request("GET", "/health")[1]
+        if health["slots_active"] == 0 and health["requests_queued"] == 0:
+            break
+        time.sleep(0.05)
+    assert health["slots_active"] == 0 and health["requests_queued"] == 0, health
 
 
 # ---- errors -----------------------------------------------------------------------------------
