@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -19,9 +20,12 @@ namespace {
 struct Case {
   GGMLType type;
   int n_tokens;
+  const char* fusions;  // QWEN_CUDA_FUSION for the CUDA backend of this case
 };
 
-void PrintTo(const Case& c, std::ostream* os) { *os << type_name(c.type) << " x " << c.n_tokens << " tokens"; }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << type_name(c.type) << " x " << c.n_tokens << " tokens, fusions " << c.fusions;
+}
 
 class FusionParity : public testing::TestWithParam<Case> {
  protected:
@@ -30,7 +34,9 @@ class FusionParity : public testing::TestWithParam<Case> {
 
 TEST_P(FusionParity, DecodeLayer) {
   const Case c = GetParam();
+  setenv("QWEN_CUDA_FUSION", c.fusions, 1);  // read when the backend is created
   Pair be;
+  unsetenv("QWEN_CUDA_FUSION");
   std::mt19937 rng(21);
   const int n = c.n_tokens, E = 896, F = 4864, H = 14, HKV = 2, D = 64, ctx = 64;
   auto weight = [&](int64_t rows, int64_t cols) { return std::make_unique<Mirror>(be, random_weight(rng, c.type, rows, cols)); };
@@ -102,10 +108,14 @@ TEST_P(FusionParity, DecodeLayer) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, FusionParity,
-                         testing::Values(Case{GGMLType::F16, 1}, Case{GGMLType::Q8_0, 1}, Case{GGMLType::Q4_0, 1},
-                                         Case{GGMLType::BF16, 3}, Case{GGMLType::Q8_0, 4}),
+                         testing::Values(Case{GGMLType::F16, 1, "resid,rope"}, Case{GGMLType::Q8_0, 1, "resid,rope"},
+                                         Case{GGMLType::Q4_0, 1, "norm,resid,rope"}, Case{GGMLType::BF16, 3, "norm,resid,rope"},
+                                         Case{GGMLType::Q8_0, 4, "norm,resid,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
                          [](const testing::TestParamInfo<Case>& i) {
-                           return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) + "tok";
+                           std::string f = i.param.fusions;
+                           for (char& ch : f) ch = ch == ',' ? '_' : ch;
+                           return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) +
+                                  "tok_fuse_" + f;
                          });
 
 }  // namespace
