@@ -161,7 +161,7 @@ void parse_common(const json& body, GenerationRequest& r) {
     r.include_usage = boolean(*so, "include_usage").value_or(false);
   }
 
-  // max_completion_tokens is the newer name of max_tokens; the larger context decides the cap.
+  // max_completion_tokens (the newer name) wins when both are given; the context caps either.
   constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
   std::optional<int64_t> max_tokens = integer(body, "max_tokens", 1, kMaxInt);
   if (auto mct = integer(body, "max_completion_tokens", 1, kMaxInt)) max_tokens = mct;
