@@ -31,9 +31,9 @@ std::string default_model_path() {
   }
   const std::filesystem::path p = cache / "models" / "default.gguf";
   QWEN_CHECK(std::filesystem::exists(p),
-             "no model given: pass -m MODEL.gguf, set QWEN_MODEL, or run "
-             "`python3 scripts/fetch_model.py` to cache the default model (looked for ",
-             p.string(), ")");
+             "no model given: pass -m MODEL.gguf or set QWEN_MODEL (scripts/run.sh fetches the default "
+             "model and runs qwen-cli on it); looked for ",
+             p.string());
   return p.string();
 }
 
