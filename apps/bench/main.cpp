@@ -9,13 +9,12 @@
 //         too. On a backend with graphs the step (forward + argmax + advance) is captured once
 //         and replayed back to back: the host only queues replays and never waits per token.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -60,9 +59,11 @@ std::string command_line(const std::string& cmd) {
 size_t weight_bytes_per_token(const qwen::Model& m) {
   const auto& w = m.weights();
   const auto& c = m.config();
-  size_t b = w.output.nbytes() + size_t(c.n_embd) * 4 * 2;  // lm_head, output norm, one embedding row (approx)
+  size_t b =
+      w.output.nbytes() + size_t(c.n_embd) * 4 * 2;  // lm_head, output norm, one embedding row (approx)
   for (const auto& L : w.layers) {
-    for (const qwen::Weight* x : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+    for (const qwen::Weight* x :
+         {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
       b += x->nbytes();
     b += size_t(c.n_embd) * 4 * 2 + size_t(c.q_dim() + 2 * c.kv_dim()) * 4 * (c.qkv_bias ? 1 : 0);
   }
@@ -84,8 +85,10 @@ int main(int argc, char** argv) {
   int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0;
   bool json = false;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
-  app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")->check(CLI::NonNegativeNumber);
-  app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")->check(CLI::NonNegativeNumber);
+  app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("-r,--repetitions", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber);
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
@@ -203,16 +206,21 @@ int main(int argc, char** argv) {
       out["cuda_graphs"] = graphs;
       out["bytes_per_token"] = w_bytes;
       for (const Result& r : results) {
-        out["tests"].push_back({{"test", r.test}, {"n_tokens", r.n_tokens}, {"tok_s_mean", r.tok_s.mean},
-                                {"tok_s_std", r.tok_s.std}, {"gb_s_mean", r.gb_s.mean}, {"gb_s_std", r.gb_s.std},
+        out["tests"].push_back({{"test", r.test},
+                                {"n_tokens", r.n_tokens},
+                                {"tok_s_mean", r.tok_s.mean},
+                                {"tok_s_std", r.tok_s.std},
+                                {"gb_s_mean", r.gb_s.mean},
+                                {"gb_s_std", r.gb_s.std},
                                 {"seconds", r.seconds}});
       }
       std::cout << out.dump(2) << "\n";
     } else {
-      std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token), backend: %s%s, KV %s\n", model_name.c_str(),
-                  c.arch_name.c_str(), type_str.c_str(), size_mib, w_bytes / 1e6, be.name().c_str(),
-                  graphs ? " (CUDA graph)" : "", kv_name.c_str());
-      if (!gpu.empty()) std::printf("gpu (name, sm clock, mem clock, max sm, max mem, driver): %s\n", gpu.c_str());
+      std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token), backend: %s%s, KV %s\n",
+                  model_name.c_str(), c.arch_name.c_str(), type_str.c_str(), size_mib, w_bytes / 1e6,
+                  be.name().c_str(), graphs ? " (CUDA graph)" : "", kv_name.c_str());
+      if (!gpu.empty())
+        std::printf("gpu (name, sm clock, mem clock, max sm, max mem, driver): %s\n", gpu.c_str());
       std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |\n");
       std::printf("| --- | --- | ---: | --- | --- | ---: | ---: |\n");
       for (const Result& r : results) {

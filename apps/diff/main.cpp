@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -66,7 +65,8 @@ Trace run(const std::string& device, const qwen::gguf::File& f, const std::vecto
   const int n = int(ids.size());
   const int batch = step ? 1 : n;
   qwen::Model model(f, be, batch);
-  QWEN_CHECK(*std::max_element(ids.begin(), ids.end()) < model.config().n_vocab && *std::min_element(ids.begin(), ids.end()) >= 0,
+  QWEN_CHECK(*std::max_element(ids.begin(), ids.end()) < model.config().n_vocab &&
+                 *std::min_element(ids.begin(), ids.end()) >= 0,
              "a token id is outside the vocabulary of ", model.config().n_vocab);
   qwen::KVCache kv(be, model.config(), 1, n, kv_type);
   std::vector<int32_t> pos(n), seq(n, 0), rows(n);
@@ -105,7 +105,8 @@ Trace run(const std::string& device, const qwen::gguf::File& f, const std::vecto
   for (void* p : {static_cast<void*>(ids_d), static_cast<void*>(pos_d), static_cast<void*>(seq_d),
                   static_cast<void*>(rows_d), static_cast<void*>(logits_d)})
     be.free(p);
-  std::fprintf(stderr, "qwen-diff: ran %d tokens on %s%s\n", n, be.name().c_str(), step ? " one per forward" : "");
+  std::fprintf(stderr, "qwen-diff: ran %d tokens on %s%s\n", n, be.name().c_str(),
+               step ? " one per forward" : "");
   return trace;
 }
 
@@ -148,26 +149,30 @@ int main(int argc, char** argv) {
   double tol = 1e-5;
   int n_threads = 0;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
-  auto* p_opt = app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
+  auto* p_opt =
+      app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
   auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
   p_opt->excludes(t_opt);
   app.add_option("--devices", devices, "reference,candidate (e.g. cpu,cuda)");
   app.add_flag("--step", step, "one token per forward through the KV cache (the decode path)");
   app.add_option("--nmse", tol, "NMSE above which a tensor is flagged");
-  app.add_option("--kv-type", kv_name, "KV cache type on both sides: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("--kv-type", kv_name, "KV cache type on both sides: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
   app.add_flag("--color,!--no-color", color, "colour the verdicts (default: when stdout is a terminal)");
   CLI11_PARSE(app, argc, argv);
 
   try {
     const auto comma = devices.find(',');
-    QWEN_CHECK(comma != std::string::npos, "--devices: expected two devices like cpu,cuda, got '", devices, "'");
+    QWEN_CHECK(comma != std::string::npos, "--devices: expected two devices like cpu,cuda, got '", devices,
+               "'");
     const std::string dev_a = devices.substr(0, comma), dev_b = devices.substr(comma + 1);
     QWEN_CHECK(!prompt.empty() || !tokens_text.empty(), "give --prompt TEXT or --tokens 1,2,3");
     auto file = qwen::gguf::File::open(model_path);
-    std::vector<int32_t> ids = !tokens_text.empty()
-                                   ? parse_ids(tokens_text)
-                                   : qwen::Tokenizer(*file).encode(prompt, /*parse_special=*/true, /*add_special=*/true);
+    std::vector<int32_t> ids =
+        !tokens_text.empty()
+            ? parse_ids(tokens_text)
+            : qwen::Tokenizer(*file).encode(prompt, /*parse_special=*/true, /*add_special=*/true);
     QWEN_CHECK(!ids.empty(), "the input has no tokens");
     const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
     const Trace a = run(dev_a, *file, ids, step, kv_type, n_threads);
@@ -176,8 +181,8 @@ int main(int argc, char** argv) {
     const char* red = color ? "\033[31m" : "";
     const char* green = color ? "\033[32m" : "";
     const char* reset = color ? "\033[0m" : "";
-    std::printf("\n%s vs %s on %zu tokens%s, flagging NMSE > %.1e\n\n", dev_b.c_str(), dev_a.c_str(), ids.size(),
-                step ? " (one per forward)" : " (one forward)", tol);
+    std::printf("\n%s vs %s on %zu tokens%s, flagging NMSE > %.1e\n\n", dev_b.c_str(), dev_a.c_str(),
+                ids.size(), step ? " (one per forward)" : " (one forward)", tol);
     std::printf("  %-22s %14s %11s %11s %11s %16s   %s\n", "tensor", "shape", "NMSE", "max|d|", "rms(ref)",
                 "worst row (NMSE)", "");
     std::string first_bad;
@@ -202,7 +207,8 @@ int main(int argc, char** argv) {
       if (bad && first_bad.empty()) first_bad = ta.key;
       n_bad += bad;
       char worst[48];
-      std::snprintf(worst, sizeof worst, "%lld (%.1e)", static_cast<long long>(m.worst_row), m.worst_row_nmse);
+      std::snprintf(worst, sizeof worst, "%lld (%.1e)", static_cast<long long>(m.worst_row),
+                    m.worst_row_nmse);
       std::printf("  %-22s %14s %11.3e %11.3e %11.3e %16s   %s%s%s", ta.key.c_str(), shape, m.nmse, m.max_abs,
                   m.ref_rms, worst, bad ? red : green, bad ? "ABOVE" : "ok", reset);
       if (m.non_finite) std::printf(" (%lld non-finite)", static_cast<long long>(m.non_finite));
@@ -225,8 +231,8 @@ int main(int argc, char** argv) {
     if (first_bad.empty()) {
       std::printf("  %sall %zu tensors within NMSE %.1e%s\n", green, a.tensors.size(), tol, reset);
     } else {
-      std::printf("  %s%d tensor(s) above NMSE %.1e; first divergence: %s%s\n", red, n_bad, tol, first_bad.c_str(),
-                  reset);
+      std::printf("  %s%d tensor(s) above NMSE %.1e; first divergence: %s%s\n", red, n_bad, tol,
+                  first_bad.c_str(), reset);
     }
     return first_bad.empty() ? 0 : 2;
   } catch (const std::exception& e) {

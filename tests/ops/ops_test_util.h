@@ -20,9 +20,10 @@
 namespace qwen::test {
 
 // Skips the test (visibly, with the reason) when this build or machine has no usable GPU.
-#define QWEN_REQUIRE_GPU()                                                                     \
-  do {                                                                                         \
-    if (::qwen::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine: CUDA parity not run"; \
+#define QWEN_REQUIRE_GPU()                                                \
+  do {                                                                    \
+    if (::qwen::cuda_device_count() == 0)                                 \
+      GTEST_SKIP() << "no CUDA GPU on this machine: CUDA parity not run"; \
   } while (0)
 
 struct Pair {
@@ -51,14 +52,22 @@ class Mirror {
     be_.cpu->upload(c_, src, bytes_);
     be_.gpu->upload(g_, src, bytes_);
   }
-  template <class T> T* cpu() const { return static_cast<T*>(c_); }
-  template <class T> T* gpu() const { return static_cast<T*>(g_); }
-  template <class T> std::vector<T> cpu_host() const {
+  template <class T>
+  T* cpu() const {
+    return static_cast<T*>(c_);
+  }
+  template <class T>
+  T* gpu() const {
+    return static_cast<T*>(g_);
+  }
+  template <class T>
+  std::vector<T> cpu_host() const {
     std::vector<T> v(bytes_ / sizeof(T));
     be_.cpu->download(v.data(), c_, bytes_);
     return v;
   }
-  template <class T> std::vector<T> gpu_host() const {
+  template <class T>
+  std::vector<T> gpu_host() const {
     std::vector<T> v(bytes_ / sizeof(T));
     be_.gpu->download(v.data(), g_, bytes_);
     return v;
@@ -101,13 +110,29 @@ inline std::vector<uint8_t> random_weight(std::mt19937& rng, GGMLType t, int64_t
   // (byte offsets of d and of dmin inside a block; -1 when absent)
   int d_off = 0, m_off = -1;
   switch (t) {
-    case GGMLType::Q4_1: case GGMLType::Q5_1: m_off = 2; break;
-    case GGMLType::Q4_0: case GGMLType::Q5_0: case GGMLType::Q8_0: break;
-    case GGMLType::Q2_K: d_off = 80, m_off = 82; break;
-    case GGMLType::Q3_K: d_off = 108; break;
-    case GGMLType::Q4_K: case GGMLType::Q5_K: m_off = 2; break;
-    case GGMLType::Q6_K: d_off = 208; break;
-    default: ADD_FAILURE() << "random_weight: no generator for " << type_name(t);
+    case GGMLType::Q4_1:
+    case GGMLType::Q5_1:
+      m_off = 2;
+      break;
+    case GGMLType::Q4_0:
+    case GGMLType::Q5_0:
+    case GGMLType::Q8_0:
+      break;
+    case GGMLType::Q2_K:
+      d_off = 80, m_off = 82;
+      break;
+    case GGMLType::Q3_K:
+      d_off = 108;
+      break;
+    case GGMLType::Q4_K:
+    case GGMLType::Q5_K:
+      m_off = 2;
+      break;
+    case GGMLType::Q6_K:
+      d_off = 208;
+      break;
+    default:
+      ADD_FAILURE() << "random_weight: no generator for " << type_name(t);
   }
   const TypeTraits& tt = type_traits(t);
   // Scales sized so the dequantized values are O(scale) for each type's integer range.

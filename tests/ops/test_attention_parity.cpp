@@ -20,7 +20,8 @@ struct Config {
 };
 
 void PrintTo(const Config& c, std::ostream* os) {
-  *os << c.n_head << ":" << c.n_head_kv << " heads of " << c.head_dim << ", " << type_name(c.kv_type) << " cache";
+  *os << c.n_head << ":" << c.n_head_kv << " heads of " << c.head_dim << ", " << type_name(c.kv_type)
+      << " cache";
 }
 
 class AttentionParity : public testing::TestWithParam<Config> {
@@ -84,15 +85,15 @@ TEST_P(AttentionParity, PrefillThenDecode) {
   step({0}, {338}, "decode at a short position");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, AttentionParity,
-    testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
-                    Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
-                    Config{16, 2, 256, GGMLType::F16}),
-    [](const testing::TestParamInfo<Config>& i) {
-      return "H" + std::to_string(i.param.n_head) + "_KV" + std::to_string(i.param.n_head_kv) + "_D" +
-             std::to_string(i.param.head_dim) + "_" + type_name(i.param.kv_type);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParity,
+                         testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
+                                         Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
+                                         Config{16, 2, 256, GGMLType::F16}),
+                         [](const testing::TestParamInfo<Config>& i) {
+                           return "H" + std::to_string(i.param.n_head) + "_KV" +
+                                  std::to_string(i.param.n_head_kv) + "_D" +
+                                  std::to_string(i.param.head_dim) + "_" + type_name(i.param.kv_type);
+                         });
 
 }  // namespace
 }  // namespace qwen::test

@@ -26,7 +26,8 @@ TEST_F(ElementwiseParity, RmsNorm) {
     int n;
   };
   // Whole rows (896, 4864, 1024) and per-head rows (qwen3 q/k norm: head_dim 64 and 128).
-  for (const Case c : {Case{7, 896}, Case{5, 4864}, Case{3, 1024}, Case{14 * 9, 64}, Case{16 * 5, 128}, Case{1, 32}}) {
+  for (const Case c :
+       {Case{7, 896}, Case{5, 4864}, Case{3, 1024}, Case{14 * 9, 64}, Case{16 * 5, 128}, Case{1, 32}}) {
     SCOPED_TRACE(testing::Message() << c.rows << " rows x " << c.n);
     // Large-magnitude rows as in Qwen2's residual stream.
     Mirror x(be, random_floats(rng, size_t(c.rows) * c.n, -300.f, 300.f));
@@ -57,7 +58,8 @@ TEST_F(ElementwiseParity, Rope) {
   for (const Case c : {Case{14, 64, 1e6f, RopeMode::Neox}, Case{2, 64, 1e6f, RopeMode::Neox},
                        Case{16, 128, 1e6f, RopeMode::Neox}, Case{8, 128, 5e5f, RopeMode::Normal},
                        Case{4, 256, 1e4f, RopeMode::Normal}}) {
-    SCOPED_TRACE(testing::Message() << c.n_head << " heads x " << c.head_dim << (c.mode == RopeMode::Neox ? " neox" : " normal"));
+    SCOPED_TRACE(testing::Message() << c.n_head << " heads x " << c.head_dim
+                                    << (c.mode == RopeMode::Neox ? " neox" : " normal"));
     std::vector<int32_t> pos = {0, 1, 2, 17, 511, 4095, 32767};
     for (int i = 0; i < 9; ++i) pos.push_back(int32_t(rng() % 32768));
     const int n = int(pos.size());

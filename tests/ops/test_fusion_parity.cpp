@@ -39,10 +39,13 @@ TEST_P(FusionParity, DecodeLayer) {
   unsetenv("QWEN_CUDA_FUSION");
   std::mt19937 rng(21);
   const int n = c.n_tokens, E = 896, F = 4864, H = 14, HKV = 2, D = 64, ctx = 64;
-  auto weight = [&](int64_t rows, int64_t cols) { return std::make_unique<Mirror>(be, random_weight(rng, c.type, rows, cols)); };
+  auto weight = [&](int64_t rows, int64_t cols) {
+    return std::make_unique<Mirror>(be, random_weight(rng, c.type, rows, cols));
+  };
   auto wq = weight(H * D, E), wk = weight(HKV * D, E), wv = weight(HKV * D, E), wo = weight(E, H * D);
   auto wg = weight(F, E), wu = weight(F, E), wd = weight(E, F);
-  Mirror bq(be, random_floats(rng, H * D)), bk(be, random_floats(rng, HKV * D)), bv(be, random_floats(rng, HKV * D));
+  Mirror bq(be, random_floats(rng, H * D)), bk(be, random_floats(rng, HKV * D)),
+      bv(be, random_floats(rng, HKV * D));
   Mirror n1(be, random_floats(rng, E, 0.5f, 1.5f)), n2(be, random_floats(rng, E, 0.5f, 1.5f));
   Mirror x(be, random_floats(rng, size_t(n) * E, -3.f, 3.f));
   Mirror cur(be, size_t(n) * E * 4), q(be, size_t(n) * H * D * 4), k(be, size_t(n) * HKV * D * 4),
@@ -62,8 +65,15 @@ TEST_P(FusionParity, DecodeLayer) {
     auto W = [&](const std::unique_ptr<Mirror>& m, int64_t rows, int64_t cols) {
       return Weight{c.type, cols, rows, gpu ? m->gpu<void>() : m->cpu<void>()};
     };
-    KVLayer cache{gpu ? kc.gpu<void>() : kc.cpu<void>(), gpu ? vc.gpu<void>() : vc.cpu<void>(), GGMLType::F16, 1, ctx, HKV, D};
-    const Batch batch{n, gpu ? idd.gpu<int32_t>() : idd.cpu<int32_t>(), gpu ? pd.gpu<int32_t>() : pd.cpu<int32_t>(),
+    KVLayer cache{gpu ? kc.gpu<void>() : kc.cpu<void>(),
+                  gpu ? vc.gpu<void>() : vc.cpu<void>(),
+                  GGMLType::F16,
+                  1,
+                  ctx,
+                  HKV,
+                  D};
+    const Batch batch{n, gpu ? idd.gpu<int32_t>() : idd.cpu<int32_t>(),
+                      gpu ? pd.gpu<int32_t>() : pd.cpu<int32_t>(),
                       gpu ? sd.gpu<int32_t>() : sd.cpu<int32_t>()};
     b.rmsnorm(P(cur), P(x), P(n1), n, E, 1e-6f);
     b.matmul(P(q), W(wq, H * D, E), P(cur), n, P(bq));
@@ -90,9 +100,10 @@ TEST_P(FusionParity, DecodeLayer) {
     const Mirror* m;
     double bound;
   };
-  for (const Named& b : {Named{"ffn_norm (cur)", &cur, 1e-10}, Named{"q", &q, 1e-10}, Named{"k", &k, 1e-10},
-                         Named{"v", &v, 1e-10}, Named{"attention", &att, 1e-7}, Named{"ffn_out (o)", &o, 1e-7},
-                         Named{"swiglu (g)", &g, 1e-7}, Named{"up", &u, 1e-7}, Named{"residual x", &x, 1e-7}}) {
+  for (const Named& b :
+       {Named{"ffn_norm (cur)", &cur, 1e-10}, Named{"q", &q, 1e-10}, Named{"k", &k, 1e-10},
+        Named{"v", &v, 1e-10}, Named{"attention", &att, 1e-7}, Named{"ffn_out (o)", &o, 1e-7},
+        Named{"swiglu (g)", &g, 1e-7}, Named{"up", &u, 1e-7}, Named{"residual x", &x, 1e-7}}) {
     const auto ref = b.m->cpu_host<float>(), got = b.m->gpu_host<float>();
     const Diff d = compare(got.data(), ref.data(), ref.size());
     EXPECT_EQ(d.n_nonfinite, 0) << b.name;
@@ -107,16 +118,16 @@ TEST_P(FusionParity, DecodeLayer) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, FusionParity,
-                         testing::Values(Case{GGMLType::F16, 1, "resid,rope"}, Case{GGMLType::Q8_0, 1, "resid,rope"},
-                                         Case{GGMLType::Q4_0, 1, "norm,resid,rope"}, Case{GGMLType::BF16, 3, "norm,resid,rope"},
-                                         Case{GGMLType::Q8_0, 4, "norm,resid,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
-                         [](const testing::TestParamInfo<Case>& i) {
-                           std::string f = i.param.fusions;
-                           for (char& ch : f) ch = ch == ',' ? '_' : ch;
-                           return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) +
-                                  "tok_fuse_" + f;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Types, FusionParity,
+    testing::Values(Case{GGMLType::F16, 1, "resid,rope"}, Case{GGMLType::Q8_0, 1, "resid,rope"},
+                    Case{GGMLType::Q4_0, 1, "norm,resid,rope"}, Case{GGMLType::BF16, 3, "norm,resid,rope"},
+                    Case{GGMLType::Q8_0, 4, "norm,resid,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
+    [](const testing::TestParamInfo<Case>& i) {
+      std::string f = i.param.fusions;
+      for (char& ch : f) ch = ch == ',' ? '_' : ch;
+      return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) + "tok_fuse_" + f;
+    });
 
 }  // namespace
 }  // namespace qwen::test

@@ -26,15 +26,21 @@ const GGMLType kAllTypes[] = {GGMLType::F32,  GGMLType::F16,  GGMLType::BF16, GG
                               GGMLType::Q4_1, GGMLType::Q5_0, GGMLType::Q5_1, GGMLType::Q2_K, GGMLType::Q3_K,
                               GGMLType::Q4_K, GGMLType::Q5_K, GGMLType::Q6_K};
 
-bool is_kquant(GGMLType t) { return type_traits(t).block_size == 256; }
+bool is_kquant(GGMLType t) {
+  return type_traits(t).block_size == 256;
+}
 
 double nmse_bound(GGMLType t, bool gemm) {
   if (!gemm) return 1e-10;
   switch (t) {
-    case GGMLType::F32: return 1e-10;
-    case GGMLType::F16: return 1e-9;
-    case GGMLType::BF16: return 1e-8;
-    default: return 1e-6;
+    case GGMLType::F32:
+      return 1e-10;
+    case GGMLType::F16:
+      return 1e-9;
+    case GGMLType::BF16:
+      return 1e-8;
+    default:
+      return 1e-6;
   }
 }
 
@@ -131,7 +137,9 @@ TEST_P(MatmulParity, Embedding) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulParity, testing::ValuesIn(kAllTypes),
-                         [](const testing::TestParamInfo<GGMLType>& i) { return std::string(type_name(i.param)); });
+                         [](const testing::TestParamInfo<GGMLType>& i) {
+                           return std::string(type_name(i.param));
+                         });
 
 }  // namespace
 }  // namespace qwen::test

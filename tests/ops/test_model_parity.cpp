@@ -30,14 +30,16 @@ struct Case {
 };
 
 // Readable parameter names in ctest's listing and failure messages.
-void PrintTo(const Case& c, std::ostream* os) { *os << c.arch << " " << type_name(c.type); }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.arch << " " << type_name(c.type);
+}
 
 std::string make_model(const Case& c) {
   const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "qwen_ops_models";
   std::filesystem::create_directories(dir);
   const std::string path = (dir / (std::string(c.arch) + "-" + type_name(c.type) + ".gguf")).string();
-  const std::string cmd = std::string("python3 ") + QWEN_SOURCE_DIR + "/scripts/make_model.py --arch " + c.arch +
-                          " --type " + type_name(c.type) + " --seed 5 -o " + path + " > /dev/null";
+  const std::string cmd = std::string("python3 ") + QWEN_SOURCE_DIR + "/scripts/make_model.py --arch " +
+                          c.arch + " --type " + type_name(c.type) + " --seed 5 -o " + path + " > /dev/null";
   const int rc = std::system(cmd.c_str());
   if (rc != 0) ADD_FAILURE() << "model maker failed (" << rc << "): " << cmd;
   return path;
@@ -121,7 +123,8 @@ TEST_P(ModelParity, PromptAndGraphDecode) {
     const double rel = d.max_abs / d.ref_max;
     if (rel / bound > worst_rel) worst_rel = rel / bound, worst_pos = p;
     EXPECT_LE(d.max_abs, bound * d.ref_max) << "position " << p << ": " << describe(d);
-    const int top_r = int(std::max_element(r, r + n_vocab) - r), top_g = int(std::max_element(g, g + n_vocab) - g);
+    const int top_r = int(std::max_element(r, r + n_vocab) - r),
+              top_g = int(std::max_element(g, g + n_vocab) - g);
     std::vector<float> sorted(r, r + n_vocab);
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
     agree += top_r == top_g;
@@ -136,9 +139,9 @@ TEST_P(ModelParity, PromptAndGraphDecode) {
 std::vector<Case> all_cases() {
   std::vector<Case> v;
   for (const char* arch : {"qwen2", "qwen3", "llama"}) {
-    for (GGMLType t : {GGMLType::F32, GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_1,
-                       GGMLType::Q5_0, GGMLType::Q5_1, GGMLType::Q2_K, GGMLType::Q3_K, GGMLType::Q4_K, GGMLType::Q5_K,
-                       GGMLType::Q6_K}) {
+    for (GGMLType t : {GGMLType::F32, GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0, GGMLType::Q4_0,
+                       GGMLType::Q4_1, GGMLType::Q5_0, GGMLType::Q5_1, GGMLType::Q2_K, GGMLType::Q3_K,
+                       GGMLType::Q4_K, GGMLType::Q5_K, GGMLType::Q6_K}) {
       v.push_back({arch, t});
     }
   }

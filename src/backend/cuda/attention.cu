@@ -42,12 +42,11 @@ __device__ __forceinline__ void load_row(const KV* p, float out[D]) {
 }
 
 template <class KV, int HD>
-__global__ void __launch_bounds__(kWarps * kWarp)
+__global__ void __launch_bounds__(kWarps* kWarp)
     attn_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
-                const float* __restrict__ q,
-                const KV* __restrict__ kc, const KV* __restrict__ vc, const int32_t* __restrict__ pos,
-                const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx, int n_seq,
-                float scale, int n_splits) {
+                const float* __restrict__ q, const KV* __restrict__ kc, const KV* __restrict__ vc,
+                const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head, int group,
+                int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
   pdl_begin();
   constexpr int D = HD / kWarp;  // dims per lane
   __shared__ float s_m[kWarps], s_l[kWarps], s_acc[kWarps][HD];
@@ -155,9 +154,10 @@ void launch_attn(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* 
     if (units > kMaxCounters) n_splits = 1;
   }
   const dim3 grid(unsigned(n_splits), unsigned(p.n_head), unsigned(batch.n_tokens));
-  launch(attn_kernel<KV, HD>, grid, dim3(kWarps * kWarp), s, out, scratch.attn_partials, scratch.attn_counters, q,
-         static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v), batch.pos, batch.seq, p.n_head,
-         p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
+  launch(attn_kernel<KV, HD>, grid, dim3(kWarps * kWarp), s, out, scratch.attn_partials,
+         scratch.attn_counters, q, static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v),
+         batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq,
+         p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
@@ -165,10 +165,14 @@ template <class KV>
 void launch_hd(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   switch (p.head_dim) {
-    case 64: return launch_attn<KV, 64>(s, n_sm, scratch, out, q, cache, batch, p);
-    case 128: return launch_attn<KV, 128>(s, n_sm, scratch, out, q, cache, batch, p);
-    case 256: return launch_attn<KV, 256>(s, n_sm, scratch, out, q, cache, batch, p);
-    default: QWEN_FAIL("cuda attention: head_dim ", p.head_dim, " is not supported (64, 128 or 256)");
+    case 64:
+      return launch_attn<KV, 64>(s, n_sm, scratch, out, q, cache, batch, p);
+    case 128:
+      return launch_attn<KV, 128>(s, n_sm, scratch, out, q, cache, batch, p);
+    case 256:
+      return launch_attn<KV, 256>(s, n_sm, scratch, out, q, cache, batch, p);
+    default:
+      QWEN_FAIL("cuda attention: head_dim ", p.head_dim, " is not supported (64, 128 or 256)");
   }
 }
 
@@ -179,9 +183,9 @@ void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
   if (batch.n_tokens == 0) return;
   QWEN_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "cuda attention: n_head ", p.n_head,
              " is not a multiple of n_head_kv ", p.n_head_kv);
-  QWEN_CHECK(cache.head_dim == p.head_dim && cache.n_head_kv == p.n_head_kv,
-             "cuda attention: cache shape (", cache.n_head_kv, " heads x ", cache.head_dim,
-             ") does not match the parameters (", p.n_head_kv, " x ", p.head_dim, ")");
+  QWEN_CHECK(cache.head_dim == p.head_dim && cache.n_head_kv == p.n_head_kv, "cuda attention: cache shape (",
+             cache.n_head_kv, " heads x ", cache.head_dim, ") does not match the parameters (", p.n_head_kv,
+             " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
   if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
   QWEN_CHECK(cache.type == GGMLType::F32, "cuda attention: KV cache type ", type_name(cache.type),

@@ -84,11 +84,15 @@ class CudaBackend final : public Backend {
     QWEN_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, kCublasWorkspace));
     decode_.attn_partials = static_cast<float*>(alloc(cuda::kAttnPartialFloats * sizeof(float)));
     decode_.attn_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
-    decode_.argmax_keys = static_cast<unsigned long long*>(alloc(cuda::kMaxCounters * sizeof(unsigned long long)));
+    decode_.argmax_keys =
+        static_cast<unsigned long long*>(alloc(cuda::kMaxCounters * sizeof(unsigned long long)));
     decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
-    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
-    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.argmax_keys, 0, cuda::kMaxCounters * sizeof(unsigned long long), stream_));
-    QWEN_CUDA_CHECK(cudaMemsetAsync(decode_.argmax_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
+    QWEN_CUDA_CHECK(
+        cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
+    QWEN_CUDA_CHECK(
+        cudaMemsetAsync(decode_.argmax_keys, 0, cuda::kMaxCounters * sizeof(unsigned long long), stream_));
+    QWEN_CUDA_CHECK(
+        cudaMemsetAsync(decode_.argmax_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
   }
 
   ~CudaBackend() override {
@@ -116,8 +120,9 @@ class CudaBackend final : public Backend {
       cudaGetLastError();  // clear the sticky-free allocation error
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
-      QWEN_FAIL(name_, ": cannot allocate ", bytes, " bytes (", bytes >> 20, " MiB) of device memory: ", free_b,
-                " bytes (", free_b >> 20, " MiB) free of ", total_b >> 20, " MiB (", cudaGetErrorString(e), ")");
+      QWEN_FAIL(name_, ": cannot allocate ", bytes, " bytes (", bytes >> 20,
+                " MiB) of device memory: ", free_b, " bytes (", free_b >> 20, " MiB) free of ", total_b >> 20,
+                " MiB (", cudaGetErrorString(e), ")");
     }
     return p;
   }
@@ -151,7 +156,8 @@ class CudaBackend final : public Backend {
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     flush();
     // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
-    if (fuse_norm_ && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 && n % 32 == 0) {  // 32: GEMV chunk
+    if (fuse_norm_ && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
+        n % 32 == 0) {  // 32: GEMV chunk
       held_.kind = Pending::Kind::Norm;
       held_.norm_out = out, held_.norm_x = x, held_.norm_w = w, held_.norm_rows = n_rows, held_.norm_n = n;
       held_.eps = eps;
@@ -171,7 +177,8 @@ class CudaBackend final : public Backend {
       return;
     }
     const bool absorb_norm = held_.kind == Pending::Kind::Norm && held_.norm_out == x &&
-                             held_.norm_rows == n_tokens && held_.norm_n == w.ne0 && y != x && y != held_.norm_x;
+                             held_.norm_rows == n_tokens && held_.norm_n == w.ne0 && y != x &&
+                             y != held_.norm_x;
     if (!absorb_norm) flush();
     held_.kind = Pending::Kind::Matmul;
     held_.with_norm = absorb_norm;
@@ -180,8 +187,8 @@ class CudaBackend final : public Backend {
   void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
             RopeMode mode) override {
     const bool pair = held_.kind == Pending::Kind::Rope && held_.n_rope == 1 && held_.pos == pos &&
-                      held_.n_tokens == n_tokens && held_.head_dim == head_dim && held_.freq_base == freq_base &&
-                      held_.mode == mode && held_.rope_x[0] != x;
+                      held_.n_tokens == n_tokens && held_.head_dim == head_dim &&
+                      held_.freq_base == freq_base && held_.mode == mode && held_.rope_x[0] != x;
     if (pair) {
       held_.rope_x[1] = x, held_.rope_heads[1] = n_head, held_.n_rope = 2;
       return;
@@ -242,7 +249,8 @@ class CudaBackend final : public Backend {
   bool supports_graphs() const override { return true; }
   void begin_capture(int slot) override {
     flush();
-    QWEN_CHECK(capturing_ < 0, name_, ": begin_capture(", slot, ") while graph ", capturing_, " is being captured");
+    QWEN_CHECK(capturing_ < 0, name_, ": begin_capture(", slot, ") while graph ", capturing_,
+               " is being captured");
     // Global mode: any CUDA call from another thread that would break the capture fails loudly.
     QWEN_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
     capturing_ = slot;
@@ -279,13 +287,17 @@ class CudaBackend final : public Backend {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
     switch (p.kind) {
-      case Pending::Kind::None: return;
+      case Pending::Kind::None:
+        return;
       case Pending::Kind::Norm:
         return cuda::rmsnorm(stream_, p.norm_out, p.norm_x, p.norm_w, p.norm_rows, p.norm_n, p.eps);
-      case Pending::Kind::Matmul: held_ = p; return launch_matmul(nullptr);
+      case Pending::Kind::Matmul:
+        held_ = p;
+        return launch_matmul(nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
-          cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base, p.mode);
+          cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base,
+                     p.mode);
         }
         return;
     }
@@ -328,8 +340,8 @@ int cuda_device_count() {
 
 std::unique_ptr<Backend> make_cuda_backend(int device_index) {
   const int n = cuda_device_count();
-  QWEN_CHECK(device_index >= 0 && device_index < n, "cuda device ", device_index, " does not exist (",
-             n, " CUDA device(s) found)");
+  QWEN_CHECK(device_index >= 0 && device_index < n, "cuda device ", device_index, " does not exist (", n,
+             " CUDA device(s) found)");
   return std::make_unique<CudaBackend>(device_index);
 }
 

@@ -13,17 +13,17 @@
 #include "util/check.h"
 
 // Every CUDA runtime call goes through this: a failure names the call and the CUDA error.
-#define QWEN_CUDA_CHECK(call)                                                                    \
-  do {                                                                                           \
-    const cudaError_t qwen_err_ = (call);                                                        \
-    QWEN_CHECK(qwen_err_ == cudaSuccess, "CUDA error in ", #call, ": ", cudaGetErrorName(qwen_err_), \
-               " (", cudaGetErrorString(qwen_err_), ")");                                        \
+#define QWEN_CUDA_CHECK(call)                                                                              \
+  do {                                                                                                     \
+    const cudaError_t qwen_err_ = (call);                                                                  \
+    QWEN_CHECK(qwen_err_ == cudaSuccess, "CUDA error in ", #call, ": ", cudaGetErrorName(qwen_err_), " (", \
+               cudaGetErrorString(qwen_err_), ")");                                                        \
   } while (0)
 
-#define QWEN_CUBLAS_CHECK(call)                                                          \
-  do {                                                                                   \
-    const cublasStatus_t qwen_st_ = (call);                                              \
-    QWEN_CHECK(qwen_st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error in ", #call, ": ",        \
+#define QWEN_CUBLAS_CHECK(call)                                                            \
+  do {                                                                                     \
+    const cublasStatus_t qwen_st_ = (call);                                                \
+    QWEN_CHECK(qwen_st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error in ", #call, ": ",         \
                cublasGetStatusName(qwen_st_), " (", cublasGetStatusString(qwen_st_), ")"); \
   } while (0)
 
@@ -34,7 +34,9 @@ namespace qwen::cuda {
 
 constexpr int kWarp = 32;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

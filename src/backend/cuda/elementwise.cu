@@ -8,8 +8,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void swiglu_kernel(float* __restrict__ out, const float* __restrict__ gate, const float* __restrict__ up,
-                              int64_t n) {
+__global__ void swiglu_kernel(float* __restrict__ out, const float* __restrict__ gate,
+                              const float* __restrict__ up, int64_t n) {
   pdl_begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -111,8 +111,8 @@ void argmax(cudaStream_t s, const DecodeScratch& scratch, int32_t* out, const fl
   const unsigned blocks = unsigned(std::min<int64_t>(ceil_div(n, kArgmaxThreads * kArgmaxPerThread), 1024));
   for (int r0 = 0; r0 < n_rows; r0 += kMaxCounters) {  // rows beyond the counters: further launches
     const int rows = std::min(kMaxCounters, n_rows - r0);
-    launch(argmax_kernel, dim3(blocks, unsigned(rows)), dim3(kArgmaxThreads), s, out + r0, x + int64_t(r0) * n, n,
-           scratch.argmax_keys, scratch.argmax_counters);
+    launch(argmax_kernel, dim3(blocks, unsigned(rows)), dim3(kArgmaxThreads), s, out + r0,
+           x + int64_t(r0) * n, n, scratch.argmax_keys, scratch.argmax_counters);
     QWEN_CUDA_LAUNCH_CHECK();
   }
 }

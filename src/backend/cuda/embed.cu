@@ -33,7 +33,8 @@ __global__ void embed_kernel(float* __restrict__ out, const uint8_t* __restrict_
 
 void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, int n_tokens) {
   QWEN_CHECK(table.ne0 % kChunk == 0, "cuda embed: n_embd = ", table.ne0, " is not a multiple of 32");
-  QWEN_CHECK(reinterpret_cast<uintptr_t>(table.data) % 16 == 0, "cuda embed: table data is not 16-byte aligned");
+  QWEN_CHECK(reinterpret_cast<uintptr_t>(table.data) % 16 == 0,
+             "cuda embed: table data is not 16-byte aligned");
   if (n_tokens == 0) return;
   QWEN_CHECK(n_tokens > 0 && n_tokens <= 65535, "cuda embed: bad n_tokens ", n_tokens);
   const int threads = 128;

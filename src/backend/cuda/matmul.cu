@@ -1,7 +1,8 @@
 // y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
 //
 // Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
-// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may fuse the preceding RMSNorm and the following residual add into it.
+// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may
+// fuse the preceding RMSNorm and the following residual add into it.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
@@ -25,7 +26,7 @@
 namespace qwen::cuda {
 namespace {
 
-constexpr int kGemvThreads = 256;              // 8 warps = 8 rows per block
+constexpr int kGemvThreads = 256;                  // 8 warps = 8 rows per block
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
 struct GemvArgs {
@@ -40,9 +41,9 @@ struct GemvArgs {
 
 // Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks in registers and
 // accumulates in fp32. (Splitting long rows over several warps measured slower: the extra blocks
-// need a second wave, and these kernels are latency-bound.) Optional fusions (GemvFusion): the RMSNorm of x computed
-// per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing
-// the normalized x; and a residual epilogue resid += y.
+// need a second wave, and these kernels are latency-bound.) Optional fusions (GemvFusion): the RMSNorm of x
+// computed per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing the
+// normalized x; and a residual epilogue resid += y.
 template <GGMLType T, bool kNorm, bool kResid>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -65,7 +66,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
     ss = block_sum(ss, s_red);
     scale = rsqrtf(ss / float(a.ne0) + a.f.eps);
     if (blockIdx.x == 0) {
-      for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x) a.f.norm_out[t * a.ne0 + i] = xt[i] * scale * a.f.norm_w[i];
+      for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x)
+        a.f.norm_out[t * a.ne0 + i] = xt[i] * scale * a.f.norm_w[i];
     }
   }
   float acc = 0.f;
@@ -116,7 +118,8 @@ __global__ void dequant_f16_kernel(__half* __restrict__ out, const uint8_t* __re
 
 // hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16).
 template <class Half>
-__global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const float* __restrict__ x, int64_t n) {
+__global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const float* __restrict__ x,
+                             int64_t n) {
   pdl_begin();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -174,8 +177,8 @@ void ensure(cudaStream_t s, void*& p, size_t& have, size_t bytes, const char* wh
 void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int64_t k, const void* a,
              const void* b, float beta, float* c, int64_t ldc) {
   const float alpha = 1.f;
-  QWEN_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, a, type, int(k),
-                                 b, type, int(k), &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+  QWEN_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, a, type,
+                                 int(k), b, type, int(k), &beta, c, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
 }
 
@@ -202,14 +205,15 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
-void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w, const float* x,
-          int n_tokens, const float* bias) {
+void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
+          const float* x, int n_tokens, const float* bias) {
   check_weight(w, "gemm");
   const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
   if (w.type == GGMLType::F32) {
     const float alpha = 1.f, beta = 0.f;
     QWEN_CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(ne1), n_tokens, int(ne0), &alpha,
-                                  static_cast<const float*>(w.data), int(ne0), x, int(ne0), &beta, y, int(ne1)));
+                                  static_cast<const float*>(w.data), int(ne0), x, int(ne0), &beta, y,
+                                  int(ne1)));
   } else {
     ensure(s, scratch.x16, scratch.x16_bytes, size_t(2 * nx) * 2, "activation");
     const int threads = 256;

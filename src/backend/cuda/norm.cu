@@ -42,7 +42,8 @@ void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t
   if (n_rows == 0) return;
   QWEN_CHECK(n > 0 && n_rows > 0, "cuda rmsnorm: bad shape ", n_rows, "x", n);
   if (n <= 256) {
-    launch(rmsnorm_warp_kernel, dim3(unsigned(ceil_div(n_rows, kBlock / kWarp))), dim3(kBlock), s, out, x, w, n_rows, n, eps);
+    launch(rmsnorm_warp_kernel, dim3(unsigned(ceil_div(n_rows, kBlock / kWarp))), dim3(kBlock), s, out, x, w,
+           n_rows, n, eps);
   } else {
     QWEN_CHECK(n_rows <= 0x7fffffff, "cuda rmsnorm: too many rows ", n_rows);
     launch(rmsnorm_block_kernel, dim3(unsigned(n_rows)), dim3(kBlock), s, out, x, w, n, eps);

@@ -29,7 +29,9 @@ __device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {
 __device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
-__device__ __forceinline__ float load_half(const uint8_t* p) { return half_to_float(load_u16(p)); }
+__device__ __forceinline__ float load_half(const uint8_t* p) {
+  return half_to_float(load_u16(p));
+}
 
 // Reads 16 bytes at a 2-byte aligned address into four words.
 __device__ __forceinline__ void load16_a2(const uint8_t* p, uint32_t w[4]) {
@@ -44,29 +46,73 @@ __device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
   const uint4 v = *reinterpret_cast<const uint4*>(p);
   w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
 }
-__device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) { return (w[i / 4] >> (8 * (i % 4))) & 0xffu; }
+__device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) {
+  return (w[i / 4] >> (8 * (i % 4))) & 0xffu;
+}
 
 // Block geometry per type: elements per block and bytes per block (mirrors the host type table).
-template <GGMLType T> struct BlockInfo;
-template <> struct BlockInfo<GGMLType::F32> { static constexpr int kElems = 32, kBytes = 128; };
-template <> struct BlockInfo<GGMLType::F16> { static constexpr int kElems = 32, kBytes = 64; };
-template <> struct BlockInfo<GGMLType::BF16> { static constexpr int kElems = 32, kBytes = 64; };
-template <> struct BlockInfo<GGMLType::Q4_0> { static constexpr int kElems = 32, kBytes = 18; };
-template <> struct BlockInfo<GGMLType::Q4_1> { static constexpr int kElems = 32, kBytes = 20; };
-template <> struct BlockInfo<GGMLType::Q5_0> { static constexpr int kElems = 32, kBytes = 22; };
-template <> struct BlockInfo<GGMLType::Q5_1> { static constexpr int kElems = 32, kBytes = 24; };
-template <> struct BlockInfo<GGMLType::Q8_0> { static constexpr int kElems = 32, kBytes = 34; };
-template <> struct BlockInfo<GGMLType::Q2_K> { static constexpr int kElems = 256, kBytes = 84; };
-template <> struct BlockInfo<GGMLType::Q3_K> { static constexpr int kElems = 256, kBytes = 110; };
-template <> struct BlockInfo<GGMLType::Q4_K> { static constexpr int kElems = 256, kBytes = 144; };
-template <> struct BlockInfo<GGMLType::Q5_K> { static constexpr int kElems = 256, kBytes = 176; };
-template <> struct BlockInfo<GGMLType::Q6_K> { static constexpr int kElems = 256, kBytes = 210; };
+template <GGMLType T>
+struct BlockInfo;
+template <>
+struct BlockInfo<GGMLType::F32> {
+  static constexpr int kElems = 32, kBytes = 128;
+};
+template <>
+struct BlockInfo<GGMLType::F16> {
+  static constexpr int kElems = 32, kBytes = 64;
+};
+template <>
+struct BlockInfo<GGMLType::BF16> {
+  static constexpr int kElems = 32, kBytes = 64;
+};
+template <>
+struct BlockInfo<GGMLType::Q4_0> {
+  static constexpr int kElems = 32, kBytes = 18;
+};
+template <>
+struct BlockInfo<GGMLType::Q4_1> {
+  static constexpr int kElems = 32, kBytes = 20;
+};
+template <>
+struct BlockInfo<GGMLType::Q5_0> {
+  static constexpr int kElems = 32, kBytes = 22;
+};
+template <>
+struct BlockInfo<GGMLType::Q5_1> {
+  static constexpr int kElems = 32, kBytes = 24;
+};
+template <>
+struct BlockInfo<GGMLType::Q8_0> {
+  static constexpr int kElems = 32, kBytes = 34;
+};
+template <>
+struct BlockInfo<GGMLType::Q2_K> {
+  static constexpr int kElems = 256, kBytes = 84;
+};
+template <>
+struct BlockInfo<GGMLType::Q3_K> {
+  static constexpr int kElems = 256, kBytes = 110;
+};
+template <>
+struct BlockInfo<GGMLType::Q4_K> {
+  static constexpr int kElems = 256, kBytes = 144;
+};
+template <>
+struct BlockInfo<GGMLType::Q5_K> {
+  static constexpr int kElems = 256, kBytes = 176;
+};
+template <>
+struct BlockInfo<GGMLType::Q6_K> {
+  static constexpr int kElems = 256, kBytes = 210;
+};
 
 // Decodes sub-chunk `sub` (0 for 32-element blocks, 0..7 for k-quants) of the block at `b`.
-template <GGMLType T> __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
+template <GGMLType T>
+__device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
 
 // F32: 32 floats, 16-byte aligned.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
   const float4* p = reinterpret_cast<const float4*>(b);
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
@@ -76,7 +122,8 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(c
 }
 
 // F16 / BF16: 32 halves = four 16-byte loads.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     uint32_t w[4];
@@ -88,7 +135,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(c
     }
   }
 }
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     uint32_t w[4];
@@ -102,7 +151,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(
 }
 
 // Q4_0 {half d; u8 qs[16]}: x[j] = (lo nibble of qs[j] - 8) d, x[j+16] = (hi nibble - 8) d.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_0>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_0>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
   const float d = load_half(b);
   uint32_t w[4];
   load16_a2(b + 2, w);
@@ -115,7 +166,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_0>(
 }
 
 // Q4_1 {half d; half m; u8 qs[16]}: x = q d + m, nibbles as Q4_0.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_1>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_1>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
   const float d = load_half(b), m = load_half(b + 2);
   uint32_t w[4];
   load16_a4(b + 4, w);
@@ -128,7 +181,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_1>(
 }
 
 // Q5_0 {half d; u8 qh[4]; u8 qs[16]}: 5th bit of element j is bit j of qh (as a u32).
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_0>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_0>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
   const float d = load_half(b);
   const uint32_t qh = load_u32_a2(b + 2);
   uint32_t w[4];
@@ -144,7 +199,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_0>(
 }
 
 // Q5_1 {half d; half m; u8 qh[4]; u8 qs[16]}: x = q d + m.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_1>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_1>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
   const float d = load_half(b), m = load_half(b + 2);
   const uint32_t qh = load_u32_a4(b + 4);
   uint32_t w[4];
@@ -158,7 +215,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_1>(
 }
 
 // Q8_0 {half d; i8 qs[32]}: x = q d.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q8_0>(const uint8_t* b, int, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q8_0>(const uint8_t* b, int,
+                                                                    float out[kChunk]) {
   const float d = load_half(b);
   uint32_t w[8];
   load16_a2(b + 2, w);
@@ -170,7 +229,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q8_0>(
 // Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin}. Chunk c: half h = c/4 of the super-block,
 // 2-bit plane j = c%4; element k takes bits 2j..2j+1 of qs[32h + k], scale byte
 // scales[8h + 2j + k/16] (low nibble: scale, high nibble: min). x = d sc q - dmin m.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q2_K>(const uint8_t* b, int c, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q2_K>(const uint8_t* b, int c,
+                                                                    float out[kChunk]) {
   const int h = c / 4, j = c % 4;
   const float d = load_half(b + 80), dmin = load_half(b + 82);
   uint32_t w[8];
@@ -194,7 +255,9 @@ __device__ __forceinline__ int q3k_scale(const uint8_t* s, int i) {
   const int high2 = (s[8 + (i % 4)] >> (2 * (i / 4))) & 3;
   return (low4 | (high2 << 4)) - 32;
 }
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q3_K>(const uint8_t* b, int c, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q3_K>(const uint8_t* b, int c,
+                                                                    float out[kChunk]) {
   const int h = c / 4, j = c % 4;
   const float d = load_half(b + 108);
   uint32_t hm[8], qs[8];
@@ -225,7 +288,9 @@ __device__ __forceinline__ void k4_scale_min(const uint8_t* s, int j, float& sc,
 
 // Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes, 16-byte aligned blocks).
 // Chunk c: nibble (c%2 ? high : low) of qs[32 (c/2) + k]; x = d sc_c q - dmin m_c.
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_t* b, int c, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_t* b, int c,
+                                                                    float out[kChunk]) {
   const float d = load_half(b), dmin = load_half(b + 2);
   float sc, m;
   k4_scale_min(b + 4, c, sc, m);
@@ -240,7 +305,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(
 
 // Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes, 16-byte aligned).
 // As Q4_K plus a 5th bit: bit c of qh[k].
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(const uint8_t* b, int c, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(const uint8_t* b, int c,
+                                                                    float out[kChunk]) {
   const float d = load_half(b), dmin = load_half(b + 2);
   float sc, m;
   k4_scale_min(b + 4, c, sc, m);
@@ -261,7 +328,9 @@ template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(
 // Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes). Chunk c: h = c/4, g = c%4;
 // element k: low 4 bits = nibble (g < 2 ? low : high) of ql[64h + 32 (g%2) + k], high 2 bits =
 // bits 2g.. of qh[32h + k]; q - 32 scaled by d * scales[8h + 2g + k/16].
-template <> __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q6_K>(const uint8_t* b, int c, float out[kChunk]) {
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q6_K>(const uint8_t* b, int c,
+                                                                    float out[kChunk]) {
   const int h = c / 4, g = c % 4;
   const float d = load_half(b + 208);
   uint32_t ql[8], qh[8];
@@ -292,20 +361,47 @@ __device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, flo
 template <class F>
 void dispatch_type(GGMLType t, const char* op, F&& f) {
   switch (t) {
-    case GGMLType::F32: f.template operator()<GGMLType::F32>(); return;
-    case GGMLType::F16: f.template operator()<GGMLType::F16>(); return;
-    case GGMLType::BF16: f.template operator()<GGMLType::BF16>(); return;
-    case GGMLType::Q4_0: f.template operator()<GGMLType::Q4_0>(); return;
-    case GGMLType::Q4_1: f.template operator()<GGMLType::Q4_1>(); return;
-    case GGMLType::Q5_0: f.template operator()<GGMLType::Q5_0>(); return;
-    case GGMLType::Q5_1: f.template operator()<GGMLType::Q5_1>(); return;
-    case GGMLType::Q8_0: f.template operator()<GGMLType::Q8_0>(); return;
-    case GGMLType::Q2_K: f.template operator()<GGMLType::Q2_K>(); return;
-    case GGMLType::Q3_K: f.template operator()<GGMLType::Q3_K>(); return;
-    case GGMLType::Q4_K: f.template operator()<GGMLType::Q4_K>(); return;
-    case GGMLType::Q5_K: f.template operator()<GGMLType::Q5_K>(); return;
-    case GGMLType::Q6_K: f.template operator()<GGMLType::Q6_K>(); return;
-    default: QWEN_FAIL("cuda ", op, ": weight type ", type_name(t), " is not supported by the CUDA backend");
+    case GGMLType::F32:
+      f.template operator()<GGMLType::F32>();
+      return;
+    case GGMLType::F16:
+      f.template operator()<GGMLType::F16>();
+      return;
+    case GGMLType::BF16:
+      f.template operator()<GGMLType::BF16>();
+      return;
+    case GGMLType::Q4_0:
+      f.template operator()<GGMLType::Q4_0>();
+      return;
+    case GGMLType::Q4_1:
+      f.template operator()<GGMLType::Q4_1>();
+      return;
+    case GGMLType::Q5_0:
+      f.template operator()<GGMLType::Q5_0>();
+      return;
+    case GGMLType::Q5_1:
+      f.template operator()<GGMLType::Q5_1>();
+      return;
+    case GGMLType::Q8_0:
+      f.template operator()<GGMLType::Q8_0>();
+      return;
+    case GGMLType::Q2_K:
+      f.template operator()<GGMLType::Q2_K>();
+      return;
+    case GGMLType::Q3_K:
+      f.template operator()<GGMLType::Q3_K>();
+      return;
+    case GGMLType::Q4_K:
+      f.template operator()<GGMLType::Q4_K>();
+      return;
+    case GGMLType::Q5_K:
+      f.template operator()<GGMLType::Q5_K>();
+      return;
+    case GGMLType::Q6_K:
+      f.template operator()<GGMLType::Q6_K>();
+      return;
+    default:
+      QWEN_FAIL("cuda ", op, ": weight type ", type_name(t), " is not supported by the CUDA backend");
   }
 }
 

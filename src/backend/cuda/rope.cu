@@ -62,7 +62,8 @@ __global__ void rope_store_kernel(float* __restrict__ x0, int n_head0, float* __
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
   const int half = head_dim / 2;
-  const int64_t p0 = int64_t(n_head0) * half, pk = int64_t(n_kv) * half, per_token = p0 + pk + int64_t(n_kv) * head_dim;
+  const int64_t p0 = int64_t(n_head0) * half, pk = int64_t(n_kv) * half,
+                per_token = p0 + pk + int64_t(n_kv) * head_dim;
   const int64_t t = idx / per_token, j = idx % per_token;
   const int p = pos[t], sq = seq ? seq[t] : 0;
   // Positions are validated by the runtime against n_ctx; never write outside the cache.
@@ -110,14 +111,14 @@ __global__ void kv_store_kernel(KV* __restrict__ kc, KV* __restrict__ vc, const 
 
 }  // namespace
 
-void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
-          RopeMode mode) {
+void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
+          float freq_base, RopeMode mode) {
   if (n_tokens == 0) return;
   QWEN_CHECK(head_dim > 0 && head_dim % 2 == 0, "cuda rope: head_dim ", head_dim, " must be even");
   QWEN_CHECK(freq_base > 0.f, "cuda rope: freq_base ", freq_base, " must be positive");
   const int64_t n_pairs = int64_t(n_tokens) * n_head * (head_dim / 2);
-  launch(rope_kernel, dim3(unsigned(ceil_div(n_pairs, 256))), dim3(256), s, x, pos, n_head, head_dim, std::log2(double(freq_base)),
-                                                                mode == RopeMode::Neox, n_pairs);
+  launch(rope_kernel, dim3(unsigned(ceil_div(n_pairs, 256))), dim3(256), s, x, pos, n_head, head_dim,
+         std::log2(double(freq_base)), mode == RopeMode::Neox, n_pairs);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
@@ -127,19 +128,19 @@ void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, co
   const int64_t n = int64_t(batch.n_tokens) * row;
   const unsigned blocks = unsigned(ceil_div(n, 256));
   if (cache.type == GGMLType::F16) {
-    launch(kv_store_kernel<__half>, dim3(blocks), dim3(256), s, static_cast<__half*>(cache.k), static_cast<__half*>(cache.v), k,
-                                                   v, batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
+    launch(kv_store_kernel<__half>, dim3(blocks), dim3(256), s, static_cast<__half*>(cache.k),
+           static_cast<__half*>(cache.v), k, v, batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
   } else {
     QWEN_CHECK(cache.type == GGMLType::F32, "cuda kv_store: KV cache type ", type_name(cache.type),
                " is not supported (F16 or F32)");
-    launch(kv_store_kernel<float>, dim3(blocks), dim3(256), s, static_cast<float*>(cache.k), static_cast<float*>(cache.v), k, v,
-                                                  batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
+    launch(kv_store_kernel<float>, dim3(blocks), dim3(256), s, static_cast<float*>(cache.k),
+           static_cast<float*>(cache.v), k, v, batch.pos, batch.seq, cache.n_seq, cache.n_ctx, row, n);
   }
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
-void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache, const Batch& batch,
-                float freq_base, RopeMode mode) {
+void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache,
+                const Batch& batch, float freq_base, RopeMode mode) {
   if (batch.n_tokens == 0) return;
   const int hd = cache.head_dim;
   QWEN_CHECK(hd > 0 && hd % 2 == 0, "cuda rope: head_dim ", hd, " must be even");
