@@ -33,6 +33,7 @@ struct Options {
   int parallel = 4;
   int threads = 0;
   int batch = 512;
+  int prefill_chunk = 0;
   int http_threads = 0;
   std::string api_key;
   std::string chat_template;
@@ -61,7 +62,8 @@ int serve(const Options& o) {
   ro.model_file = path.filename().string();
   ro.api_key = o.api_key;
   ro.chat_template = o.chat_template;
-  server::Scheduler scheduler(*engine, metrics);
+  const int prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : engine->max_batch();
+  server::Scheduler scheduler(*engine, metrics, prefill_chunk);
   server::Routes routes(*engine, scheduler, metrics, ro);
 
   httplib::Server http;
@@ -132,6 +134,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
+  app.add_option("--prefill-chunk", o.prefill_chunk,
+                 "longest uncached prompt part fed in one iteration; longer ones are spread over "
+                 "several, between decode steps (0: --batch-size)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--http-threads", o.http_threads, "HTTP worker threads (0: max(64, 4 * parallel + 16))")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--api-key", o.api_key, "require 'Authorization: Bearer KEY' (all routes but /health)");

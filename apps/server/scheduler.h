@@ -4,6 +4,12 @@
 // job joins between steps and leaves the moment it finishes, so no request waits for another's
 // end. Text flows back through the Job, which the HTTP thread drains at its own pace: a slow or
 // vanished client never blocks the step loop.
+//
+// Chunked prefill: a prompt whose uncached part exceeds `prefill_chunk` tokens is fed to its slot
+// in pieces of at most that many tokens per iteration (Engine::eval), between the decode steps of
+// the running generations, so a long prompt delays each of their tokens by one chunk at most
+// instead of by the whole prompt. Its Generation starts once all but the last prompt token sit in
+// the slot (the engine reuses them as a cached prefix).
 #pragma once
 
 #include <atomic>
@@ -71,8 +77,8 @@ class Job {
 class Scheduler {
  public:
   // Starts the scheduler thread. The engine must outlive the scheduler and is used by no one
-  // else while it runs (its tokenizer excepted: see Server).
-  Scheduler(Engine& engine, Metrics& metrics);
+  // else while it runs (its tokenizer excepted: see Routes). prefill_chunk >= 1.
+  Scheduler(Engine& engine, Metrics& metrics, int prefill_chunk);
   ~Scheduler();  // shutdown()
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -87,18 +93,32 @@ class Scheduler {
   struct Running {
     std::shared_ptr<Job> job;
     std::unique_ptr<Generation> gen;
+    int fed = 0;  // prompt tokens this scheduler fed in chunks (the engine counts them as cached)
+  };
+  // A job whose long prompt is being fed to `slot` chunk by chunk.
+  struct Prefill {
+    std::shared_ptr<Job> job;
+    int slot = 0;
+    size_t in_slot = 0;  // prompt tokens [0, in_slot) are in the slot's KV cache
+    int fed = 0;         // of which this scheduler evaluated
   };
 
   void run();
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
+  void start(std::shared_ptr<Job> job, int slot, int fed);  // creates the Generation
+  void feed_prefills();  // one chunk forward over the prefilling jobs; starts those that are done
   int pick_slot(const std::vector<int32_t>& prompt) const;
   void retire(Running& r);
-  void fail_running(const JobResult& failure);  // ends every running job with `failure`
+  void fail_running(const JobResult& failure);  // ends every running and prefilling job
 
   Engine& engine_;
   Metrics& metrics_;
   const int n_slots_;
-  std::vector<Running> running_;  // scheduler thread only
+  const int prefill_chunk_;
+  // Scheduler thread only. A slot is busy while a job of either list holds it.
+  std::vector<Running> running_;
+  std::vector<Prefill> prefilling_;
+  std::vector<float> logits_;  // Engine::eval output of the chunk forwards (not used)
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -322,6 +322,34 @@ def test_mixed_load_with_hangups(server, client):
     assert health["slots_active"] == 0 and health["requests_queued"] == 0, health
 
 
+def test_chunked_prefill(bin_dir, tiny_model, server):
+    """A long prompt fed in 16-token chunks between the decode steps of a running request: both
+    texts equal those of the main server (which evaluates each prompt in one piece), and every
+    prompt token is counted once in qwen_prompt_tokens_total."""
+    long_prompt = " ".join(f"item{i}" for i in range(120))
+
+    def complete(srv, prompt, n):
+        status, body = srv.request("POST", "/v1/completions",
+                                   {"prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True})
+        assert status == 200, body
+        return body["choices"][0]["text"], body["usage"]["prompt_tokens"]
+
+    ref_long, n_long = complete(server, long_prompt, 16)
+    ref_short, n_short = complete(server, "A short one", 64)
+    assert n_long > 200
+    s = Server(bin_dir, tiny_model, "--prefill-chunk", "16", parallel=2)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            short = pool.submit(complete, s, "A short one", 64)
+            time.sleep(0.05)  # the short request is decoding when the long one arrives
+            long = pool.submit(complete, s, long_prompt, 16)
+            assert long.result()[0] == ref_long
+            assert short.result()[0] == ref_short
+        assert s.metric("qwen_prompt_tokens_total") == n_long + n_short
+    finally:
+        s.stop()
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 CHAT = "/v1/chat/completions"
