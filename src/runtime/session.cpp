@@ -278,7 +278,6 @@ struct Generation::State {
   std::vector<int32_t> history;  // prompt + sampled tokens (for penalties)
   std::vector<int32_t> pending;  // tokens to evaluate on the next step
   std::string held;              // decoded text not yet emitted (may start a stop string)
-  bool first_step = true;
 
   State(const Tokenizer& tok, const GenerateParams& p, OnText cb)
       : params(p), sampler(p.sampler), on_text(std::move(cb)), decoder(tok) {}
@@ -331,16 +330,24 @@ size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string
 void Engine::step(std::span<Generation* const> gens) {
   std::vector<Generation*> active;
   std::vector<Input> inputs;
+  std::vector<bool> samples;  // whether the generation's whole pending input fits this step
   for (Generation* g : gens) {
     if (g->done()) continue;
     QWEN_CHECK(&g->engine_ == this, "step: a generation of another engine");
     active.push_back(g);
-    inputs.push_back({g->slot_, g->st_->pending});
+    // A long prompt is fed max_batch tokens per step, so the other slots keep decoding while it
+    // is prefilled instead of waiting for all of it.
+    const std::span<const int32_t> pending = g->st_->pending;
+    const size_t n = std::min(pending.size(), size_t(max_batch()));
+    inputs.push_back({g->slot_, pending.first(n)});
+    samples.push_back(n == pending.size());
   }
   if (active.empty()) return;
-  // When every generation is plain greedy, only the argmax of each row leaves the backend.
-  const bool greedy = std::all_of(active.begin(), active.end(),
-                                  [](const Generation* g) { return g->st_->params.sampler.is_argmax(); });
+  // When every generation that samples now is plain greedy, only the argmax of each row leaves
+  // the backend.
+  bool greedy = true;
+  for (size_t i = 0; i < active.size(); ++i)
+    greedy &= !samples[i] || active[i]->st_->params.sampler.is_argmax();
   const auto t0 = Clock::now();
   std::vector<float> logits;
   std::vector<int32_t> top(active.size());
@@ -356,8 +363,11 @@ void Engine::step(std::span<Generation* const> gens) {
     Generation& g = *active[i];
     Generation::State& st = *g.st_;
     Completion& r = g.result_;
-    (st.first_step ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
-    st.first_step = false;
+    (r.timing.n_gen == 0 ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
+    if (!samples[i]) {  // still prefilling
+      st.pending.erase(st.pending.begin(), st.pending.begin() + ptrdiff_t(inputs[i].tokens.size()));
+      continue;
+    }
     const int32_t tok =
         greedy ? top[i] : st.sampler.sample(std::span(logits.data() + i * n_vocab, n_vocab), st.history);
     st.history.push_back(tok);

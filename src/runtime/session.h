@@ -124,8 +124,9 @@ class Engine {
                 const Tap& tap = {}, int slot = 0);
 
   // One decode step for several running generations together: each feeds its pending tokens
-  // (prompt suffix on the first step, then the last sampled token), samples, streams and checks
-  // stops. Finished generations are skipped. All generations must use distinct slots.
+  // (the prompt suffix, at most max_batch tokens of it per step; then the last sampled token),
+  // and once its prompt is in, samples, streams and checks stops. Finished generations are
+  // skipped. All generations must use distinct slots.
   void step(std::span<Generation* const> gens);
 
  private:

@@ -157,6 +157,31 @@ TEST_F(SessionTest, GreedyArgmaxPathEqualsHostArgmax) {
   EXPECT_EQ(c.tokens, want);
 }
 
+// With max_batch 4, a 10+ token prompt is prefilled over several steps while a short one already
+// decodes; both still produce what they produce alone.
+TEST_F(SessionTest, LongPromptPrefillDoesNotStallOtherSlots) {
+  auto e = load(2, 256, /*max_batch=*/4);
+  const Tokenizer& tok = e->tokenizer();
+  const auto long_prompt = tok.encode("This prompt is quite a bit longer than four tokens, surely");
+  const auto short_prompt = tok.encode("Hi");
+  ASSERT_GT(long_prompt.size(), 8u);
+  ASSERT_LE(short_prompt.size(), 4u);
+  Generation a(*e, 0, long_prompt, greedy(6));
+  Generation b(*e, 1, short_prompt, greedy(6));
+  std::vector<Generation*> gens = {&a, &b};
+  e->step(gens);
+  EXPECT_TRUE(a.result().tokens.empty());  // prefilling
+  EXPECT_EQ(b.result().tokens.size(), 1u);
+  while (!a.done() || !b.done()) e->step(gens);
+  EXPECT_EQ(a.result().timing.n_prompt, int(long_prompt.size()));
+
+  auto solo = load(1);
+  Session s(*solo);
+  EXPECT_EQ(s.generate(long_prompt, greedy(6)).tokens, a.result().tokens);
+  s.reset();
+  EXPECT_EQ(s.generate(short_prompt, greedy(6)).tokens, b.result().tokens);
+}
+
 TEST_F(SessionTest, PrefixReuseEqualsFreshRun) {
   auto e = load(1);
   const Tokenizer& tok = e->tokenizer();
