@@ -114,7 +114,7 @@ void Scheduler::run() {
     try {
       engine_.step(gens);
     } catch (const std::exception& e) {
-      // A step failure leaves the slots' contents unknown: end every job running on them.
+      // A failed forward leaves the engine's state unknown: end every job that holds a slot.
       std::fprintf(stderr, "qwen-server: step failed: %s\n", e.what());
       fail_running({.error = str("generation failed: ", e.what())});
       continue;
