@@ -1,5 +1,5 @@
-// The CUDA backend's decode fusions (rmsnorm -> GEMV, GEMV -> residual add, rope + rope +
-// kv_store; see backend_cuda.cu) vs the CPU backend on one Qwen2.5-0.5B-shaped layer (896 wide,
+// The CUDA backend's decode fusions (rmsnorm -> GEMV, GEMV -> residual add, GEMV -> SwiGLU,
+// rope + rope + kv_store; see backend_cuda.cu) vs the CPU backend on one Qwen2.5-0.5B-shaped layer (896 wide,
 // FFN 4864, 14:2 heads of 64), every op issued back to back without downloads in between, so
 // the fused kernels run; then every buffer the ops wrote is compared, as a tap would see it.
 // Bounds: GEMV-path numerics, NMSE <= 1e-10 per buffer before the KV cache; the CPU's RMSNorm
@@ -120,9 +120,10 @@ TEST_P(FusionParity, DecodeLayer) {
 
 INSTANTIATE_TEST_SUITE_P(
     Types, FusionParity,
-    testing::Values(Case{GGMLType::F16, 1, "resid,rope"}, Case{GGMLType::Q8_0, 1, "resid,rope"},
-                    Case{GGMLType::Q4_0, 1, "norm,resid,rope"}, Case{GGMLType::BF16, 3, "norm,resid,rope"},
-                    Case{GGMLType::Q8_0, 4, "norm,resid,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
+    testing::Values(Case{GGMLType::F16, 1, "resid,glu,rope"}, Case{GGMLType::Q8_0, 1, "resid,glu,rope"},
+                    Case{GGMLType::Q4_0, 1, "norm,resid,glu,rope"},
+                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope"},
+                    Case{GGMLType::Q8_0, 4, "norm,resid,glu,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
     [](const testing::TestParamInfo<Case>& i) {
       std::string f = i.param.fusions;
       for (char& ch : f) ch = ch == ',' ? '_' : ch;

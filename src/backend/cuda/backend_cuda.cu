@@ -13,12 +13,13 @@
 // these patterns (decode-sized GEMV only, n_tokens <= kGemvMaxTokens):
 //   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
 //   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too)
+//   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
 //   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel
 // Every output the separate ops would write is still written, with the same arithmetic, so a
 // tap or a later op sees the same memory. Any other call (including upload/download/
 // synchronize and the capture calls) first launches what is held back. QWEN_CUDA_FUSION picks
-// the fusions (a list of norm, resid, rope; "0" for none); the default is resid,rope, the set
-// that measured fastest (norm-into-GEMV costs every block a reduction before its dot products,
+// the fusions (a list of norm, resid, glu, rope; "0" for none); the default is resid,glu,rope,
+// the set that measured fastest (norm-into-GEMV costs every block a reduction before its dot products,
 // which was slower on H100 than the separate one-block kernel overlapped by PDL).
 #include <algorithm>
 #include <cstdlib>
@@ -76,6 +77,7 @@ class CudaBackend final : public Backend {
       fuse_norm_ = v.find("norm") != std::string::npos;
       fuse_resid_ = v.find("resid") != std::string::npos;
       fuse_rope_ = v.find("rope") != std::string::npos;
+      fuse_glu_ = v.find("glu") != std::string::npos;
     }
     QWEN_CUBLAS_CHECK(cublasCreate(&blas_));
     QWEN_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
@@ -167,7 +169,7 @@ class CudaBackend final : public Backend {
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
     if (n_tokens == 0) return flush();
-    if (!(fuse_norm_ || fuse_resid_) || n_tokens > cuda::kGemvMaxTokens) {
+    if (!(fuse_norm_ || fuse_resid_ || fuse_glu_) || n_tokens > cuda::kGemvMaxTokens) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias);
@@ -223,15 +225,21 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
+    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul) {
+      const bool fuse = up == held_.y && n == int64_t(held_.n_tokens) * held_.w.ne1 && out != held_.x &&
+                        gate != held_.x &&
+                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
+      if (fuse) return launch_matmul(nullptr, gate, out);
+    }
     flush();
     cuda::swiglu(stream_, out, gate, up, n);
   }
   void add(float* out, const float* a, const float* b, int64_t n) override {
-    if (held_.kind == Pending::Kind::Matmul) {
+    if (fuse_resid_ && held_.kind == Pending::Kind::Matmul) {
       const bool fuse = b == held_.y && out == a && out != held_.y && out != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
                         n == int64_t(held_.n_tokens) * held_.w.ne1;
-      if (fuse) return launch_matmul(out);
+      if (fuse) return launch_matmul(out, nullptr, nullptr);
     }
     flush();
     cuda::add(stream_, out, a, b, n);
@@ -293,7 +301,7 @@ class CudaBackend final : public Backend {
         return cuda::rmsnorm(stream_, p.norm_out, p.norm_x, p.norm_w, p.norm_rows, p.norm_n, p.eps);
       case Pending::Kind::Matmul:
         held_ = p;
-        return launch_matmul(nullptr);
+        return launch_matmul(nullptr, nullptr, nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
           cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base,
@@ -302,13 +310,16 @@ class CudaBackend final : public Backend {
         return;
     }
   }
-  // The held-back GEMV (with its absorbed RMSNorm), adding its result into `resid` when given.
-  void launch_matmul(float* resid) {
+  // The held-back GEMV (with its absorbed RMSNorm), adding its result into `resid` or applying
+  // SwiGLU with `glu_gate` into `glu_out` when given.
+  void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
     cuda::GemvFusion f;
     if (p.with_norm) f.norm_w = p.norm_w, f.norm_out = p.norm_out, f.eps = p.eps;
     f.resid = resid;
+    f.glu_gate = glu_gate;
+    f.glu_out = glu_out;
     cuda::gemv(stream_, p.y, p.w, p.with_norm ? p.norm_x : p.x, p.n_tokens, p.bias, f);
   }
 
@@ -322,8 +333,8 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, rope; "0" or "" for none).
-  bool fuse_norm_ = false, fuse_resid_ = true, fuse_rope_ = true;
+  // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, glu, rope; "0" or "" for none).
+  bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = true, fuse_rope_ = true;
   int capturing_ = -1;
 };
 

@@ -2,7 +2,7 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
 // 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may
-// fuse the preceding RMSNorm and the following residual add into it.
+// fuse the preceding RMSNorm and the following residual add or SwiGLU into it.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
@@ -43,8 +43,8 @@ struct GemvArgs {
 // accumulates in fp32. (Splitting long rows over several warps measured slower: the extra blocks
 // need a second wave, and these kernels are latency-bound.) Optional fusions (GemvFusion): the RMSNorm of x
 // computed per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing the
-// normalized x; and a residual epilogue resid += y.
-template <GGMLType T, bool kNorm, bool kResid>
+// normalized x; and the epilogues resid += y and glu_out = silu(glu_gate) * y.
+template <GGMLType T, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + warp;
@@ -91,7 +91,12 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   if (row < a.ne1 && lane == 0) {
     const float out = acc + (a.bias ? a.bias[row] : 0.f);
     a.y[t * a.ne1 + row] = out;
-    if constexpr (kResid) a.f.resid[t * a.ne1 + row] += out;
+    const int64_t o = t * a.ne1 + row;
+    if (a.f.resid) a.f.resid[o] += out;
+    if (a.f.glu_out) {
+      const float g = a.f.glu_gate[o];
+      a.f.glu_out[o] = g / (1.f + expf(-g)) * out;  // the arithmetic of swiglu_kernel
+    }
   }
 }
 
@@ -190,16 +195,11 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   const dim3 grid(unsigned(ceil_div(w.ne1, kGemvThreads / kWarp)), unsigned(n_tokens));
   const GemvArgs args{y, static_cast<const uint8_t*>(w.data), w.row_bytes(), x, w.ne0, w.ne1, bias, f};
-  const bool norm = f.norm_w != nullptr, resid = f.resid != nullptr;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-    if (norm && resid) {
-      launch(gemv_kernel<T, true, true>, grid, dim3(kGemvThreads), s, args);
-    } else if (norm) {
-      launch(gemv_kernel<T, true, false>, grid, dim3(kGemvThreads), s, args);
-    } else if (resid) {
-      launch(gemv_kernel<T, false, true>, grid, dim3(kGemvThreads), s, args);
+    if (f.norm_w) {
+      launch(gemv_kernel<T, true>, grid, dim3(kGemvThreads), s, args);
     } else {
-      launch(gemv_kernel<T, false, false>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, false>, grid, dim3(kGemvThreads), s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();

@@ -47,6 +47,10 @@ struct GemvFusion {
   float eps = 0.f;
   // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm_out.
   float* resid = nullptr;
+  // glu_out[t][o] = silu(glu_gate[t][o]) * y[t][o] after y is stored (SwiGLU with y as "up");
+  // glu_out may alias glu_gate or y (same element, same thread), not x or norm_out.
+  const float* glu_gate = nullptr;
+  float* glu_out = nullptr;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
