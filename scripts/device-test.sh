@@ -41,7 +41,8 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
-note "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)')"
+# The device's copy of the tree has no .git: the caller may name the commit in QWEN_COMMIT.
+note "commit: ${QWEN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
 # Benchmark models are made while the build runs (the model maker is single-threaded numpy).
 make_models() {
