@@ -85,6 +85,8 @@ class Backend {
   virtual void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) = 0;
   // y[t][o] = sum_i W[o][i] * x[t][i] (+ bias[o] when bias != nullptr, fp32 [W.ne1]).
   // x [n_tokens][W.ne0], y [n_tokens][W.ne1].
+  // W must hold data no op writes (uploaded weights): the CUDA backend starts reading it before
+  // the previous op has finished.
   virtual void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) = 0;
   // In-place rotary embedding of x [n_tokens][n_head][head_dim] at positions pos[t];
   // theta_i = pos * freq_base^(-2i/head_dim), i < head_dim/2.
@@ -121,9 +123,13 @@ class Backend {
   // scalars (positions, ids) must therefore live in backend memory and be changed by upload() or
   // ops between replays. No alloc/free/upload/download/synchronize inside a capture.
   virtual bool supports_graphs() const { return false; }
-  virtual void begin_capture(int slot) { QWEN_FAIL(name(), ": graph capture (slot ", slot, ") is not supported"); }
+  virtual void begin_capture(int slot) {
+    QWEN_FAIL(name(), ": graph capture (slot ", slot, ") is not supported");
+  }
   virtual void end_capture() { QWEN_FAIL(name(), ": graph capture is not supported"); }
-  virtual void replay(int slot) { QWEN_FAIL(name(), ": graph replay (slot ", slot, ") is not supported"); }
+  virtual void replay(int slot) {
+    QWEN_FAIL(name(), ": graph replay (slot ", slot, ") is not supported");
+  }
 };
 
 // "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.
