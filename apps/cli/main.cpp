@@ -99,9 +99,9 @@ int main(int argc, char** argv) {
   app.add_option("-b,--batch-size", opts.max_batch, "most prompt tokens per forward call")
       ->capture_default_str();
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->capture_default_str();
-  std::string kv_type = "f32";
-  app.add_option("--kv-type", kv_type, "KV cache type")
-      ->check(CLI::IsMember({"f32", "f16"}))
+  std::string kv_type = "auto";
+  app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}))
       ->capture_default_str();
   app.add_option("--device", opts.device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   try {
     if (opts.model_path.empty()) opts.model_path = default_model_path();
     if (interactive) chat = true;
-    opts.kv_type = qwen::parse_type(kv_type);
+    if (kv_type != "auto") opts.kv_type = qwen::parse_type(kv_type);
     QWEN_CHECK(chat || !prompt.empty(), "give a prompt with -p TEXT, or use --chat / -i");
     gen.sampler.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
     ProgressBar bar;

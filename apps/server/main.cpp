@@ -38,7 +38,7 @@ struct Options {
   std::string api_key;
   std::string chat_template;
   std::string alias;
-  std::string kv_type = "f32";
+  std::string kv_type = "auto";
 };
 
 int serve(const Options& o) {
@@ -50,7 +50,7 @@ int serve(const Options& o) {
   eo.n_ctx = o.n_ctx;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
-  eo.kv_type = parse_type(o.kv_type);
+  if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
   std::unique_ptr<Engine> engine = Engine::load(eo);
   std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
                o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
@@ -143,8 +143,8 @@ int main(int argc, char** argv) {
   app.add_option("--api-key", o.api_key, "require 'Authorization: Bearer KEY' (all routes but /health)");
   app.add_option("--chat-template", o.chat_template,
                  "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
-  app.add_option("--kv-type", o.kv_type, "KV cache type (f16 halves its memory)")
-      ->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
+      ->check(CLI::IsMember({"auto", "f32", "f16"}));
   app.add_option("-a,--alias", o.alias, "model id reported by /v1/models (default: the file name stem)");
   CLI11_PARSE(app, argc, argv);
 

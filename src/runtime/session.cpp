@@ -120,7 +120,9 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   // Whole-sequence logits (eval_all) come out in chunks of max_out rows; generation needs one
   // row per slot.
   m.max_out = std::min(m.max_batch, std::max(m.n_seq, 64));
-  m.kv = std::make_unique<KVCache>(*m.backend, c, m.n_seq, m.n_ctx, o.kv_type);
+  const GGMLType kv_type =
+      o.kv_type.value_or(m.backend->kind() == DeviceKind::CUDA ? GGMLType::F16 : GGMLType::F32);
+  m.kv = std::make_unique<KVCache>(*m.backend, c, m.n_seq, m.n_ctx, kv_type);
   const size_t B = size_t(m.max_batch);
   m.io = m.backend->alloc(5 * B * sizeof(int32_t) + size_t(m.max_out) * c.n_vocab * sizeof(float));
   m.d_ids = static_cast<int32_t*>(m.io);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,7 +33,9 @@ struct EngineOptions {
   int n_ctx = 0;                     // tokens per slot; 0: min(model context length, 4096)
   int n_seq = 1;                     // KV cache slots (sequences decoded together)
   int max_batch = 512;               // most tokens in one forward call (longer prompts are chunked)
-  GGMLType kv_type = GGMLType::F32;  // F32 or F16
+  // F32 or F16; unset: F16 on the GPU (half the cache traffic; attention still accumulates in
+  // fp32), F32 on the CPU (the oracle stays exact).
+  std::optional<GGMLType> kv_type;
   // On a backend with graphs, decode steps (one token per slot, up to n_seq slots) are captured
   // once per batch size and replayed; false runs every forward eagerly (for comparisons).
   bool use_graphs = true;
