@@ -59,18 +59,8 @@ if has bench; then
 fi
 
 build() {
-  local extra=()
-  # cmake/ and CMakeLists.txt pass `--use_fast_math=false`, which nvcc rejects; until that flag is
-  # fixed there, compile through a filter that drops it.
-  if grep -q -- "--use_fast_math=false" CMakeLists.txt; then
-    local wrap=/tmp/qwen-nvcc
-    printf '#!/bin/bash\nargs=()\nfor a in "$@"; do [[ $a == --use_fast_math=false ]] || args+=("$a"); done\nexec %s "${args[@]}"\n' \
-      "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" > $wrap
-    chmod +x $wrap
-    extra+=(-DCMAKE_CUDA_COMPILER=$wrap)
-  fi
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} "${extra[@]}" &&
+    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} &&
     ninja -C "$BUILD" -j "$JOBS" -k 0  # keep going: one broken target must not hide the others
 }
 has build && phase build build > "$LOG/build.log" 2>&1
