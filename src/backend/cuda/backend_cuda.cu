@@ -15,14 +15,27 @@
 //   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too)
 //   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
 //   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel
+//   matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
+//                                              -> one GEMV launch over the rows of all three ("qkv";
+//                                                 same x, weight type and row length; up to 3)
+//   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
+//                                              -> one GEMV computing the gate and up rows of each
+//                                                 output together, storing g, u and o ("gateup")
 // Every output the separate ops would write is still written, with the same arithmetic, so a
 // tap or a later op sees the same memory. Any other call (including upload/download/
 // synchronize and the capture calls) first launches what is held back. QWEN_CUDA_FUSION picks
-// the fusions (a list of norm, resid, glu, rope; "0" for none). The default, resid,rope, is the
-// set that measured fastest on H100 (tg128 Q8_0 of the 0.5B shape, one machine, one run: none
-// 668, resid 683, rope 684, resid,rope 700-727 tok/s; adding norm or glu lost 4-10%: those put
-// a reduction or a dependent load on the GEMV's critical path of every wave, while the separate
-// small kernels overlap their neighbours through programmatic dependent launch).
+// the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none) and "deep" (not a
+// fusion: a GEMV of long rows whose grid fits one block per SM loads several chunks per lane
+// before using them, same arithmetic; off in "0", so that stays the original path). The
+// default is resid,rope,qkv,gateup,deep. resid,rope measured fastest of the first four on H100
+// (tg128 Q8_0 of the 0.5B shape, one machine, one run: none 668, resid 683, rope 684,
+// resid,rope 700-727 tok/s; adding norm or glu lost 4-10%: those put a reduction or a dependent
+// load on the GEMV's critical path of every wave, while the separate small kernels overlap their
+// neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12 launches
+// of a decode layer without adding work to any warp's critical path (gateup only doubles its
+// independent loads); see docs/BENCHMARKS.md for their predicted and measured effect. glu
+// applies only to a lone matmul (gateup takes the pair first); a matmul that absorbed a norm
+// still groups (qkv), but that group is not fused with SwiGLU.
 
 #include <algorithm>
 #include <cstdlib>
@@ -48,12 +61,12 @@ struct Pending {
   int64_t norm_rows = 0;
   int norm_n = 0;
   float eps = 0.f;
-  // Matmul (GEMV): y = W x (+ bias); with_norm: x is norm_out computed from norm_x.
-  float* y = nullptr;
-  Weight w;
+  // Matmul (GEMV): mm[i].y = mm[i].W x (+ bias), n_mm of them sharing x (grouped by qkv or
+  // gateup); with_norm: x is norm_out computed from norm_x.
+  cuda::GemvOut mm[cuda::kMaxGemvGroup];
+  int n_mm = 0;
   const float* x = nullptr;
   int n_tokens = 0;
-  const float* bias = nullptr;
   bool with_norm = false;
   // Rope: up to two in-place ropes over the same positions (q first, then k).
   float* rope_x[2] = {nullptr, nullptr};
@@ -80,6 +93,9 @@ class CudaBackend final : public Backend {
       fuse_resid_ = v.find("resid") != std::string::npos;
       fuse_rope_ = v.find("rope") != std::string::npos;
       fuse_glu_ = v.find("glu") != std::string::npos;
+      fuse_qkv_ = v.find("qkv") != std::string::npos;
+      fuse_gateup_ = v.find("gateup") != std::string::npos;
+      deep_ = v.find("deep") != std::string::npos;
     }
     QWEN_CUBLAS_CHECK(cublasCreate(&blas_));
     QWEN_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
@@ -171,13 +187,18 @@ class CudaBackend final : public Backend {
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
     if (n_tokens == 0) return flush();
-    if (!(fuse_norm_ || fuse_resid_ || fuse_glu_) || n_tokens > cuda::kGemvMaxTokens) {
+    if (!(fuse_norm_ || fuse_resid_ || fuse_glu_ || fuse_qkv_ || fuse_gateup_) ||
+        n_tokens > cuda::kGemvMaxTokens) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
-        cuda::gemv(stream_, y, w, x, n_tokens, bias);
+        cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
       } else {
         cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
       }
+      return;
+    }
+    if (joins_group(y, w, x, n_tokens)) {
+      held_.mm[held_.n_mm++] = cuda::GemvOut{y, w, bias};
       return;
     }
     const bool absorb_norm = held_.kind == Pending::Kind::Norm && held_.norm_out == x &&
@@ -186,7 +207,9 @@ class CudaBackend final : public Backend {
     if (!absorb_norm) flush();
     held_.kind = Pending::Kind::Matmul;
     held_.with_norm = absorb_norm;
-    held_.y = y, held_.w = w, held_.x = x, held_.n_tokens = n_tokens, held_.bias = bias;
+    held_.mm[0] = cuda::GemvOut{y, w, bias};
+    held_.n_mm = 1;
+    held_.x = x, held_.n_tokens = n_tokens;
   }
   void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
             RopeMode mode) override {
@@ -227,8 +250,19 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
-    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul) {
-      const bool fuse = up == held_.y && n == int64_t(held_.n_tokens) * held_.w.ne1 && out != held_.x &&
+    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 && !held_.with_norm) {
+      const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
+      const bool fuse = gate == g.y && up == u.y && g.w.ne1 == u.w.ne1 &&
+                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x;
+      if (fuse) {
+        held_.kind = Pending::Kind::None;
+        cuda::gemv_swiglu(stream_, g, u, held_.x, held_.n_tokens, out);
+        return;
+      }
+    }
+    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
+      const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
+                        out != held_.x &&
                         gate != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
       if (fuse) return launch_matmul(nullptr, gate, out);
@@ -237,10 +271,10 @@ class CudaBackend final : public Backend {
     cuda::swiglu(stream_, out, gate, up, n);
   }
   void add(float* out, const float* a, const float* b, int64_t n) override {
-    if (fuse_resid_ && held_.kind == Pending::Kind::Matmul) {
-      const bool fuse = b == held_.y && out == a && out != held_.y && out != held_.x &&
+    if (fuse_resid_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
+      const bool fuse = b == held_.mm[0].y && out == a && out != held_.mm[0].y && out != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
-                        n == int64_t(held_.n_tokens) * held_.w.ne1;
+                        n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1;
       if (fuse) return launch_matmul(out, nullptr, nullptr);
     }
     flush();
@@ -312,17 +346,43 @@ class CudaBackend final : public Backend {
         return;
     }
   }
-  // The held-back GEMV (with its absorbed RMSNorm), adding its result into `resid` or applying
-  // SwiGLU with `glu_gate` into `glu_out` when given.
+  // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
+  cuda::GemvFusion plain_fusion() const {
+    cuda::GemvFusion f;
+    f.deep_max_blocks = deep_ ? n_sm_ : 0;
+    return f;
+  }
+  // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
+  // count, weight type and row length, a new output that is no input and no other output. With
+  // qkv off, gateup still holds one pair for a following SwiGLU (launched separately otherwise).
+  bool joins_group(const float* y, const Weight& w, const float* x, int n_tokens) const {
+    const Pending& h = held_;
+    if (h.kind != Pending::Kind::Matmul || h.x != x || h.n_tokens != n_tokens || h.n_mm >= cuda::kMaxGemvGroup)
+      return false;
+    if (!(fuse_qkv_ || (fuse_gateup_ && h.n_mm == 1 && !h.with_norm))) return false;
+    const Weight& w0 = h.mm[0].w;
+    if (w.type != w0.type || w.ne0 != w0.ne0 || y == x || (h.with_norm && y == h.norm_x)) return false;
+    for (int i = 0; i < h.n_mm; ++i) {
+      if (h.mm[i].y == y) return false;
+    }
+    return true;
+  }
+  // The held-back GEMV(s) (with the absorbed RMSNorm), adding the result into `resid` or applying
+  // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only).
   void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
-    cuda::GemvFusion f;
+    if (p.n_mm > 1 && !fuse_qkv_) {  // a gateup pair without its SwiGLU: the unfused launches
+      for (int i = 0; i < p.n_mm; ++i)
+        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
+      return;
+    }
+    cuda::GemvFusion f = plain_fusion();
     if (p.with_norm) f.norm_w = p.norm_w, f.norm_out = p.norm_out, f.eps = p.eps;
     f.resid = resid;
     f.glu_gate = glu_gate;
     f.glu_out = glu_out;
-    cuda::gemv(stream_, p.y, p.w, p.with_norm ? p.norm_x : p.x, p.n_tokens, p.bias, f);
+    cuda::gemv_group(stream_, p.mm, p.n_mm, p.with_norm ? p.norm_x : p.x, p.n_tokens, f);
   }
 
   int device_;
@@ -335,8 +395,11 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, glu, rope; "0" or "" for none).
+  // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, glu, rope, qkv, gateup, deep; "0"
+  // or "" for none).
   bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
+  bool fuse_qkv_ = true, fuse_gateup_ = true;
+  bool deep_ = true;  // not a fusion: long-row GEMVs keep several loads in flight (matmul.cu)
   int capturing_ = -1;
 };
 

@@ -29,33 +29,92 @@ namespace {
 constexpr int kGemvThreads = 256;                  // 8 warps = 8 rows per block
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
-struct GemvArgs {
+// One output matrix of a (grouped) GEMV launch; its rows occupy blocks [first block, block_end).
+struct GemvSeg {
   float* y;
   const uint8_t* w;
+  const float* bias;
+  int64_t ne1;
+  unsigned block_end;
+};
+
+struct GemvArgs {
+  GemvSeg seg[kMaxGemvGroup];
+  int n_seg;
   size_t row_bytes;
   const float* x;
-  int64_t ne0, ne1;
-  const float* bias;
+  int64_t ne0;
   GemvFusion f;
 };
 
-// Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks in registers and
-// accumulates in fp32. (Splitting long rows over several warps measured slower: the extra blocks
-// need a second wave, and these kernels are latency-bound.) Optional fusions (GemvFusion): the RMSNorm of x
-// computed per block (same reduction as rmsnorm_block_kernel, so the same values), block x == 0 storing the
-// normalized x; and the epilogues resid += y and glu_out = silu(glu_gate) * y.
-template <GGMLType T, bool kNorm>
+// What a GEMV launch computes besides y = W x (see gemv_kernel).
+enum class GemvMode { Plain, Norm, Pair, Deep };
+// Chunks each lane of a Deep GEMV loads before using the first.
+constexpr int kDeepChunks = 4;
+
+// acc += dot(v, x[0..32)) in the order of the original single-chunk loop; x is normalized on
+// the fly when norm_w is given.
+template <bool kNorm>
+__device__ __forceinline__ float dot_chunk(const float v[kChunk], const float* x, const float* norm_w,
+                                           float scale, float acc) {
+  const float4* xp = reinterpret_cast<const float4*>(x);
+#pragma unroll
+  for (int i = 0; i < kChunk / 4; ++i) {
+    float4 xv = xp[i];
+    if constexpr (kNorm) {
+      const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
+      xv = make_float4(xv.x * scale * wv.x, xv.y * scale * wv.y, xv.z * scale * wv.z, xv.w * scale * wv.w);
+    }
+    acc = fmaf(v[4 * i], xv.x, acc);
+    acc = fmaf(v[4 * i + 1], xv.y, acc);
+    acc = fmaf(v[4 * i + 2], xv.z, acc);
+    acc = fmaf(v[4 * i + 3], xv.w, acc);
+  }
+  return acc;
+}
+
+// Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks (c = lane,
+// lane + 32, ...) in registers and accumulates them in that order in fp32, then a warp sum.
+// (Splitting long rows over several warps measured slower: the extra blocks need a second wave,
+// and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup matrices that
+// share x (segments of consecutive blocks; a block's segment is uniform, so every warp runs the
+// single-matrix arithmetic). Modes:
+//  Norm: x is RMSNorm(x) computed per block (same reduction as rmsnorm_block_kernel, so the same
+//        values), block x == 0 storing the normalized x to f.norm_out;
+//  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes row o of both and
+//        stores gate, up and f.glu_out = silu(gate) * up;
+//  Deep: long rows in a grid of at most one block per SM, where registers do not limit
+//        occupancy: each lane loads kDeepChunks chunks before using the first, so one DRAM
+//        round trip serves up to 4 chunks (same accumulation order, so the same result).
+// Plain, Norm and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
+// (single matrix only).
+template <GGMLType T, GemvMode M>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
+  constexpr bool kNorm = M == GemvMode::Norm, kPair = M == GemvMode::Pair;
+  constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t row = int64_t(blockIdx.x) * (kGemvThreads / kWarp) + warp;
+  // Segment of this block, by selects (no dynamic indexing of the parameter array).
+  const unsigned b = blockIdx.x;
+  const int s = kPair || b < a.seg[0].block_end ? 0 : (a.n_seg < 3 || b < a.seg[1].block_end ? 1 : 2);
+  const GemvSeg sg = s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
+  const unsigned block0 = s == 0 ? 0u : (s == 1 ? a.seg[0].block_end : a.seg[1].block_end);
+  const int64_t row = int64_t(b - block0) * (kGemvThreads / kWarp) + warp;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
   const int64_t c0 = lane, c_step = kWarp;
-  const uint8_t* r = a.w + min(row, a.ne1 - 1) * a.row_bytes;
-  // The first chunk of weights is loaded before waiting for the previous kernel: weights are
+  const int64_t rrow = min(row, sg.ne1 - 1);
+  const uint8_t* r = sg.w + rrow * a.row_bytes;
+  const uint8_t* r2 = kPair ? a.seg[1].w + rrow * a.row_bytes : nullptr;
+  // The first chunks of weights are loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
-  float v[kChunk];
-  if (c0 < n_chunks) dequant_chunk<T>(r, c0, v);
+  float v[kDepth][kChunk], v2[kChunk];
+#pragma unroll
+  for (int j = 0; j < kDepth; ++j) {
+    if (c0 + j * c_step < n_chunks) dequant_chunk<T>(r, c0 + j * c_step, v[j]);
+  }
+  if constexpr (kPair) {
+    if (c0 < n_chunks) dequant_chunk<T>(r2, c0, v2);
+  }
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
   float scale = 1.f;
@@ -70,32 +129,38 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
         a.f.norm_out[t * a.ne0 + i] = xt[i] * scale * a.f.norm_w[i];
     }
   }
-  float acc = 0.f;
-  for (int64_t c = c0; c < n_chunks; c += c_step) {
-    if (c != c0) dequant_chunk<T>(r, c, v);
-    const float4* xp = reinterpret_cast<const float4*>(xt + c * kChunk);
+  float acc = 0.f, acc2 = 0.f;
+  for (int64_t c = c0; c < n_chunks; c += kDepth * c_step) {
+    if (c != c0) {
 #pragma unroll
-    for (int i = 0; i < kChunk / 4; ++i) {
-      float4 xv = xp[i];
-      if constexpr (kNorm) {
-        const float4 wv = reinterpret_cast<const float4*>(a.f.norm_w + c * kChunk)[i];
-        xv = make_float4(xv.x * scale * wv.x, xv.y * scale * wv.y, xv.z * scale * wv.z, xv.w * scale * wv.w);
+      for (int j = 0; j < kDepth; ++j) {
+        if (c + j * c_step < n_chunks) dequant_chunk<T>(r, c + j * c_step, v[j]);
       }
-      acc = fmaf(v[4 * i], xv.x, acc);
-      acc = fmaf(v[4 * i + 1], xv.y, acc);
-      acc = fmaf(v[4 * i + 2], xv.z, acc);
-      acc = fmaf(v[4 * i + 3], xv.w, acc);
+      if constexpr (kPair) dequant_chunk<T>(r2, c, v2);
     }
+#pragma unroll
+    for (int j = 0; j < kDepth; ++j) {
+      const int64_t cj = c + j * c_step;
+      if (cj < n_chunks) acc = dot_chunk<kNorm>(v[j], xt + cj * kChunk, kNorm ? a.f.norm_w + cj * kChunk : nullptr, scale, acc);
+    }
+    if constexpr (kPair) acc2 = dot_chunk<false>(v2, xt + c * kChunk, nullptr, 1.f, acc2);
   }
   acc = warp_sum(acc);
-  if (row < a.ne1 && lane == 0) {
-    const float out = acc + (a.bias ? a.bias[row] : 0.f);
-    a.y[t * a.ne1 + row] = out;
-    const int64_t o = t * a.ne1 + row;
-    if (a.f.resid) a.f.resid[o] += out;
-    if (a.f.glu_out) {
-      const float g = a.f.glu_gate[o];
-      a.f.glu_out[o] = g / (1.f + expf(-g)) * out;  // the arithmetic of swiglu_kernel
+  if constexpr (kPair) acc2 = warp_sum(acc2);
+  if (row < sg.ne1 && lane == 0) {
+    const int64_t o = t * sg.ne1 + row;
+    const float out = acc + (sg.bias ? sg.bias[row] : 0.f);
+    sg.y[o] = out;
+    if constexpr (kPair) {
+      const float up = acc2 + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
+      a.seg[1].y[o] = up;
+      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
+    } else {
+      if (a.f.resid) a.f.resid[o] += out;
+      if (a.f.glu_out) {
+        const float g = a.f.glu_gate[o];
+        a.f.glu_out[o] = g / (1.f + expf(-g)) * out;  // the arithmetic of swiglu_kernel
+      }
     }
   }
 }
@@ -191,16 +256,66 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
 
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f) {
-  check_weight(w, "gemv");
+  const GemvOut out{y, w, bias};
+  gemv_group(s, &out, 1, x, n_tokens, f);
+}
+
+void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, const GemvFusion& f) {
+  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemv: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  const dim3 grid(unsigned(ceil_div(w.ne1, kGemvThreads / kWarp)), unsigned(n_tokens));
-  const GemvArgs args{y, static_cast<const uint8_t*>(w.data), w.row_bytes(), x, w.ne0, w.ne1, bias, f};
-  dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
+  QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
+             " matrices takes no residual or SwiGLU epilogue");
+  const Weight& w0 = outs[0].w;
+  GemvArgs args{};
+  args.n_seg = n;
+  args.row_bytes = w0.row_bytes();
+  args.x = x;
+  args.ne0 = w0.ne0;
+  args.f = f;
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    const Weight& w = outs[i].w;
+    check_weight(w, "gemv");
+    QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda gemv: grouped matrix ", i, " is ", type_name(w.type),
+               " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type), " with rows of ", w0.ne0);
+    blocks += unsigned(ceil_div(w.ne1, kGemvThreads / kWarp));
+    args.seg[i] = GemvSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
+  }
+  const dim3 grid(blocks, unsigned(n_tokens));
+  // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
+  const bool deep = !f.norm_w && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
+  dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
     if (f.norm_w) {
-      launch(gemv_kernel<T, true>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Norm>, grid, dim3(kGemvThreads), s, args);
+    } else if (deep) {
+      launch(gemv_kernel<T, GemvMode::Deep>, grid, dim3(kGemvThreads), s, args);
     } else {
-      launch(gemv_kernel<T, false>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Plain>, grid, dim3(kGemvThreads), s, args);
     }
+  });
+  QWEN_CUDA_LAUNCH_CHECK();
+}
+
+void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
+                 float* out) {
+  QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
+  check_weight(gate.w, "gemv (gate)");
+  check_weight(up.w, "gemv (up)");
+  QWEN_CHECK(gate.w.type == up.w.type && gate.w.ne0 == up.w.ne0 && gate.w.ne1 == up.w.ne1,
+             "cuda gemv: gate ", type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ",
+             type_name(up.w.type), " ", up.w.ne1, "x", up.w.ne0, " differ in type or shape");
+  GemvArgs args{};
+  const unsigned blocks = unsigned(ceil_div(gate.w.ne1, kGemvThreads / kWarp));
+  args.n_seg = 2;
+  args.seg[0] = GemvSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, blocks};
+  args.seg[1] = GemvSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, blocks};
+  args.row_bytes = gate.w.row_bytes();
+  args.x = x;
+  args.ne0 = gate.w.ne0;
+  args.f.glu_out = out;
+  const dim3 grid(blocks, unsigned(n_tokens));
+  dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
+    launch(gemv_kernel<T, GemvMode::Pair>, grid, dim3(kGemvThreads), s, args);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }

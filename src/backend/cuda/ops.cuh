@@ -51,9 +51,30 @@ struct GemvFusion {
   // glu_out may alias glu_gate or y (same element, same thread), not x or norm_out.
   const float* glu_gate = nullptr;
   float* glu_out = nullptr;
+  // Long rows (more than 32 chunks) in a grid of at most deep_max_blocks blocks (the backend
+  // passes its SM count; 0: never): each lane keeps several chunks' loads in flight (same
+  // arithmetic; see gemv_kernel's Deep mode).
+  int deep_max_blocks = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
+// One output of a grouped GEMV: y [n_tokens][w.ne1] = W x (+ bias [w.ne1]).
+struct GemvOut {
+  float* y = nullptr;
+  Weight w;
+  const float* bias = nullptr;
+};
+// Up to kMaxGemvGroup GEMVs that read the same x (q, k, v of a layer) in one launch: one grid
+// covers the rows of all of them, each warp computes one row exactly as gemv() would. All
+// weights have the same type and ne0; the y's are distinct and alias neither x nor f.norm_out.
+// f may carry a norm (applied to the shared x), never an epilogue (resid, glu) when n > 1.
+constexpr int kMaxGemvGroup = 3;
+void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, const GemvFusion& f);
+// gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
+// (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
+// arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
+void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
+                 float* out);
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias);
 
