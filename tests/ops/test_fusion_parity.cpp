@@ -1,5 +1,6 @@
 // The CUDA backend's decode fusions (rmsnorm -> GEMV, GEMV -> residual add, GEMV -> SwiGLU,
-// rope + rope + kv_store; see backend_cuda.cu) vs the CPU backend on one Qwen2.5-0.5B-shaped layer (896 wide,
+// rope + rope + kv_store, q/k/v in one GEMV, gate/up/SwiGLU in one GEMV, deep long-row GEMV;
+// see backend_cuda.cu) vs the CPU backend on one Qwen2.5-0.5B-shaped layer (896 wide,
 // FFN 4864, 14:2 heads of 64), every op issued back to back without downloads in between, so
 // the fused kernels run; then every buffer the ops wrote is compared, as a tap would see it.
 // Bounds: GEMV-path numerics, NMSE <= 1e-10 per buffer before the KV cache; the CPU's RMSNorm
@@ -123,7 +124,12 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(Case{GGMLType::F16, 1, "resid,glu,rope"}, Case{GGMLType::Q8_0, 1, "resid,glu,rope"},
                     Case{GGMLType::Q4_0, 1, "norm,resid,glu,rope"},
                     Case{GGMLType::BF16, 3, "norm,resid,glu,rope"},
-                    Case{GGMLType::Q8_0, 4, "norm,resid,glu,rope"}, Case{GGMLType::Q8_0, 2, "0"}),
+                    Case{GGMLType::Q8_0, 4, "norm,resid,glu,rope"}, Case{GGMLType::Q8_0, 2, "0"},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep"}, Case{GGMLType::F32, 2, "qkv"},
+                    Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q4_1, 1, "deep"},
+                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup,deep"}),
     [](const testing::TestParamInfo<Case>& i) {
       std::string f = i.param.fusions;
       for (char& ch : f) ch = ch == ',' ? '_' : ch;

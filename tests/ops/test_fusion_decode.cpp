@@ -1,0 +1,241 @@
+// The decode fusions that cut launches per layer (backend_cuda.cu, matmul.cu):
+//   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
+//   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
+//   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight.
+// Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
+// 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens. The same ops and bytes
+// run on three backends: the CPU, CUDA with the default fusions, CUDA with QWEN_CUDA_FUSION=0
+// (the unfused oracle); every buffer the ops write is compared.
+// Bounds:
+//  - vs the CPU: the GEMV path's (both sides dequantize exactly, accumulate in fp32, order
+//    differs): NMSE <= 1e-10 and max|d| <= 1e-5 * max|ref| per buffer, also for the SwiGLU,
+//    down-projection and residual outputs downstream (expf differs by an ulp or two at most).
+//  - vs the unfused CUDA path: the fused kernels run each row with the same per-lane
+//    instruction sequence, so the results are expected bitwise equal; asserted as NMSE <= 1e-14
+//    and max|d| <= 1e-6 * max|ref| (room for one fp32 rounding; a wrong row or segment gives
+//    NMSE ~ 1).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops_test_util.h"
+
+namespace qwen::test {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+// The ops of one scene, given the backend and its copies of the scene's buffers.
+using Ops = std::function<void(Backend&, const std::vector<void*>&)>;
+
+template <class T>
+Bytes to_bytes(const std::vector<T>& v) {
+  Bytes b(v.size() * sizeof(T));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+std::vector<float> to_floats(const Bytes& b) {
+  std::vector<float> v(b.size() / sizeof(float));
+  std::memcpy(v.data(), b.data(), v.size() * sizeof(float));
+  return v;
+}
+
+// A CUDA backend created with QWEN_CUDA_FUSION = fusions (nullptr: unset, the default set).
+std::unique_ptr<Backend> cuda_backend(const char* fusions) {
+  if (fusions) {
+    setenv("QWEN_CUDA_FUSION", fusions, 1);
+  } else {
+    unsetenv("QWEN_CUDA_FUSION");
+  }
+  auto be = make_cuda_backend(0);
+  unsetenv("QWEN_CUDA_FUSION");
+  return be;
+}
+
+// Uploads `bufs` to `be`, runs `ops` with no download in between (so held-back ops fuse), and
+// returns every buffer's contents afterwards.
+std::vector<Bytes> run(Backend& be, const std::vector<Bytes>& bufs, const Ops& ops) {
+  std::vector<void*> p;
+  for (const Bytes& b : bufs) {
+    p.push_back(be.alloc(b.size()));
+    be.upload(p.back(), b.data(), b.size());
+  }
+  ops(be, p);
+  be.synchronize();
+  std::vector<Bytes> out(bufs.size());
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    out[i].resize(bufs[i].size());
+    be.download(out[i].data(), p[i], out[i].size());
+    be.free(p[i]);
+  }
+  return out;
+}
+
+struct Output {
+  size_t buf;  // index into the scene's buffers
+  const char* name;
+};
+
+// Runs the scene on the CPU, on CUDA with `fusions` and on unfused CUDA; checks `outputs` with the
+// bounds of the file comment.
+void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
+                 const char* fusions) {
+  SCOPED_TRACE(testing::Message() << "QWEN_CUDA_FUSION=" << (fusions ? fusions : "(default)"));
+  auto cpu = make_cpu_backend(0);
+  const std::vector<Bytes> ref = run(*cpu, bufs, ops);
+  const std::vector<Bytes> fused = run(*cuda_backend(fusions), bufs, ops);
+  const std::vector<Bytes> plain = run(*cuda_backend("0"), bufs, ops);
+  for (const Output& o : outputs) {
+    const auto r = to_floats(ref[o.buf]), f = to_floats(fused[o.buf]), u = to_floats(plain[o.buf]);
+    const Diff vs_cpu = compare(f.data(), r.data(), r.size());
+    EXPECT_EQ(vs_cpu.n_nonfinite, 0) << o.name << " vs CPU: " << describe(vs_cpu);
+    EXPECT_LE(vs_cpu.nmse, 1e-10) << o.name << " vs CPU: " << describe(vs_cpu);
+    EXPECT_LE(vs_cpu.max_abs, 1e-5 * vs_cpu.ref_max) << o.name << " vs CPU: " << describe(vs_cpu);
+    const Diff vs_plain = compare(f.data(), u.data(), u.size());
+    EXPECT_EQ(vs_plain.n_nonfinite, 0) << o.name << " vs unfused CUDA: " << describe(vs_plain);
+    EXPECT_LE(vs_plain.nmse, 1e-14) << o.name << " vs unfused CUDA: " << describe(vs_plain);
+    EXPECT_LE(vs_plain.max_abs, 1e-6 * vs_plain.ref_max) << o.name << " vs unfused CUDA: " << describe(vs_plain);
+  }
+}
+
+bool is_kquant(GGMLType t) {
+  return type_traits(t).block_size == 256;
+}
+
+Bytes zeros_f32(size_t n) {
+  return Bytes(n * sizeof(float), 0);
+}
+
+class FusionDecode : public testing::TestWithParam<GGMLType> {
+ protected:
+  void SetUp() override { QWEN_REQUIRE_GPU(); }
+};
+
+// q, k, v projections with biases from one x (qkv: one launch of 896 + 128 + 128 rows).
+TEST_P(FusionDecode, QkvGroup) {
+  const GGMLType t = GetParam();
+  std::mt19937 rng(500 + int(t));
+  const int64_t E = is_kquant(t) ? 1024 : 896, Q = E, KV = 128;
+  for (int n : {1, 4}) {
+    SCOPED_TRACE(testing::Message() << type_name(t) << ", " << n << " tokens");
+    // 0 wq, 1 wk, 2 wv, 3 bq, 4 bk, 5 bv, 6 x, 7 q, 8 k, 9 v
+    const std::vector<Bytes> bufs = {random_weight(rng, t, Q, E),
+                                     random_weight(rng, t, KV, E),
+                                     random_weight(rng, t, KV, E),
+                                     to_bytes(random_floats(rng, Q)),
+                                     to_bytes(random_floats(rng, KV)),
+                                     to_bytes(random_floats(rng, KV)),
+                                     to_bytes(random_floats(rng, size_t(n) * E)),
+                                     zeros_f32(size_t(n) * Q),
+                                     zeros_f32(size_t(n) * KV),
+                                     zeros_f32(size_t(n) * KV)};
+    const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
+      auto f = [&](int i) { return static_cast<float*>(p[i]); };
+      be.matmul(f(7), Weight{t, E, Q, p[0]}, f(6), n, f(3));
+      be.matmul(f(8), Weight{t, E, KV, p[1]}, f(6), n, f(4));
+      be.matmul(f(9), Weight{t, E, KV, p[2]}, f(6), n, f(5));
+    };
+    const std::vector<Output> outs = {{7, "q"}, {8, "k"}, {9, "v"}};
+    check_scene(bufs, ops, outs, nullptr);
+    check_scene(bufs, ops, outs, "qkv");
+  }
+}
+
+// The MLP of a layer: gate, up, swiglu into gate, down (deep at 1 token: 896 rows of 4864 fit
+// one block per SM), residual add.
+TEST_P(FusionDecode, GateUpSwigluDown) {
+  const GGMLType t = GetParam();
+  std::mt19937 rng(700 + int(t));
+  const int64_t E = is_kquant(t) ? 1024 : 896, F = 4864;
+  for (int n : {1, 4}) {
+    SCOPED_TRACE(testing::Message() << type_name(t) << ", " << n << " tokens");
+    // 0 wg, 1 wu, 2 wd, 3 x, 4 g, 5 u, 6 o, 7 r
+    const std::vector<Bytes> bufs = {random_weight(rng, t, F, E),
+                                     random_weight(rng, t, F, E),
+                                     random_weight(rng, t, E, F),
+                                     to_bytes(random_floats(rng, size_t(n) * E, -2.f, 2.f)),
+                                     zeros_f32(size_t(n) * F),
+                                     zeros_f32(size_t(n) * F),
+                                     zeros_f32(size_t(n) * E),
+                                     to_bytes(random_floats(rng, size_t(n) * E))};
+    const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
+      auto f = [&](int i) { return static_cast<float*>(p[i]); };
+      be.matmul(f(4), Weight{t, E, F, p[0]}, f(3), n, nullptr);
+      be.matmul(f(5), Weight{t, E, F, p[1]}, f(3), n, nullptr);
+      be.swiglu(f(4), f(4), f(5), int64_t(n) * F);
+      be.matmul(f(6), Weight{t, F, E, p[2]}, f(4), n, nullptr);
+      be.add(f(7), f(7), f(6), int64_t(n) * E);
+    };
+    const std::vector<Output> outs = {{4, "swiglu (gate)"}, {5, "up"}, {6, "down"}, {7, "residual"}};
+    check_scene(bufs, ops, outs, nullptr);
+    check_scene(bufs, ops, outs, "gateup");
+    check_scene(bufs, ops, outs, "deep");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, FusionDecode,
+                         testing::Values(GGMLType::F32, GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0,
+                                         GGMLType::Q4_0, GGMLType::Q4_1, GGMLType::Q5_0, GGMLType::Q5_1,
+                                         GGMLType::Q2_K, GGMLType::Q3_K, GGMLType::Q4_K, GGMLType::Q5_K,
+                                         GGMLType::Q6_K),
+                         [](const testing::TestParamInfo<GGMLType>& i) { return std::string(type_name(i.param)); });
+
+// Where the patterns must not fuse, or fuse only partly, the result is still the unfused one:
+// q/k/v of different types (no group), the norm fusion absorbed into q then k, v joining it
+// (group with a norm), gate/up with the norm (group, SwiGLU separate), gate/up under gateup
+// alone followed by something other than SwiGLU (two plain launches), SwiGLU writing into up.
+TEST(FusionDecodeEdges, PartialPatterns) {
+  QWEN_REQUIRE_GPU();
+  std::mt19937 rng(31);
+  const int64_t E = 896, KV = 128, F = 4864;
+  const int n = 2;
+  const GGMLType tq = GGMLType::Q8_0, tk = GGMLType::F16;
+  // 0 wq, 1 wk, 2 wv, 3 wg, 4 wu, 5 norm_w, 6 x, 7 cur, 8 q, 9 k, 10 v, 11 g, 12 u, 13 cur2, 14 g2, 15 u2
+  const std::vector<Bytes> bufs = {random_weight(rng, tq, E, E),
+                                   random_weight(rng, tk, KV, E),
+                                   random_weight(rng, tq, KV, E),
+                                   random_weight(rng, tq, F, E),
+                                   random_weight(rng, tq, F, E),
+                                   to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
+                                   to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
+                                   zeros_f32(size_t(n) * E),
+                                   zeros_f32(size_t(n) * E),
+                                   zeros_f32(size_t(n) * KV),
+                                   zeros_f32(size_t(n) * KV),
+                                   zeros_f32(size_t(n) * F),
+                                   zeros_f32(size_t(n) * F),
+                                   zeros_f32(size_t(n) * E),
+                                   zeros_f32(size_t(n) * F),
+                                   zeros_f32(size_t(n) * F)};
+  const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
+    auto f = [&](int i) { return static_cast<float*>(p[i]); };
+    // Mixed types: q (Q8_0), k (F16), v (Q8_0) never share a launch.
+    be.rmsnorm(f(7), f(6), f(5), n, E, 1e-6f);
+    be.matmul(f(8), Weight{tq, E, E, p[0]}, f(7), n, nullptr);
+    be.matmul(f(9), Weight{tk, E, KV, p[1]}, f(7), n, nullptr);
+    be.matmul(f(10), Weight{tq, E, KV, p[2]}, f(7), n, nullptr);
+    // Norm absorbed by gate (with the norm fusion), up joining it; SwiGLU into up.
+    be.rmsnorm(f(13), f(6), f(5), n, E, 1e-6f);
+    be.matmul(f(11), Weight{tq, E, F, p[3]}, f(13), n, nullptr);
+    be.matmul(f(12), Weight{tq, E, F, p[4]}, f(13), n, nullptr);
+    be.swiglu(f(12), f(11), f(12), int64_t(n) * F);
+    // A gate/up pair followed by an add instead of SwiGLU.
+    be.matmul(f(14), Weight{tq, E, F, p[3]}, f(7), n, nullptr);
+    be.matmul(f(15), Weight{tq, E, F, p[4]}, f(7), n, nullptr);
+    be.add(f(14), f(14), f(15), int64_t(n) * F);
+  };
+  const std::vector<Output> outs = {{7, "attn_norm"}, {8, "q"},      {9, "k"},   {10, "v"},
+                                    {13, "ffn_norm"}, {11, "gate"},  {12, "swiglu (up)"},
+                                    {14, "gate2 + up2"}, {15, "up2"}};
+  for (const char* fusions : {"norm,qkv,gateup", "gateup", "qkv", "norm,resid,glu,rope,qkv,gateup,deep"})
+    check_scene(bufs, ops, outs, fusions);
+}
+
+}  // namespace
+}  // namespace qwen::test
