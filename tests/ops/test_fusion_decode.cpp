@@ -100,7 +100,8 @@ void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vect
     const Diff vs_plain = compare(f.data(), u.data(), u.size());
     EXPECT_EQ(vs_plain.n_nonfinite, 0) << o.name << " vs unfused CUDA: " << describe(vs_plain);
     EXPECT_LE(vs_plain.nmse, 1e-14) << o.name << " vs unfused CUDA: " << describe(vs_plain);
-    EXPECT_LE(vs_plain.max_abs, 1e-6 * vs_plain.ref_max) << o.name << " vs unfused CUDA: " << describe(vs_plain);
+    EXPECT_LE(vs_plain.max_abs, 1e-6 * vs_plain.ref_max)
+        << o.name << " vs unfused CUDA: " << describe(vs_plain);
   }
 }
 
@@ -156,14 +157,11 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
   for (int n : {1, 4}) {
     SCOPED_TRACE(testing::Message() << type_name(t) << ", " << n << " tokens");
     // 0 wg, 1 wu, 2 wd, 3 x, 4 g, 5 u, 6 o, 7 r
-    const std::vector<Bytes> bufs = {random_weight(rng, t, F, E),
-                                     random_weight(rng, t, F, E),
-                                     random_weight(rng, t, E, F),
-                                     to_bytes(random_floats(rng, size_t(n) * E, -2.f, 2.f)),
-                                     zeros_f32(size_t(n) * F),
-                                     zeros_f32(size_t(n) * F),
-                                     zeros_f32(size_t(n) * E),
-                                     to_bytes(random_floats(rng, size_t(n) * E))};
+    const std::vector<Bytes> bufs = {
+        random_weight(rng, t, F, E), random_weight(rng, t, F, E),
+        random_weight(rng, t, E, F), to_bytes(random_floats(rng, size_t(n) * E, -2.f, 2.f)),
+        zeros_f32(size_t(n) * F),    zeros_f32(size_t(n) * F),
+        zeros_f32(size_t(n) * E),    to_bytes(random_floats(rng, size_t(n) * E))};
     const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
       auto f = [&](int i) { return static_cast<float*>(p[i]); };
       be.matmul(f(4), Weight{t, E, F, p[0]}, f(3), n, nullptr);
@@ -184,7 +182,9 @@ INSTANTIATE_TEST_SUITE_P(Types, FusionDecode,
                                          GGMLType::Q4_0, GGMLType::Q4_1, GGMLType::Q5_0, GGMLType::Q5_1,
                                          GGMLType::Q2_K, GGMLType::Q3_K, GGMLType::Q4_K, GGMLType::Q5_K,
                                          GGMLType::Q6_K),
-                         [](const testing::TestParamInfo<GGMLType>& i) { return std::string(type_name(i.param)); });
+                         [](const testing::TestParamInfo<GGMLType>& i) {
+                           return std::string(type_name(i.param));
+                         });
 
 // Where the patterns must not fuse, or fuse only partly, the result is still the unfused one:
 // q/k/v of different types (no group), the norm fusion absorbed into q then k, v joining it
@@ -230,9 +230,15 @@ TEST(FusionDecodeEdges, PartialPatterns) {
     be.matmul(f(15), Weight{tq, E, F, p[4]}, f(7), n, nullptr);
     be.add(f(14), f(14), f(15), int64_t(n) * F);
   };
-  const std::vector<Output> outs = {{7, "attn_norm"}, {8, "q"},      {9, "k"},   {10, "v"},
-                                    {13, "ffn_norm"}, {11, "gate"},  {12, "swiglu (up)"},
-                                    {14, "gate2 + up2"}, {15, "up2"}};
+  const std::vector<Output> outs = {{7, "attn_norm"},
+                                    {8, "q"},
+                                    {9, "k"},
+                                    {10, "v"},
+                                    {13, "ffn_norm"},
+                                    {11, "gate"},
+                                    {12, "swiglu (up)"},
+                                    {14, "gate2 + up2"},
+                                    {15, "up2"}};
   for (const char* fusions : {"norm,qkv,gateup", "gateup", "qkv", "norm,resid,glu,rope,qkv,gateup,deep"})
     check_scene(bufs, ops, outs, fusions);
 }

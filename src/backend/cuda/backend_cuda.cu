@@ -262,8 +262,7 @@ class CudaBackend final : public Backend {
     }
     if (fuse_glu_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
       const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
-                        out != held_.x &&
-                        gate != held_.x &&
+                        out != held_.x && gate != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
       if (fuse) return launch_matmul(nullptr, gate, out);
     }
@@ -357,7 +356,8 @@ class CudaBackend final : public Backend {
   // qkv off, gateup still holds one pair for a following SwiGLU (launched separately otherwise).
   bool joins_group(const float* y, const Weight& w, const float* x, int n_tokens) const {
     const Pending& h = held_;
-    if (h.kind != Pending::Kind::Matmul || h.x != x || h.n_tokens != n_tokens || h.n_mm >= cuda::kMaxGemvGroup)
+    if (h.kind != Pending::Kind::Matmul || h.x != x || h.n_tokens != n_tokens ||
+        h.n_mm >= cuda::kMaxGemvGroup)
       return false;
     if (!(fuse_qkv_ || (fuse_gateup_ && h.n_mm == 1 && !h.with_norm))) return false;
     const Weight& w0 = h.mm[0].w;

@@ -141,7 +141,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
 #pragma unroll
     for (int j = 0; j < kDepth; ++j) {
       const int64_t cj = c + j * c_step;
-      if (cj < n_chunks) acc = dot_chunk<kNorm>(v[j], xt + cj * kChunk, kNorm ? a.f.norm_w + cj * kChunk : nullptr, scale, acc);
+      const float* nw = kNorm ? a.f.norm_w + cj * kChunk : nullptr;
+      if (cj < n_chunks) acc = dot_chunk<kNorm>(v[j], xt + cj * kChunk, nw, scale, acc);
     }
     if constexpr (kPair) acc2 = dot_chunk<false>(v2, xt + c * kChunk, nullptr, 1.f, acc2);
   }
@@ -260,7 +261,8 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
   gemv_group(s, &out, 1, x, n_tokens, f);
 }
 
-void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, const GemvFusion& f) {
+void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
+                const GemvFusion& f) {
   QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemv: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
@@ -276,8 +278,9 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   for (int i = 0; i < n; ++i) {
     const Weight& w = outs[i].w;
     check_weight(w, "gemv");
-    QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda gemv: grouped matrix ", i, " is ", type_name(w.type),
-               " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type), " with rows of ", w0.ne0);
+    QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda gemv: grouped matrix ", i, " is ",
+               type_name(w.type), " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type),
+               " with rows of ", w0.ne0);
     blocks += unsigned(ceil_div(w.ne1, kGemvThreads / kWarp));
     args.seg[i] = GemvSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
   }
@@ -301,9 +304,9 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
-  QWEN_CHECK(gate.w.type == up.w.type && gate.w.ne0 == up.w.ne0 && gate.w.ne1 == up.w.ne1,
-             "cuda gemv: gate ", type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ",
-             type_name(up.w.type), " ", up.w.ne1, "x", up.w.ne0, " differ in type or shape");
+  QWEN_CHECK(gate.w.type == up.w.type && gate.w.ne0 == up.w.ne0 && gate.w.ne1 == up.w.ne1, "cuda gemv: gate ",
+             type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ", type_name(up.w.type), " ",
+             up.w.ne1, "x", up.w.ne0, " differ in type or shape");
   GemvArgs args{};
   const unsigned blocks = unsigned(ceil_div(gate.w.ne1, kGemvThreads / kWarp));
   args.n_seg = 2;

@@ -69,7 +69,8 @@ struct GemvOut {
 // weights have the same type and ne0; the y's are distinct and alias neither x nor f.norm_out.
 // f may carry a norm (applied to the shared x), never an epilogue (resid, glu) when n > 1.
 constexpr int kMaxGemvGroup = 3;
-void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, const GemvFusion& f);
+void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
+                const GemvFusion& f);
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
