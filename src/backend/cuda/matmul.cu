@@ -2,7 +2,8 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
 // 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may
-// fuse the preceding RMSNorm and the following residual add or SwiGLU into it.
+// fuse the preceding RMSNorm and the following residual add or SwiGLU into it, launch the GEMVs that
+// share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
