@@ -3,10 +3,15 @@
 # label `gpu` (CUDA vs CPU parity), the transformers comparison (scripts/hf_compare.py) and the
 # benchmarks (qwen-bench on Qwen2.5-0.5B-shaped models), writing logs into LOGDIR.
 #
-#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench]     (no phase named: all four)
+#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve]   (none named: all five)
 #
 # LOGDIR receives at most 8 files: build.log, ctest-gpu.log, hf_compare.log, hf_compare.json,
-# hf_compare.md, bench.md, bench.json, device-test.txt (one line per phase with its status).
+# hf_compare.md, bench.md (qwen-bench, then the server's streams), bench.json, device-test.txt
+# (one line per phase with its status).
+# serve: qwen-server with 64 slots on the benchmark models, aggregate tok/s of 1/8/32/64 streams
+# (apps/server/bench_server.py). The server needs cpp-httplib, which the GPU machine lacks: point
+# CMake at a carried copy with QWEN_CMAKE_ARGS=-Dhttplib_DIR=... and its libraries with
+# QWEN_SERVER_LIBS=DIR; the models then need the real vocabulary: QWEN_VOCAB=tokenizer.json.
 # The PyPI gguf package (for the model makers) is installed from .whl/*.whl when present, since
 # the GPU machine cannot reach a registry. Exit status: 0 only if every phase run passed.
 set -uo pipefail
@@ -14,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
-PHASES=${*:-build tests hf bench}
+PHASES=${*:-build tests hf bench serve}
 BUILD=${QWEN_BUILD_DIR:-build-gpu}
 JOBS=${QWEN_JOBS:-$(nproc)}
 MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
@@ -49,18 +54,24 @@ make_models() {
   mkdir -p "$MODELS"
   for t in $BENCH_TYPES; do
     [[ -f $MODELS/qwen2.5-0.5b-$t.gguf ]] ||
-      python3 scripts/make_model.py --preset qwen2.5-0.5b --type "$t" -o "$MODELS/qwen2.5-0.5b-$t.gguf" > /dev/null ||
+      python3 scripts/make_model.py --preset qwen2.5-0.5b --type "$t" ${QWEN_VOCAB:+--vocab "$QWEN_VOCAB"} \
+        -o "$MODELS/qwen2.5-0.5b-$t.gguf" > /dev/null ||
       return 1
   done
 }
-if has bench; then
+models_status=
+if has bench || has serve; then
   make_models > "$LOG/bench.md" 2>&1 &
   models_pid=$!
 fi
+models_ready() {  # waits for the background model maker once
+  [[ -n $models_status ]] || { wait "$models_pid"; models_status=$?; }
+  [[ $models_status == 0 ]] || { echo "making the benchmark models failed"; return 1; }
+}
 
 build() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} &&
+    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} ${QWEN_CMAKE_ARGS:-} &&
     ninja -C "$BUILD" -j "$JOBS" -k 0  # keep going: one broken target must not hide the others
 }
 has build && phase build build > "$LOG/build.log" 2>&1
@@ -79,7 +90,7 @@ fi
 
 if has bench; then
   bench() {
-    wait "$models_pid" || { echo "making the benchmark models failed"; return 1; }
+    models_ready || return 1
     local rc=0
     echo "[" > "$LOG/bench.json"
     local first=1
@@ -95,5 +106,36 @@ if has bench; then
   }
   phase "bench" bench >> "$LOG/bench.md" 2>&1
   grep -E "^\| |^gpu" "$LOG/bench.md" | tee -a "$SUMMARY"
+fi
+
+if has serve; then
+  serve() {
+    models_ready || return 1
+    local rc=0 port=8199 t
+    for t in ${QWEN_SERVE_TYPES:-Q8_0 F16}; do
+      echo "### qwen-server --parallel 64, $t"
+      LD_LIBRARY_PATH=${QWEN_SERVER_LIBS:-} "$BUILD/bin/qwen-server" -m "$MODELS/qwen2.5-0.5b-$t.gguf" \
+        --device cuda --parallel 64 -c 320 --port $port > "/tmp/qwen-server-$t.log" 2>&1 &
+      local pid=$!
+      if python3 -c "
+import sys, time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1); sys.exit(0)
+    except Exception:
+        time.sleep(0.5)
+sys.exit(1)"; then
+        python3 apps/server/bench_server.py --url http://127.0.0.1:$port --streams 1,8,32,64 || rc=1
+      else
+        echo "qwen-server did not become healthy"
+        rc=1
+      fi
+      kill $pid; wait $pid
+      tail -n 5 "/tmp/qwen-server-$t.log"
+    done
+    return $rc
+  }
+  phase "serve" serve >> "$LOG/bench.md" 2>&1
+  sed -n '/### qwen-server/,$p' "$LOG/bench.md" | tee -a "$SUMMARY"
 fi
 exit $status
