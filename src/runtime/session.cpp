@@ -55,7 +55,11 @@ struct Engine::Impl {
   std::vector<int32_t> h_ids, h_pos, h_seq, h_rows;  // host staging, same sizes
   std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
   bool use_graphs = false;
-  std::vector<bool> captured;  // [n_seq + 1]: a decode graph of n tokens sits in graph slot n
+  // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
+  // The first step of each size runs eagerly, so a backend can size any scratch it grows on
+  // first use (nothing may be allocated inside a capture); the second captures the graph.
+  enum class GraphState : uint8_t { Unseen, RanEagerly, Captured };
+  std::vector<GraphState> graphs;
 
   ~Impl() {
     if (io != nullptr) backend->free(io);
@@ -73,15 +77,17 @@ struct Engine::Impl {
     // Small calls whose every row is an output (decode steps: one token per slot) replay a graph
     // captured once per n: it reads ids, positions and rows from the same device buffers, which
     // the uploads above refresh.
-    if (use_graphs && !tap && n == n_out && n <= n_seq) {
-      if (!captured[n]) {
+    const bool decode_shape = use_graphs && !tap && n == n_out && n <= n_seq;
+    if (decode_shape && graphs[n] != GraphState::Unseen) {
+      if (graphs[n] == GraphState::RanEagerly) {
         backend->begin_capture(n);
         model->forward(batch, kv->layers(), d_rows, n_out, d_logits);
         backend->end_capture();
-        captured[n] = true;
+        graphs[n] = GraphState::Captured;
       }
       backend->replay(n);
     } else {
+      if (decode_shape) graphs[n] = GraphState::RanEagerly;
       model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
     }
     const int n_vocab = model->config().n_vocab;
@@ -134,7 +140,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   for (auto* v : {&m.h_ids, &m.h_pos, &m.h_seq, &m.h_rows}) v->resize(B);
   m.slots.resize(m.n_seq);
   m.use_graphs = o.use_graphs && m.backend->supports_graphs();
-  m.captured.assign(size_t(m.n_seq) + 1, false);
+  m.graphs.assign(size_t(m.n_seq) + 1, Impl::GraphState::Unseen);
   m.backend->synchronize();
   m.load_ms = ms_since(t0);
   return e;
