@@ -122,7 +122,7 @@ def emit(out_path):
         "",
         f'const char* const kUnicodeVersion = "{ucd.unidata_version}";',
         "",
-        f"const ClassRange kClassRanges[] = {{",
+        "const ClassRange kClassRanges[] = {",
     ]
     lines += [f"    {{0x{a:X}, 0x{b:X}, {f}}}," for a, b, f in ranges]
     lines += ["};", f"const size_t kClassRangeCount = {len(ranges)};", ""]

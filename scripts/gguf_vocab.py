@@ -104,6 +104,17 @@ def add_tokenizer(writer, tokenizer_json_path, tokenizer_config_path=None, pre="
     return len(tokens)
 
 
+def write_tokenizer_gguf(path, tokenizer_json_path, tokenizer_config_path=None, **kwargs):
+    """Writes a tokenizer-only GGUF (no tensors); kwargs go to add_tokenizer."""
+    writer = gguf.GGUFWriter(str(path), arch="qwen2")
+    add_tokenizer(writer, tokenizer_json_path, tokenizer_config_path, **kwargs)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser(description="Write a tokenizer-only GGUF from a HF tokenizer.json")
     ap.add_argument("tokenizer_json")
@@ -114,15 +125,11 @@ def main():
     ap.add_argument("--bos-token", help="text of the BOS token (overrides tokenizer_config.json)")
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args()
-    writer = gguf.GGUFWriter(args.output, arch="qwen2")
     template = None
     if args.chat_template_file:
         template = pathlib.Path(args.chat_template_file).read_text(encoding="utf-8")
-    add_tokenizer(writer, args.tokenizer_json, args.config, args.pre, args.n_vocab, template, args.bos_token)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tokenizer_gguf(args.output, args.tokenizer_json, args.config, pre=args.pre, n_vocab=args.n_vocab,
+                         chat_template=template, bos_token=args.bos_token)
 
 
 if __name__ == "__main__":

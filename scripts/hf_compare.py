@@ -26,7 +26,6 @@ check everywhere. Writes hf_compare.json and hf_compare.md into --out; exits 1 i
 """
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys

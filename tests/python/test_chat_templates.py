@@ -15,7 +15,6 @@ import pathlib
 import subprocess
 import sys
 
-import gguf
 import jinja2
 import jinja2.ext
 import pytest
@@ -109,14 +108,8 @@ def hf(tokenizer_json):
 
 
 def make_gguf(path, tokenizer_json, source):
-    writer = gguf.GGUFWriter(str(path), arch="qwen2")
-    gguf_vocab.add_tokenizer(writer, tokenizer_json, tokenizer_json.parent / "tokenizer_config.json",
-                             chat_template=source, bos_token=BOS)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return gguf_vocab.write_tokenizer_gguf(path, tokenizer_json, tokenizer_json.parent / "tokenizer_config.json",
+                                           chat_template=source, bos_token=BOS)
 
 
 @pytest.fixture(scope="module")

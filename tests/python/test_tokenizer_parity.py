@@ -235,14 +235,8 @@ def build_corpus():
 
 @pytest.fixture(scope="module")
 def vocab_gguf(tmp_path_factory, tokenizer_json):
-    path = tmp_path_factory.mktemp("tok") / "qwen2-vocab.gguf"
-    writer = gguf.GGUFWriter(str(path), arch="qwen2")
-    gguf_vocab.add_tokenizer(writer, tokenizer_json, tokenizer_json.parent / "tokenizer_config.json")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return gguf_vocab.write_tokenizer_gguf(tmp_path_factory.mktemp("tok") / "qwen2-vocab.gguf", tokenizer_json,
+                                           tokenizer_json.parent / "tokenizer_config.json")
 
 
 @pytest.fixture(scope="module")
@@ -326,13 +320,7 @@ def test_other_pretokenizers_match_hf(bin_dir, tokenizer_json, tmp_path, corpus,
     add_digit_merges(tj)
     variant = tmp_path / "tokenizer.json"
     variant.write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
-    path = tmp_path / f"{pre}.gguf"
-    writer = gguf.GGUFWriter(str(path), arch="qwen2")
-    gguf_vocab.add_tokenizer(writer, variant, pre=pre)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = gguf_vocab.write_tokenizer_gguf(tmp_path / f"{pre}.gguf", variant, pre=pre)
     hf = Tokenizer.from_file(str(variant))
     hf.encode_special_tokens = True
     ref = [e.ids for e in hf.encode_batch(corpus, add_special_tokens=False)]
