@@ -115,13 +115,19 @@ TEST(Sampling, GreedyWhenTemperatureZero) {
   EXPECT_EQ(s.sample(l, {}), 1);
 }
 
-TEST(Sampling, SameSeedSameSequence) {
+// Plain softmax sampling at temperature t: every truncation (top-k, top-p, min-p) off.
+SamplerParams untruncated(float t, uint64_t seed) {
   SamplerParams p;
-  p.temperature = 1.f;
+  p.temperature = t;
   p.top_k = 0;
   p.top_p = 1.f;
   p.min_p = 0.f;
-  p.seed = 42;
+  p.seed = seed;
+  return p;
+}
+
+TEST(Sampling, SameSeedSameSequence) {
+  SamplerParams p = untruncated(1.f, 42);
   std::vector<float> base(100);
   for (size_t i = 0; i < base.size(); ++i) base[i] = std::sin(float(i));
   auto run = [&](uint64_t seed) {
@@ -140,13 +146,7 @@ TEST(Sampling, SameSeedSameSequence) {
 
 // Empirical frequencies of 20000 draws vs softmax probabilities: |freq - p| <= 0.015 (> 4 sigma).
 TEST(Sampling, DrawFollowsTemperatureSoftmax) {
-  SamplerParams p;
-  p.temperature = 2.f;
-  p.top_k = 0;
-  p.top_p = 1.f;
-  p.min_p = 0.f;
-  p.seed = 7;
-  Sampler s(p);
+  Sampler s(untruncated(2.f, 7));
   const std::vector<float> base = {0.f, 1.f, 2.f};
   std::map<int32_t, int> n;
   const int draws = 20000;
