@@ -1,11 +1,13 @@
-// CUDA matmul (decode GEMV and prefill cuBLAS GEMM) and embedding vs the CPU backend, for every
+// CUDA matmul (decode GEMV, the few-token tensor-core GEMM of batched decode, prefill cuBLAS GEMM)
+// and embedding vs the CPU backend, for every
 // weight type on the real matrix shapes of Qwen2.5-0.5B (896, 128 = 2 kv heads x 64, 4864,
 // 151936 rows) and on k-quant-compatible widths (multiples of 256).
 //
 // Bounds (stated per path):
 //  - GEMV (n_tokens <= 4): both sides dequantize exactly and accumulate in fp32, only the order
 //    differs: NMSE <= 1e-10, max|d| <= 1e-5 * max|ref|.
-//  - GEMM, F32 (SGEMM): NMSE <= 1e-10.  F16: activations split into two fp16 halves (~22 bits):
+//  - GEMM (n_tokens > 4: gemm_small up to 64 tokens, cuBLAS above; both round weights and split
+//    activations the same way), F32 (SGEMM at every count): NMSE <= 1e-10.  F16: activations split into two fp16 halves (~22 bits):
 //    NMSE <= 1e-9.  BF16: two bf16 halves (~16 bits): NMSE <= 1e-8.  Quantized: weight rounded
 //    to fp16 once (2^-11 relative): NMSE <= 1e-6.  Max|d| <= 1e-2 * max|ref| for the GEMM.
 //  - Per output row (every row of the lm_head is checked): the row's mean squared error over the
@@ -103,8 +105,20 @@ TEST_P(MatmulParity, LayerShapes) {
   const int64_t e = is_kquant(t) ? 1024 : 896;
   const Shape shapes[] = {{e, e}, {128, e}, {4864, e}, {e, 4864}};
   for (const Shape& s : shapes) {
-    for (int n_tokens : {1, 2, 4, 5, 64}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/s.rows == 128);
+    // 5..64: every token-tile width of gemm_small (8, 16, 32, 64), partly filled; 65: cuBLAS.
+    for (int n_tokens : {1, 2, 4, 5, 8, 17, 40, 64, 65})
+      check_matmul(be, rng, t, s, n_tokens, /*bias=*/s.rows == 128);
   }
+}
+
+// Ragged shapes for gemm_small: rows not a multiple of its 32-row blocks, and (legacy types)
+// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk.
+TEST_P(MatmulParity, RaggedShapes) {
+  const GGMLType t = GetParam();
+  Pair be;
+  std::mt19937 rng(555 + int(t));
+  const Shape s{201, is_kquant(t) ? 768 : 864};
+  for (int n_tokens : {3, 6, 33}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true);
 }
 
 // The lm_head: 151,936 rows, every row compared, decode and prefill.

@@ -1,8 +1,8 @@
 // Whole model, CUDA vs CPU, on tiny synthetic models (scripts/make_model.py: n_embd 256, 2 layers,
 // 4:2 heads of 64, n_ff 512, vocab 512) of every architecture and weight type, F16 KV cache on
-// both sides. A 48-token prompt (one prefill: the GPU's cuBLAS path) and 8 decode steps (GEMV
-// path), the decode steps run through a captured CUDA graph replayed per step. Every vocabulary
-// row of every position is compared.
+// both sides. A 96-token prompt in two forwards (80 tokens: the GPU's cuBLAS path; 16 tokens:
+// gemm_small) and 8 decode steps (GEMV path), the decode steps run through a captured CUDA graph
+// replayed per step. Every vocabulary row of every position is compared.
 // Bounds: max |dlogit| <= 2e-3 * max|logit| (F32/F16/BF16 weights and every decode step) and
 // <= 2e-2 * max|logit| for a quantized prefill (its weights are rounded to fp16 once for the
 // tensor cores); top-1 agreement at every position whose CPU top-2 margin exceeds 2 max |dlogit|
@@ -10,8 +10,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <filesystem>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -34,42 +32,37 @@ void PrintTo(const Case& c, std::ostream* os) {
   *os << c.arch << " " << type_name(c.type);
 }
 
-std::string make_model(const Case& c) {
-  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "qwen_ops_models";
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / (std::string(c.arch) + "-" + type_name(c.type) + ".gguf")).string();
-  const std::string cmd = std::string("python3 ") + QWEN_SOURCE_DIR + "/scripts/make_model.py --arch " +
-                          c.arch + " --type " + type_name(c.type) + " --seed 5 -o " + path + " > /dev/null";
-  const int rc = std::system(cmd.c_str());
-  if (rc != 0) ADD_FAILURE() << "model maker failed (" << rc << "): " << cmd;
-  return path;
-}
-
-// Logits [n_out][n_vocab] of a prompt (one forward, all rows) followed by decode steps, run on
-// `be`. With use_graph, the decode step is captured once and replayed.
+// Logits [n_out][n_vocab] of a prompt (forwards of kPrefill[i] tokens, all rows) followed by
+// decode steps, run on `be`. With use_graph, the decode step is captured once and replayed.
+constexpr int kPrefill[] = {80, 16};
 std::vector<float> run(Backend& be, const gguf::File& f, const std::vector<int32_t>& prompt,
                        const std::vector<int32_t>& decode, bool use_graph) {
-  Model model(f, be, int(prompt.size()));
+  const int n_max = kPrefill[0], n = int(prompt.size());
+  Model model(f, be, n_max);
   const int n_vocab = model.config().n_vocab;
   KVCache kv(be, model.config(), 1, 128, GGMLType::F16);
-  const int n = int(prompt.size());
-  std::vector<int32_t> pos(n), seq(n, 0), rows(n);
+  std::vector<int32_t> pos(n), seq(n_max, 0), rows(n_max);
   std::iota(pos.begin(), pos.end(), 0);
   std::iota(rows.begin(), rows.end(), 0);
   auto buf = [&](size_t bytes) { return be.alloc(bytes); };
-  void* ids_d = buf(n * 4);
-  void* pos_d = buf(n * 4);
-  void* seq_d = buf(n * 4);
-  void* rows_d = buf(n * 4);
-  void* logits_d = buf(size_t(n) * n_vocab * 4);
-  be.upload(ids_d, prompt.data(), n * 4);
-  be.upload(pos_d, pos.data(), n * 4);
-  be.upload(seq_d, seq.data(), n * 4);
-  be.upload(rows_d, rows.data(), n * 4);
-  Batch b{n, static_cast<int32_t*>(ids_d), static_cast<int32_t*>(pos_d), static_cast<int32_t*>(seq_d)};
-  model.forward(b, kv.layers(), static_cast<int32_t*>(rows_d), n, static_cast<float*>(logits_d));
+  void* ids_d = buf(n_max * 4);
+  void* pos_d = buf(n_max * 4);
+  void* seq_d = buf(n_max * 4);
+  void* rows_d = buf(n_max * 4);
+  void* logits_d = buf(size_t(n_max) * n_vocab * 4);
+  be.upload(seq_d, seq.data(), n_max * 4);
+  be.upload(rows_d, rows.data(), n_max * 4);
   std::vector<float> out(size_t(n + decode.size()) * n_vocab);
-  be.download(out.data(), logits_d, size_t(n) * n_vocab * 4);
+  Batch b{0, static_cast<int32_t*>(ids_d), static_cast<int32_t*>(pos_d), static_cast<int32_t*>(seq_d)};
+  int done = 0;
+  for (int chunk : kPrefill) {
+    be.upload(ids_d, prompt.data() + done, chunk * 4);
+    be.upload(pos_d, pos.data() + done, chunk * 4);
+    b.n_tokens = chunk;
+    model.forward(b, kv.layers(), static_cast<int32_t*>(rows_d), chunk, static_cast<float*>(logits_d));
+    be.download(out.data() + size_t(done) * n_vocab, logits_d, size_t(chunk) * n_vocab * 4);
+    done += chunk;
+  }
   // Decode: one token per forward at positions n, n+1, ... through fixed device buffers.
   Batch one{1, b.ids, b.pos, b.seq};
   for (size_t i = 0; i < decode.size(); ++i) {
@@ -99,12 +92,12 @@ class ModelParity : public testing::TestWithParam<Case> {
 
 TEST_P(ModelParity, PromptAndGraphDecode) {
   const Case c = GetParam();
-  const std::string path = make_model(c);
+  const std::string path = make_model(c.arch, c.type);
   if (HasFailure()) return;
   auto f = gguf::File::open(path);
   Pair be;
   std::mt19937 rng(3);
-  std::vector<int32_t> prompt(48), decode(8);
+  std::vector<int32_t> prompt(std::accumulate(std::begin(kPrefill), std::end(kPrefill), 0)), decode(8);
   for (auto& t : prompt) t = int32_t(rng() % 512);
   for (auto& t : decode) t = int32_t(rng() % 512);
   const auto ref = run(*be.cpu, *f, prompt, decode, false);

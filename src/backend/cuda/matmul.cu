@@ -5,6 +5,9 @@
 // fuse the preceding RMSNorm and the following residual add or SwiGLU into it, launch the GEMVs that
 // share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
 //
+// A few tokens (batched decode of several streams, short prompts): gemm_small.cu, tensor cores
+// fed from a dequantized tile per warp, each weight byte read once.
+//
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
 // ld = ne0, so y = W·x is gemm(OP_T, OP_N, m = ne1, n = n_tokens, k = ne0, A = W, lda = ne0,
@@ -327,6 +330,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias) {
   check_weight(w, "gemm");
+  if (n_tokens <= kSmallMaxTokens && w.type != GGMLType::F32) return gemm_small(s, y, w, x, n_tokens, bias);
   const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
   if (w.type == GGMLType::F32) {
     const float alpha = 1.f, beta = 0.f;

@@ -37,7 +37,7 @@ void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, 
 // norm.cu
 void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t n_rows, int n, float eps);
 
-// matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, cuBLAS tensor-core GEMM above.
+// matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, gemm() above.
 constexpr int kGemvMaxTokens = 4;
 // Ops the backend folds into a decode GEMV (see backend_cuda.cu): all optional.
 struct GemvFusion {
@@ -76,8 +76,15 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
                  float* out);
+// Prefill: n_tokens <= kSmallMaxTokens (and a 16-bit or quantized W) runs gemm_small, more
+// tokens (or F32 weights) cuBLAS.
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias);
+
+// gemm_small.cu: y = W x for up to kSmallMaxTokens tokens on tensor cores, every weight byte read
+// once; the numerics of gemm() (weights rounded to fp16 once, x in two 16-bit halves). Not F32.
+constexpr int kSmallMaxTokens = 64;
+void gemm_small(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias);
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
