@@ -8,7 +8,11 @@
 //         the input buffer, so no logits reach the host; the position is advanced on the device
 //         too. On a backend with graphs the step (forward + argmax + advance) is captured once
 //         and replayed back to back: the host only queues replays and never waits per token.
+//  tg<N> xB (-b B, several values allowed): B sequences decode together, one token each per
+//         step (the batched step of a server with B streams, without its host work); t/s counts
+//         all B * N tokens, GB/s the bytes of one step (weights once, B KV caches) per step time.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -83,12 +87,16 @@ int main(int argc, char** argv) {
   CLI::App app{"qwen-bench: prompt processing and token generation throughput"};
   std::string model_path, device = "auto", kv_name = "f16";
   int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0;
+  std::vector<int> batches = {1};
   bool json = false;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("-b,--batch", batches, "sequences decoded together in the tg test (several: one test each)")
+      ->check(CLI::PositiveNumber)
+      ->delimiter(',');
   app.add_option("-r,--repetitions", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber);
   app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
@@ -100,22 +108,24 @@ int main(int argc, char** argv) {
     auto file = qwen::gguf::File::open(model_path);
     auto backend = qwen::make_backend(device, n_threads);
     qwen::Backend& be = *backend;
-    const int max_batch = std::max(1, n_prompt);
+    const int max_seq = *std::max_element(batches.begin(), batches.end());
+    const int max_batch = std::max({1, n_prompt, max_seq});
     qwen::Model model(*file, be, max_batch);
     const auto& c = model.config();
     const int n_ctx = std::max(n_prompt, n_gen) + 1;
     const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
-    qwen::KVCache kv(be, c, 1, n_ctx, kv_type);
+    qwen::KVCache kv(be, c, max_seq, n_ctx, kv_type);
 
-    // Device-side inputs: ids, positions (0..n-1), sequence ids, the one output row, logits.
+    // Device-side inputs: ids, positions (0..n-1), sequence ids (0), output rows (0, 1, ...),
+    // logits of up to max_seq rows.
     const int n_buf = max_batch;
-    std::vector<int32_t> ids(n_buf), pos(n_buf), seq(n_buf, 0);
-    for (int i = 0; i < n_buf; ++i) ids[i] = int32_t((i * 7919 + 13) % c.n_vocab), pos[i] = i;
+    std::vector<int32_t> ids(n_buf), pos(n_buf), seq(n_buf, 0), rows(n_buf);
+    for (int i = 0; i < n_buf; ++i) ids[i] = int32_t((i * 7919 + 13) % c.n_vocab), pos[i] = i, rows[i] = i;
     auto* ids_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
     auto* pos_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
     auto* seq_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
-    auto* row_d = static_cast<int32_t*>(be.alloc(4));
-    auto* logits_d = static_cast<float*>(be.alloc(size_t(c.n_vocab) * 4));
+    auto* row_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
+    auto* logits_d = static_cast<float*>(be.alloc(size_t(max_seq) * c.n_vocab * 4));
     be.upload(ids_d, ids.data(), n_buf * 4);
     be.upload(pos_d, pos.data(), n_buf * 4);
     be.upload(seq_d, seq.data(), n_buf * 4);
@@ -145,30 +155,36 @@ int main(int argc, char** argv) {
     }
 
     bool graphs = false;
-    if (n_gen > 0) {
-      const int32_t zero = 0;
-      be.upload(row_d, &zero, 4);
-      const qwen::Batch one{1, ids_d, pos_d, seq_d};
+    for (int B : n_gen > 0 ? batches : std::vector<int>{}) {
+      // B sequences 0..B-1, each at position 0 with its own first token; row b is sequence b's.
+      std::vector<int32_t> zeros(static_cast<size_t>(B), 0), seqs(static_cast<size_t>(B));
+      std::iota(seqs.begin(), seqs.end(), 0);
+      be.upload(seq_d, seqs.data(), B * 4);
+      be.upload(row_d, rows.data(), B * 4);
+      const qwen::Batch step_batch{B, ids_d, pos_d, seq_d};
       graphs = be.supports_graphs();
       auto step = [&] {
-        model.forward(one, kv.layers(), row_d, 1, logits_d);
-        be.argmax(ids_d, logits_d, 1, c.n_vocab);  // next input token, never leaves the device
-        be.add_i32(pos_d, 1, 1);                   // next position, likewise
+        model.forward(step_batch, kv.layers(), row_d, B, logits_d);
+        be.argmax(ids_d, logits_d, B, c.n_vocab);  // next input tokens, never leave the device
+        be.add_i32(pos_d, 1, B);                   // next positions, likewise
       };
+      // One eager step first: a backend may size scratch on first use, which a capture forbids.
+      be.upload(pos_d, zeros.data(), B * 4);
+      step();
       if (graphs) {
-        be.begin_capture(0);
+        be.begin_capture(B);
         step();
         be.end_capture();
       }
-      Result r{"tg" + std::to_string(n_gen), n_gen, {}, {}, {}};
+      Result r{"tg" + std::to_string(n_gen) + (B > 1 ? " x" + std::to_string(B) : ""), n_gen * B, {}, {}, {}};
       for (int rep = 0; rep <= reps; ++rep) {
-        be.upload(ids_d, ids.data(), 4);
-        be.upload(pos_d, pos.data(), 4);
+        be.upload(ids_d, ids.data(), B * 4);
+        be.upload(pos_d, zeros.data(), B * 4);
         be.synchronize();
         const auto t0 = Clock::now();
         for (int32_t p = 0; p < n_gen; ++p) {
           if (graphs) {
-            be.replay(0);
+            be.replay(B);
           } else {
             step();
           }
@@ -176,13 +192,14 @@ int main(int argc, char** argv) {
         be.synchronize();
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
-      be.upload(pos_d, pos.data(), n_buf * 4);
       std::vector<double> tps, gbs;
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * (n_gen / 2.0);
-      for (double s : r.seconds) tps.push_back(n_gen / s), gbs.push_back(bytes * n_gen / s / 1e9);
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * B * (n_gen / 2.0);
+      for (double s : r.seconds) tps.push_back(double(n_gen) * B / s), gbs.push_back(bytes * n_gen / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
     }
+    be.upload(pos_d, pos.data(), n_buf * 4);
+    be.upload(seq_d, seq.data(), n_buf * 4);
 
     std::string gpu;
     if (be.kind() == qwen::DeviceKind::CUDA) {
