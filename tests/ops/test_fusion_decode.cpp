@@ -1,19 +1,25 @@
 // The decode fusions that cut launches per layer (backend_cuda.cu, matmul.cu):
+//   norm   - rmsnorm(out, x); matmul(y, W, out): the GEMV normalizes x itself (also grouped);
 //   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
 //   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight.
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
-// 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens. The same ops and bytes
-// run on three backends: the CPU, CUDA with the default fusions, CUDA with QWEN_CUDA_FUSION=0
-// (the unfused oracle); every buffer the ops write is compared.
+// 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens. The same ops and
+// bytes run on three backends: the CPU, CUDA with the fusions under test, CUDA with
+// QWEN_CUDA_FUSION=0 (the unfused oracle); every buffer the ops write is compared.
 // Bounds:
 //  - vs the CPU: the GEMV path's (both sides dequantize exactly, accumulate in fp32, order
 //    differs): NMSE <= 1e-10 and max|d| <= 1e-5 * max|ref| per buffer, also for the SwiGLU,
 //    down-projection and residual outputs downstream (expf differs by an ulp or two at most).
-//  - vs the unfused CUDA path: the fused kernels run each row with the same per-lane
-//    instruction sequence, so the results are expected bitwise equal; asserted as NMSE <= 1e-14
-//    and max|d| <= 1e-6 * max|ref| (room for one fp32 rounding; a wrong row or segment gives
-//    NMSE ~ 1).
+//  - vs the unfused CUDA path, without a fused norm (kSameArithmetic): the fused kernels run
+//    each row with the same per-lane instruction sequence, so the results are expected bitwise
+//    equal; asserted as NMSE <= 1e-14 and max|d| <= 1e-6 * max|ref| (room for one fp32
+//    rounding; a wrong row or segment gives NMSE ~ 1).
+//  - vs the unfused CUDA path, with a fused norm (kNormFused): the GEMV sums x^2 in another
+//    order than the rmsnorm kernel and scales the finished dot product instead of each x, so
+//    the normalized values and the products may differ in their last fp32 bits (NMSE of the
+//    order of 1e-14): NMSE <= 1e-12 and max|d| <= 1e-5 * max|ref|, for the stored norm output
+//    too and for everything downstream.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -82,10 +88,18 @@ struct Output {
   const char* name;
 };
 
+// How close the fused CUDA results must be to the unfused ones (see the file comment).
+struct Bound {
+  double nmse;
+  double max_rel;  // max|d| / max|ref|
+};
+constexpr Bound kSameArithmetic{1e-14, 1e-6};
+constexpr Bound kNormFused{1e-12, 1e-5};
+
 // Runs the scene on the CPU, on CUDA with `fusions` and on unfused CUDA; checks `outputs` with the
-// bounds of the file comment.
+// bounds of the file comment, `vs_unfused` against the unfused CUDA run.
 void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
-                 const char* fusions) {
+                 const char* fusions, Bound vs_unfused) {
   SCOPED_TRACE(testing::Message() << "QWEN_CUDA_FUSION=" << (fusions ? fusions : "(default)"));
   auto cpu = make_cpu_backend(0);
   const std::vector<Bytes> ref = run(*cpu, bufs, ops);
@@ -99,8 +113,8 @@ void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vect
     EXPECT_LE(vs_cpu.max_abs, 1e-5 * vs_cpu.ref_max) << o.name << " vs CPU: " << describe(vs_cpu);
     const Diff vs_plain = compare(f.data(), u.data(), u.size());
     EXPECT_EQ(vs_plain.n_nonfinite, 0) << o.name << " vs unfused CUDA: " << describe(vs_plain);
-    EXPECT_LE(vs_plain.nmse, 1e-14) << o.name << " vs unfused CUDA: " << describe(vs_plain);
-    EXPECT_LE(vs_plain.max_abs, 1e-6 * vs_plain.ref_max)
+    EXPECT_LE(vs_plain.nmse, vs_unfused.nmse) << o.name << " vs unfused CUDA: " << describe(vs_plain);
+    EXPECT_LE(vs_plain.max_abs, vs_unfused.max_rel * vs_plain.ref_max)
         << o.name << " vs unfused CUDA: " << describe(vs_plain);
   }
 }
@@ -143,8 +157,8 @@ TEST_P(FusionDecode, QkvGroup) {
       be.matmul(f(9), Weight{t, E, KV, p[2]}, f(6), n, f(5));
     };
     const std::vector<Output> outs = {{7, "q"}, {8, "k"}, {9, "v"}};
-    check_scene(bufs, ops, outs, nullptr);
-    check_scene(bufs, ops, outs, "qkv");
+    check_scene(bufs, ops, outs, nullptr, kSameArithmetic);
+    check_scene(bufs, ops, outs, "qkv", kSameArithmetic);
   }
 }
 
@@ -171,9 +185,9 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
       be.add(f(7), f(7), f(6), int64_t(n) * E);
     };
     const std::vector<Output> outs = {{4, "swiglu (gate)"}, {5, "up"}, {6, "down"}, {7, "residual"}};
-    check_scene(bufs, ops, outs, nullptr);
-    check_scene(bufs, ops, outs, "gateup");
-    check_scene(bufs, ops, outs, "deep");
+    check_scene(bufs, ops, outs, nullptr, kSameArithmetic);
+    check_scene(bufs, ops, outs, "gateup", kSameArithmetic);
+    check_scene(bufs, ops, outs, "deep", kSameArithmetic);
   }
 }
 
@@ -187,9 +201,10 @@ INSTANTIATE_TEST_SUITE_P(Types, FusionDecode,
                          });
 
 // Where the patterns must not fuse, or fuse only partly, the result is still the unfused one:
-// q/k/v of different types (no group), the norm fusion absorbed into q then k, v joining it
-// (group with a norm), gate/up with the norm (group, SwiGLU separate), gate/up under gateup
-// alone followed by something other than SwiGLU (two plain launches), SwiGLU writing into up.
+// q/k/v of different types after a norm (no group; with norm, q alone absorbs it), gate/up
+// after a norm with SwiGLU writing into up (with gateup one launch, with qkv alone a group and
+// a separate SwiGLU; with norm either absorbs the norm), gate/up under gateup alone followed
+// by something other than SwiGLU (two plain launches).
 TEST(FusionDecodeEdges, PartialPatterns) {
   QWEN_REQUIRE_GPU();
   std::mt19937 rng(31);
@@ -239,8 +254,9 @@ TEST(FusionDecodeEdges, PartialPatterns) {
                                     {12, "swiglu (up)"},
                                     {14, "gate2 + up2"},
                                     {15, "up2"}};
-  for (const char* fusions : {"norm,qkv,gateup", "gateup", "qkv", "norm,resid,glu,rope,qkv,gateup,deep"})
-    check_scene(bufs, ops, outs, fusions);
+  for (const char* fusions : {"gateup", "qkv"}) check_scene(bufs, ops, outs, fusions, kSameArithmetic);
+  for (const char* fusions : {"norm,qkv,gateup", "norm,resid,glu,rope,qkv,gateup,deep"})
+    check_scene(bufs, ops, outs, fusions, kNormFused);
 }
 
 }  // namespace
