@@ -1,11 +1,16 @@
 // The CUDA backend's decode fusions (rmsnorm -> GEMV, GEMV -> residual add, GEMV -> SwiGLU,
-// rope + rope + kv_store, q/k/v in one GEMV, gate/up/SwiGLU in one GEMV, deep long-row GEMV;
-// see backend_cuda.cu) vs the CPU backend on one Qwen2.5-0.5B-shaped layer (896 wide,
-// FFN 4864, 14:2 heads of 64), every op issued back to back without downloads in between, so
-// the fused kernels run; then every buffer the ops wrote is compared, as a tap would see it.
+// rope + rope + kv_store, q/k/v in one GEMV, gate/up/SwiGLU in one GEMV, each of these two with
+// the norm before it, deep long-row GEMV; see backend_cuda.cu) vs the CPU backend on one
+// Qwen2.5-0.5B-shaped layer (896 wide, FFN 4864, 14:2 heads of 64), every op issued back to back
+// without downloads in between, so the fused kernels run; then every buffer the ops wrote is
+// compared, as a tap would see it.
 // Bounds: GEMV-path numerics, NMSE <= 1e-10 per buffer before the KV cache; the CPU's RMSNorm
 // sums in fp64, so k and v may differ in the last fp32 bit and flip an fp16 rounding in the cache:
-// caches NMSE <= 1e-7, attention and everything after it NMSE <= 1e-7.
+// caches NMSE <= 1e-7, attention and everything after it NMSE <= 1e-7. The same bounds hold
+// with the norm fused: its GEMV sums x^2 per warp in another order than the rmsnorm kernel
+// and scales the dot product instead of x, which moves results by about an fp32 rounding
+// (NMSE of the order of 1e-14), far inside them; test_fusion_decode.cpp bounds that change
+// against the unfused kernels.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -129,7 +134,15 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup,deep"},
                     Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep"}, Case{GGMLType::F32, 2, "qkv"},
                     Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q4_1, 1, "deep"},
-                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup,deep"}),
+                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup,deep"},
+                    // The default set, the norm absorbed by the q/k/v group and the gate/up pair.
+                    Case{GGMLType::F16, 1, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::F16, 4, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q8_0, 1, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q8_0, 4, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q4_0, 1, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q4_0, 4, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q5_1, 4, "norm,qkv"}, Case{GGMLType::Q5_1, 1, "norm,gateup"}),
     [](const testing::TestParamInfo<Case>& i) {
       std::string f = i.param.fusions;
       for (char& ch : f) ch = ch == ',' ? '_' : ch;

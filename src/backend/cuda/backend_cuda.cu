@@ -21,21 +21,25 @@
 //   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
 //                                              -> one GEMV computing the gate and up rows of each
 //                                                 output together, storing g, u and o ("gateup")
-// Every output the separate ops would write is still written, with the same arithmetic, so a
-// tap or a later op sees the same memory. Any other call (including upload/download/
+// A norm absorbed by the first matmul stays with the group it starts (qkv, gateup), so a layer's
+// attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops would write
+// is still written, so a tap or a later op sees the same memory, and every fusion but norm keeps
+// the arithmetic of the separate ops (bitwise-equal results). The norm does not: each warp of
+// the GEMV sums x * x from the x it loads for its own dot products and scales the finished dot
+// product, so no block reduction delays the dots (matmul.cu); the results differ from the
+// unfused ones by rounding (tests/ops bound it). Any other call (including upload/download/
 // synchronize and the capture calls) first launches what is held back. QWEN_CUDA_FUSION picks
 // the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none) and "deep" (not a
 // fusion: a GEMV of long rows whose grid fits one block per SM loads several chunks per lane
 // before using them, same arithmetic; off in "0", so that stays the original path). The
-// default is resid,rope,qkv,gateup,deep. resid,rope measured fastest of the first four on H100
-// (tg128 Q8_0 of the 0.5B shape, one machine, one run: none 668, resid 683, rope 684,
-// resid,rope 700-727 tok/s; adding norm or glu lost 4-10%: those put a reduction or a dependent
-// load on the GEMV's critical path of every wave, while the separate small kernels overlap their
-// neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12 launches
-// of a decode layer without adding work to any warp's critical path (gateup only doubles its
-// independent loads); see docs/BENCHMARKS.md for their predicted and measured effect. glu
-// applies only to a lone matmul (gateup takes the pair first); a matmul that absorbed a norm
-// still groups (qkv), but that group is not fused with SwiGLU.
+// default is norm,resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
+// docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu
+// lost 4% (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate
+// SwiGLU overlaps its neighbours through programmatic dependent launch). qkv and gateup remove
+// 4 of the 12 launches of a decode layer without adding work to any warp's critical path
+// (gateup only doubles its independent loads). The warp-level norm removes 2 more (8 -> 6 per
+// layer) and adds only an fmaf per x element and one warp sum per row; its speed is still to be
+// measured. glu applies only to a lone matmul (gateup takes the pair first).
 
 #include <algorithm>
 #include <cstdlib>
@@ -250,13 +254,17 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
-    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 && !held_.with_norm) {
+    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2) {
       const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
+      // out is stored while other warps read x, or with an absorbed norm read its input and
+      // store its output (then held_.x).
       const bool fuse = gate == g.y && up == u.y && g.w.ne1 == u.w.ne1 &&
-                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x;
+                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x &&
+                        (!held_.with_norm || out != held_.norm_x);
       if (fuse) {
+        const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::gemv_swiglu(stream_, g, u, held_.x, held_.n_tokens, out);
+        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p));
         return;
       }
     }
@@ -359,7 +367,7 @@ class CudaBackend final : public Backend {
     if (h.kind != Pending::Kind::Matmul || h.x != x || h.n_tokens != n_tokens ||
         h.n_mm >= cuda::kMaxGemvGroup)
       return false;
-    if (!(fuse_qkv_ || (fuse_gateup_ && h.n_mm == 1 && !h.with_norm))) return false;
+    if (!(fuse_qkv_ || (fuse_gateup_ && h.n_mm == 1))) return false;
     const Weight& w0 = h.mm[0].w;
     if (w.type != w0.type || w.ne0 != w0.ne0 || y == x || (h.with_norm && y == h.norm_x)) return false;
     for (int i = 0; i < h.n_mm; ++i) {
@@ -367,18 +375,28 @@ class CudaBackend final : public Backend {
     }
     return true;
   }
+  // The RMSNorm a held-back GEMV absorbed (none without with_norm).
+  static cuda::GemvNorm norm_of(const Pending& p) {
+    return p.with_norm ? cuda::GemvNorm{p.norm_w, p.norm_out, p.eps} : cuda::GemvNorm{};
+  }
   // The held-back GEMV(s) (with the absorbed RMSNorm), adding the result into `resid` or applying
   // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only).
   void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
-    if (p.n_mm > 1 && !fuse_qkv_) {  // a gateup pair without its SwiGLU: the unfused launches
-      for (int i = 0; i < p.n_mm; ++i)
-        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
+    if (p.n_mm > 1 && !fuse_qkv_) {
+      // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
+      // norm (x = its output) that the second then reads.
+      for (int i = 0; i < p.n_mm; ++i) {
+        cuda::GemvFusion f = plain_fusion();
+        if (i == 0) f.norm = norm_of(p);
+        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, i == 0 && p.with_norm ? p.norm_x : p.x, p.n_tokens,
+                   p.mm[i].bias, f);
+      }
       return;
     }
     cuda::GemvFusion f = plain_fusion();
-    if (p.with_norm) f.norm_w = p.norm_w, f.norm_out = p.norm_out, f.eps = p.eps;
+    f.norm = norm_of(p);
     f.resid = resid;
     f.glu_gate = glu_gate;
     f.glu_out = glu_out;
@@ -397,7 +415,7 @@ class CudaBackend final : public Backend {
   Pending held_;
   // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, glu, rope, qkv, gateup, deep; "0"
   // or "" for none).
-  bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
+  bool fuse_norm_ = true, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
   bool fuse_qkv_ = true, fuse_gateup_ = true;
   bool deep_ = true;  // not a fusion: long-row GEMVs keep several loads in flight (matmul.cu)
   int capturing_ = -1;

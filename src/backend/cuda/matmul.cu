@@ -2,8 +2,9 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
 // 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may
-// fuse the preceding RMSNorm and the following residual add or SwiGLU into it, launch the GEMVs that
-// share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
+// fuse the preceding RMSNorm (per warp, no block reduction) and the following residual add or SwiGLU
+// into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together
+// with SwiGLU (gemv_swiglu); the norm combines with both.
 //
 // A few tokens (batched decode of several streams, short prompts): gemm_small.cu, tensor cores
 // fed from a dequantized tile per warp, each weight byte read once.
@@ -51,30 +52,42 @@ struct GemvArgs {
   GemvFusion f;
 };
 
-// What a GEMV launch computes besides y = W x (see gemv_kernel).
-enum class GemvMode { Plain, Norm, Pair, Deep };
+// What a GEMV launch computes besides y = W x (see gemv_kernel); an RMSNorm of x (kNorm)
+// combines with Plain and Pair.
+enum class GemvMode { Plain, Pair, Deep };
 // Chunks each lane of a Deep GEMV loads before using the first.
 constexpr int kDeepChunks = 4;
 
-// acc += dot(v, x[0..32)) in the order of the original single-chunk loop; x is normalized on
-// the fly when norm_w is given.
-template <bool kNorm>
-__device__ __forceinline__ float dot_chunk(const float v[kChunk], const float* x, const float* norm_w,
-                                           float scale, float acc) {
+// acc += dot(v, xs[0..32)) in index order, with xs = x, or xs = x * norm_w when kNorm (then also
+// ss += x * x in index order); when kPair, acc2 += dot(v2, xs) likewise. Each accumulator's
+// sequence of fmaf is that of the plain single-chunk loop, so fusing changes no result but the
+// norm's.
+template <bool kNorm, bool kPair>
+__device__ __forceinline__ void dot_chunk(const float* v, const float* v2, const float* x,
+                                          const float* norm_w, float& acc, float& acc2, float& ss) {
   const float4* xp = reinterpret_cast<const float4*>(x);
 #pragma unroll
   for (int i = 0; i < kChunk / 4; ++i) {
     float4 xv = xp[i];
     if constexpr (kNorm) {
+      ss = fmaf(xv.x, xv.x, ss);
+      ss = fmaf(xv.y, xv.y, ss);
+      ss = fmaf(xv.z, xv.z, ss);
+      ss = fmaf(xv.w, xv.w, ss);
       const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
-      xv = make_float4(xv.x * scale * wv.x, xv.y * scale * wv.y, xv.z * scale * wv.z, xv.w * scale * wv.w);
+      xv = make_float4(xv.x * wv.x, xv.y * wv.y, xv.z * wv.z, xv.w * wv.w);
     }
     acc = fmaf(v[4 * i], xv.x, acc);
     acc = fmaf(v[4 * i + 1], xv.y, acc);
     acc = fmaf(v[4 * i + 2], xv.z, acc);
     acc = fmaf(v[4 * i + 3], xv.w, acc);
+    if constexpr (kPair) {
+      acc2 = fmaf(v2[4 * i], xv.x, acc2);
+      acc2 = fmaf(v2[4 * i + 1], xv.y, acc2);
+      acc2 = fmaf(v2[4 * i + 2], xv.z, acc2);
+      acc2 = fmaf(v2[4 * i + 3], xv.w, acc2);
+    }
   }
-  return acc;
 }
 
 // Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks (c = lane,
@@ -83,18 +96,24 @@ __device__ __forceinline__ float dot_chunk(const float v[kChunk], const float* x
 // and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup matrices that
 // share x (segments of consecutive blocks; a block's segment is uniform, so every warp runs the
 // single-matrix arithmetic). Modes:
-//  Norm: x is RMSNorm(x) computed per block (same reduction as rmsnorm_block_kernel, so the same
-//        values), block x == 0 storing the normalized x to f.norm_out;
 //  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes row o of both and
 //        stores gate, up and f.glu_out = silu(gate) * up;
 //  Deep: long rows in a grid of at most one block per SM, where registers do not limit
 //        occupancy: each lane loads kDeepChunks chunks before using the first, so one DRAM
 //        round trip serves up to 4 chunks (same accumulation order, so the same result).
-// Plain, Norm and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
+// Plain and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
 // (single matrix only).
-template <GGMLType T, GemvMode M>
+// kNorm (Plain, Pair): x is RMSNorm(x) with weight f.norm.w. Every warp reads all of x for its
+// dot products, so each lane also sums x * x over the chunks it loads, and one warp sum after
+// the loop gives the row's scale, applied to the finished dot products (the scale is common to
+// every term). Nothing waits for a reduction before the loads and dots start (a block-wide sum
+// first, with two __syncthreads, put the norm on every block's critical path). Warp 0 of block
+// 0 stores the normalized x of its token to f.norm.out with the rmsnorm kernel's formula.
+template <GGMLType T, GemvMode M, bool kNorm>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
-  constexpr bool kNorm = M == GemvMode::Norm, kPair = M == GemvMode::Pair;
+  static_assert(!(kNorm && M == GemvMode::Deep),
+                "no Deep GEMV with a norm: gemv_group runs a norm in Plain mode");
+  constexpr bool kPair = M == GemvMode::Pair;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   // Segment of this block, by selects (no dynamic indexing of the parameter array).
@@ -121,19 +140,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   }
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
-  float scale = 1.f;
-  if constexpr (kNorm) {
-    __shared__ float s_red[kWarp];
-    float ss = 0.f;
-    for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x) ss = fmaf(xt[i], xt[i], ss);
-    ss = block_sum(ss, s_red);
-    scale = rsqrtf(ss / float(a.ne0) + a.f.eps);
-    if (blockIdx.x == 0) {
-      for (int64_t i = threadIdx.x; i < a.ne0; i += blockDim.x)
-        a.f.norm_out[t * a.ne0 + i] = xt[i] * scale * a.f.norm_w[i];
-    }
-  }
-  float acc = 0.f, acc2 = 0.f;
+  float acc = 0.f, acc2 = 0.f, ss = 0.f;
   for (int64_t c = c0; c < n_chunks; c += kDepth * c_step) {
     if (c != c0) {
 #pragma unroll
@@ -145,13 +152,22 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
 #pragma unroll
     for (int j = 0; j < kDepth; ++j) {
       const int64_t cj = c + j * c_step;
-      const float* nw = kNorm ? a.f.norm_w + cj * kChunk : nullptr;
-      if (cj < n_chunks) acc = dot_chunk<kNorm>(v[j], xt + cj * kChunk, nw, scale, acc);
+      const float* nw = kNorm ? a.f.norm.w + cj * kChunk : nullptr;
+      if (cj < n_chunks) dot_chunk<kNorm, kPair>(v[j], v2, xt + cj * kChunk, nw, acc, acc2, ss);
     }
-    if constexpr (kPair) acc2 = dot_chunk<false>(v2, xt + c * kChunk, nullptr, 1.f, acc2);
   }
   acc = warp_sum(acc);
   if constexpr (kPair) acc2 = warp_sum(acc2);
+  if constexpr (kNorm) {
+    const float scale = rsqrtf(warp_sum(ss) / float(a.ne0) + a.f.norm.eps);  // the rmsnorm kernel's formula
+    acc *= scale;
+    acc2 *= scale;
+    // Coalesced over the row; this warp has just read all of x and norm_w (cache hits, likely).
+    if (blockIdx.x == 0 && warp == 0) {
+      float* no = a.f.norm.out + t * a.ne0;
+      for (int i = lane; i < int(a.ne0); i += kWarp) no[i] = xt[i] * scale * a.f.norm.w[i];
+    }
+  }
   if (row < sg.ne1 && lane == 0) {
     const int64_t o = t * sg.ne1 + row;
     const float out = acc + (sg.bias ? sg.bias[row] : 0.f);
@@ -225,6 +241,13 @@ void check_weight(const Weight& w, const char* op) {
              ": weight data is not 16-byte aligned (type ", type_name(w.type), ", ", w.ne1, "x", w.ne0, ")");
 }
 
+// A fused RMSNorm stores its output while other warps still read x.
+void check_norm(const GemvNorm& norm, const float* x, const char* op) {
+  QWEN_CHECK(!norm.w || (norm.out && norm.out != x), "cuda ", op,
+             ": the fused RMSNorm needs an output buffer other than x (norm.out = ",
+             static_cast<const void*>(norm.out), ", x = ", static_cast<const void*>(x), ")");
+}
+
 // (Re)allocates a scratch buffer to at least `bytes`. Only legal outside stream capture: the
 // first prefill sizes it, decode (captured) never reaches here.
 void ensure(cudaStream_t s, void*& p, size_t& have, size_t bytes, const char* what) {
@@ -289,22 +312,24 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     args.seg[i] = GemvSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
   }
   const dim3 grid(blocks, unsigned(n_tokens));
+  const bool norm = f.norm.w != nullptr;
+  check_norm(f.norm, x, "gemv");
   // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
-  const bool deep = !f.norm_w && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
+  const bool deep = !norm && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
-    if (f.norm_w) {
-      launch(gemv_kernel<T, GemvMode::Norm>, grid, dim3(kGemvThreads), s, args);
+    if (norm) {
+      launch(gemv_kernel<T, GemvMode::Plain, true>, grid, dim3(kGemvThreads), s, args);
     } else if (deep) {
-      launch(gemv_kernel<T, GemvMode::Deep>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Deep, false>, grid, dim3(kGemvThreads), s, args);
     } else {
-      launch(gemv_kernel<T, GemvMode::Plain>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Plain, false>, grid, dim3(kGemvThreads), s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out) {
+                 float* out, const GemvNorm& norm) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
@@ -320,9 +345,15 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
+  args.f.norm = norm;
+  check_norm(norm, x, "gemv (gate/up)");
   const dim3 grid(blocks, unsigned(n_tokens));
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
-    launch(gemv_kernel<T, GemvMode::Pair>, grid, dim3(kGemvThreads), s, args);
+    if (norm.w) {
+      launch(gemv_kernel<T, GemvMode::Pair, true>, grid, dim3(kGemvThreads), s, args);
+    } else {
+      launch(gemv_kernel<T, GemvMode::Pair, false>, grid, dim3(kGemvThreads), s, args);
+    }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }

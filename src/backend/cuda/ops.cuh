@@ -39,16 +39,22 @@ void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t
 
 // matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, gemm() above.
 constexpr int kGemvMaxTokens = 4;
+// An RMSNorm folded into a decode GEMV (plain, grouped or gate/up): x is replaced by
+// rmsnorm(x, w, eps) [n_tokens][ne0], which is also stored to out (out must not alias x). Each
+// warp sums x * x from the x it loads for its dot products and scales the finished dot product,
+// so the results match the rmsnorm kernel followed by the GEMV up to rounding, not bitwise.
+struct GemvNorm {
+  const float* w = nullptr;  // [ne0]; nullptr: no norm
+  float* out = nullptr;
+  float eps = 0.f;
+};
 // Ops the backend folds into a decode GEMV (see backend_cuda.cu): all optional.
 struct GemvFusion {
-  // x is replaced by rmsnorm(x, norm_w, eps) [n_tokens][ne0], which is also stored to norm_out.
-  const float* norm_w = nullptr;
-  float* norm_out = nullptr;
-  float eps = 0.f;
-  // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm_out.
+  GemvNorm norm;
+  // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm.out.
   float* resid = nullptr;
   // glu_out[t][o] = silu(glu_gate[t][o]) * y[t][o] after y is stored (SwiGLU with y as "up");
-  // glu_out may alias glu_gate or y (same element, same thread), not x or norm_out.
+  // glu_out may alias glu_gate or y (same element, same thread), not x or norm.out.
   const float* glu_gate = nullptr;
   float* glu_out = nullptr;
   // Long rows (more than 32 chunks) in a grid of at most deep_max_blocks blocks (the backend
@@ -66,16 +72,17 @@ struct GemvOut {
 };
 // Up to kMaxGemvGroup GEMVs that read the same x (q, k, v of a layer) in one launch: one grid
 // covers the rows of all of them, each warp computes one row exactly as gemv() would. All
-// weights have the same type and ne0; the y's are distinct and alias neither x nor f.norm_out.
+// weights have the same type and ne0; the y's are distinct and alias neither x nor f.norm.out.
 // f may carry a norm (applied to the shared x), never an epilogue (resid, glu) when n > 1.
 constexpr int kMaxGemvGroup = 3;
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f);
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
-// arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
+// arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x or
+// norm.out; with norm.w, x is normalized first as in gemv_group.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out);
+                 float* out, const GemvNorm& norm = {});
 // Prefill: n_tokens <= kSmallMaxTokens (and a 16-bit or quantized W) runs gemm_small, more
 // tokens (or F32 weights) cuBLAS.
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
