@@ -241,7 +241,7 @@ TEST_P(FusionDecodeNorm, NormQkv) {
         be.matmul(f(11), Weight{t, E, KV, p[2]}, f(8), n, f(5));
       };
       const std::vector<Output> outs = {{8, "attn_norm"}, {9, "q"}, {10, "k"}, {11, "v"}};
-      check_scene(bufs, ops, outs, nullptr, kNormFused);
+      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
       check_scene(bufs, ops, outs, "norm", kNormFused);  // the norm into q alone, k and v plain
     }
   }
@@ -275,7 +275,7 @@ TEST_P(FusionDecodeNorm, NormGateUp) {
       };
       const std::vector<Output> outs = {
           {5, "ffn_norm"}, {6, "swiglu (gate)"}, {7, "up"}, {8, "down"}, {4, "residual"}};
-      check_scene(bufs, ops, outs, nullptr, kNormFused);
+      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
       check_scene(bufs, ops, outs, "norm,gateup", kNormFused);  // the pair formed without qkv
       check_scene(bufs, ops, outs, "norm", kNormFused);         // the norm into gate alone
     }
@@ -434,7 +434,7 @@ TEST(FusionDecodeEdges, NormPatterns) {
       {kXe, "(e) SwiGLU into x"}, {kCurF, "(f) norm"},     {kGf, "(f) gate + up"},     {kUf, "(f) up"}};
   for (const char* fusions : {"norm", "norm,gateup", "norm,qkv", "norm,resid,glu,rope,qkv,gateup,deep"})
     check_scene(bufs, ops, outs, fusions, kNormFused);
-  check_scene(bufs, ops, outs, nullptr, kNormFused);
+  check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
 }
 
 }  // namespace

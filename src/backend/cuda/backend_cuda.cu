@@ -32,14 +32,17 @@
 // the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none) and "deep" (not a
 // fusion: a GEMV of long rows whose grid fits one block per SM loads several chunks per lane
 // before using them, same arithmetic; off in "0", so that stays the original path). The
-// default is norm,resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
+// default is resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
 // docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu
 // lost 4% (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate
 // SwiGLU overlaps its neighbours through programmatic dependent launch). qkv and gateup remove
 // 4 of the 12 launches of a decode layer without adding work to any warp's critical path
 // (gateup only doubles its independent loads). The warp-level norm removes 2 more (8 -> 6 per
-// layer) and adds only an fmaf per x element and one warp sum per row; its speed is still to be
-// measured. glu applies only to a lone matmul (gateup takes the pair first).
+// layer) and adds only an fmaf per x element and one warp sum per row, yet it measured 6%
+// slower (same machine: Q8_0 826 -> 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off
+// by default: without the small rmsnorm kernel between them, the next GEMV's blocks cannot
+// become resident (and prefetch their weights) while the register-heavy Deep and Pair GEMVs
+// still hold the SMs. glu applies only to a lone matmul (gateup takes the pair first).
 
 #include <algorithm>
 #include <cstdlib>
@@ -415,7 +418,7 @@ class CudaBackend final : public Backend {
   Pending held_;
   // Which fusions run (QWEN_CUDA_FUSION: a list of norm, resid, glu, rope, qkv, gateup, deep; "0"
   // or "" for none).
-  bool fuse_norm_ = true, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
+  bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
   bool fuse_qkv_ = true, fuse_gateup_ = true;
   bool deep_ = true;  // not a fusion: long-row GEMVs keep several loads in flight (matmul.cu)
   int capturing_ = -1;

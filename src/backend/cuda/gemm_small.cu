@@ -33,6 +33,15 @@ constexpr int kSliceCols = 2 * kChunk;    // K columns per warp iteration
 constexpr int kTileStride = kSliceCols + 8;  // halves per tile row: 144 bytes keeps ldmatrix rows 16-byte aligned
 static_assert(kRows == kWarp, "lane L dequantizes row L of the block");
 
+// Legacy types whose blocks are not 16-byte aligned load a slice's blocks through shared memory
+// (see fetch in the kernel); k-quants decode a slice from a whole super-block and keep direct loads.
+template <GGMLType T>
+constexpr bool kStagedSlice = kStaged<T> && BlockInfo<T>::kElems == kChunk;
+// Words of one row's slice (two blocks, starting 2-byte aligned).
+template <GGMLType T>
+constexpr int kSliceWords = (2 * BlockInfo<T>::kBytes + 2 + 3) / 4;
+
+
 constexpr size_t kTileBytes = size_t(kWarps) * kRows * kTileStride * 2;
 // Partial sums of one warp for NT 8-token tiles: [kMTiles][NT][4] floats per lane.
 template <int NT>
@@ -119,22 +128,63 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
   const int64_t n_chunks = a.ne0 / kChunk, n_slices = (n_chunks + 1) / 2;
   const uint8_t* wrow = a.w + min(row0 + lane, a.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
+  // A slice's weights: fetch() issues the loads (into v, or into raw words w for staged types),
+  // decode() turns fetched raw words into v. Staged types (quant.cuh: blocks not 16-byte aligned,
+  // 32 elements per block) load the 32 rows' blocks of the slice as coalesced words (row i's
+  // word j at flat index i * kSliceWords + j, spread over the lanes) instead of each lane's
+  // narrow loads of its own row, and decode from this warp's tile memory, which is free between
+  // the tensor-core reads of one slice and the tile stores of the next.
   float v[2][kChunk];
-  auto load_slice = [&](int64_t s) {
+  uint32_t w[kStagedSlice<T> ? kSliceWords<T> : 1];
+  static_assert(!kStagedSlice<T> || kSliceWords<T> * 4 <= kTileStride * 2, "a row's slice words fit its tile row");
+  auto n_in = [&](int64_t sl) { return min(int64_t(2), n_chunks - 2 * sl); };  // chunks of slice sl
+  auto fetch = [&](int64_t sl) {
+    if constexpr (kStagedSlice<T>) {
+      const int64_t bytes = n_in(sl) * BlockInfo<T>::kBytes;
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      if (2 * s + c < n_chunks) {
-        dequant_chunk<T>(wrow, 2 * s + c, v[c]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kChunk; ++i) v[c][i] = 0.f;
+      for (int k = 0; k < kSliceWords<T>; ++k) {
+        const int f = lane + k * kWarp, i = f / kSliceWords<T>, j = f % kSliceWords<T>;
+        const uint8_t* p = a.w + min(row0 + i, a.ne1 - 1) * a.row_bytes + 2 * sl * BlockInfo<T>::kBytes;
+        const uint8_t* pa = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(3));
+        const int64_t have = (p - pa) + bytes;  // a last word past the slice's end loads 2 bytes
+        w[k] = 0;
+        if (4 * j + 4 <= have) {
+          w[k] = load_u32_a4(pa + 4 * j);
+        } else if (4 * j < have) {
+          w[k] = load_u16(pa + 4 * j);
+        }
       }
+    } else {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        if (c < n_in(sl)) dequant_chunk<T>(wrow, 2 * sl + c, v[c]);
+      }
+    }
+  };
+  auto decode = [&](int64_t sl) {
+    if constexpr (kStagedSlice<T>) {
+      uint32_t* sm = reinterpret_cast<uint32_t*>(tile);
+#pragma unroll
+      for (int k = 0; k < kSliceWords<T>; ++k) sm[lane + k * kWarp] = w[k];
+      __syncwarp();
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(sm + lane * kSliceWords<T>) +
+                           (reinterpret_cast<uintptr_t>(wrow + 2 * sl * BlockInfo<T>::kBytes) & 3);
+      dequant_chunk<T>(src, 0, v[0]);
+      if (n_in(sl) > 1) dequant_chunk<T>(src, 1, v[1]);
+      __syncwarp();  // the tile is rewritten next
+    }
+    if (n_in(sl) < 2) {
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) v[1][i] = 0.f;
     }
   };
   float acc[kMTiles][NT][4] = {};
   int64_t s = warp;
   // Weights are never written by a kernel: the first slice loads while the predecessor drains.
-  if (s < n_slices) load_slice(s);
+  if (s < n_slices) {
+    fetch(s);
+    decode(s);
+  }
   pdl_begin();
   for (; s < n_slices; s += kWarps) {
     H* trow = tile + lane * kTileStride;
@@ -151,7 +201,8 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
       }
     }
     __syncwarp();
-    if (s + kWarps < n_slices) load_slice(s + kWarps);  // in flight while the tensor cores run
+    const bool more = s + kWarps < n_slices;
+    if (more) fetch(s + kWarps);  // in flight while the tensor cores run
 #pragma unroll
     for (int kk = 0; kk < kSliceCols / 16; ++kk) {
       const int64_t k = s * kSliceCols + kk * 16;
@@ -180,6 +231,7 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
       }
     }
     __syncwarp();  // the tile is rewritten by the next slice
+    if (more) decode(s + kWarps);
   }
 
   // Tree sum of the warps' partials (fixed order): warps [h, 2h) hand theirs to warps [0, h).
