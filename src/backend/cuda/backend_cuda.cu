@@ -10,19 +10,21 @@
 // Fusion (DESIGN §3.3: the unfused path stays, as the oracle). A decode step issues ~17 small
 // kernels per layer, and at batch 1 each costs more in launch and latency than in bytes. So the
 // backend holds back the last fusable op and merges it with the next one when they form one of
-// these patterns (decode-sized GEMV only, n_tokens <= kGemvMaxTokens):
+// these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"):
 //   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
-//   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too)
+//   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too);
+//                                                 also gemm_small (batched decode, <= 64 tokens)
 //   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
-//   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel
+//   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel (any token count)
 //   matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
 //                                              -> one GEMV launch over the rows of all three ("qkv";
-//                                                 same x, weight type and row length; up to 3)
+//                                                 same x, weight type and row length; up to 3); also
+//                                                 gemm_small, which groups gate and up this way too
 //   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
 //                                              -> one GEMV computing the gate and up rows of each
 //                                                 output together, storing g, u and o ("gateup")
-// A norm absorbed by the first matmul stays with the group it starts (qkv, gateup), so a layer's
-// attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops would write
+// A norm absorbed by the first matmul (fusion `norm`) stays with the group it starts (qkv,
+// gateup), so a layer's attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops would write
 // is still written, so a tap or a later op sees the same memory, and every fusion but norm keeps
 // the arithmetic of the separate ops (bitwise-equal results). The norm does not: each warp of
 // the GEMV sums x * x from the x it loads for its own dot products and scales the finished dot
@@ -194,8 +196,12 @@ class CudaBackend final : public Backend {
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
     if (n_tokens == 0) return flush();
+    // Held back: decode GEMVs, and the few-token tensor-core GEMMs of batched decode (gemm_small,
+    // which groups matrices and adds a residual like the GEMV, nothing else).
+    const bool small = n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens &&
+                       w.type != GGMLType::F32;
     if (!(fuse_norm_ || fuse_resid_ || fuse_glu_ || fuse_qkv_ || fuse_gateup_) ||
-        n_tokens > cuda::kGemvMaxTokens) {
+        (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
@@ -257,7 +263,8 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
-    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2) {
+    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
+        held_.n_tokens <= cuda::kGemvMaxTokens) {
       const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
       // out is stored while other warps read x, or with an absorbed norm read its input and
       // store its output (then held_.x).
@@ -271,7 +278,8 @@ class CudaBackend final : public Backend {
         return;
       }
     }
-    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
+    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1 &&
+        held_.n_tokens <= cuda::kGemvMaxTokens) {
       const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
                         out != held_.x && gate != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
@@ -387,6 +395,14 @@ class CudaBackend final : public Backend {
   void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
+    if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
+      if (p.n_mm > 1 && !fuse_qkv_) {
+        for (int i = 0; i < p.n_mm; ++i) cuda::gemm_small(stream_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
+      } else {
+        cuda::gemm_small(stream_, p.mm, p.n_mm, p.x, p.n_tokens, resid);
+      }
+      return;
+    }
     if (p.n_mm > 1 && !fuse_qkv_) {
       // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
       // norm (x = its output) that the second then reads.

@@ -33,15 +33,6 @@ constexpr int kSliceCols = 2 * kChunk;    // K columns per warp iteration
 constexpr int kTileStride = kSliceCols + 8;  // halves per tile row: 144 bytes keeps ldmatrix rows 16-byte aligned
 static_assert(kRows == kWarp, "lane L dequantizes row L of the block");
 
-// Legacy types whose blocks are not 16-byte aligned load a slice's blocks through shared memory
-// (see fetch in the kernel); k-quants decode a slice from a whole super-block and keep direct loads.
-template <GGMLType T>
-constexpr bool kStagedSlice = kStaged<T> && BlockInfo<T>::kElems == kChunk;
-// Words of one row's slice (two blocks, starting 2-byte aligned).
-template <GGMLType T>
-constexpr int kSliceWords = (2 * BlockInfo<T>::kBytes + 2 + 3) / 4;
-
-
 constexpr size_t kTileBytes = size_t(kWarps) * kRows * kTileStride * 2;
 // Partial sums of one warp for NT 8-token tiles: [kMTiles][NT][4] floats per lane.
 template <int NT>
@@ -106,14 +97,23 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t a[4], const void* smem_row)
                : "r"(addr));
 }
 
-struct SmallArgs {
+// One output matrix of a launch; its rows occupy blocks [first block, block_end).
+struct SmallSeg {
   float* y;
   const uint8_t* w;
   const float* bias;
+  int64_t ne1;
+  unsigned block_end;
+};
+
+struct SmallArgs {
+  SmallSeg seg[kMaxGemvGroup];
+  int n_seg;
   const float* x;
   size_t row_bytes;
-  int64_t ne0, ne1;
+  int64_t ne0;
   int n_tokens;
+  float* resid;  // single matrix only: resid += y after y is stored
 };
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros).
@@ -123,68 +123,32 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
   __shared__ __align__(16) unsigned char smem[kTileBytes > kRedBytes<NT> ? kTileBytes : kRedBytes<NT>];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
-  const int64_t row0 = int64_t(blockIdx.x) * kRows;
+  // Segment of this block, by selects (no dynamic indexing of the parameter array).
+  const unsigned b = blockIdx.x;
+  const int si = b < a.seg[0].block_end ? 0 : (a.n_seg < 3 || b < a.seg[1].block_end ? 1 : 2);
+  const SmallSeg sg = si == 0 ? a.seg[0] : (si == 1 ? a.seg[1] : a.seg[2]);
+  const unsigned block0 = si == 0 ? 0u : (si == 1 ? a.seg[0].block_end : a.seg[1].block_end);
+  const int64_t row0 = int64_t(b - block0) * kRows;
   H* tile = reinterpret_cast<H*>(smem) + warp * kRows * kTileStride;
   const int64_t n_chunks = a.ne0 / kChunk, n_slices = (n_chunks + 1) / 2;
-  const uint8_t* wrow = a.w + min(row0 + lane, a.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
+  const uint8_t* wrow = sg.w + min(row0 + lane, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
-  // A slice's weights: fetch() issues the loads (into v, or into raw words w for staged types),
-  // decode() turns fetched raw words into v. Staged types (quant.cuh: blocks not 16-byte aligned,
-  // 32 elements per block) load the 32 rows' blocks of the slice as coalesced words (row i's
-  // word j at flat index i * kSliceWords + j, spread over the lanes) instead of each lane's
-  // narrow loads of its own row, and decode from this warp's tile memory, which is free between
-  // the tensor-core reads of one slice and the tile stores of the next.
   float v[2][kChunk];
-  uint32_t w[kStagedSlice<T> ? kSliceWords<T> : 1];
-  static_assert(!kStagedSlice<T> || kSliceWords<T> * 4 <= kTileStride * 2, "a row's slice words fit its tile row");
-  auto n_in = [&](int64_t sl) { return min(int64_t(2), n_chunks - 2 * sl); };  // chunks of slice sl
-  auto fetch = [&](int64_t sl) {
-    if constexpr (kStagedSlice<T>) {
-      const int64_t bytes = n_in(sl) * BlockInfo<T>::kBytes;
+  auto load_slice = [&](int64_t s) {
 #pragma unroll
-      for (int k = 0; k < kSliceWords<T>; ++k) {
-        const int f = lane + k * kWarp, i = f / kSliceWords<T>, j = f % kSliceWords<T>;
-        const uint8_t* p = a.w + min(row0 + i, a.ne1 - 1) * a.row_bytes + 2 * sl * BlockInfo<T>::kBytes;
-        const uint8_t* pa = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(3));
-        const int64_t have = (p - pa) + bytes;  // a last word past the slice's end loads 2 bytes
-        w[k] = 0;
-        if (4 * j + 4 <= have) {
-          w[k] = load_u32_a4(pa + 4 * j);
-        } else if (4 * j < have) {
-          w[k] = load_u16(pa + 4 * j);
-        }
+    for (int c = 0; c < 2; ++c) {
+      if (2 * s + c < n_chunks) {
+        dequant_chunk<T>(wrow, 2 * s + c, v[c]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kChunk; ++i) v[c][i] = 0.f;
       }
-    } else {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        if (c < n_in(sl)) dequant_chunk<T>(wrow, 2 * sl + c, v[c]);
-      }
-    }
-  };
-  auto decode = [&](int64_t sl) {
-    if constexpr (kStagedSlice<T>) {
-      uint32_t* sm = reinterpret_cast<uint32_t*>(tile);
-#pragma unroll
-      for (int k = 0; k < kSliceWords<T>; ++k) sm[lane + k * kWarp] = w[k];
-      __syncwarp();
-      const uint8_t* src = reinterpret_cast<const uint8_t*>(sm + lane * kSliceWords<T>) +
-                           (reinterpret_cast<uintptr_t>(wrow + 2 * sl * BlockInfo<T>::kBytes) & 3);
-      dequant_chunk<T>(src, 0, v[0]);
-      if (n_in(sl) > 1) dequant_chunk<T>(src, 1, v[1]);
-      __syncwarp();  // the tile is rewritten next
-    }
-    if (n_in(sl) < 2) {
-#pragma unroll
-      for (int i = 0; i < kChunk; ++i) v[1][i] = 0.f;
     }
   };
   float acc[kMTiles][NT][4] = {};
   int64_t s = warp;
   // Weights are never written by a kernel: the first slice loads while the predecessor drains.
-  if (s < n_slices) {
-    fetch(s);
-    decode(s);
-  }
+  if (s < n_slices) load_slice(s);
   pdl_begin();
   for (; s < n_slices; s += kWarps) {
     H* trow = tile + lane * kTileStride;
@@ -201,8 +165,7 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
       }
     }
     __syncwarp();
-    const bool more = s + kWarps < n_slices;
-    if (more) fetch(s + kWarps);  // in flight while the tensor cores run
+    if (s + kWarps < n_slices) load_slice(s + kWarps);  // in flight while the tensor cores run
 #pragma unroll
     for (int kk = 0; kk < kSliceCols / 16; ++kk) {
       const int64_t k = s * kSliceCols + kk * 16;
@@ -231,7 +194,6 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
       }
     }
     __syncwarp();  // the tile is rewritten by the next slice
-    if (more) decode(s + kWarps);
   }
 
   // Tree sum of the warps' partials (fixed order): warps [h, 2h) hand theirs to warps [0, h).
@@ -267,12 +229,16 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int64_t row = row0 + m * 16 + g + (e >= 2 ? 8 : 0);
-      if (row >= a.ne1) continue;
-      const float b = a.bias ? a.bias[row] : 0.f;
+      if (row >= sg.ne1) continue;
+      const float bias = sg.bias ? sg.bias[row] : 0.f;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int tok = j * 8 + 2 * q + (e & 1);
-        if (tok < a.n_tokens) a.y[int64_t(tok) * a.ne1 + row] = acc[m][j][e] + b;
+        if (tok >= a.n_tokens) continue;
+        const int64_t o = int64_t(tok) * sg.ne1 + row;
+        const float out = acc[m][j][e] + bias;
+        sg.y[o] = out;
+        if (a.resid) a.resid[o] += out;  // the arithmetic of add_kernel
       }
     }
   }
@@ -280,19 +246,36 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
 
 template <GGMLType T, int NT>
 void launch_small(cudaStream_t s, const SmallArgs& args) {
-  const dim3 grid(unsigned(ceil_div(args.ne1, kRows)));
-  launch(gemm_small_kernel<T, NT>, grid, dim3(kThreads), s, args);
+  launch(gemm_small_kernel<T, NT>, dim3(args.seg[args.n_seg - 1].block_end), dim3(kThreads), s, args);
 }
 
 }  // namespace
 
-void gemm_small(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias) {
-  QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens,
-             " tokens (1..", kSmallMaxTokens, ")");
+void gemm_small(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, float* resid) {
+  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemm_small: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
+  QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens, " tokens (1..",
+             kSmallMaxTokens, ")");
+  QWEN_CHECK(n == 1 || !resid, "cuda gemm_small: a group of ", n, " matrices takes no residual epilogue");
+  const Weight& w = outs[0].w;
   QWEN_CHECK(w.type != GGMLType::F32, "cuda gemm_small: F32 weights go through SGEMM");
-  QWEN_CHECK(w.ne0 % kChunk == 0, "cuda gemm_small: weight row length ne0 = ", w.ne0,
-             " is not a multiple of 32 (type ", type_name(w.type), ")");
-  const SmallArgs args{y, static_cast<const uint8_t*>(w.data), bias, x, w.row_bytes(), w.ne0, w.ne1, n_tokens};
+  SmallArgs args{};
+  args.n_seg = n;
+  args.x = x;
+  args.row_bytes = w.row_bytes();
+  args.ne0 = w.ne0;
+  args.n_tokens = n_tokens;
+  args.resid = resid;
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    const Weight& wi = outs[i].w;
+    QWEN_CHECK(wi.type == w.type && wi.ne0 == w.ne0, "cuda gemm_small: grouped matrix ", i, " is ",
+               type_name(wi.type), " with rows of ", wi.ne0, ", matrix 0 is ", type_name(w.type), " with rows of ",
+               w.ne0);
+    QWEN_CHECK(wi.ne0 % kChunk == 0, "cuda gemm_small: weight row length ne0 = ", wi.ne0,
+               " is not a multiple of 32 (type ", type_name(wi.type), ")");
+    blocks += unsigned(ceil_div(wi.ne1, kRows));
+    args.seg[i] = SmallSeg{outs[i].y, static_cast<const uint8_t*>(wi.data), outs[i].bias, wi.ne1, blocks};
+  }
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     if constexpr (T != GGMLType::F32) {
       if (n_tokens <= 8) {

@@ -385,7 +385,10 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias) {
   check_weight(w, "gemm");
-  if (n_tokens <= kSmallMaxTokens && w.type != GGMLType::F32) return gemm_small(s, y, w, x, n_tokens, bias);
+  if (n_tokens <= kSmallMaxTokens && w.type != GGMLType::F32) {
+    const GemvOut out{y, w, bias};
+    return gemm_small(s, &out, 1, x, n_tokens, nullptr);
+  }
   const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
   if (w.type == GGMLType::F32) {
     const float alpha = 1.f, beta = 0.f;

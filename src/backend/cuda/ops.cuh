@@ -90,8 +90,11 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 
 // gemm_small.cu: y = W x for up to kSmallMaxTokens tokens on tensor cores, every weight byte read
 // once; the numerics of gemm() (weights rounded to fp16 once, x in two 16-bit halves). Not F32.
+// Like gemv_group, up to kMaxGemvGroup matrices that share x (same type and ne0) run as one
+// launch; a single matrix may add its result into resid (resid += y, as add() would), which
+// must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
-void gemm_small(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias);
+void gemm_small(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, float* resid);
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
