@@ -124,58 +124,34 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   const int64_t row = int64_t(b - block0) * (kGemvThreads / kWarp) + warp;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
+  const int64_t c0 = lane, c_step = kWarp;
   const int64_t rrow = min(row, sg.ne1 - 1);
   const uint8_t* r = sg.w + rrow * a.row_bytes;
   const uint8_t* r2 = kPair ? a.seg[1].w + rrow * a.row_bytes : nullptr;
-  // Staged types (quant.cuh) pass each range through this warp's shared words: kDepth ranges of
-  // row r, and one of r2 in Pair mode.
-  constexpr int kSlots = kStaged<T> ? kDepth + (kPair ? 1 : 0) : 0;
-  __shared__ uint32_t s_stage[kSlots > 0 ? kGemvThreads / kWarp * kSlots * kSegWords<T> : 1];
-  uint32_t* sm = s_stage + warp * kSlots * kSegWords<T>;
-  float v[kDepth][kChunk], v2[kChunk];
-  // Lane L decodes chunk base + 32 j + L of r into v[j] (and chunk base + L of r2 into v2): all
-  // loads are issued before the first is used.
-  auto load = [&](int64_t base) {
-    if constexpr (kStaged<T>) {
-      uint32_t w[kDepth][kLaneWords<T>], w2[kLaneWords<T>];
-      int off[kDepth], off2 = 0;
-#pragma unroll
-      for (int j = 0; j < kDepth; ++j) stage_load<T>(r, base + j * kWarp, n_chunks, lane, w[j], off[j]);
-      if constexpr (kPair) stage_load<T>(r2, base, n_chunks, lane, w2, off2);
-      __syncwarp();  // every lane has decoded the previous ranges from sm
-      const uint8_t* q[kDepth];
-#pragma unroll
-      for (int j = 0; j < kDepth; ++j) q[j] = stage_store<T>(sm + j * kSegWords<T>, w[j], off[j], lane);
-      const uint8_t* q2 = kPair ? stage_store<T>(sm + kDepth * kSegWords<T>, w2, off2, lane) : nullptr;
-      __syncwarp();
-#pragma unroll
-      for (int j = 0; j < kDepth; ++j) {
-        if (base + j * kWarp + lane < n_chunks) dequant_chunk<T>(q[j], lane, v[j]);
-      }
-      if constexpr (kPair) {
-        if (base + lane < n_chunks) dequant_chunk<T>(q2, lane, v2);
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < kDepth; ++j) {
-        if (base + j * kWarp + lane < n_chunks) dequant_chunk<T>(r, base + j * kWarp + lane, v[j]);
-      }
-      if constexpr (kPair) {
-        if (base + lane < n_chunks) dequant_chunk<T>(r2, base + lane, v2);
-      }
-    }
-  };
   // The first chunks of weights are loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
-  load(0);
+  float v[kDepth][kChunk], v2[kChunk];
+#pragma unroll
+  for (int j = 0; j < kDepth; ++j) {
+    if (c0 + j * c_step < n_chunks) dequant_chunk<T>(r, c0 + j * c_step, v[j]);
+  }
+  if constexpr (kPair) {
+    if (c0 < n_chunks) dequant_chunk<T>(r2, c0, v2);
+  }
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
   float acc = 0.f, acc2 = 0.f, ss = 0.f;
-  for (int64_t base = 0; base < n_chunks; base += kDepth * kWarp) {  // warp-uniform
-    if (base != 0) load(base);
+  for (int64_t c = c0; c < n_chunks; c += kDepth * c_step) {
+    if (c != c0) {
+#pragma unroll
+      for (int j = 0; j < kDepth; ++j) {
+        if (c + j * c_step < n_chunks) dequant_chunk<T>(r, c + j * c_step, v[j]);
+      }
+      if constexpr (kPair) dequant_chunk<T>(r2, c, v2);
+    }
 #pragma unroll
     for (int j = 0; j < kDepth; ++j) {
-      const int64_t cj = base + j * kWarp + lane;
+      const int64_t cj = c + j * c_step;
       const float* nw = kNorm ? a.f.norm.w + cj * kChunk : nullptr;
       if (cj < n_chunks) dot_chunk<kNorm, kPair>(v[j], v2, xt + cj * kChunk, nw, acc, acc2, ss);
     }

@@ -356,69 +356,6 @@ __device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, flo
   dequant_block_chunk<T>(row + blk * BlockInfo<T>::kBytes, int(c % kPerBlock), out);
 }
 
-// ---- Warp-staged loads ------------------------------------------------------------------------
-// A warp whose lanes take consecutive chunks (lane L: chunk base + L) of one row reads 32
-// consecutive chunks, i.e. one contiguous byte range. Decoding straight from global memory makes
-// each lane load its own block with the narrow accesses its alignment allows: a Q8_0 block (34
-// bytes, 2-byte aligned) takes 17 two-byte loads per lane, every warp-wide instruction touching
-// ~1 KiB in 2-byte pieces, and the GEMVs measured (ncu, H100) at 0.3-0.7 TB/s, bound by those
-// load instructions rather than by DRAM. For the types whose blocks are not 16-byte aligned
-// (kStaged), the warp instead loads the range with coalesced 4-byte words (each instruction
-// covers 128 contiguous bytes), stores it to shared memory, and every lane decodes its chunk
-// from there with the unchanged decoder: the same values, in the same order, as before.
-template <GGMLType T>
-constexpr bool kStaged = BlockInfo<T>::kBytes % 16 != 0;
-// Bytes of 32 chunks (a warp's range): 32 blocks of 32 elements, or 4 super-blocks of 256.
-template <GGMLType T>
-constexpr int kSegBytes = (kWarp * kChunk / BlockInfo<T>::kElems) * BlockInfo<T>::kBytes;
-// Words a staged range occupies: it starts 2-byte aligned (every block size is even), so up to 2
-// bytes before it share its first word.
-template <GGMLType T>
-constexpr int kSegWords = (kSegBytes<T> + 2 + 3) / 4;
-// Words each lane loads.
-template <GGMLType T>
-constexpr int kLaneWords = (kSegWords<T> + kWarp - 1) / kWarp;
-
-// The raw words of chunks [base, base + 32) of `row` (a row of n_chunks chunks), loaded by the
-// whole warp: word i of the range goes to lane i % 32, w[i / 32]. `off` receives the range's
-// byte offset in its first word. A range past the row's end is empty; a last word that would
-// reach past the range's end loads only its first 2 bytes (the rest is never decoded), so no
-// byte outside the row is read.
-template <GGMLType T>
-__device__ __forceinline__ void stage_load(const uint8_t* row, int64_t base, int64_t n_chunks, int lane,
-                                           uint32_t (&w)[kLaneWords<T>], int& off) {
-  constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
-  const int64_t end = min(base + kWarp, n_chunks);
-  const uint8_t* p = row + (base / kPerBlock) * BlockInfo<T>::kBytes;
-  const int64_t bytes = end > base ? ((end + kPerBlock - 1) / kPerBlock - base / kPerBlock) * BlockInfo<T>::kBytes : 0;
-  const uint8_t* pa = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(3));
-  off = int(p - pa);
-  const int64_t have = off + bytes;  // bytes from pa to the range's end
-#pragma unroll
-  for (int k = 0; k < kLaneWords<T>; ++k) {
-    const int64_t i = lane + int64_t(k) * kWarp;
-    w[k] = 0;
-    if (4 * i + 4 <= have) {
-      w[k] = load_u32_a4(pa + 4 * i);
-    } else if (4 * i < have) {
-      w[k] = load_u16(pa + 4 * i);
-    }
-  }
-}
-
-// Stores a staged range to the warp's shared words `sm` [kSegWords<T>] and returns its first
-// byte there. The caller __syncwarp()s between any earlier reads of sm and this call.
-template <GGMLType T>
-__device__ __forceinline__ const uint8_t* stage_store(uint32_t* sm, const uint32_t (&w)[kLaneWords<T>], int off,
-                                                      int lane) {
-#pragma unroll
-  for (int k = 0; k < kLaneWords<T>; ++k) {
-    const int i = lane + k * kWarp;
-    if (i < kSegWords<T>) sm[i] = w[k];
-  }
-  return reinterpret_cast<const uint8_t*>(sm) + off;
-}
-
 // Calls f.template operator()<T>() with T the compile-time twin of the run-time type `t`; throws
 // (naming the type and the op) for a type the CUDA kernels do not decode.
 template <class F>
