@@ -116,12 +116,16 @@ class CudaBackend final : public Backend {
     decode_.argmax_keys =
         static_cast<unsigned long long*>(alloc(cuda::kMaxCounters * sizeof(unsigned long long)));
     decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
+    decode_.gemm_partials = static_cast<float*>(alloc(cuda::kGemmPartialFloats * sizeof(float)));
+    decode_.gemm_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.argmax_keys, 0, cuda::kMaxCounters * sizeof(unsigned long long), stream_));
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.argmax_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
+    QWEN_CUDA_CHECK(
+        cudaMemsetAsync(decode_.gemm_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
   }
 
   ~CudaBackend() override {
@@ -132,7 +136,8 @@ class CudaBackend final : public Backend {
     if (scratch_.w16) cudaFree(scratch_.w16);
     if (scratch_.x16) cudaFree(scratch_.x16);
     for (void* p : {static_cast<void*>(decode_.attn_partials), static_cast<void*>(decode_.attn_counters),
-                    static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters)})
+                    static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters),
+                    static_cast<void*>(decode_.gemm_partials), static_cast<void*>(decode_.gemm_counters)})
       cudaFree(p);
     cublasDestroy(blas_);
     cudaFree(workspace_);
@@ -205,6 +210,9 @@ class CudaBackend final : public Backend {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
+      } else if (small) {
+        const cuda::GemvOut out{y, w, bias};
+        cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr);
       } else {
         cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
       }
@@ -397,9 +405,9 @@ class CudaBackend final : public Backend {
     held_.kind = Pending::Kind::None;
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
       if (p.n_mm > 1 && !fuse_qkv_) {
-        for (int i = 0; i < p.n_mm; ++i) cuda::gemm_small(stream_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
+        for (int i = 0; i < p.n_mm; ++i) cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
       } else {
-        cuda::gemm_small(stream_, p.mm, p.n_mm, p.x, p.n_tokens, resid);
+        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid);
       }
       return;
     }

@@ -17,6 +17,7 @@
 // B fragments (the activations of 8 tokens) come straight from x in global memory (L2: x is a
 // few hundred KiB at most). At the end the warps' partial sums are added in shared memory in a
 // fixed tree order, so results do not depend on scheduling.
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/cuda/ops.cuh"
@@ -114,6 +115,12 @@ struct SmallArgs {
   int64_t ne0;
   int n_tokens;
   float* resid;  // single matrix only: resid += y after y is stored
+  // Split K (gridDim.y = splits > 1): block (x, y) takes the slices y, y + splits, ... of each
+  // warp's round robin, stores its sums to partials[(x * splits + y)][kPer][32 lanes] and counts
+  // itself in counters[x]; the last of the x's blocks adds the splits' sums in split order (so
+  // the result does not depend on which block finishes last), writes y and resets the counter.
+  float* partials;
+  unsigned* counters;
 };
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros).
@@ -146,11 +153,12 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
     }
   };
   float acc[kMTiles][NT][4] = {};
-  int64_t s = warp;
+  const int64_t split = blockIdx.y, step = int64_t(kWarps) * gridDim.y;
+  int64_t s = split * kWarps + warp;
   // Weights are never written by a kernel: the first slice loads while the predecessor drains.
   if (s < n_slices) load_slice(s);
   pdl_begin();
-  for (; s < n_slices; s += kWarps) {
+  for (; s < n_slices; s += step) {
     H* trow = tile + lane * kTileStride;
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
@@ -165,7 +173,7 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
       }
     }
     __syncwarp();
-    if (s + kWarps < n_slices) load_slice(s + kWarps);  // in flight while the tensor cores run
+    if (s + step < n_slices) load_slice(s + step);  // in flight while the tensor cores run
 #pragma unroll
     for (int kk = 0; kk < kSliceCols / 16; ++kk) {
       const int64_t k = s * kSliceCols + kk * 16;
@@ -223,6 +231,24 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
     }
   }
   if (warp != 0) return;
+  if (gridDim.y > 1) {
+    float* mine = a.partials + (int64_t(b) * gridDim.y + split) * kPer * kWarp;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) mine[i * kWarp + lane] = (&acc[0][0][0])[i];
+    __threadfence();  // the sums are visible before the count that announces them
+    unsigned done = 0;
+    if (lane == 0) done = atomicAdd(&a.counters[b], 1u);
+    if (__shfl_sync(0xffffffffu, done, 0) != gridDim.y - 1) return;
+    __threadfence();  // the other splits' sums are read after their counts
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) (&acc[0][0][0])[i] = 0.f;
+    for (unsigned k = 0; k < gridDim.y; ++k) {
+      const volatile float* theirs = a.partials + (int64_t(b) * gridDim.y + k) * kPer * kWarp;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) (&acc[0][0][0])[i] += theirs[i * kWarp + lane];
+    }
+    if (lane == 0) a.counters[b] = 0;  // ready for the next launch (graphs replay it)
+  }
   // C fragment: e = 0, 1: row g, tokens 2q, 2q + 1; e = 2, 3: row g + 8, same tokens.
 #pragma unroll
   for (int m = 0; m < kMTiles; ++m) {
@@ -244,14 +270,30 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
   }
 }
 
+// Splits of K so that a grid of few row blocks with long rows (the FFN down projection: 28
+// blocks of 4864-wide rows) does not leave each warp a long chain of dependent slices: about two
+// slices per warp and split, as far as the scratch holds the partial sums.
+template <int NT>
+unsigned choose_splits(unsigned blocks, int64_t n_slices) {
+  constexpr int64_t kPerBlock = int64_t(kMTiles) * NT * 4 * kWarp;  // partial floats per split
+  int64_t splits = n_slices / (2 * kWarps);
+  splits = std::min<int64_t>(splits, 8);
+  if (blocks > unsigned(kMaxCounters)) splits = 1;
+  while (splits > 1 && int64_t(blocks) * splits * kPerBlock > kGemmPartialFloats) --splits;
+  return unsigned(std::max<int64_t>(splits, 1));
+}
+
 template <GGMLType T, int NT>
 void launch_small(cudaStream_t s, const SmallArgs& args) {
-  launch(gemm_small_kernel<T, NT>, dim3(args.seg[args.n_seg - 1].block_end), dim3(kThreads), s, args);
+  const unsigned blocks = args.seg[args.n_seg - 1].block_end;
+  const unsigned splits = choose_splits<NT>(blocks, (args.ne0 / kChunk + 1) / 2);
+  launch(gemm_small_kernel<T, NT>, dim3(blocks, splits), dim3(kThreads), s, args);
 }
 
 }  // namespace
 
-void gemm_small(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, float* resid) {
+void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
+                int n_tokens, float* resid) {
   QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemm_small: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens, " tokens (1..",
              kSmallMaxTokens, ")");
@@ -265,6 +307,8 @@ void gemm_small(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   args.ne0 = w.ne0;
   args.n_tokens = n_tokens;
   args.resid = resid;
+  args.partials = scratch.gemm_partials;
+  args.counters = scratch.gemm_counters;
   unsigned blocks = 0;
   for (int i = 0; i < n; ++i) {
     const Weight& wi = outs[i].w;

@@ -6,8 +6,8 @@
 // into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together
 // with SwiGLU (gemv_swiglu); the norm combines with both.
 //
-// A few tokens (batched decode of several streams, short prompts): gemm_small.cu, tensor cores
-// fed from a dequantized tile per warp, each weight byte read once.
+// 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
+// (the backend routes them), except F32 weights.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
 // (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
@@ -361,10 +361,6 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias) {
   check_weight(w, "gemm");
-  if (n_tokens <= kSmallMaxTokens && w.type != GGMLType::F32) {
-    const GemvOut out{y, w, bias};
-    return gemm_small(s, &out, 1, x, n_tokens, nullptr);
-  }
   const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
   if (w.type == GGMLType::F32) {
     const float alpha = 1.f, beta = 0.f;

@@ -24,11 +24,14 @@ struct GemmScratch {
 // counters return to zero after every use, so captured graphs can replay them).
 constexpr int64_t kAttnPartialFloats = int64_t(1) << 20;
 constexpr int kMaxCounters = 4096;
+constexpr int64_t kGemmPartialFloats = int64_t(1) << 20;
 struct DecodeScratch {
   float* attn_partials = nullptr;             // kAttnPartialFloats: split-K (acc, max, sum) partials
   unsigned* attn_counters = nullptr;          // kMaxCounters: finished splits per (token, head)
   unsigned long long* argmax_keys = nullptr;  // kMaxCounters: best (value, index) key per row
   unsigned* argmax_counters = nullptr;        // kMaxCounters: finished blocks per row
+  float* gemm_partials = nullptr;             // kGemmPartialFloats: gemm_small's split-K sums
+  unsigned* gemm_counters = nullptr;          // kMaxCounters: finished splits per row block
 };
 
 // embed.cu
@@ -83,8 +86,8 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
 // norm.out; with norm.w, x is normalized first as in gemv_group.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
                  float* out, const GemvNorm& norm = {});
-// Prefill: n_tokens <= kSmallMaxTokens (and a 16-bit or quantized W) runs gemm_small, more
-// tokens (or F32 weights) cuBLAS.
+// Prefill (and batched steps that gemm_small does not take: F32 weights, more than
+// kSmallMaxTokens tokens): cuBLAS.
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
           const float* x, int n_tokens, const float* bias);
 
@@ -94,7 +97,10 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
-void gemm_small(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens, float* resid);
+// Long rows in few row blocks are split over several blocks (K split), merged deterministically
+// through scratch.gemm_partials / gemm_counters.
+void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
+                int n_tokens, float* resid);
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
