@@ -286,15 +286,23 @@ __device__ __forceinline__ void k4_scale_min(const uint8_t* s, int j, float& sc,
   }
 }
 
+// Chunk c's x = dl q - ml of a Q4_K / Q5_K super-block (both begin {half d; half dmin; u8
+// scales[12]}): dl = d * scale_c, ml = dmin * min_c.
+__device__ __forceinline__ void k4_chunk_scale(const uint8_t* b, int c, float& dl, float& ml) {
+  const float d = load_half(b), dmin = load_half(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, c, sc, m);
+  dl = d * sc;
+  ml = dmin * m;
+}
+
 // Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes, 16-byte aligned blocks).
 // Chunk c: nibble (c%2 ? high : low) of qs[32 (c/2) + k]; x = d sc_c q - dmin m_c.
 template <>
 __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_t* b, int c,
                                                                     float out[kChunk]) {
-  const float d = load_half(b), dmin = load_half(b + 2);
-  float sc, m;
-  k4_scale_min(b + 4, c, sc, m);
-  const float dl = d * sc, ml = dmin * m;
+  float dl, ml;
+  k4_chunk_scale(b, c, dl, ml);
   uint32_t w[8];
   load16_a16(b + 16 + 32 * (c / 2), w);
   load16_a16(b + 16 + 32 * (c / 2) + 16, w + 4);
@@ -308,10 +316,8 @@ __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_
 template <>
 __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(const uint8_t* b, int c,
                                                                     float out[kChunk]) {
-  const float d = load_half(b), dmin = load_half(b + 2);
-  float sc, m;
-  k4_scale_min(b + 4, c, sc, m);
-  const float dl = d * sc, ml = dmin * m;
+  float dl, ml;
+  k4_chunk_scale(b, c, dl, ml);
   uint32_t qh[8], w[8];
   load16_a16(b + 16, qh);
   load16_a16(b + 32, qh + 4);
