@@ -6,11 +6,7 @@ reuses another's cached prefix) to /v1/completions with stream = true, ignore_eo
 max_tokens = --gen-tokens, at temperature 0. Reported per stream count:
   aggregate tok/s = all generated tokens / wall time from the first request to the last [DONE],
   TTFT = time to the first content chunk (median and max over streams).
-Every stream runs in its own process, started together at a barrier: with threads, the client's
-own chunk parsing (one JSON object per token, serialized by Python's global interpreter lock)
-could fall behind a server that streams tens of thousands of chunks per second, and the wall time
-would measure the client. Standard library only (runs on machines without the openai package).
-Start the server with
+Standard library only (runs on machines without the openai package). Start the server with
 --parallel >= the largest stream count and -c >= prompt + generated tokens, e.g.
 
   qwen-server -m model.gguf --device cuda --parallel 64 -c 512 --port 8080 &
@@ -19,9 +15,9 @@ Start the server with
 import argparse
 import http.client
 import json
-import multiprocessing
 import random
 import statistics
+import threading
 import time
 import urllib.parse
 
@@ -54,35 +50,26 @@ def stream_once(url, prompt_ids, gen_tokens):
     return usage["completion_tokens"], ttft or 0.0, time.perf_counter() - t0
 
 
-def stream_process(i, url, prompt_ids, gen_tokens, barrier, results):
-    """Runs stream i after the barrier; puts (i, (tokens, ttft, start, end) or an error string)."""
-    barrier.wait()
-    start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
-    try:
-        tokens, ttft, _ = stream_once(url, prompt_ids, gen_tokens)
-        results.put((i, (tokens, ttft, start, time.perf_counter())))
-    except Exception as e:  # reported by the parent; one failed stream invalidates the run
-        results.put((i, repr(e)))
-
-
 def run(url, n_streams, prompt_tokens, gen_tokens, n_vocab, rng):
     prompts = [[rng.randrange(1000, min(n_vocab, 150000)) for _ in range(prompt_tokens)] for _ in range(n_streams)]
-    ctx = multiprocessing.get_context("fork")
-    barrier, queue = ctx.Barrier(n_streams), ctx.Queue()
-    procs = [ctx.Process(target=stream_process, args=(i, url, prompts[i], gen_tokens, barrier, queue))
-             for i in range(n_streams)]
-    for p in procs:
-        p.start()
     results = [None] * n_streams
-    for _ in range(n_streams):
-        i, r = queue.get()
-        results[i] = r
-    for p in procs:
-        p.join()
-    errors = [r for r in results if isinstance(r, str)]
+    errors = []
+
+    def worker(i):
+        try:
+            results[i] = stream_once(url, prompts[i], gen_tokens)
+        except Exception as e:  # reported below; one failed stream invalidates the run
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_streams)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} of {n_streams} streams failed: {errors[0]}")
-    wall = max(r[3] for r in results) - min(r[2] for r in results)
     generated = sum(r[0] for r in results)
     ttfts = [r[1] for r in results]
     return {"streams": n_streams, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
