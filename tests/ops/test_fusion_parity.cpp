@@ -135,7 +135,7 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep"}, Case{GGMLType::F32, 2, "qkv"},
                     Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q4_1, 1, "deep"},
                     Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup,deep"},
-                    // The default set, the norm absorbed by the q/k/v group and the gate/up pair.
+                    // The default set plus the norm, absorbed by the q/k/v group and the gate/up pair.
                     Case{GGMLType::F16, 1, "norm,resid,rope,qkv,gateup,deep"},
                     Case{GGMLType::F16, 4, "norm,resid,rope,qkv,gateup,deep"},
                     Case{GGMLType::Q8_0, 1, "norm,resid,rope,qkv,gateup,deep"},

@@ -23,28 +23,28 @@
 //   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
 //                                              -> one GEMV computing the gate and up rows of each
 //                                                 output together, storing g, u and o ("gateup")
-// A norm absorbed by the first matmul (fusion `norm`) stays with the group it starts (qkv,
-// gateup), so a layer's attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops would write
-// is still written, so a tap or a later op sees the same memory, and every fusion but norm keeps
-// the arithmetic of the separate ops (bitwise-equal results). The norm does not: each warp of
-// the GEMV sums x * x from the x it loads for its own dot products and scales the finished dot
-// product, so no block reduction delays the dots (matmul.cu); the results differ from the
-// unfused ones by rounding (tests/ops bound it). Any other call (including upload/download/
-// synchronize and the capture calls) first launches what is held back. QWEN_CUDA_FUSION picks
-// the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none) and "deep" (not a
-// fusion: a GEMV of long rows whose grid fits one block per SM loads several chunks per lane
-// before using them, same arithmetic; off in "0", so that stays the original path). The
-// default is resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
-// docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu
-// lost 4% (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate
-// SwiGLU overlaps its neighbours through programmatic dependent launch). qkv and gateup remove
-// 4 of the 12 launches of a decode layer without adding work to any warp's critical path
-// (gateup only doubles its independent loads). The warp-level norm removes 2 more (8 -> 6 per
-// layer) and adds only an fmaf per x element and one warp sum per row, yet it measured 6%
-// slower (same machine: Q8_0 826 -> 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off
-// by default: without the small rmsnorm kernel between them, the next GEMV's blocks cannot
-// become resident (and prefetch their weights) while the register-heavy Deep and Pair GEMVs
-// still hold the SMs. glu applies only to a lone matmul (gateup takes the pair first).
+// A norm absorbed by the first matmul (fusion `norm`) stays with the group it starts (qkv, gateup),
+// so a layer's attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops
+// would write is still written, so a tap or a later op sees the same memory, and every fusion but
+// norm keeps the arithmetic of the separate ops (bitwise-equal results). The norm does not: each
+// warp of the GEMV sums x * x from the x it loads for its own dot products and scales the finished
+// dot product, so no block reduction delays the dots (matmul.cu); the results differ from the
+// unfused ones by rounding (tests/ops bound it). Any other call (including
+// upload/download/synchronize and the capture calls) first launches what is held back.
+// QWEN_CUDA_FUSION picks the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none)
+// and "deep" (not a fusion: a GEMV of long rows whose grid fits one block per SM loads several
+// chunks per lane before using them, same arithmetic; off in "0", so that stays the original path).
+// The default is resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
+// docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu lost 4%
+// (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate SwiGLU
+// overlaps its neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12
+// launches of a decode layer without adding work to any warp's critical path (gateup only doubles
+// its independent loads). The warp-level norm removes 2 more (8 -> 6 per layer) and adds only an
+// fmaf per x element and one warp sum per row, yet it measured 6% slower (same machine: Q8_0 826 ->
+// 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off by default. The likely cause (not
+// verified): without the small rmsnorm kernel between them, the next GEMV's blocks cannot become
+// resident, and prefetch their weights, while the register-heavy Deep and Pair GEMVs still hold the
+// SMs. glu applies only to a lone matmul (gateup takes the pair first).
 
 #include <algorithm>
 #include <cstdlib>

@@ -16,7 +16,11 @@
 // mma A fragments from it), and the next slice's weights are loaded while the tensor cores run.
 // B fragments (the activations of 8 tokens) come straight from x in global memory (L2: x is a
 // few hundred KiB at most). At the end the warps' partial sums are added in shared memory in a
-// fixed tree order, so results do not depend on scheduling.
+// fixed tree order, so results do not depend on scheduling. Rows long enough to leave each warp
+// a chain of many slices (the FFN down projection: 896 rows of 4864 are only 28 blocks) are
+// split over several blocks along K, whose sums the last block to finish adds in split order
+// (deterministic again). One launch may cover up to kMaxGemvGroup matrices that share x (q/k/v,
+// gate/up: consecutive block ranges), and a single matrix may add its result into a residual.
 #include <algorithm>
 #include <type_traits>
 
@@ -236,6 +240,7 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
 #pragma unroll
     for (int i = 0; i < kPer; ++i) mine[i * kWarp + lane] = (&acc[0][0][0])[i];
     __threadfence();  // the sums are visible before the count that announces them
+    __syncwarp();     // every lane's sums, not only lane 0's
     unsigned done = 0;
     if (lane == 0) done = atomicAdd(&a.counters[b], 1u);
     if (__shfl_sync(0xffffffffu, done, 0) != gridDim.y - 1) return;
@@ -317,6 +322,8 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
                w.ne0);
     QWEN_CHECK(wi.ne0 % kChunk == 0, "cuda gemm_small: weight row length ne0 = ", wi.ne0,
                " is not a multiple of 32 (type ", type_name(wi.type), ")");
+    QWEN_CHECK(reinterpret_cast<uintptr_t>(wi.data) % 16 == 0, "cuda gemm_small: weight data is not 16-byte aligned (type ",
+               type_name(wi.type), ", ", wi.ne1, "x", wi.ne0, ")");
     blocks += unsigned(ceil_div(wi.ne1, kRows));
     args.seg[i] = SmallSeg{outs[i].y, static_cast<const uint8_t*>(wi.data), outs[i].bias, wi.ne1, blocks};
   }
