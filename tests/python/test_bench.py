@@ -1,0 +1,61 @@
+"""qwen-bench on the CPU backend with a tiny synthetic model: the tests it names run and report
+what they measured (pp, tg and the batched tg of -b), in markdown and JSON, and bad arguments
+fail with a message naming them. Speed itself is checked on the GPU machine, never here."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_model import make_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "tiny.gguf"
+    make_model(path, arch="qwen2", n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512,
+               type="Q8_0", seed=3)
+    return path
+
+
+def bench(bin_dir, *args):
+    return subprocess.run([str(bin_dir / "qwen-bench"), "--device", "cpu", "-t", "2", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_json_reports_every_test(bin_dir, model):
+    """-p 8 -n 4 -b 1,3: pp8, tg4 and tg4 x3 (12 tokens: 3 sequences x 4 steps), each with one
+    timed repetition and a positive rate."""
+    out = bench(bin_dir, "-m", model, "-p", 8, "-n", 4, "-r", 1, "-b", "1,3", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["type"] == "Q8_0" and report["arch"] == "qwen2"
+    tests = {t["test"]: t for t in report["tests"]}
+    assert set(tests) == {"pp8", "tg4", "tg4 x3"}
+    assert [tests[k]["n_tokens"] for k in ("pp8", "tg4", "tg4 x3")] == [8, 4, 12]
+    for t in tests.values():
+        assert len(t["seconds"]) == 1 and t["seconds"][0] > 0
+        assert t["tok_s_mean"] > 0 and t["gb_s_mean"] > 0
+
+
+def test_markdown_table(bin_dir, model):
+    out = bench(bin_dir, "-m", model, "-p", 0, "-n", 2, "-r", 2, "-b", "2")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| qwen2 |")]
+    assert len(rows) == 1 and "| tg2 x2 |" in rows[0], out.stdout
+    assert "| model | type | size MiB | backend | test | t/s | GB/s |" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "/nonexistent.gguf"], "/nonexistent.gguf"),
+    (["-b", "0"], "--batch"),
+    (["-r", "0"], "--repetitions"),
+])
+def test_bad_arguments(bin_dir, model, args, message):
+    full = args if args[0] == "-m" else ["-m", model, *args]
+    out = bench(bin_dir, *full)
+    assert out.returncode != 0
+    assert message in out.stderr + out.stdout
