@@ -194,7 +194,7 @@ void Scheduler::feed_prefills() {
   }
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    engine_.eval(inputs, logits_);
+    engine_.prefill(inputs);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qwen-server: prefill failed: %s\n", e.what());
     fail_running({.error = str("prefill failed: ", e.what())});

@@ -118,7 +118,6 @@ class Scheduler {
   // Scheduler thread only. A slot is busy while a job of either list holds it.
   std::vector<Running> running_;
   std::vector<Prefill> prefilling_;
-  std::vector<float> logits_;  // Engine::eval output of the chunk forwards (not used)
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -191,6 +191,11 @@ void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
   run(inputs, logits.data(), nullptr);
 }
 
+void Engine::prefill(std::span<const Input> inputs) {
+  std::vector<int32_t> top(inputs.size());
+  run(inputs, nullptr, top.data());
+}
+
 void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
   Impl& m = *impl_;
   const size_t n_vocab = size_t(this->n_vocab());

@@ -117,6 +117,10 @@ class Engine {
     std::span<const int32_t> tokens;
   };
   void eval(std::span<const Input> inputs, std::vector<float>& logits);
+  // eval() for tokens whose logits nobody reads (a server's chunked prefill): the same forward
+  // calls and slot contents, but only each last row's argmax leaves the backend instead of
+  // n_vocab floats per input.
+  void prefill(std::span<const Input> inputs);
 
   // Teacher-forced logits of every token (qwen-logits): evaluates `tokens` on `slot` from position
   // 0, `step_by_step` feeding one token per forward; out is [tokens.size()][n_vocab].

@@ -121,6 +121,27 @@ TEST_F(SessionTest, ChunkedPrefillMatchesOneCall) {
   EXPECT_LE(max_abs_diff(want.data(), got.data(), want.size()), 1e-4f);
 }
 
+// prefill() appends like eval() without returning logits: prefilling all but the last token of
+// two prompts, then evaluating the last ones, gives eval()'s logits of the whole prompts
+// (max |Δlogit| <= 1e-4) and the same slot contents.
+TEST_F(SessionTest, PrefillThenLastTokenMatchesEval) {
+  auto whole = load(2), split = load(2, 256, /*max_batch=*/4);
+  const Tokenizer& tok = whole->tokenizer();
+  const auto a = tok.encode("a prompt that is longer than four tokens for sure");
+  const auto b = tok.encode("and a second one");
+  std::vector<float> want, got;
+  const std::vector<Engine::Input> in = {{0, a}, {1, b}};
+  whole->eval(in, want);
+  const std::vector<Engine::Input> head = {{0, std::span(a).first(a.size() - 1)},
+                                           {1, std::span(b).first(b.size() - 1)}};
+  split->prefill(head);
+  const std::vector<Engine::Input> tail = {{0, std::span(a).last(1)}, {1, std::span(b).last(1)}};
+  split->eval(tail, got);
+  EXPECT_EQ(split->slot_tokens(0), a);
+  EXPECT_EQ(split->slot_tokens(1), b);
+  EXPECT_LE(max_abs_diff(want.data(), got.data(), want.size()), 1e-4f);
+}
+
 TEST_F(SessionTest, SteppingGenerationsTogetherEqualsAlone) {
   auto e = load(2);
   const Tokenizer& tok = e->tokenizer();
