@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
       results.push_back(r);
     }
 
-    bool graphs = false;
+    const bool graphs = n_gen > 0 && be.supports_graphs();
     for (int B : n_gen > 0 ? batches : std::vector<int>{}) {
       // B sequences 0..B-1, each at position 0 with its own first token; row b is sequence b's.
       std::vector<int32_t> zeros(static_cast<size_t>(B), 0), seqs(static_cast<size_t>(B));
@@ -162,7 +162,6 @@ int main(int argc, char** argv) {
       be.upload(seq_d, seqs.data(), B * 4);
       be.upload(row_d, rows.data(), B * 4);
       const qwen::Batch step_batch{B, ids_d, pos_d, seq_d};
-      graphs = be.supports_graphs();
       auto step = [&] {
         model.forward(step_batch, kv.layers(), row_d, B, logits_d);
         be.argmax(ids_d, logits_d, B, c.n_vocab);  // next input tokens, never leave the device
@@ -198,8 +197,6 @@ int main(int argc, char** argv) {
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
     }
-    be.upload(pos_d, pos.data(), n_buf * 4);
-    be.upload(seq_d, seq.data(), n_buf * 4);
 
     std::string gpu;
     if (be.kind() == qwen::DeviceKind::CUDA) {
