@@ -102,17 +102,8 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t a[4], const void* smem_row)
                : "r"(addr));
 }
 
-// One output matrix of a launch; its rows occupy blocks [first block, block_end).
-struct SmallSeg {
-  float* y;
-  const uint8_t* w;
-  const float* bias;
-  int64_t ne1;
-  unsigned block_end;
-};
-
 struct SmallArgs {
-  SmallSeg seg[kMaxGemvGroup];
+  GroupSeg seg[kMaxGemvGroup];
   int n_seg;
   const float* x;
   size_t row_bytes;
@@ -134,11 +125,9 @@ __global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a)
   __shared__ __align__(16) unsigned char smem[kTileBytes > kRedBytes<NT> ? kTileBytes : kRedBytes<NT>];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
-  // Segment of this block, by selects (no dynamic indexing of the parameter array).
   const unsigned b = blockIdx.x;
-  const int si = b < a.seg[0].block_end ? 0 : (a.n_seg < 3 || b < a.seg[1].block_end ? 1 : 2);
-  const SmallSeg sg = si == 0 ? a.seg[0] : (si == 1 ? a.seg[1] : a.seg[2]);
-  const unsigned block0 = si == 0 ? 0u : (si == 1 ? a.seg[0].block_end : a.seg[1].block_end);
+  unsigned block0;
+  const GroupSeg sg = block_segment(a.seg, a.n_seg, b, block0);
   const int64_t row0 = int64_t(b - block0) * kRows;
   H* tile = reinterpret_cast<H*>(smem) + warp * kRows * kTileStride;
   const int64_t n_chunks = a.ne0 / kChunk, n_slices = (n_chunks + 1) / 2;
@@ -289,8 +278,7 @@ unsigned choose_splits(unsigned blocks, int64_t n_slices) {
 }
 
 template <GGMLType T, int NT>
-void launch_small(cudaStream_t s, const SmallArgs& args) {
-  const unsigned blocks = args.seg[args.n_seg - 1].block_end;
+void launch_small(cudaStream_t s, const SmallArgs& args, unsigned blocks) {
   const unsigned splits = choose_splits<NT>(blocks, (args.ne0 / kChunk + 1) / 2);
   launch(gemm_small_kernel<T, NT>, dim3(blocks, splits), dim3(kThreads), s, args);
 }
@@ -299,13 +287,13 @@ void launch_small(cudaStream_t s, const SmallArgs& args) {
 
 void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
                 int n_tokens, float* resid) {
-  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemm_small: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens, " tokens (1..",
              kSmallMaxTokens, ")");
   QWEN_CHECK(n == 1 || !resid, "cuda gemm_small: a group of ", n, " matrices takes no residual epilogue");
+  SmallArgs args{};
+  const unsigned blocks = group_segments(outs, n, kRows, args.seg, "gemm_small");
   const Weight& w = outs[0].w;
   QWEN_CHECK(w.type != GGMLType::F32, "cuda gemm_small: F32 weights go through SGEMM");
-  SmallArgs args{};
   args.n_seg = n;
   args.x = x;
   args.row_bytes = w.row_bytes();
@@ -314,29 +302,16 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   args.resid = resid;
   args.partials = scratch.gemm_partials;
   args.counters = scratch.gemm_counters;
-  unsigned blocks = 0;
-  for (int i = 0; i < n; ++i) {
-    const Weight& wi = outs[i].w;
-    QWEN_CHECK(wi.type == w.type && wi.ne0 == w.ne0, "cuda gemm_small: grouped matrix ", i, " is ",
-               type_name(wi.type), " with rows of ", wi.ne0, ", matrix 0 is ", type_name(w.type), " with rows of ",
-               w.ne0);
-    QWEN_CHECK(wi.ne0 % kChunk == 0, "cuda gemm_small: weight row length ne0 = ", wi.ne0,
-               " is not a multiple of 32 (type ", type_name(wi.type), ")");
-    QWEN_CHECK(reinterpret_cast<uintptr_t>(wi.data) % 16 == 0, "cuda gemm_small: weight data is not 16-byte aligned (type ",
-               type_name(wi.type), ", ", wi.ne1, "x", wi.ne0, ")");
-    blocks += unsigned(ceil_div(wi.ne1, kRows));
-    args.seg[i] = SmallSeg{outs[i].y, static_cast<const uint8_t*>(wi.data), outs[i].bias, wi.ne1, blocks};
-  }
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     if constexpr (T != GGMLType::F32) {
       if (n_tokens <= 8) {
-        launch_small<T, 1>(s, args);
+        launch_small<T, 1>(s, args, blocks);
       } else if (n_tokens <= 16) {
-        launch_small<T, 2>(s, args);
+        launch_small<T, 2>(s, args, blocks);
       } else if (n_tokens <= 32) {
-        launch_small<T, 4>(s, args);
+        launch_small<T, 4>(s, args, blocks);
       } else {
-        launch_small<T, 8>(s, args);
+        launch_small<T, 8>(s, args, blocks);
       }
     }
   });

@@ -34,17 +34,8 @@ namespace {
 constexpr int kGemvThreads = 256;                  // 8 warps = 8 rows per block
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
-// One output matrix of a (grouped) GEMV launch; its rows occupy blocks [first block, block_end).
-struct GemvSeg {
-  float* y;
-  const uint8_t* w;
-  const float* bias;
-  int64_t ne1;
-  unsigned block_end;
-};
-
 struct GemvArgs {
-  GemvSeg seg[kMaxGemvGroup];
+  GroupSeg seg[kMaxGemvGroup];
   int n_seg;
   size_t row_bytes;
   const float* x;
@@ -116,12 +107,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   constexpr bool kPair = M == GemvMode::Pair;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  // Segment of this block, by selects (no dynamic indexing of the parameter array).
-  const unsigned b = blockIdx.x;
-  const int s = kPair || b < a.seg[0].block_end ? 0 : (a.n_seg < 3 || b < a.seg[1].block_end ? 1 : 2);
-  const GemvSeg sg = s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
-  const unsigned block0 = s == 0 ? 0u : (s == 1 ? a.seg[0].block_end : a.seg[1].block_end);
-  const int64_t row = int64_t(b - block0) * (kGemvThreads / kWarp) + warp;
+  // Pair: both segments span the whole grid, so every block is in segment 0 (gate).
+  unsigned block0;
+  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
+  const int64_t row = int64_t(blockIdx.x - block0) * (kGemvThreads / kWarp) + warp;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
   const int64_t c0 = lane, c_step = kWarp;
@@ -282,6 +271,23 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
 
 }  // namespace
 
+unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
+                        const char* op) {
+  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda ", op, ": group of ", n, " matrices (1..", kMaxGemvGroup, ")");
+  const Weight& w0 = outs[0].w;
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    const Weight& w = outs[i].w;
+    check_weight(w, op);
+    QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda ", op, ": grouped matrix ", i, " is ",
+               type_name(w.type), " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type), " with rows of ",
+               w0.ne0);
+    blocks += unsigned(ceil_div(w.ne1, rows_per_block));
+    seg[i] = GroupSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
+  }
+  return blocks;
+}
+
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f) {
   const GemvOut out{y, w, bias};
@@ -290,27 +296,17 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
 
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f) {
-  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda gemv: group of ", n, " matrices (1..", kMaxGemvGroup, ")");
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
              " matrices takes no residual or SwiGLU epilogue");
-  const Weight& w0 = outs[0].w;
   GemvArgs args{};
+  const unsigned blocks = group_segments(outs, n, kGemvThreads / kWarp, args.seg, "gemv");
+  const Weight& w0 = outs[0].w;
   args.n_seg = n;
   args.row_bytes = w0.row_bytes();
   args.x = x;
   args.ne0 = w0.ne0;
   args.f = f;
-  unsigned blocks = 0;
-  for (int i = 0; i < n; ++i) {
-    const Weight& w = outs[i].w;
-    check_weight(w, "gemv");
-    QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda gemv: grouped matrix ", i, " is ",
-               type_name(w.type), " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type),
-               " with rows of ", w0.ne0);
-    blocks += unsigned(ceil_div(w.ne1, kGemvThreads / kWarp));
-    args.seg[i] = GemvSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
-  }
   const dim3 grid(blocks, unsigned(n_tokens));
   const bool norm = f.norm.w != nullptr;
   check_norm(f.norm, x, "gemv");
@@ -339,8 +335,8 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   GemvArgs args{};
   const unsigned blocks = unsigned(ceil_div(gate.w.ne1, kGemvThreads / kWarp));
   args.n_seg = 2;
-  args.seg[0] = GemvSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, blocks};
-  args.seg[1] = GemvSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, blocks};
+  args.seg[0] = GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, blocks};
+  args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, blocks};
   args.row_bytes = gate.w.row_bytes();
   args.x = x;
   args.ne0 = gate.w.ne0;

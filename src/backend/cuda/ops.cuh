@@ -80,6 +80,28 @@ struct GemvOut {
 constexpr int kMaxGemvGroup = 3;
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f);
+// One output matrix of a grouped launch (gemv_group, gemv_swiglu, gemm_small) as its kernel sees
+// it; its rows occupy blocks [the previous segment's block_end, block_end).
+struct GroupSeg {
+  float* y;
+  const uint8_t* w;
+  const float* bias;
+  int64_t ne1;
+  unsigned block_end;
+};
+// Lays out the n outputs of a grouped launch, rows_per_block rows per block, and returns the
+// grid's block count. Checks each weight (rows a multiple of 32 wide, data 16-byte aligned,
+// outs[0]'s type and row length); `op` names the caller in the errors.
+unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
+                        const char* op);
+// The segment holding block b and its first block, by selects (no dynamic indexing of a kernel
+// parameter array).
+__device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemvGroup], int n_seg, unsigned b,
+                                                  unsigned& block0) {
+  const int s = b < seg[0].block_end ? 0 : (n_seg < 3 || b < seg[1].block_end ? 1 : 2);
+  block0 = s == 0 ? 0u : (s == 1 ? seg[0].block_end : seg[1].block_end);
+  return s == 0 ? seg[0] : (s == 1 ? seg[1] : seg[2]);
+}
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x or

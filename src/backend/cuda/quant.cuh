@@ -121,33 +121,32 @@ __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t
   }
 }
 
-// F16 / BF16: 32 halves = four 16-byte loads.
-template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
+// F16 / BF16: 32 halves = four 16-byte loads; `pair` turns one 32-bit word (two values, the
+// first in the low half) into two floats.
+template <class Pair>
+__device__ __forceinline__ void dequant_16bit_chunk(const uint8_t* b, float out[kChunk], Pair pair) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     uint32_t w[4];
     load16_a16(b + 16 * i, w);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      out[8 * i + 2 * j] = half_to_float(uint16_t(w[j] & 0xffffu));
-      out[8 * i + 2 * j + 1] = half_to_float(uint16_t(w[j] >> 16));
-    }
+    for (int j = 0; j < 4; ++j) pair(w[j], out[8 * i + 2 * j], out[8 * i + 2 * j + 1]);
   }
+}
+template <>
+__device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
+  dequant_16bit_chunk(b, out, [](uint32_t w, float& lo, float& hi) {
+    lo = half_to_float(uint16_t(w & 0xffffu));
+    hi = half_to_float(uint16_t(w >> 16));
+  });
 }
 template <>
 __device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(const uint8_t* b, int,
                                                                     float out[kChunk]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    uint32_t w[4];
-    load16_a16(b + 16 * i, w);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      out[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
-      out[8 * i + 2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
-    }
-  }
+  dequant_16bit_chunk(b, out, [](uint32_t w, float& lo, float& hi) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  });
 }
 
 // Q4_0 {half d; u8 qs[16]}: x[j] = (lo nibble of qs[j] - 8) d, x[j+16] = (hi nibble - 8) d.
