@@ -2,7 +2,9 @@
 //   norm   - rmsnorm(out, x); matmul(y, W, out): the GEMV normalizes x itself (also grouped);
 //   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
-//   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight.
+//   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight;
+//   rows   - (not a fusion) up to 4 rows per GEMV warp where the grid stays large enough (the
+//            default set has it; "qkv,rows" and "gateup,rows" take it with one fusion each).
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
 // 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens (GEMV), 8 and 40
 // tokens (gemm_small: q/k/v or gate/up grouped into one launch, the residual add as its
@@ -174,6 +176,7 @@ TEST_P(FusionDecode, QkvGroup) {
     const std::vector<Output> outs = {{7, "q"}, {8, "k"}, {9, "v"}};
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv", kSameArithmetic, vs_cpu_bound(t, n));
+    check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 
@@ -205,6 +208,7 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
     check_scene(bufs, ops, outs, "gateup", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv,resid", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "deep", kSameArithmetic, vs_cpu_bound(t, n));
+    check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 

@@ -112,13 +112,16 @@ TEST_P(MatmulParity, LayerShapes) {
 }
 
 // Ragged shapes for gemm_small: rows not a multiple of its 32-row blocks, and (legacy types)
-// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk.
+// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk. And
+// for the GEMV: 9,001 rows give a grid large enough for several rows per warp (up to 4: blocks
+// of 32 rows, the last holding 9), at 1 and 2 tokens.
 TEST_P(MatmulParity, RaggedShapes) {
   const GGMLType t = GetParam();
   Pair be;
   std::mt19937 rng(555 + int(t));
-  const Shape s{201, is_kquant(t) ? 768 : 864};
-  for (int n_tokens : {3, 6, 33}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true);
+  const int64_t cols = is_kquant(t) ? 768 : 864;
+  for (int n_tokens : {3, 6, 33}) check_matmul(be, rng, t, Shape{201, cols}, n_tokens, /*bias=*/true);
+  for (int n_tokens : {1, 2}) check_matmul(be, rng, t, Shape{9001, cols}, n_tokens, /*bias=*/true);
 }
 
 // The lm_head: 151,936 rows, every row compared, decode and prefill.

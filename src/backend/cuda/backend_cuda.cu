@@ -105,6 +105,7 @@ class CudaBackend final : public Backend {
       fuse_qkv_ = v.find("qkv") != std::string::npos;
       fuse_gateup_ = v.find("gateup") != std::string::npos;
       deep_ = v.find("deep") != std::string::npos;
+      rows_ = v.find("rows") != std::string::npos;
     }
     QWEN_CUBLAS_CHECK(cublasCreate(&blas_));
     QWEN_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
@@ -282,7 +283,8 @@ class CudaBackend final : public Backend {
       if (fuse) {
         const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p));
+        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p),
+                          plain_fusion().rows_min_blocks);
         return;
       }
     }
@@ -376,6 +378,7 @@ class CudaBackend final : public Backend {
   cuda::GemvFusion plain_fusion() const {
     cuda::GemvFusion f;
     f.deep_max_blocks = deep_ ? n_sm_ : 0;
+    f.rows_min_blocks = rows_ ? n_sm_ : 0;
     return f;
   }
   // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
@@ -444,7 +447,9 @@ class CudaBackend final : public Backend {
   // or "" for none).
   bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
   bool fuse_qkv_ = true, fuse_gateup_ = true;
-  bool deep_ = true;  // not a fusion: long-row GEMVs keep several loads in flight (matmul.cu)
+  // Not fusions: long-row GEMVs keep several loads in flight (deep), a GEMV warp computes up to 4
+  // rows (rows); see matmul.cu.
+  bool deep_ = true, rows_ = true;
   int capturing_ = -1;
 };
 

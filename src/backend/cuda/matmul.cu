@@ -31,7 +31,8 @@
 namespace qwen::cuda {
 namespace {
 
-constexpr int kGemvThreads = 256;                  // 8 warps = 8 rows per block
+constexpr int kGemvThreads = 256;                  // 8 warps, each computing kRows rows
+constexpr int kGemvWarps = kGemvThreads / kWarp;
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
 struct GemvArgs {
@@ -48,14 +49,14 @@ struct GemvArgs {
 enum class GemvMode { Plain, Pair, Deep };
 // Chunks each lane of a Deep GEMV loads before using the first.
 constexpr int kDeepChunks = 4;
+// Rows per warp (kRows) are 4, 2 or 1; a lane holds kRows raw chunks per matrix, at most
+// kRawWords registers of them (see choose_rows).
+constexpr int kMaxRows = 4;
+constexpr int kRawWords = 40;
 
-// acc += dot(v, xs[0..32)) in index order, with xs = x, or xs = x * norm_w when kNorm (then also
-// ss += x * x in index order); when kPair, acc2 += dot(v2, xs) likewise. Each accumulator's
-// sequence of fmaf is that of the plain single-chunk loop, so fusing changes no result but the
-// norm's.
-template <bool kNorm, bool kPair>
-__device__ __forceinline__ void dot_chunk(const float* v, const float* v2, const float* x,
-                                          const float* norm_w, float& acc, float& acc2, float& ss) {
+// xs = x[0..32), or x * norm_w when kNorm (then also ss += x * x in index order).
+template <bool kNorm>
+__device__ __forceinline__ void load_x(const float* x, const float* norm_w, float xs[kChunk], float& ss) {
   const float4* xp = reinterpret_cast<const float4*>(x);
 #pragma unroll
   for (int i = 0; i < kChunk / 4; ++i) {
@@ -68,101 +69,122 @@ __device__ __forceinline__ void dot_chunk(const float* v, const float* v2, const
       const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
       xv = make_float4(xv.x * wv.x, xv.y * wv.y, xv.z * wv.z, xv.w * wv.w);
     }
-    acc = fmaf(v[4 * i], xv.x, acc);
-    acc = fmaf(v[4 * i + 1], xv.y, acc);
-    acc = fmaf(v[4 * i + 2], xv.z, acc);
-    acc = fmaf(v[4 * i + 3], xv.w, acc);
-    if constexpr (kPair) {
-      acc2 = fmaf(v2[4 * i], xv.x, acc2);
-      acc2 = fmaf(v2[4 * i + 1], xv.y, acc2);
-      acc2 = fmaf(v2[4 * i + 2], xv.z, acc2);
-      acc2 = fmaf(v2[4 * i + 3], xv.w, acc2);
-    }
+    xs[4 * i] = xv.x, xs[4 * i + 1] = xv.y, xs[4 * i + 2] = xv.z, xs[4 * i + 3] = xv.w;
   }
 }
 
-// Decode GEMV: one warp per row; each lane dequantizes whole 32-element chunks (c = lane,
-// lane + 32, ...) in registers and accumulates them in that order in fp32, then a warp sum.
-// (Splitting long rows over several warps measured slower: the extra blocks need a second wave,
-// and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup matrices that
-// share x (segments of consecutive blocks; a block's segment is uniform, so every warp runs the
-// single-matrix arithmetic). Modes:
-//  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes row o of both and
-//        stores gate, up and f.glu_out = silu(gate) * up;
-//  Deep: long rows in a grid of at most one block per SM, where registers do not limit
-//        occupancy: each lane loads kDeepChunks chunks before using the first, so one DRAM
-//        round trip serves up to 4 chunks (same accumulation order, so the same result).
+// acc += dot(v, xs) in index order: every mode and row count runs this same sequence of fmaf
+// per row, so they all give one result (the norm's rounding aside).
+__device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[kChunk], float& acc) {
+#pragma unroll
+  for (int k = 0; k < kChunk; ++k) acc = fmaf(v[k], xs[k], acc);
+}
+
+// Decode GEMV: each warp computes kRows consecutive rows (of both matrices in Pair mode); lane L
+// takes chunks c = L, L + 32, ... of each of them, accumulates each row in that order in fp32,
+// then a warp sum per row. A lane first loads the raw chunks of all its rows (ChunkRaw: the
+// packed words, Q8_0 9 registers a chunk), then decodes them one at a time against its chunk of
+// x, which it loads once for all rows. More rows per warp put more independent loads in flight
+// per lane and read x fewer times; the host picks kRows (choose_rows) so that the grid still
+// covers the SMs. (Splitting long rows over several warps measured slower: the extra blocks need
+// a second wave, and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup
+// matrices that share x (segments of consecutive blocks; a block's segment is uniform, so every
+// warp runs the single-matrix arithmetic). Modes:
+//  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes its rows of both
+//        and stores gate, up and f.glu_out = silu(gate) * up;
+//  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
+//        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
+//        to 4 chunks (same accumulation order, so the same result).
 // Plain and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
 // (single matrix only).
-// kNorm (Plain, Pair): x is RMSNorm(x) with weight f.norm.w. Every warp reads all of x for its
-// dot products, so each lane also sums x * x over the chunks it loads, and one warp sum after
-// the loop gives the row's scale, applied to the finished dot products (the scale is common to
-// every term). Nothing waits for a reduction before the loads and dots start (a block-wide sum
-// first, with two __syncthreads, put the norm on every block's critical path). Warp 0 of block
-// 0 stores the normalized x of its token to f.norm.out with the rmsnorm kernel's formula.
-template <GGMLType T, GemvMode M, bool kNorm>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
+// kNorm (Plain, Pair; kRows = 1): x is RMSNorm(x) with weight f.norm.w. Every warp reads all of
+// x for its dot products, so each lane also sums x * x over the chunks it loads, and one warp
+// sum after the loop gives the row's scale, applied to the finished dot products (the scale is
+// common to every term). Nothing waits for a reduction before the loads and dots start (a
+// block-wide sum first, with two __syncthreads, put the norm on every block's critical path).
+// Warp 0 of block 0 stores the normalized x of its token to f.norm.out with the rmsnorm
+// kernel's formula.
+template <GGMLType T, GemvMode M, bool kNorm, int kRows>
+__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
   static_assert(!(kNorm && M == GemvMode::Deep),
                 "no Deep GEMV with a norm: gemv_group runs a norm in Plain mode");
-  constexpr bool kPair = M == GemvMode::Pair;
+  static_assert(kRows == 1 || (!kNorm && M != GemvMode::Deep), "several rows per warp: Plain or Pair, no norm");
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   // Pair: both segments span the whole grid, so every block is in segment 0 (gate).
   unsigned block0;
   const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
-  const int64_t row = int64_t(blockIdx.x - block0) * (kGemvThreads / kWarp) + warp;
+  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
-  const int64_t c0 = lane, c_step = kWarp;
-  const int64_t rrow = min(row, sg.ne1 - 1);
-  const uint8_t* r = sg.w + rrow * a.row_bytes;
-  const uint8_t* r2 = kPair ? a.seg[1].w + rrow * a.row_bytes : nullptr;
-  // The first chunks of weights are loaded before waiting for the previous kernel: weights are
-  // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
-  float v[kDepth][kChunk], v2[kChunk];
-#pragma unroll
-  for (int j = 0; j < kDepth; ++j) {
-    if (c0 + j * c_step < n_chunks) dequant_chunk<T>(r, c0 + j * c_step, v[j]);
-  }
-  if constexpr (kPair) {
-    if (c0 < n_chunks) dequant_chunk<T>(r2, c0, v2);
-  }
-  pdl_begin();
-  const float* xt = a.x + t * a.ne0;
-  float acc = 0.f, acc2 = 0.f, ss = 0.f;
-  for (int64_t c = c0; c < n_chunks; c += kDepth * c_step) {
-    if (c != c0) {
-#pragma unroll
-      for (int j = 0; j < kDepth; ++j) {
-        if (c + j * c_step < n_chunks) dequant_chunk<T>(r, c + j * c_step, v[j]);
-      }
-      if constexpr (kPair) dequant_chunk<T>(r2, c, v2);
-    }
+  // Rows past the end load the last row; their results are not stored.
+  const uint8_t* w[kMats];
+  w[0] = sg.w;
+  if constexpr (kMats == 2) w[1] = a.seg[1].w;
+  ChunkRaw<T> raw[kDepth][kMats][kRows];
+  const auto load = [&](int64_t c) {
 #pragma unroll
     for (int j = 0; j < kDepth; ++j) {
-      const int64_t cj = c + j * c_step;
-      const float* nw = kNorm ? a.f.norm.w + cj * kChunk : nullptr;
-      if (cj < n_chunks) dot_chunk<kNorm, kPair>(v[j], v2, xt + cj * kChunk, nw, acc, acc2, ss);
+      const int64_t cj = c + j * kWarp;
+      if (cj >= n_chunks) continue;
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) load_chunk<T>(raw[j][m][i], w[m] + min(row0 + i, sg.ne1 - 1) * a.row_bytes, cj);
+      }
+    }
+  };
+  // The first chunks of weights are loaded before waiting for the previous kernel: weights are
+  // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
+  load(lane);
+  pdl_begin();
+  const float* xt = a.x + t * a.ne0;
+  float acc[kMats][kRows] = {}, ss = 0.f;
+  for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
+    if (c != lane) load(c);
+#pragma unroll
+    for (int j = 0; j < kDepth; ++j) {
+      const int64_t cj = c + j * kWarp;
+      if (cj >= n_chunks) continue;
+      float xs[kChunk];
+      load_x<kNorm>(xt + cj * kChunk, kNorm ? a.f.norm.w + cj * kChunk : nullptr, xs, ss);
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) {
+          float v[kChunk];
+          raw[j][m][i].decode(v);
+          dot_chunk(v, xs, acc[m][i]);
+        }
+      }
     }
   }
-  acc = warp_sum(acc);
-  if constexpr (kPair) acc2 = warp_sum(acc2);
+#pragma unroll
+  for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
+  }
   if constexpr (kNorm) {
     const float scale = rsqrtf(warp_sum(ss) / float(a.ne0) + a.f.norm.eps);  // the rmsnorm kernel's formula
-    acc *= scale;
-    acc2 *= scale;
+#pragma unroll
+    for (int m = 0; m < kMats; ++m) acc[m][0] *= scale;
     // Coalesced over the row; this warp has just read all of x and norm_w (cache hits, likely).
     if (blockIdx.x == 0 && warp == 0) {
       float* no = a.f.norm.out + t * a.ne0;
       for (int i = lane; i < int(a.ne0); i += kWarp) no[i] = xt[i] * scale * a.f.norm.w[i];
     }
   }
-  if (row < sg.ne1 && lane == 0) {
+  // Lane i stores row row0 + i.
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t row = row0 + i;
+    if (lane != i || row >= sg.ne1) continue;
     const int64_t o = t * sg.ne1 + row;
-    const float out = acc + (sg.bias ? sg.bias[row] : 0.f);
+    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
     sg.y[o] = out;
-    if constexpr (kPair) {
-      const float up = acc2 + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
+    if constexpr (kMats == 2) {
+      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
       a.seg[1].y[o] = up;
       a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
     } else {
@@ -269,6 +291,35 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
                                  CUBLAS_GEMM_DEFAULT));
 }
 
+// Rows per warp of a GEMV over `mats` matrices at once (2: gate and up) of type T: the most of
+// kMaxRows, 2 and 1 whose raw chunks (rows * mats per lane) fit kRawWords registers and whose grid,
+// blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always). Fewer
+// blocks than SMs would leave SMs idle in these latency-bound launches.
+template <GGMLType T, class Blocks>
+int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
+  for (int rows = kMaxRows; rows > 1; rows /= 2) {
+    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords && blocks(rows) >= unsigned(min_blocks))
+      return rows;
+  }
+  return 1;
+}
+
+// Launches gemv_kernel<T, M, no norm, rows>; a row count over T's register budget is never chosen
+// (choose_rows) and not instantiated.
+template <GGMLType T, GemvMode M, int kRows = kMaxRows>
+void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
+  if constexpr (kRows == 1) {
+    launch(gemv_kernel<T, M, false, 1>, grid, dim3(kGemvThreads), s, args);
+  } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
+    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+  } else if (rows == kRows) {
+    launch(gemv_kernel<T, M, false, kRows>, grid, dim3(kGemvThreads), s, args);
+  } else {
+    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+  }
+}
+
 }  // namespace
 
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
@@ -300,32 +351,36 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
              " matrices takes no residual or SwiGLU epilogue");
   GemvArgs args{};
-  const unsigned blocks = group_segments(outs, n, kGemvThreads / kWarp, args.seg, "gemv");
   const Weight& w0 = outs[0].w;
   args.n_seg = n;
   args.row_bytes = w0.row_bytes();
   args.x = x;
   args.ne0 = w0.ne0;
   args.f = f;
-  const dim3 grid(blocks, unsigned(n_tokens));
   const bool norm = f.norm.w != nullptr;
   check_norm(f.norm, x, "gemv");
-  // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
-  const bool deep = !norm && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
+    const auto blocks = [&](int rows) {
+      return group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv") * unsigned(n_tokens);
+    };
+    const int rows = norm ? 1 : choose_rows<T>(1, f.rows_min_blocks, blocks);
+    const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
+    // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
+    const bool deep = !norm && rows == 1 && w0.ne0 > kChunk * kWarp &&
+                      grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (norm) {
-      launch(gemv_kernel<T, GemvMode::Plain, true>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Plain, true, 1>, grid, dim3(kGemvThreads), s, args);
     } else if (deep) {
-      launch(gemv_kernel<T, GemvMode::Deep, false>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Deep, false, 1>, grid, dim3(kGemvThreads), s, args);
     } else {
-      launch(gemv_kernel<T, GemvMode::Plain, false>, grid, dim3(kGemvThreads), s, args);
+      launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, const GemvNorm& norm) {
+                 float* out, const GemvNorm& norm, int rows_min_blocks) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
@@ -333,22 +388,26 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
              type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ", type_name(up.w.type), " ",
              up.w.ne1, "x", up.w.ne0, " differ in type or shape");
   GemvArgs args{};
-  const unsigned blocks = unsigned(ceil_div(gate.w.ne1, kGemvThreads / kWarp));
   args.n_seg = 2;
-  args.seg[0] = GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, blocks};
-  args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, blocks};
   args.row_bytes = gate.w.row_bytes();
   args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
   args.f.norm = norm;
   check_norm(norm, x, "gemv (gate/up)");
-  const dim3 grid(blocks, unsigned(n_tokens));
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
+    const auto blocks = [&](int rows) {
+      return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
+    };
+    const int rows = norm.w ? 1 : choose_rows<T>(2, rows_min_blocks, blocks);
+    const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
+    args.seg[0] = GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
+    args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
+    const dim3 grid(row_blocks, unsigned(n_tokens));
     if (norm.w) {
-      launch(gemv_kernel<T, GemvMode::Pair, true>, grid, dim3(kGemvThreads), s, args);
+      launch(gemv_kernel<T, GemvMode::Pair, true, 1>, grid, dim3(kGemvThreads), s, args);
     } else {
-      launch(gemv_kernel<T, GemvMode::Pair, false>, grid, dim3(kGemvThreads), s, args);
+      launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();

@@ -64,6 +64,10 @@ struct GemvFusion {
   // passes its SM count; 0: never): each lane keeps several chunks' loads in flight (same
   // arithmetic; see gemv_kernel's Deep mode).
   int deep_max_blocks = 0;
+  // A warp may compute up to 4 rows (raw chunks of each in flight at once) while the grid keeps
+  // at least rows_min_blocks blocks (the backend passes its SM count; 0: one row per warp).
+  // Same arithmetic per row. Not with a norm.
+  int rows_min_blocks = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
@@ -105,9 +109,9 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x or
-// norm.out; with norm.w, x is normalized first as in gemv_group.
+// norm.out; with norm.w, x is normalized first as in gemv_group. rows_min_blocks as in GemvFusion.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, const GemvNorm& norm = {});
+                 float* out, const GemvNorm& norm, int rows_min_blocks);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
 // kSmallMaxTokens tokens): cuBLAS.
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,

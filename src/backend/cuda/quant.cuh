@@ -110,6 +110,21 @@ struct BlockInfo<GGMLType::Q6_K> {
 template <GGMLType T>
 __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
 
+// One chunk between its loads and its use: load() issues the loads, decode() yields the 32
+// floats. A GEMV keeps the raw chunks of several rows in flight and decodes one at a time, so a
+// compact type holds only its packed words (kWords registers: Q8_0 9, Q4_0 5 instead of 32).
+// Types without a compact form (F32, the k-quants) decode at load time and hold the floats.
+template <GGMLType T>
+struct ChunkRaw {
+  static constexpr int kWords = kChunk;
+  float v[kChunk];
+  __device__ __forceinline__ void load(const uint8_t* b, int sub) { dequant_block_chunk<T>(b, sub, v); }
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+#pragma unroll
+    for (int k = 0; k < kChunk; ++k) out[k] = v[k];
+  }
+};
+
 // F32: 32 floats, 16-byte aligned.
 template <>
 __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
@@ -121,108 +136,143 @@ __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t
   }
 }
 
-// F16 / BF16: 32 halves = four 16-byte loads; `pair` turns one 32-bit word (two values, the
-// first in the low half) into two floats.
-template <class Pair>
-__device__ __forceinline__ void dequant_16bit_chunk(const uint8_t* b, float out[kChunk], Pair pair) {
+// F16 / BF16: 32 halves = four 16-byte loads; word k holds elements 2k (low half) and 2k + 1.
+struct Raw16Bit {
+  static constexpr int kWords = 16;
+  uint32_t w[16];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    uint32_t w[4];
-    load16_a16(b + 16 * i, w);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) pair(w[j], out[8 * i + 2 * j], out[8 * i + 2 * j + 1]);
+    for (int i = 0; i < 4; ++i) load16_a16(b + 16 * i, w + 4 * i);
   }
-}
+};
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::F16>(const uint8_t* b, int, float out[kChunk]) {
-  dequant_16bit_chunk(b, out, [](uint32_t w, float& lo, float& hi) {
-    lo = half_to_float(uint16_t(w & 0xffffu));
-    hi = half_to_float(uint16_t(w >> 16));
-  });
-}
+struct ChunkRaw<GGMLType::F16> : Raw16Bit {
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      out[2 * k] = half_to_float(uint16_t(w[k] & 0xffffu));
+      out[2 * k + 1] = half_to_float(uint16_t(w[k] >> 16));
+    }
+  }
+};
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::BF16>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  dequant_16bit_chunk(b, out, [](uint32_t w, float& lo, float& hi) {
-    lo = __uint_as_float(w << 16);
-    hi = __uint_as_float(w & 0xffff0000u);
-  });
-}
+struct ChunkRaw<GGMLType::BF16> : Raw16Bit {
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      out[2 * k] = __uint_as_float(w[k] << 16);
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+  }
+};
 
 // Q4_0 {half d; u8 qs[16]}: x[j] = (lo nibble of qs[j] - 8) d, x[j+16] = (hi nibble - 8) d.
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_0>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  const float d = load_half(b);
-  uint32_t w[4];
-  load16_a2(b + 2, w);
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const uint32_t q = byte_of(w, j);
-    out[j] = (float(int(q & 0xf) - 8)) * d;
-    out[j + 16] = (float(int(q >> 4) - 8)) * d;
+struct ChunkRaw<GGMLType::Q4_0> {
+  static constexpr int kWords = 5;
+  uint32_t d, w[4];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
+    d = load_u16(b);
+    load16_a2(b + 2, w);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const float s = half_to_float(uint16_t(d));
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t q = byte_of(w, j);
+      out[j] = (float(int(q & 0xf) - 8)) * s;
+      out[j + 16] = (float(int(q >> 4) - 8)) * s;
+    }
+  }
+};
 
-// Q4_1 {half d; half m; u8 qs[16]}: x = q d + m, nibbles as Q4_0.
+// Q4_1 {half d; half m; u8 qs[16]}: x = q d + m, nibbles as Q4_0 (blocks 4-byte aligned).
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_1>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  const float d = load_half(b), m = load_half(b + 2);
-  uint32_t w[4];
-  load16_a4(b + 4, w);
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const uint32_t q = byte_of(w, j);
-    out[j] = float(q & 0xf) * d + m;
-    out[j + 16] = float(q >> 4) * d + m;
+struct ChunkRaw<GGMLType::Q4_1> {
+  static constexpr int kWords = 5;
+  uint32_t dm, w[4];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
+    dm = load_u32_a4(b);
+    load16_a4(b + 4, w);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const float d = half_to_float(uint16_t(dm & 0xffffu)), m = half_to_float(uint16_t(dm >> 16));
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t q = byte_of(w, j);
+      out[j] = float(q & 0xf) * d + m;
+      out[j + 16] = float(q >> 4) * d + m;
+    }
+  }
+};
 
 // Q5_0 {half d; u8 qh[4]; u8 qs[16]}: 5th bit of element j is bit j of qh (as a u32).
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_0>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  const float d = load_half(b);
-  const uint32_t qh = load_u32_a2(b + 2);
-  uint32_t w[4];
-  load16_a2(b + 6, w);
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const uint32_t q = byte_of(w, j);
-    const int lo = int((q & 0xf) | (((qh >> j) & 1u) << 4));
-    const int hi = int((q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-    out[j] = float(lo - 16) * d;
-    out[j + 16] = float(hi - 16) * d;
+struct ChunkRaw<GGMLType::Q5_0> {
+  static constexpr int kWords = 6;
+  uint32_t d, qh, w[4];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
+    d = load_u16(b);
+    qh = load_u32_a2(b + 2);
+    load16_a2(b + 6, w);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const float s = half_to_float(uint16_t(d));
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t q = byte_of(w, j);
+      const int lo = int((q & 0xf) | (((qh >> j) & 1u) << 4));
+      const int hi = int((q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+      out[j] = float(lo - 16) * s;
+      out[j + 16] = float(hi - 16) * s;
+    }
+  }
+};
 
-// Q5_1 {half d; half m; u8 qh[4]; u8 qs[16]}: x = q d + m.
+// Q5_1 {half d; half m; u8 qh[4]; u8 qs[16]}: x = q d + m (blocks 8-byte aligned).
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_1>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  const float d = load_half(b), m = load_half(b + 2);
-  const uint32_t qh = load_u32_a4(b + 4);
-  uint32_t w[4];
-  load16_a4(b + 8, w);
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    const uint32_t q = byte_of(w, j);
-    out[j] = float((q & 0xf) | (((qh >> j) & 1u) << 4)) * d + m;
-    out[j + 16] = float((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)) * d + m;
+struct ChunkRaw<GGMLType::Q5_1> {
+  static constexpr int kWords = 6;
+  uint32_t dm, qh, w[4];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
+    dm = load_u32_a4(b);
+    qh = load_u32_a4(b + 4);
+    load16_a4(b + 8, w);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const float d = half_to_float(uint16_t(dm & 0xffffu)), m = half_to_float(uint16_t(dm >> 16));
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t q = byte_of(w, j);
+      out[j] = float((q & 0xf) | (((qh >> j) & 1u) << 4)) * d + m;
+      out[j + 16] = float((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)) * d + m;
+    }
+  }
+};
 
 // Q8_0 {half d; i8 qs[32]}: x = q d.
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q8_0>(const uint8_t* b, int,
-                                                                    float out[kChunk]) {
-  const float d = load_half(b);
-  uint32_t w[8];
-  load16_a2(b + 2, w);
-  load16_a2(b + 18, w + 4);
+struct ChunkRaw<GGMLType::Q8_0> {
+  static constexpr int kWords = 9;
+  uint32_t d, w[8];
+  __device__ __forceinline__ void load(const uint8_t* b, int) {
+    d = load_u16(b);
+    load16_a2(b + 2, w);
+    load16_a2(b + 18, w + 4);
+  }
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const float s = half_to_float(uint16_t(d));
 #pragma unroll
-  for (int j = 0; j < 32; ++j) out[j] = float(int8_t(byte_of(w, j))) * d;
+    for (int j = 0; j < 32; ++j) out[j] = float(int8_t(byte_of(w, j))) * s;
+  }
+};
+
+// The compact types decode through their ChunkRaw (the others specialize this directly).
+template <GGMLType T>
+__device__ __forceinline__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]) {
+  ChunkRaw<T> r;
+  r.load(b, sub);
+  r.decode(out);
 }
 
 // Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin}. Chunk c: half h = c/4 of the super-block,
@@ -353,12 +403,18 @@ __device__ __forceinline__ void dequant_block_chunk<GGMLType::Q6_K>(const uint8_
   }
 }
 
+// Loads the chunk of elements [32c, 32c + 32) of a row that starts at `row`.
+template <GGMLType T>
+__device__ __forceinline__ void load_chunk(ChunkRaw<T>& r, const uint8_t* row, int64_t c) {
+  constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
+  r.load(row + (c / kPerBlock) * BlockInfo<T>::kBytes, int(c % kPerBlock));
+}
 // The 32 elements [32c, 32c + 32) of a row that starts at `row`.
 template <GGMLType T>
 __device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, float out[kChunk]) {
-  constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
-  const int64_t blk = c / kPerBlock;
-  dequant_block_chunk<T>(row + blk * BlockInfo<T>::kBytes, int(c % kPerBlock), out);
+  ChunkRaw<T> r;
+  load_chunk(r, row, c);
+  r.decode(out);
 }
 
 // Calls f.template operator()<T>() with T the compile-time twin of the run-time type `t`; throws
