@@ -243,16 +243,20 @@ TEST_P(FusionDecode, ResidNorm) {
                                        to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
                                        to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
                                        zeros_f32(size_t(n) * E)};
-      const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-        auto f = [&](int i) { return static_cast<float*>(p[i]); };
-        be.matmul(f(2), Weight{t, K, E, p[0]}, f(1), n, nullptr);
-        be.add(f(3), f(3), f(2), int64_t(n) * E);
-        be.rmsnorm(f(5), f(3), f(4), n, int(E), 1e-6f);
-      };
-      const std::vector<Output> outs = {{2, "projection"}, {3, "residual"}, {5, "norm"}};
-      check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
-      check_scene(bufs, ops, outs, "resid,addnorm", kSameArithmetic, vs_cpu_bound(t, n));
-      check_scene(bufs, ops, outs, "resid,addnorm,deep,rows", kSameArithmetic, vs_cpu_bound(t, n));
+      // The norm into a buffer of its own (5), then, as the model does, over the projection (2).
+      for (const int out : {5, 2}) {
+        const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
+          auto f = [&](int i) { return static_cast<float*>(p[i]); };
+          be.matmul(f(2), Weight{t, K, E, p[0]}, f(1), n, nullptr);
+          be.add(f(3), f(3), f(2), int64_t(n) * E);
+          be.rmsnorm(f(out), f(3), f(4), n, int(E), 1e-6f);
+        };
+        std::vector<Output> outs = {{2, out == 2 ? "norm (over the projection)" : "projection"}, {3, "residual"}};
+        if (out == 5) outs.push_back({5, "norm"});
+        check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
+        check_scene(bufs, ops, outs, "resid,addnorm", kSameArithmetic, vs_cpu_bound(t, n));
+        check_scene(bufs, ops, outs, "resid,addnorm,deep,rows", kSameArithmetic, vs_cpu_bound(t, n));
+      }
     }
   }
 }

@@ -203,9 +203,11 @@ class CudaBackend final : public Backend {
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     if (held_.kind == Pending::Kind::MatmulResid) {
       // The norm of the residual stream the held GEMV adds into, whole rows of the block kernel.
+      // It may overwrite the GEMV's output (as the model does): every block has stored y before
+      // the last one normalizes.
       const Pending& h = held_;
       const bool fuse = x == h.resid && n_rows == h.n_tokens && n == h.mm[0].w.ne1 && n > 256 &&
-                        out != h.resid && out != h.mm[0].y && out != h.x;
+                        out != h.resid && out != h.x;
       if (fuse) return launch_matmul(h.resid, nullptr, nullptr, cuda::GemvNorm{w, out, eps});
     }
     flush();

@@ -382,9 +382,9 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   const bool norm = f.norm.w != nullptr;
   check_norm(f.norm, x, "gemv");
   QWEN_CHECK(!f.post_norm.w || (n == 1 && f.resid && f.post_counters && n_tokens <= kMaxCounters &&
-                                f.post_norm.out != f.resid && f.post_norm.out != x && f.post_norm.out != outs[0].y),
+                                f.post_norm.out != f.resid && f.post_norm.out != x),
              "cuda gemv: the residual's RMSNorm epilogue needs one matrix, resid, counters for ", n_tokens,
-             " tokens (at most ", kMaxCounters, ") and an output of its own");
+             " tokens (at most ", kMaxCounters, ") and an output other than resid and x");
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv") * unsigned(n_tokens);

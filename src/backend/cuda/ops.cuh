@@ -59,7 +59,8 @@ struct GemvFusion {
   float* resid = nullptr;
   // With resid: post_norm.out[t] = rmsnorm(resid[t], post_norm.w, eps) once every row of token t
   // is added, by the GEMV block that finishes last (counted in post_counters[t], which start and
-  // end at zero), with the rmsnorm kernel's arithmetic. post_norm.out aliases nothing else.
+  // end at zero), with the rmsnorm kernel's arithmetic. post_norm.out may be y (overwritten once
+  // every block has stored its rows), not resid or x.
   GemvNorm post_norm;
   unsigned* post_counters = nullptr;
   // glu_out[t][o] = silu(glu_gate[t][o]) * y[t][o] after y is stored (SwiGLU with y as "up");
