@@ -4,8 +4,7 @@
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
 //   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight;
 //   rows   - (not a fusion) up to 4 rows per GEMV warp where the grid stays large enough (the
-//            default set has it; "qkv,rows" and "gateup,rows" take it with one fusion each);
-//   addnorm - GEMV, residual add and the RMSNorm of the residual in one launch (ResidNorm).
+//            default set has it; "qkv,rows" and "gateup,rows" take it with one fusion each).
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
 // 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens (GEMV), 8 and 40
 // tokens (gemm_small: q/k/v or gate/up grouped into one launch, the residual add as its
@@ -221,84 +220,6 @@ INSTANTIATE_TEST_SUITE_P(Types, FusionDecode,
                          [](const testing::TestParamInfo<GGMLType>& i) {
                            return std::string(type_name(i.param));
                          });
-
-// addnorm: a GEMV, the residual add and the RMSNorm of the residual stream, as after attention
-// (the o projection, 896 wide) and after the MLP (the down projection, 4864 wide: Deep at one
-// token); 1 and 4 tokens fuse, 8 take gemm_small with the residual epilogue and the rmsnorm
-// kernel. The last block of the GEMV runs the rmsnorm kernel's block code, so the results are
-// bitwise those of the unfused ops. Then the cases that must not fuse: a norm of another buffer
-// (a), in place over the residual (b), of fewer rows than tokens (c), and one with another add
-// in between (d).
-TEST_P(FusionDecode, ResidNorm) {
-  const GGMLType t = GetParam();
-  std::mt19937 rng(1300 + int(t));
-  const int64_t E = is_kquant(t) ? 1024 : 896, F = 4864;
-  for (const int64_t K : {E, F}) {
-    for (int n : {1, 4, 8}) {
-      SCOPED_TRACE(testing::Message() << type_name(t) << ", rows of " << K << ", " << n << " tokens");
-      // 0 w, 1 a, 2 o, 3 x (residual), 4 norm_w, 5 cur
-      const std::vector<Bytes> bufs = {random_weight(rng, t, E, K),
-                                       to_bytes(random_floats(rng, size_t(n) * K, -2.f, 2.f)),
-                                       zeros_f32(size_t(n) * E),
-                                       to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
-                                       to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
-                                       zeros_f32(size_t(n) * E)};
-      // The norm into a buffer of its own (5), then, as the model does, over the projection (2).
-      for (const int out : {5, 2}) {
-        const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-          auto f = [&](int i) { return static_cast<float*>(p[i]); };
-          be.matmul(f(2), Weight{t, K, E, p[0]}, f(1), n, nullptr);
-          be.add(f(3), f(3), f(2), int64_t(n) * E);
-          be.rmsnorm(f(out), f(3), f(4), n, int(E), 1e-6f);
-        };
-        std::vector<Output> outs = {{2, out == 2 ? "norm (over the projection)" : "projection"}, {3, "residual"}};
-        if (out == 5) outs.push_back({5, "norm"});
-        check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
-        check_scene(bufs, ops, outs, "resid,addnorm", kSameArithmetic, vs_cpu_bound(t, n));
-        check_scene(bufs, ops, outs, "resid,addnorm,deep,rows", kSameArithmetic, vs_cpu_bound(t, n));
-      }
-    }
-  }
-}
-
-TEST(FusionDecodeEdges, ResidNormPatterns) {
-  QWEN_REQUIRE_GPU();
-  std::mt19937 rng(41);
-  const int64_t E = 896;
-  const int n = 2;
-  const GGMLType t = GGMLType::Q8_0;
-  // 0 w, 1 a, 2 o, 3 x (residual), 4 other, 5 norm_w, 6 cur_a, 7 cur_c, 8 cur_d
-  const std::vector<Bytes> bufs = {random_weight(rng, t, E, E),
-                                   to_bytes(random_floats(rng, size_t(n) * E, -2.f, 2.f)),
-                                   zeros_f32(size_t(n) * E),
-                                   to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
-                                   to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
-                                   to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
-                                   zeros_f32(size_t(n) * E),
-                                   zeros_f32(size_t(n) * E),
-                                   zeros_f32(size_t(n) * E)};
-  const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-    auto f = [&](int i) { return static_cast<float*>(p[i]); };
-    const Weight w{t, E, E, p[0]};
-    be.matmul(f(2), w, f(1), n, nullptr);  // (a)
-    be.add(f(3), f(3), f(2), int64_t(n) * E);
-    be.rmsnorm(f(6), f(4), f(5), n, int(E), 1e-6f);
-    be.matmul(f(2), w, f(6), n, nullptr);  // (b)
-    be.add(f(3), f(3), f(2), int64_t(n) * E);
-    be.rmsnorm(f(3), f(3), f(5), n, int(E), 1e-6f);
-    be.matmul(f(2), w, f(3), n, nullptr);  // (c)
-    be.add(f(4), f(4), f(2), int64_t(n) * E);
-    be.rmsnorm(f(7), f(4), f(5), 1, int(E), 1e-6f);
-    be.matmul(f(2), w, f(7), n, nullptr);  // (d)
-    be.add(f(4), f(4), f(2), int64_t(n) * E);
-    be.add(f(4), f(4), f(3), int64_t(n) * E);
-    be.rmsnorm(f(8), f(4), f(5), n, int(E), 1e-6f);
-  };
-  const std::vector<Output> outs = {{2, "projection"}, {3, "residual (a, b)"}, {4, "residual (c, d)"},
-                                    {6, "norm (a)"},   {7, "norm (c)"},         {8, "norm (d)"}};
-  for (const char* fusions : {"resid,addnorm", static_cast<const char*>(nullptr)})
-    check_scene(bufs, ops, outs, fusions, kSameArithmetic);
-}
 
 // The norm fused with the GEMVs after it, one layer's two cases: attn_norm then q/k/v, ffn_norm
 // then gate/up/SwiGLU, down and the residual add into the norm's input (as in the model).

@@ -143,10 +143,10 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{GGMLType::Q4_0, 1, "norm,resid,rope,qkv,gateup,deep"},
                     Case{GGMLType::Q4_0, 4, "norm,resid,rope,qkv,gateup,deep"},
                     Case{GGMLType::Q5_1, 4, "norm,qkv"}, Case{GGMLType::Q5_1, 1, "norm,gateup"},
-                    // The default set (addnorm: ffn_norm as the o projection's epilogue).
-                    Case{GGMLType::Q8_0, 1, "resid,addnorm,rope,qkv,gateup,deep,rows"},
-                    Case{GGMLType::Q4_0, 4, "resid,addnorm,rope,qkv,gateup,deep,rows"},
-                    Case{GGMLType::F16, 1, "resid,addnorm,rope,qkv,gateup,deep,rows"}),
+                    // The default set: several rows per GEMV warp where the grid allows.
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows"},
+                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup,deep,rows"},
+                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep,rows"}),
     [](const testing::TestParamInfo<Case>& i) {
       std::string f = i.param.fusions;
       for (char& ch : f) ch = ch == ',' ? '_' : ch;

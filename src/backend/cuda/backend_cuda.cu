@@ -14,9 +14,6 @@
 //   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
 //   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too);
 //                                                 also gemm_small (batched decode, <= 64 tokens)
-//   matmul(y, W, a) ; add(r, r, y) ; rmsnorm(o, r)
-//                                              -> the same GEMV, whose last block to finish then
-//                                                 normalizes r into o ("addnorm")
 //   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
 //   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel (any token count)
 //   matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
@@ -34,10 +31,11 @@
 // dot product, so no block reduction delays the dots (matmul.cu); the results differ from the
 // unfused ones by rounding (tests/ops bound it). Any other call (including
 // upload/download/synchronize and the capture calls) first launches what is held back.
-// QWEN_CUDA_FUSION picks the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none)
-// and "deep" (not a fusion: a GEMV of long rows whose grid fits one block per SM loads several
-// chunks per lane before using them, same arithmetic; off in "0", so that stays the original path).
-// The default is resid,rope,qkv,gateup,deep. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
+// QWEN_CUDA_FUSION picks the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none),
+// "deep" and "rows" (not fusions, same arithmetic, off in "0", so that stays the original path: a
+// GEMV of long rows whose grid fits one block per SM loads several chunks per lane before using
+// them; a GEMV warp computes up to 4 rows where the grid still covers the SMs, matmul.cu).
+// The default is resid,rope,qkv,gateup,deep,rows. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
 // docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu lost 4%
 // (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate SwiGLU
 // overlaps its neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12
@@ -47,7 +45,10 @@
 // 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off by default. The likely cause (not
 // verified): without the small rmsnorm kernel between them, the next GEMV's blocks cannot become
 // resident, and prefetch their weights, while the register-heavy Deep and Pair GEMVs still hold the
-// SMs. glu applies only to a lone matmul (gateup takes the pair first).
+// SMs. The same held for the RMSNorm run instead as the epilogue of the GEMV that adds into the
+// residual (its last block normalizing the row, bitwise the rmsnorm kernel's result): Q8_0 936 ->
+// 907, Q4_0 1,004 -> 983, F16 855 -> 821 tok/s (tg128, same machine), so it was not kept.
+// glu applies only to a lone matmul (gateup takes the pair first).
 
 #include <algorithm>
 #include <cstdlib>
@@ -65,9 +66,7 @@ constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
 // The op held back for fusion (see the file comment).
 struct Pending {
-  // MatmulResid: a lone GEMV whose residual add (into resid) is held too, for a following
-  // RMSNorm of resid to join as its epilogue (addnorm).
-  enum class Kind { None, Norm, Matmul, MatmulResid, Rope } kind = Kind::None;
+  enum class Kind { None, Norm, Matmul, Rope } kind = Kind::None;
   // Norm: rmsnorm(norm_out, norm_x, norm_w, rows, n, eps); also kept with a Matmul that absorbed it.
   float* norm_out = nullptr;
   const float* norm_x = nullptr;
@@ -82,7 +81,6 @@ struct Pending {
   const float* x = nullptr;
   int n_tokens = 0;
   bool with_norm = false;
-  float* resid = nullptr;
   // Rope: up to two in-place ropes over the same positions (q first, then k).
   float* rope_x[2] = {nullptr, nullptr};
   int rope_heads[2] = {0, 0};
@@ -107,7 +105,6 @@ class CudaBackend final : public Backend {
       const auto has = [&](const char* name) { return v.find(str(",", name, ",")) != std::string::npos; };
       fuse_norm_ = has("norm");
       fuse_resid_ = has("resid");
-      fuse_addnorm_ = has("addnorm");
       fuse_rope_ = has("rope");
       fuse_glu_ = has("glu");
       fuse_qkv_ = has("qkv");
@@ -127,7 +124,6 @@ class CudaBackend final : public Backend {
     decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
     decode_.gemm_partials = static_cast<float*>(alloc(cuda::kGemmPartialFloats * sizeof(float)));
     decode_.gemm_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
-    decode_.norm_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
     QWEN_CUDA_CHECK(
@@ -136,8 +132,6 @@ class CudaBackend final : public Backend {
         cudaMemsetAsync(decode_.argmax_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.gemm_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
-    QWEN_CUDA_CHECK(
-        cudaMemsetAsync(decode_.norm_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
   }
 
   ~CudaBackend() override {
@@ -149,8 +143,7 @@ class CudaBackend final : public Backend {
     if (scratch_.x16) cudaFree(scratch_.x16);
     for (void* p : {static_cast<void*>(decode_.attn_partials), static_cast<void*>(decode_.attn_counters),
                     static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters),
-                    static_cast<void*>(decode_.gemm_partials), static_cast<void*>(decode_.gemm_counters),
-                    static_cast<void*>(decode_.norm_counters)})
+                    static_cast<void*>(decode_.gemm_partials), static_cast<void*>(decode_.gemm_counters)})
       cudaFree(p);
     cublasDestroy(blas_);
     cudaFree(workspace_);
@@ -201,15 +194,6 @@ class CudaBackend final : public Backend {
     cuda::embed(stream_, out, table, ids, n_tokens);
   }
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
-    if (held_.kind == Pending::Kind::MatmulResid) {
-      // The norm of the residual stream the held GEMV adds into, whole rows of the block kernel.
-      // It may overwrite the GEMV's output (as the model does): every block has stored y before
-      // the last one normalizes.
-      const Pending& h = held_;
-      const bool fuse = x == h.resid && n_rows == h.n_tokens && n == h.mm[0].w.ne1 && n > 256 &&
-                        out != h.resid && out != h.x;
-      if (fuse) return launch_matmul(h.resid, nullptr, nullptr, cuda::GemvNorm{w, out, eps});
-    }
     flush();
     // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
     if (fuse_norm_ && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
@@ -324,11 +308,6 @@ class CudaBackend final : public Backend {
       const bool fuse = b == held_.mm[0].y && out == a && out != held_.mm[0].y && out != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
                         n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1;
-      if (fuse && fuse_addnorm_ && held_.n_tokens <= cuda::kGemvMaxTokens) {
-        held_.kind = Pending::Kind::MatmulResid;
-        held_.resid = out;
-        return;
-      }
       if (fuse) return launch_matmul(out, nullptr, nullptr);
     }
     flush();
@@ -392,9 +371,6 @@ class CudaBackend final : public Backend {
       case Pending::Kind::Matmul:
         held_ = p;
         return launch_matmul(nullptr, nullptr, nullptr);
-      case Pending::Kind::MatmulResid:
-        held_ = p;
-        return launch_matmul(p.resid, nullptr, nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
           cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base,
@@ -431,9 +407,8 @@ class CudaBackend final : public Backend {
     return p.with_norm ? cuda::GemvNorm{p.norm_w, p.norm_out, p.eps} : cuda::GemvNorm{};
   }
   // The held-back GEMV(s) (with the absorbed RMSNorm), adding the result into `resid` or applying
-  // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only); with post_norm.w, also
-  // the RMSNorm of resid (addnorm).
-  void launch_matmul(float* resid, const float* glu_gate, float* glu_out, const cuda::GemvNorm& post_norm = {}) {
+  // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only).
+  void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
@@ -460,8 +435,6 @@ class CudaBackend final : public Backend {
     f.resid = resid;
     f.glu_gate = glu_gate;
     f.glu_out = glu_out;
-    f.post_norm = post_norm;
-    f.post_counters = decode_.norm_counters;
     cuda::gemv_group(stream_, p.mm, p.n_mm, p.with_norm ? p.norm_x : p.x, p.n_tokens, f);
   }
 
@@ -475,9 +448,9 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run (QWEN_CUDA_FUSION: a comma-separated list of norm, resid, addnorm, glu,
-  // rope, qkv, gateup, deep, rows; "0" or "" for none).
-  bool fuse_norm_ = false, fuse_resid_ = true, fuse_addnorm_ = true, fuse_glu_ = false, fuse_rope_ = true;
+  // Which fusions run (QWEN_CUDA_FUSION: a comma-separated list of norm, resid, glu, rope, qkv,
+  // gateup, deep, rows; "0" or "" for none).
+  bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
   bool fuse_qkv_ = true, fuse_gateup_ = true;
   // Not fusions: long-row GEMVs keep several loads in flight (deep), a GEMV warp computes up to 4
   // rows (rows); see matmul.cu.

@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "backend/cuda/norm.cuh"
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
 
@@ -34,7 +33,6 @@ namespace {
 
 constexpr int kGemvThreads = 256;                  // 8 warps, each computing kRows rows
 constexpr int kGemvWarps = kGemvThreads / kWarp;
-static_assert(kGemvThreads == kNormBlock, "the addnorm epilogue runs the rmsnorm kernel's block code");
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
 struct GemvArgs {
@@ -101,8 +99,7 @@ __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[
 //        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
 //        to 4 chunks (same accumulation order, so the same result).
 // Plain and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
-// (single matrix only); after resid, f.post_norm (addnorm): the last block to finish a token
-// (an atomic count per token) normalizes that token's resid row with the rmsnorm kernel's code.
+// (single matrix only).
 // kNorm (Plain, Pair; kRows = 1): x is RMSNorm(x) with weight f.norm.w. Every warp reads all of
 // x for its dot products, so each lane also sums x * x over the chunks it loads, and one warp
 // sum after the loop gives the row's scale, applied to the finished dot products (the scale is
@@ -198,22 +195,6 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       if (a.f.glu_out) {
         const float g = a.f.glu_gate[o];
         a.f.glu_out[o] = g / (1.f + expf(-g)) * out;  // the arithmetic of swiglu_kernel
-      }
-    }
-  }
-  // addnorm: the block that finishes token t last normalizes resid[t], every row of it added.
-  if constexpr (kMats == 1) {
-    if (a.f.post_norm.w) {
-      __shared__ float scratch[kWarp];
-      __shared__ bool last;
-      __threadfence();  // this block's resid updates are visible before it is counted
-      __syncthreads();
-      if (threadIdx.x == 0) last = atomicAdd(a.f.post_counters + t, 1u) == gridDim.x - 1;
-      __syncthreads();
-      if (last) {
-        rmsnorm_block_row(a.f.post_norm.out + t * sg.ne1, a.f.resid + t * sg.ne1, a.f.post_norm.w, int(sg.ne1),
-                          a.f.post_norm.eps, scratch);
-        if (threadIdx.x == 0) a.f.post_counters[t] = 0;  // ready for the next launch (graph replays)
       }
     }
   }
@@ -381,10 +362,6 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   args.f = f;
   const bool norm = f.norm.w != nullptr;
   check_norm(f.norm, x, "gemv");
-  QWEN_CHECK(!f.post_norm.w || (n == 1 && f.resid && f.post_counters && n_tokens <= kMaxCounters &&
-                                f.post_norm.out != f.resid && f.post_norm.out != x),
-             "cuda gemv: the residual's RMSNorm epilogue needs one matrix, resid, counters for ", n_tokens,
-             " tokens (at most ", kMaxCounters, ") and an output other than resid and x");
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv") * unsigned(n_tokens);

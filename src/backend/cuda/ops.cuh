@@ -32,7 +32,6 @@ struct DecodeScratch {
   unsigned* argmax_counters = nullptr;        // kMaxCounters: finished blocks per row
   float* gemm_partials = nullptr;             // kGemmPartialFloats: gemm_small's split-K sums
   unsigned* gemm_counters = nullptr;          // kMaxCounters: finished splits per row block
-  unsigned* norm_counters = nullptr;          // kMaxCounters: finished GEMV blocks per token (post_norm)
 };
 
 // embed.cu
@@ -57,12 +56,6 @@ struct GemvFusion {
   GemvNorm norm;
   // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm.out.
   float* resid = nullptr;
-  // With resid: post_norm.out[t] = rmsnorm(resid[t], post_norm.w, eps) once every row of token t
-  // is added, by the GEMV block that finishes last (counted in post_counters[t], which start and
-  // end at zero), with the rmsnorm kernel's arithmetic. post_norm.out may be y (overwritten once
-  // every block has stored its rows), not resid or x.
-  GemvNorm post_norm;
-  unsigned* post_counters = nullptr;
   // glu_out[t][o] = silu(glu_gate[t][o]) * y[t][o] after y is stored (SwiGLU with y as "up");
   // glu_out may alias glu_gate or y (same element, same thread), not x or norm.out.
   const float* glu_gate = nullptr;
