@@ -196,6 +196,23 @@ void Engine::prefill(std::span<const Input> inputs) {
   run(inputs, nullptr, top.data());
 }
 
+int Engine::warm_up() {
+  Impl& m = *impl_;
+  for (int s = 0; s < m.n_seq; ++s)
+    QWEN_CHECK(m.slots[s].empty(), "warm_up: slot ", s, " holds ", m.slots[s].size(), " tokens");
+  if (!m.use_graphs) return 0;
+  const int sizes = std::min(m.n_seq, m.max_batch);
+  const int32_t token = 0;
+  std::vector<Input> inputs;
+  std::vector<int32_t> top(static_cast<size_t>(sizes));
+  for (int n = 1; n <= sizes; ++n) {
+    inputs.push_back({n - 1, std::span<const int32_t>(&token, 1)});
+    for (int pass = 0; pass < 2; ++pass) run(inputs, nullptr, top.data());  // eager, then captured
+    for (int s = 0; s < n; ++s) clear_slot(s);
+  }
+  return sizes;
+}
+
 void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
   Impl& m = *impl_;
   const size_t n_vocab = size_t(this->n_vocab());

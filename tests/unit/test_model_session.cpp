@@ -84,6 +84,23 @@ float max_abs_diff(const float* a, const float* b, size_t n) {
   return m;
 }
 
+// warm_up: nothing to capture on the CPU (0 sizes, slots stay empty); refused, naming the slot,
+// once a slot holds tokens.
+TEST_F(SessionTest, WarmUpOnlyOnEmptySlots) {
+  auto e = load(3);
+  EXPECT_EQ(e->warm_up(), 0);
+  for (int s = 0; s < 3; ++s) EXPECT_TRUE(e->slot_tokens(s).empty());
+  const std::vector<int32_t> toks = {1, 2, 3};
+  std::vector<float> logits;
+  e->eval(std::vector<Engine::Input>{{1, toks}}, logits);
+  try {
+    e->warm_up();
+    FAIL() << "warm_up accepted a slot holding tokens";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("slot 1 holds 3 tokens"), std::string::npos) << err.what();
+  }
+}
+
 // Metric: max |Δlogit| between three slots evaluated in one batch and each alone; <= 1e-4.
 TEST_F(SessionTest, BatchedEvalMatchesOneSlotAtATime) {
   auto e = load(3);
