@@ -55,11 +55,12 @@ int serve(const Options& o) {
   std::unique_ptr<Engine> engine = Engine::load(eo);
   std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
                o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
-  // Every decode batch size's graph is captured now, not on the first requests of that size.
+  // Prefill scratch, kernels and every decode batch size's graph are set up now, not on the first
+  // requests.
   const auto t_warm = std::chrono::steady_clock::now();
   if (const int sizes = engine->warm_up(); sizes > 0)
-    std::fprintf(stderr, "qwen-server: captured the decode step of 1..%d sequences in %.0f ms\n", sizes,
-                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_warm).count());
+    std::fprintf(stderr, "qwen-server: warmed up prefill and the decode graphs of 1..%d sequences in %.0f ms\n",
+                 sizes, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_warm).count());
 
   server::Metrics metrics;
   server::RouteOptions ro;

@@ -201,10 +201,26 @@ int Engine::warm_up() {
   for (int s = 0; s < m.n_seq; ++s)
     QWEN_CHECK(m.slots[s].empty(), "warm_up: slot ", s, " holds ", m.slots[s].size(), " tokens");
   if (!m.use_graphs) return 0;
+  const std::vector<int32_t> zeros(size_t(m.n_ctx), 0);
+  std::vector<Input> inputs;
+  std::vector<int32_t> top(size_t(m.n_seq));
+  // Prefill forwards of 64, 128, ... up to max_batch tokens (as far as the slots hold them):
+  // the first forward of a size grows the backend's prefill scratch and loads its kernels.
+  for (int n = std::min(64, m.max_batch);; n = std::min(2 * n, m.max_batch)) {
+    inputs.clear();
+    for (int s = 0, left = n; s < m.n_seq && left > 0; ++s) {
+      const int k = std::min(left, m.n_ctx);
+      inputs.push_back({s, std::span<const int32_t>(zeros.data(), size_t(k))});
+      left -= k;
+    }
+    run(inputs, nullptr, top.data());
+    for (int s = 0; s < m.n_seq; ++s) clear_slot(s);
+    if (n == m.max_batch) break;
+  }
+  // Decode steps of every size, each twice: eager, then captured.
   const int sizes = std::min(m.n_seq, m.max_batch);
   const int32_t token = 0;
-  std::vector<Input> inputs;
-  std::vector<int32_t> top(static_cast<size_t>(sizes));
+  inputs.clear();
   for (int n = 1; n <= sizes; ++n) {
     inputs.push_back({n - 1, std::span<const int32_t>(&token, 1)});
     for (int pass = 0; pass < 2; ++pass) run(inputs, nullptr, top.data());  // eager, then captured

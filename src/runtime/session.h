@@ -121,10 +121,11 @@ class Engine {
   // calls and slot contents, but only each last row's argmax leaves the backend instead of
   // n_vocab floats per input.
   void prefill(std::span<const Input> inputs);
-  // Runs a decode step of every size 1..min(n_seq, max_batch) on empty slots, twice, so that on
-  // a backend with graphs each size's graph is captured before serving (a capture takes
-  // milliseconds, which would otherwise fall on the first steps of that size). Leaves every slot
-  // empty; throws when one holds tokens. Returns the number of sizes warmed (0 without graphs).
+  // Before serving, on a backend with graphs: runs prefill forwards of 64, 128, ... max_batch
+  // tokens (the first of a size grows scratch and loads kernels), then a decode step of every
+  // size 1..min(n_seq, max_batch) twice, so that each size's graph is captured (a capture takes
+  // milliseconds). All of it would otherwise fall on the first requests. Leaves every slot empty;
+  // throws when one holds tokens. Returns the number of decode sizes warmed (0 without graphs).
   int warm_up();
 
   // Teacher-forced logits of every token (qwen-logits): evaluates `tokens` on `slot` from position
