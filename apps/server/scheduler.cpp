@@ -23,11 +23,15 @@ Job::Update Job::wait(std::chrono::milliseconds timeout) {
 }
 
 bool Job::on_text(std::string_view piece) {
+  bool was_empty;
   {
     std::lock_guard lk(mu_);
+    was_empty = pending_.empty();
     pending_.append(piece);
   }
-  cv_.notify_all();
+  // wait() sleeps only while pending_ is empty, so only the first piece of a batch needs to wake
+  // it: one notification per read instead of one per token when the reader falls behind.
+  if (was_empty) cv_.notify_all();
   return !cancelled();
 }
 

@@ -52,7 +52,10 @@ struct Engine::Impl {
   void* io = nullptr;
   int32_t *d_ids = nullptr, *d_pos = nullptr, *d_seq = nullptr, *d_rows = nullptr, *d_top = nullptr;
   float* d_logits = nullptr;
-  std::vector<int32_t> h_ids, h_pos, h_seq, h_rows;  // host staging, same sizes
+  // Host staging laid out as the device buffers d_ids..d_rows ([4][max_batch], contiguous), so
+  // one upload refreshes all four.
+  std::vector<int32_t> h_io;
+  int32_t *h_ids = nullptr, *h_pos = nullptr, *h_seq = nullptr, *h_rows = nullptr;
   std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
   bool use_graphs = false;
   // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
@@ -69,10 +72,7 @@ struct Engine::Impl {
   // rows into `logits` [n_out][n_vocab], or only their argmax into `top` [n_out] when logits is
   // null (greedy decoding moves 4 bytes per row instead of the whole vocabulary).
   void forward(int n, int n_out, float* logits, int32_t* top, const ForwardTap& tap = {}) {
-    backend->upload(d_ids, h_ids.data(), n * sizeof(int32_t));
-    backend->upload(d_pos, h_pos.data(), n * sizeof(int32_t));
-    backend->upload(d_seq, h_seq.data(), n * sizeof(int32_t));
-    backend->upload(d_rows, h_rows.data(), n_out * sizeof(int32_t));
+    backend->upload(d_ids, h_io.data(), size_t(h_rows + n_out - h_ids) * sizeof(int32_t));
     const Batch batch{n, d_ids, d_pos, d_seq};
     // Small calls whose every row is an output (decode steps: one token per slot) replay a graph
     // captured once per n: it reads ids, positions and rows from the same device buffers, which
@@ -137,7 +137,11 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   m.d_rows = m.d_seq + B;
   m.d_top = m.d_rows + B;
   m.d_logits = reinterpret_cast<float*>(m.d_top + B);
-  for (auto* v : {&m.h_ids, &m.h_pos, &m.h_seq, &m.h_rows}) v->resize(B);
+  m.h_io.resize(4 * B);
+  m.h_ids = m.h_io.data();
+  m.h_pos = m.h_ids + B;
+  m.h_seq = m.h_pos + B;
+  m.h_rows = m.h_seq + B;
   m.slots.resize(m.n_seq);
   m.use_graphs = o.use_graphs && m.backend->supports_graphs();
   m.graphs.assign(size_t(m.n_seq) + 1, Impl::GraphState::Unseen);
