@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -59,8 +59,9 @@ int serve(const Options& o) {
   // requests.
   const auto t_warm = std::chrono::steady_clock::now();
   if (const int sizes = engine->warm_up(); sizes > 0)
-    std::fprintf(stderr, "qwen-server: warmed up prefill and the decode graphs of 1..%d sequences in %.0f ms\n",
-                 sizes, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_warm).count());
+    std::fprintf(
+        stderr, "qwen-server: warmed up prefill and the decode graphs of 1..%d sequences in %.0f ms\n", sizes,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_warm).count());
 
   server::Metrics metrics;
   server::RouteOptions ro;

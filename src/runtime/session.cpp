@@ -56,7 +56,7 @@ struct Engine::Impl {
   // one upload refreshes all four.
   std::vector<int32_t> h_io;
   int32_t *h_ids = nullptr, *h_pos = nullptr, *h_seq = nullptr, *h_rows = nullptr;
-  std::vector<std::vector<int32_t>> slots;           // tokens held by each slot
+  std::vector<std::vector<int32_t>> slots;  // tokens held by each slot
   bool use_graphs = false;
   // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
   // The first step of each size runs eagerly, so a backend can size any scratch it grows on

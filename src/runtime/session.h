@@ -28,11 +28,11 @@ struct ModelConfig;
 
 struct EngineOptions {
   std::string model_path;
-  std::string device = "auto";       // auto | cpu | cuda
-  int n_threads = 0;                 // cpu backend threads; 0: all hardware threads
-  int n_ctx = 0;                     // tokens per slot; 0: min(model context length, 4096)
-  int n_seq = 1;                     // KV cache slots (sequences decoded together)
-  int max_batch = 512;               // most tokens in one forward call (longer prompts are chunked)
+  std::string device = "auto";  // auto | cpu | cuda
+  int n_threads = 0;            // cpu backend threads; 0: all hardware threads
+  int n_ctx = 0;                // tokens per slot; 0: min(model context length, 4096)
+  int n_seq = 1;                // KV cache slots (sequences decoded together)
+  int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)
   // F32 or F16; unset: F16 on the GPU (half the cache traffic; attention still accumulates in
   // fp32), F32 on the CPU (the oracle stays exact).
   std::optional<GGMLType> kv_type;

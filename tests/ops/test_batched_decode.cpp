@@ -47,10 +47,10 @@ std::vector<float> scenario(const std::string& path, const char* device, bool wa
     engine->eval(inputs, logits);
     all.insert(all.end(), logits.begin(), logits.end());
   };
-  eval(40, 0);                                 // prompts: one mixed prefill forward
-  for (int i = 0; i < 3; ++i) eval(40, 1);     // 40-token steps: eager, capture, replay
-  for (int i = 0; i < 3; ++i) eval(9, 1);      // 9 slots
-  for (int i = 0; i < 3; ++i) eval(5, 1);      // 5 slots
+  eval(40, 0);                              // prompts: one mixed prefill forward
+  for (int i = 0; i < 3; ++i) eval(40, 1);  // 40-token steps: eager, capture, replay
+  for (int i = 0; i < 3; ++i) eval(9, 1);   // 9 slots
+  for (int i = 0; i < 3; ++i) eval(5, 1);   // 5 slots
   return all;
 }
 
@@ -86,7 +86,9 @@ TEST_P(BatchedDecode, WarmedUpSlotsAgreeWithCpu) {
 INSTANTIATE_TEST_SUITE_P(Types, BatchedDecode,
                          testing::Values(GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0, GGMLType::Q4_0,
                                          GGMLType::Q4_K, GGMLType::Q6_K),
-                         [](const testing::TestParamInfo<GGMLType>& i) { return std::string(type_name(i.param)); });
+                         [](const testing::TestParamInfo<GGMLType>& i) {
+                           return std::string(type_name(i.param));
+                         });
 
 }  // namespace
 }  // namespace qwen::test

@@ -7,9 +7,9 @@
 //  - GEMV (n_tokens <= 4): both sides dequantize exactly and accumulate in fp32, only the order
 //    differs: NMSE <= 1e-10, max|d| <= 1e-5 * max|ref|.
 //  - GEMM (n_tokens > 4: gemm_small up to 64 tokens, cuBLAS above; both round weights and split
-//    activations the same way), F32 (SGEMM at every count): NMSE <= 1e-10.  F16: activations split into two fp16 halves (~22 bits):
-//    NMSE <= 1e-9.  BF16: two bf16 halves (~16 bits): NMSE <= 1e-8.  Quantized: weight rounded
-//    to fp16 once (2^-11 relative): NMSE <= 1e-6.  Max|d| <= 1e-2 * max|ref| for the GEMM.
+//    activations the same way), F32 (SGEMM at every count): NMSE <= 1e-10.  F16: activations split into two
+//    fp16 halves (~22 bits): NMSE <= 1e-9.  BF16: two bf16 halves (~16 bits): NMSE <= 1e-8.  Quantized:
+//    weight rounded to fp16 once (2^-11 relative): NMSE <= 1e-6.  Max|d| <= 1e-2 * max|ref| for the GEMM.
 //  - Per output row (every row of the lm_head is checked): the row's mean squared error over the
 //    whole output's mean square <= 100x the bound above, so one garbage row among 151,936
 //    cannot hide in a global average.

@@ -209,8 +209,8 @@ class CudaBackend final : public Backend {
     if (n_tokens == 0) return flush();
     // Held back: decode GEMVs, and the few-token tensor-core GEMMs of batched decode (gemm_small,
     // which groups matrices and adds a residual like the GEMV, nothing else).
-    const bool small = n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens &&
-                       w.type != GGMLType::F32;
+    const bool small =
+        n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens && w.type != GGMLType::F32;
     if (!(fuse_norm_ || fuse_resid_ || fuse_glu_ || fuse_qkv_ || fuse_gateup_) ||
         (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
@@ -413,7 +413,8 @@ class CudaBackend final : public Backend {
     held_.kind = Pending::Kind::None;
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
       if (p.n_mm > 1 && !fuse_qkv_) {
-        for (int i = 0; i < p.n_mm; ++i) cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
+        for (int i = 0; i < p.n_mm; ++i)
+          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
       } else {
         cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid);
       }

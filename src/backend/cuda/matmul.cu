@@ -1,10 +1,11 @@
 // y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
 //
-// Decode (n_tokens <= kGemvMaxTokens): one warp per output row; each lane dequantizes whole
-// 32-element chunks in registers and accumulates in fp32 against x, then a warp reduction. The backend may
-// fuse the preceding RMSNorm (per warp, no block reduction) and the following residual add or SwiGLU
-// into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together
-// with SwiGLU (gemv_swiglu); the norm combines with both.
+// Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
+// whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
+// then a warp reduction per row. The backend may fuse the preceding RMSNorm (per warp, no block
+// reduction) and the following residual add or SwiGLU into it, launch the GEMVs that share x as
+// one grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu); the norm
+// combines with both.
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
 // (the backend routes them), except F32 weights.
@@ -31,7 +32,7 @@
 namespace qwen::cuda {
 namespace {
 
-constexpr int kGemvThreads = 256;                  // 8 warps, each computing kRows rows
+constexpr int kGemvThreads = 256;  // 8 warps, each computing kRows rows
 constexpr int kGemvWarps = kGemvThreads / kWarp;
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
@@ -50,10 +51,10 @@ enum class GemvMode { Plain, Pair, Deep };
 // Chunks each lane of a Deep GEMV loads before using the first.
 constexpr int kDeepChunks = 4;
 // Rows per warp (kRows) are 4, 2 or 1; a lane holds kRows raw chunks per matrix, at most
-// kRawWords registers of them (see choose_rows): Q8_0 4 rows (2 for gate/up), Q4_0 4 (2), F16 2
-// (1). 40 words, which gives the Q4_0 gate/up pair 4 rows (128 registers, 152 blocks of which
-// only 2 fit an SM), measured 1,024 -> 874 tok/s between 129 and 513 positions of KV cache with
-// programmatic dependent launch (941 without it); 2 rows gave 918 and 967 (H100, tg128).
+// kRawWords registers of them (see choose_rows): Q8_0 and Q4_0 take 4 rows (2 for the gate/up
+// pair), F16 2 (1). A budget of 40 gave the Q4_0 pair 4 rows (128 registers, 152 blocks of which
+// only 2 fit an SM): 1,024 tok/s with a 129-position KV cache but 874 with 513 positions under
+// programmatic dependent launch (941 without it), where 2 rows gave 918 and 967 (H100, tg128).
 constexpr int kMaxRows = 4;
 constexpr int kRawWords = 36;
 
@@ -111,7 +112,8 @@ template <GGMLType T, GemvMode M, bool kNorm, int kRows>
 __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
   static_assert(!(kNorm && M == GemvMode::Deep),
                 "no Deep GEMV with a norm: gemv_group runs a norm in Plain mode");
-  static_assert(kRows == 1 || (!kNorm && M != GemvMode::Deep), "several rows per warp: Plain or Pair, no norm");
+  static_assert(kRows == 1 || (!kNorm && M != GemvMode::Deep),
+                "several rows per warp: Plain or Pair, no norm");
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -134,7 +136,8 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) load_chunk<T>(raw[j][m][i], w[m] + min(row0 + i, sg.ne1 - 1) * a.row_bytes, cj);
+        for (int i = 0; i < kRows; ++i)
+          load_chunk<T>(raw[j][m][i], w[m] + min(row0 + i, sg.ne1 - 1) * a.row_bytes, cj);
       }
     }
   };
@@ -301,7 +304,8 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
 template <GGMLType T, class Blocks>
 int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
   for (int rows = kMaxRows; rows > 1; rows /= 2) {
-    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords && blocks(rows) >= unsigned(min_blocks))
+    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords &&
+        blocks(rows) >= unsigned(min_blocks))
       return rows;
   }
   return 1;
@@ -327,15 +331,16 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
 
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
                         const char* op) {
-  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda ", op, ": group of ", n, " matrices (1..", kMaxGemvGroup, ")");
+  QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda ", op, ": group of ", n, " matrices (1..", kMaxGemvGroup,
+             ")");
   const Weight& w0 = outs[0].w;
   unsigned blocks = 0;
   for (int i = 0; i < n; ++i) {
     const Weight& w = outs[i].w;
     check_weight(w, op);
     QWEN_CHECK(w.type == w0.type && w.ne0 == w0.ne0, "cuda ", op, ": grouped matrix ", i, " is ",
-               type_name(w.type), " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type), " with rows of ",
-               w0.ne0);
+               type_name(w.type), " with rows of ", w.ne0, ", matrix 0 is ", type_name(w0.type),
+               " with rows of ", w0.ne0);
     blocks += unsigned(ceil_div(w.ne1, rows_per_block));
     seg[i] = GroupSeg{outs[i].y, static_cast<const uint8_t*>(w.data), outs[i].bias, w.ne1, blocks};
   }
@@ -369,8 +374,8 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     const int rows = norm ? 1 : choose_rows<T>(1, f.rows_min_blocks, blocks);
     const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
-    const bool deep = !norm && rows == 1 && w0.ne0 > kChunk * kWarp &&
-                      grid.x * grid.y <= unsigned(f.deep_max_blocks);
+    const bool deep =
+        !norm && rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (norm) {
       launch(gemv_kernel<T, GemvMode::Plain, true, 1>, grid, dim3(kGemvThreads), s, args);
     } else if (deep) {
@@ -404,7 +409,8 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
     };
     const int rows = norm.w ? 1 : choose_rows<T>(2, rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
-    args.seg[0] = GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
+    args.seg[0] =
+        GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
     args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
     const dim3 grid(row_blocks, unsigned(n_tokens));
     if (norm.w) {
