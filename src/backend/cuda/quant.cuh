@@ -6,7 +6,8 @@
 // elements so that the GEMV, embedding and dequant-to-fp16 kernels share one loop shape.
 // Block layouts are ggml's (little-endian, packed, fp16 scales), restated next to each decoder.
 // Loads use the widest access the block's alignment allows: GGUF rows start at 32-byte aligned
-// offsets but a block's size is often only a multiple of 2 bytes (Q8_0: 34, Q6_K: 210).
+// offsets but a block's size is often only a multiple of 2 bytes (Q8_0: 34, Q6_K: 210); Q4_0,
+// Q5_0 and Q8_0 read aligned words and shift them into place (load_d_words).
 #pragma once
 
 #include <cstdint>
@@ -45,6 +46,22 @@ __device__ __forceinline__ void load16_a4(const uint8_t* p, uint32_t w[4]) {
 __device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
   const uint4 v = *reinterpret_cast<const uint4*>(p);
   w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+}
+// A block {u16 d; u8 payload[4N]} at a 2-byte aligned address: d and the payload as N words,
+// read with N + 1 aligned 4-byte loads and funnel shifts instead of 2N + 1 two-byte loads. The
+// last load is 2 bytes when the block ends in the middle of a word, so nothing past the block is
+// read.
+template <int N>
+__device__ __forceinline__ void load_d_words(const uint8_t* b, uint32_t& d, uint32_t q[N]) {
+  const uint32_t off = uint32_t(reinterpret_cast<uintptr_t>(b)) & 2u;  // 0 or 2
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(b - off);
+  uint32_t w[N + 1];
+#pragma unroll
+  for (int i = 0; i < N; ++i) w[i] = a[i];
+  w[N] = off ? a[N] : load_u16(reinterpret_cast<const uint8_t*>(a + N));
+  d = (w[0] >> (8 * off)) & 0xffffu;
+#pragma unroll
+  for (int k = 0; k < N; ++k) q[k] = __funnelshift_rc(w[k], w[k + 1], 16 + 8 * off);
 }
 __device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) {
   return (w[i / 4] >> (8 * (i % 4))) & 0xffu;
@@ -172,8 +189,7 @@ struct ChunkRaw<GGMLType::Q4_0> {
   static constexpr int kWords = 5;
   uint32_t d, w[4];
   __device__ __forceinline__ void load(const uint8_t* b, int) {
-    d = load_u16(b);
-    load16_a2(b + 2, w);
+    load_d_words<4>(b, d, w);
   }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
@@ -212,9 +228,11 @@ struct ChunkRaw<GGMLType::Q5_0> {
   static constexpr int kWords = 6;
   uint32_t d, qh, w[4];
   __device__ __forceinline__ void load(const uint8_t* b, int) {
-    d = load_u16(b);
-    qh = load_u32_a2(b + 2);
-    load16_a2(b + 6, w);
+    uint32_t q[5];
+    load_d_words<5>(b, d, q);
+    qh = q[0];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = q[i + 1];
   }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
@@ -256,9 +274,7 @@ struct ChunkRaw<GGMLType::Q8_0> {
   static constexpr int kWords = 9;
   uint32_t d, w[8];
   __device__ __forceinline__ void load(const uint8_t* b, int) {
-    d = load_u16(b);
-    load16_a2(b + 2, w);
-    load16_a2(b + 18, w + 4);
+    load_d_words<8>(b, d, w);
   }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
