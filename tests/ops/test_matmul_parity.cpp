@@ -111,7 +111,7 @@ TEST_P(MatmulParity, LayerShapes) {
   }
 }
 
-// Ragged shapes for gemm_small: rows not a multiple of its 32-row blocks, and (legacy types)
+// Ragged shapes for gemm_small: rows not a multiple of its 64-row blocks, and (legacy types)
 // an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk. And
 // for the GEMV: 9,001 rows give a grid large enough for several rows per warp (up to 4: blocks
 // of 32 rows, the last holding 9), at 1 and 2 tokens.
@@ -124,13 +124,14 @@ TEST_P(MatmulParity, RaggedShapes) {
   for (int n_tokens : {1, 2}) check_matmul(be, rng, t, Shape{9001, cols}, n_tokens, /*bias=*/true);
 }
 
-// The lm_head: 151,936 rows, every row compared, decode and prefill.
+// The lm_head: 151,936 rows, every row compared: decode (GEMV) and gemm_small's 128-row blocks
+// at 16 and 64 tokens.
 TEST_P(MatmulParity, LmHead) {
   const GGMLType t = GetParam();
   Pair be;
   std::mt19937 rng(99 + int(t));
   const Shape s{151936, is_kquant(t) ? 1024 : 896};
-  for (int n_tokens : {1, 16}) check_matmul(be, rng, t, s, n_tokens, false);
+  for (int n_tokens : {1, 16, 64}) check_matmul(be, rng, t, s, n_tokens, false);
 }
 
 // Embedding lookup of every type: first, last and random rows of a 151,936-row table.

@@ -218,7 +218,7 @@ class CudaBackend final : public Backend {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
       } else if (small) {
         const cuda::GemvOut out{y, w, bias};
-        cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr);
+        cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_);
       } else {
         cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
       }
@@ -414,9 +414,9 @@ class CudaBackend final : public Backend {
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
       if (p.n_mm > 1 && !fuse_qkv_) {
         for (int i = 0; i < p.n_mm; ++i)
-          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr);
+          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_);
       } else {
-        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid);
+        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_);
       }
       return;
     }

@@ -9,18 +9,19 @@
 // activations are split into hi + lo halves of the same 16-bit type and both are multiplied, so
 // x keeps ~22 bits (fp16) or ~16 bits (bf16). F32 weights never come here (cuBLAS SGEMM).
 //
-// Work split. A block owns kRows = 32 output rows (two 16-row mma tiles) and all n tokens; its
-// kWarps warps take the 64-column slices of K round robin (slice s: columns [64s, 64s + 64)),
-// so a long row is read by 8 warps at once. Per slice, lane L dequantizes the two 32-element
-// chunks of row L of the block into a per-warp fp16 tile in shared memory (ldmatrix reads the
-// mma A fragments from it), and the next slice's weights are loaded while the tensor cores run.
-// B fragments (the activations of 8 tokens) come straight from x in global memory (L2: x is a
-// few hundred KiB at most). At the end the warps' partial sums are added in shared memory in a
-// fixed tree order, so results do not depend on scheduling. Rows long enough to leave each warp
-// a chain of many slices (the FFN down projection: 896 rows of 4864 are only 28 blocks) are
-// split over several blocks along K, whose sums the last block to finish adds in split order
-// (deterministic again). One launch may cover up to kMaxGemvGroup matrices that share x (q/k/v,
-// gate/up: consecutive block ranges), and a single matrix may add its result into a residual.
+// Work split. A block owns kRows = 16 W output rows (W warps, warp w the 16-row mma tile w) and
+// all n tokens (NT 8-token tiles), and walks K in 64-column slices. Per slice, thread t loads the
+// raw 32-element chunk t % 2 of the block's row t / 2 (one chunk per thread) and a share of the
+// x tile (n tokens x 64 columns of fp32); at the top of the slice these are written to shared
+// memory as fp16 (weights) and fp16 hi/lo halves (x), and ldmatrix feeds the mma fragments of
+// both. The next slice's loads are issued before the current slice's products, so they overlap.
+// Each x element is split once per block, each weight byte loaded once per launch. A matrix of
+// few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
+// (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
+// result), whose sums the last block to finish adds in split order (deterministic: results do
+// not depend on scheduling). One launch may cover up to
+// kMaxGemvGroup matrices that share x (q/k/v, gate/up: consecutive block ranges), and a single
+// matrix may add its result into a residual.
 #include <algorithm>
 #include <type_traits>
 
@@ -30,18 +31,12 @@
 namespace qwen::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * kWarp;
-constexpr int kMTiles = 2;                // 16-row mma tiles per block
-constexpr int kRows = 16 * kMTiles;       // rows per block: one per lane while dequantizing
-constexpr int kSliceCols = 2 * kChunk;    // K columns per warp iteration
-constexpr int kTileStride = kSliceCols + 8;  // halves per tile row: 144 bytes keeps ldmatrix rows 16-byte aligned
-static_assert(kRows == kWarp, "lane L dequantizes row L of the block");
-
-constexpr size_t kTileBytes = size_t(kWarps) * kRows * kTileStride * 2;
-// Partial sums of one warp for NT 8-token tiles: [kMTiles][NT][4] floats per lane.
-template <int NT>
-constexpr size_t kRedBytes = size_t(kWarps / 2) * kMTiles * NT * 4 * kWarp * sizeof(float);
+constexpr int kSliceCols = 2 * kChunk;  // K columns per iteration: two chunks
+// Halves per tile row: 144 bytes keeps ldmatrix rows 16-byte aligned and conflict-free.
+constexpr int kTileStride = kSliceCols + 8;
+constexpr int block_threads(int warps) {
+  return warps * kWarp;
+}
 
 // The 16-bit type of the tensor-core operands: bf16 for BF16 weights, fp16 otherwise.
 template <GGMLType T>
@@ -110,188 +105,213 @@ struct SmallArgs {
   int64_t ne0;
   int n_tokens;
   float* resid;  // single matrix only: resid += y after y is stored
-  // Split K (gridDim.y = splits > 1): block (x, y) takes the slices y, y + splits, ... of each
-  // warp's round robin, stores its sums to partials[(x * splits + y)][kPer][32 lanes] and counts
-  // itself in counters[x]; the last of the x's blocks adds the splits' sums in split order (so
-  // the result does not depend on which block finishes last), writes y and resets the counter.
+  // Split K: segment i's blocks are its row blocks times splits[i] (split fastest). Split y of
+  // a row block takes the slices [y per_split[i], (y + 1) per_split[i]); with splits > 1 it
+  // stores its sums to partials[block][kPer][threads] and counts itself in counters[the row
+  // block's first block]; the last of them adds the splits' sums in split order (so the result
+  // does not depend on which block finishes last), writes y and resets the counter.
+  int splits[kMaxGemvGroup];
+  int per_split[kMaxGemvGroup];
   float* partials;
   unsigned* counters;
 };
 
-// NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros).
-template <GGMLType T, int NT>
-__global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallArgs a) {
+// NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
+template <GGMLType T, int NT, int W>
+__global__ void __launch_bounds__(block_threads(W)) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
-  __shared__ __align__(16) unsigned char smem[kTileBytes > kRedBytes<NT> ? kTileBytes : kRedBytes<NT>];
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  constexpr int kThreads = block_threads(W);
+  constexpr int kRows = 16 * W;                   // rows per block
+  constexpr int kToks = 8 * NT;                   // token rows of the x tile
+  constexpr int kXVecs = kToks * kSliceCols / 4;  // float4s of the x tile
+  constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
+  static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
+  __shared__ __align__(16) H wtile[kRows * kTileStride];
+  __shared__ __align__(16) H xtile[2][kToks * kTileStride];  // hi, lo
+  __shared__ bool last_split;
+  const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
   const unsigned b = blockIdx.x;
   unsigned block0;
   const GroupSeg sg = block_segment(a.seg, a.n_seg, b, block0);
-  const int64_t row0 = int64_t(b - block0) * kRows;
-  H* tile = reinterpret_cast<H*>(smem) + warp * kRows * kTileStride;
+  const int si = segment_of(a.seg, a.n_seg, b);
+  const int splits = si == 0 ? a.splits[0] : (si == 1 ? a.splits[1] : a.splits[2]);
+  const int per_split = si == 0 ? a.per_split[0] : (si == 1 ? a.per_split[1] : a.per_split[2]);
+  const unsigned split = (b - block0) % unsigned(splits), first = b - split;  // first: split 0's block
+  const int64_t row0 = int64_t((b - block0) / unsigned(splits)) * kRows;
   const int64_t n_chunks = a.ne0 / kChunk, n_slices = (n_chunks + 1) / 2;
-  const uint8_t* wrow = sg.w + min(row0 + lane, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
+  const int64_t s0 = int64_t(split) * per_split, s1 = min(s0 + per_split, n_slices);
+  const int my_row = t / 2, my_chunk = t % 2;
+  const uint8_t* wrow = sg.w + min(row0 + my_row, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
-  float v[2][kChunk];
-  auto load_slice = [&](int64_t s) {
+  ChunkRaw<T> wraw;
+  float4 xv[kXPer];
+  const auto load_w = [&](int64_t s) {
+    const int64_t c = 2 * s + my_chunk;
+    if (c < n_chunks) load_chunk<T>(wraw, wrow, c);
+  };
+  const auto load_x = [&](int64_t s) {
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      if (2 * s + c < n_chunks) {
-        dequant_chunk<T>(wrow, 2 * s + c, v[c]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kChunk; ++i) v[c][i] = 0.f;
-      }
+    for (int i = 0; i < kXPer; ++i) {
+      const int e = t + i * kThreads, tok = e / (kSliceCols / 4);
+      const int64_t k = s * kSliceCols + 4 * (e % (kSliceCols / 4));
+      xv[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (e < kXVecs && tok < a.n_tokens && k < a.ne0)
+        xv[i] = *reinterpret_cast<const float4*>(a.x + int64_t(tok) * a.ne0 + k);
     }
   };
-  float acc[kMTiles][NT][4] = {};
-  const int64_t split = blockIdx.y, step = int64_t(kWarps) * gridDim.y;
-  int64_t s = split * kWarps + warp;
-  // Weights are never written by a kernel: the first slice loads while the predecessor drains.
-  if (s < n_slices) load_slice(s);
-  pdl_begin();
-  for (; s < n_slices; s += step) {
-    H* trow = tile + lane * kTileStride;
+  // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
+  // stored), x as hi/lo halves. A chunk past the row's end is not written: its columns are
+  // never multiplied.
+  const auto store = [&](int64_t s) {
+    if (2 * s + my_chunk < n_chunks) {
+      uint4* dst = reinterpret_cast<uint4*>(wtile + my_row * kTileStride + my_chunk * kChunk);
+      if constexpr (T == GGMLType::F16 || T == GGMLType::BF16) {
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
+        for (int i = 0; i < 4; ++i)
+          dst[i] = make_uint4(wraw.w[4 * i], wraw.w[4 * i + 1], wraw.w[4 * i + 2], wraw.w[4 * i + 3]);
+      } else {
+        float v[kChunk];
+        wraw.decode(v);
 #pragma unroll
-      for (int i = 0; i < kChunk / 8; ++i) {
-        uint4 u;
-        u.x = pack2<H>(v[c][8 * i], v[c][8 * i + 1]);
-        u.y = pack2<H>(v[c][8 * i + 2], v[c][8 * i + 3]);
-        u.z = pack2<H>(v[c][8 * i + 4], v[c][8 * i + 5]);
-        u.w = pack2<H>(v[c][8 * i + 6], v[c][8 * i + 7]);
-        *reinterpret_cast<uint4*>(trow + c * kChunk + 8 * i) = u;
+        for (int i = 0; i < 4; ++i)
+          dst[i] = make_uint4(pack2<H>(v[8 * i], v[8 * i + 1]), pack2<H>(v[8 * i + 2], v[8 * i + 3]),
+                              pack2<H>(v[8 * i + 4], v[8 * i + 5]), pack2<H>(v[8 * i + 6], v[8 * i + 7]));
       }
     }
-    __syncwarp();
-    if (s + step < n_slices) load_slice(s + step);  // in flight while the tensor cores run
+#pragma unroll
+    for (int i = 0; i < kXPer; ++i) {
+      const int e = t + i * kThreads;
+      if (e >= kXVecs) continue;
+      const int o = (e / (kSliceCols / 4)) * kTileStride + 4 * (e % (kSliceCols / 4));
+      uint2 hi, lo;
+      split2<H>(xv[i].x, xv[i].y, hi.x, lo.x);
+      split2<H>(xv[i].z, xv[i].w, hi.y, lo.y);
+      *reinterpret_cast<uint2*>(xtile[0] + o) = hi;
+      *reinterpret_cast<uint2*>(xtile[1] + o) = lo;
+    }
+  };
+
+  float acc[NT][4] = {};
+  // Weights are never written by a kernel: the first slice loads while the predecessor drains.
+  if (s0 < s1) load_w(s0);
+  pdl_begin();
+  if (s0 < s1) load_x(s0);
+  for (int64_t s = s0; s < s1; ++s) {
+    __syncthreads();  // every warp is done with the previous slice's tiles
+    store(s);
+    __syncthreads();
+    if (s + 1 < s1) {  // in flight while the tensor cores run
+      load_w(s + 1);
+      load_x(s + 1);
+    }
 #pragma unroll
     for (int kk = 0; kk < kSliceCols / 16; ++kk) {
-      const int64_t k = s * kSliceCols + kk * 16;
-      if (k >= a.ne0) break;  // a last slice of one chunk
-      uint32_t af[kMTiles][4];
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-        ldmatrix_x4(af[m], tile + (m * 16 + lane % 16) * kTileStride + kk * 16 + (lane / 16) * 8);
+      if (s * kSliceCols + kk * 16 >= a.ne0) break;  // a last slice of one chunk
+      uint32_t af[4];
+      ldmatrix_x4(af, wtile + (warp * 16 + lane % 16) * kTileStride + kk * 16 + (lane / 16) * 8);
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int tok = j * 8 + g;
-        float2 x0 = make_float2(0.f, 0.f), x1 = x0;
-        if (tok < a.n_tokens) {
-          const float* xr = a.x + int64_t(tok) * a.ne0 + k + 2 * q;
-          x0 = *reinterpret_cast<const float2*>(xr);
-          x1 = *reinterpret_cast<const float2*>(xr + 8);
-        }
-        uint32_t b0h, b0l, b1h, b1l;
-        split2<H>(x0.x, x0.y, b0h, b0l);
-        split2<H>(x1.x, x1.y, b1h, b1l);
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-          mma16816<H>(acc[m][j], af[m], b0h, b1h);
-          mma16816<H>(acc[m][j], af[m], b0l, b1l);
-        }
+        // Lanes 0-7 / 8-15 address the hi tile's rows j*8.. at k and k + 8, lanes 16-31 the lo
+        // tile's: the B fragments (b0, b1) of hi and of lo in one ldmatrix.
+        uint32_t bf[4];
+        ldmatrix_x4(bf, xtile[lane / 16] + (j * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816<H>(acc[j], af, bf[0], bf[1]);
+        mma16816<H>(acc[j], af, bf[2], bf[3]);
       }
     }
-    __syncwarp();  // the tile is rewritten by the next slice
   }
 
-  // Tree sum of the warps' partials (fixed order): warps [h, 2h) hand theirs to warps [0, h).
-  float* red = reinterpret_cast<float*>(smem);
-  constexpr int kPer = kMTiles * NT * 4;  // floats per lane
+  if (splits > 1) {
+    constexpr int kPer = NT * 4;  // floats per thread
+    float* mine = a.partials + int64_t(b) * kPer * kThreads;
 #pragma unroll
-  for (int h = kWarps / 2; h >= 1; h /= 2) {
-    __syncthreads();  // the tiles (first round) or the previous round's slots are free
-    if (warp >= h && warp < 2 * h) {
-      float* slot = red + (warp - h) * kPer * kWarp;
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) slot[((m * NT + j) * 4 + e) * kWarp + lane] = acc[m][j][e];
-    }
-    __syncthreads();
-    if (warp < h) {
-      const float* slot = red + warp * kPer * kWarp;
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[m][j][e] += slot[((m * NT + j) * 4 + e) * kWarp + lane];
-    }
-  }
-  if (warp != 0) return;
-  if (gridDim.y > 1) {
-    float* mine = a.partials + (int64_t(b) * gridDim.y + split) * kPer * kWarp;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) mine[i * kWarp + lane] = (&acc[0][0][0])[i];
+    for (int i = 0; i < kPer; ++i) mine[i * kThreads + t] = (&acc[0][0])[i];
     __threadfence();  // the sums are visible before the count that announces them
-    __syncwarp();     // every lane's sums, not only lane 0's
-    unsigned done = 0;
-    if (lane == 0) done = atomicAdd(&a.counters[b], 1u);
-    if (__shfl_sync(0xffffffffu, done, 0) != gridDim.y - 1) return;
+    __syncthreads();  // every thread's sums, not only thread 0's
+    if (t == 0) last_split = atomicAdd(&a.counters[first], 1u) == unsigned(splits) - 1;
+    __syncthreads();
+    if (!last_split) return;
     __threadfence();  // the other splits' sums are read after their counts
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) (&acc[0][0][0])[i] = 0.f;
-    for (unsigned k = 0; k < gridDim.y; ++k) {
-      const volatile float* theirs = a.partials + (int64_t(b) * gridDim.y + k) * kPer * kWarp;
+    for (int i = 0; i < kPer; ++i) (&acc[0][0])[i] = 0.f;
+    for (int k = 0; k < splits; ++k) {
+      const volatile float* theirs = a.partials + int64_t(first + k) * kPer * kThreads;
 #pragma unroll
-      for (int i = 0; i < kPer; ++i) (&acc[0][0][0])[i] += theirs[i * kWarp + lane];
+      for (int i = 0; i < kPer; ++i) (&acc[0][0])[i] += theirs[i * kThreads + t];
     }
-    if (lane == 0) a.counters[b] = 0;  // ready for the next launch (graphs replay it)
+    if (t == 0) a.counters[first] = 0;  // ready for the next launch (graphs replay it)
   }
   // C fragment: e = 0, 1: row g, tokens 2q, 2q + 1; e = 2, 3: row g + 8, same tokens.
 #pragma unroll
-  for (int m = 0; m < kMTiles; ++m) {
+  for (int e = 0; e < 4; ++e) {
+    const int64_t row = row0 + warp * 16 + g + (e >= 2 ? 8 : 0);
+    if (row >= sg.ne1) continue;
+    const float bias = sg.bias ? sg.bias[row] : 0.f;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t row = row0 + m * 16 + g + (e >= 2 ? 8 : 0);
-      if (row >= sg.ne1) continue;
-      const float bias = sg.bias ? sg.bias[row] : 0.f;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int tok = j * 8 + 2 * q + (e & 1);
-        if (tok >= a.n_tokens) continue;
-        const int64_t o = int64_t(tok) * sg.ne1 + row;
-        const float out = acc[m][j][e] + bias;
-        sg.y[o] = out;
-        if (a.resid) a.resid[o] += out;  // the arithmetic of add_kernel
-      }
+    for (int j = 0; j < NT; ++j) {
+      const int tok = j * 8 + 2 * q + (e & 1);
+      if (tok >= a.n_tokens) continue;
+      const int64_t o = int64_t(tok) * sg.ne1 + row;
+      const float out = acc[j][e] + bias;
+      sg.y[o] = out;
+      if (a.resid) a.resid[o] += out;  // the arithmetic of add_kernel
     }
   }
 }
 
-// Splits of K so that a grid of few row blocks with long rows (the FFN down projection: 28
-// blocks of 4864-wide rows) does not leave each warp a long chain of dependent slices: about two
-// slices per warp and split, as far as the scratch holds the partial sums.
-template <int NT>
-unsigned choose_splits(unsigned blocks, int64_t n_slices) {
-  constexpr int64_t kPerBlock = int64_t(kMTiles) * NT * 4 * kWarp;  // partial floats per split
-  int64_t splits = n_slices / (2 * kWarps);
-  splits = std::min<int64_t>(splits, 8);
-  if (blocks > unsigned(kMaxCounters)) splits = 1;
-  while (splits > 1 && int64_t(blocks) * splits * kPerBlock > kGemmPartialFloats) --splits;
-  return unsigned(std::max<int64_t>(splits, 1));
+// The K splits of one matrix of row_blocks blocks: enough for about two blocks per SM (one at
+// 64 tokens, whose blocks are heavier and fit only three to an SM: gate and up, each split in
+// two, would otherwise exceed one wave), each split at least two slices, at most 16.
+int choose_splits(unsigned row_blocks, int64_t n_slices, int n_sm, int nt) {
+  const int64_t target = int64_t(nt >= 8 ? 1 : 2) * std::max(n_sm, 1);
+  return int(
+      std::max<int64_t>(1, std::min<int64_t>({ceil_div(target, int64_t(row_blocks)), n_slices / 2, 16})));
 }
 
+// 8 warps (128 rows) per block when that still gives two blocks per SM (the lm_head): no
+// splits. Else 4 warps, and each matrix its own K splits (choose_splits), as far as the
+// counters and the partial-sum scratch reach (beyond, none: a group that large never occurs in
+// these models). The warp count changes no result, only which rows share a block.
 template <GGMLType T, int NT>
-void launch_small(cudaStream_t s, const SmallArgs& args, unsigned blocks) {
-  const unsigned splits = choose_splits<NT>(blocks, (args.ne0 / kChunk + 1) / 2);
-  launch(gemm_small_kernel<T, NT>, dim3(blocks, splits), dim3(kThreads), s, args);
+void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, int n_sm) {
+  const int64_t n_slices = (args.ne0 / kChunk + 1) / 2;
+  const int warps = group_blocks(outs, n, 16 * 8) >= 2u * unsigned(n_sm) ? 8 : 4;
+  unsigned blocks = group_segments(outs, n, 16 * warps, args.seg, "gemm_small");
+  for (int i = 0; i < n; ++i) args.splits[i] = 1, args.per_split[i] = int(n_slices);
+  if (warps == 4) {
+    unsigned end = 0;
+    for (int i = 0; i < n; ++i) {
+      const unsigned rb = unsigned(ceil_div(outs[i].w.ne1, int64_t(16 * warps)));
+      const int want = choose_splits(rb, n_slices, n_sm, NT);
+      args.per_split[i] = int(ceil_div(n_slices, int64_t(want)));
+      args.splits[i] = int(ceil_div(n_slices, int64_t(args.per_split[i])));  // none empty
+      end += rb * unsigned(args.splits[i]);
+      args.seg[i].block_end = end;
+    }
+    const int64_t partials = int64_t(end) * NT * 4 * block_threads(4);
+    if (end <= unsigned(kMaxCounters) && partials <= kGemmPartialFloats) {
+      blocks = end;
+    } else {
+      blocks = group_segments(outs, n, 16 * warps, args.seg, "gemm_small");
+      for (int i = 0; i < n; ++i) args.splits[i] = 1, args.per_split[i] = int(n_slices);
+    }
+  }
+  if (warps == 8) {
+    launch(gemm_small_kernel<T, NT, 8>, dim3(blocks), dim3(block_threads(8)), s, args);
+  } else {
+    launch(gemm_small_kernel<T, NT, 4>, dim3(blocks), dim3(block_threads(4)), s, args);
+  }
 }
 
 }  // namespace
 
 void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
-                int n_tokens, float* resid) {
+                int n_tokens, float* resid, int n_sm) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens, " tokens (1..",
              kSmallMaxTokens, ")");
   QWEN_CHECK(n == 1 || !resid, "cuda gemm_small: a group of ", n, " matrices takes no residual epilogue");
   SmallArgs args{};
-  const unsigned blocks = group_segments(outs, n, kRows, args.seg, "gemm_small");
   const Weight& w = outs[0].w;
   QWEN_CHECK(w.type != GGMLType::F32, "cuda gemm_small: F32 weights go through SGEMM");
   args.n_seg = n;
@@ -305,13 +325,13 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     if constexpr (T != GGMLType::F32) {
       if (n_tokens <= 8) {
-        launch_small<T, 1>(s, args, blocks);
+        launch_small<T, 1>(s, args, outs, n, n_sm);
       } else if (n_tokens <= 16) {
-        launch_small<T, 2>(s, args, blocks);
+        launch_small<T, 2>(s, args, outs, n, n_sm);
       } else if (n_tokens <= 32) {
-        launch_small<T, 4>(s, args, blocks);
+        launch_small<T, 4>(s, args, outs, n, n_sm);
       } else {
-        launch_small<T, 8>(s, args, blocks);
+        launch_small<T, 8>(s, args, outs, n, n_sm);
       }
     }
   });

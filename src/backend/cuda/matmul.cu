@@ -347,6 +347,12 @@ unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, Grou
   return blocks;
 }
 
+unsigned group_blocks(const GemvOut* outs, int n, int64_t rows_per_block) {
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) blocks += unsigned(ceil_div(outs[i].w.ne1, rows_per_block));
+  return blocks;
+}
+
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f) {
   const GemvOut out{y, w, bias};
@@ -369,7 +375,7 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   check_norm(f.norm, x, "gemv");
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
-      return group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv") * unsigned(n_tokens);
+      return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
     };
     const int rows = norm ? 1 : choose_rows<T>(1, f.rows_min_blocks, blocks);
     const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));

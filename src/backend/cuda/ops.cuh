@@ -24,7 +24,7 @@ struct GemmScratch {
 // counters return to zero after every use, so captured graphs can replay them).
 constexpr int64_t kAttnPartialFloats = int64_t(1) << 20;
 constexpr int kMaxCounters = 4096;
-constexpr int64_t kGemmPartialFloats = int64_t(1) << 20;
+constexpr int64_t kGemmPartialFloats = int64_t(1) << 22;
 struct DecodeScratch {
   float* attn_partials = nullptr;             // kAttnPartialFloats: split-K (acc, max, sum) partials
   unsigned* attn_counters = nullptr;          // kMaxCounters: finished splits per (token, head)
@@ -98,11 +98,16 @@ struct GroupSeg {
 // outs[0]'s type and row length); `op` names the caller in the errors.
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
                         const char* op);
+// The block count group_segments would return, without checks or layout (to compare shapes).
+unsigned group_blocks(const GemvOut* outs, int n, int64_t rows_per_block);
 // The segment holding block b and its first block, by selects (no dynamic indexing of a kernel
 // parameter array).
+__device__ __forceinline__ int segment_of(const GroupSeg (&seg)[kMaxGemvGroup], int n_seg, unsigned b) {
+  return b < seg[0].block_end ? 0 : (n_seg < 3 || b < seg[1].block_end ? 1 : 2);
+}
 __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemvGroup], int n_seg, unsigned b,
                                                   unsigned& block0) {
-  const int s = b < seg[0].block_end ? 0 : (n_seg < 3 || b < seg[1].block_end ? 1 : 2);
+  const int s = segment_of(seg, n_seg, b);
   block0 = s == 0 ? 0u : (s == 1 ? seg[0].block_end : seg[1].block_end);
   return s == 0 ? seg[0] : (s == 1 ? seg[1] : seg[2]);
 }
@@ -123,10 +128,12 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
-// Long rows in few row blocks are split over several blocks (K split), merged deterministically
-// through scratch.gemm_partials / gemm_counters.
+// A matrix of few row blocks is split over several blocks along K (how many depends on that
+// matrix alone, so grouping changes no result), merged deterministically through
+// scratch.gemm_partials / gemm_counters.
+// n_sm: the device's SM count, which the launch shape targets.
 void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
-                int n_tokens, float* resid);
+                int n_tokens, float* resid, int n_sm);
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,

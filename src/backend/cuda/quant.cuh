@@ -188,9 +188,7 @@ template <>
 struct ChunkRaw<GGMLType::Q4_0> {
   static constexpr int kWords = 5;
   uint32_t d, w[4];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
-    load_d_words<4>(b, d, w);
-  }
+  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<4>(b, d, w); }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
 #pragma unroll
@@ -226,21 +224,16 @@ struct ChunkRaw<GGMLType::Q4_1> {
 template <>
 struct ChunkRaw<GGMLType::Q5_0> {
   static constexpr int kWords = 6;
-  uint32_t d, qh, w[4];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
-    uint32_t q[5];
-    load_d_words<5>(b, d, q);
-    qh = q[0];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = q[i + 1];
-  }
+  uint32_t d, q[5];  // q[0]: qh, q[1..4]: qs
+  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<5>(b, d, q); }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
+    const uint32_t qh = q[0];
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const uint32_t q = byte_of(w, j);
-      const int lo = int((q & 0xf) | (((qh >> j) & 1u) << 4));
-      const int hi = int((q >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+      const uint32_t v = byte_of(q + 1, j);
+      const int lo = int((v & 0xf) | (((qh >> j) & 1u) << 4));
+      const int hi = int((v >> 4) | (((qh >> (j + 16)) & 1u) << 4));
       out[j] = float(lo - 16) * s;
       out[j + 16] = float(hi - 16) * s;
     }
@@ -273,9 +266,7 @@ template <>
 struct ChunkRaw<GGMLType::Q8_0> {
   static constexpr int kWords = 9;
   uint32_t d, w[8];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
-    load_d_words<8>(b, d, w);
-  }
+  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<8>(b, d, w); }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
 #pragma unroll
