@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <optional>
 
 #include "backend/backend.h"
 #include "gguf/gguf.h"
@@ -64,14 +65,61 @@ struct Engine::Impl {
   enum class GraphState : uint8_t { Unseen, RanEagerly, Captured };
   std::vector<GraphState> graphs;
 
+  // The forward step() launched last, until collect() reads it back. Its last forward call may
+  // still run on the backend, with its rows in d_top / d_logits; rows of earlier calls (when the
+  // inputs needed several) are already on the host, in top / logits.
+  //
+  // Staging: h_io is rewritten only after the backend has finished reading it. Each forward call
+  // uploads h_io; the eager calls (everything but a launch's last call) wait for their results
+  // before the next rewrite, and a launch's last call is waited for by collect(), which runs
+  // before anything else writes h_io. So an upload that reads pageable host memory
+  // asynchronously never races with the next step's staging.
+  struct Launch {
+    struct Row {        // one per input, in input order
+      Generation* gen;  // null once the generation left (ended in emit, or destroyed)
+      int slot;
+      size_t n_fed;     // tokens fed (a prompt chunk, or the one fresh token)
+      bool samples;     // the generation's input ends here: its next token comes from this row
+      bool fresh;       // the input is a sampled token (dropped from the slot if it leaves)
+      size_t slot_len;  // the slot's length right after this input
+    };
+    std::vector<Row> rows;
+    bool greedy = true;         // rows come back as argmax ids (top), else as logits
+    std::vector<int32_t> top;   // [rows]
+    std::vector<float> logits;  // [rows][n_vocab], not greedy only
+    size_t first_deferred = 0;  // rows first_deferred.. are still on the backend
+    Clock::time_point t0;       // when the launch began (timing)
+  };
+  Launch launch;  // buffers kept between steps
+  bool in_flight = false;
+
   ~Impl() {
     if (io != nullptr) backend->free(io);
   }
 
-  // One forward over the staged host arrays (n tokens, n_out logit rows). Downloads the logit
-  // rows into `logits` [n_out][n_vocab], or only their argmax into `top` [n_out] when logits is
-  // null (greedy decoding moves 4 bytes per row instead of the whole vocabulary).
-  void forward(int n, int n_out, float* logits, int32_t* top, const ForwardTap& tap = {}) {
+  // Whether the forward in flight feeds a live generation on `slot`.
+  bool in_flight_on(int slot) const {
+    if (!in_flight) return false;
+    return std::any_of(launch.rows.begin(), launch.rows.end(),
+                       [&](const Launch::Row& r) { return r.gen != nullptr && r.slot == slot; });
+  }
+  // Takes a generation out of the forward in flight: its row is ignored when read back, and a
+  // fed sampled token leaves the slot again (its K/V row is overwritten later; the slot's length
+  // is what counts). A prompt chunk stays: its K/V are being written as the slot says.
+  void leave(const Generation* g) noexcept {
+    if (!in_flight) return;
+    for (Launch::Row& r : launch.rows) {
+      if (r.gen != g) continue;
+      r.gen = nullptr;
+      std::vector<int32_t>& slot = slots[size_t(r.slot)];
+      // The slot is exactly as the launch left it (anything that changed it drains first).
+      if (r.fresh && slot.size() == r.slot_len) slot.pop_back();
+    }
+  }
+
+  // Launches one forward over the staged host arrays (n tokens, n_out logit rows) without
+  // waiting for it; with `argmax`, also the argmax of each logit row into d_top.
+  void launch_forward(int n, int n_out, bool argmax, const ForwardTap& tap = {}) {
     backend->upload(d_ids, h_io.data(), size_t(h_rows + n_out - h_ids) * sizeof(int32_t));
     const Batch batch{n, d_ids, d_pos, d_seq};
     // Small calls whose every row is an output (decode steps: one token per slot) replay a graph
@@ -90,13 +138,22 @@ struct Engine::Impl {
       if (decode_shape) graphs[n] = GraphState::RanEagerly;
       model->forward(batch, kv->layers(), d_rows, n_out, d_logits, tap);
     }
-    const int n_vocab = model->config().n_vocab;
+    if (argmax) backend->argmax(d_top, d_logits, n_out, model->config().n_vocab);
+  }
+  // Waits for the forward launched last and downloads its logit rows into `logits`
+  // [n_out][n_vocab], or only their argmax into `top` [n_out] when logits is null (greedy
+  // decoding moves 4 bytes per row instead of the whole vocabulary).
+  void read_back(int n_out, float* logits, int32_t* top) {
     if (logits != nullptr) {
-      backend->download(logits, d_logits, size_t(n_out) * n_vocab * sizeof(float));
+      backend->download(logits, d_logits, size_t(n_out) * model->config().n_vocab * sizeof(float));
     } else {
-      backend->argmax(d_top, d_logits, n_out, n_vocab);
       backend->download(top, d_top, size_t(n_out) * sizeof(int32_t));
     }
+  }
+  // One forward, waited for: launch_forward + read_back.
+  void forward(int n, int n_out, float* logits, int32_t* top, const ForwardTap& tap = {}) {
+    launch_forward(n, n_out, logits == nullptr, tap);
+    read_back(n_out, logits, top);
   }
 
   void check_token(int32_t id) const {
@@ -187,6 +244,7 @@ const std::vector<int32_t>& Engine::slot_tokens(int slot) const {
 
 void Engine::clear_slot(int slot) {
   QWEN_CHECK(slot >= 0 && slot < impl_->n_seq, "slot ", slot, " is outside [0, ", impl_->n_seq, ")");
+  if (impl_->in_flight_on(slot)) collect();  // its generation then no longer expects the slot's tail
   impl_->slots[slot].clear();
 }
 
@@ -202,6 +260,7 @@ void Engine::prefill(std::span<const Input> inputs) {
 
 int Engine::warm_up() {
   Impl& m = *impl_;
+  collect();
   for (int s = 0; s < m.n_seq; ++s)
     QWEN_CHECK(m.slots[s].empty(), "warm_up: slot ", s, " holds ", m.slots[s].size(), " tokens");
   if (!m.use_graphs) return 0;
@@ -233,8 +292,9 @@ int Engine::warm_up() {
   return sizes;
 }
 
-void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
+void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top, size_t* deferred) {
   Impl& m = *impl_;
+  collect();  // a no-op in step(), which collected before launching
   const size_t n_vocab = size_t(this->n_vocab());
   std::vector<size_t> done(inputs.size(), 0);  // tokens of each input already evaluated
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -250,12 +310,12 @@ void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
     for (int32_t id : in.tokens) m.check_token(id);
   }
   // Pack tokens of all inputs into forward calls of at most max_batch tokens; an input's last
-  // token requests a logit row (the row buffer holds max_out >= n_seq rows).
-  std::vector<size_t> out_of;  // input index of each requested row in the current call
-  size_t next = 0;             // first input with tokens left
+  // token requests a logit row (the row buffer holds max_out >= n_seq rows). Inputs are packed in
+  // order, so the inputs that end in one call are consecutive: first, first + 1, ...
+  size_t next = 0;  // first input with tokens left
   while (next < inputs.size()) {
-    int n = 0;
-    out_of.clear();
+    int n = 0, n_out = 0;
+    const size_t first = next;
     for (size_t i = next; i < inputs.size() && n < m.max_batch; ++i) {
       const Input& in = inputs[i];
       std::vector<int32_t>& slot = m.slots[in.slot];
@@ -265,38 +325,32 @@ void Engine::run(std::span<const Input> inputs, float* logits, int32_t* top) {
         m.h_seq[n] = in.slot;
         slot.push_back(in.tokens[done[i]]);
         ++done[i];
-        if (done[i] == in.tokens.size()) {
-          m.h_rows[out_of.size()] = n;
-          out_of.push_back(i);
-        }
+        if (done[i] == in.tokens.size()) m.h_rows[n_out++] = n;
         ++n;
       }
     }
     while (next < inputs.size() && done[next] == inputs[next].tokens.size()) ++next;
-    if (out_of.empty()) {  // no input finished in this call: compute one row and drop it
+    if (n_out == 0) {  // no input finished in this call: compute one row and drop it
       m.h_rows[0] = n - 1;
       int32_t ignored;
       m.forward(n, 1, nullptr, &ignored);
       continue;
     }
-    const size_t n_out = out_of.size();
-    if (logits != nullptr) {
-      std::vector<float> rows(n_out * n_vocab);
-      m.forward(n, int(n_out), rows.data(), nullptr);
-      for (size_t r = 0; r < n_out; ++r) {
-        std::copy_n(rows.begin() + r * n_vocab, n_vocab, logits + out_of[r] * n_vocab);
-      }
-    } else {
-      std::vector<int32_t> ids(n_out);
-      m.forward(n, int(n_out), nullptr, ids.data());
-      for (size_t r = 0; r < n_out; ++r) top[out_of[r]] = ids[r];
+    QWEN_ASSERT(next - first == size_t(n_out));
+    if (deferred != nullptr && next == inputs.size()) {  // step()'s launch: collect() reads it
+      m.launch_forward(n, n_out, logits == nullptr);
+      *deferred = first;
+      return;
     }
+    m.forward(n, n_out, logits != nullptr ? logits + first * n_vocab : nullptr,
+              logits != nullptr ? nullptr : top + first);
   }
 }
 
 void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
                       const Tap& tap, int slot) {
   Impl& m = *impl_;
+  collect();
   clear_slot(slot);
   QWEN_CHECK(!tokens.empty(), "eval_all: no tokens");
   QWEN_CHECK(tokens.size() <= size_t(m.n_ctx), "eval_all: ", tokens.size(),
@@ -326,8 +380,11 @@ struct Generation::State {
   OnText on_text;
   StreamDecoder decoder;
   std::vector<int32_t> history;  // prompt + sampled tokens (for penalties)
-  std::vector<int32_t> pending;  // tokens to evaluate on the next step
+  std::vector<int32_t> pending;  // prompt tokens not yet fed to a forward
   std::string held;              // decoded text not yet emitted (may start a stop string)
+  // The token sampled by the last collect(), already in history and result_.tokens, whose text
+  // the next step() produces (and which that step feeds unless it ends the generation).
+  std::optional<int32_t> fresh;
 
   State(const Tokenizer& tok, const GenerateParams& p, OnText cb)
       : params(p), sampler(p.sampler), on_text(std::move(cb)), decoder(tok) {}
@@ -344,6 +401,9 @@ Generation::Generation(Engine& engine, int slot, std::vector<int32_t> prompt, co
   for (int32_t id : prompt) m.check_token(id);
   for (const std::string& s : params.stop) QWEN_CHECK(!s.empty(), "empty stop string");
   st_ = std::make_unique<State>(engine.tokenizer(), params, std::move(on_text));
+  // A step in flight that still feeds this slot (its generation not yet destroyed) finishes
+  // first, so that the slot is no longer expected to end with its input.
+  if (m.in_flight_on(slot)) engine.collect();
   // Reuse the longest common prefix of what the slot holds; at least the last prompt token is
   // evaluated again so that its logits exist.
   std::vector<int32_t>& held = m.slots[slot];
@@ -357,7 +417,9 @@ Generation::Generation(Engine& engine, int slot, std::vector<int32_t> prompt, co
   if (params.max_tokens == 0) result_.finish = FinishReason::Length;
 }
 
-Generation::~Generation() = default;
+Generation::~Generation() {
+  engine_.impl_->leave(this);
+}
 
 namespace {
 
@@ -377,89 +439,150 @@ size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string
 
 }  // namespace
 
-void Engine::step(std::span<Generation* const> gens) {
-  std::vector<Generation*> active;
-  std::vector<Input> inputs;
-  std::vector<bool> samples;  // whether the generation's whole pending input fits this step
-  for (Generation* g : gens) {
-    if (g->done()) continue;
-    QWEN_CHECK(&g->engine_ == this, "step: a generation of another engine");
-    active.push_back(g);
-    // A long prompt is fed max_batch tokens per step, so the other slots keep decoding while it
-    // is prefilled instead of waiting for all of it.
-    const std::span<const int32_t> pending = g->st_->pending;
-    const size_t n = std::min(pending.size(), size_t(max_batch()));
-    inputs.push_back({g->slot_, pending.first(n)});
-    samples.push_back(n == pending.size());
-  }
-  if (active.empty()) return;
-  // When every generation that samples now is plain greedy, only the argmax of each row leaves
-  // the backend.
-  bool greedy = true;
-  for (size_t i = 0; i < active.size(); ++i)
-    greedy &= !samples[i] || active[i]->st_->params.sampler.is_argmax();
-  const auto t0 = Clock::now();
-  std::vector<float> logits;
-  std::vector<int32_t> top(active.size());
-  if (greedy) {
-    run(inputs, nullptr, top.data());
-  } else {
-    eval(inputs, logits);
-  }
-  const double ms = ms_since(t0);
+void Engine::collect() {
+  Impl& m = *impl_;
+  if (!m.in_flight) return;
+  m.in_flight = false;  // nothing stays in flight, even when the read-back throws
+  Impl::Launch& l = m.launch;
   const size_t n_vocab = size_t(this->n_vocab());
-
-  for (size_t i = 0; i < active.size(); ++i) {
-    Generation& g = *active[i];
+  const size_t first = l.first_deferred, n_out = l.rows.size() - first;
+  m.read_back(int(n_out), l.greedy ? nullptr : l.logits.data() + first * n_vocab,
+              l.greedy ? l.top.data() + first : nullptr);
+  // Timing: the launch's wall time up to its result on the host. It spans the host work the
+  // forward overlapped (the previous tokens' text) and whatever the caller did between the two
+  // step() calls, so per step it is about the step's period, which is what a stream sees.
+  const double ms = ms_since(l.t0);
+  for (size_t i = 0; i < l.rows.size(); ++i) {
+    const Impl::Launch::Row& row = l.rows[i];
+    if (row.gen == nullptr) continue;  // left: ended in emit, or destroyed
+    Generation& g = *row.gen;
     Generation::State& st = *g.st_;
     Completion& r = g.result_;
     (r.timing.n_gen == 0 ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
-    if (!samples[i]) {  // still prefilling
-      st.pending.erase(st.pending.begin(), st.pending.begin() + ptrdiff_t(inputs[i].tokens.size()));
+    if (!row.samples) {  // still prefilling
+      st.pending.erase(st.pending.begin(), st.pending.begin() + ptrdiff_t(row.n_fed));
       continue;
     }
+    if (row.fresh) {
+      QWEN_ASSERT(!st.fresh.has_value());  // emit took it before this token was fed
+    } else {
+      st.pending.clear();
+    }
     const int32_t tok =
-        greedy ? top[i] : st.sampler.sample(std::span(logits.data() + i * n_vocab, n_vocab), st.history);
+        l.greedy ? l.top[i]
+                 : st.sampler.sample(std::span(l.logits.data() + i * n_vocab, n_vocab), st.history);
     st.history.push_back(tok);
     r.tokens.push_back(tok);
     ++r.timing.n_gen;
+    st.fresh = tok;
+  }
+}
 
-    auto emit = [&](std::string_view text) {
-      if (text.empty()) return;
-      r.text += text;
-      if (st.on_text && !st.on_text(text)) r.finish = FinishReason::Cancelled;
-    };
-    auto finish = [&](FinishReason why) {  // flushes everything still held back
-      st.held += st.decoder.flush();
-      emit(st.held);
-      st.held.clear();
-      if (r.finish == FinishReason::Running) r.finish = why;
-    };
+void Engine::step(std::span<Generation* const> gens) {
+  Impl& m = *impl_;
+  for (Generation* g : gens) QWEN_CHECK(&g->engine_ == this, "step: a generation of another engine");
 
-    if (!st.params.ignore_eog && tokenizer().is_eog(tok)) {
-      finish(FinishReason::Eog);
-      continue;
-    }
-    st.held += st.decoder.push(tok);
-    size_t stop_at = std::string::npos;
-    for (const std::string& s : st.params.stop) stop_at = std::min(stop_at, st.held.find(s));
-    if (stop_at != std::string::npos) {
-      emit(std::string_view(st.held).substr(0, stop_at));
-      st.held.clear();
-      if (r.finish == FinishReason::Running) r.finish = FinishReason::Stop;
-      continue;
-    }
-    const size_t keep = stop_prefix_suffix(st.held, st.params.stop);
-    emit(std::string_view(st.held).substr(0, st.held.size() - keep));
-    st.held.erase(0, st.held.size() - keep);
-    if (r.finish != FinishReason::Running) continue;  // cancelled
-    if (st.params.max_tokens >= 0 && r.timing.n_gen >= st.params.max_tokens) {
-      finish(FinishReason::Length);
-    } else if (slot_tokens(g.slot_).size() + 1 > size_t(n_ctx())) {
-      finish(FinishReason::ContextFull);
+  // 1. Collect: the forward of the previous step(), if it is still in flight.
+  collect();
+
+  // 2. Launch. What a fresh token ends by token-level rules (checked in the order of emit below)
+  // is known before its text: such a generation is not fed again.
+  std::vector<FinishReason> ends(gens.size(), FinishReason::Running);
+  std::vector<Input> inputs;
+  std::vector<int32_t> fed;  // the fresh tokens fed (stable storage for the inputs' spans)
+  fed.reserve(gens.size());
+  Impl::Launch& l = m.launch;
+  l.rows.clear();
+  l.greedy = true;
+  for (size_t k = 0; k < gens.size(); ++k) {
+    Generation& g = *gens[k];
+    if (g.done()) continue;
+    Generation::State& st = *g.st_;
+    if (st.fresh) {
+      const int32_t tok = *st.fresh;
+      if (!st.params.ignore_eog && tokenizer().is_eog(tok)) {
+        ends[k] = FinishReason::Eog;
+      } else if (st.params.max_tokens >= 0 && g.result_.timing.n_gen >= st.params.max_tokens) {
+        ends[k] = FinishReason::Length;
+      } else if (m.slots[g.slot_].size() + 1 > size_t(m.n_ctx)) {
+        ends[k] = FinishReason::ContextFull;
+      }
+      if (ends[k] != FinishReason::Running) continue;
+      fed.push_back(tok);
+      inputs.push_back({g.slot_, std::span<const int32_t>(&fed.back(), 1)});
+      l.rows.push_back({&g, g.slot_, 1, /*samples=*/true, /*fresh=*/true, 0});
     } else {
-      st.pending.assign(1, tok);
+      // A long prompt is fed max_batch tokens per step, so the other slots keep decoding while it
+      // is prefilled instead of waiting for all of it.
+      QWEN_ASSERT(!st.pending.empty());  // each running generation has a fresh token or prompt left
+      const std::span<const int32_t> pending = st.pending;
+      const size_t n = std::min(pending.size(), size_t(max_batch()));
+      inputs.push_back({g.slot_, pending.first(n)});
+      l.rows.push_back({&g, g.slot_, n, /*samples=*/n == pending.size(), /*fresh=*/false, 0});
     }
+    // When every generation that samples from this forward is plain greedy, only the argmax of
+    // each row leaves the backend.
+    l.greedy &= !l.rows.back().samples || st.params.sampler.is_argmax();
+  }
+  if (!inputs.empty()) {
+    l.t0 = Clock::now();
+    l.top.resize(inputs.size());
+    if (!l.greedy) l.logits.resize(inputs.size() * size_t(n_vocab()));
+    // Upload, forward (or graph replay) and argmax are queued; nothing waits for them here.
+    run(inputs, l.greedy ? nullptr : l.logits.data(), l.greedy ? l.top.data() : nullptr, &l.first_deferred);
+    for (Impl::Launch::Row& row : l.rows) row.slot_len = m.slots[row.slot].size();
+    m.in_flight = true;
+  }
+
+  // 3. Emit: the fresh tokens' text, while the backend computes the forward just launched.
+  try {
+    for (size_t k = 0; k < gens.size(); ++k) {
+      Generation& g = *gens[k];
+      Generation::State& st = *g.st_;
+      if (!st.fresh) continue;
+      const int32_t tok = *st.fresh;
+      st.fresh.reset();
+      Completion& r = g.result_;
+
+      auto emit = [&](std::string_view text) {
+        if (text.empty()) return;
+        r.text += text;
+        if (st.on_text && !st.on_text(text)) r.finish = FinishReason::Cancelled;
+      };
+      auto finish = [&](FinishReason why) {  // flushes everything still held back
+        st.held += st.decoder.flush();
+        emit(st.held);
+        st.held.clear();
+        if (r.finish == FinishReason::Running) r.finish = why;
+      };
+
+      if (ends[k] == FinishReason::Eog) {
+        finish(FinishReason::Eog);
+        continue;
+      }
+      st.held += st.decoder.push(tok);
+      size_t stop_at = std::string::npos;
+      for (const std::string& s : st.params.stop) stop_at = std::min(stop_at, st.held.find(s));
+      if (stop_at != std::string::npos) {
+        emit(std::string_view(st.held).substr(0, stop_at));
+        st.held.clear();
+        if (r.finish == FinishReason::Running) r.finish = FinishReason::Stop;
+      } else {
+        const size_t keep = stop_prefix_suffix(st.held, st.params.stop);
+        emit(std::string_view(st.held).substr(0, st.held.size() - keep));
+        st.held.erase(0, st.held.size() - keep);
+        if (r.finish == FinishReason::Running && ends[k] != FinishReason::Running) finish(ends[k]);
+      }
+      // Ended by its text (stop string, cancelled): the token it was fed in phase 2 goes again.
+      if (g.done()) m.leave(&g);
+    }
+  } catch (...) {
+    // An OnText callback threw: the generations not reached keep their fresh token (produced by
+    // a later step) but leave the launch, so that it is not fed twice.
+    for (Generation* g : gens) {
+      if (g->st_->fresh) m.leave(g);
+    }
+    throw;
   }
 }
 

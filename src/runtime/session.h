@@ -5,6 +5,12 @@
 // with n_seq slots, gives each request a free slot, creates a Generation for it, and calls
 // Engine::step() on all running generations together: one batched forward per step, so several
 // sequences decode at once. Nothing here allocates backend memory after Engine::load().
+//
+// step() is pipelined: it launches the next forward before it turns the tokens it just read back
+// into text, so the device computes step k+1 while the host streams step k's text. A step's
+// forward is therefore still "in flight" between two step() calls; every other Engine call that
+// needs the backend first finishes it ("drains": waits, reads back, and keeps the sampled tokens
+// in their generations), and a Generation destroyed while in flight takes its input back out.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +56,9 @@ struct Timing {
   int n_gen = 0;           // tokens sampled
   double prompt_ms = 0.0;  // prefill time up to the first sampled token's logits
   double gen_ms = 0.0;     // time of the decode steps after the first sampled token
+  // Engine::step is pipelined, so each forward counts from its launch to its result on the host:
+  // that includes the host work it overlapped (streaming the previous tokens) and the caller's
+  // time between two steps, i.e. about the period at which a stream gets its tokens.
   double prompt_tok_s() const { return prompt_ms > 0 ? n_prompt * 1000.0 / prompt_ms : 0.0; }
   double gen_tok_s() const { return gen_ms > 0 && n_gen > 1 ? (n_gen - 1) * 1000.0 / gen_ms : 0.0; }
 };
@@ -104,9 +113,12 @@ class Engine {
   int n_vocab() const;
   double load_ms() const;
 
-  // Tokens whose K/V currently sit in a slot (position i holds tokens[i]).
+  // Tokens whose K/V currently sit in a slot (position i holds tokens[i]), counting the input of
+  // a step still in flight (its K/V are being written). A slot whose generation ended (or was
+  // destroyed after its first token) holds its prompt and every sampled token but the last.
   const std::vector<int32_t>& slot_tokens(int slot) const;
-  // Forgets a slot's contents (its KV entries are simply overwritten later).
+  // Forgets a slot's contents (its KV entries are simply overwritten later). Drains an in-flight
+  // step first when it feeds this slot.
   void clear_slot(int slot);
 
   // Low-level batched evaluation: appends each input's tokens to its slot (at the slot's current
@@ -140,12 +152,34 @@ class Engine {
   // (the prompt suffix, at most max_batch tokens of it per step; then the last sampled token),
   // and once its prompt is in, samples, streams and checks stops. Finished generations are
   // skipped. All generations must use distinct slots.
+  //
+  // Pipelined, in three phases:
+  //  1. collect: waits for the forward the previous step() launched (if any) and reads back its
+  //     rows; each generation whose input ended there samples its next token (kept as "fresh":
+  //     recorded in its result, text not yet produced). Generations in that forward but not in
+  //     `gens` keep their fresh token until they are stepped again.
+  //  2. launch: starts the next forward without waiting for it: each generation in `gens` feeds
+  //     its fresh token (unless that token ends it: end-of-generation, max_tokens, context full)
+  //     or its next prompt chunk.
+  //  3. emit: turns each fresh token into text (stop strings, OnText, finish reasons), exactly
+  //     as an unpipelined step would. A generation that ends here (stop string or cancelled)
+  //     takes its input back out of the launched forward (its slot drops that token; the result
+  //     row is ignored).
+  // So a generation's first token comes out of the step() after the one that fed the end of its
+  // prompt, one step later than its forward ran; tokens, text, finish reasons and the slot
+  // contents of an ended generation are those of an unpipelined run. While a forward is in
+  // flight, slot_tokens() of its slots already holds its inputs.
   void step(std::span<Generation* const> gens);
 
  private:
   Engine();
-  // eval() writing either all logits of each input's last token or only their argmax.
-  void run(std::span<const Input> inputs, float* logits, int32_t* top);
+  // eval() writing either all logits of each input's last token or only their argmax. With
+  // `deferred` (step()'s launch), the last forward call is launched without waiting: its rows
+  // stay on the backend for collect(), and *deferred receives the first input they belong to
+  // (they are the inputs first, first + 1, ... in order).
+  void run(std::span<const Input> inputs, float* logits, int32_t* top, size_t* deferred = nullptr);
+  // Phase 1 of step(): finishes the forward in flight, if any (also called to drain it).
+  void collect();
   struct Impl;
   std::unique_ptr<Impl> impl_;
   friend class Generation;
@@ -158,9 +192,16 @@ class Generation {
   // Throws qwen::Error when the prompt is empty or does not fit in n_ctx.
   Generation(Engine& engine, int slot, std::vector<int32_t> prompt, const GenerateParams& params,
              OnText on_text = {});
+  // May run while a step's forward is in flight (a server drops a cancelled request at once): the
+  // generation leaves it, and its slot drops the sampled token it was fed, so the slot holds the
+  // prompt and every sampled token but the last, as when a generation ends (a prompt chunk in
+  // flight stays in the slot).
   ~Generation();
   int slot() const { return slot_; }
   bool done() const { return result_.finish != FinishReason::Running; }
+  // Between step() calls, tokens hold what step() streamed, except after another Engine call drained
+  // a step in flight: then the token it sampled is already counted here, its text comes with the
+  // next step() of this generation.
   const Completion& result() const { return result_; }
 
  private:

@@ -1,6 +1,8 @@
 // Runtime on a tiny synthetic qwen2 model with the real Qwen vocabulary (made once per suite by
 // scripts/make_model.py): batched multi-slot evaluation equals one slot at a time, prefix reuse
-// equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds.
+// equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds, and
+// the pipelined Engine::step (generations ending mid-run, destroyed in flight, drained by other
+// calls, left out of steps) against each generation run alone.
 // Skipped with the reason when python3 + gguf or the shared tokenizer are not available.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,32 +37,39 @@ class SessionTest : public ::testing::Test {
       skip_reason_ = "shared tokenizer not found at " + vocab.string() + " (set QWEN_SHARED_DIR)";
       return;
     }
-    // ctest runs each test in its own process: the model is made once, under a name that changes
-    // with the arguments, written to a private name and renamed so parallel runs never see half a file.
     const std::string args =
         "--arch qwen2 --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128"
         " --n-vocab 151936 --type Q8_0 --seed 5";
-    model_ =
+    model_ = make_model(args, vocab);
+    // Tied embeddings: the output head is the embedding table, so the tiny model tends to repeat
+    // its last input token; a prompt ending in <|im_end|> then samples an end-of-generation token.
+    if (skip_reason_.empty()) tied_model_ = make_model(args + " --tied", vocab);
+  }
+  // ctest runs each test in its own process: a model is made once, under a name that changes with
+  // the arguments, written to a private name and renamed so parallel runs never see half a file.
+  static fs::path make_model(const std::string& args, const fs::path& vocab) {
+    const fs::path path =
         fs::temp_directory_path() /
         ("qwen_session_test_" + std::to_string(std::hash<std::string>{}(args + vocab.string())) + ".gguf");
-    if (fs::exists(model_)) return;
-    const fs::path tmp = model_.string() + "." + std::to_string(::getpid());
+    if (fs::exists(path)) return path;
+    const fs::path tmp = path.string() + "." + std::to_string(::getpid());
     const std::string cmd = "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "make_model.py").string() +
                             " " + args + " --vocab " + vocab.string() + " -o " + tmp.string() +
                             " > /dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0) {
       skip_reason_ = "could not run: " + cmd + " (python3 with gguf needed)";
-      return;
+      return {};
     }
-    fs::rename(tmp, model_);
+    fs::rename(tmp, path);
+    return path;
   }
   void SetUp() override {
     if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
   }
 
-  static std::unique_ptr<Engine> load(int n_seq, int n_ctx = 256, int max_batch = 512) {
+  static std::unique_ptr<Engine> load(int n_seq, int n_ctx = 256, int max_batch = 512, bool tied = false) {
     EngineOptions o;
-    o.model_path = model_.string();
+    o.model_path = (tied ? tied_model_ : model_).string();
     o.device = "cpu";
     o.n_seq = n_seq;
     o.n_ctx = n_ctx;
@@ -74,7 +84,53 @@ class SessionTest : public ::testing::Test {
     return p;
   }
 
-  static inline fs::path model_;
+ public:
+  // What a test keeps of one generation: its result, the pieces its OnText saw, and its slot's
+  // tokens once it ended.
+  struct Run {
+    Completion c;
+    std::vector<std::string> pieces;
+    std::vector<int32_t> slot;
+  };
+  // One generation of a test: cancelled from OnText on piece `cancel_at` (0: never).
+  struct Case {
+    std::vector<int32_t> prompt;
+    GenerateParams params;
+    int cancel_at = 0;
+  };
+  static OnText record(Run& run, int cancel_at) {
+    return [&run, cancel_at](std::string_view piece) {
+      run.pieces.emplace_back(piece);
+      return cancel_at <= 0 || int(run.pieces.size()) < cancel_at;
+    };
+  }
+  // The reference: the case run alone (Session::generate) on a fresh engine of one slot.
+  static Run run_alone(const Case& c, int n_ctx = 256, bool tied = false) {
+    auto e = load(1, n_ctx, 512, tied);
+    Session s(*e);
+    Run r;
+    r.c = s.generate(c.prompt, c.params, record(r, c.cancel_at));
+    r.slot = e->slot_tokens(0);
+    return r;
+  }
+  // Exact equality of everything a caller sees; and an ended generation's slot holds its prompt
+  // and every sampled token but the last.
+  static void expect_same(const Run& got, const Run& want, const Case& c, const std::string& label) {
+    EXPECT_EQ(got.c.finish, want.c.finish) << label;
+    EXPECT_EQ(got.c.tokens, want.c.tokens) << label;
+    EXPECT_EQ(got.c.text, want.c.text) << label;
+    EXPECT_EQ(got.pieces, want.pieces) << label;
+    EXPECT_EQ(got.c.timing.n_gen, want.c.timing.n_gen) << label;
+    EXPECT_EQ(got.c.timing.n_prompt, want.c.timing.n_prompt) << label;
+    EXPECT_EQ(got.c.timing.n_cached, want.c.timing.n_cached) << label;
+    EXPECT_EQ(got.slot, want.slot) << label;
+    std::vector<int32_t> slot = c.prompt;
+    if (!got.c.tokens.empty()) slot.insert(slot.end(), got.c.tokens.begin(), got.c.tokens.end() - 1);
+    EXPECT_EQ(got.slot, slot) << label;
+  }
+
+ protected:
+  static inline fs::path model_, tied_model_;
   static inline std::string skip_reason_;
 };
 
@@ -207,8 +263,12 @@ TEST_F(SessionTest, LongPromptPrefillDoesNotStallOtherSlots) {
   Generation a(*e, 0, long_prompt, greedy(6));
   Generation b(*e, 1, short_prompt, greedy(6));
   std::vector<Generation*> gens = {&a, &b};
+  // step() is pipelined: a token comes out of the step after the one whose forward produced it.
   e->step(gens);
   EXPECT_TRUE(a.result().tokens.empty());  // prefilling
+  EXPECT_TRUE(b.result().tokens.empty());  // its first token is in flight
+  e->step(gens);
+  EXPECT_TRUE(a.result().tokens.empty());  // still prefilling (3+ chunks of 4)
   EXPECT_EQ(b.result().tokens.size(), 1u);
   while (!a.done() || !b.done()) e->step(gens);
   EXPECT_EQ(a.result().timing.n_prompt, int(long_prompt.size()));
@@ -289,6 +349,236 @@ TEST_F(SessionTest, SeedReproducesSampling) {
   };
   EXPECT_EQ(run(11), run(11));
   EXPECT_NE(run(11), run(12));
+}
+
+// ---- pipelined step(): each step launches the next forward before it streams the tokens it
+// collected, so a generation can end (stop string, cancel) after its next token was fed.
+
+// Steps cases[i] on slot i together, case i created before step start[i] (so while a forward is
+// in flight), until all have ended; returns what each produced.
+std::vector<SessionTest::Run> step_together(Engine& e, const std::vector<SessionTest::Case>& cases,
+                                            const std::vector<int>& start) {
+  std::vector<SessionTest::Run> got(cases.size());
+  std::vector<std::unique_ptr<Generation>> gens(cases.size());
+  const int last_start = *std::max_element(start.begin(), start.end());
+  for (int step = 0;; ++step) {
+    std::vector<Generation*> live;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (start[i] == step) {
+        gens[i] = std::make_unique<Generation>(e, int(i), cases[i].prompt, cases[i].params,
+                                               SessionTest::record(got[i], cases[i].cancel_at));
+      }
+      if (gens[i] && !gens[i]->done()) live.push_back(gens[i].get());
+    }
+    if (live.empty() && step > last_start) break;
+    e.step(live);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    got[i].c = gens[i]->result();
+    got[i].slot = e.slot_tokens(int(i));
+  }
+  return got;
+}
+
+// Four generations stepped together end in four ways while the others run on: a stop string, a
+// cancel from OnText (its 3rd piece), max_tokens, a full context; two join late, while a forward
+// is in flight. Metric: exact equality with each run alone of tokens, text, OnText pieces, finish
+// reason, token counts and the slot's tokens once ended (= prompt + every sampled token but the
+// last).
+TEST_F(SessionTest, PipelinedEndingsEqualGenerationsAlone) {
+  const int n_ctx = 40;
+  auto e = load(4, n_ctx);
+  const Tokenizer& tok = e->tokenizer();
+  std::vector<Case> cases = {{tok.encode("The weather today is"), greedy(24)},
+                             {tok.encode("Counting: one two three"), greedy(20), /*cancel_at=*/3},
+                             {tok.encode("Hello"), greedy(5)},
+                             {tok.encode("Once upon a time"), greedy(-1)}};
+  // The stop string: 3 characters from the middle of what case 0 produces without one.
+  const Run full = run_alone(cases[0], n_ctx);
+  ASSERT_GE(full.c.text.size(), 8u);
+  cases[0].params.stop = {full.c.text.substr(full.c.text.size() / 2, 3)};
+
+  const std::vector<Run> got = step_together(*e, cases, {0, 0, 2, 1});
+  const FinishReason want[] = {FinishReason::Stop, FinishReason::Cancelled, FinishReason::Length,
+                               FinishReason::ContextFull};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    EXPECT_EQ(got[i].c.finish, want[i]) << "case " << i;
+    expect_same(got[i], run_alone(cases[i], n_ctx), cases[i], "case " + std::to_string(i));
+  }
+  EXPECT_EQ(got[1].pieces.size(), 3u);
+  EXPECT_EQ(got[3].c.tokens.size(), size_t(n_ctx) - cases[3].prompt.size() + 1);
+}
+
+// An end-of-generation token (tied model: a prompt ending in <|im_end|> samples <|im_end|>) from a
+// generation that joins while another decodes, and the same with ignore_eog (it goes on to
+// max_tokens). Metric: exact equality with each run alone, as above.
+TEST_F(SessionTest, PipelinedEogEqualsAlone) {
+  auto e = load(3, 64, 512, /*tied=*/true);
+  const Tokenizer& tok = e->tokenizer();
+  const auto eog_prompt = tok.encode("<|im_start|>user\nhi<|im_end|>", true, true);
+  GenerateParams stops_at_eog = greedy(10);
+  stops_at_eog.ignore_eog = false;
+  const std::vector<Case> cases = {
+      {tok.encode("a b c"), greedy(8)}, {eog_prompt, stops_at_eog}, {eog_prompt, greedy(4)}};
+  const std::vector<Run> got = step_together(*e, cases, {0, 3, 2});
+  ASSERT_EQ(got[1].c.finish, FinishReason::Eog);
+  ASSERT_EQ(got[1].c.tokens.size(), 1u);
+  EXPECT_TRUE(tok.is_eog(got[1].c.tokens[0]));
+  EXPECT_EQ(got[2].c.finish, FinishReason::Length);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    expect_same(got[i], run_alone(cases[i], 64, /*tied=*/true), cases[i], "case " + std::to_string(i));
+  }
+}
+
+// A generation destroyed between two steps (a server drops a cancelled request at once) while the
+// forward fed its last token is in flight. Metric (exact): before, slot_tokens shows that token
+// fed; after, the slot holds prompt + every sampled token but the last (what an ended generation
+// leaves); the generation stepped beside it equals its run alone; a new generation that reuses the
+// slot's prefix with another token where the dropped one was equals a fresh run of its prompt.
+TEST_F(SessionTest, DestroyedWhileInFlightLeavesSlotAsIfEnded) {
+  auto e = load(2);
+  const Tokenizer& tok = e->tokenizer();
+  const Case a_case{tok.encode("Once upon a time"), greedy(20)};
+  const Case b_case{tok.encode("In a galaxy far away, there was"), greedy(12)};
+  auto a = std::make_unique<Generation>(*e, 0, a_case.prompt, a_case.params);
+  Run b;
+  Generation gb(*e, 1, b_case.prompt, b_case.params, record(b, 0));
+  for (int i = 0; i < 5; ++i) e->step(std::vector<Generation*>{a.get(), &gb});
+  const std::vector<int32_t> toks = a->result().tokens;
+  ASSERT_EQ(toks.size(), 4u);  // step 1 fed the prompt; steps 2..5 streamed a token each
+  std::vector<int32_t> slot = a_case.prompt;
+  slot.insert(slot.end(), toks.begin(), toks.end());
+  EXPECT_EQ(e->slot_tokens(0), slot);  // the 5th step fed toks[3]
+  a.reset();
+  slot.pop_back();
+  EXPECT_EQ(e->slot_tokens(0), slot);
+
+  while (!gb.done()) e->step(std::vector<Generation*>{&gb});
+  b.c = gb.result();
+  b.slot = e->slot_tokens(1);
+  expect_same(b, run_alone(b_case), b_case, "beside");
+
+  std::vector<int32_t> next = slot;
+  const int32_t other = tok.encode(" dragon")[0];
+  next.push_back(other != toks[3] ? other : other + 1);
+  Generation c(*e, 0, next, greedy(8));
+  EXPECT_EQ(c.result().timing.n_cached, int(slot.size()));
+  Generation* cp = &c;
+  while (!c.done()) e->step(std::span(&cp, 1));
+  auto fresh = load(1);
+  const Completion want = Session(*fresh).generate(next, greedy(8));
+  EXPECT_EQ(c.result().tokens, want.tokens);
+  EXPECT_EQ(c.result().text, want.text);
+}
+
+// eval() and prefill() between two steps drain the forward in flight. Metric (exact): a greedy and
+// a seeded sampling generation (so launches read back logits), with max_batch 4 (prompts over
+// several steps, launches of several forward calls), give the same tokens, text, OnText pieces and
+// slots with an eval() and a prefill() on other slots between every two steps as without them;
+// those eval() logits equal the same calls' on an engine running nothing else. After a drain,
+// result().tokens holds the drained forward's token (its text comes with the next step), and a
+// generation destroyed then leaves prompt + every token but that last one.
+TEST_F(SessionTest, DrainingCallsBetweenStepsChangeNothing) {
+  auto probe = load(1);
+  const Tokenizer& tok = probe->tokenizer();
+  GenerateParams sampled = greedy(10);
+  sampled.sampler.temperature = 1.0f;
+  sampled.sampler.top_k = 0;
+  sampled.sampler.top_p = 1.f;
+  sampled.sampler.min_p = 0.f;
+  sampled.sampler.seed = 7;
+  const std::vector<Case> cases = {{tok.encode("A prompt of a handful of tokens"), greedy(10)},
+                                   {tok.encode("Another one, sampled"), sampled}};
+  auto run = [&](bool drain, std::vector<std::vector<float>>& evals) {
+    auto e = load(4, 256, /*max_batch=*/4);
+    std::vector<Run> got(cases.size());
+    Generation a(*e, 0, cases[0].prompt, cases[0].params, record(got[0], 0));
+    Generation b(*e, 1, cases[1].prompt, cases[1].params, record(got[1], 0));
+    const std::vector<Generation*> gens = {&a, &b};
+    for (int32_t i = 0; !a.done() || !b.done(); ++i) {
+      e->step(gens);
+      if (!drain) continue;
+      const size_t n_tokens = a.result().tokens.size();
+      const std::string text = a.result().text;
+      const int32_t t = 100 + i, u = 200 + i;
+      const Engine::Input in{2, std::span(&t, 1)}, pin{3, std::span(&u, 1)};
+      std::vector<float> logits;
+      e->eval(std::span(&in, 1), logits);
+      evals.push_back(std::move(logits));
+      e->prefill(std::span(&pin, 1));
+      if (n_tokens > 0 && !a.done()) {  // a sampled token came out of the drained forward
+        EXPECT_EQ(a.result().tokens.size(), n_tokens + 1);
+        EXPECT_EQ(a.result().text, text);
+      }
+    }
+    for (size_t i = 0; i < cases.size(); ++i) {
+      got[i].c = gens[i]->result();
+      got[i].slot = e->slot_tokens(int(i));
+    }
+    return got;
+  };
+  std::vector<std::vector<float>> evals, none;
+  const std::vector<Run> plain = run(false, none), drained = run(true, evals);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    expect_same(drained[i], plain[i], cases[i], "case " + std::to_string(i));
+  }
+  expect_same(plain[0], run_alone(cases[0]), cases[0], "greedy alone");
+
+  auto idle = load(4, 256, 4);
+  for (int32_t i = 0; i < int32_t(evals.size()); ++i) {
+    const int32_t t = 100 + i, u = 200 + i;
+    const Engine::Input in{2, std::span(&t, 1)}, pin{3, std::span(&u, 1)};
+    std::vector<float> logits;
+    idle->eval(std::span(&in, 1), logits);
+    EXPECT_EQ(logits, evals[size_t(i)]) << "eval " << i;
+    idle->prefill(std::span(&pin, 1));
+  }
+
+  // Destroyed after a drain: its last token is no longer in flight, and was never fed.
+  auto e = load(2);
+  auto g = std::make_unique<Generation>(*e, 0, cases[0].prompt, greedy(20));
+  for (int i = 0; i < 4; ++i) e->step(std::vector<Generation*>{g.get()});
+  ASSERT_EQ(g->result().tokens.size(), 3u);
+  const std::string text = g->result().text;
+  const int32_t t = 5;
+  const Engine::Input in{1, std::span(&t, 1)};
+  e->prefill(std::span(&in, 1));
+  const std::vector<int32_t> toks = g->result().tokens;
+  ASSERT_EQ(toks.size(), 4u);
+  EXPECT_EQ(g->result().text, text);
+  g.reset();
+  std::vector<int32_t> slot = cases[0].prompt;
+  slot.insert(slot.end(), toks.begin(), toks.end() - 1);
+  EXPECT_EQ(e->slot_tokens(0), slot);
+}
+
+// A generation in flight but left out of the next steps keeps the token the next step collects
+// for it, and streams it once stepped again. Metric (exact): tokens, text, OnText pieces and slot
+// equal its run alone; while left out, its token count grows by exactly one.
+TEST_F(SessionTest, GenerationLeftOutOfStepsKeepsItsToken) {
+  auto e = load(2);
+  const Tokenizer& tok = e->tokenizer();
+  const std::vector<Case> cases = {{tok.encode("Once upon a time"), greedy(14)},
+                                   {tok.encode("The weather today is"), greedy(9)}};
+  std::vector<Run> got(cases.size());
+  Generation a(*e, 0, cases[0].prompt, cases[0].params, record(got[0], 0));
+  Generation b(*e, 1, cases[1].prompt, cases[1].params, record(got[1], 0));
+  const std::vector<Generation*> both = {&a, &b};
+  for (int i = 0; i < 3; ++i) e->step(both);
+  const size_t n_b = b.result().tokens.size();
+  const std::string text_b = b.result().text;
+  Generation* ap = &a;
+  for (int i = 0; i < 4; ++i) {
+    e->step(std::span(&ap, 1));
+    EXPECT_EQ(b.result().tokens.size(), n_b + 1);
+    EXPECT_EQ(b.result().text, text_b);
+  }
+  while (!a.done() || !b.done()) e->step(both);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    got[i].c = both[i]->result();
+    got[i].slot = e->slot_tokens(int(i));
+    expect_same(got[i], run_alone(cases[i]), cases[i], "case " + std::to_string(i));
+  }
 }
 
 }  // namespace
