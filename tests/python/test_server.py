@@ -489,3 +489,22 @@ def test_shutdown_ends_requests(bin_dir, tiny_model):
         sock.close()
     finally:
         s.stop()
+
+
+def test_bench_server_reports_median_run(server):
+    """apps/server/bench_server.py against the CPU server: one JSON line per stream count, each
+    run generating exactly streams x gen tokens, and the reported run is the median of --repeat
+    runs (exact comparisons); --repeat 0 is refused."""
+    script = ROOT / "apps" / "server" / "bench_server.py"
+    out = subprocess.run([sys.executable, str(script), "--url", server.url, "--streams", "1,3", "--prompt-tokens", "16",
+                          "--gen-tokens", "8", "--repeat", "3"], check=True, capture_output=True, text=True,
+                         timeout=300).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["streams"] for r in rows] == [1, 3]
+    for r in rows:
+        assert r["generated"] == r["streams"] * 8
+        assert len(r["runs_tok_s"]) == 3
+        assert r["aggregate_tok_s"] == sorted(r["runs_tok_s"])[1]
+    bad = subprocess.run([sys.executable, str(script), "--url", server.url, "--repeat", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--repeat 0" in bad.stderr
