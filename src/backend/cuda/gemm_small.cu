@@ -19,9 +19,9 @@
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
 // result), whose sums the last block to finish adds in split order (deterministic: results do
-// not depend on scheduling). One launch may cover up to
-// kMaxGemvGroup matrices that share x (q/k/v, gate/up: consecutive block ranges), and a single
-// matrix may add its result into a residual.
+// not depend on scheduling). One launch may cover up to kMaxGemvGroup matrices that share x
+// (q/k/v, gate/up: consecutive block ranges), and a single matrix may add its result into a
+// residual.
 #include <algorithm>
 #include <type_traits>
 
@@ -279,37 +279,34 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
 // two, would otherwise exceed one wave), each split at least two slices, at most 16.
 int choose_splits(unsigned row_blocks, int64_t n_slices, int n_sm, int nt) {
   const int64_t target = int64_t(nt >= 8 ? 1 : 2) * std::max(n_sm, 1);
-  return int(
-      std::max<int64_t>(1, std::min<int64_t>({ceil_div(target, int64_t(row_blocks)), n_slices / 2, 16})));
+  const int64_t want =
+      std::max<int64_t>(1, std::min<int64_t>({ceil_div(target, int64_t(row_blocks)), n_slices / 2, 16}));
+  return int(ceil_div(n_slices, ceil_div(n_slices, want)));  // as many, but none without slices
 }
 
-// 8 warps (128 rows) per block when that still gives two blocks per SM (the lm_head): no
-// splits. Else 4 warps, and each matrix its own K splits (choose_splits), as far as the
-// counters and the partial-sum scratch reach (beyond, none: a group that large never occurs in
-// these models). The warp count changes no result, only which rows share a block.
+// 8 warps (128 rows) per block when that still gives two blocks per SM (the lm_head), without
+// splits; else 4 warps and each matrix its own K splits (choose_splits), unless the counters or
+// the partial-sum scratch would not reach (then none anywhere; no group of these models comes
+// near). The warp count changes no result, only which rows share a block.
 template <GGMLType T, int NT>
 void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, int n_sm) {
   const int64_t n_slices = (args.ne0 / kChunk + 1) / 2;
   const int warps = group_blocks(outs, n, 16 * 8) >= 2u * unsigned(n_sm) ? 8 : 4;
-  unsigned blocks = group_segments(outs, n, 16 * warps, args.seg, "gemm_small");
-  for (int i = 0; i < n; ++i) args.splits[i] = 1, args.per_split[i] = int(n_slices);
-  if (warps == 4) {
-    unsigned end = 0;
-    for (int i = 0; i < n; ++i) {
-      const unsigned rb = unsigned(ceil_div(outs[i].w.ne1, int64_t(16 * warps)));
-      const int want = choose_splits(rb, n_slices, n_sm, NT);
-      args.per_split[i] = int(ceil_div(n_slices, int64_t(want)));
-      args.splits[i] = int(ceil_div(n_slices, int64_t(args.per_split[i])));  // none empty
-      end += rb * unsigned(args.splits[i]);
-      args.seg[i].block_end = end;
-    }
-    const int64_t partials = int64_t(end) * NT * 4 * block_threads(4);
-    if (end <= unsigned(kMaxCounters) && partials <= kGemmPartialFloats) {
-      blocks = end;
-    } else {
-      blocks = group_segments(outs, n, 16 * warps, args.seg, "gemm_small");
-      for (int i = 0; i < n; ++i) args.splits[i] = 1, args.per_split[i] = int(n_slices);
-    }
+  const int64_t rows = 16 * warps;
+  group_segments(outs, n, rows, args.seg, "gemm_small");  // checks; block ranges are set below
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    const unsigned row_blocks = unsigned(ceil_div(outs[i].w.ne1, rows));
+    args.splits[i] = warps == 4 ? choose_splits(row_blocks, n_slices, n_sm, NT) : 1;
+    blocks += row_blocks * unsigned(args.splits[i]);
+  }
+  const int64_t partials = int64_t(blocks) * NT * 4 * block_threads(warps);
+  if (blocks > unsigned(kMaxCounters) || partials > kGemmPartialFloats) std::fill_n(args.splits, n, 1);
+  blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    args.per_split[i] = int(ceil_div(n_slices, args.splits[i]));
+    blocks += unsigned(ceil_div(outs[i].w.ne1, rows)) * unsigned(args.splits[i]);
+    args.seg[i].block_end = blocks;
   }
   if (warps == 8) {
     launch(gemm_small_kernel<T, NT, 8>, dim3(blocks), dim3(block_threads(8)), s, args);
