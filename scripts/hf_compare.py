@@ -3,7 +3,7 @@
 
 Steps (all on the GPU machine, which has torch and transformers; the PyPI `gguf` package travels
 with the working tree as a wheel):
-  1. transformers builds Qwen2ForCausalLM with the shape of DESIGN §5 (hidden 896, 24 layers, 14/2
+  1. transformers builds Qwen2ForCausalLM with the shape of docs/ARCHITECTURE.md (Benchmark models) (hidden 896, 24 layers, 14/2
      heads, FFN 4864, vocab 151936, rope_theta 1e6, eps 1e-6, tied embeddings) from a seed, with
      random q/k/v biases and norm weights so every parameter matters, and saves it
      (save_pretrained, safetensors).

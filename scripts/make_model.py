@@ -12,7 +12,7 @@ With --vocab tokenizer.json the real tokenizer is added (scripts/gguf_vocab.py).
 Examples:
   python3 scripts/make_model.py --arch qwen3 --type Q4_K -o /tmp/tiny.gguf
   python3 scripts/make_model.py --preset qwen2.5-0.5b --type Q8_0 -o /tmp/q05b.gguf \
-      --vocab ../shared/data/qwen2-tokenizer/tokenizer.json
+      --vocab "$(python3 scripts/tokenizer_data.py)/tokenizer.json"
 Library use: make_model(path, **options) with the same names as the flags.
 """
 import argparse
@@ -27,7 +27,7 @@ from gguf import GGMLQuantizationType as QT
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 PRESETS = {
-    # The benchmark shape of DESIGN §5.
+    # The benchmark shape (docs/ARCHITECTURE.md, "Benchmark models").
     "qwen2.5-0.5b": dict(arch="qwen2", n_embd=896, n_layer=24, n_head=14, n_head_kv=2, n_ff=4864,
                          n_vocab=151936, head_dim=None, rope_theta=1e6, eps=1e-6, tied=True,
                          n_ctx_train=32768),

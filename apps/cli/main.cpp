@@ -57,7 +57,7 @@ class ProgressBar {
 };
 
 // weight_bytes: every decode step streams all weights once, so bytes x tok/s is the effective
-// memory bandwidth of generation (DESIGN §3.7).
+// memory bandwidth of generation (ARCHITECTURE §Rules 7).
 void print_timing(const qwen::Completion& c, size_t weight_bytes) {
   const qwen::Timing& t = c.timing;
   std::fprintf(stderr,

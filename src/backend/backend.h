@@ -1,4 +1,4 @@
-// The narrow op interface every architecture's forward is written against (DESIGN §1, §3.1).
+// The narrow op interface every architecture's forward is written against (ARCHITECTURE §Rules 1).
 // A backend owns memory on its device; every pointer passed to an op is that backend's memory
 // (host memory for the CPU backend, device memory for CUDA). Ops are asynchronous on the backend's
 // stream; nothing is copied to the host unless download() is called.

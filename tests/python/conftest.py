@@ -1,6 +1,7 @@
-"""Shared pytest fixtures: where the built binaries and the shared test data live."""
+"""Shared pytest fixtures: where the built binaries and the test data (tests/data) live."""
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -17,14 +18,14 @@ def bin_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> pathlib.Path:
-    """The shared/ data folder beside the checkout (QWEN_SHARED_DIR overrides)."""
-    d = pathlib.Path(os.environ.get("QWEN_SHARED_DIR", ROOT.parent / "shared"))
-    if not (d / "data" / "qwen2-tokenizer" / "tokenizer.json").is_file():
-        pytest.fail(f"shared data not found under {d}: set QWEN_SHARED_DIR")
-    return d
+def tokenizer_dir() -> pathlib.Path:
+    """The repository's Qwen tokenizer (tests/data/qwen2-tokenizer), unpacked: tokenizer.json and
+    tokenizer_config.json."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tokenizer_data import tokenizer_dir as unpack
+    return unpack()
 
 
 @pytest.fixture(scope="session")
-def tokenizer_json(shared_dir) -> pathlib.Path:
-    return shared_dir / "data" / "qwen2-tokenizer" / "tokenizer.json"
+def tokenizer_json(tokenizer_dir) -> pathlib.Path:
+    return tokenizer_dir / "tokenizer.json"

@@ -17,12 +17,11 @@ from make_model import make_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, shared_dir):
-    tok = shared_dir / "data" / "qwen2-tokenizer"
+def model(tmp_path_factory, tokenizer_dir):
     path = tmp_path_factory.mktemp("cli") / "tiny-vocab.gguf"
     make_model(path, arch="qwen2", n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_vocab=151936,
-               type="Q8_0", seed=11, vocab=str(tok / "tokenizer.json"),
-               vocab_config=str(tok / "tokenizer_config.json"))
+               type="Q8_0", seed=11, vocab=str(tokenizer_dir / "tokenizer.json"),
+               vocab_config=str(tokenizer_dir / "tokenizer_config.json"))
     return path
 
 

@@ -32,15 +32,14 @@ API_KEY = "sk-test-key"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, shared_dir) -> pathlib.Path:
+def tiny_model(tmp_path_factory, tokenizer_dir) -> pathlib.Path:
     """A 2-layer qwen2 model (n_embd 64) with the real 151,936-entry vocabulary and chat template."""
-    tok_dir = shared_dir / "data" / "qwen2-tokenizer"
     out = tmp_path_factory.mktemp("server") / "tiny-qwen2.gguf"
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_model.py"), "-o", str(out), "--arch", "qwen2",
          "--n-embd", "64", "--n-layer", "2", "--n-head", "4", "--n-head-kv", "2", "--n-ff", "128",
          "--n-vocab", "151936", "--n-ctx-train", "4096", "--type", "F16", "--seed", "7",
-         "--vocab", str(tok_dir / "tokenizer.json"), "--vocab-config", str(tok_dir / "tokenizer_config.json")],
+         "--vocab", str(tokenizer_dir / "tokenizer.json"), "--vocab-config", str(tokenizer_dir / "tokenizer_config.json")],
         check=True, capture_output=True, timeout=120)
     return out
 

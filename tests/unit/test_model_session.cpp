@@ -3,12 +3,13 @@
 // equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds, and
 // the pipelined Engine::step (generations ending mid-run, destroyed in flight, drained by other
 // calls, left out of steps) against each generation run alone.
-// Skipped with the reason when python3 + gguf or the shared tokenizer are not available.
+// Skipped with the reason when python3 + gguf are not available.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -29,12 +30,19 @@ namespace fs = std::filesystem;
 class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const char* shared = std::getenv("QWEN_SHARED_DIR");
-    const fs::path shared_dir =
-        shared ? fs::path(shared) : fs::path(QWEN_SOURCE_DIR).parent_path() / "shared";
-    const fs::path vocab = shared_dir / "data" / "qwen2-tokenizer" / "tokenizer.json";
-    if (!fs::exists(vocab)) {
-      skip_reason_ = "shared tokenizer not found at " + vocab.string() + " (set QWEN_SHARED_DIR)";
+    // The repository's tokenizer (tests/data/qwen2-tokenizer), unpacked by scripts/tokenizer_data.py.
+    const std::string unpack =
+        "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
+    std::string dir;
+    if (FILE* p = ::popen(unpack.c_str(), "r")) {
+      char buf[4096];
+      while (std::fgets(buf, sizeof buf, p)) dir += buf;
+      if (::pclose(p) != 0) dir.clear();
+    }
+    while (!dir.empty() && (dir.back() == '\n' || dir.back() == '\r')) dir.pop_back();
+    const fs::path vocab = fs::path(dir) / "tokenizer.json";
+    if (dir.empty() || !fs::exists(vocab)) {
+      skip_reason_ = "could not unpack the test tokenizer: " + unpack + " (python3 needed)";
       return;
     }
     const std::string args =

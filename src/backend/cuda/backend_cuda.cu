@@ -7,7 +7,7 @@
 // prefill GEMM scratch on the first prefill that needs it (never during capture). Steady-state
 // decode therefore allocates nothing and never synchronizes with the host.
 //
-// Fusion (DESIGN §3.3: the unfused path stays, as the oracle). A decode step issues ~17 small
+// Fusion (ARCHITECTURE §Rules 3: the unfused path stays, as the oracle). A decode step issues ~17 small
 // kernels per layer, and at batch 1 each costs more in launch and latency than in bytes. So the
 // backend holds back the last fusable op and merges it with the next one when they form one of
 // these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"):

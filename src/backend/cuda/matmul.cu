@@ -11,7 +11,7 @@
 // (the backend routes them), except F32 weights.
 //
 // Prefill: cuBLAS tensor-core GEMM with fp32 accumulation. The cuBLAS layout, written once
-// (DESIGN §3.4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
+// (ARCHITECTURE §Rules 4): GGUF stores W row-major [ne1][ne0], which column-major cuBLAS sees as W^T with
 // ld = ne0, so y = W·x is gemm(OP_T, OP_N, m = ne1, n = n_tokens, k = ne0, A = W, lda = ne0,
 // B = x, ldb = ne0, C = y, ldc = ne1).
 // Precision: F16 / BF16 weights are used as stored (exact). Quantized weights are dequantized,
