@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU machine's test run (issue 5): configure with ninja, build on every core, run the ctest
 # label `gpu` (CUDA vs CPU parity), the transformers comparison (scripts/hf_compare.py) and the
-# benchmarks (qwen-bench on Qwen2.5-0.5B-shaped models), writing logs into LOGDIR.
+# benchmarks (qwen-bench on the Qwen2.5-0.5B and 7B shapes in F16, Q8_0, Q4_0, Q4_K_M and Q6_K by
+# default: QWEN_BENCH_SHAPES and QWEN_BENCH_TYPES choose), writing logs into LOGDIR.
 #
 #   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve]   (none named: all five)
 #
@@ -23,7 +24,8 @@ PHASES=${*:-build tests hf bench serve}
 BUILD=${QWEN_BUILD_DIR:-build-gpu}
 JOBS=${QWEN_JOBS:-$(nproc)}
 MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
-BENCH_TYPES=${QWEN_BENCH_TYPES:-F16 Q8_0 Q4_0 BF16}
+BENCH_SHAPES=${QWEN_BENCH_SHAPES:-qwen2.5-0.5b qwen2.5-7b}
+BENCH_TYPES=${QWEN_BENCH_TYPES:-F16 Q8_0 Q4_0 Q4_K_M Q6_K}
 SUMMARY=$LOG/device-test.txt
 : > "$SUMMARY"
 status=0
@@ -49,15 +51,21 @@ note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.tot
 # The device's copy of the tree has no .git: the caller may name the commit in QWEN_COMMIT.
 note "commit: ${QWEN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
-# Benchmark models are made while the build runs (the model maker is single-threaded numpy).
+# Benchmark models are made while the build runs, all at once (the model maker is one numpy
+# thread each; --random-blocks makes a 7B file in well under a minute).
 make_models() {
   mkdir -p "$MODELS"
-  for t in $BENCH_TYPES; do
-    [[ -f $MODELS/qwen2.5-0.5b-$t.gguf ]] ||
-      python3 scripts/make_model.py --preset qwen2.5-0.5b --type "$t" ${QWEN_VOCAB:+--vocab "$QWEN_VOCAB"} \
-        -o "$MODELS/qwen2.5-0.5b-$t.gguf" > /dev/null ||
-      return 1
+  local pids=() s t rc=0
+  for s in $BENCH_SHAPES; do
+    for t in $BENCH_TYPES; do
+      [[ -f $MODELS/$s-$t.gguf ]] && continue
+      python3 scripts/make_model.py --preset "$s" --type "$t" --random-blocks ${QWEN_VOCAB:+--vocab "$QWEN_VOCAB"} \
+        -o "$MODELS/$s-$t.gguf.tmp" > /dev/null && mv "$MODELS/$s-$t.gguf.tmp" "$MODELS/$s-$t.gguf" &
+      pids+=($!)
+    done
   done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
 }
 models_status=
 if has bench || has serve; then
@@ -94,12 +102,17 @@ if has bench; then
     local rc=0
     echo "[" > "$LOG/bench.json"
     local first=1
-    for t in $BENCH_TYPES; do
-      local m=$MODELS/qwen2.5-0.5b-$t.gguf
-      "$BUILD/bin/qwen-bench" -m "$m" --device cuda -p 512 -n 128 -r 5 || rc=1
-      [[ $first == 1 ]] || echo "," >> "$LOG/bench.json"
-      first=0
-      "$BUILD/bin/qwen-bench" -m "$m" --device cuda -p 512 -n 128 -r 5 --json >> "$LOG/bench.json" || rc=1
+    local s t
+    for s in $BENCH_SHAPES; do
+      for t in $BENCH_TYPES; do
+        local m=$MODELS/$s-$t.gguf
+        echo "### $s $t"
+        "$BUILD/bin/qwen-bench" -m "$m" --device cuda -p 512 -n 128 -r ${QWEN_BENCH_REPS:-5} || rc=1
+        [[ $first == 1 ]] || echo "," >> "$LOG/bench.json"
+        first=0
+        "$BUILD/bin/qwen-bench" -m "$m" --device cuda -p 512 -n 128 -r ${QWEN_BENCH_REPS:-5} --json \
+          >> "$LOG/bench.json" || rc=1
+      done
     done
     echo "]" >> "$LOG/bench.json"
     return $rc
