@@ -79,7 +79,7 @@ models_ready() {  # waits for the background model maker once
 
 build() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} ${QWEN_CMAKE_ARGS:-} &&
+    -DCMAKE_CUDA_ARCHITECTURES=${CMAKE_CUDA_ARCHITECTURES:-90} "-DCMAKE_CUDA_FLAGS=-Xptxas=-v" ${QWEN_CMAKE_ARGS:-} &&
     ninja -C "$BUILD" -j "$JOBS" -k 0  # keep going: one broken target must not hide the others
 }
 has build && phase build build > "$LOG/build.log" 2>&1

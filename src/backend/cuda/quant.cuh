@@ -67,6 +67,26 @@ __device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) {
   return (w[i / 4] >> (8 * (i % 4))) & 0xffu;
 }
 
+// Byte i (0..11, run-time) of three words, by selects: indexing an array with a run-time value
+// would put it in local memory.
+__device__ __forceinline__ uint32_t byte_of3(const uint32_t s[3], int i) {
+  const uint32_t w = i < 4 ? s[0] : (i < 8 ? s[1] : s[2]);
+  return (w >> (8 * (i & 3))) & 0xffu;
+}
+
+// Small non-negative integers to float without I2F, which issues at a quarter of the FP32 rate
+// and bounded the 4-bit GEMVs: the bits 0x4B000000 | q are the float 2^23 + q (q < 2^23), so
+// int_float(q) - 2^23 - k is exactly float(q - k), one OR (or byte permute) and one FADD. Every
+// decoder below gives the same values as float(int(q) - k), so results do not change.
+constexpr float kMagic = 8388608.f;  // 2^23
+__device__ __forceinline__ float int_float(uint32_t q) {
+  return __uint_as_float(0x4B000000u | q);
+}
+// Byte b of w as int_float(byte): one PRMT placing it under the exponent byte 0x4B.
+__device__ __forceinline__ float byte_float(uint32_t w, int b) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | uint32_t(b)));
+}
+
 // Block geometry per type: elements per block and bytes per block (mirrors the host type table).
 template <GGMLType T>
 struct BlockInfo;
@@ -129,8 +149,8 @@ __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]
 
 // One chunk between its loads and its use: load() issues the loads, decode() yields the 32
 // floats. A GEMV keeps the raw chunks of several rows in flight and decodes one at a time, so a
-// compact type holds only its packed words (kWords registers: Q8_0 9, Q4_0 5 instead of 32).
-// Types without a compact form (F32, the k-quants) decode at load time and hold the floats.
+// compact type holds only its packed words (kWords registers: Q8_0 9, Q4_0 5, Q4_K 13 instead of
+// 32). F32, which has no compact form, holds the floats.
 template <GGMLType T>
 struct ChunkRaw {
   static constexpr int kWords = kChunk;
@@ -192,10 +212,13 @@ struct ChunkRaw<GGMLType::Q4_0> {
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const uint32_t q = byte_of(w, j);
-      out[j] = (float(int(q & 0xf) - 8)) * s;
-      out[j + 16] = (float(int(q >> 4) - 8)) * s;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = w[i] & 0x0f0f0f0fu, hi = (w[i] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        out[4 * i + b] = (byte_float(lo, b) - (kMagic + 8.f)) * s;
+        out[4 * i + b + 16] = (byte_float(hi, b) - (kMagic + 8.f)) * s;
+      }
     }
   }
 };
@@ -212,10 +235,13 @@ struct ChunkRaw<GGMLType::Q4_1> {
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float d = half_to_float(uint16_t(dm & 0xffffu)), m = half_to_float(uint16_t(dm >> 16));
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const uint32_t q = byte_of(w, j);
-      out[j] = float(q & 0xf) * d + m;
-      out[j + 16] = float(q >> 4) * d + m;
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t lo = w[i] & 0x0f0f0f0fu, hi = (w[i] >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        out[4 * i + b] = (byte_float(lo, b) - kMagic) * d + m;
+        out[4 * i + b + 16] = (byte_float(hi, b) - kMagic) * d + m;
+      }
     }
   }
 };
@@ -232,10 +258,10 @@ struct ChunkRaw<GGMLType::Q5_0> {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const uint32_t v = byte_of(q + 1, j);
-      const int lo = int((v & 0xf) | (((qh >> j) & 1u) << 4));
-      const int hi = int((v >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-      out[j] = float(lo - 16) * s;
-      out[j + 16] = float(hi - 16) * s;
+      const uint32_t lo = (v & 0xf) | (((qh >> j) & 1u) << 4);
+      const uint32_t hi = (v >> 4) | (((qh >> (j + 16)) & 1u) << 4);
+      out[j] = (int_float(lo) - (kMagic + 16.f)) * s;
+      out[j + 16] = (int_float(hi) - (kMagic + 16.f)) * s;
     }
   }
 };
@@ -255,8 +281,8 @@ struct ChunkRaw<GGMLType::Q5_1> {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const uint32_t q = byte_of(w, j);
-      out[j] = float((q & 0xf) | (((qh >> j) & 1u) << 4)) * d + m;
-      out[j + 16] = float((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)) * d + m;
+      out[j] = (int_float((q & 0xf) | (((qh >> j) & 1u) << 4)) - kMagic) * d + m;
+      out[j + 16] = (int_float((q >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - kMagic) * d + m;
     }
   }
 };
@@ -269,12 +295,17 @@ struct ChunkRaw<GGMLType::Q8_0> {
   __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<8>(b, d, w); }
   __device__ __forceinline__ void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
+    // int8 q = (q ^ 0x80) - 128: the flipped byte is the non-negative integer.
 #pragma unroll
-    for (int j = 0; j < 32; ++j) out[j] = float(int8_t(byte_of(w, j))) * s;
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t u = w[i] ^ 0x80808080u;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = (byte_float(u, b) - (kMagic + 128.f)) * s;
+    }
   }
 };
 
-// The compact types decode through their ChunkRaw (the others specialize this directly).
+// The compact types decode through their ChunkRaw (F32 specializes this directly).
 template <GGMLType T>
 __device__ __forceinline__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]) {
   ChunkRaw<T> r;
@@ -282,133 +313,211 @@ __device__ __forceinline__ void dequant_block_chunk(const uint8_t* b, int sub, f
   r.decode(out);
 }
 
-// Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin}. Chunk c: half h = c/4 of the super-block,
-// 2-bit plane j = c%4; element k takes bits 2j..2j+1 of qs[32h + k], scale byte
-// scales[8h + 2j + k/16] (low nibble: scale, high nibble: min). x = d sc q - dmin m.
-template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q2_K>(const uint8_t* b, int c,
-                                                                    float out[kChunk]) {
-  const int h = c / 4, j = c % 4;
-  const float d = load_half(b + 80), dmin = load_half(b + 82);
-  uint32_t w[8];
-  load16_a4(b + 16 + 32 * h, w);
-  load16_a4(b + 16 + 32 * h + 16, w + 4);
-  const uint32_t s0 = b[8 * h + 2 * j], s1 = b[8 * h + 2 * j + 1];
-  const float dl0 = d * float(s0 & 0xf), ml0 = dmin * float(s0 >> 4);
-  const float dl1 = d * float(s1 & 0xf), ml1 = dmin * float(s1 >> 4);
+// 4N bytes at a 2-byte aligned address p, kept as loaded: N + 1 aligned words (the last one read
+// only when p is not 4-byte aligned, and then it ends 2 bytes past the range: callers keep that
+// inside the block). word(k) is bytes [4k, 4k + 4) of the range; `sh` (8 * (p & 2)) is shared by
+// ranges whose offsets from one block differ by multiples of 4.
+template <int N>
+struct WordsA2 {
+  uint32_t a[N + 1];
+  __device__ __forceinline__ void load(const uint8_t* p, uint32_t sh) {
+    const uint32_t* base = reinterpret_cast<const uint32_t*>(p - sh / 8);
 #pragma unroll
-  for (int k = 0; k < 32; ++k) {
-    const float q = float((byte_of(w, k) >> (2 * j)) & 3u);
-    out[k] = k < 16 ? dl0 * q - ml0 : dl1 * q - ml1;
+    for (int i = 0; i < N; ++i) a[i] = base[i];
+    a[N] = sh ? base[N] : 0u;
   }
+  __device__ __forceinline__ uint32_t word(int k, uint32_t sh) const { return __funnelshift_r(a[k], a[k + 1], sh); }
+};
+__device__ __forceinline__ uint32_t misalign_shift(const uint8_t* p) {
+  return 8u * (uint32_t(reinterpret_cast<uintptr_t>(p)) & 2u);
 }
 
-// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d}. Chunk c: h = c/4, j = c%4; element k:
-// low 2 bits = bits 2j.. of qs[32h + k], high bit = bit (4h + j) of hmask[k] (set means +0,
-// clear means -4); 6-bit signed scale index i = 8h + 2j + k/16 packed as below, minus 32.
-__device__ __forceinline__ int q3k_scale(const uint8_t* s, int i) {
-  const int low4 = i < 8 ? (s[i] & 0xf) : (s[i - 8] >> 4);
-  const int high2 = (s[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+// The k-quants hold their raw words too (loads in flight, decoded one chunk at a time) and the
+// chunk index `sub` (0..7) of the super-block.
+// Q2_K {u8 scales[16]; u8 qs[64]; half d; half dmin} (84 bytes, 4-byte aligned). Chunk c: half
+// h = c/4 of the super-block, 2-bit plane j = c%4; element k takes bits 2j..2j+1 of qs[32h + k],
+// scale byte scales[8h + 2j + k/16] (low nibble: scale, high nibble: min). x = d sc q - dmin m.
+template <>
+struct ChunkRaw<GGMLType::Q2_K> {
+  static constexpr int kWords = 11;
+  uint32_t dm, sc, w[8];
+  int sub;
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    const int h = c / 4, j = c % 4;
+    sub = c;
+    dm = load_u32_a4(b + 80);
+    sc = load_u16(b + 8 * h + 2 * j);
+    load16_a4(b + 16 + 32 * h, w);
+    load16_a4(b + 16 + 32 * h + 16, w + 4);
+  }
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const int j = sub % 4;
+    const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
+    const uint32_t s0 = sc & 0xffu, s1 = sc >> 8;
+    const float dl0 = d * float(s0 & 0xf), ml0 = dmin * float(s0 >> 4);
+    const float dl1 = d * float(s1 & 0xf), ml1 = dmin * float(s1 >> 4);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = (w[i] >> (2 * j)) & 0x03030303u;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const float v = byte_float(q, b) - kMagic;
+        out[4 * i + b] = i < 4 ? dl0 * v - ml0 : dl1 * v - ml1;
+      }
+    }
+  }
+};
+
+// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d} (110 bytes, 2-byte aligned). Chunk c:
+// h = c/4, j = c%4; element k: low 2 bits = bits 2j.. of qs[32h + k], high bit = bit (4h + j)
+// of hmask[k] (set means +0, clear means -4); 6-bit signed scale index i = 8h + 2j + k/16 packed
+// as below, minus 32.
+__device__ __forceinline__ int q3k_scale(const uint32_t s[3], int i) {
+  const int low4 = int(i < 8 ? (byte_of3(s, i) & 0xf) : (byte_of3(s, i - 8) >> 4));
+  const int high2 = int((byte_of3(s, 8 + (i % 4)) >> (2 * (i / 4))) & 3u);
   return (low4 | (high2 << 4)) - 32;
 }
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q3_K>(const uint8_t* b, int c,
-                                                                    float out[kChunk]) {
-  const int h = c / 4, j = c % 4;
-  const float d = load_half(b + 108);
-  uint32_t hm[8], qs[8];
-  load16_a2(b, hm);
-  load16_a2(b + 16, hm + 4);
-  load16_a2(b + 32 + 32 * h, qs);
-  load16_a2(b + 32 + 32 * h + 16, qs + 4);
-  const float dl0 = d * float(q3k_scale(b + 96, 8 * h + 2 * j));
-  const float dl1 = d * float(q3k_scale(b + 96, 8 * h + 2 * j + 1));
-  const int bit = 4 * h + j;
-#pragma unroll
-  for (int k = 0; k < 32; ++k) {
-    const int q = int((byte_of(qs, k) >> (2 * j)) & 3u) - (((byte_of(hm, k) >> bit) & 1u) ? 0 : 4);
-    out[k] = (k < 16 ? dl0 : dl1) * float(q);
+struct ChunkRaw<GGMLType::Q3_K> {
+  static constexpr int kWords = 25;
+  WordsA2<8> hm, qs;
+  WordsA2<3> sc;
+  uint32_t d, sh;
+  int sub;
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    sub = c;
+    sh = misalign_shift(b);
+    hm.load(b, sh);
+    qs.load(b + 32 + 32 * (c / 4), sh);
+    sc.load(b + 96, sh);  // its extra word is d's (bytes 108..109) and stays inside the block
+    d = load_u16(b + 108);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const int h = sub / 4, j = sub % 4, bit = 4 * h + j;
+    uint32_t s[3];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) s[k] = sc.word(k, sh);
+    const float dd = half_to_float(uint16_t(d));
+    const float dl0 = dd * float(q3k_scale(s, 8 * h + 2 * j)), dl1 = dd * float(q3k_scale(s, 8 * h + 2 * j + 1));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      // q + 4 = low 2 bits + 4 * high bit, in 0..7.
+      const uint32_t q4 = ((qs.word(i, sh) >> (2 * j)) & 0x03030303u) | (((hm.word(i, sh) >> bit) & 0x01010101u) << 2);
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = (i < 4 ? dl0 : dl1) * (byte_float(q4, b) - (kMagic + 4.f));
+    }
+  }
+};
 
 // Scale and min j (0..7) of a Q4_K / Q5_K super-block, 6 bits each packed into 12 bytes.
-__device__ __forceinline__ void k4_scale_min(const uint8_t* s, int j, float& sc, float& m) {
+__device__ __forceinline__ void k4_scale_min(const uint32_t s[3], int j, float& sc, float& m) {
   if (j < 4) {
-    sc = float(s[j] & 63);
-    m = float(s[j + 4] & 63);
+    sc = float(byte_of3(s, j) & 63);
+    m = float(byte_of3(s, j + 4) & 63);
   } else {
-    sc = float((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4));
-    m = float((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    sc = float((byte_of3(s, j + 4) & 0xf) | ((byte_of3(s, j - 4) >> 6) << 4));
+    m = float((byte_of3(s, j + 4) >> 4) | ((byte_of3(s, j) >> 6) << 4));
   }
 }
 
 // Chunk c's x = dl q - ml of a Q4_K / Q5_K super-block (both begin {half d; half dmin; u8
-// scales[12]}): dl = d * scale_c, ml = dmin * min_c.
-__device__ __forceinline__ void k4_chunk_scale(const uint8_t* b, int c, float& dl, float& ml) {
-  const float d = load_half(b), dmin = load_half(b + 2);
-  float sc, m;
-  k4_scale_min(b + 4, c, sc, m);
-  dl = d * sc;
-  ml = dmin * m;
-}
+// scales[12]}, 16-byte aligned blocks): dl = d * scale_c, ml = dmin * min_c.
+struct K4Head {
+  uint32_t dm, sc[3];
+  int sub;
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    sub = c;
+    const uint4 v = *reinterpret_cast<const uint4*>(b);
+    dm = v.x, sc[0] = v.y, sc[1] = v.z, sc[2] = v.w;
+  }
+  __device__ __forceinline__ void scale(float& dl, float& ml) const {
+    float sc_f, m_f;
+    k4_scale_min(sc, sub, sc_f, m_f);
+    dl = half_to_float(uint16_t(dm & 0xffffu)) * sc_f;
+    ml = half_to_float(uint16_t(dm >> 16)) * m_f;
+  }
+};
 
-// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes, 16-byte aligned blocks).
-// Chunk c: nibble (c%2 ? high : low) of qs[32 (c/2) + k]; x = d sc_c q - dmin m_c.
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes). Chunk c: nibble (c%2 ? high :
+// low) of qs[32 (c/2) + k]; x = d sc_c q - dmin m_c.
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q4_K>(const uint8_t* b, int c,
-                                                                    float out[kChunk]) {
-  float dl, ml;
-  k4_chunk_scale(b, c, dl, ml);
+struct ChunkRaw<GGMLType::Q4_K> : K4Head {
+  static constexpr int kWords = 13;
   uint32_t w[8];
-  load16_a16(b + 16 + 32 * (c / 2), w);
-  load16_a16(b + 16 + 32 * (c / 2) + 16, w + 4);
-  const int shift = 4 * (c % 2);
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    K4Head::load(b, c);
+    load16_a16(b + 16 + 32 * (c / 2), w);
+    load16_a16(b + 16 + 32 * (c / 2) + 16, w + 4);
+  }
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    float dl, ml;
+    scale(dl, ml);
+    const int shift = 4 * (sub % 2);
 #pragma unroll
-  for (int k = 0; k < 32; ++k) out[k] = dl * float((byte_of(w, k) >> shift) & 0xfu) - ml;
-}
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = (w[i] >> shift) & 0x0f0f0f0fu;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = dl * (byte_float(q, b) - kMagic) - ml;
+    }
+  }
+};
 
-// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes, 16-byte aligned).
-// As Q4_K plus a 5th bit: bit c of qh[k].
+// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes). As Q4_K plus a
+// 5th bit: bit c of qh[k].
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q5_K>(const uint8_t* b, int c,
-                                                                    float out[kChunk]) {
-  float dl, ml;
-  k4_chunk_scale(b, c, dl, ml);
+struct ChunkRaw<GGMLType::Q5_K> : K4Head {
+  static constexpr int kWords = 21;
   uint32_t qh[8], w[8];
-  load16_a16(b + 16, qh);
-  load16_a16(b + 32, qh + 4);
-  load16_a16(b + 48 + 32 * (c / 2), w);
-  load16_a16(b + 48 + 32 * (c / 2) + 16, w + 4);
-  const int shift = 4 * (c % 2);
-#pragma unroll
-  for (int k = 0; k < 32; ++k) {
-    const uint32_t q = ((byte_of(w, k) >> shift) & 0xfu) | (((byte_of(qh, k) >> c) & 1u) << 4);
-    out[k] = dl * float(q) - ml;
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    K4Head::load(b, c);
+    load16_a16(b + 16, qh);
+    load16_a16(b + 32, qh + 4);
+    load16_a16(b + 48 + 32 * (c / 2), w);
+    load16_a16(b + 48 + 32 * (c / 2) + 16, w + 4);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    float dl, ml;
+    scale(dl, ml);
+    const int shift = 4 * (sub % 2);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = ((w[i] >> shift) & 0x0f0f0f0fu) | (((qh[i] >> sub) & 0x01010101u) << 4);
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = dl * (byte_float(q, b) - kMagic) - ml;
+    }
+  }
+};
 
-// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes). Chunk c: h = c/4, g = c%4;
-// element k: low 4 bits = nibble (g < 2 ? low : high) of ql[64h + 32 (g%2) + k], high 2 bits =
-// bits 2g.. of qh[32h + k]; q - 32 scaled by d * scales[8h + 2g + k/16].
+// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes, 2-byte aligned). Chunk c:
+// h = c/4, g = c%4; element k: low 4 bits = nibble (g < 2 ? low : high) of ql[64h + 32 (g%2) + k],
+// high 2 bits = bits 2g.. of qh[32h + k]; q - 32 scaled by d * scales[8h + 2g + k/16].
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::Q6_K>(const uint8_t* b, int c,
-                                                                    float out[kChunk]) {
-  const int h = c / 4, g = c % 4;
-  const float d = load_half(b + 208);
-  uint32_t ql[8], qh[8];
-  load16_a2(b + 64 * h + 32 * (g % 2), ql);
-  load16_a2(b + 64 * h + 32 * (g % 2) + 16, ql + 4);
-  load16_a2(b + 128 + 32 * h, qh);
-  load16_a2(b + 128 + 32 * h + 16, qh + 4);
-  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192 + 8 * h + 2 * g);
-  const float d0 = d * float(sc[0]), d1 = d * float(sc[1]);
-  const int lshift = g < 2 ? 0 : 4;
-#pragma unroll
-  for (int k = 0; k < 32; ++k) {
-    const int q = int(((byte_of(ql, k) >> lshift) & 0xfu) | (((byte_of(qh, k) >> (2 * g)) & 3u) << 4)) - 32;
-    out[k] = (k < 16 ? d0 : d1) * float(q);
+struct ChunkRaw<GGMLType::Q6_K> {
+  static constexpr int kWords = 22;
+  WordsA2<8> ql, qh;
+  uint32_t sc, d, sh;
+  int sub;
+  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+    const int h = c / 4, g = c % 4;
+    sub = c;
+    sh = misalign_shift(b);
+    ql.load(b + 64 * h + 32 * (g % 2), sh);
+    qh.load(b + 128 + 32 * h, sh);
+    sc = load_u16(b + 192 + 8 * h + 2 * g);
+    d = load_u16(b + 208);
   }
-}
+  __device__ __forceinline__ void decode(float out[kChunk]) const {
+    const int g = sub % 4, lshift = g < 2 ? 0 : 4;
+    const float dd = half_to_float(uint16_t(d));
+    const float d0 = dd * float(int8_t(sc & 0xffu)), d1 = dd * float(int8_t(sc >> 8));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t q = ((ql.word(i, sh) >> lshift) & 0x0f0f0f0fu) | (((qh.word(i, sh) >> (2 * g)) & 0x03030303u) << 4);
+#pragma unroll
+      for (int b = 0; b < 4; ++b) out[4 * i + b] = (i < 4 ? d0 : d1) * (byte_float(q, b) - (kMagic + 32.f));
+    }
+  }
+};
 
 // Loads the chunk of elements [32c, 32c + 32) of a row that starts at `row`.
 template <GGMLType T>
