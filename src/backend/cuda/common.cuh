@@ -87,12 +87,15 @@ inline bool pdl_enabled() {
   return on;
 }
 
+// Launches with `smem` bytes of dynamic shared memory (over 48 KiB raises the kernel's limit).
 template <class... KArgs, class... Args>
-void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+void launch_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  if (smem > 48 * 1024)
+    QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -100,6 +103,10 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Arg
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
   QWEN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
+template <class... KArgs, class... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  launch_smem(kernel, grid, block, 0, s, args...);
 }
 
 __device__ __forceinline__ float half_to_float(uint16_t h) {

@@ -58,21 +58,38 @@ constexpr int kDeepChunks = 4;
 constexpr int kMaxRows = 4;
 constexpr int kRawWords = 36;
 
-// xs = x[0..32), or x * norm_w when kNorm (then also ss += x * x in index order).
-template <bool kNorm>
-__device__ __forceinline__ void load_x(const float* x, const float* norm_w, float xs[kChunk], float& ss) {
+// x of one token in shared memory, chunk c's 16-byte granule i at granule 8c + (i ^ (c % 8)):
+// the 8 lanes of a quarter warp, which read the same granule of consecutive chunks, then hit
+// 8 different bank groups. Read from global memory instead, lane L's 128 bytes at a 128-byte
+// stride made every LDG.128 of x touch 32 cache lines, more L1 wavefronts than the weights.
+__device__ __forceinline__ int swizzle(int64_t c, int i) {
+  return int(8 * c) + (i ^ int(c % 8));
+}
+__device__ __forceinline__ void stage_x(float4* xsm, const float* x, int64_t ne0) {
+  const float4* xv = reinterpret_cast<const float4*>(x);
+  for (int64_t g = threadIdx.x; g < ne0 / 4; g += blockDim.x) xsm[swizzle(g / 8, int(g % 8))] = xv[g];
+  __syncthreads();
+}
+__device__ __forceinline__ void load_x_smem(const float4* xsm, int64_t c, float xs[kChunk]) {
+#pragma unroll
+  for (int i = 0; i < kChunk / 4; ++i) {
+    const float4 xv = xsm[swizzle(c, i)];
+    xs[4 * i] = xv.x, xs[4 * i + 1] = xv.y, xs[4 * i + 2] = xv.z, xs[4 * i + 3] = xv.w;
+  }
+}
+
+// xs = x[0..32) * norm_w, and ss += x * x in index order (the fused norm).
+__device__ __forceinline__ void load_x_norm(const float* x, const float* norm_w, float xs[kChunk], float& ss) {
   const float4* xp = reinterpret_cast<const float4*>(x);
 #pragma unroll
   for (int i = 0; i < kChunk / 4; ++i) {
     float4 xv = xp[i];
-    if constexpr (kNorm) {
-      ss = fmaf(xv.x, xv.x, ss);
-      ss = fmaf(xv.y, xv.y, ss);
-      ss = fmaf(xv.z, xv.z, ss);
-      ss = fmaf(xv.w, xv.w, ss);
-      const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
-      xv = make_float4(xv.x * wv.x, xv.y * wv.y, xv.z * wv.z, xv.w * wv.w);
-    }
+    ss = fmaf(xv.x, xv.x, ss);
+    ss = fmaf(xv.y, xv.y, ss);
+    ss = fmaf(xv.z, xv.z, ss);
+    ss = fmaf(xv.w, xv.w, ss);
+    const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
+    xv = make_float4(xv.x * wv.x, xv.y * wv.y, xv.z * wv.z, xv.w * wv.w);
     xs[4 * i] = xv.x, xs[4 * i + 1] = xv.y, xs[4 * i + 2] = xv.z, xs[4 * i + 3] = xv.w;
   }
 }
@@ -146,6 +163,10 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
   load(lane);
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
+  // Without a norm, x goes through shared memory (stage_x); a fused norm reads it from global
+  // memory, as it also needs norm_w and the sum of squares in index order.
+  extern __shared__ float4 xsm[];
+  if constexpr (!kNorm) stage_x(xsm, xt, a.ne0);
   float acc[kMats][kRows] = {}, ss = 0.f;
   for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
     if (c != lane) load(c);
@@ -154,7 +175,11 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       const int64_t cj = c + j * kWarp;
       if (cj >= n_chunks) continue;
       float xs[kChunk];
-      load_x<kNorm>(xt + cj * kChunk, kNorm ? a.f.norm.w + cj * kChunk : nullptr, xs, ss);
+      if constexpr (kNorm) {
+        load_x_norm(xt + cj * kChunk, a.f.norm.w + cj * kChunk, xs, ss);
+      } else {
+        load_x_smem(xsm, cj, xs);
+      }
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
 #pragma unroll
@@ -311,17 +336,26 @@ int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
   return 1;
 }
 
+// Shared memory of a GEMV without a norm: x of one token (stage_x).
+size_t x_smem_bytes(const GemvArgs& a) {
+  constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
+  const size_t bytes = size_t(a.ne0) * sizeof(float);
+  QWEN_CHECK(bytes <= kMax, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
+             " bytes of shared memory for x, more than the ", kMax, " a block may have");
+  return bytes;
+}
+
 // Launches gemv_kernel<T, M, no norm, rows>; a row count over T's register budget is never chosen
 // (choose_rows) and not instantiated.
 template <GGMLType T, GemvMode M, int kRows = kMaxRows>
 void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   if constexpr (kRows == 1) {
-    launch(gemv_kernel<T, M, false, 1>, grid, dim3(kGemvThreads), s, args);
+    launch_smem(gemv_kernel<T, M, false, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
   } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
     launch_rows<T, M, kRows / 2>(rows, grid, s, args);
   } else if (rows == kRows) {
-    launch(gemv_kernel<T, M, false, kRows>, grid, dim3(kGemvThreads), s, args);
+    launch_smem(gemv_kernel<T, M, false, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
   } else {
     launch_rows<T, M, kRows / 2>(rows, grid, s, args);
   }
@@ -385,7 +419,8 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     if (norm) {
       launch(gemv_kernel<T, GemvMode::Plain, true, 1>, grid, dim3(kGemvThreads), s, args);
     } else if (deep) {
-      launch(gemv_kernel<T, GemvMode::Deep, false, 1>, grid, dim3(kGemvThreads), s, args);
+      launch_smem(gemv_kernel<T, GemvMode::Deep, false, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
+                  args);
     } else {
       launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
     }
