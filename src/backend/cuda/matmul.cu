@@ -228,25 +228,43 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
   }
 }
 
-// out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W); one thread per chunk.
+// out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W). A warp converts 32
+// consecutive chunks of one row (a lane each) and stages them in shared memory, so that each
+// store instruction writes 512 contiguous bytes instead of 16 bytes at a 64-byte stride per lane.
+// Staging granule j of chunk L sits at 4L + (j ^ ((L >> 1) & 3)): the 8 lanes of a quarter warp
+// then write 8 different bank groups, and 8 consecutive granules read back do too.
+constexpr int kDequantWarps = 8;
+__device__ __forceinline__ int stage_slot(int chunk, int j) {
+  return 4 * chunk + (j ^ ((chunk >> 1) & 3));
+}
 template <GGMLType T>
-__global__ void dequant_f16_kernel(__half* __restrict__ out, const uint8_t* __restrict__ w, size_t row_bytes,
-                                   int64_t ne0, int64_t row0, int64_t n_rows) {
+__global__ void __launch_bounds__(kDequantWarps * kWarp) dequant_f16_kernel(__half* __restrict__ out,
+                                                                          const uint8_t* __restrict__ w,
+                                                                          size_t row_bytes, int64_t ne0,
+                                                                          int64_t row0, int64_t n_rows) {
+  __shared__ uint4 stage[kDequantWarps][kWarp * 4];  // 32 chunks x 64 bytes per warp
   pdl_begin();
-  const int64_t n_chunks = ne0 / kChunk;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n_rows * n_chunks) return;
-  const int64_t r = i / n_chunks, c = i % n_chunks;
-  float v[kChunk];
-  dequant_chunk<T>(w + (row0 + r) * row_bytes, c, v);
-  uint4* o = reinterpret_cast<uint4*>(out + r * ne0 + c * kChunk);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t n_chunks = ne0 / kChunk, groups = (n_chunks + kWarp - 1) / kWarp;
+  const int64_t g = int64_t(blockIdx.x) * kDequantWarps + warp;
+  if (g >= n_rows * groups) return;  // uniform over the warp
+  const int64_t r = g / groups, c0 = (g % groups) * kWarp;
+  const int nc = int(min(int64_t(kWarp), n_chunks - c0));
+  uint4* st = stage[warp];
+  if (lane < nc) {
+    float v[kChunk];
+    dequant_chunk<T>(w + (row0 + r) * row_bytes, c0 + lane, v);
 #pragma unroll
-  for (int j = 0; j < kChunk / 8; ++j) {
-    __half2 h[4];
+    for (int j = 0; j < kChunk / 8; ++j) {
+      __half2 h[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[8 * j + 2 * k], v[8 * j + 2 * k + 1]);
-    o[j] = *reinterpret_cast<uint4*>(h);
+      for (int k = 0; k < 4; ++k) h[k] = __floats2half2_rn(v[8 * j + 2 * k], v[8 * j + 2 * k + 1]);
+      st[stage_slot(lane, j)] = *reinterpret_cast<uint4*>(h);
+    }
   }
+  __syncwarp();
+  uint4* o = reinterpret_cast<uint4*>(out + r * ne0 + c0 * kChunk);
+  for (int k = lane; k < 4 * nc; k += kWarp) o[k] = st[stage_slot(k / 4, k % 4)];
 }
 
 // hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16).
@@ -499,9 +517,11 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
       const size_t rb = w.row_bytes();
       for (int64_t r0 = 0; r0 < ne1; r0 += tile_rows) {
         const int64_t rows = std::min(tile_rows, ne1 - r0);
-        const unsigned dq_blocks = unsigned(ceil_div(rows * (ne0 / kChunk), threads));
+        const int64_t warps = rows * ceil_div(ne0 / kChunk, int64_t(kWarp));
+        const unsigned dq_blocks = unsigned(ceil_div(warps, int64_t(kDequantWarps)));
         dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-          launch(dequant_f16_kernel<T>, dim3(dq_blocks), dim3(threads), s, w16, data, rb, ne0, r0, rows);
+          launch(dequant_f16_kernel<T>, dim3(dq_blocks), dim3(kDequantWarps * kWarp), s, w16, data, rb, ne0, r0,
+                 rows);
         });
         QWEN_CUDA_LAUNCH_CHECK();
         gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_hi, 0.f, y + r0, ne1);
