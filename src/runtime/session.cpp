@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <numeric>
 #include <optional>
 
@@ -177,7 +178,20 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
   m.model = std::make_unique<Model>(*m.file, *m.backend, o.max_batch, o.on_progress);
   const ModelConfig& c = m.model->config();
-  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
+  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : c.n_ctx_max;
+  if (m.n_ctx > c.n_ctx_max) {
+    const RopeScaling& sc = c.rope_scaling;
+    const std::string trained =
+        sc.type == RopeScalingType::None || sc.factor == 1.f
+            ? str(c.arch_name, ".context_length = ", c.n_ctx_train, ", no rope scaling")
+            : str(c.arch_name, ".context_length = ", c.n_ctx_train, ", ", rope_scaling_name(sc.type), " x",
+                  sc.factor, " over original_context_length ", sc.n_ctx_orig);
+    const std::string what = str(o.model_path, ": a context of ", m.n_ctx, " tokens exceeds the ",
+                                 c.n_ctx_max, " positions the model is trained for (", trained, ")");
+    QWEN_CHECK(o.ctx_overflow == CtxOverflow::Warn, what,
+               "; use a smaller context, or --ctx-overflow warn to run past them");
+    std::fprintf(stderr, "warning: %s; positions past %d are untrained\n", what.c_str(), c.n_ctx_max);
+  }
   m.n_seq = o.n_seq;
   m.max_batch = o.max_batch;
   // Whole-sequence logits (eval_all) come out in chunks of max_out rows; generation needs one
