@@ -67,7 +67,8 @@ void read_rope(const gguf::File& f, const std::string& a, ModelConfig& c) {
                                    [&, &key = key](const char* k) { return key == r + k; });
     QWEN_CHECK(known, f.path(), ": key ", key, " is not understood (rope keys read: freq_base, ",
                "dimension_count, scale_linear, scaling.{type, factor, original_context_length, ",
-               "attn_factor, yarn_beta_fast, yarn_beta_slow, yarn_ext_factor, finetuned})");
+               "attn_factor, yarn_beta_fast, yarn_beta_slow, yarn_ext_factor, yarn_log_multiplier, ",
+               "finetuned})");
   }
   c.rope_freq_base = f.get_or<float>(r + "freq_base", 10000.f);
   QWEN_CHECK(c.rope_freq_base > 1.f && std::isfinite(c.rope_freq_base), f.path(), ": ", r,
@@ -90,14 +91,17 @@ void read_rope(const gguf::File& f, const std::string& a, ModelConfig& c) {
   } else {
     QWEN_FAIL(f.path(), ": ", s, "type = '", type, "' is not supported (none, linear or yarn)");
   }
-  auto number = [&](const std::string& key, float fallback, float lo, const char* range) {
+  // A float key (or its fallback) that must be finite and pass `ok`, described by `range`.
+  auto number = [&](const std::string& key, float fallback, bool (*ok)(float), const char* range) {
     const float v = f.get_or<float>(key, fallback);
-    QWEN_CHECK(std::isfinite(v) && v >= lo, f.path(), ": ", key, " = ", v, " must be ", range);
+    QWEN_CHECK(std::isfinite(v) && ok(v), f.path(), ": ", key, " = ", v, " must be ", range);
     return v;
   };
+  auto at_least_one = [](float v) { return v >= 1.f; };
+  auto positive = [](float v) { return v > 0.f; };
   // rope.scale_linear is the older name of the factor (llama.cpp reads it when the new one is absent).
-  const float legacy = f.has(r + "scale_linear") ? number(r + "scale_linear", 1.f, 1.f, ">= 1") : 1.f;
-  sc.factor = number(s + "factor", legacy, 1.f, ">= 1");
+  const float legacy = number(r + "scale_linear", 1.f, at_least_one, ">= 1");
+  sc.factor = number(s + "factor", legacy, at_least_one, ">= 1");
   if (sc.type == RopeScalingType::None) {
     QWEN_CHECK(sc.factor == 1.f, f.path(), ": ", s, "factor = ", sc.factor, " with ", s,
                "type = 'none' (a factor needs type linear or yarn)");
@@ -107,20 +111,17 @@ void read_rope(const gguf::File& f, const std::string& a, ModelConfig& c) {
     sc.n_ctx_orig =
         positive_int(f, s + "original_context_length", f.get<int64_t>(s + "original_context_length"));
   }
-  sc.attn_factor = number(s + "attn_factor", 1.f, 0.f, "a positive number");
-  QWEN_CHECK(sc.attn_factor > 0.f, f.path(), ": ", s, "attn_factor = 0 must be positive");
+  sc.attn_factor = number(s + "attn_factor", 1.f, positive, "positive");
   for (const char* k : {"yarn_beta_fast", "yarn_beta_slow", "yarn_ext_factor"}) {
     QWEN_CHECK(sc.type == RopeScalingType::Yarn || !f.has(s + k), f.path(), ": ", s, k, " is set but ", s,
                "type = '", type, "' (it applies to yarn only)");
   }
-  sc.beta_fast = number(s + "yarn_beta_fast", 32.f, 0.f, "a positive number");
-  sc.beta_slow = number(s + "yarn_beta_slow", 1.f, 0.f, "a positive number");
-  QWEN_CHECK(sc.beta_fast > 0.f && sc.beta_slow > 0.f && sc.beta_fast >= sc.beta_slow, f.path(), ": ", s,
-             "yarn_beta_fast = ", sc.beta_fast, " and yarn_beta_slow = ", sc.beta_slow,
-             " must be positive with beta_fast >= beta_slow");
-  sc.ext_factor = number(s + "yarn_ext_factor", 1.f, 0.f, "in [0, 1]");
-  QWEN_CHECK(sc.ext_factor <= 1.f, f.path(), ": ", s, "yarn_ext_factor = ", sc.ext_factor,
-             " must be in [0, 1]");
+  sc.beta_fast = number(s + "yarn_beta_fast", 32.f, positive, "positive");
+  sc.beta_slow = number(s + "yarn_beta_slow", 1.f, positive, "positive");
+  QWEN_CHECK(sc.beta_fast >= sc.beta_slow, f.path(), ": ", s, "yarn_beta_fast = ", sc.beta_fast, " is below ",
+             s, "yarn_beta_slow = ", sc.beta_slow);
+  sc.ext_factor = number(
+      s + "yarn_ext_factor", 1.f, [](float v) { return v >= 0.f && v <= 1.f; }, "in [0, 1]");
   // DeepSeek's mscale_all_dim; no qwen2/qwen3/llama model sets it, and llama.cpp's handling of it
   // differs between versions, so it is refused rather than guessed.
   const float log_mul = f.get_or<float>(s + "yarn_log_multiplier", 0.f);
