@@ -95,8 +95,7 @@ class Reference:
         """(inv_freq [D/2] float32 values as float64, attention_factor) as HF computes them."""
         a, d = self.arch, self.head_dim
         s = f"{a}.rope.scaling."
-        f = self._field(s + "type")
-        kind = "none" if f is None else bytes(f.parts[f.data[0]]).decode()
+        kind = self._str(s + "type") if self._field(s + "type") else "none"
         factor = self._float(s + "factor", 1.0)
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
         if self.has("rope_freqs.weight"):  # llama3: HF's piecewise scaling, stored as divisors
