@@ -36,8 +36,8 @@ struct Weight {
 
 // One layer's KV cache in backend memory.
 struct KVLayer {
-  void* k = nullptr;              // [n_seq][n_ctx][n_head_kv][head_dim]
-  void* v = nullptr;              // [n_seq][n_ctx][n_head_kv][head_dim]
+  void* k = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
+  void* v = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
   GGMLType type = GGMLType::F32;  // F32 or F16
   int n_seq = 1;
   int n_ctx = 0;
@@ -138,7 +138,9 @@ class Backend {
     QWEN_FAIL(name(), ": graph capture (slot ", slot, ") is not supported");
   }
   virtual void end_capture() { QWEN_FAIL(name(), ": graph capture is not supported"); }
-  virtual void replay(int slot) { QWEN_FAIL(name(), ": graph replay (slot ", slot, ") is not supported"); }
+  virtual void replay(int slot) {
+    QWEN_FAIL(name(), ": graph replay (slot ", slot, ") is not supported");
+  }
 };
 
 // "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.
