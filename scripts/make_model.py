@@ -13,6 +13,10 @@ Q6_K in the "more bits" layers, the base K type elsewhere) and set general.file_
 of quantizing normal weights: benchmark files of 7B-32B shapes in seconds rather than hours.
 The file is written tensor by tensor (streaming): a 14 GiB 7B F16 file never sits in memory.
 With --vocab tokenizer.json the real tokenizer is added (scripts/gguf_vocab.py).
+RoPE scaling: --rope-scaling linear|yarn with --rope-factor (and --rope-orig-ctx, --rope-attn-factor,
+--yarn-beta-fast/--yarn-beta-slow/--yarn-ext-factor) writes the <arch>.rope.scaling.* keys as
+llama.cpp does; --llama3-rope FACTOR,LOW,HIGH,ORIG_CTX writes a rope_freqs.weight tensor holding HF's
+llama3 rope_scaling as per-pair frequency divisors, as llama.cpp's converter does.
 
 Examples:
   python3 scripts/make_model.py --arch qwen3 --type Q4_K -o /tmp/tiny.gguf
@@ -220,10 +224,36 @@ def _nbytes(rows, cols, type_name):
     return rows * cols // block_size * block_bytes, qtype
 
 
+# GGUF key suffix (after "<arch>.rope.scaling.") of each rope_scaling entry, and its value type.
+ROPE_SCALING_KEYS = {"type": ("type", gguf.GGUFValueType.STRING),
+                     "factor": ("factor", gguf.GGUFValueType.FLOAT32),
+                     "original_context_length": ("original_context_length", gguf.GGUFValueType.UINT32),
+                     "attn_factor": ("attn_factor", gguf.GGUFValueType.FLOAT32),
+                     "beta_fast": ("yarn_beta_fast", gguf.GGUFValueType.FLOAT32),
+                     "beta_slow": ("yarn_beta_slow", gguf.GGUFValueType.FLOAT32),
+                     "ext_factor": ("yarn_ext_factor", gguf.GGUFValueType.FLOAT32)}
+
+
+def llama3_rope_freqs(head_dim, rope_theta, factor, low_freq_factor, high_freq_factor, original_context_length):
+    """Per-pair divisors of the rope frequencies that HF's llama3 rope_type applies: 1 for short
+    wavelengths, `factor` for long ones, and a smooth blend between (float32 [head_dim / 2])."""
+    inv_freq = 1.0 / rope_theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * np.pi / inv_freq
+    smooth = (original_context_length / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = 1.0 / ((1 - smooth) / factor + smooth)
+    divisor = np.where(wavelen < original_context_length / high_freq_factor, 1.0,
+                       np.where(wavelen > original_context_length / low_freq_factor, factor, blended))
+    return divisor.astype(np.float32)
+
+
 def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=512, n_vocab=512,
                head_dim=None, rope_theta=1e6, eps=1e-6, tied=False, n_ctx_train=4096, type="F32",
-               embd_type=None, seed=0, vocab=None, vocab_config=None, random_blocks=False):
-    """Writes the model to `path`, one tensor at a time. head_dim defaults to n_embd // n_head."""
+               embd_type=None, seed=0, vocab=None, vocab_config=None, random_blocks=False, rope_scaling=None,
+               llama3_rope=None):
+    """Writes the model to `path`, one tensor at a time. head_dim defaults to n_embd // n_head.
+    rope_scaling: a dict of ROPE_SCALING_KEYS entries (e.g. type="yarn", factor=4.0); llama3_rope:
+    a dict of llama3_rope_freqs' scaling arguments (factor, low_freq_factor, high_freq_factor,
+    original_context_length)."""
     if arch not in ("qwen2", "qwen3", "llama"):
         raise ValueError(f"unknown arch {arch!r} (qwen2, qwen3, llama)")
     for t in (type, embd_type or type):
@@ -243,6 +273,11 @@ def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2,
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_freq_base(rope_theta)
+    for name, value in (rope_scaling or {}).items():
+        if name not in ROPE_SCALING_KEYS:
+            raise ValueError(f"unknown rope_scaling entry {name!r}; one of {', '.join(ROPE_SCALING_KEYS)}")
+        suffix, vtype = ROPE_SCALING_KEYS[name]
+        writer.add_key_value(f"{arch}.rope.scaling.{suffix}", value, vtype)
     writer.add_layer_norm_rms_eps(eps)
     if vocab:
         from gguf_vocab import add_tokenizer
@@ -270,6 +305,9 @@ def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2,
 
     # Matrices get std 1/sqrt(fan_in) so activations stay O(1) through the layers.
     mat("token_embd.weight", n_vocab, n_embd, embd_type or ty("token_embd", n_embd), 1.0)
+    if llama3_rope:
+        freqs = llama3_rope_freqs(head_dim, rope_theta, **llama3_rope)
+        plan.append(("rope_freqs.weight", (freqs.shape, np.float32, freqs.nbytes, None), lambda: freqs))
     vec("output_norm.weight", n_embd, 1.0, 0.1)
     if not tied:
         mat("output.weight", n_vocab, n_embd, ty("output", n_embd), n_embd ** -0.5)
@@ -323,6 +361,15 @@ def main():
                     help="random valid blocks for every type (fast; for benchmark files)")
     ap.add_argument("--vocab", help="tokenizer.json to embed (real Qwen vocabulary)")
     ap.add_argument("--vocab-config", help="tokenizer_config.json (specials, chat template)")
+    ap.add_argument("--rope-scaling", choices=["none", "linear", "yarn"], help="<arch>.rope.scaling.type")
+    ap.add_argument("--rope-factor", type=float, help="<arch>.rope.scaling.factor")
+    ap.add_argument("--rope-orig-ctx", type=int, help="<arch>.rope.scaling.original_context_length")
+    ap.add_argument("--rope-attn-factor", type=float, help="<arch>.rope.scaling.attn_factor")
+    ap.add_argument("--yarn-beta-fast", type=float, help="<arch>.rope.scaling.yarn_beta_fast")
+    ap.add_argument("--yarn-beta-slow", type=float, help="<arch>.rope.scaling.yarn_beta_slow")
+    ap.add_argument("--yarn-ext-factor", type=float, help="<arch>.rope.scaling.yarn_ext_factor")
+    ap.add_argument("--llama3-rope", metavar="FACTOR,LOW,HIGH,ORIG_CTX",
+                    help="write rope_freqs.weight for HF's llama3 rope_scaling, e.g. 8,1,4,8192")
     args = ap.parse_args()
     opts = dict(DEFAULTS)
     if args.preset:
@@ -335,8 +382,20 @@ def main():
     if args.vocab and vocab_config is None:
         guess = pathlib.Path(args.vocab).with_name("tokenizer_config.json")
         vocab_config = str(guess) if guess.is_file() else None
+    flags = dict(type=args.rope_scaling, factor=args.rope_factor, original_context_length=args.rope_orig_ctx,
+                 attn_factor=args.rope_attn_factor, beta_fast=args.yarn_beta_fast, beta_slow=args.yarn_beta_slow,
+                 ext_factor=args.yarn_ext_factor)
+    rope_scaling = {k: v for k, v in flags.items() if v is not None}
+    llama3_rope = None
+    if args.llama3_rope:
+        parts = args.llama3_rope.split(",")
+        if len(parts) != 4:
+            ap.error(f"--llama3-rope wants FACTOR,LOW,HIGH,ORIG_CTX, got {args.llama3_rope!r}")
+        llama3_rope = dict(factor=float(parts[0]), low_freq_factor=float(parts[1]),
+                           high_freq_factor=float(parts[2]), original_context_length=int(parts[3]))
     make_model(args.output, type=args.type, embd_type=args.embd_type, seed=args.seed, vocab=args.vocab,
-               vocab_config=vocab_config, random_blocks=args.random_blocks, **opts)
+               vocab_config=vocab_config, random_blocks=args.random_blocks, rope_scaling=rope_scaling,
+               llama3_rope=llama3_rope, **opts)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -94,8 +95,13 @@ int main(int argc, char** argv) {
   app.add_option("-p,--prompt", prompt, "prompt text (in --chat mode: the first user message)");
   app.add_option("-n,--n-predict", gen.max_tokens, "tokens to generate (-1: until end of generation)")
       ->capture_default_str();
-  app.add_option("-c,--ctx-size", opts.n_ctx, "context size in tokens (0: min(model context, 4096))")
+  app.add_option("-c,--ctx-size", opts.n_ctx, "context size in tokens (0: the model's trained context)")
       ->capture_default_str();
+  app.add_option("--ctx-overflow", opts.ctx_overflow,
+                 "a context beyond the model's trained one: refuse (error) or warn and run")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, qwen::CtxOverflow>{
+          {"refuse", qwen::CtxOverflow::Refuse}, {"warn", qwen::CtxOverflow::Warn}}))
+      ->default_str("refuse");
   app.add_option("-b,--batch-size", opts.max_batch, "most prompt tokens per forward call")
       ->capture_default_str();
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->capture_default_str();

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "gguf/ggml_types.h"
@@ -40,6 +41,7 @@ struct Options {
   std::string chat_template;
   std::string alias;
   std::string kv_type = "auto";
+  qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
 };
 
 int serve(const Options& o) {
@@ -49,6 +51,7 @@ int serve(const Options& o) {
   eo.device = o.device;
   eo.n_threads = o.threads;
   eo.n_ctx = o.n_ctx;
+  eo.ctx_overflow = o.ctx_overflow;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
   if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
@@ -135,8 +138,13 @@ int main(int argc, char** argv) {
   app.add_option("--port", o.port, "TCP port; 0 picks a free one (printed on stderr)")
       ->check(CLI::Range(0, 65535));
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("-c,--ctx-size", o.n_ctx, "context tokens per slot (0: model default, at most 4096)")
+  app.add_option("-c,--ctx-size", o.n_ctx, "context tokens per slot (0: the model's trained context)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--ctx-overflow", o.ctx_overflow,
+                 "a context beyond the model's trained one: refuse (error) or warn and run")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, qwen::CtxOverflow>{
+          {"refuse", qwen::CtxOverflow::Refuse}, {"warn", qwen::CtxOverflow::Warn}}))
+      ->default_str("refuse");
   app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);

@@ -55,6 +55,16 @@ struct Batch {
   const int32_t* seq = nullptr;
 };
 
+// The rotation of a rope op, computed once at load from the model's config and weights
+// (model/config.h rope_inv_freq / rope_mscale) so every backend applies the same scaling:
+// pair i of a head at position p turns by the angle p * inv_freq[i], and both cos and sin are
+// multiplied by mscale (YaRN's attention factor; 1 without scaling).
+struct RopeParams {
+  const float* inv_freq = nullptr;  // fp32 [head_dim / 2], backend memory
+  float mscale = 1.f;
+  RopeMode mode = RopeMode::Neox;
+};
+
 struct AttentionParams {
   int n_head = 0;
   int n_head_kv = 0;
@@ -88,10 +98,11 @@ class Backend {
   // W must hold data no op writes (uploaded weights): the CUDA backend starts reading it before
   // the previous op has finished.
   virtual void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) = 0;
-  // In-place rotary embedding of x [n_tokens][n_head][head_dim] at positions pos[t];
-  // theta_i = pos * freq_base^(-2i/head_dim), i < head_dim/2.
+  // In-place rotary embedding of x [n_tokens][n_head][head_dim] at positions pos[t]: pair i
+  // (i < head_dim/2) turns by theta = pos * r.inv_freq[i] (in fp64: ~1e5 rad at long contexts,
+  // where fp32 would lose the low bits that decide sin/cos), cos and sin scaled by r.mscale.
   virtual void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
-                    float freq_base, RopeMode mode) = 0;
+                    const RopeParams& r) = 0;
   // Writes k, v [n_tokens][n_head_kv][head_dim] into the cache at (seq[t], pos[t]).
   virtual void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) = 0;
   // Causal GQA attention of q [n_tokens][n_head][head_dim] over the cache (which already holds the

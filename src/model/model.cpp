@@ -68,9 +68,9 @@ void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* ou
       be.rmsnorm(k_, k_, L.attn_k_norm, int64_t(n) * c.n_head_kv, c.head_dim, c.rms_eps);
       name("Kcur_normed", l, k_, n, c.kv_dim());
     }
-    be.rope(q_, batch.pos, n, c.n_head, c.head_dim, c.rope_freq_base, c.rope_mode);
+    be.rope(q_, batch.pos, n, c.n_head, c.head_dim, w.rope);
     name("Qcur_rope", l, q_, n, c.q_dim());
-    be.rope(k_, batch.pos, n, c.n_head_kv, c.head_dim, c.rope_freq_base, c.rope_mode);
+    be.rope(k_, batch.pos, n, c.n_head_kv, c.head_dim, w.rope);
     name("Kcur_rope", l, k_, n, c.kv_dim());
     be.kv_store(kv[l], k_, v_, batch);
     be.attention(attn_, q_, kv[l], batch, ap);

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -17,10 +18,10 @@ size_t align_up(size_t n) {
 
 // One tensor to upload: where it comes from and where it goes in the arena.
 struct Planned {
-  const gguf::TensorInfo* info;
-  bool to_f32;    // vectors are converted to fp32
-  size_t offset;  // in the arena
-  size_t bytes;   // in the arena
+  const gguf::TensorInfo* info;  // null: a table computed at load (host), not a file tensor
+  bool to_f32;                   // vectors are converted to fp32
+  size_t offset;                 // in the arena
+  size_t bytes;                  // in the arena
 };
 
 class Binder {
@@ -54,6 +55,13 @@ class Binder {
     return add(*t, true, size_t(n) * sizeof(float));
   }
 
+  // An fp32 table of n values computed at load rather than read from the file.
+  size_t computed(size_t n) {
+    plan.push_back({nullptr, true, total, n * sizeof(float)});
+    total += align_up(n * sizeof(float));
+    return plan.size() - 1;
+  }
+
   std::vector<Planned> plan;
   size_t total = 0;
 
@@ -65,6 +73,26 @@ class Binder {
   }
   const gguf::File& f_;
 };
+
+// The llama3 rope_freqs.weight tensor: per-pair divisors of the rope frequencies (llama.cpp's
+// converter bakes HF's llama3 rope_scaling into it). Empty when the file has none.
+std::vector<float> rope_freq_factors(const gguf::File& f, const ModelConfig& c) {
+  const char* name = "rope_freqs.weight";
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  if (t == nullptr) return {};
+  const int64_t half = c.head_dim / 2;
+  QWEN_CHECK(t->n_elements() == half && t->ne[0] == half, f.path(), ": tensor ", name, " has shape ",
+             t->shape_str(), ", expected ", half, " (head dim / 2)");
+  QWEN_CHECK(t->type == GGMLType::F32 || t->type == GGMLType::F16 || t->type == GGMLType::BF16, f.path(),
+             ": tensor ", name, " has type ", type_name(t->type), ", expected F32, F16 or BF16");
+  std::vector<float> factors(static_cast<size_t>(half));
+  dequantize_row(t->type, t->data, factors.data(), half);
+  for (int64_t i = 0; i < half; ++i) {
+    QWEN_CHECK(std::isfinite(factors[size_t(i)]) && factors[size_t(i)] > 0.f, f.path(), ": tensor ", name,
+               "[", i, "] = ", factors[size_t(i)], " must be a positive frequency divisor");
+  }
+  return factors;
+}
 
 }  // namespace
 
@@ -100,6 +128,8 @@ ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& b
     x.up = b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
     x.down = b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
   }
+  const std::vector<float> inv_freq = rope_inv_freq(c, rope_freq_factors(f, c));
+  const size_t rope_table = b.computed(inv_freq.size());
 
   arena_bytes_ = b.total;
   arena_ = backend.alloc(arena_bytes_);
@@ -107,7 +137,9 @@ ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& b
   size_t done = 0;
   std::vector<float> conv;
   for (const Planned& p : b.plan) {
-    if (p.to_f32) {
+    if (p.info == nullptr) {
+      backend.upload(base + p.offset, inv_freq.data(), p.bytes);
+    } else if (p.to_f32) {
       conv.resize(p.bytes / sizeof(float));
       dequantize_row(p.info->type, p.info->data, conv.data(), int64_t(conv.size()));
       backend.upload(base + p.offset, conv.data(), p.bytes);
@@ -128,6 +160,7 @@ ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& b
   token_embd = mat(embd);
   output_norm = vec(out_norm);
   output = mat(out);
+  rope = RopeParams{vec(rope_table), rope_mscale(c), c.rope_mode};
   layers.resize(c.n_layer);
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerIdx& x = li[l];

@@ -46,6 +46,9 @@ class ModelWeights {
   const float* output_norm = nullptr;  // fp32 [n_embd]
   Weight output;                       // [n_vocab][n_embd]; == token_embd when tied
   std::vector<LayerWeights> layers;
+  // The rope of every layer: the inverse-frequency table (rope_inv_freq of the config and the
+  // optional llama3 rope_freqs.weight divisors, in the arena) with the config's mscale and mode.
+  RopeParams rope;
   size_t nbytes() const { return arena_bytes_; }  // backend bytes held by the weights
 
  private:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <numeric>
 #include <optional>
 
@@ -162,6 +163,27 @@ struct Engine::Impl {
   }
 };
 
+namespace {
+
+// A context beyond the positions the model is trained for is refused with the numbers, or run
+// with a warning when the caller asked for that (EngineOptions::ctx_overflow).
+void check_context(const EngineOptions& o, const ModelConfig& c, int n_ctx) {
+  if (n_ctx <= c.n_ctx_max) return;
+  const RopeScaling& sc = c.rope_scaling;
+  const std::string trained =
+      sc.type == RopeScalingType::None || sc.factor == 1.f
+          ? str(c.arch_name, ".context_length = ", c.n_ctx_train, ", no rope scaling")
+          : str(c.arch_name, ".context_length = ", c.n_ctx_train, ", ", rope_scaling_name(sc.type), " x",
+                sc.factor, " over original_context_length ", sc.n_ctx_orig);
+  const std::string what = str(o.model_path, ": a context of ", n_ctx, " tokens exceeds the ", c.n_ctx_max,
+                               " positions the model is trained for (", trained, ")");
+  QWEN_CHECK(o.ctx_overflow == CtxOverflow::Warn, what,
+             "; use a smaller context, or --ctx-overflow warn to run past them");
+  std::fprintf(stderr, "warning: %s; positions past %d are untrained\n", what.c_str(), c.n_ctx_max);
+}
+
+}  // namespace
+
 Engine::Engine() : impl_(std::make_unique<Impl>()) {}
 Engine::~Engine() = default;
 
@@ -175,9 +197,13 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   m.file = gguf::File::open(o.model_path);
   m.backend = make_backend(o.device, o.n_threads);
   if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
+  {  // The context is settled before the weights load, so a refused one costs no load time.
+    const ModelConfig c = ModelConfig::from_gguf(*m.file);
+    m.n_ctx = o.n_ctx > 0 ? o.n_ctx : c.n_ctx_max;
+    check_context(o, c, m.n_ctx);
+  }
   m.model = std::make_unique<Model>(*m.file, *m.backend, o.max_batch, o.on_progress);
   const ModelConfig& c = m.model->config();
-  m.n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, 4096);
   m.n_seq = o.n_seq;
   m.max_batch = o.max_batch;
   // Whole-sequence logits (eval_all) come out in chunks of max_out rows; generation needs one

@@ -32,13 +32,19 @@ class Model;
 class Tokenizer;
 struct ModelConfig;
 
+// What Engine::load does with a context longer than the positions the model is trained for
+// (ModelConfig::n_ctx_max): refuse it with the numbers, or run with a warning on stderr.
+enum class CtxOverflow { Refuse, Warn };
+
 struct EngineOptions {
   std::string model_path;
   std::string device = "auto";  // auto | cpu | cuda
   int n_threads = 0;            // cpu backend threads; 0: all hardware threads
-  int n_ctx = 0;                // tokens per slot; 0: min(model context length, 4096)
+  int n_ctx = 0;                // tokens per slot; 0: the model's trained context (n_ctx_max)
   int n_seq = 1;                // KV cache slots (sequences decoded together)
   int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)
+  // n_ctx beyond the model's n_ctx_max: an error (Refuse) or a warning on stderr (Warn).
+  CtxOverflow ctx_overflow = CtxOverflow::Refuse;
   // F32 or F16; unset: F16 on the GPU (half the cache traffic; attention still accumulates in
   // fp32), F32 on the CPU (the oracle stays exact).
   std::optional<GGMLType> kv_type;

@@ -187,16 +187,20 @@ inline std::string describe(const Diff& d) {
 
 // A tiny synthetic model (scripts/make_model.py: n_embd 256, 2 layers, 4:2 heads of 64, n_ff
 // 512, vocab 512) of `arch` with weights of type t in the test's temp dir; returns its path and
-// records a failure when the maker fails.
-inline std::string make_model(const char* arch, GGMLType t) {
+// records a failure when the maker fails. `flags` are more make_model.py flags (rope scaling), and
+// `tag` names that variant in the file name.
+inline std::string make_model(const char* arch, GGMLType t, const std::string& flags = "",
+                              const std::string& tag = "") {
   const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "qwen_ops_models";
   std::filesystem::create_directories(dir);
-  const std::string path = (dir / (std::string(arch) + "-" + type_name(t) + ".gguf")).string();
+  const std::string path =
+      (dir / (std::string(arch) + "-" + type_name(t) + (tag.empty() ? "" : "-" + tag) + ".gguf")).string();
   // Tests may run in parallel processes: each writes its own file and renames it into place
   // (the content is the same, the rename atomic).
   const std::string tmp = path + "." + std::to_string(::getpid());
-  const std::string cmd = std::string("python3 ") + QWEN_SOURCE_DIR + "/scripts/make_model.py --arch " + arch +
-                          " --type " + type_name(t) + " --seed 5 -o " + tmp + " > /dev/null";
+  const std::string cmd = std::string("python3 ") + QWEN_SOURCE_DIR + "/scripts/make_model.py --arch " +
+                          arch + " --type " + type_name(t) + " --seed 5 " + flags + " -o " + tmp +
+                          " > /dev/null";
   const int rc = std::system(cmd.c_str());
   if (rc != 0) {
     ADD_FAILURE() << "model maker failed (" << rc << "): " << cmd;

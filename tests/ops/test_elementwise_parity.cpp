@@ -1,6 +1,7 @@
 // CUDA RMSNorm, RoPE, SwiGLU, add and argmax vs the CPU backend.
 // Bounds: RMSNorm (fp32 sum of squares vs the CPU's fp64): NMSE <= 1e-12, max|d| <= 1e-5 max|ref|.
-// RoPE (both compute angles in fp64, rotate in fp32): max|d| <= 1e-5 at positions up to 32,767.
+// RoPE (both compute angles in fp64 from the same fp32 frequency table, rotate in fp32): max|d| <= 1e-5
+// at positions up to 131,071, unscaled and with linear, YaRN (mscale != 1) and llama3 rope_freqs.
 // SwiGLU (expf on both sides): NMSE <= 1e-12. Add: exact. Argmax: exact, ties to the lowest index.
 #include <gtest/gtest.h>
 
@@ -8,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "model/config.h"
 #include "ops_test_util.h"
 
 namespace qwen::test {
@@ -54,19 +56,41 @@ TEST_F(ElementwiseParity, Rope) {
     int n_head, head_dim;
     float base;
     RopeMode mode;
+    RopeScaling scaling;
+    bool llama3;  // per-pair rope_freqs divisors (llama3's 1 / 8 / smooth ramp)
   };
-  for (const Case c : {Case{14, 64, 1e6f, RopeMode::Neox}, Case{2, 64, 1e6f, RopeMode::Neox},
-                       Case{16, 128, 1e6f, RopeMode::Neox}, Case{8, 128, 5e5f, RopeMode::Normal},
-                       Case{4, 256, 1e4f, RopeMode::Normal}}) {
+  const RopeScaling none, linear{RopeScalingType::Linear, 2.f, 32768},
+      yarn{RopeScalingType::Yarn, 4.f, 32768}, yarn_attn{RopeScalingType::Yarn, 8.f, 16384, 0.9f, 16.f, 2.f};
+  for (const Case c :
+       {Case{14, 64, 1e6f, RopeMode::Neox, none, false}, Case{2, 64, 1e6f, RopeMode::Neox, none, false},
+        Case{16, 128, 1e6f, RopeMode::Neox, none, false}, Case{8, 128, 5e5f, RopeMode::Normal, none, false},
+        Case{4, 256, 1e4f, RopeMode::Normal, none, false}, Case{14, 64, 1e6f, RopeMode::Neox, yarn, false},
+        Case{8, 128, 1e6f, RopeMode::Neox, yarn_attn, false},
+        Case{4, 64, 1e4f, RopeMode::Normal, linear, false},
+        Case{8, 128, 5e5f, RopeMode::Normal, none, true}}) {
     SCOPED_TRACE(testing::Message() << c.n_head << " heads x " << c.head_dim
-                                    << (c.mode == RopeMode::Neox ? " neox" : " normal"));
-    std::vector<int32_t> pos = {0, 1, 2, 17, 511, 4095, 32767};
-    for (int i = 0; i < 9; ++i) pos.push_back(int32_t(rng() % 32768));
+                                    << (c.mode == RopeMode::Neox ? " neox, " : " normal, ")
+                                    << rope_scaling_name(c.scaling.type)
+                                    << (c.llama3 ? " + rope_freqs" : ""));
+    ModelConfig mc;
+    mc.head_dim = c.head_dim;
+    mc.rope_freq_base = c.base;
+    mc.rope_scaling = c.scaling;
+    std::vector<float> factors;
+    for (int i = 0; c.llama3 && i < c.head_dim / 2; ++i) {
+      factors.push_back(i < c.head_dim / 8 ? 1.f : i >= c.head_dim / 4 ? 8.f : 1.f + 7.f * (i % 8) / 8.f);
+    }
+    Mirror table(be, rope_inv_freq(mc, factors));
+    const float mscale = rope_mscale(mc);
+    std::vector<int32_t> pos = {0, 1, 2, 17, 511, 4095, 32767, 40000, 131071};
+    for (int i = 0; i < 9; ++i) pos.push_back(int32_t(rng() % 131072));
     const int n = int(pos.size());
     Mirror p(be, pos);
     Mirror x(be, random_floats(rng, size_t(n) * c.n_head * c.head_dim, -4.f, 4.f));
-    be.cpu->rope(x.cpu<float>(), p.cpu<int32_t>(), n, c.n_head, c.head_dim, c.base, c.mode);
-    be.gpu->rope(x.gpu<float>(), p.gpu<int32_t>(), n, c.n_head, c.head_dim, c.base, c.mode);
+    be.cpu->rope(x.cpu<float>(), p.cpu<int32_t>(), n, c.n_head, c.head_dim,
+                 RopeParams{table.cpu<float>(), mscale, c.mode});
+    be.gpu->rope(x.gpu<float>(), p.gpu<int32_t>(), n, c.n_head, c.head_dim,
+                 RopeParams{table.gpu<float>(), mscale, c.mode});
     const auto ref = x.cpu_host<float>(), got = x.gpu_host<float>();
     const Diff d = compare(got.data(), ref.data(), ref.size());
     EXPECT_EQ(d.n_nonfinite, 0);

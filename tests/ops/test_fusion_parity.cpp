@@ -18,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "model/config.h"
 #include "ops_test_util.h"
 
 namespace qwen::test {
@@ -62,6 +63,13 @@ TEST_P(FusionParity, DecodeLayer) {
   const std::vector<uint8_t> zeros(cache_bytes, 0);
   kc.upload(zeros.data());
   vc.upload(zeros.data());
+  // A YaRN rope (factor 4 over 32k positions), so the fused rope + KV write applies the table and
+  // the mscale as the separate ops do.
+  ModelConfig mc;
+  mc.head_dim = D;
+  mc.rope_freq_base = 1e6f;
+  mc.rope_scaling = RopeScaling{RopeScalingType::Yarn, 4.f, 32768};
+  Mirror rope_table(be, rope_inv_freq(mc, {}));
   std::vector<int32_t> pos(n), seq(n, 0), ids(n, 0);
   for (int i = 0; i < n; ++i) pos[i] = 10 + i;
   Mirror pd(be, pos), sd(be, seq), idd(be, ids);
@@ -85,8 +93,9 @@ TEST_P(FusionParity, DecodeLayer) {
     b.matmul(P(q), W(wq, H * D, E), P(cur), n, P(bq));
     b.matmul(P(k), W(wk, HKV * D, E), P(cur), n, P(bk));
     b.matmul(P(v), W(wv, HKV * D, E), P(cur), n, P(bv));
-    b.rope(P(q), batch.pos, n, H, D, 1e6f, RopeMode::Neox);
-    b.rope(P(k), batch.pos, n, HKV, D, 1e6f, RopeMode::Neox);
+    const RopeParams rope{P(rope_table), rope_mscale(mc), RopeMode::Neox};
+    b.rope(P(q), batch.pos, n, H, D, rope);
+    b.rope(P(k), batch.pos, n, HKV, D, rope);
     b.kv_store(cache, P(k), P(v), batch);
     b.attention(P(att), P(q), cache, batch, AttentionParams{H, HKV, D, 0.125f});
     b.matmul(P(o), W(wo, E, H * D), P(att), n, nullptr);

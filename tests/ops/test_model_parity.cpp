@@ -2,7 +2,9 @@
 // 4:2 heads of 64, n_ff 512, vocab 512) of every architecture and weight type, F16 KV cache on
 // both sides. A 96-token prompt in two forwards (80 tokens: the GPU's cuBLAS path; 16 tokens:
 // gemm_small) and 8 decode steps (GEMV path), the decode steps run through a captured CUDA graph
-// replayed per step. Every vocabulary row of every position is compared.
+// replayed per step. Every vocabulary row of every position is compared. Three more cases scale
+// the rope (YaRN x4 and linear x2 over an original context of 32 positions, llama3 rope_freqs
+// over 32), so most of the 104 positions lie beyond it: the same bounds hold.
 // Bounds: max |dlogit| <= 2e-3 * max|logit| (F32/F16/BF16 weights and every decode step) and
 // <= 2e-2 * max|logit| for a quantized prefill (its weights are rounded to fp16 once for the
 // tensor cores); top-1 agreement at every position whose CPU top-2 margin exceeds 2 max |dlogit|
@@ -25,11 +27,13 @@ namespace {
 struct Case {
   const char* arch;
   GGMLType type;
+  const char* rope_flags = "";  // make_model.py rope scaling flags
+  const char* rope = "";        // their name ("" for none)
 };
 
 // Readable parameter names in ctest's listing and failure messages.
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.arch << " " << type_name(c.type);
+  *os << c.arch << " " << type_name(c.type) << (*c.rope ? " " : "") << c.rope;
 }
 
 // Logits [n_out][n_vocab] of a prompt (forwards of kPrefill[i] tokens, all rows) followed by
@@ -92,7 +96,7 @@ class ModelParity : public testing::TestWithParam<Case> {
 
 TEST_P(ModelParity, PromptAndGraphDecode) {
   const Case c = GetParam();
-  const std::string path = make_model(c.arch, c.type);
+  const std::string path = make_model(c.arch, c.type, c.rope_flags, c.rope);
   if (HasFailure()) return;
   auto f = gguf::File::open(path);
   Pair be;
@@ -125,8 +129,8 @@ TEST_P(ModelParity, PromptAndGraphDecode) {
   }
   EXPECT_EQ(must_agree_missed, 0) << "top-1 differs at positions with a clear margin";
   EXPECT_GE(agree, n_pos * 9 / 10) << "top-1 agreement " << agree << "/" << n_pos;
-  std::printf("[ model    ] %s %s: top-1 %d/%d, worst max|dlogit|/bound %.3f at position %d\n", c.arch,
-              type_name(c.type), agree, n_pos, worst_rel, worst_pos);
+  std::printf("[ model    ] %s %s %s: top-1 %d/%d, worst max|dlogit|/bound %.3f at position %d\n", c.arch,
+              type_name(c.type), c.rope, agree, n_pos, worst_rel, worst_pos);
 }
 
 std::vector<Case> all_cases() {
@@ -138,12 +142,18 @@ std::vector<Case> all_cases() {
       v.push_back({arch, t});
     }
   }
+  v.push_back({"qwen2", GGMLType::Q8_0,
+               "--rope-theta 10000 --rope-scaling yarn --rope-factor 4 --rope-orig-ctx 32", "yarn"});
+  v.push_back({"qwen3", GGMLType::F16,
+               "--rope-theta 10000 --rope-scaling linear --rope-factor 2 --n-ctx-train 32", "linear"});
+  v.push_back({"llama", GGMLType::F16, "--rope-theta 10000 --llama3-rope 8,1,4,32", "llama3"});
   return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryArchAndType, ModelParity, testing::ValuesIn(all_cases()),
                          [](const testing::TestParamInfo<Case>& i) {
-                           return std::string(i.param.arch) + "_" + type_name(i.param.type);
+                           return std::string(i.param.arch) + "_" + type_name(i.param.type) +
+                                  (*i.param.rope ? "_" : "") + i.param.rope;
                          });
 
 }  // namespace

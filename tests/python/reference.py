@@ -9,6 +9,13 @@ exactly an nn.Linear weight. For llama, llama.cpp's converter permutes the rows 
 so that rope can rotate adjacent pairs; we undo that permutation and apply HF's rotate_half rope,
 which makes the check of our "normal" rope independent of how we implemented it.
 
+RoPE scaling is read from the GGUF keys and mapped to HF's rope_scaling, then computed as HF's
+modeling_rope_utils does (linear, yarn, and llama3 whose rope_freqs.weight divisors are applied to
+the frequencies): GGUF rope.scaling.factor / original_context_length / yarn_beta_fast / yarn_beta_slow
+are HF's factor / original_max_position_embeddings / beta_fast / beta_slow, and llama.cpp scales
+cos/sin by rope.scaling.attn_factor on top of yarn's default attention_factor 0.1 ln(factor) + 1.
+The frequency table is rounded to float32 once, as HF keeps its inv_freq buffer in float32.
+
 Usage: logits = Reference("model.gguf").forward([1, 2, 3])   # [n_tokens][n_vocab]
 Large models: Reference(path, dtype=np.float32) halves the memory (weights and math in float32).
 """
@@ -29,9 +36,11 @@ class Reference:
         self.n_embd = self._int(f"{a}.embedding_length")
         self.head_dim = self._int(f"{a}.attention.key_length", self.n_embd // self.n_head)
         self.theta = self._float(f"{a}.rope.freq_base", 10000.0)
+        self.n_ctx_train = self._int(f"{a}.context_length")
         self.eps = self._float(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)
         self.tensors = {t.name: t for t in self.reader.tensors}
         self._cache = {}
+        self.inv_freq, self.attention_factor = self._rope_parameters()
 
     # ---- metadata ----
     def _field(self, key):
@@ -82,14 +91,45 @@ class Reference:
         var = np.mean(x * x, axis=-1, keepdims=True)
         return x / np.sqrt(var + self.eps) * weight
 
-    def rope(self, x, positions):
-        """HF apply_rotary_pos_emb with rotate_half; x [T][H][D]."""
-        d = self.head_dim
+    def _rope_parameters(self):
+        """(inv_freq [D/2] float32 values as float64, attention_factor) as HF computes them."""
+        a, d = self.arch, self.head_dim
+        s = f"{a}.rope.scaling."
+        kind = self._str(s + "type") if self._field(s + "type") else "none"
+        factor = self._float(s + "factor", 1.0)
         inv_freq = 1.0 / (self.theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
-        freqs = np.outer(positions, inv_freq)
+        if self.has("rope_freqs.weight"):  # llama3: HF's piecewise scaling, stored as divisors
+            inv_freq = inv_freq / self.w("rope_freqs.weight").astype(np.float64)
+        attention_factor = self._float(s + "attn_factor", 1.0)
+        if kind == "linear":
+            inv_freq = inv_freq / factor
+        elif kind == "yarn":
+            assert self._float(s + "yarn_ext_factor", 1.0) == 1.0, "the reference implements YaRN as published"
+            orig = self._int(s + "original_context_length", self.n_ctx_train)
+            beta_fast = self._float(s + "yarn_beta_fast", 32.0)
+            beta_slow = self._float(s + "yarn_beta_slow", 1.0)
+
+            def correction_dim(rotations):  # the dim whose pair turns `rotations` times over orig
+                return d * np.log(orig / (rotations * 2 * np.pi)) / (2 * np.log(self.theta))
+
+            low = max(np.floor(correction_dim(beta_fast)), 0)
+            high = min(np.ceil(correction_dim(beta_slow)), d - 1)
+            ramp = np.clip((np.arange(d // 2) - low) / ((high - low) or 0.001), 0, 1)
+            extrapolation = 1 - ramp  # share of the unscaled frequency
+            inv_freq = inv_freq / factor * (1 - extrapolation) + inv_freq * extrapolation
+            if factor > 1:
+                attention_factor *= 0.1 * np.log(factor) + 1
+        else:
+            assert kind == "none" or factor == 1.0, f"rope scaling {kind!r} is not in the reference"
+        return inv_freq.astype(np.float32).astype(np.float64), attention_factor
+
+    def rope(self, x, positions):
+        """HF apply_rotary_pos_emb with rotate_half; x [T][H][D]; cos/sin scaled by attention_factor."""
+        d = self.head_dim
+        freqs = np.outer(positions, self.inv_freq)
         emb = np.concatenate([freqs, freqs], axis=-1)
-        cos = np.cos(emb)[:, None, :].astype(self.dtype)
-        sin = np.sin(emb)[:, None, :].astype(self.dtype)
+        cos = (np.cos(emb) * self.attention_factor)[:, None, :].astype(self.dtype)
+        sin = (np.sin(emb) * self.attention_factor)[:, None, :].astype(self.dtype)
         rotated = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
         return x * cos + rotated * sin
 

@@ -40,24 +40,26 @@ TEST(CpuBackend, RmsNormMatchesFormula) {
   EXPECT_LE(max_abs_diff(out, want), 1e-6f);
 }
 
-// Rotating (1, 0) by theta gives (cos, sin): checks which elements each mode pairs and the
-// frequency of pair i (theta = pos * base^(-2i/d)).
+// Rotating (1, 0) by theta gives (cos, sin) * mscale: checks which elements each mode pairs and
+// that pair i turns by pos * inv_freq[i] (max |Δ| <= 1e-6 against the formula in fp64).
 TEST(CpuBackend, RopePairsAndFrequencies) {
   auto be = make_cpu_backend(1);
   const int d = 4;
   const int32_t pos[1] = {3};
-  const double base = 100.0;
-  const double t0 = 3.0, t1 = 3.0 * std::pow(base, -2.0 / d);
-  std::vector<float> neox = {1.f, 1.f, 0.f, 0.f};  // pairs (0,2) and (1,3)
-  be->rope(neox.data(), pos, 1, 1, d, float(base), RopeMode::Neox);
-  const std::vector<float> want_neox = {float(std::cos(t0)), float(std::cos(t1)), float(std::sin(t0)),
-                                        float(std::sin(t1))};
-  EXPECT_LE(max_abs_diff(neox, want_neox), 1e-6f);
-  std::vector<float> normal = {1.f, 0.f, 1.f, 0.f};  // pairs (0,1) and (2,3)
-  be->rope(normal.data(), pos, 1, 1, d, float(base), RopeMode::Normal);
-  const std::vector<float> want_normal = {float(std::cos(t0)), float(std::sin(t0)), float(std::cos(t1)),
-                                          float(std::sin(t1))};
-  EXPECT_LE(max_abs_diff(normal, want_normal), 1e-6f);
+  const float inv_freq[2] = {1.f, 0.1f};
+  const double t0 = 3.0, t1 = 3.0 * double(0.1f);
+  for (const float m : {1.f, 1.25f}) {
+    std::vector<float> neox = {1.f, 1.f, 0.f, 0.f};  // pairs (0,2) and (1,3)
+    be->rope(neox.data(), pos, 1, 1, d, RopeParams{inv_freq, m, RopeMode::Neox});
+    const std::vector<float> want_neox = {float(m * std::cos(t0)), float(m * std::cos(t1)),
+                                          float(m * std::sin(t0)), float(m * std::sin(t1))};
+    EXPECT_LE(max_abs_diff(neox, want_neox), 1e-6f) << "mscale " << m;
+    std::vector<float> normal = {1.f, 0.f, 1.f, 0.f};  // pairs (0,1) and (2,3)
+    be->rope(normal.data(), pos, 1, 1, d, RopeParams{inv_freq, m, RopeMode::Normal});
+    const std::vector<float> want_normal = {float(m * std::cos(t0)), float(m * std::sin(t0)),
+                                            float(m * std::cos(t1)), float(m * std::sin(t1))};
+    EXPECT_LE(max_abs_diff(normal, want_normal), 1e-6f) << "mscale " << m;
+  }
 }
 
 // Two sequences in one batch, GQA 4:2: attention through the cache equals a naive softmax over

@@ -119,18 +119,18 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
-            RopeMode mode) override {
+  void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
+            const RopeParams& r) override {
     const int half = head_dim / 2;
     pool_.parallel_for(n_tokens, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         for (int i = 0; i < half; ++i) {
-          const double theta = pos[t] * std::pow(double(freq_base), -2.0 * i / head_dim);
-          const float cs = float(std::cos(theta)), sn = float(std::sin(theta));
+          const double theta = double(pos[t]) * double(r.inv_freq[i]);
+          const float cs = float(std::cos(theta)) * r.mscale, sn = float(std::sin(theta)) * r.mscale;
           for (int h = 0; h < n_head; ++h) {
             float* v = x + (t * n_head + h) * head_dim;
-            const int i0 = mode == RopeMode::Neox ? i : 2 * i;
-            const int i1 = mode == RopeMode::Neox ? i + half : 2 * i + 1;
+            const int i0 = r.mode == RopeMode::Neox ? i : 2 * i;
+            const int i1 = r.mode == RopeMode::Neox ? i + half : 2 * i + 1;
             const float a = v[i0], c = v[i1];
             v[i0] = a * cs - c * sn;
             v[i1] = a * sn + c * cs;

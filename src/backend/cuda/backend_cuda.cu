@@ -87,8 +87,7 @@ struct Pending {
   int n_rope = 0;
   const int32_t* pos = nullptr;
   int head_dim = 0;
-  float freq_base = 0.f;
-  RopeMode mode = RopeMode::Neox;
+  RopeParams rope;
 };
 
 class CudaBackend final : public Backend {
@@ -238,21 +237,21 @@ class CudaBackend final : public Backend {
     held_.n_mm = 1;
     held_.x = x, held_.n_tokens = n_tokens;
   }
-  void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim, float freq_base,
-            RopeMode mode) override {
+  void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
+            const RopeParams& r) override {
     const bool pair = held_.kind == Pending::Kind::Rope && held_.n_rope == 1 && held_.pos == pos &&
                       held_.n_tokens == n_tokens && held_.head_dim == head_dim &&
-                      held_.freq_base == freq_base && held_.mode == mode && held_.rope_x[0] != x;
+                      held_.rope.inv_freq == r.inv_freq && held_.rope.mscale == r.mscale &&
+                      held_.rope.mode == r.mode && held_.rope_x[0] != x;
     if (pair) {
       held_.rope_x[1] = x, held_.rope_heads[1] = n_head, held_.n_rope = 2;
       return;
     }
     flush();
-    if (!fuse_rope_) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, freq_base, mode);
+    if (!fuse_rope_) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
     held_.kind = Pending::Kind::Rope;
     held_.rope_x[0] = x, held_.rope_heads[0] = n_head, held_.n_rope = 1;
-    held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.freq_base = freq_base;
-    held_.mode = mode;
+    held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.rope = r;
   }
   void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) override {
     if (held_.kind == Pending::Kind::Rope) {
@@ -264,7 +263,7 @@ class CudaBackend final : public Backend {
         float* x0 = last == 1 ? held_.rope_x[0] : nullptr;
         const int h0 = last == 1 ? held_.rope_heads[0] : 0;
         held_.kind = Pending::Kind::None;
-        cuda::rope_store(stream_, x0, h0, held_.rope_x[last], v, cache, batch, held_.freq_base, held_.mode);
+        cuda::rope_store(stream_, x0, h0, held_.rope_x[last], v, cache, batch, held_.rope);
         return;
       }
     }
@@ -373,8 +372,7 @@ class CudaBackend final : public Backend {
         return launch_matmul(nullptr, nullptr, nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
-          cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.freq_base,
-                     p.mode);
+          cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.rope);
         }
         return;
     }

@@ -137,13 +137,13 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
-          float freq_base, RopeMode mode);
+          const RopeParams& r);
 void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, const Batch& batch);
 // RoPE of x0 (n_head0 heads, may be null) and of k (n_head_kv heads) at batch.pos, both in place,
 // then the KV-cache write of the rotated k and of v: the three ops of rope(q), rope(k),
 // kv_store(k, v) in one kernel, with the same arithmetic as the separate ones.
 void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache,
-                const Batch& batch, float freq_base, RopeMode mode);
+                const Batch& batch, const RopeParams& r);
 
 // attention.cu
 void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
