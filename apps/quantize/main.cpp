@@ -1,9 +1,10 @@
 // qwen-quantize: F32/F16/BF16 GGUF model -> quantized GGUF, with llama-quantize's type names and
 // per-tensor rules (docs/QUANTIZE.md).
-//   qwen-quantize IN.gguf OUT.gguf TYPE [--pure] [-t N]
+//   qwen-quantize IN.gguf OUT.gguf TYPE [--pure] [--nearest] [-t N]
 //
 // The input stays mmapped and the output is written tensor by tensor in row chunks of at most
 // kChunkBytes, so memory use is one chunk plus one fp32 row per thread whatever the model size.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -36,6 +37,7 @@ constexpr uint32_t kQuantizationVersion = 2;  // general.quantization_version of
 struct Options {
   std::string in, out, type;
   bool pure = false;
+  bool nearest = false;
   int threads = 0;
 };
 
@@ -129,7 +131,7 @@ class Progress {
 };
 
 // Converts one tensor row chunk by row chunk: each thread expands its rows to fp32 and quantizes them.
-void convert(const Planned& p, qwen::ThreadPool& pool, qwen::gguf::Writer& w,
+void convert(const Planned& p, qwen::ScaleSearch search, qwen::ThreadPool& pool, qwen::gguf::Writer& w,
              const std::function<void(double)>& tick) {
   const TensorInfo& t = *p.info;
   const int64_t ne0 = t.ne[0];
@@ -145,7 +147,7 @@ void convert(const Planned& p, qwen::ThreadPool& pool, qwen::gguf::Writer& w,
       std::vector<float> buf(static_cast<size_t>(ne0));
       for (int64_t r = begin; r < end; ++r) {
         to_f32(t.data + (r0 + r) * in_row, buf.data(), ne0);
-        qwen::quantize_row(p.pick.type, buf.data(), out.data() + r * out_row, ne0);
+        qwen::quantize_row(p.pick.type, buf.data(), out.data() + r * out_row, ne0, search);
       }
     });
     w.write(out.data(), size_t(nr) * out_row);
@@ -156,6 +158,15 @@ void convert(const Planned& p, qwen::ThreadPool& pool, qwen::gguf::Writer& w,
 void copy_bytes(const TensorInfo& t, qwen::gguf::Writer& w) {
   for (uint64_t at = 0; at < t.nbytes; at += kChunkBytes)
     w.write(t.data + at, size_t(std::min<uint64_t>(kChunkBytes, t.nbytes - at)));
+}
+
+// Drops the input pages of a finished tensor from this process: they are clean file pages, so the
+// resident set stays at about one tensor of input instead of growing to the whole model.
+void release_input(const TensorInfo& t) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(t.data) + t.nbytes;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 int run(const Options& o) {
@@ -179,9 +190,11 @@ int run(const Options& o) {
     const uint64_t before = w.data_written();
     progress.update(i, p, 0.0);
     if (p.converted())
-      convert(p, pool, w, [&](double fraction) { progress.update(i, p, fraction); });
+      convert(p, o.nearest ? qwen::ScaleSearch::Nearest : qwen::default_search(p.pick.type), pool, w,
+              [&](double fraction) { progress.update(i, p, fraction); });
     else
       copy_bytes(*p.info, w);
+    release_input(*p.info);
     w.end_tensor();
     progress.done(i, p, w.data_written() - before);
     in_bytes += p.info->nbytes;
@@ -190,12 +203,12 @@ int run(const Options& o) {
   w.finish();
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(
-      stderr,
-      "qwen-quantize: %s (%s%s): %zu tensors, %.2f MiB -> %.2f MiB (%.2f bits/weight), %d threads, %.1f s\n",
-      o.out.c_str(), mix.name, o.pure ? ", pure" : "", tensors.size(), double(in_bytes) / (1 << 20),
-      double(w.data_written()) / (1 << 20), 8.0 * double(w.data_written()) / double(n_elements), n_threads,
-      seconds);
+  std::fprintf(stderr,
+               "qwen-quantize: %s (%s%s%s): %zu tensors, %.2f MiB -> %.2f MiB (%.2f bits/weight), %d "
+               "threads, %.1f s\n",
+               o.out.c_str(), mix.name, o.pure ? ", pure" : "", o.nearest ? ", nearest" : "", tensors.size(),
+               double(in_bytes) / (1 << 20), double(w.data_written()) / (1 << 20),
+               8.0 * double(w.data_written()) / double(n_elements), n_threads, seconds);
   return 0;
 }
 
@@ -208,6 +221,9 @@ int main(int argc, char** argv) {
   app.add_option("output", o.out, "output GGUF")->required();
   app.add_option("type", o.type, "one of " + qwen::mix_names())->required();
   app.add_flag("--pure", o.pure, "every quantizable 2-D weight in TYPE (no per-tensor rules)");
+  app.add_flag(
+      "--nearest", o.nearest,
+      "plain round-to-nearest scales, no search (Q8_0..Q5_1 then equal ggml's reference quantizers)");
   app.add_option("-t,--threads", o.threads, "worker threads (default: all cores)")
       ->check(CLI::Range(1, 4096));
   CLI11_PARSE(app, argc, argv);

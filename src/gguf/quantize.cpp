@@ -1,9 +1,10 @@
 // fp32 -> ggml block formats. Layouts are those the dequantizers in quants.cpp / quants_k.cpp
 // document; each quantizer below writes exactly the fields they read.
 //
-// The 32-element formats follow ggml's reference quantizers operation by operation (the same fp32
-// divisions, truncations and fp16 rounding, never fused into an FMA), so their bytes equal
-// gguf.quants.quantize. The K formats quantize each sub-block to a (scale[, offset]) pair, then the
+// With ScaleSearch::Nearest the 32-element formats follow ggml's reference quantizers operation by
+// operation (the same fp32 divisions, truncations and fp16 rounding, never fused into an FMA), so
+// their bytes equal gguf.quants.quantize; with Search they keep the layout but fit the scale. The K
+// formats quantize each sub-block to a (scale[, offset]) pair, then the
 // sub-block scales to 4, 6 or 8 bits against one fp16 super-block scale, then every value again
 // against the scale it will actually be decoded with.
 #include "gguf/quantize.h"
@@ -93,42 +94,6 @@ uint32_t fifth_bits(const uint8_t* q) {
   return qh;
 }
 
-void q4_0_block(const float* x, uint8_t* b) {
-  float d;
-  uint8_t q[32];
-  symmetric_legacy<8>(x, &d, q);
-  store_u16(b, f32_to_fp16(d));
-  pack_nibbles(q, b + 2);
-}
-
-void q4_1_block(const float* x, uint8_t* b) {
-  float d, m;
-  uint8_t q[32];
-  affine_legacy<15>(x, &d, &m, q);
-  store_u16(b, f32_to_fp16(d));
-  store_u16(b + 2, f32_to_fp16(m));
-  pack_nibbles(q, b + 4);
-}
-
-void q5_0_block(const float* x, uint8_t* b) {
-  float d;
-  uint8_t q[32];
-  symmetric_legacy<16>(x, &d, q);
-  store_u16(b, f32_to_fp16(d));
-  store_u32(b + 2, fifth_bits(q));
-  pack_nibbles(q, b + 6);
-}
-
-void q5_1_block(const float* x, uint8_t* b) {
-  float d, m;
-  uint8_t q[32];
-  affine_legacy<31>(x, &d, &m, q);
-  store_u16(b, f32_to_fp16(d));
-  store_u16(b + 2, f32_to_fp16(m));
-  store_u32(b + 4, fifth_bits(q));
-  pack_nibbles(q, b + 8);
-}
-
 // ---- K formats: sub-block fits ----
 
 // x[0..n) ~ scale * q with integer q in [-nmax, nmax - 1]; q into `q`, returns scale.
@@ -178,10 +143,11 @@ double affine_error(const float* x, const uint8_t* q, int n, AffineFit f) {
   return e;
 }
 
-// x[0..n) ~ scale * q - offset with integer q in [0, nmax] and offset >= 0 (the formats store the
-// offset unsigned: a sub-block whose values are all positive is fitted from zero).
-AffineFit fit_affine(const float* x, int n, int nmax, ScaleSearch search, uint8_t* q) {
-  float min = std::min(0.f, *std::min_element(x, x + n));
+// x[0..n) ~ scale * q - offset with integer q in [0, nmax]. With `nonneg_offset` (the K formats
+// store the offset unsigned) a sub-block whose values are all positive is fitted from zero.
+AffineFit fit_affine(const float* x, int n, int nmax, ScaleSearch search, bool nonneg_offset, uint8_t* q) {
+  float min = *std::min_element(x, x + n);
+  if (nonneg_offset) min = std::min(0.f, min);
   const float max = *std::max_element(x, x + n);
   if (max == min) {
     std::fill(q, q + n, uint8_t(0));
@@ -198,7 +164,7 @@ AffineFit fit_affine(const float* x, int n, int nmax, ScaleSearch search, uint8_
   uint8_t cand[256];
   for (int k = -10; k <= 10; ++k) {
     round_with((nmax + 0.1f * k) / (max - min), cand);
-    // Least squares for x ~ a * q + b on fixed q; b is clamped to <= 0 (a stored offset is >= 0).
+    // Least squares for x ~ a * q + b on fixed q (b clamped to <= 0 for a non-negative offset).
     double sq = 0, sqq = 0, sx = 0, sxq = 0;
     for (int i = 0; i < n; ++i) {
       sq += cand[i];
@@ -210,7 +176,7 @@ AffineFit fit_affine(const float* x, int n, int nmax, ScaleSearch search, uint8_
     if (det <= 0) continue;
     double a = (n * sxq - sq * sx) / det;
     double b = (sqq * sx - sq * sxq) / det;
-    if (b > 0) {
+    if (nonneg_offset && b > 0) {
       b = 0;
       a = sxq / sqq;
     }
@@ -224,6 +190,76 @@ AffineFit fit_affine(const float* x, int n, int nmax, ScaleSearch search, uint8_
     }
   }
   return best;
+}
+
+// ---- 32-element formats with a scale search: the same layouts; the scale (and offset) come from
+// fit_symmetric / fit_affine and the values are rounded again against their fp16 forms ----
+
+template <int kHalf>
+void symmetric_search(const float* x, float* d_out, uint8_t* q) {
+  int8_t l[32];
+  const float d = fp16_to_f32(f32_to_fp16(fit_symmetric(x, 32, kHalf, ScaleSearch::Search, l)));
+  for (int j = 0; j < 32; ++j)
+    q[j] = uint8_t(kHalf + (d != 0.f ? std::clamp(nearest(x[j] / d), -kHalf, kHalf - 1) : 0));
+  *d_out = d;
+}
+
+template <int kLevels>
+void affine_search(const float* x, float* d_out, float* m_out, uint8_t* q) {
+  const AffineFit f = fit_affine(x, 32, kLevels, ScaleSearch::Search, false, q);
+  const float d = fp16_to_f32(f32_to_fp16(f.scale));
+  const float m = fp16_to_f32(f32_to_fp16(-f.offset));
+  for (int j = 0; j < 32; ++j) q[j] = uint8_t(d != 0.f ? std::clamp(nearest((x[j] - m) / d), 0, kLevels) : 0);
+  *d_out = d;
+  *m_out = m;
+}
+
+void q4_0_block(const float* x, uint8_t* b, ScaleSearch search) {
+  float d;
+  uint8_t q[32];
+  if (search == ScaleSearch::Search)
+    symmetric_search<8>(x, &d, q);
+  else
+    symmetric_legacy<8>(x, &d, q);
+  store_u16(b, f32_to_fp16(d));
+  pack_nibbles(q, b + 2);
+}
+
+void q4_1_block(const float* x, uint8_t* b, ScaleSearch search) {
+  float d, m;
+  uint8_t q[32];
+  if (search == ScaleSearch::Search)
+    affine_search<15>(x, &d, &m, q);
+  else
+    affine_legacy<15>(x, &d, &m, q);
+  store_u16(b, f32_to_fp16(d));
+  store_u16(b + 2, f32_to_fp16(m));
+  pack_nibbles(q, b + 4);
+}
+
+void q5_0_block(const float* x, uint8_t* b, ScaleSearch search) {
+  float d;
+  uint8_t q[32];
+  if (search == ScaleSearch::Search)
+    symmetric_search<16>(x, &d, q);
+  else
+    symmetric_legacy<16>(x, &d, q);
+  store_u16(b, f32_to_fp16(d));
+  store_u32(b + 2, fifth_bits(q));
+  pack_nibbles(q, b + 6);
+}
+
+void q5_1_block(const float* x, uint8_t* b, ScaleSearch search) {
+  float d, m;
+  uint8_t q[32];
+  if (search == ScaleSearch::Search)
+    affine_search<31>(x, &d, &m, q);
+  else
+    affine_legacy<31>(x, &d, &m, q);
+  store_u16(b, f32_to_fp16(d));
+  store_u16(b + 2, f32_to_fp16(m));
+  store_u32(b + 4, fifth_bits(q));
+  pack_nibbles(q, b + 8);
 }
 
 // ---- K formats: super-blocks ----
@@ -274,7 +310,7 @@ void affine_superblock(const float* x, int n_sub, int nmax, int levels, ScaleSea
   const int len = 256 / n_sub;
   float scales[16], offsets[16];
   for (int j = 0; j < n_sub; ++j) {
-    const AffineFit f = fit_affine(x + len * j, len, nmax, search, q + len * j);
+    const AffineFit f = fit_affine(x + len * j, len, nmax, search, true, q + len * j);
     scales[j] = f.scale;
     offsets[j] = f.offset;
   }
@@ -386,12 +422,11 @@ void q6_k_block(const float* x, uint8_t* b, ScaleSearch search) {
   store_u16(b + 208, d);
 }
 
-using LegacyFn = void (*)(const float*, uint8_t*);
-using KFn = void (*)(const float*, uint8_t*, ScaleSearch);
+using BlockFn = void (*)(const float*, uint8_t*, ScaleSearch);
 
-template <int QK>
-void run_blocks(LegacyFn fn, const float* x, uint8_t* dst, int64_t n, size_t block_bytes) {
-  for (int64_t b = 0; b < n / QK; ++b) fn(x + b * QK, dst + b * block_bytes);
+// Q8_0 has only ggml's reference quantizer (a search gains next to nothing at 8 bits).
+void q8_0_nearest(const float* x, uint8_t* b, ScaleSearch) {
+  q8_0_block(x, b);
 }
 
 }  // namespace
@@ -418,7 +453,7 @@ bool can_quantize(GGMLType t) {
 }
 
 ScaleSearch default_search(GGMLType t) {
-  return type_traits(t).block_size == 256 ? ScaleSearch::Search : ScaleSearch::Nearest;
+  return t == GGMLType::Q8_0 || type_traits(t).block_size == 1 ? ScaleSearch::Nearest : ScaleSearch::Search;
 }
 
 void quantize_row(GGMLType t, const float* src, void* dst, int64_t n) {
@@ -430,10 +465,10 @@ void quantize_row(GGMLType t, const float* src, void* dst, int64_t n, ScaleSearc
   const TypeTraits& tt = type_traits(t);
   QWEN_CHECK(n % tt.block_size == 0, "row of ", n, " elements is not a multiple of the ", type_name(t),
              " block size ", tt.block_size);
-  QWEN_CHECK(search == ScaleSearch::Nearest || tt.block_size == 256, type_name(t),
-             " has only the nearest-rounding quantizer (ggml's reference)");
+  QWEN_CHECK(search == ScaleSearch::Nearest || t != GGMLType::Q8_0,
+             "Q8_0 has only the nearest-rounding quantizer (ggml's reference)");
   uint8_t* out = static_cast<uint8_t*>(dst);
-  KFn k_fn = nullptr;
+  BlockFn fn = nullptr;
   switch (t) {
     case GGMLType::F32:
       std::memcpy(out, src, size_t(n) * 4);
@@ -445,34 +480,40 @@ void quantize_row(GGMLType t, const float* src, void* dst, int64_t n, ScaleSearc
       for (int64_t i = 0; i < n; ++i) store_u16(out + 2 * i, f32_to_bf16(src[i]));
       return;
     case GGMLType::Q8_0:
-      return run_blocks<32>(q8_0_block, src, out, n, tt.block_bytes);
+      fn = q8_0_nearest;
+      break;
     case GGMLType::Q4_0:
-      return run_blocks<32>(q4_0_block, src, out, n, tt.block_bytes);
+      fn = q4_0_block;
+      break;
     case GGMLType::Q4_1:
-      return run_blocks<32>(q4_1_block, src, out, n, tt.block_bytes);
+      fn = q4_1_block;
+      break;
     case GGMLType::Q5_0:
-      return run_blocks<32>(q5_0_block, src, out, n, tt.block_bytes);
+      fn = q5_0_block;
+      break;
     case GGMLType::Q5_1:
-      return run_blocks<32>(q5_1_block, src, out, n, tt.block_bytes);
+      fn = q5_1_block;
+      break;
     case GGMLType::Q2_K:
-      k_fn = q2_k_block;
+      fn = q2_k_block;
       break;
     case GGMLType::Q3_K:
-      k_fn = q3_k_block;
+      fn = q3_k_block;
       break;
     case GGMLType::Q4_K:
-      k_fn = q4_k_block;
+      fn = q4_k_block;
       break;
     case GGMLType::Q5_K:
-      k_fn = q5_k_block;
+      fn = q5_k_block;
       break;
     case GGMLType::Q6_K:
-      k_fn = q6_k_block;
+      fn = q6_k_block;
       break;
     default:
       QWEN_ASSERT(false);
   }
-  for (int64_t b = 0; b < n / 256; ++b) k_fn(src + b * 256, out + b * tt.block_bytes, search);
+  const int64_t qk = tt.block_size;
+  for (int64_t b = 0; b < n / qk; ++b) fn(src + b * qk, out + b * tt.block_bytes, search);
 }
 
 }  // namespace qwen

@@ -12,17 +12,17 @@ namespace qwen {
 //   Nearest: the plain recipe. For Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 it is ggml's reference quantizer,
 //     equal bit for bit to gguf.quants.quantize; for the K types each sub-block maps its extreme
 //     value to the end of the integer range and rounds to nearest.
-//   Search: a small grid of candidate scales per sub-block, each refitted by least squares on
+//   Search: a small grid of candidate scales per (sub-)block, each refitted by least squares on
 //     the integers it rounds to, keeping the one with the least squared error (never worse than
-//     Nearest on the sub-block before the sub-block scales are themselves quantized). K types only.
+//     Nearest on the block before its scale is rounded to fp16 or to the super-block's grid).
+//     Every type but Q8_0.
 enum class ScaleSearch { Nearest, Search };
 
 // True for the types quantize_row can write: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
 // Q3_K, Q4_K, Q5_K, Q6_K.
 bool can_quantize(GGMLType t);
 
-// The scale choice quantize_row uses by default: Nearest for the 32-element formats (as ggml's
-// reference, so files match gguf.quants.quantize), Search for the K formats.
+// The scale choice quantize_row uses by default: Search for every quantized type but Q8_0.
 ScaleSearch default_search(GGMLType t);
 
 // dst = src[0..n) in type t; n is a multiple of t's block size and dst holds row_bytes(t, n).
