@@ -2,14 +2,16 @@
 // per-tensor rules (docs/QUANTIZE.md).
 //   qwen-quantize IN.gguf OUT.gguf TYPE [--pure] [--nearest] [-t N]
 //
-// The input stays mmapped and the output is written tensor by tensor in row chunks of at most
-// kChunkBytes, so memory use is one chunk plus one fp32 row per thread whatever the model size.
+// The input stays mmapped (each tensor's pages released once it is written) and the output is
+// written tensor by tensor in row chunks of at most kChunkBytes, so allocated memory is one chunk
+// plus one fp32 row per thread whatever the model size.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -131,10 +133,12 @@ class Progress {
 };
 
 // Converts one tensor row chunk by row chunk: each thread expands its rows to fp32 and quantizes them.
+// A NaN or infinity is refused (it would poison its block's scale), naming the tensor and row.
 void convert(const Planned& p, qwen::ScaleSearch search, qwen::ThreadPool& pool, qwen::gguf::Writer& w,
              const std::function<void(double)>& tick) {
   const TensorInfo& t = *p.info;
   const int64_t ne0 = t.ne[0];
+  if (t.n_elements() == 0) return;
   const int64_t rows = t.n_elements() / ne0;
   const size_t in_row = qwen::row_bytes(t.type, ne0);
   const size_t out_row = qwen::row_bytes(p.pick.type, ne0);
@@ -147,6 +151,9 @@ void convert(const Planned& p, qwen::ScaleSearch search, qwen::ThreadPool& pool,
       std::vector<float> buf(static_cast<size_t>(ne0));
       for (int64_t r = begin; r < end; ++r) {
         to_f32(t.data + (r0 + r) * in_row, buf.data(), ne0);
+        for (int64_t i = 0; i < ne0; ++i)
+          QWEN_CHECK(std::isfinite(buf[size_t(i)]), "tensor '", t.name, "' row ", r0 + r, " element ", i,
+                     " is ", buf[size_t(i)], ": only finite weights can be quantized");
         qwen::quantize_row(p.pick.type, buf.data(), out.data() + r * out_row, ne0, search);
       }
     });

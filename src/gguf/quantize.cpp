@@ -131,7 +131,7 @@ float fit_symmetric(const float* x, int n, int nmax, ScaleSearch search, int8_t*
 
 struct AffineFit {
   float scale = 0.f;
-  float offset = 0.f;  // >= 0; y = scale * q - offset
+  float offset = 0.f;  // y = scale * q - offset
 };
 
 double affine_error(const float* x, const uint8_t* q, int n, AffineFit f) {
@@ -424,7 +424,8 @@ void q6_k_block(const float* x, uint8_t* b, ScaleSearch search) {
 
 using BlockFn = void (*)(const float*, uint8_t*, ScaleSearch);
 
-// Q8_0 has only ggml's reference quantizer (a search gains next to nothing at 8 bits).
+// Q8_0 has only ggml's reference quantizer (a search gains next to nothing at 8 bits); quantize_row
+// refuses ScaleSearch::Search for it.
 void q8_0_nearest(const float* x, uint8_t* b, ScaleSearch) {
   q8_0_block(x, b);
 }
@@ -465,8 +466,8 @@ void quantize_row(GGMLType t, const float* src, void* dst, int64_t n, ScaleSearc
   const TypeTraits& tt = type_traits(t);
   QWEN_CHECK(n % tt.block_size == 0, "row of ", n, " elements is not a multiple of the ", type_name(t),
              " block size ", tt.block_size);
-  QWEN_CHECK(search == ScaleSearch::Nearest || t != GGMLType::Q8_0,
-             "Q8_0 has only the nearest-rounding quantizer (ggml's reference)");
+  QWEN_CHECK(search == ScaleSearch::Nearest || default_search(t) == ScaleSearch::Search, type_name(t),
+             " has no scale search (Q8_0: only ggml's reference quantizer; float types: plain conversion)");
   uint8_t* out = static_cast<uint8_t*>(dst);
   BlockFn fn = nullptr;
   switch (t) {

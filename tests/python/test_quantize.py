@@ -253,3 +253,13 @@ def test_mix_needs_model_shape_but_pure_does_not(bin_dir, tmp_path):
     assert proc.returncode != 0 and "qwen2.block_count" in proc.stderr and "--pure" in proc.stderr
     quantize(bin_dir, inp, tmp_path / "y.gguf", "Q4_K_M", "--pure")
     assert tensors(tmp_path / "y.gguf")["blk.0.ffn_up.weight"].tensor_type == QT.Q4_K
+
+
+def test_non_finite_weight_is_refused(bin_dir, tmp_path):
+    w = np.ones((4, 256), dtype=np.float32)
+    w[2, 7] = np.nan
+    inp = tmp_path / "nan.gguf"
+    write_gguf(inp, {"blk.0.ffn_up.weight": w})
+    proc = quantize(bin_dir, inp, tmp_path / "x.gguf", "Q4_K_M", ok=False)
+    assert proc.returncode != 0 and "blk.0.ffn_up.weight" in proc.stderr and "row 2 element 7" in proc.stderr
+    assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.part").exists()

@@ -97,6 +97,7 @@ TEST(Quantize, RejectsBadRequests) {
   EXPECT_THROW(qwen::quantize_row(GGMLType::Q4_0, x.data(), q.data(), 100), qwen::Error);  // not 32k
   EXPECT_THROW(qwen::quantize_row(GGMLType::Q8_1, x.data(), q.data(), 64), qwen::Error);   // no writer
   EXPECT_THROW(qwen::quantize_row(GGMLType::Q8_0, x.data(), q.data(), 64, ScaleSearch::Search), qwen::Error);
+  EXPECT_THROW(qwen::quantize_row(GGMLType::F16, x.data(), q.data(), 64, ScaleSearch::Search), qwen::Error);
 }
 
 TEST(Recipe, ParsesLlamaQuantizeNames) {
