@@ -4,15 +4,14 @@
 // With ScaleSearch::Nearest the 32-element formats follow ggml's reference quantizers operation by
 // operation (the same fp32 divisions, truncations and fp16 rounding, never fused into an FMA), so
 // their bytes equal gguf.quants.quantize; with Search they keep the layout but fit the scale. The K
-// formats quantize each sub-block to a (scale[, offset]) pair, then the
-// sub-block scales to 4, 6 or 8 bits against one fp16 super-block scale, then every value again
-// against the scale it will actually be decoded with.
+// formats quantize each sub-block to a (scale[, offset]) pair, then the sub-block scales to 4, 6 or
+// 8 bits against one fp16 super-block scale, then every value again against the scale it will
+// actually be decoded with.
 #include "gguf/quantize.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "util/check.h"
 #include "util/half.h"
@@ -94,7 +93,7 @@ uint32_t fifth_bits(const uint8_t* q) {
   return qh;
 }
 
-// ---- K formats: sub-block fits ----
+// ---- (sub-)block fits: the K formats, and the 32-element formats' scale search ----
 
 // x[0..n) ~ scale * q with integer q in [-nmax, nmax - 1]; q into `q`, returns scale.
 float fit_symmetric(const float* x, int n, int nmax, ScaleSearch search, int8_t* q) {
@@ -290,8 +289,8 @@ float quantize_unsigned_scales(const float* v, int n, int levels, int* l, uint16
 
 // A 256-element super-block of 16-element sub-blocks with signed scales: q in [-nmax, nmax - 1]
 // against d * ls[j]. Shared by Q3_K (nmax 4, 6-bit scales) and Q6_K (nmax 32, 8-bit scales).
-float symmetric_superblock(const float* x, int nmax, int scale_levels, ScaleSearch search, int* ls, int8_t* q,
-                           uint16_t* d_bits) {
+void symmetric_superblock(const float* x, int nmax, int scale_levels, ScaleSearch search, int* ls, int8_t* q,
+                          uint16_t* d_bits) {
   float scales[16];
   for (int j = 0; j < 16; ++j) scales[j] = fit_symmetric(x + 16 * j, 16, nmax, search, q + 16 * j);
   const float d = quantize_signed_scales(scales, 16, scale_levels, ls, d_bits);
@@ -300,7 +299,6 @@ float symmetric_superblock(const float* x, int nmax, int scale_levels, ScaleSear
     for (int i = 16 * j; i < 16 * j + 16; ++i)
       q[i] = int8_t(dl != 0.f ? std::clamp(nearest(x[i] / dl), -nmax, nmax - 1) : 0);
   }
-  return d;
 }
 
 // A 256-element super-block of sub-blocks (n_sub of them) fitted as scale * q - offset; scales and
