@@ -295,9 +295,32 @@ void symmetric_superblock(const float* x, int nmax, int scale_levels, ScaleSearc
   for (int j = 0; j < 16; ++j) scales[j] = fit_symmetric(x + 16 * j, 16, nmax, search, q + 16 * j);
   const float d = quantize_signed_scales(scales, 16, scale_levels, ls, d_bits);
   for (int j = 0; j < 16; ++j) {
-    const float dl = d * float(ls[j]);
-    for (int i = 16 * j; i < 16 * j + 16; ++i)
-      q[i] = int8_t(dl != 0.f ? std::clamp(nearest(x[i] / dl), -nmax, nmax - 1) : 0);
+    const float* xj = x + 16 * j;
+    int8_t* qj = q + 16 * j;
+    // Rounds the block against integer scale l; returns its squared error.
+    auto round_block = [&](int l, int8_t* out) {
+      const float dl = d * float(l);
+      double e = 0;
+      for (int i = 0; i < 16; ++i) {
+        out[i] = int8_t(dl != 0.f ? std::clamp(nearest(xj[i] / dl), -nmax, nmax - 1) : 0);
+        const double r = double(dl) * out[i] - xj[i];
+        e += r * r;
+      }
+      return e;
+    };
+    double best = round_block(ls[j], qj);
+    if (search == ScaleSearch::Nearest) continue;
+    // The scale's nearest integer need not give the least error once the values are rounded too.
+    for (int l : {ls[j] - 1, ls[j] + 1}) {
+      if (l < -(scale_levels + 1) || l > scale_levels) continue;
+      int8_t cand[16];
+      const double e = round_block(l, cand);
+      if (e < best) {
+        best = e;
+        ls[j] = l;
+        std::copy(cand, cand + 16, qj);
+      }
+    }
   }
 }
 
@@ -315,10 +338,36 @@ void affine_superblock(const float* x, int n_sub, int nmax, int levels, ScaleSea
   const float d = quantize_unsigned_scales(scales, n_sub, levels, ls, d_bits);
   const float dmin = quantize_unsigned_scales(offsets, n_sub, levels, lm, dmin_bits);
   for (int j = 0; j < n_sub; ++j) {
-    const float dl = d * float(ls[j]);
-    const float ml = dmin * float(lm[j]);
-    for (int i = len * j; i < len * j + len; ++i)
-      q[i] = uint8_t(dl != 0.f ? std::clamp(nearest((x[i] + ml) / dl), 0, nmax) : 0);
+    const float* xj = x + len * j;
+    uint8_t* qj = q + len * j;
+    // Rounds the sub-block against integer scale l and offset m; returns its squared error.
+    auto round_block = [&](int l, int m, uint8_t* out) {
+      const float dl = d * float(l);
+      const float ml = dmin * float(m);
+      double e = 0;
+      for (int i = 0; i < len; ++i) {
+        out[i] = uint8_t(dl != 0.f ? std::clamp(nearest((xj[i] + ml) / dl), 0, nmax) : 0);
+        const double r = double(dl) * out[i] - ml - xj[i];
+        e += r * r;
+      }
+      return e;
+    };
+    double best = round_block(ls[j], lm[j], qj);
+    if (search == ScaleSearch::Nearest) continue;
+    // The nearest integers need not give the least error once the values are rounded too.
+    const int l0 = ls[j], m0 = lm[j];
+    for (int l = std::max(0, l0 - 1); l <= std::min(levels, l0 + 1); ++l)
+      for (int m = std::max(0, m0 - 1); m <= std::min(levels, m0 + 1); ++m) {
+        if (l == l0 && m == m0) continue;
+        uint8_t cand[32];
+        const double e = round_block(l, m, cand);
+        if (e < best) {
+          best = e;
+          ls[j] = l;
+          lm[j] = m;
+          std::copy(cand, cand + len, qj);
+        }
+      }
   }
 }
 

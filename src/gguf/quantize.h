@@ -14,8 +14,9 @@ namespace qwen {
 //     value to the end of the integer range and rounds to nearest.
 //   Search: a small grid of candidate scales per (sub-)block, each refitted by least squares on
 //     the integers it rounds to, keeping the one with the least squared error (never worse than
-//     Nearest on the block before its scale is rounded to fp16 or to the super-block's grid).
-//     Every type but Q8_0.
+//     Nearest on the block before its scale is rounded to fp16 or to the super-block's grid); the K
+//     types then also try the neighbouring integer sub-block scales (and offsets). Every type but
+//     Q8_0.
 enum class ScaleSearch { Nearest, Search };
 
 // True for the types quantize_row can write: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
