@@ -156,6 +156,16 @@ def test_mix_recipe_and_metadata(bin_dir, src, tmp_path, mix):
         assert field.types == fb[key].types and field.contents() == fb[key].contents(), key
 
 
+def test_tied_embedding_is_quantized_as_the_output(bin_dir, tmp_path):
+    """No output.weight: token_embd doubles as the output and gets its Q6_K (llama-quantize)."""
+    inp = tmp_path / "tied.gguf"
+    make_model(inp, n_embd=256, n_layer=1, n_ff=512, n_vocab=256, tied=True, seed=4)
+    out = tmp_path / "tied-q4km.gguf"
+    quantize(bin_dir, inp, out, "Q4_K_M")
+    t = tensors(out)
+    assert "output.weight" not in t and t["token_embd.weight"].tensor_type == QT.Q6_K
+
+
 def test_threads_do_not_change_the_bytes(bin_dir, src, tmp_path):
     a, b = tmp_path / "t1.gguf", tmp_path / "t2.gguf"
     subprocess.run([str(bin_dir / "qwen-quantize"), str(src), str(a), "Q4_K_M", "-t", "1"], check=True,
