@@ -32,13 +32,13 @@ json usage_json(int prompt_tokens, int completion_tokens, int cached_tokens) {
 
 namespace {
 
-// A token as the API shows it: its text (bytes that are not UTF-8 become U+FFFD on the wire) and
-// its raw bytes.
+// A token as the API shows it: its text (bytes that are not UTF-8 become U+FFFD on the wire), its
+// raw bytes, and (as llama-server adds) its id.
 json token_entry(const Tokenizer& tok, int32_t id, float logprob) {
   const std::string piece = tok.token_bytes(id);
   json bytes = json::array();
   for (unsigned char b : piece) bytes.push_back(int(b));
-  return {{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+  return {{"id", id}, {"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
 }
 
 }  // namespace
