@@ -53,6 +53,9 @@ bool is_loopback(const std::string& host) {
 
 int serve(const Options& o) {
   using namespace qwen;
+  for (const std::string& key : o.api_keys) {
+    if (key.empty()) throw Error("--api-key: a key must not be empty (it would match a request without one)");
+  }
   EngineOptions eo;
   eo.model_path = o.model;
   eo.device = o.device;
