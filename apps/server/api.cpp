@@ -99,11 +99,26 @@ std::optional<std::string> string(const json& body, const char* key) {
 // Every field a route accepts; any other is refused by name (grammar, json_schema, tool_choice,
 // functions, ...): constrained decoding and tool calling are not implemented, and a field that is
 // accepted and then ignored would give a wrong answer without a word.
-constexpr const char* kCommonFields[] = {
-    "model",          "stream",          "stream_options", "max_tokens",        "max_completion_tokens",
-    "stop",           "ignore_eos",      "temperature",    "top_p",             "top_k",
-    "min_p",          "repeat_penalty",  "repeat_last_n",  "presence_penalty",  "frequency_penalty",
-    "seed",           "n",               "logit_bias",     "user",              "logprobs"};
+constexpr const char* kCommonFields[] = {"model",
+                                         "stream",
+                                         "stream_options",
+                                         "max_tokens",
+                                         "max_completion_tokens",
+                                         "stop",
+                                         "ignore_eos",
+                                         "temperature",
+                                         "top_p",
+                                         "top_k",
+                                         "min_p",
+                                         "repeat_penalty",
+                                         "repeat_last_n",
+                                         "presence_penalty",
+                                         "frequency_penalty",
+                                         "seed",
+                                         "n",
+                                         "logit_bias",
+                                         "user",
+                                         "logprobs"};
 constexpr const char* kChatFields[] = {"messages", "top_logprobs", "response_format", "tools", "tool_choice"};
 constexpr const char* kCompletionFields[] = {"prompt", "echo", "best_of", "suffix"};
 
@@ -144,17 +159,20 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int32_
   if (!v) return {};
   if (!v->is_object()) wrong_type("logit_bias", "an object of token id -> bias", *v);
   constexpr size_t kMaxBias = 1024;
-  if (v->size() > kMaxBias) invalid("logit_bias", str("'logit_bias' has ", v->size(), " entries, at most ", kMaxBias));
+  if (v->size() > kMaxBias)
+    invalid("logit_bias", str("'logit_bias' has ", v->size(), " entries, at most ", kMaxBias));
   std::vector<std::pair<int32_t, float>> out;
   for (const auto& [key, bias] : v->items()) {
     const bool digits = !key.empty() && key.size() <= 9 && std::all_of(key.begin(), key.end(), ::isdigit);
     const int64_t id = digits ? std::stoll(key) : -1;
     if (id < 0 || id >= n_vocab) {
-      invalid("logit_bias", str("'logit_bias' key ", describe(json(key)), " is not a token id in [0, ", n_vocab, ")"));
+      invalid("logit_bias",
+              str("'logit_bias' key ", describe(json(key)), " is not a token id in [0, ", n_vocab, ")"));
     }
     if (!bias.is_number() || !std::isfinite(bias.get<double>()) || bias.get<double>() < -100 ||
         bias.get<double>() > 100) {
-      invalid("logit_bias", str("'logit_bias' of token ", id, " is ", describe(bias), ", expected a number in [-100, 100]"));
+      invalid("logit_bias", str("'logit_bias' of token ", id, " is ", describe(bias),
+                                ", expected a number in [-100, 100]"));
     }
     out.emplace_back(int32_t(id), bias.get<float>());
   }

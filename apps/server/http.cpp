@@ -28,20 +28,29 @@ namespace {
 thread_local int tls_conn_fd = -1;
 
 constexpr size_t kReadChunk = 64 << 10;
-constexpr size_t kMaxChunkLine = 1024;  // chunk size + extensions
+constexpr size_t kMaxChunkLine = 1024;              // chunk size + extensions
 constexpr std::chrono::milliseconds kLinger{1000};  // draining a refused client before closing
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
+    case 400:
+      return "Bad Request";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
   }
   return "Error";
 }
@@ -273,7 +282,6 @@ void HttpServer::worker_loop() {
       if (!ready_.front().conn) return;  // the exit marker stays for the other workers
       r = std::move(ready_.front());
       ready_.pop_front();
-      ++busy_workers_;
     }
     RequestStream strm(r.request, r.conn->fd, lim_.write_timeout);
     bool closed = false;
@@ -281,7 +289,6 @@ void HttpServer::worker_loop() {
     process_request(strm, /*close_connection=*/stopping_.load(), closed, [](httplib::Request&) {});
     tls_conn_fd = -1;
     std::lock_guard lk(mu_);
-    --busy_workers_;
     if (closed || stopping_.load()) {
       close_conn(*r.conn);
     } else {
@@ -320,16 +327,17 @@ void HttpServer::io_loop() {
   std::vector<pollfd> fds;
   for (;;) {
     const auto now = Clock::now();
+    std::vector<std::unique_ptr<Conn>> back;
     {
-        std::lock_guard lk(mu_);
-      for (auto& c : returned_) {
-        c->started = !c->buf.empty();  // pipelined bytes already start the next request
-        c->deadline = now + (c->started ? lim_.request_timeout : lim_.idle_timeout);
-        conns.push_back(std::move(c));
-        // A request pipelined behind the one just answered may be complete already.
-        if (conns.back()->started) try_complete(conns.back());
-      }
-      returned_.clear();
+      std::lock_guard lk(mu_);
+      back.swap(returned_);
+    }
+    for (auto& c : back) {
+      c->started = !c->buf.empty();  // pipelined bytes already start the next request
+      c->deadline = now + (c->started ? lim_.request_timeout : lim_.idle_timeout);
+      conns.push_back(std::move(c));
+      // A request pipelined behind the one just answered may be complete already.
+      if (conns.back()->started) try_complete(conns.back());
     }
     std::erase(conns, nullptr);
     if (stopping_.load()) {
@@ -369,8 +377,7 @@ void HttpServer::io_loop() {
     for (auto& c : conns) {
       if (!c || c->deadline > after) continue;
       if (c->started && !c->closing) {
-        refuse(*c, 408,
-               str("the request did not arrive within ", lim_.request_timeout.count(), " ms"),
+        refuse(*c, 408, str("the request did not arrive within ", lim_.request_timeout.count(), " ms"),
                "request_timeout");
       } else {
         close_conn(*c);
@@ -462,7 +469,8 @@ void HttpServer::try_complete(std::unique_ptr<Conn>& c) {
       if (k.expect_continue && !k.continue_sent) {
         k.continue_sent = true;
         const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        [[maybe_unused]] ssize_t n = ::send(k.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        [[maybe_unused]] ssize_t n =
+            ::send(k.fd, kContinue, sizeof(kContinue) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
       }
       return account();
     }
@@ -528,7 +536,8 @@ HttpServer::Refusal HttpServer::parse_head(Conn& k) const {
     }
     const size_t colon = line.find(':');
     const std::string_view name = line.substr(0, colon);
-    if (colon == std::string_view::npos || colon == 0 || !std::all_of(name.begin(), name.end(), is_token_char)) {
+    if (colon == std::string_view::npos || colon == 0 ||
+        !std::all_of(name.begin(), name.end(), is_token_char)) {
       return {400, str("malformed header line '", shown(line), "'"), "bad_request"};
     }
     const std::string key = lower(std::string(name));
@@ -580,7 +589,8 @@ HttpServer::Refusal HttpServer::decode_chunks(Conn& k) const {
       const size_t eol = k.buf.find("\r\n", pos);
       if (eol == std::string::npos) {
         const size_t longest = k.chunk == Chunk::kSize ? kMaxChunkLine : lim_.max_head_bytes;
-        if (k.buf.size() - pos > longest) r = {400, str("a chunk line is over ", longest, " bytes"), "bad_chunk"};
+        if (k.buf.size() - pos > longest)
+          r = {400, str("a chunk line is over ", longest, " bytes"), "bad_chunk"};
         break;
       }
       const std::string_view line(k.buf.data() + pos, eol - pos);
@@ -589,7 +599,8 @@ HttpServer::Refusal HttpServer::decode_chunks(Conn& k) const {
         if (line.empty()) {
           k.chunk = Chunk::kDone;
         } else if (++k.trailer_lines > lim_.max_headers) {
-          r = {431, str("the chunked body has more than ", lim_.max_headers, " trailer lines"), "too_many_headers"};
+          r = {431, str("the chunked body has more than ", lim_.max_headers, " trailer lines"),
+               "too_many_headers"};
         }
         continue;
       }
@@ -603,7 +614,8 @@ HttpServer::Refusal HttpServer::decode_chunks(Conn& k) const {
       if (digits == 0 || (after != ';' && after != ' ' && after != '\t')) {
         r = {400, str("bad chunk size line '", shown(line), "'"), "bad_chunk"};
       } else if (size > lim_.max_body - k.body.size()) {
-        r = {413, str("the chunked body is over the limit of ", lim_.max_body, " bytes"), "payload_too_large"};
+        r = {413, str("the chunked body is over the limit of ", lim_.max_body, " bytes"),
+             "payload_too_large"};
       } else {
         k.chunk = size == 0 ? Chunk::kTrailer : Chunk::kData;
         k.chunk_left = size_t(size);

@@ -103,9 +103,8 @@ class HttpServer : public httplib::Server {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Ready> ready_;                     // complete requests for the workers; guarded by mu_
+  std::deque<Ready> ready_;                      // complete requests for the workers; guarded by mu_
   std::vector<std::unique_ptr<Conn>> returned_;  // keep-alive connections back from workers; mu_
-  int busy_workers_ = 0;                         // guarded by mu_
   std::vector<std::thread> workers_;
 };
 

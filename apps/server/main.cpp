@@ -108,8 +108,12 @@ int serve(const Options& o) {
                o.host.c_str(), port, ro.model_id.c_str(), limits.workers);
 
   std::thread listener([&http] {
-    http.serve();
-    // The listener ended on its own (not through stop()): wake the main thread to exit.
+    try {
+      http.serve();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qwen-server: error: the HTTP server failed: %s\n", e.what());
+    }
+    // The listener ended on its own (not through stop_serving()): wake the main thread to exit.
     kill(getpid(), SIGTERM);
   });
   sigset_t set;

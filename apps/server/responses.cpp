@@ -67,7 +67,10 @@ json text_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps) 
     offsets.push_back(offset);
     offset += piece.size();
   }
-  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
 }
 
 ResponseId make_response_id(bool chat, const std::string& model) {

@@ -71,10 +71,11 @@ ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
   }
   ChatTemplate t = ChatTemplate::for_tokenizer(tok, forced);
   if (forced.empty()) {
-    std::fprintf(stderr,
-                 "qwen-server: chat template: the GGUF's Jinja template is recognised as '%s' and rendered by "
-                 "the built-in '%s' template (--chat-template NAME overrides)\n",
-                 t.name(), t.name());
+    std::fprintf(
+        stderr,
+        "qwen-server: chat template: the GGUF's Jinja template is recognised as '%s' and rendered by "
+        "the built-in '%s' template (--chat-template NAME overrides)\n",
+        t.name(), t.name());
   }
   return t;
 }
@@ -91,8 +92,10 @@ bool loopback_host(std::string host) {
   if (host == "localhost") return true;
   int dots = 0;
   for (char ch : host) {
-    if (ch == '.') ++dots;
-    else if (!std::isdigit(static_cast<unsigned char>(ch))) return false;
+    if (ch == '.')
+      ++dots;
+    else if (!std::isdigit(static_cast<unsigned char>(ch)))
+      return false;
   }
   return host.starts_with("127.") && dots == 3;
 }
@@ -109,7 +112,8 @@ Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOpti
                    std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
   const Tokenizer& tok = engine.tokenizer();
-  for (int32_t id = 0; id < tok.n_vocab(); ++id) max_token_bytes_ = std::max(max_token_bytes_, tok.token_bytes(id).size());
+  for (int32_t id = 0; id < tok.n_vocab(); ++id)
+    max_token_bytes_ = std::max(max_token_bytes_, tok.token_bytes(id).size());
 }
 
 std::string Routes::bearer_token(const httplib::Request& req) {
@@ -280,11 +284,12 @@ void Routes::check_prompt_bytes(const std::string& text, const char* param) cons
   // (n_ctx - 1) * max_token_bytes_ bytes has at least n_ctx tokens: too many, whatever they are.
   const size_t most = size_t(engine_.n_ctx() - 1) * max_token_bytes_;
   if (text.size() <= most) return;
-  throw ApiError(400,
-                 str("the prompt has ", text.size(), " bytes, so at least ", text.size() / max_token_bytes_ + 1,
-                     " tokens (no token is longer than ", max_token_bytes_, " bytes), but the context holds ",
-                     engine_.n_ctx(), " per request (prompt + completion)"),
-                 "context_length_exceeded", param);
+  throw ApiError(
+      400,
+      str("the prompt has ", text.size(), " bytes, so at least ", text.size() / max_token_bytes_ + 1,
+          " tokens (no token is longer than ", max_token_bytes_, " bytes), but the context holds ",
+          engine_.n_ctx(), " per request (prompt + completion)"),
+      "context_length_exceeded", param);
 }
 
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {

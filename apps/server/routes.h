@@ -65,7 +65,7 @@ class Routes {
   RouteOptions opt_;
   ChatTemplate template_;
   size_t max_token_bytes_ = 1;  // the longest token's bytes: bounds a prompt's bytes per token
-  const int64_t created_;  // server start, reported as the model's creation time
+  const int64_t created_;       // server start, reported as the model's creation time
   std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);
 };
 

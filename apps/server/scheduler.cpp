@@ -238,13 +238,14 @@ int Scheduler::pick_slot(const Job& job) {
     size_t len = 0;
     if (slot_scope_[size_t(s)] == job.scope()) {
       const std::vector<int32_t>& cached = engine_.slot_tokens(s);
-      len = size_t(std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end()).first - cached.begin());
+      len = size_t(std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end()).first -
+                   cached.begin());
     }
     // Lowest index on ties, except that with nothing to reuse an empty slot is taken first, so
     // that other prompts stay cached.
-    const bool better = best < 0 || len > best_len ||
-                        (len == 0 && best_len == 0 && !engine_.slot_tokens(best).empty() &&
-                         engine_.slot_tokens(s).empty());
+    const bool better =
+        best < 0 || len > best_len ||
+        (len == 0 && best_len == 0 && !engine_.slot_tokens(best).empty() && engine_.slot_tokens(s).empty());
     if (better) {
       best = s;
       best_len = len;

@@ -38,12 +38,12 @@ namespace qwen::server {
 // How a job ended, for the response's finish_reason and usage.
 struct JobResult {
   FinishReason finish = FinishReason::Running;
-  int prompt_tokens = 0;       // every prompt token, cached or not (OpenAI usage counts them all)
-  int completion_tokens = 0;   // tokens sampled, a final end-of-generation token included
-  int cached_tokens = 0;       // prompt tokens reused from the slot's KV cache (not evaluated)
+  int prompt_tokens = 0;                  // every prompt token, cached or not (OpenAI usage counts them all)
+  int completion_tokens = 0;              // tokens sampled, a final end-of-generation token included
+  int cached_tokens = 0;                  // prompt tokens reused from the slot's KV cache (not evaluated)
   std::vector<TokenLogprobs> logprobs{};  // one per sampled token when the job asked for them
-  std::string error{};         // set when the job failed; `finish` is then meaningless
-  bool shutting_down = false;  // the failure is the server stopping (503), not the engine (500)
+  std::string error{};                    // set when the job failed; `finish` is then meaningless
+  bool shutting_down = false;             // the failure is the server stopping (503), not the engine (500)
 };
 
 // One generation request and the channel its text comes back through. Shared by the HTTP thread

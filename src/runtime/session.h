@@ -87,8 +87,8 @@ struct GenerateParams {
 using OnText = std::function<bool(std::string_view piece)>;
 
 struct Completion {
-  std::string text;             // everything emitted through OnText, concatenated
-  std::vector<int32_t> tokens;  // sampled tokens (including a final eog token if sampled)
+  std::string text;                     // everything emitted through OnText, concatenated
+  std::vector<int32_t> tokens;          // sampled tokens (including a final eog token if sampled)
   std::vector<TokenLogprobs> logprobs;  // one per token when GenerateParams::logprobs >= 0
   FinishReason finish = FinishReason::Running;
   Timing timing;

@@ -101,7 +101,8 @@ void apply_logit_bias(std::span<float> logits, std::span<const std::pair<int32_t
   for (const auto& [id, b] : bias) {
     QWEN_CHECK(id >= 0 && size_t(id) < logits.size(), "logit_bias: token ", id, " is outside [0, ",
                logits.size(), ")");
-    logits[size_t(id)] = b <= SamplerParams::kBan ? -std::numeric_limits<float>::infinity() : logits[size_t(id)] + b;
+    logits[size_t(id)] =
+        b <= SamplerParams::kBan ? -std::numeric_limits<float>::infinity() : logits[size_t(id)] + b;
   }
 }
 

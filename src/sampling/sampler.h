@@ -29,8 +29,8 @@ struct SamplerParams {
 
   // True when sample() is exactly argmax(logits): greedy and nothing changes a logit.
   bool is_argmax() const {
-    return temperature <= 0.f && repeat_penalty == 1.f && presence_penalty == 0.f && frequency_penalty == 0.f &&
-           logit_bias.empty();
+    return temperature <= 0.f && repeat_penalty == 1.f && presence_penalty == 0.f &&
+           frequency_penalty == 0.f && logit_bias.empty();
   }
 };
 
@@ -65,8 +65,8 @@ struct TokenLogprob {
   float logprob;
 };
 struct TokenLogprobs {
-  TokenLogprob chosen;             // the token that was sampled
-  std::vector<TokenLogprob> top;   // the `n_top` most likely tokens, most likely first
+  TokenLogprob chosen;            // the token that was sampled
+  std::vector<TokenLogprob> top;  // the `n_top` most likely tokens, most likely first
 };
 TokenLogprobs token_logprobs(std::span<const float> logits, int32_t chosen, int n_top);
 
