@@ -71,11 +71,10 @@ ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
   }
   ChatTemplate t = ChatTemplate::for_tokenizer(tok, forced);
   if (forced.empty()) {
-    std::fprintf(
-        stderr,
-        "qwen-server: chat template: the GGUF's Jinja template is recognised as '%s' and rendered by "
-        "the built-in '%s' template (--chat-template NAME overrides)\n",
-        t.name(), t.name());
+    std::fprintf(stderr,
+                 "qwen-server: chat template: the GGUF's Jinja template is not run; it is recognised as the "
+                 "built-in '%s' template, which renders the chats (--chat-template NAME overrides)\n",
+                 t.name());
   }
   return t;
 }
