@@ -201,32 +201,33 @@ def test_too_many_headers(srv):
 # ---- 4 and 11: framing errors answered at once --------------------------------------------------
 
 FRAMING = [
-    # (name, raw request, status)
+    # (name, raw request, status, code)
     ("huge content-length", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n{}",
-     413),
+     413, "payload_too_large"),
     ("negative chunk size", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-     b"-5\r\nabc\r\n", 400),
-    ("post without length", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n{}", 411),
+     b"-5\r\nabc\r\n", 400, "bad_chunk"),
+    ("post without length", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n{}", 411, "length_required"),
     ("conflicting lengths", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
-     b"Content-Length: 50\r\n\r\n{}", 400),
+     b"Content-Length: 50\r\n\r\n{}", 400, "bad_request"),
     ("length and chunked", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
-     b"Transfer-Encoding: chunked\r\n\r\n{}", 400),
+     b"Transfer-Encoding: chunked\r\n\r\n{}", 400, "bad_request"),
     ("unknown transfer-encoding", b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-     501),
-    ("bad request line", b"GARBAGE\r\n\r\n", 400),
-    ("http/2 request line", b"GET / HTTP/2.0\r\n\r\n", 505),
+     501, "not_implemented"),
+    ("bad request line", b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    ("http/2 request line", b"GET / HTTP/2.0\r\n\r\n", 505, "bad_request"),
 ]
 
 
 @pytest.mark.parametrize("case", FRAMING, ids=[c[0] for c in FRAMING])
 def test_framing_errors_answered_at_once(srv, case):
     """Each malformed framing gets its 4xx/5xx in under 1 s (the request timeout is 3 s), in the
-    OpenAI error shape. Metric: status and elapsed time."""
-    _, raw, want = case
+    OpenAI error shape with the framing's own code. Metric: status, code and elapsed time."""
+    _, raw, want, code = case
     status, body, elapsed = raw_exchange(srv.port, raw)
     assert status == want, body
     assert elapsed < 1.0
-    assert json.loads(body)["error"]["message"]
+    err = json.loads(body)["error"]
+    assert err["code"] == code and err["message"]
 
 
 # ---- 5: numbers beyond a double -----------------------------------------------------------------
@@ -244,8 +245,12 @@ def test_number_overflow_is_400(srv, field):
 def test_huge_prompt_refused_before_tokenizing(srv):
     """A 10 MB prompt is refused with context_length_exceeded in under 2 s (tokenizing it took
     14 s). Metric: status, code, elapsed."""
+    # Random lowercase words: no two alike, so the tokenizer's word cache cannot shortcut them.
+    letters = np.random.default_rng(0).integers(ord("a"), ord("z") + 1, 10_000_000, dtype=np.uint8)
+    letters[::7] = ord(" ")
+    prompt = letters.tobytes().decode()
     t0 = time.time()
-    status, body = srv.request("POST", "/v1/completions", {"prompt": "word " * 2_000_000, "max_tokens": 1})
+    status, body = srv.request("POST", "/v1/completions", {"prompt": prompt, "max_tokens": 1})
     assert status == 400 and body["error"]["code"] == "context_length_exceeded", body
     assert time.time() - t0 < 2.0
 
