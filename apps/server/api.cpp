@@ -1,7 +1,9 @@
 #include "api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 
 #include "util/check.h"
 
@@ -10,14 +12,15 @@ namespace qwen::server {
 using json = nlohmann::json;
 
 ApiError::ApiError(int status, std::string message, std::string code, std::string param, std::string type)
-    : std::runtime_error(std::move(message)),
+    : std::runtime_error(message),
       status_(status),
+      message_(std::move(message)),
       code_(std::move(code)),
       param_(std::move(param)),
       type_(std::move(type)) {}
 
 json ApiError::to_json() const {
-  json err = {{"message", what()}, {"type", type_}, {"code", code_}};
+  json err = {{"message", message_}, {"type", type_}, {"code", code_}};
   err["param"] = param_.empty() ? json(nullptr) : json(param_);
   return json{{"error", err}};
 }
@@ -93,33 +96,87 @@ std::optional<std::string> string(const json& body, const char* key) {
   return v->get<std::string>();
 }
 
-// Fields the server does not implement are refused rather than silently ignored, but only when
-// they ask for something (false / 1 / empty are the API's own defaults).
+// Every field a route accepts; any other is refused by name (grammar, json_schema, tool_choice,
+// functions, ...): constrained decoding and tool calling are not implemented, and a field that is
+// accepted and then ignored would give a wrong answer without a word.
+constexpr const char* kCommonFields[] = {"model",
+                                         "stream",
+                                         "stream_options",
+                                         "max_tokens",
+                                         "max_completion_tokens",
+                                         "stop",
+                                         "ignore_eos",
+                                         "temperature",
+                                         "top_p",
+                                         "top_k",
+                                         "min_p",
+                                         "repeat_penalty",
+                                         "repeat_last_n",
+                                         "presence_penalty",
+                                         "frequency_penalty",
+                                         "seed",
+                                         "n",
+                                         "logit_bias",
+                                         "user",
+                                         "logprobs"};
+constexpr const char* kChatFields[] = {"messages", "top_logprobs", "response_format", "tools", "tool_choice"};
+constexpr const char* kCompletionFields[] = {"prompt", "echo", "best_of", "suffix"};
+
+void refuse_unknown(const json& body, std::span<const char* const> route_fields) {
+  for (const auto& [key, value] : body.items()) {
+    auto known = [&](std::span<const char* const> names) {
+      return std::any_of(names.begin(), names.end(), [&](const char* n) { return key == n; });
+    };
+    if (!known(kCommonFields) && !known(route_fields)) {
+      invalid(key.substr(0, 64), str("field ", describe(json(key)), " is not supported by this server"),
+              "unsupported_value");
+    }
+  }
+}
+
+// Fields accepted only with their API defaults (they ask for something not implemented otherwise).
 void refuse_unsupported(const json& body) {
-  if (const json* n = field(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1)) {
-    invalid("n", str("'n' is ", describe(*n), ": only n = 1 is supported"), "unsupported_value");
-  }
-  if (const json* v = field(body, "logprobs");
-      v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0)) {
-    invalid("logprobs", "'logprobs' is not supported", "unsupported_value");
-  }
-  if (auto echo = boolean(body, "echo"); echo && *echo) {
-    invalid("echo", "'echo' is not supported", "unsupported_value");
-  }
-  if (const json* v = field(body, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
-    invalid("best_of", "only best_of = 1 is supported", "unsupported_value");
-  }
   if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) {
     invalid("tools", "tool calling is not supported", "unsupported_value");
+  }
+  if (const json* v = field(body, "tool_choice"); v && *v != "none") {
+    invalid("tool_choice", "tool calling is not supported: only tool_choice \"none\"", "unsupported_value");
   }
   if (const json* v = field(body, "response_format"); v) {
     if (!v->is_object()) wrong_type("response_format", "an object", *v);
     const json* type = field(*v, "type");
-    if (!type || *type != "text") {
-      invalid("response_format", "only response_format {\"type\": \"text\"} is supported",
+    if (!type || *type != "text" || v->size() != 1) {
+      invalid("response_format",
+              "only response_format {\"type\": \"text\"} is supported (no json_object / json_schema)",
               "unsupported_value");
     }
   }
+}
+
+// logit_bias: {"token id": bias in [-100, 100], ...}.
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body, int32_t n_vocab) {
+  const json* v = field(body, "logit_bias");
+  if (!v) return {};
+  if (!v->is_object()) wrong_type("logit_bias", "an object of token id -> bias", *v);
+  constexpr size_t kMaxBias = 1024;
+  if (v->size() > kMaxBias)
+    invalid("logit_bias", str("'logit_bias' has ", v->size(), " entries, at most ", kMaxBias));
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, bias] : v->items()) {
+    const bool digits = !key.empty() && key.size() <= 9 && std::all_of(key.begin(), key.end(), ::isdigit);
+    const int64_t id = digits ? std::stoll(key) : -1;
+    if (id < 0 || id >= n_vocab) {
+      invalid("logit_bias",
+              str("'logit_bias' key ", describe(json(key)), " is not a token id in [0, ", n_vocab, ")"));
+    }
+    if (!bias.is_number() || !std::isfinite(bias.get<double>()) || bias.get<double>() < -100 ||
+        bias.get<double>() > 100) {
+      invalid("logit_bias", str("'logit_bias' of token ", id, " is ", describe(bias),
+                                ", expected a number in [-100, 100]"));
+    }
+    out.emplace_back(int32_t(id), bias.get<float>());
+  }
+  return out;
 }
 
 std::vector<std::string> parse_stop(const json& body) {
@@ -147,12 +204,16 @@ std::vector<std::string> parse_stop(const json& body) {
 }
 
 // Options shared by both generation routes.
-void parse_common(const json& body, GenerationRequest& r) {
+void parse_common(const json& body, GenerationRequest& r, std::span<const char* const> route_fields,
+                  int32_t n_vocab) {
   if (!body.is_object()) {
     throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()),
                    "invalid_type");
   }
+  refuse_unknown(body, route_fields);
   refuse_unsupported(body);
+  r.n = int(integer(body, "n", 1, kMaxChoices).value_or(1));
+  r.user = string(body, "user").value_or("");
   r.model = string(body, "model").value_or("");
   r.stream = boolean(body, "stream").value_or(false);
   if (const json* so = field(body, "stream_options")) {
@@ -183,6 +244,16 @@ void parse_common(const json& body, GenerationRequest& r) {
     if (!seed->is_number_integer()) wrong_type("seed", "an integer", *seed);
     s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>() : uint64_t(seed->get<int64_t>());
     r.seeded = true;
+  }
+  s.logit_bias = parse_logit_bias(body, n_vocab);
+}
+
+// Streams carry text only: n > 1 and logprobs are for whole responses.
+void refuse_in_stream(const GenerationRequest& r) {
+  if (!r.stream) return;
+  if (r.n > 1) invalid("n", "'n' > 1 is not supported with stream = true", "unsupported_value");
+  if (r.params.logprobs >= 0) {
+    invalid("logprobs", "'logprobs' is not supported with stream = true", "unsupported_value");
   }
 }
 
@@ -232,15 +303,22 @@ std::vector<int32_t> token_ids(const json& v, const char* param, int32_t n_vocab
 json parse_body(const std::string& body) {
   try {
     return json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for numbers beyond a double (1e999): both the client's body.
     throw ApiError(400, str("the request body is not valid JSON: ", e.what()), "invalid_json");
   }
 }
 
-GenerationRequest parse_chat_request(const json& body) {
+GenerationRequest parse_chat_request(const json& body, int32_t n_vocab) {
   GenerationRequest r;
   r.chat = true;
-  parse_common(body, r);
+  parse_common(body, r, kChatFields, n_vocab);
+  // Chat: "logprobs": bool, "top_logprobs": 0..20 alternatives per token (needs logprobs).
+  const bool logprobs = boolean(body, "logprobs").value_or(false);
+  const auto top = integer(body, "top_logprobs", 0, kMaxTopLogprobs);
+  if (top && !logprobs) invalid("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  r.params.logprobs = logprobs ? int(top.value_or(0)) : -1;
+  refuse_in_stream(r);
   const json* messages = field(body, "messages");
   if (!messages) invalid("messages", "'messages' is required", "missing_field");
   if (!messages->is_array()) wrong_type("messages", "an array", *messages);
@@ -272,9 +350,18 @@ GenerationRequest parse_chat_request(const json& body) {
 
 GenerationRequest parse_completion_request(const json& body, int32_t n_vocab) {
   GenerationRequest r;
-  parse_common(body, r);
+  parse_common(body, r, kCompletionFields, n_vocab);
+  // Completions: "logprobs": 0..20, the number of alternatives per token (0: the chosen only).
+  if (auto lp = integer(body, "logprobs", 0, kMaxTopLogprobs)) r.params.logprobs = int(*lp);
+  refuse_in_stream(r);
   if (auto suffix = string(body, "suffix"); suffix && !suffix->empty()) {
     invalid("suffix", "'suffix' is not supported", "unsupported_value");
+  }
+  if (auto echo = boolean(body, "echo"); echo && *echo) {
+    invalid("echo", "'echo' is not supported", "unsupported_value");
+  }
+  if (const json* v = field(body, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
+    invalid("best_of", "only best_of = 1 is supported", "unsupported_value");
   }
   const json* prompt = field(body, "prompt");
   if (!prompt) invalid("prompt", "'prompt' is required", "missing_field");

@@ -25,11 +25,12 @@ class ApiError : public std::runtime_error {
   const std::string& code() const { return code_; }
   const std::string& param() const { return param_; }
   const std::string& type() const { return type_; }
+  const std::string& message() const { return message_; }  // whole, NUL bytes included
   nlohmann::json to_json() const;
 
  private:
   int status_;
-  std::string code_, param_, type_;
+  std::string message_, code_, param_, type_;
 };
 
 // One generation request, from /v1/chat/completions or /v1/completions. Sampling defaults follow
@@ -44,11 +45,18 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: an extra usage chunk before [DONE]
   bool seeded = false;         // "seed" given; otherwise the scheduler draws one
+  int n = 1;                   // choices; each samples with its own seed (seed + index when seeded)
+  std::string user;            // OpenAI's end-user id: part of the prompt cache's scope
 };
 
-// Parse a body; throw ApiError (400) naming the field and the bad value.
+// Most choices one request may ask for (n) and most top logprobs per token.
+constexpr int kMaxChoices = 16;
+constexpr int kMaxTopLogprobs = 20;
+
+// Parse a body; throw ApiError (400) naming the field and the bad value. A field the server does
+// not implement is refused with code "unsupported_value", never ignored.
 nlohmann::json parse_body(const std::string& body);
-GenerationRequest parse_chat_request(const nlohmann::json& body);
+GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab);
 GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab);
 
 // POST /tokenize {"content": str, "add_special": bool = false, "parse_special": bool = true}

@@ -3,9 +3,9 @@
 //   qwen-server -m MODEL [--host 127.0.0.1] [--port 8080] [--device auto|cpu|cuda] [-c CTX]
 //               [--parallel N] [--api-key KEY] [--chat-template NAME]
 //
-// Threads: httplib's pool serves connections; one scheduler thread owns the engine; the main
-// thread waits for SIGINT / SIGTERM and then stops both in order.
-#include <httplib.h>
+// Threads: the HTTP front's I/O thread reads requests and its workers run the handlers (http.h);
+// one scheduler thread owns the engine; the main thread waits for SIGINT / SIGTERM and then stops
+// them in order.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "gguf/ggml_types.h"
+#include "http.h"
 #include "metrics.h"
 #include "routes.h"
 #include "runtime/session.h"
@@ -37,15 +38,26 @@ struct Options {
   int batch = 512;
   int prefill_chunk = 0;
   int http_threads = 0;
-  std::string api_key;
+  int max_connections = 512;
+  int request_timeout = 30;
+  std::vector<std::string> cors_origins;
+  std::vector<std::string> api_keys;
   std::string chat_template;
   std::string alias;
   std::string kv_type = "auto";
   qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
 };
 
+// Names that only ever mean this machine: a server bound to one of them checks Host headers.
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
 int serve(const Options& o) {
   using namespace qwen;
+  for (const std::string& key : o.api_keys) {
+    if (key.empty()) throw Error("--api-key: a key must not be empty (it would match a request without one)");
+  }
   EngineOptions eo;
   eo.model_path = o.model;
   eo.device = o.device;
@@ -71,36 +83,40 @@ int serve(const Options& o) {
   const std::filesystem::path path(o.model);
   ro.model_id = o.alias.empty() ? path.stem().string() : o.alias;
   ro.model_file = path.filename().string();
-  ro.api_key = o.api_key;
+  ro.api_keys = o.api_keys;
   ro.chat_template = o.chat_template;
+  ro.cors_origins = o.cors_origins;
+  ro.check_host = is_loopback(o.host);
   const int prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : engine->max_batch();
   server::Scheduler scheduler(*engine, metrics, prefill_chunk);
   server::Routes routes(*engine, scheduler, metrics, ro);
 
-  httplib::Server http;
-  // Every waiting request holds a pool thread, so the pool must exceed the slots plus the queue
-  // a client is likely to build, or /health and /metrics would wait behind generations.
-  const size_t pool = o.http_threads > 0 ? size_t(o.http_threads) : size_t(std::max(64, 4 * o.parallel + 16));
-  http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
-  http.set_payload_max_length(16u << 20);  // 16 MiB: far beyond any prompt that fits a context
-  http.set_read_timeout(30);
-  http.set_write_timeout(10);  // also bounds how long a client that stopped reading delays shutdown
-  http.set_tcp_nodelay(true);  // tokens leave as they are made
+  // Every waiting request holds a worker thread, so there must be more than the slots plus the
+  // queue a client is likely to build, or /health and /metrics would wait behind generations.
+  server::HttpLimits limits;
+  limits.workers = o.http_threads > 0 ? o.http_threads : std::max(64, 4 * o.parallel + 16);
+  limits.max_connections = o.max_connections;
+  limits.request_timeout = std::chrono::seconds(o.request_timeout);
+  server::HttpServer http(limits);
   routes.install(http);
 
-  int port = o.port;
-  if (port == 0) {
-    port = http.bind_to_any_port(o.host);
-    if (port < 0) throw Error(str("cannot bind ", o.host, " to any port"));
-  } else if (!http.bind_to_port(o.host, port)) {
-    throw Error(str("cannot bind ", o.host, ":", port, " (in use, or a bad --host?)"));
+  const int port = http.bind_listen(o.host, o.port);
+  if (!ro.check_host && o.api_keys.empty()) {
+    std::fprintf(stderr,
+                 "qwen-server: warning: listening on %s, beyond this machine, without --api-key: anyone "
+                 "who can reach the port can use the model\n",
+                 o.host.c_str());
   }
-  std::fprintf(stderr, "qwen-server: listening on http://%s:%d (model id '%s', %zu HTTP threads)\n",
-               o.host.c_str(), port, ro.model_id.c_str(), pool);
+  std::fprintf(stderr, "qwen-server: listening on http://%s:%d (model id '%s', %d HTTP threads)\n",
+               o.host.c_str(), port, ro.model_id.c_str(), limits.workers);
 
   std::thread listener([&http] {
-    http.listen_after_bind();
-    // The listener ended on its own (not through stop()): wake the main thread to exit.
+    try {
+      http.serve();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qwen-server: error: the HTTP server failed: %s\n", e.what());
+    }
+    // The listener ended on its own (not through stop_serving()): wake the main thread to exit.
     kill(getpid(), SIGTERM);
   });
   sigset_t set;
@@ -114,7 +130,7 @@ int serve(const Options& o) {
   // waiting on a generation when the HTTP pool is joined.
   scheduler.shutdown();
   routes.wait_streams_closed(std::chrono::seconds(2));
-  http.stop();
+  http.stop_serving();
   listener.join();
   return 0;
 }
@@ -156,7 +172,19 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--http-threads", o.http_threads, "HTTP worker threads (0: max(64, 4 * parallel + 16))")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--api-key", o.api_key, "require 'Authorization: Bearer KEY' (all routes but /health)");
+  app.add_option("--max-connections", o.max_connections,
+                 "open connections at most; one more is answered 503 and closed")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--request-timeout", o.request_timeout,
+                 "seconds a request (head and body) may take to arrive, from its first byte")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--cors-origin", o.cors_origins,
+                 "allow browser requests from this origin (repeatable; '*': any); none by default")
+      ->take_all();
+  app.add_option("--api-key", o.api_keys,
+                 "require 'Authorization: Bearer KEY' on all routes but /health (repeatable: several keys, "
+                 "whose cached prompts are kept apart)")
+      ->take_all();
   app.add_option("--chat-template", o.chat_template,
                  "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
   app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")

@@ -23,10 +23,54 @@ const char* openai_finish_reason(FinishReason r) {
   }
 }
 
-json usage_json(int prompt_tokens, int completion_tokens) {
+json usage_json(int prompt_tokens, int completion_tokens, int cached_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+          {"total_tokens", prompt_tokens + completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
+}
+
+namespace {
+
+// A token as the API shows it: its text (bytes that are not UTF-8 become U+FFFD on the wire), its
+// raw bytes, and (as llama-server adds) its id.
+json token_entry(const Tokenizer& tok, int32_t id, float logprob) {
+  const std::string piece = tok.token_bytes(id);
+  json bytes = json::array();
+  for (unsigned char b : piece) bytes.push_back(int(b));
+  return {{"id", id}, {"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+}
+
+}  // namespace
+
+json chat_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps) {
+  json content = json::array();
+  for (const TokenLogprobs& t : lps) {
+    json e = token_entry(tok, t.chosen.id, t.chosen.logprob);
+    e["top_logprobs"] = json::array();
+    for (const TokenLogprob& alt : t.top) e["top_logprobs"].push_back(token_entry(tok, alt.id, alt.logprob));
+    content.push_back(std::move(e));
+  }
+  return {{"content", content}};
+}
+
+json text_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  size_t offset = 0;
+  for (const TokenLogprobs& t : lps) {
+    const std::string piece = tok.token_bytes(t.chosen.id);
+    tokens.push_back(piece);
+    token_logprobs.push_back(t.chosen.logprob);
+    json alts = json::object();
+    for (const TokenLogprob& alt : t.top) alts[tok.token_bytes(alt.id)] = alt.logprob;
+    top.push_back(std::move(alts));
+    offsets.push_back(offset);
+    offset += piece.size();
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
 }
 
 ResponseId make_response_id(bool chat, const std::string& model) {
@@ -58,22 +102,30 @@ json finish_json(std::optional<FinishReason> finish) {
 
 }  // namespace
 
-json chat_completion(const ResponseId& rid, const std::string& text, FinishReason finish, const json& usage) {
+json chat_completion(const ResponseId& rid, const std::vector<Choice>& choices, const json& usage) {
   json r = envelope(rid, "chat.completion");
-  r["choices"] = json::array({{{"index", 0},
-                               {"message", {{"role", "assistant"}, {"content", text}}},
-                               {"logprobs", nullptr},
-                               {"finish_reason", openai_finish_reason(finish)}}});
+  r["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    r["choices"].push_back({{"index", i},
+                            {"message", {{"role", "assistant"}, {"content", c.text}}},
+                            {"logprobs", c.logprobs},
+                            {"finish_reason", openai_finish_reason(c.finish)}});
+  }
   r["usage"] = usage;
   return r;
 }
 
-json text_completion(const ResponseId& rid, const std::string& text, FinishReason finish, const json& usage) {
+json text_completion(const ResponseId& rid, const std::vector<Choice>& choices, const json& usage) {
   json r = envelope(rid, "text_completion");
-  r["choices"] = json::array({{{"index", 0},
-                               {"text", text},
-                               {"logprobs", nullptr},
-                               {"finish_reason", openai_finish_reason(finish)}}});
+  r["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    r["choices"].push_back({{"index", i},
+                            {"text", c.text},
+                            {"logprobs", c.logprobs},
+                            {"finish_reason", openai_finish_reason(c.finish)}});
+  }
   r["usage"] = usage;
   return r;
 }

@@ -6,8 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
 
 namespace qwen::server {
 
@@ -18,7 +20,13 @@ std::string to_wire(const nlohmann::json& j);
 // "stop" (end-of-generation token or a stop string) or "length" (max_tokens or the context).
 const char* openai_finish_reason(FinishReason r);
 
-nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+// OpenAI usage, with prompt_tokens_details.cached_tokens: prompt tokens reused from the KV cache.
+nlohmann::json usage_json(int prompt_tokens, int completion_tokens, int cached_tokens);
+
+// The `logprobs` of a choice: chat's {"content": [{token, logprob, bytes, top_logprobs}]} and the
+// completions API's {tokens, token_logprobs, top_logprobs, text_offset}.
+nlohmann::json chat_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps);
+nlohmann::json text_logprobs(const Tokenizer& tok, const std::vector<TokenLogprobs>& lps);
 
 // Identity shared by every chunk of one response.
 struct ResponseId {
@@ -28,10 +36,15 @@ struct ResponseId {
 };
 ResponseId make_response_id(bool chat, const std::string& model);
 
-// Whole responses (stream = false).
-nlohmann::json chat_completion(const ResponseId& rid, const std::string& text, FinishReason finish,
+// Whole responses (stream = false), one choice per generation of the request.
+struct Choice {
+  std::string text;
+  FinishReason finish = FinishReason::Running;
+  nlohmann::json logprobs;  // null unless requested
+};
+nlohmann::json chat_completion(const ResponseId& rid, const std::vector<Choice>& choices,
                                const nlohmann::json& usage);
-nlohmann::json text_completion(const ResponseId& rid, const std::string& text, FinishReason finish,
+nlohmann::json text_completion(const ResponseId& rid, const std::vector<Choice>& choices,
                                const nlohmann::json& usage);
 
 // One streamed chunk. Chat: `role` adds {"role": "assistant"} to the delta, `text` adds content.

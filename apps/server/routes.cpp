@@ -1,10 +1,13 @@
 #include "routes.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <thread>
 
+#include "http.h"
 #include "responses.h"
 #include "util/check.h"
 
@@ -19,6 +22,8 @@ constexpr const char* kJson = "application/json";
 // only way to learn that the client has gone, so this bounds how long a vanished client's job
 // keeps its place in the queue.
 constexpr std::chrono::milliseconds kKeepAlive{500};
+// How often a non-streaming request checks that its client is still connected.
+constexpr std::chrono::milliseconds kDisconnectPoll{100};
 
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status();
@@ -54,6 +59,46 @@ uint64_t random_seed() {
   return rng();
 }
 
+// The GGUF's template, recognised by its markers and rendered by the matching built-in one (the
+// Jinja source is not executed: the log says which was chosen); ChatML when the GGUF has none,
+// as llama-server does.
+ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
+  if (forced.empty() && tok.chat_template_source().empty()) {
+    std::fprintf(stderr,
+                 "qwen-server: warning: the model has no tokenizer.chat_template; chat requests use ChatML "
+                 "(--chat-template NAME picks another)\n");
+    return ChatTemplate::for_tokenizer(tok, "chatml");
+  }
+  ChatTemplate t = ChatTemplate::for_tokenizer(tok, forced);
+  if (forced.empty()) {
+    std::fprintf(stderr,
+                 "qwen-server: chat template: the GGUF's Jinja template is not run; it is recognised as the "
+                 "built-in '%s' template, which renders the chats (--chat-template NAME overrides)\n",
+                 t.name());
+  }
+  return t;
+}
+
+// localhost, 127.x.x.x or [::1], with or without a port.
+bool loopback_host(std::string host) {
+  if (host.starts_with("[")) {
+    const size_t close = host.find(']');
+    return close != std::string::npos && host.substr(0, close + 1) == "[::1]" &&
+           (close + 1 == host.size() || host[close + 1] == ':');
+  }
+  if (const size_t colon = host.find(':'); colon != std::string::npos) host.resize(colon);
+  for (char& ch : host) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (host == "localhost") return true;
+  int dots = 0;
+  for (char ch : host) {
+    if (ch == '.')
+      ++dots;
+    else if (!std::isdigit(static_cast<unsigned char>(ch)))
+      return false;
+  }
+  return host.starts_with("127.") && dots == 3;
+}
+
 }  // namespace
 
 Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOptions options)
@@ -61,19 +106,62 @@ Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOpti
       scheduler_(scheduler),
       metrics_(metrics),
       opt_(std::move(options)),
-      template_(ChatTemplate::for_tokenizer(engine.tokenizer(), opt_.chat_template)),
+      template_(choose_template(engine.tokenizer(), opt_.chat_template)),
       created_(std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
-                   .count()) {}
+                   .count()) {
+  const Tokenizer& tok = engine.tokenizer();
+  for (int32_t id = 0; id < tok.n_vocab(); ++id)
+    max_token_bytes_ = std::max(max_token_bytes_, tok.token_bytes(id).size());
+}
+
+std::string Routes::bearer_token(const httplib::Request& req) {
+  const std::string h = req.get_header_value("Authorization");
+  const size_t sp = h.find(' ');
+  if (sp == std::string::npos) return {};
+  std::string scheme = h.substr(0, sp);
+  for (char& ch : scheme) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (scheme != "bearer") return {};
+  const size_t start = h.find_first_not_of(' ', sp);
+  return start == std::string::npos ? std::string() : h.substr(start);
+}
 
 bool Routes::authorized(const httplib::Request& req) const {
-  if (opt_.api_key.empty()) return true;
-  const std::string expected = "Bearer " + opt_.api_key;
-  const std::string got = req.get_header_value("Authorization");
-  // Compare every byte whatever the first mismatch, so timing does not reveal a prefix.
-  unsigned diff = got.size() == expected.size() ? 0u : 1u;
-  for (size_t i = 0; i < expected.size(); ++i) diff |= unsigned(i < got.size() ? got[i] ^ expected[i] : 1);
-  return diff == 0;
+  if (opt_.api_keys.empty()) return true;
+  const std::string got = bearer_token(req);
+  // Compare every byte of every key whatever the first mismatch, so timing does not reveal a prefix.
+  bool ok = false;
+  for (const std::string& key : opt_.api_keys) {
+    unsigned diff = got.size() == key.size() ? 0u : 1u;
+    for (size_t i = 0; i < key.size(); ++i) diff |= unsigned(i < got.size() ? got[i] ^ key[i] : 1);
+    ok |= diff == 0;
+  }
+  return ok;
+}
+
+std::optional<ApiError> Routes::check_origin(const httplib::Request& req, httplib::Response& res) const {
+  // A page of any web site can make a browser send requests here, and DNS rebinding can give that
+  // site's name this machine's address: a loopback server answers only requests for localhost.
+  if (opt_.check_host && req.has_header("Host") && !loopback_host(req.get_header_value("Host"))) {
+    return ApiError(403,
+                    str("Host '", req.get_header_value("Host").substr(0, 80),
+                        "' is refused: this server is bound to loopback and answers only requests for "
+                        "localhost, 127.0.0.1 or [::1] (DNS rebinding guard)"),
+                    "host_not_allowed", {}, "permission_error");
+  }
+  if (!req.has_header("Origin")) return std::nullopt;  // not sent by a browser page
+  const std::string origin = req.get_header_value("Origin");
+  const auto& allowed = opt_.cors_origins;
+  const bool any = std::find(allowed.begin(), allowed.end(), "*") != allowed.end();
+  if (!any && std::find(allowed.begin(), allowed.end(), origin) == allowed.end()) {
+    return ApiError(403,
+                    str("requests from web pages of origin '", origin.substr(0, 80),
+                        "' are refused; start the server with --cors-origin ORIGIN to allow one"),
+                    "origin_not_allowed", {}, "permission_error");
+  }
+  res.set_header("Access-Control-Allow-Origin", any ? "*" : origin);
+  res.set_header("Vary", "Origin");
+  return std::nullopt;
 }
 
 json Routes::model_card() const {
@@ -92,6 +180,20 @@ json Routes::model_card() const {
 void Routes::install(httplib::Server& http) {
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     metrics_.requests++;
+    if (std::optional<ApiError> refused = check_origin(req, res)) {
+      send_error(res, *refused);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "OPTIONS") {  // CORS preflight (browsers send it without credentials)
+      res.status = 204;
+      res.set_header("Allow", "GET, POST, OPTIONS");
+      if (req.has_header("Origin")) {
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", "600");
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // /health stays open so load balancers can probe without the key.
     if (req.path == "/health" || authorized(req)) return httplib::Server::HandlerResponse::Unhandled;
     send_error(res, ApiError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
@@ -140,7 +242,10 @@ void Routes::install(httplib::Server& http) {
     });
   });
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(to_wire({{"status", "ok"},
+    // A load balancer must stop sending requests once the server is shutting down.
+    const bool stopping = scheduler_.stopping();
+    res.status = stopping ? 503 : 200;
+    res.set_content(to_wire({{"status", stopping ? "shutting_down" : "ok"},
                              {"slots_total", scheduler_.n_slots()},
                              {"slots_active", metrics_.active.load()},
                              {"requests_queued", metrics_.queued.load()}}),
@@ -173,6 +278,19 @@ void Routes::wait_streams_closed(std::chrono::milliseconds timeout) const {
   }
 }
 
+void Routes::check_prompt_bytes(const std::string& text, const char* param) const {
+  // No token stands for more than max_token_bytes_ bytes, so a text of more than
+  // (n_ctx - 1) * max_token_bytes_ bytes has at least n_ctx tokens: too many, whatever they are.
+  const size_t most = size_t(engine_.n_ctx() - 1) * max_token_bytes_;
+  if (text.size() <= most) return;
+  throw ApiError(
+      400,
+      str("the prompt has ", text.size(), " bytes, so at least ", text.size() / max_token_bytes_ + 1,
+          " tokens (no token is longer than ", max_token_bytes_, " bytes), but the context holds ",
+          engine_.n_ctx(), " per request (prompt + completion)"),
+      "context_length_exceeded", param);
+}
+
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
   if (r.chat) {
@@ -184,11 +302,13 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
       throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
                      "messages");
     }
+    check_prompt_bytes(text, "messages");
     // The rendered template already holds its BOS and control tokens as text.
     ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
   } else if (!r.prompt_ids.empty()) {
     ids = r.prompt_ids;
   } else {
+    check_prompt_bytes(r.prompt, "prompt");
     ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
   }
   if (ids.empty())
@@ -206,8 +326,8 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
 void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   guarded(res, [&] {
     json body = parse_body(req.body);
-    GenerationRequest r =
-        chat ? parse_chat_request(body) : parse_completion_request(body, engine_.tokenizer().n_vocab());
+    const int32_t n_vocab = engine_.tokenizer().n_vocab();
+    GenerationRequest r = chat ? parse_chat_request(body, n_vocab) : parse_completion_request(body, n_vocab);
     if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
       throw ApiError(
           400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
@@ -215,29 +335,58 @@ void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& 
     }
     if (r.model.empty()) r.model = opt_.model_id;
     if (!r.seeded) r.params.sampler.seed = random_seed();
-    auto job = std::make_shared<Job>(prompt_tokens(r), r.params);
-    scheduler_.submit(job);
+    const std::vector<int32_t> prompt = prompt_tokens(r);
+    // Cached prompts are shared only by requests of one API key and one `user` (scheduler.h).
+    const std::string scope = str(bearer_token(req), '\n', r.user);
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int i = 0; i < r.n; ++i) {
+      GenerateParams params = r.params;
+      params.sampler.seed += uint64_t(i);  // choices differ; a seeded request stays reproducible
+      jobs.push_back(std::make_shared<Job>(prompt, params, scope));
+      scheduler_.submit(jobs.back());
+    }
     if (r.stream) {
-      respond_stream(res, chat, std::move(job), r);
+      respond_stream(res, chat, std::move(jobs.front()), r);
     } else {
-      respond_whole(res, chat, job, r);
+      respond_whole(res, chat, jobs, r);
     }
   });
 }
 
-void Routes::respond_whole(httplib::Response& res, bool chat, const std::shared_ptr<Job>& job,
+void Routes::respond_whole(httplib::Response& res, bool chat, const std::vector<std::shared_ptr<Job>>& jobs,
                            const GenerationRequest& r) {
-  std::string text;
-  Job::Update u;
-  do {
-    u = job->wait(std::chrono::seconds(60));
-    text += u.text;
-  } while (!u.done);
-  if (!u.result.error.empty()) throw job_error(u.result);
+  std::vector<Choice> choices;
+  int completion_tokens = 0, cached_tokens = std::numeric_limits<int>::max();
+  for (const std::shared_ptr<Job>& job : jobs) {
+    Choice c;
+    Job::Update u;
+    do {
+      // Polled: a client that hangs up cancels its generations instead of leaving them to run.
+      u = job->wait(kDisconnectPoll);
+      c.text += u.text;
+      if (!u.done && HttpServer::client_gone()) {
+        for (const std::shared_ptr<Job>& j : jobs) j->cancel();
+      }
+    } while (!u.done);
+    if (!u.result.error.empty()) {
+      for (const std::shared_ptr<Job>& j : jobs) j->cancel();
+      throw job_error(u.result);
+    }
+    c.finish = u.result.finish;
+    if (r.params.logprobs >= 0) {
+      // Every sampled token but an end-of-generation one, which adds no text.
+      std::vector<TokenLogprobs> lps = u.result.logprobs;
+      if (c.finish == FinishReason::Eog && !lps.empty()) lps.pop_back();
+      c.logprobs = chat ? chat_logprobs(engine_.tokenizer(), lps) : text_logprobs(engine_.tokenizer(), lps);
+    }
+    completion_tokens += u.result.completion_tokens;
+    // The prompt counts once; of its n evaluations, the part every one of them reused.
+    cached_tokens = std::min(cached_tokens, u.result.cached_tokens);
+    choices.push_back(std::move(c));
+  }
   ResponseId rid = make_response_id(chat, r.model);
-  json usage = usage_json(u.result.prompt_tokens, u.result.completion_tokens);
-  json body = chat ? chat_completion(rid, text, u.result.finish, usage)
-                   : text_completion(rid, text, u.result.finish, usage);
+  json usage = usage_json(int(jobs.front()->prompt().size()), completion_tokens, cached_tokens);
+  json body = chat ? chat_completion(rid, choices, usage) : text_completion(rid, choices, usage);
   res.set_content(to_wire(body), kJson);
 }
 
@@ -292,7 +441,7 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
         // Headers are gone already, so the error travels as an event, as OpenAI's API does.
         out += sse_data(job_error(res).to_json());
       } else {
-        json usage = usage_json(res.prompt_tokens, res.completion_tokens);
+        json usage = usage_json(res.prompt_tokens, res.completion_tokens, res.cached_tokens);
         out += sse_data(st->chat ? chat_chunk(st->rid, false, std::nullopt, res.finish, usage)
                                  : text_chunk(st->rid, "", res.finish, usage));
         if (st->include_usage) out += sse_data(usage_chunk(st->rid, st->chat, usage));

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "api.h"
 #include "metrics.h"
@@ -19,10 +21,12 @@
 namespace qwen::server {
 
 struct RouteOptions {
-  std::string model_id;       // the name /v1/models reports and requests may name
-  std::string model_file;     // the GGUF file name, accepted as a model name too
-  std::string api_key;        // empty: no authentication
-  std::string chat_template;  // forced template name; empty: detect from the GGUF
+  std::string model_id;                   // the name /v1/models reports and requests may name
+  std::string model_file;                 // the GGUF file name, accepted as a model name too
+  std::vector<std::string> api_keys;      // empty: no authentication
+  std::string chat_template;              // forced template name; empty: detect from the GGUF
+  std::vector<std::string> cors_origins;  // origins browsers may call from ("*": any); empty: none
+  bool check_host = true;                 // bound to loopback: Host must name this machine
 };
 
 // HTTP threads use the engine's tokenizer concurrently with the scheduler thread: Tokenizer's
@@ -41,19 +45,27 @@ class Routes {
  private:
   void chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat);
   std::vector<int32_t> prompt_tokens(const GenerationRequest& r);
-  void respond_whole(httplib::Response& res, bool chat, const std::shared_ptr<Job>& job,
+  // Throws context_length_exceeded when `text` has more bytes than the context's tokens can
+  // hold, before any tokenization (a 10 MB prompt costs nothing).
+  void check_prompt_bytes(const std::string& text, const char* param) const;
+  void respond_whole(httplib::Response& res, bool chat, const std::vector<std::shared_ptr<Job>>& jobs,
                      const GenerationRequest& r);
   void respond_stream(httplib::Response& res, bool chat, std::shared_ptr<Job> job,
                       const GenerationRequest& r);
   nlohmann::json model_card() const;
+  // The bearer token of the request ("" without one); the scheme is case-insensitive.
+  static std::string bearer_token(const httplib::Request& req);
   bool authorized(const httplib::Request& req) const;
+  // Host / Origin checks (403) and CORS headers; nullopt when the request may go on.
+  std::optional<ApiError> check_origin(const httplib::Request& req, httplib::Response& res) const;
 
   Engine& engine_;
   Scheduler& scheduler_;
   Metrics& metrics_;
   RouteOptions opt_;
   ChatTemplate template_;
-  const int64_t created_;  // server start, reported as the model's creation time
+  size_t max_token_bytes_ = 1;  // the longest token's bytes: bounds a prompt's bytes per token
+  const int64_t created_;       // server start, reported as the model's creation time
   std::shared_ptr<std::atomic<int>> open_streams_ = std::make_shared<std::atomic<int>>(0);
 };
 

@@ -8,8 +8,8 @@
 
 namespace qwen::server {
 
-Job::Job(std::vector<int32_t> prompt, GenerateParams params)
-    : prompt_(std::move(prompt)), params_(std::move(params)) {}
+Job::Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope)
+    : prompt_(std::move(prompt)), params_(std::move(params)), scope_(std::move(scope)) {}
 
 Job::Update Job::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
@@ -45,7 +45,11 @@ void Job::finish(JobResult result) {
 }
 
 Scheduler::Scheduler(Engine& engine, Metrics& metrics, int prefill_chunk)
-    : engine_(engine), metrics_(metrics), n_slots_(engine.n_seq()), prefill_chunk_(prefill_chunk) {
+    : engine_(engine),
+      metrics_(metrics),
+      n_slots_(engine.n_seq()),
+      prefill_chunk_(prefill_chunk),
+      slot_scope_(size_t(engine.n_seq())) {
   QWEN_CHECK(prefill_chunk >= 1, "prefill chunk ", prefill_chunk, " must be >= 1");
   thread_ = std::thread([this] { run(); });
 }
@@ -59,6 +63,7 @@ void Scheduler::shutdown() {
     std::lock_guard lk(mu_);
     if (stop_) return;
     stop_ = true;
+    stopping_ = true;
   }
   cv_.notify_all();
   thread_.join();
@@ -141,7 +146,7 @@ void Scheduler::admit(std::vector<std::shared_ptr<Job>>& admitted) {
       continue;
     }
     const std::vector<int32_t>& prompt = job->prompt();
-    const int slot = pick_slot(prompt);
+    const int slot = pick_slot(*job);
     const std::vector<int32_t>& cached = engine_.slot_tokens(slot);
     // The engine keeps the common prefix (at most all but the last prompt token) and evaluates
     // the rest: the part a chunked prefill spreads over several iterations when it is long.
@@ -221,9 +226,8 @@ void Scheduler::feed_prefills() {
   std::erase_if(prefilling_, [](const Prefill& p) { return p.job == nullptr; });
 }
 
-// The free slot whose cached tokens share the longest prefix with the prompt (the engine reuses
-// that prefix instead of evaluating it again); the lowest index on ties.
-int Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
+int Scheduler::pick_slot(const Job& job) {
+  const std::vector<int32_t>& prompt = job.prompt();
   int best = -1;
   size_t best_len = 0;
   for (int s = 0; s < n_slots_; ++s) {
@@ -231,15 +235,27 @@ int Scheduler::pick_slot(const std::vector<int32_t>& prompt) const {
         std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; }) ||
         std::any_of(prefilling_.begin(), prefilling_.end(), [&](const Prefill& p) { return p.slot == s; });
     if (busy) continue;
-    const std::vector<int32_t>& cached = engine_.slot_tokens(s);
-    auto [a, b] = std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end());
-    size_t len = size_t(a - cached.begin());
-    if (best < 0 || len > best_len) {
+    size_t len = 0;
+    if (slot_scope_[size_t(s)] == job.scope()) {
+      const std::vector<int32_t>& cached = engine_.slot_tokens(s);
+      len = size_t(std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end()).first -
+                   cached.begin());
+    }
+    // Lowest index on ties, except that with nothing to reuse an empty slot is taken first, so
+    // that other prompts stay cached.
+    const bool better =
+        best < 0 || len > best_len ||
+        (len == 0 && best_len == 0 && !engine_.slot_tokens(best).empty() && engine_.slot_tokens(s).empty());
+    if (better) {
       best = s;
       best_len = len;
     }
   }
   QWEN_ASSERT(best >= 0);
+  if (slot_scope_[size_t(best)] != job.scope()) {
+    engine_.clear_slot(best);
+    slot_scope_[size_t(best)] = job.scope();
+  }
   return best;
 }
 
@@ -250,6 +266,8 @@ void Scheduler::retire(Running& r) {
   res.finish = r.job->cancelled() ? FinishReason::Cancelled : c.finish;
   res.prompt_tokens = int(r.job->prompt().size());
   res.completion_tokens = int(c.tokens.size());
+  res.cached_tokens = c.timing.n_cached - r.fed;  // fed chunks were evaluated, not reused
+  res.logprobs = c.logprobs;
   metrics_.prompt_tokens += uint64_t(c.timing.n_prompt);
   metrics_.cached_tokens += uint64_t(c.timing.n_cached - r.fed);  // fed chunks count as prompt
   metrics_.generated_tokens += uint64_t(c.tokens.size());

@@ -10,6 +10,12 @@
 // the running generations, so a long prompt delays each of their tokens by one chunk at most
 // instead of by the whole prompt. Its Generation starts once all but the last prompt token sit in
 // the slot (the engine reuses them as a cached prefix).
+//
+// Prefix reuse stays within a job's cache scope (the API key and `user` of its request, see
+// Routes): a slot remembers the scope of its last job, and a job of another scope gets a slot
+// whose contents are forgotten first. Otherwise one client could learn another's prompt from how
+// many of its guessed tokens were cached (usage.prompt_tokens_details.cached_tokens, /metrics,
+// or the time to the first token).
 #pragma once
 
 #include <atomic>
@@ -32,20 +38,24 @@ namespace qwen::server {
 // How a job ended, for the response's finish_reason and usage.
 struct JobResult {
   FinishReason finish = FinishReason::Running;
-  int prompt_tokens = 0;       // every prompt token, cached or not (OpenAI usage counts them all)
-  int completion_tokens = 0;   // tokens sampled, a final end-of-generation token included
-  std::string error{};         // set when the job failed; `finish` is then meaningless
-  bool shutting_down = false;  // the failure is the server stopping (503), not the engine (500)
+  int prompt_tokens = 0;                  // every prompt token, cached or not (OpenAI usage counts them all)
+  int completion_tokens = 0;              // tokens sampled, a final end-of-generation token included
+  int cached_tokens = 0;                  // prompt tokens reused from the slot's KV cache (not evaluated)
+  std::vector<TokenLogprobs> logprobs{};  // one per sampled token when the job asked for them
+  std::string error{};                    // set when the job failed; `finish` is then meaningless
+  bool shutting_down = false;             // the failure is the server stopping (503), not the engine (500)
 };
 
 // One generation request and the channel its text comes back through. Shared by the HTTP thread
 // (which reads and may cancel) and the scheduler thread (which writes).
 class Job {
  public:
-  Job(std::vector<int32_t> prompt, GenerateParams params);
+  // `scope`: who may reuse this job's cached prompt (see above).
+  Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope);
 
   const std::vector<int32_t>& prompt() const { return prompt_; }
   const GenerateParams& params() const { return params_; }
+  const std::string& scope() const { return scope_; }
 
   // ---- HTTP side ----
   struct Update {
@@ -66,6 +76,7 @@ class Job {
  private:
   const std::vector<int32_t> prompt_;
   const GenerateParams params_;
+  const std::string scope_;
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   std::condition_variable cv_;
@@ -88,6 +99,7 @@ class Scheduler {
   void shutdown();
   void submit(std::shared_ptr<Job> job);
   int n_slots() const { return n_slots_; }
+  bool stopping() const { return stopping_.load(); }
 
  private:
   struct Running {
@@ -107,7 +119,9 @@ class Scheduler {
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
   void start(std::shared_ptr<Job> job, int slot, int fed);  // creates the Generation
   void feed_prefills();  // one chunk forward over the prefilling jobs; starts those that are done
-  int pick_slot(const std::vector<int32_t>& prompt) const;
+  // A free slot for the job, preferring the longest cached prefix of its own scope; a slot of
+  // another scope is cleared.
+  int pick_slot(const Job& job);
   void retire(Running& r);
   void fail_running(const JobResult& failure);  // ends every running and prefilling job
 
@@ -118,11 +132,13 @@ class Scheduler {
   // Scheduler thread only. A slot is busy while a job of either list holds it.
   std::vector<Running> running_;
   std::vector<Prefill> prefilling_;
+  std::vector<std::string> slot_scope_;  // scope of each slot's cached tokens
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
   bool stop_ = false;                       // guarded by mu_
+  std::atomic<bool> stopping_{false};       // stop_, readable without the lock (/health)
   std::thread thread_;
 };
 

@@ -494,9 +494,13 @@ void Engine::collect() {
     } else {
       st.pending.clear();
     }
-    const int32_t tok =
-        l.greedy ? l.top[i]
-                 : st.sampler.sample(std::span(l.logits.data() + i * n_vocab, n_vocab), st.history);
+    const std::span<float> row_logits =
+        l.greedy ? std::span<float>() : std::span<float>(l.logits.data() + i * n_vocab, n_vocab);
+    // The model's own distribution: read before sample() applies penalties and bias in place.
+    std::vector<float> raw;
+    if (st.params.logprobs >= 0) raw.assign(row_logits.begin(), row_logits.end());
+    const int32_t tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
+    if (st.params.logprobs >= 0) r.logprobs.push_back(token_logprobs(raw, tok, st.params.logprobs));
     st.history.push_back(tok);
     r.tokens.push_back(tok);
     ++r.timing.n_gen;
@@ -546,9 +550,9 @@ void Engine::step(std::span<Generation* const> gens) {
       inputs.push_back({g.slot_, pending.first(n)});
       l.rows.push_back({&g, g.slot_, n, /*samples=*/n == pending.size(), /*fresh=*/false, 0});
     }
-    // When every generation that samples from this forward is plain greedy, only the argmax of
-    // each row leaves the backend.
-    l.greedy &= !l.rows.back().samples || st.params.sampler.is_argmax();
+    // When every generation that samples from this forward is plain greedy and wants no logprobs,
+    // only the argmax of each row leaves the backend.
+    l.greedy &= !l.rows.back().samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0);
   }
   if (!inputs.empty()) {
     l.t0 = Clock::now();

@@ -85,6 +85,7 @@ struct GenerateParams {
   SamplerParams sampler;
   std::vector<std::string> stop;  // stop strings
   bool ignore_eog = false;        // keep going through end-of-generation tokens
+  int logprobs = -1;              // >= 0: record each sampled token's logprob and this many top ones
 };
 
 // Receives each newly decoded piece of text (complete UTF-8, stop strings held back until they
@@ -92,8 +93,9 @@ struct GenerateParams {
 using OnText = std::function<bool(std::string_view piece)>;
 
 struct Completion {
-  std::string text;             // everything emitted through OnText, concatenated
-  std::vector<int32_t> tokens;  // sampled tokens (including a final eog token if sampled)
+  std::string text;                     // everything emitted through OnText, concatenated
+  std::vector<int32_t> tokens;          // sampled tokens (including a final eog token if sampled)
+  std::vector<TokenLogprobs> logprobs;  // one per token when GenerateParams::logprobs >= 0
   FinishReason finish = FinishReason::Running;
   Timing timing;
 };

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <unordered_map>
 
 #include "util/check.h"
@@ -95,8 +97,40 @@ Sampler::Sampler(const SamplerParams& params) : params_(params), rng_(params.see
              " must be > 0");
 }
 
+void apply_logit_bias(std::span<float> logits, std::span<const std::pair<int32_t, float>> bias) {
+  for (const auto& [id, b] : bias) {
+    QWEN_CHECK(id >= 0 && size_t(id) < logits.size(), "logit_bias: token ", id, " is outside [0, ",
+               logits.size(), ")");
+    logits[size_t(id)] =
+        b <= SamplerParams::kBan ? -std::numeric_limits<float>::infinity() : logits[size_t(id)] + b;
+  }
+}
+
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t chosen, int n_top) {
+  QWEN_CHECK(chosen >= 0 && size_t(chosen) < logits.size(), "token_logprobs: token ", chosen, " outside [0, ",
+             logits.size(), ")");
+  // log_softmax in double: log p_i = l_i - (m + log sum_j exp(l_j - m)).
+  const float m = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(double(l) - double(m));
+  const double lse = double(m) + std::log(sum);
+  auto lp = [&](int32_t id) { return TokenLogprob{id, float(double(logits[size_t(id)]) - lse)}; };
+  TokenLogprobs out{lp(chosen), {}};
+  const size_t k = std::min(logits.size(), size_t(std::max(n_top, 0)));
+  if (k > 0) {
+    std::vector<int32_t> ids(logits.size());
+    std::iota(ids.begin(), ids.end(), 0);
+    std::partial_sort(ids.begin(), ids.begin() + ptrdiff_t(k), ids.end(), [&](int32_t a, int32_t b) {
+      return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+    });
+    for (size_t i = 0; i < k; ++i) out.top.push_back(lp(ids[i]));
+  }
+  return out;
+}
+
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
   apply_penalties(logits, history, params_);
+  apply_logit_bias(logits, params_.logit_bias);
   if (params_.temperature <= 0.f) return argmax(logits);
   cand_.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {int32_t(i), logits[i], 0.f};

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace qwen {
@@ -21,10 +22,15 @@ struct SamplerParams {
   float presence_penalty = 0.f;   // subtracted once from every token seen
   float frequency_penalty = 0.f;  // subtracted per occurrence
   uint64_t seed = 0;
+  // (token id, bias) added to the logit after the penalties (OpenAI's logit_bias); a bias of
+  // kBan or less removes the token (the API documents -100 as a ban).
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  static constexpr float kBan = -100.f;
 
-  // True when sample() is exactly argmax(logits): greedy and no penalty changes a logit.
+  // True when sample() is exactly argmax(logits): greedy and nothing changes a logit.
   bool is_argmax() const {
-    return temperature <= 0.f && repeat_penalty == 1.f && presence_penalty == 0.f && frequency_penalty == 0.f;
+    return temperature <= 0.f && repeat_penalty == 1.f && presence_penalty == 0.f &&
+           frequency_penalty == 0.f && logit_bias.empty();
   }
 };
 
@@ -49,6 +55,20 @@ void softmax(std::vector<Candidate>& c);
 void top_p(std::vector<Candidate>& c, float top_p);
 // Drops candidates with p < min_p * p_max (keeping the order); renormalises.
 void min_p(std::vector<Candidate>& c, float min_p);
+// Adds each bias to its token's logit; a bias <= SamplerParams::kBan sets it to -infinity.
+void apply_logit_bias(std::span<float> logits, std::span<const std::pair<int32_t, float>> bias);
+
+// Log-probabilities under the model's own distribution, log_softmax(logits) of the raw logits
+// (before penalties, bias and temperature), as the OpenAI API's `logprobs` report them.
+struct TokenLogprob {
+  int32_t id;
+  float logprob;
+};
+struct TokenLogprobs {
+  TokenLogprob chosen;            // the token that was sampled
+  std::vector<TokenLogprob> top;  // the `n_top` most likely tokens, most likely first
+};
+TokenLogprobs token_logprobs(std::span<const float> logits, int32_t chosen, int n_top);
 
 class Sampler {
  public:

@@ -282,7 +282,7 @@ def start_stream(port, prompt, max_tokens):
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
                        "ignore_eos": True})
-    sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
     return sock
 
@@ -376,7 +376,39 @@ ERROR_CASES = [
     ("stop too long", "POST", CHAT, json.dumps({"messages": MSG, "stop": ["x" * 1025]}), 400, "invalid_value",
      "stop"),
     ("stop wrong type", "POST", CHAT, json.dumps({"messages": MSG, "stop": [1]}), 400, "invalid_type", "stop"),
-    ("n = 2", "POST", CHAT, json.dumps({"messages": MSG, "n": 2}), 400, "unsupported_value", "n"),
+    ("n too large", "POST", CHAT, json.dumps({"messages": MSG, "n": 17}), 400, "invalid_value", "n"),
+    ("n > 1 streamed", "POST", CHAT, json.dumps({"messages": MSG, "n": 2, "stream": True}), 400,
+     "unsupported_value", "n"),
+    ("logprobs streamed", "POST", CHAT, json.dumps({"messages": MSG, "logprobs": True, "stream": True}), 400,
+     "unsupported_value", "logprobs"),
+    ("top_logprobs alone", "POST", CHAT, json.dumps({"messages": MSG, "top_logprobs": 2}), 400, "invalid_value",
+     "top_logprobs"),
+    ("top_logprobs range", "POST", CHAT, json.dumps({"messages": MSG, "logprobs": True, "top_logprobs": 21}), 400,
+     "invalid_value", "top_logprobs"),
+    ("logprobs range", "POST", "/v1/completions", json.dumps({"prompt": "a", "logprobs": 21}), 400,
+     "invalid_value", "logprobs"),
+    ("logit_bias key", "POST", CHAT, json.dumps({"messages": MSG, "logit_bias": {"abc": 1}}), 400,
+     "invalid_value", "logit_bias"),
+    ("logit_bias id", "POST", CHAT, json.dumps({"messages": MSG, "logit_bias": {"151936": 1}}), 400,
+     "invalid_value", "logit_bias"),
+    ("logit_bias value", "POST", CHAT, json.dumps({"messages": MSG, "logit_bias": {"5": 101}}), 400,
+     "invalid_value", "logit_bias"),
+    # Not implemented yet, so refused by name rather than dropped.
+    ("grammar", "POST", CHAT, json.dumps({"messages": MSG, "grammar": "root ::= \"a\""}), 400,
+     "unsupported_value", "grammar"),
+    ("json_schema", "POST", CHAT, json.dumps({"messages": MSG, "json_schema": {}}), 400, "unsupported_value",
+     "json_schema"),
+    ("response_format json_schema", "POST", CHAT,
+     json.dumps({"messages": MSG, "response_format": {"type": "json_schema", "json_schema": {}}}), 400,
+     "unsupported_value", "response_format"),
+    ("tools", "POST", CHAT, json.dumps({"messages": MSG, "tools": [{"type": "function"}]}), 400,
+     "unsupported_value", "tools"),
+    ("tool_choice", "POST", CHAT, json.dumps({"messages": MSG, "tool_choice": "auto"}), 400, "unsupported_value",
+     "tool_choice"),
+    ("functions", "POST", CHAT, json.dumps({"messages": MSG, "functions": []}), 400, "unsupported_value",
+     "functions"),
+    ("unknown field", "POST", "/v1/completions", json.dumps({"prompt": "a", "mirostat": 2}), 400,
+     "unsupported_value", "mirostat"),
     ("stream not bool", "POST", CHAT, json.dumps({"messages": MSG, "stream": "yes"}), 400, "invalid_type",
      "stream"),
     ("unknown model", "POST", CHAT, json.dumps({"messages": MSG, "model": "gpt-4"}), 400, "model_not_found",
@@ -389,7 +421,7 @@ ERROR_CASES = [
     ("tokenize no content", "POST", "/tokenize", json.dumps({}), 400, "missing_field", "content"),
     ("nested json", "POST", CHAT, "[" * 100000 + "]" * 100000, 400, "invalid_type", None),
     ("nested field", "POST", CHAT, '{"messages": [], "n": ' + "[" * 100000 + "]" * 100000 + "}", 400,
-     "unsupported_value", "n"),
+     "invalid_type", "n"),
     ("prompt ids out of range", "POST", "/v1/completions", json.dumps({"prompt": [1, -5]}), 400, "invalid_value",
      "prompt"),
     ("prompt mixed list", "POST", "/v1/completions", json.dumps({"prompt": ["a", "b"]}), 400, "invalid_type",
@@ -457,7 +489,7 @@ def test_shutdown_ends_requests(bin_dir, tiny_model):
         body = json.dumps({"prompt": "Go on:", "max_tokens": N_CTX - 32, "ignore_eos": True, "stream": True})
         # Connection: close, or httplib would keep the finished connection open for its keep-alive
         # timeout (5 s) and stop() waits for that.
-        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
         received = bytearray()
         started = threading.Event()
