@@ -4,11 +4,13 @@
 # benchmarks (qwen-bench on the Qwen2.5-0.5B and 7B shapes in F16, Q8_0, Q4_0, Q4_K_M and Q6_K by
 # default: QWEN_BENCH_SHAPES and QWEN_BENCH_TYPES choose), writing logs into LOGDIR.
 #
-#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve]   (none named: all five)
+#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve] [ops]   (none named: the first five)
 #
-# LOGDIR receives at most 8 files: build.log, ctest-gpu.log, hf_compare.log, hf_compare.json,
-# hf_compare.md, bench.md (qwen-bench, then the server's streams), bench.json, device-test.txt
+# LOGDIR receives at most 9 files: build.log, ctest-gpu.log, hf_compare.log, hf_compare.json,
+# hf_compare.md, bench.md (qwen-bench, then the server's streams), bench.json, ops.md, device-test.txt
 # (one line per phase with its status).
+# ops (only when named): qwen-opbench, the matmul of every Qwen2.5 matrix shape x weight type x
+# token count alone, into ops.md (docs/BENCHMARKS.md); QWEN_OPBENCH_ARGS passes it flags.
 # serve: qwen-server with 64 slots on the benchmark models, aggregate tok/s of 1/8/32/64 streams
 # (apps/server/bench_server.py). The server needs cpp-httplib, which the GPU machine lacks: point
 # CMake at a carried copy with QWEN_CMAKE_ARGS=-Dhttplib_DIR=... and its libraries with
@@ -17,7 +19,7 @@
 # the GPU machine cannot reach a registry. Exit status: 0 only if every phase run passed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench]" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench] [serve] [ops]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
 PHASES=${*:-build tests hf bench serve}
@@ -150,5 +152,9 @@ sys.exit(1)"; then
   }
   phase "serve" serve >> "$LOG/bench.md" 2>&1
   sed -n '/### qwen-server/,$p' "$LOG/bench.md" | tee -a "$SUMMARY"
+fi
+
+if has ops; then
+  phase "ops" "$BUILD/bin/qwen-opbench" ${QWEN_OPBENCH_ARGS:-} > "$LOG/ops.md" 2>&1
 fi
 exit $status
