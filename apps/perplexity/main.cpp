@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", o.engine.n_threads, "CPU threads (0: all)")->check(CLI::Range(0, 4096));
   app.add_option("--device", o.engine.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--kl-divergence-base", o.kl_base,
-                 "file of base log-probabilities: written by a run without --kl-divergence, read by one "
+                 "file of the base model's logits: written by a run without --kl-divergence, read by one "
                  "with it");
   app.add_flag("--kl-divergence", o.kl, "compare with the --kl-divergence-base file: KL divergence, top-1 "
                                         "agreement, Δp percentiles");

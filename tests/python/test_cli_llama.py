@@ -118,3 +118,11 @@ def test_context_shift_keeps_the_chat_going(bin_dir, model):
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("finish: length") == 6, out.stderr
     assert "dropped the" in out.stderr and "the context holds 160" in out.stderr
+
+
+def test_bench_and_server_help_show_defaults(bin_dir):
+    """--help of qwen-bench and qwen-server prints each option's default (=VALUE)."""
+    bench = subprocess.run([str(bin_dir / "qwen-bench"), "--help"], capture_output=True, text=True, timeout=30)
+    assert bench.returncode == 0 and "=512" in bench.stdout and "=128" in bench.stdout and "=f16" in bench.stdout
+    server = subprocess.run([str(bin_dir / "qwen-server"), "--help"], capture_output=True, text=True, timeout=30)
+    assert server.returncode == 0 and "=8080" in server.stdout and "=127.0.0.1" in server.stdout
