@@ -146,6 +146,7 @@ Metrics compare(const Tensor& a, const Tensor& b) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-diff: compare every named intermediate of two backends on the same tokens"};
+  app.option_defaults()->always_capture_default();
   std::string model_path, prompt, tokens_text, devices, kv_name = "f16";
   bool step = false, color = isatty(1) != 0;
   double tol = 1e-5;

@@ -179,6 +179,7 @@ void bench(const qwen::Tokenizer& tok, int reps, bool special) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-tokenize: encode / decode JSON Lines and render chats with a GGUF model's tokenizer"};
+  app.option_defaults()->always_capture_default();
   std::string model, chat_file, chat_template, chat_template_file, vars_text = "{}", prompt, prompt_file;
   bool decode = false, special = false, add_special = false, skip_special = false, no_gen = false,
        show_info = false, from_stdin = false, ids_only = false, verbose = false;
