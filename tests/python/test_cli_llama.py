@@ -109,15 +109,19 @@ def test_help_version_and_verbose_errors(bin_dir, model, tmp_path):
 
 def test_context_shift_keeps_the_chat_going(bin_dir, model):
     """Interactive, -c 160 and 40-token replies: six turns do not fit, so the oldest turns are dropped
-    (said on stderr) and every turn still gets its full reply; a message larger than the context is
-    refused and the chat goes on."""
+    (said on stderr) and every turn still gets its full reply; the system prompt stays: every later
+    turn reuses at least its ~25 cached tokens (dropped, the template's default system prompt would
+    diverge after ~5); a message larger than the context is refused and the chat goes on."""
     lines = [f"Tell me about topic number {i}, in some detail please." for i in range(6)]
     lines.insert(3, "word " * 400)
-    out = cli(bin_dir, "-m", model, "-i", "-c", 160, "-n", 40, "--temp", 0, "--ignore-eos",
+    system = "You are a careful assistant who answers questions about many topics with short and accurate sentences."
+    out = cli(bin_dir, "-m", model, "-i", "-c", 160, "-n", 40, "--temp", 0, "--ignore-eos", "-sys", system,
               stdin="\n".join(lines) + "\n")
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("finish: length") == 6, out.stderr
     assert "dropped the" in out.stderr and "the context holds 160" in out.stderr
+    cached = [int(part.split("(")[1].split()[0]) for part in out.stderr.split("[prompt: ")[1:]]
+    assert cached[0] == 0 and min(cached[1:]) >= 25, cached
 
 
 def test_bench_and_server_help_show_defaults(bin_dir):
