@@ -2,6 +2,8 @@
 // timing and errors go to stderr. Flags follow llama-cli's names and meanings where they exist
 // (llama_spellings() lists the single-dash long ones), and every value is range-checked before
 // the model loads.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
@@ -13,7 +15,6 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "backend/backend.h"
@@ -47,8 +48,8 @@ std::string default_model_path() {
 // of short flags (-c nv). They are rewritten to their long names before parsing.
 std::vector<std::string> llama_spellings(int argc, char** argv) {
   static const std::pair<const char*, const char*> kMap[] = {
-      {"-cnv", "--conversation"},  {"-no-cnv", "--no-conversation"}, {"-sys", "--system-prompt"},
-      {"-ctk", "--cache-type-k"},  {"-ctv", "--cache-type-v"},       {"-ngl", "--n-gpu-layers"},
+      {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"}, {"-sys", "--system-prompt"},
+      {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},       {"-ngl", "--n-gpu-layers"},
   };
   std::vector<std::string> args(argv, argv + argc);
   for (std::string& a : args) {
@@ -68,11 +69,22 @@ std::string unescape(const std::string& s) {
       continue;
     }
     switch (const char c = s[++i]) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case '\\': case '\'': case '"': out += c; break;
-      default: out += '\\', out += c;  // not an escape: kept as written
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case '\\':
+      case '\'':
+      case '"':
+        out += c;
+        break;
+      default:
+        out += '\\', out += c;  // not an escape: kept as written
     }
   }
   return out;
@@ -131,7 +143,8 @@ std::string read_file(const std::string& path) {
 }
 
 // -ctk / -ctv: the engine keeps K and V in one type, f16 (llama.cpp's default) or f32.
-std::optional<qwen::GGMLType> cache_type(const std::string& k, const std::string& v, const std::string& kv_type) {
+std::optional<qwen::GGMLType> cache_type(const std::string& k, const std::string& v,
+                                         const std::string& kv_type) {
   for (const auto& [flag, value] : {std::pair{"-ctk", k}, std::pair{"-ctv", v}}) {
     QWEN_CHECK(value.empty() || value == "f16" || value == "f32", flag, " ", value,
                ": this engine's KV cache holds f16 or f32 only (quantized caches are not implemented)");
@@ -171,10 +184,12 @@ int main(int argc, char** argv) {
   bool cnv = false, no_cnv = false, interactive = false, escape = false, jinja = false, verbose = false;
   int64_t seed = -1;
   int n_gpu_layers = -1;
-  app.add_option("-m,--model", opts.model_path, "GGUF model (default: $QWEN_MODEL, else the cached default model)");
+  app.add_option("-m,--model", opts.model_path,
+                 "GGUF model (default: $QWEN_MODEL, else the cached default model)");
   app.add_option("-p,--prompt", prompt, "prompt text (in conversation mode: the first user message)");
   app.add_option("-f,--file", prompt_file, "read the prompt from a file")->excludes("--prompt");
-  app.add_flag("-e,--escape", escape, "turn \\n, \\t, \\r, \\\\, \\', \\\" in -p / -f / -sys into the characters");
+  app.add_flag("-e,--escape", escape,
+               "turn \\n, \\t, \\r, \\\\, \\', \\\" in -p / -f / -sys into the characters");
   app.add_option("-n,--n-predict", gen.max_tokens, "tokens to generate (-1: until end of generation)")
       ->check(CLI::Range(-1, 1 << 30));
   app.add_option("-c,--ctx-size", opts.n_ctx, "context size in tokens (0: min(model context, 4096))")
@@ -216,10 +231,13 @@ int main(int argc, char** argv) {
   app.add_flag("--ignore-eos", gen.ignore_eog, "keep generating past end-of-generation tokens");
   app.add_flag("--conversation,--chat", cnv,
                "(-cnv) chat through the chat template; the default when the model has one");
-  app.add_flag("--no-conversation", no_cnv, "(-no-cnv) plain text completion of the prompt")->excludes("--conversation");
-  app.add_flag("-i,--interactive", interactive, "interactive chat: one user message per line (after -p, if given)");
+  app.add_flag("--no-conversation", no_cnv, "(-no-cnv) plain text completion of the prompt")
+      ->excludes("--conversation");
+  app.add_flag("-i,--interactive", interactive,
+               "interactive chat: one user message per line (after -p, if given)");
   app.add_option("--system-prompt,--system", system_prompt, "(-sys) system message of the conversation");
-  app.add_option("--chat-template", chat_template, "force a template family (chatml, qwen2, qwen2.5, qwen3, ...)");
+  app.add_option("--chat-template", chat_template,
+                 "force a template family (chatml, qwen2, qwen2.5, qwen3, ...)");
   app.add_flag("--jinja", jinja, "accepted for llama.cpp command lines: chat templates are always rendered");
   app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   std::vector<std::string> args = llama_spellings(argc, argv);
@@ -246,16 +264,19 @@ int main(int argc, char** argv) {
     {
       auto file = qwen::gguf::File::open(opts.model_path);
       const qwen::ModelConfig cfg = qwen::ModelConfig::from_gguf(*file);
-      QWEN_CHECK(opts.n_ctx <= cfg.n_ctx_train, "-c ", opts.n_ctx, " exceeds the context the model was trained on (",
-                 cfg.n_ctx_train, " tokens, ", cfg.arch_name, ".context_length)");
-      if (!cnv && !no_cnv) chat = interactive || !chat_template.empty() || file->has("tokenizer.chat_template");
+      QWEN_CHECK(opts.n_ctx <= cfg.n_ctx_train, "-c ", opts.n_ctx,
+                 " exceeds the context the model was trained on (", cfg.n_ctx_train, " tokens, ",
+                 cfg.arch_name, ".context_length)");
+      if (!cnv && !no_cnv)
+        chat = interactive || !chat_template.empty() || file->has("tokenizer.chat_template");
     }
     QWEN_CHECK(!(no_cnv && interactive), "-i is a chat, -no-cnv asks for plain completion: drop one");
-    QWEN_CHECK(chat || system_prompt.empty(), "-sys / --system-prompt is a chat message: it needs conversation "
-                                              "mode (-cnv), not -no-cnv");
-    QWEN_CHECK(chat || chat_template.empty(), "--chat-template needs conversation mode (-cnv), not -no-cnv");
-    QWEN_CHECK(chat || !prompt.empty(), "give a prompt with -p TEXT or -f FILE (this model has no chat template, "
-                                        "so there is no conversation mode)");
+    // Not a chat: -no-cnv, or a model without a chat template and no --chat-template.
+    const char* why_plain = no_cnv ? "-no-cnv asks for a plain completion"
+                                   : "the model has no chat template (name one with --chat-template)";
+    QWEN_CHECK(chat || system_prompt.empty(), "-sys / --system-prompt is a chat message, but ", why_plain);
+    QWEN_CHECK(chat || chat_template.empty(), "--chat-template needs conversation mode, but ", why_plain);
+    QWEN_CHECK(chat || !prompt.empty(), "give a prompt with -p TEXT or -f FILE (", why_plain, ")");
     gen.sampler.seed = seed >= 0 ? uint64_t(seed) : std::random_device{}();
     ProgressBar bar;
     if (isatty(fileno(stderr))) opts.on_progress = std::ref(bar);
@@ -285,10 +306,11 @@ int main(int argc, char** argv) {
             tok.encode(tmpl.render(conv.messages(), /*add_generation_prompt=*/true), /*parse_special=*/true);
         if (int(ids.size()) + reply_room <= n_ctx || conv.turns.size() == 1) {
           if (dropped > 0) {
-            std::fprintf(stderr, "[context: dropped the %d oldest messages to fit %d tokens]\n", dropped, n_ctx);
+            std::fprintf(stderr, "[context: dropped the %d oldest messages to fit %d tokens]\n", dropped,
+                         n_ctx);
           }
-          QWEN_CHECK(int(ids.size()) < n_ctx, "the message needs ", ids.size(), " tokens with the system prompt; "
-                     "the context holds ", n_ctx, " (-c)");
+          QWEN_CHECK(int(ids.size()) < n_ctx, "the message needs ", ids.size(),
+                     " tokens with the system prompt; the context holds ", n_ctx, " (-c)");
           return ids;
         }
         // Drop the oldest user message and the assistant reply after it.

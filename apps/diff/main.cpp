@@ -6,9 +6,11 @@
 //
 // The first device is the reference. Without --devices: cpu,cuda when a GPU is present; on a
 // machine without one, the CPU's one-forward pass against its own decode path (one token per
-// forward through the KV cache), the other comparison that machine can make. NMSE = sum (b - a)^2 / sum a^2 over the whole tensor
-// (all rows of all forward calls); max|d| = max |b - a|; "worst row" is the row with the largest
-// NMSE (with its index), which singles out scattered garbage rows that a global average hides.
+// forward through the KV cache), the other comparison that machine can make.
+//
+// NMSE = sum (b - a)^2 / sum a^2 over the whole tensor (all rows of all forward calls);
+// max|d| = max |b - a|; "worst row" is the row with the largest NMSE (with its index), which
+// singles out scattered garbage rows that a global average hides.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>

@@ -11,7 +11,9 @@ namespace {
 constexpr char kMagic[8] = {'Q', 'W', 'E', 'N', 'K', 'L', 'D', '1'};
 constexpr uint64_t kHeaderBytes = sizeof(kMagic) + 4 * sizeof(int32_t);
 
-uint64_t chunk_bytes(const KlHeader& h) { return uint64_t(h.rows()) * uint64_t(h.n_vocab) * sizeof(float); }
+uint64_t chunk_bytes(const KlHeader& h) {
+  return uint64_t(h.rows()) * uint64_t(h.n_vocab) * sizeof(float);
+}
 
 }  // namespace
 

@@ -59,7 +59,10 @@ qwen::ppl::KlHeader windows_from_text(const Options& o, const qwen::gguf::File& 
 }
 
 json perplexity_json(const qwen::ppl::Perplexity& p) {
-  return {{"ppl", p.ppl}, {"ppl_stderr", p.ppl_stderr}, {"nll", p.nll}, {"nll_stderr", p.nll_stderr},
+  return {{"ppl", p.ppl},
+          {"ppl_stderr", p.ppl_stderr},
+          {"nll", p.nll},
+          {"nll_stderr", p.nll_stderr},
           {"n_scored", p.n}};
 }
 
@@ -126,16 +129,17 @@ int run(Options& o, bool ctx_given) {
              cfg.n_ctx_train, " tokens, ", cfg.arch_name, ".context_length)");
   if (!o.kl) h = windows_from_text(o, *file);
   file.reset();
+  std::unique_ptr<qwen::ppl::KlWriter> writer;  // opened now: a path that cannot be written fails early
+  if (!o.kl && !o.kl_base.empty()) writer = std::make_unique<qwen::ppl::KlWriter>(o.kl_base, h);
 
   o.engine.n_ctx = h.n_ctx;
   o.engine.max_batch = std::min(o.engine.max_batch, h.n_ctx);
   auto engine = qwen::Engine::load(o.engine);
-  std::fprintf(stderr, "qwen-perplexity: %s on %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
+  std::fprintf(stderr,
+               "qwen-perplexity: %s on %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
                o.engine.model_path.c_str(), engine->backend().name().c_str(), h.n_chunk, h.n_ctx, h.first + 1,
                h.n_ctx - 1);
 
-  std::unique_ptr<qwen::ppl::KlWriter> writer;
-  if (!o.kl && !o.kl_base.empty()) writer = std::make_unique<qwen::ppl::KlWriter>(o.kl_base, h);
   const size_t n_vocab = size_t(h.n_vocab), rows = size_t(h.rows());
   std::vector<float> logits, scored, base_logits;  // scored: this chunk's rows for the base file
   if (writer) scored.resize(rows * n_vocab);
@@ -167,8 +171,10 @@ int run(Options& o, bool ctx_given) {
 
   const qwen::ppl::Perplexity p = qwen::ppl::perplexity(nll);
   if (o.json) {
-    json out = {{"model", o.engine.model_path}, {"backend", engine->backend().name()},
-                {"n_ctx", h.n_ctx},             {"n_chunks", h.n_chunk},
+    json out = {{"model", o.engine.model_path},
+                {"backend", engine->backend().name()},
+                {"n_ctx", h.n_ctx},
+                {"n_chunks", h.n_chunk},
                 {"first_scored", h.first + 1}};
     out.update(perplexity_json(p));
     if (!o.text_file.empty()) out["file"] = o.text_file;
@@ -180,7 +186,7 @@ int run(Options& o, bool ctx_given) {
   } else {
     std::printf("Final estimate: PPL = %.4f +/- %.5f (%lld tokens scored)\n", p.ppl, p.ppl_stderr,
                 static_cast<long long>(p.n));
-    if (writer) std::printf("base log-probabilities written to %s\n", o.kl_base.c_str());
+    if (writer) std::printf("base logits written to %s\n", o.kl_base.c_str());
   }
   return 0;
 }
@@ -188,33 +194,38 @@ int run(Options& o, bool ctx_given) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qwen-perplexity: perplexity of a GGUF model on a text file, and KL divergence against a base"};
+  CLI::App app{
+      "qwen-perplexity: perplexity of a GGUF model on a text file, and KL divergence against a base"};
   app.option_defaults()->always_capture_default();
   Options o;
   app.add_option("-m,--model", o.engine.model_path, "GGUF model file")->required();
-  app.add_option("-f,--file", o.text_file, "text file to score (not with --kl-divergence: the base file holds "
-                                           "the tokens)");
+  app.add_option("-f,--file", o.text_file,
+                 "text file to score (not with --kl-divergence: the base file holds the tokens)");
   auto* ctx = app.add_option("-c,--ctx-size", o.n_ctx, "window in tokens; its second half is scored")
                   ->check(CLI::Range(4, 1 << 20));
   app.add_option("--chunks", o.chunks, "windows to score (-1: all that fit in the file)");
   app.add_option("-b,--batch-size", o.engine.max_batch, "most tokens per forward call")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("-t,--threads", o.engine.n_threads, "CPU threads (0: all)")->check(CLI::Range(0, 4096));
-  app.add_option("--device", o.engine.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--device", o.engine.device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--kl-divergence-base", o.kl_base,
                  "file of the base model's logits: written by a run without --kl-divergence, read by one "
                  "with it");
-  app.add_flag("--kl-divergence", o.kl, "compare with the --kl-divergence-base file: KL divergence, top-1 "
-                                        "agreement, Δp percentiles");
+  app.add_flag("--kl-divergence", o.kl,
+               "compare with the --kl-divergence-base file: KL divergence, top-1 agreement, Δp percentiles");
   app.add_flag("--json", o.json, "print the results as one JSON object on stdout");
   app.add_flag("--verbose", o.verbose, "errors also name the source location that raised them");
   CLI11_PARSE(app, argc, argv);
   try {
-    QWEN_CHECK(o.chunks == -1 || o.chunks >= 1, "--chunks ", o.chunks, " must be -1 (all windows) or at least 1");
+    QWEN_CHECK(o.chunks == -1 || o.chunks >= 1, "--chunks ", o.chunks,
+               " must be -1 (all windows) or at least 1");
     if (o.kl) {
-      QWEN_CHECK(!o.kl_base.empty(), "--kl-divergence needs --kl-divergence-base FILE (the base run's output)");
-      QWEN_CHECK(o.text_file.empty(), "-f is not used with --kl-divergence: the windows' tokens come from "
-                                      "--kl-divergence-base ", o.kl_base);
+      QWEN_CHECK(!o.kl_base.empty(),
+                 "--kl-divergence needs --kl-divergence-base FILE (the base run's output)");
+      QWEN_CHECK(o.text_file.empty(),
+                 "-f is not used with --kl-divergence: the windows' tokens come from --kl-divergence-base ",
+                 o.kl_base);
     } else {
       QWEN_CHECK(!o.text_file.empty(), "give the text to score with -f FILE");
     }

@@ -48,8 +48,8 @@ struct KlSummary {
   Perplexity ppl_q, ppl_base;
   Mean ln_ppl_ratio;  // mean of ln Q(target)^-1 - ln P(target)^-1 = ln(PPL(Q) / PPL(base))
   Mean kld;
-  std::vector<double> kld_percentiles;      // at kKldPercentiles
-  Mean same_top;                            // fraction of positions where the top tokens agree
+  std::vector<double> kld_percentiles;  // at kKldPercentiles
+  Mean same_top;                        // fraction of positions where the top tokens agree
   double delta_p_rms = 0.0;
   std::vector<double> delta_p_percentiles;  // at kDeltaPPercentiles
 };

@@ -108,11 +108,21 @@ std::string piece_literal(const std::string& bytes) {
       continue;
     }
     switch (c) {
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      case '\\': out += "\\\\"; break;
-      case '\'': out += "\\'"; break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\'':
+        out += "\\'";
+        break;
       default:
         if (c >= 0x20 && c < 0x7F) {
           out += char(c);
@@ -132,7 +142,8 @@ void print_tokens(const qwen::Tokenizer& tok, const std::vector<int32_t>& ids, b
     std::cout << ids_json(ids) << "\n";
     return;
   }
-  for (int32_t id : ids) std::cout << std::setw(6) << id << " -> " << piece_literal(tok.token_bytes(id)) << "\n";
+  for (int32_t id : ids)
+    std::cout << std::setw(6) << id << " -> " << piece_literal(tok.token_bytes(id)) << "\n";
 }
 
 void info(const qwen::Tokenizer& tok) {
@@ -185,7 +196,8 @@ int main(int argc, char** argv) {
        show_info = false, from_stdin = false, ids_only = false, verbose = false;
   int bench_reps = 0;
   app.add_option("-m,--model", model, "GGUF file (only its tokenizer metadata is read)")->required();
-  auto* p_opt = app.add_option("-p,--prompt", prompt, "tokenize this text: one line per token, id -> 'piece'");
+  auto* p_opt =
+      app.add_option("-p,--prompt", prompt, "tokenize this text: one line per token, id -> 'piece'");
   auto* f_opt = app.add_option("-f,--file", prompt_file, "tokenize the text of this file, as -p");
   auto* s_opt = app.add_flag("--stdin", from_stdin, "tokenize all of stdin as one plain text, as -p");
   p_opt->excludes(f_opt)->excludes(s_opt);

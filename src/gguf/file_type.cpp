@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 
 #include "gguf/ggml_types.h"
 #include "gguf/gguf.h"
@@ -11,50 +12,24 @@ namespace {
 
 // llama.cpp's llama_ftype values (the PyPI gguf package's LlamaFileType), without the MOSTLY_
 // prefix. Numbers 4-6 were retired upstream and are absent on purpose.
-const char* ftype_name(int64_t ftype) {
-  switch (ftype) {
-    case 0: return "F32";
-    case 1: return "F16";
-    case 2: return "Q4_0";
-    case 3: return "Q4_1";
-    case 7: return "Q8_0";
-    case 8: return "Q5_0";
-    case 9: return "Q5_1";
-    case 10: return "Q2_K";
-    case 11: return "Q3_K_S";
-    case 12: return "Q3_K_M";
-    case 13: return "Q3_K_L";
-    case 14: return "Q4_K_S";
-    case 15: return "Q4_K_M";
-    case 16: return "Q5_K_S";
-    case 17: return "Q5_K_M";
-    case 18: return "Q6_K";
-    case 19: return "IQ2_XXS";
-    case 20: return "IQ2_XS";
-    case 21: return "Q2_K_S";
-    case 22: return "IQ3_XS";
-    case 23: return "IQ3_XXS";
-    case 24: return "IQ1_S";
-    case 25: return "IQ4_NL";
-    case 26: return "IQ3_S";
-    case 27: return "IQ3_M";
-    case 28: return "IQ2_S";
-    case 29: return "IQ2_M";
-    case 30: return "IQ4_XS";
-    case 31: return "IQ1_M";
-    case 32: return "BF16";
-    case 36: return "TQ1_0";
-    case 37: return "TQ2_0";
-    default: return nullptr;
-  }
-}
+constexpr std::pair<int64_t, const char*> kFileTypes[] = {
+    {0, "F32"},     {1, "F16"},     {2, "Q4_0"},     {3, "Q4_1"},    {7, "Q8_0"},     {8, "Q5_0"},
+    {9, "Q5_1"},    {10, "Q2_K"},   {11, "Q3_K_S"},  {12, "Q3_K_M"}, {13, "Q3_K_L"},  {14, "Q4_K_S"},
+    {15, "Q4_K_M"}, {16, "Q5_K_S"}, {17, "Q5_K_M"},  {18, "Q6_K"},   {19, "IQ2_XXS"}, {20, "IQ2_XS"},
+    {21, "Q2_K_S"}, {22, "IQ3_XS"}, {23, "IQ3_XXS"}, {24, "IQ1_S"},  {25, "IQ4_NL"},  {26, "IQ3_S"},
+    {27, "IQ3_M"},  {28, "IQ2_S"},  {29, "IQ2_M"},   {30, "IQ4_XS"}, {31, "IQ1_M"},   {32, "BF16"},
+    {36, "TQ1_0"},  {37, "TQ2_0"},
+};
 
 }  // namespace
 
 std::string file_type_name(const File& f) {
   // A number this table lacks (a newer upstream type) falls through to the tensor census.
   if (f.has("general.file_type")) {
-    if (const char* name = ftype_name(f.get<int64_t>("general.file_type"))) return name;
+    const auto ftype = f.get<int64_t>("general.file_type");
+    for (const auto& [id, name] : kFileTypes) {
+      if (id == ftype) return name;
+    }
   }
   std::map<GGMLType, int64_t> elements;
   for (const TensorInfo& t : f.tensors()) {

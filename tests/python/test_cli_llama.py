@@ -130,3 +130,19 @@ def test_bench_and_server_help_show_defaults(bin_dir):
     assert bench.returncode == 0 and "=512" in bench.stdout and "=128" in bench.stdout and "=f16" in bench.stdout
     server = subprocess.run([str(bin_dir / "qwen-server"), "--help"], capture_output=True, text=True, timeout=30)
     assert server.returncode == 0 and "=8080" in server.stdout and "=127.0.0.1" in server.stdout
+
+
+def test_without_a_template_the_default_is_plain_completion(bin_dir, tmp_path, tokenizer_dir):
+    """A model whose GGUF has no tokenizer.chat_template: -p is a plain completion (== -no-cnv), -sys
+    is refused naming the missing template, --chat-template NAME turns conversation mode on."""
+    bare = tmp_path / "no-template.gguf"
+    make_model(bare, arch="qwen2", n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_vocab=151936,
+               type="Q8_0", seed=11, vocab=str(tokenizer_dir / "tokenizer.json"))
+    default = cli(bin_dir, "-m", bare, "-p", "Hi", *GREEDY)
+    plain = cli(bin_dir, "-m", bare, "-no-cnv", "-p", "Hi", *GREEDY)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout == plain.stdout and "[prompt: 1 tokens" in default.stderr
+    sys_ = cli(bin_dir, "-m", bare, "-sys", "x", "-p", "Hi", *GREEDY)
+    assert sys_.returncode == 1 and "no chat template" in sys_.stderr and "model:" not in sys_.stderr
+    named = cli(bin_dir, "-m", bare, "--chat-template", "chatml", "-p", "Hi", *GREEDY)
+    assert named.returncode == 0 and "[prompt: 1 tokens" not in named.stderr, named.stderr
