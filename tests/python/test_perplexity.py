@@ -85,7 +85,9 @@ def test_real_model_ppl_matches_float64_and_kl_of_itself_is_zero(bin_dir, real_m
     float64 from qwen-logits' logits of the same window within 1e-4 relative (measured ~1e-9: the same
     fp32 logits, summed in double), and its standard error with PPL * sqrt(var(NLL) / (n - 1)) within
     1e-4 relative. The base file written by that run, compared with the same model: mean KL exactly 0,
-    top-1 agreement 1, every Δp percentile 0."""
+    top-1 agreement 1, every Δp percentile 0. (The independent numpy float64 forward, reference.py, gives
+    this window a PPL within 3.8e-8 relative of the tool's, measured by hand on 2026-12-07: 88 s on 2
+    cores, too slow for this test.)"""
     (tmp_path / "t.txt").write_text(TEXT)
     base = tmp_path / "base.kld"
     out = run(bin_dir, "-m", real_model, "-f", tmp_path / "t.txt", "-c", 128, "--chunks", 1, "--json",
