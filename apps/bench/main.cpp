@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "gguf/file_type.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/kv_cache.h"
@@ -91,17 +92,30 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("-b,--batch", batches, "sequences decoded together in the tg test (several: one test each)")
       ->check(CLI::PositiveNumber)
-      ->delimiter(',');
-  app.add_option("-r,--repetitions", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber);
-  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
-  app.add_option("--kv-type", kv_name, "KV cache type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("-r,--repetitions", reps, "timed repetitions after one warm-up")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--device", device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("-t,--threads", n_threads, "CPU threads (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--kv-type", kv_name, "KV cache type: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
   app.add_flag("--json", json, "print JSON instead of a markdown table");
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -204,7 +218,7 @@ int main(int argc, char** argv) {
           "nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version "
           "--format=csv,noheader");
     }
-    const std::string type_str = qwen::type_name(model.weights().layers.at(0).ffn_down.type);
+    const std::string type_str = qwen::gguf::file_type_name(*file);
     const double size_mib = double(model.weights().nbytes()) / (1 << 20);
     const std::string model_name = std::filesystem::path(model_path).filename().string();
 
@@ -247,7 +261,7 @@ int main(int argc, char** argv) {
                     static_cast<void*>(row_d), static_cast<void*>(logits_d)})
       be.free(p);
   } catch (const std::exception& e) {
-    std::cerr << "qwen-bench: error: " << e.what() << "\n";
+    std::cerr << "qwen-bench: error: " << qwen::error_text(e, verbose) << "\n";
     return 1;
   }
   return 0;

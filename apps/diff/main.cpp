@@ -4,9 +4,13 @@
 //
 //   qwen-diff -m model.gguf --prompt "Hello" [--devices cpu,cuda] [--step] [--nmse 1e-5]
 //
-// The first device is the reference. NMSE = sum (b - a)^2 / sum a^2 over the whole tensor
-// (all rows of all forward calls); max|d| = max |b - a|; "worst row" is the row with the largest
-// NMSE (with its index), which singles out scattered garbage rows that a global average hides.
+// The first device is the reference. Without --devices: cpu,cuda when a GPU is present; on a
+// machine without one, the CPU's one-forward pass against its own decode path (one token per
+// forward through the KV cache), the other comparison that machine can make.
+//
+// NMSE = sum (b - a)^2 / sum a^2 over the whole tensor (all rows of all forward calls);
+// max|d| = max |b - a|; "worst row" is the row with the largest NMSE (with its index), which
+// singles out scattered garbage rows that a global average hides.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -144,7 +148,8 @@ Metrics compare(const Tensor& a, const Tensor& b) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-diff: compare every named intermediate of two backends on the same tokens"};
-  std::string model_path, prompt, tokens_text, devices = "cpu,cuda", kv_name = "f16";
+  app.option_defaults()->always_capture_default();
+  std::string model_path, prompt, tokens_text, devices, kv_name = "f16";
   bool step = false, color = isatty(1) != 0;
   double tol = 1e-5;
   int n_threads = 0;
@@ -153,16 +158,28 @@ int main(int argc, char** argv) {
       app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
   auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
   p_opt->excludes(t_opt);
-  app.add_option("--devices", devices, "reference,candidate (e.g. cpu,cuda)");
+  app.add_option("--devices", devices,
+                 "reference,candidate, e.g. cpu,cuda (default: cpu,cuda with a GPU; without one, cpu in one "
+                 "forward vs cpu one token per forward)");
   app.add_flag("--step", step, "one token per forward through the KV cache (the decode path)");
   app.add_option("--nmse", tol, "NMSE above which a tensor is flagged");
   app.add_option("--kv-type", kv_name, "KV cache type on both sides: f16 or f32")
       ->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
   app.add_flag("--color,!--no-color", color, "colour the verdicts (default: when stdout is a terminal)");
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   CLI11_PARSE(app, argc, argv);
 
   try {
+    // Without a GPU the candidate is the CPU's decode path (step_b), unless --step already asks
+    // for it on both sides.
+    bool step_b = step;
+    if (devices.empty()) {
+      const bool gpu = qwen::cuda_available();
+      devices = gpu ? "cpu,cuda" : "cpu,cpu";
+      step_b = step || !gpu;
+    }
     const auto comma = devices.find(',');
     QWEN_CHECK(comma != std::string::npos, "--devices: expected two devices like cpu,cuda, got '", devices,
                "'");
@@ -176,13 +193,14 @@ int main(int argc, char** argv) {
     QWEN_CHECK(!ids.empty(), "the input has no tokens");
     const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
     const Trace a = run(dev_a, *file, ids, step, kv_type, n_threads);
-    const Trace b = run(dev_b, *file, ids, step, kv_type, n_threads);
+    const Trace b = run(dev_b, *file, ids, step_b, kv_type, n_threads);
 
     const char* red = color ? "\033[31m" : "";
     const char* green = color ? "\033[32m" : "";
     const char* reset = color ? "\033[0m" : "";
-    std::printf("\n%s vs %s on %zu tokens%s, flagging NMSE > %.1e\n\n", dev_b.c_str(), dev_a.c_str(),
-                ids.size(), step ? " (one per forward)" : " (one forward)", tol);
+    auto mode = [](bool s) { return s ? " (one token per forward)" : " (one forward)"; };
+    std::printf("\n%s%s vs %s%s on %zu tokens, flagging NMSE > %.1e\n\n", dev_b.c_str(), mode(step_b),
+                dev_a.c_str(), mode(step), ids.size(), tol);
     std::printf("  %-22s %14s %11s %11s %11s %16s   %s\n", "tensor", "shape", "NMSE", "max|d|", "rms(ref)",
                 "worst row (NMSE)", "");
     std::string first_bad;
@@ -236,7 +254,7 @@ int main(int argc, char** argv) {
     }
     return first_bad.empty() ? 0 : 2;
   } catch (const std::exception& e) {
-    std::cerr << "qwen-diff: error: " << e.what() << "\n";
+    std::cerr << "qwen-diff: error: " << qwen::error_text(e, verbose) << "\n";
     return 1;
   }
 }

@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
 
   Options o;
   CLI::App app{"qwen-server: OpenAI-compatible HTTP server (chat and text completions, streaming)"};
+  app.option_defaults()->always_capture_default();  // --help shows every default
   app.add_option("-m,--model", o.model, "GGUF model file")->required();
   app.add_option("--host", o.host, "address to bind (loopback by default)");
   app.add_option("--port", o.port, "TCP port; 0 picks a free one (printed on stderr)")

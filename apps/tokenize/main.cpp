@@ -1,4 +1,6 @@
-// qwen-tokenize: the model's tokenizer on JSON Lines.
+// qwen-tokenize: the model's tokenizer on plain text or JSON Lines.
+//   qwen-tokenize -m MODEL (-p TEXT | -f FILE | --stdin) [--ids] [--special] [--add-special]
+//       one text (as llama-tokenize): a line per token, "id -> 'piece'"; --ids prints [id, ...]
 //   qwen-tokenize -m MODEL [--special] [--add-special] < strings.jsonl    one JSON array of ids per line
 //   qwen-tokenize -m MODEL --decode [--skip-special] < ids.jsonl          one JSON string per line
 //   qwen-tokenize -m MODEL --chat FILE.json [--chat-template NAME | --chat-template-file JINJA]
@@ -13,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -48,7 +51,8 @@ void for_each_line(std::istream& in, F&& f) {
     try {
       v = json::parse(line);
     } catch (const json::exception& e) {
-      QWEN_FAIL("stdin line ", n, ": not JSON: ", e.what());
+      QWEN_FAIL("stdin line ", n, " is not JSON (", e.what(),
+                "); without -p, -f or --stdin the input is JSON Lines: use --stdin for plain text");
     }
     f(v, n);
   }
@@ -87,6 +91,59 @@ void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, con
   const auto ids = tok.encode(text, /*parse_special=*/true);
   std::cout << "{\"template\": \"" << tmpl.name() << "\", \"text\": " << string_json(text)
             << ", \"ids\": " << ids_json(ids) << "}\n";
+}
+
+// A token's bytes as a quoted literal: printable ASCII and complete UTF-8 as is, control bytes and
+// bytes of a character split across tokens as \xNN (\n, \t, \r, \\ and \' spelled out).
+std::string piece_literal(const std::string& bytes) {
+  std::string out = "'";
+  for (size_t i = 0; i < bytes.size();) {
+    const unsigned char c = static_cast<unsigned char>(bytes[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool whole = len > 1 && i + len <= bytes.size();
+    for (size_t k = 1; whole && k < len; ++k) whole = (static_cast<unsigned char>(bytes[i + k]) >> 6) == 0x2;
+    if (whole) {
+      out.append(bytes, i, len);
+      i += len;
+      continue;
+    }
+    switch (c) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\'':
+        out += "\\'";
+        break;
+      default:
+        if (c >= 0x20 && c < 0x7F) {
+          out += char(c);
+        } else {
+          char hex[5];
+          std::snprintf(hex, sizeof hex, "\\x%02X", c);
+          out += hex;
+        }
+    }
+    ++i;
+  }
+  return out + "'";
+}
+
+void print_tokens(const qwen::Tokenizer& tok, const std::vector<int32_t>& ids, bool ids_only) {
+  if (ids_only) {
+    std::cout << ids_json(ids) << "\n";
+    return;
+  }
+  for (int32_t id : ids)
+    std::cout << std::setw(6) << id << " -> " << piece_literal(tok.token_bytes(id)) << "\n";
 }
 
 void info(const qwen::Tokenizer& tok) {
@@ -133,11 +190,20 @@ void bench(const qwen::Tokenizer& tok, int reps, bool special) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-tokenize: encode / decode JSON Lines and render chats with a GGUF model's tokenizer"};
-  std::string model, chat_file, chat_template, chat_template_file, vars_text = "{}";
+  app.option_defaults()->always_capture_default();
+  std::string model, chat_file, chat_template, chat_template_file, vars_text = "{}", prompt, prompt_file;
   bool decode = false, special = false, add_special = false, skip_special = false, no_gen = false,
-       show_info = false;
+       show_info = false, from_stdin = false, ids_only = false, verbose = false;
   int bench_reps = 0;
   app.add_option("-m,--model", model, "GGUF file (only its tokenizer metadata is read)")->required();
+  auto* p_opt =
+      app.add_option("-p,--prompt", prompt, "tokenize this text: one line per token, id -> 'piece'");
+  auto* f_opt = app.add_option("-f,--file", prompt_file, "tokenize the text of this file, as -p");
+  auto* s_opt = app.add_flag("--stdin", from_stdin, "tokenize all of stdin as one plain text, as -p");
+  p_opt->excludes(f_opt)->excludes(s_opt);
+  f_opt->excludes(s_opt);
+  app.add_flag("--ids", ids_only, "-p / -f / --stdin: print only the ids, as [1, 2, 3]");
+  app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   app.add_flag("--decode", decode, "ids -> text instead of text -> ids");
   app.add_flag("--special", special, "match control tokens (<|im_start|> ...) written in the text");
   app.add_flag("--add-special", add_special, "add BOS/EOS as the model's add_bos_token/add_eos_token say");
@@ -155,13 +221,30 @@ int main(int argc, char** argv) {
   app.add_option("--bench", bench_reps, "encode stdin N times and report throughput")
       ->check(CLI::PositiveNumber);
   app.add_flag("--info", show_info, "print a tokenizer summary");
+  for (const char* other : {"--decode", "--chat", "--bench", "--info"}) {
+    for (CLI::Option* text : {p_opt, f_opt, s_opt}) text->excludes(other);
+  }
   CLI11_PARSE(app, argc, argv);
+  const bool plain_text = !prompt.empty() || !prompt_file.empty() || from_stdin;
 
   try {
     std::ios::sync_with_stdio(false);
     const auto file = qwen::gguf::File::open(model);
     const qwen::Tokenizer tok(*file);
-    if (show_info) {
+    if (plain_text) {
+      std::stringstream text;
+      if (!prompt_file.empty()) {
+        std::ifstream in(prompt_file, std::ios::binary);
+        QWEN_CHECK(in, "-f: cannot open ", prompt_file);
+        text << in.rdbuf();
+      } else if (from_stdin) {
+        text << std::cin.rdbuf();
+      } else {
+        text << prompt;
+      }
+      print_tokens(tok, tok.encode(text.str(), special, add_special), ids_only);
+    } else if (show_info) {
+      QWEN_CHECK(!ids_only, "--ids applies to -p / -f / --stdin");
       info(tok);
     } else if (bench_reps > 0) {
       bench(tok, bench_reps, special);
@@ -221,7 +304,7 @@ int main(int argc, char** argv) {
       });
     }
   } catch (const std::exception& e) {
-    std::cerr << "qwen-tokenize: " << e.what() << "\n";
+    std::cerr << "qwen-tokenize: " << qwen::error_text(e, verbose) << "\n";
     return 1;
   }
   return 0;

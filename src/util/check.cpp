@@ -6,7 +6,13 @@ namespace qwen {
 
 [[noreturn]] void fail_at(const char* file, int line, const std::string& msg) {
   const char* base = std::strrchr(file, '/');
-  throw Error(str(msg, " [", base ? base + 1 : file, ":", line, "]"));
+  throw Error(msg, str(base ? base + 1 : file, ":", line));
+}
+
+std::string error_text(const std::exception& e, bool verbose) {
+  const auto* q = dynamic_cast<const Error*>(&e);
+  if (!verbose || q == nullptr || q->where().empty()) return e.what();
+  return str(e.what(), " [", q->where(), "]");
 }
 
 }  // namespace qwen

@@ -2,15 +2,23 @@
 // qwen::Error with a message naming what is wrong; internal preconditions use QWEN_ASSERT.
 #pragma once
 
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 
 namespace qwen {
 
+// what() is the message alone, the words a user acts on; where() is the source location that
+// raised it ("session.cpp:399", empty when unknown), which only a developer needs (--verbose).
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& msg, std::string where = {})
+      : std::runtime_error(msg), where_(std::move(where)) {}
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
 };
 
 // Concatenates any streamable values: str("tensor ", name, " has ", n, " dims").
@@ -23,9 +31,13 @@ std::string str(const Args&... args) {
 
 [[noreturn]] void fail_at(const char* file, int line, const std::string& msg);
 
+// The text an app prints for a caught exception: the message, and with `verbose` the source
+// location of a qwen::Error after it ("... [session.cpp:399]").
+std::string error_text(const std::exception& e, bool verbose);
+
 }  // namespace qwen
 
-// QWEN_CHECK(cond, parts...): throws qwen::Error("file:line: parts...") when cond is false.
+// QWEN_CHECK(cond, parts...): throws qwen::Error(parts..., where = "file:line") when cond is false.
 #define QWEN_CHECK(cond, ...)                                                   \
   do {                                                                          \
     if (!(cond)) ::qwen::fail_at(__FILE__, __LINE__, ::qwen::str(__VA_ARGS__)); \
