@@ -77,7 +77,7 @@ def test_escape(bin_dir, model):
     (["--min-p", 1.5], ["--min-p", "1.5"]),
     (["--repeat-penalty", 0], ["--repeat-penalty", "above 0"]),
     (["-n", -2], ["--n-predict", "-2"]),
-    (["-c", 999999], ["-c 999999", "4096", "context_length"]),
+    (["-c", 999999], ["a context of 999999 tokens", "4096", "context_length", "--ctx-overflow"]),
     (["-ctk", "q8_0"], ["-ctk q8_0", "f16"]),
     (["-ctk", "f16", "-ctv", "f32"], ["-ctk f16", "-ctv f32"]),
     (["-ngl", 0, "--device", "cuda"], ["-ngl 0", "--device cuda"]),
