@@ -193,6 +193,11 @@ def test_prompt_as_token_ids(server, client):
 
 
 def test_seed_reproducible(client):
+    """The same request with the same seed gives the same text. The first request prefills its
+    prompt and the next ones reuse it from the slot's cache, which moves the logits by ~1e-7 (batch
+    vs one-token matmul paths); sampling this random model at temperature 1 turns that into another
+    token now and then, so the compared requests both take the cached path."""
+    chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
     a = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
     b = chat(client, "Write a poem.", temperature=1.0, top_p=0.9, seed=1234, max_tokens=32)
     assert a.choices[0].message.content == b.choices[0].message.content
