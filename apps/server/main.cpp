@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "backend/backend.h"
 #include "gguf/ggml_types.h"
 #include "metrics.h"
 #include "routes.h"
@@ -40,6 +41,7 @@ struct Options {
   std::string chat_template;
   std::string alias;
   std::string kv_type = "auto";
+  bool exact = false;
 };
 
 int serve(const Options& o) {
@@ -48,11 +50,13 @@ int serve(const Options& o) {
   eo.model_path = o.model;
   eo.device = o.device;
   eo.n_threads = o.threads;
+  eo.cpu_exact = o.exact;
   eo.n_ctx = o.n_ctx;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
   if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
   std::unique_ptr<Engine> engine = Engine::load(eo);
+  QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU, "--exact applies to the cpu backend only, not to ", engine->backend().name());
   std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
                o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
   // Prefill scratch, kernels and every decode batch size's graph are set up now, not on the first
@@ -140,6 +144,7 @@ int main(int argc, char** argv) {
   app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--exact", o.exact, "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,

@@ -173,7 +173,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   std::unique_ptr<Engine> e(new Engine());
   Impl& m = *e->impl_;
   m.file = gguf::File::open(o.model_path);
-  m.backend = make_backend(o.device, o.n_threads);
+  m.backend = make_backend(o.device, o.n_threads, o.cpu_exact);
   if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
   m.model = std::make_unique<Model>(*m.file, *m.backend, o.max_batch, o.on_progress);
   const ModelConfig& c = m.model->config();
