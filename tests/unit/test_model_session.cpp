@@ -12,12 +12,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "model/model.h"
+#include "model/weights.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -163,6 +167,40 @@ TEST_F(SessionTest, WarmUpOnlyOnEmptySlots) {
   } catch (const Error& err) {
     EXPECT_NE(std::string(err.what()).find("slot 1 holds 3 tokens"), std::string::npos) << err.what();
   }
+}
+
+// On the CPU the matrices are not copied: every one points into a mapping of the model file
+// (per /proc/self/maps), and nbytes() still counts them (qwen-bench's GB/s depend on it).
+TEST_F(SessionTest, CpuWeightsAreReadInPlaceFromTheMapping) {
+  auto e = load(1);
+  const std::string path = fs::canonical(model_).string();
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    std::istringstream in(line);
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    in >> std::hex >> lo >> dash >> hi;
+    ranges.emplace_back(lo, hi);
+  }
+  ASSERT_FALSE(ranges.empty()) << path << " is not mapped";
+  auto mapped = [&](const Weight& w) {
+    const auto p = reinterpret_cast<uintptr_t>(w.data);
+    return std::any_of(ranges.begin(), ranges.end(),
+                       [&](const auto& r) { return p >= r.first && p + w.nbytes() <= r.second; });
+  };
+  const ModelWeights& w = e->model().weights();
+  size_t matrix_bytes = w.token_embd.nbytes() + (w.output.data != w.token_embd.data ? w.output.nbytes() : 0);
+  EXPECT_TRUE(mapped(w.token_embd));
+  EXPECT_TRUE(mapped(w.output));
+  for (const LayerWeights& l : w.layers) {
+    for (const Weight* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      EXPECT_TRUE(mapped(*m));
+      matrix_bytes += m->nbytes();
+    }
+  }
+  EXPECT_GT(w.nbytes(), matrix_bytes);  // the matrices plus the fp32 norms and biases
 }
 
 // Metric: max |Δlogit| between three slots evaluated in one batch and each alone; <= 1e-4.
