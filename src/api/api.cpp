@@ -2,7 +2,6 @@
 #include <qwen/qwen.h>
 
 #include "backend/backend.h"
-#include "model/config.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"

@@ -2,7 +2,8 @@
 // scripts/make_model.py): batched multi-slot evaluation equals one slot at a time, prefix reuse
 // equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds, and
 // the pipelined Engine::step (generations ending mid-run, destroyed in flight, drained by other
-// calls, left out of steps) against each generation run alone.
+// calls, left out of steps) against each generation run alone; the public API (qwen/qwen.h) against
+// the runtime.
 // Skipped with the reason when python3 + gguf are not available.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include <qwen/qwen.h>
 
 #include "model/model.h"
 #include "model/weights.h"
@@ -624,6 +627,77 @@ TEST_F(SessionTest, GenerationLeftOutOfStepsKeepsItsToken) {
     got[i].c = both[i]->result();
     got[i].slot = e->slot_tokens(int(i));
     expect_same(got[i], run_alone(cases[i]), cases[i], "case " + std::to_string(i));
+  }
+}
+
+
+// The public API (include/qwen/qwen.h) over the same tiny model: tokenize/detokenize, streaming,
+// cancellation and chat give exactly what the runtime gives for the same tokens (exact CPU mode on
+// both sides, so equality is exact).
+class PublicApiTest : public SessionTest {};
+
+TEST_F(PublicApiTest, MatchesTheRuntime) {
+  api::LoadOptions lo;
+  lo.model_path = model_.string();
+  lo.device = "cpu";
+  lo.n_ctx = 256;
+  lo.exact = true;
+  const std::unique_ptr<api::Model> m = api::Model::load(lo);
+  EXPECT_NE(m->backend_name().find("exact"), std::string::npos) << m->backend_name();
+  EXPECT_EQ(m->n_ctx(), 256);
+  EXPECT_EQ(m->n_vocab(), 151936);
+
+  auto engine = load(1);
+  const std::string text = "Hello, world! <|im_end|>";
+  const std::vector<int32_t> ids = m->tokenize(text);
+  EXPECT_EQ(ids, engine->tokenizer().encode(text, true, true));
+  EXPECT_EQ(m->detokenize(ids), text);
+
+  api::GenerateOptions go;
+  go.max_tokens = 6;
+  go.sampling.temperature = 0.f;
+  std::string streamed;
+  const api::Result r = m->generate(ids, go, [&](std::string_view piece) {
+    streamed += piece;
+    return true;
+  });
+  Session s(*engine);
+  GenerateParams p;
+  p.max_tokens = 6;
+  p.sampler.temperature = 0.f;
+  const Completion want = s.generate(ids, p);
+  EXPECT_EQ(r.tokens, want.tokens);
+  EXPECT_EQ(r.text, want.text);
+  EXPECT_EQ(streamed, r.text);
+  EXPECT_EQ(r.finish_reason, finish_reason_name(want.finish));
+
+  const std::vector<api::ChatMessage> chat = {{"user", "What is 2 + 2?"}};
+  const std::string prompt = m->chat_prompt(chat);
+  EXPECT_EQ(prompt, ChatTemplate::for_tokenizer(engine->tokenizer()).render({{"user", "What is 2 + 2?"}}, true));
+  const api::Result c = m->chat(chat, go);
+  s.reset();
+  EXPECT_EQ(c.tokens, s.generate(engine->tokenizer().encode(prompt, true, false), p).tokens);
+
+  int pieces = 0;
+  const api::Result cancelled = m->generate(ids, go, [&](std::string_view) { return ++pieces < 2; });
+  EXPECT_EQ(cancelled.finish_reason, "cancelled");
+}
+
+TEST_F(PublicApiTest, BadOptionsAreErrorsNamingTheField) {
+  api::LoadOptions lo;
+  try {
+    api::Model::load(lo);
+    FAIL() << "loaded without a model path";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("model_path"), std::string::npos) << e.what();
+  }
+  lo.model_path = model_.string();
+  lo.device = "tpu";
+  try {
+    api::Model::load(lo);
+    FAIL() << "loaded on an unknown device";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
   }
 }
 
