@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->capture_default_str();
   bool exact = false;
-  app.add_flag("--exact", exact, "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
+  app.add_flag("--exact", exact,
+               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   std::string kv_type = "auto";
   app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}))
@@ -141,7 +142,8 @@ int main(int argc, char** argv) {
     ProgressBar bar;
     opts.on_progress = std::ref(bar);
     auto engine = qwen::Engine::load(opts);
-    QWEN_CHECK(!exact || engine->backend().kind() == qwen::DeviceKind::CPU, "--exact applies to the cpu backend only, not to ", engine->backend().name());
+    QWEN_CHECK(!exact || engine->backend().kind() == qwen::DeviceKind::CPU,
+               "--exact applies to the cpu backend only, not to ", engine->backend().name());
     const qwen::ModelConfig& cfg = engine->config();
     std::fprintf(stderr, "model: %s (%s, %d layers, %d embd, vocab %d) on %s, ctx %d, loaded in %.0f ms\n",
                  opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,

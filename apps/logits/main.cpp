@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", opts.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)");
   bool fast = false;
-  app.add_flag("--fast", fast, "CPU: 8-bit quantized activations, as qwen-cli's default (not the exact oracle)");
+  app.add_flag("--fast", fast,
+               "CPU: 8-bit quantized activations, as qwen-cli's default (not the exact oracle)");
   app.add_option("-b,--batch", opts.max_batch, "most tokens per forward call");
   app.add_option("--dump", dump_dir, "write every named intermediate as DIR/L03.attn_norm.npy ...");
   app.add_flag("--step", step, "feed one token per forward call through the KV cache");

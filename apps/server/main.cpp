@@ -56,7 +56,8 @@ int serve(const Options& o) {
   eo.max_batch = o.batch;
   if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
   std::unique_ptr<Engine> engine = Engine::load(eo);
-  QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU, "--exact applies to the cpu backend only, not to ", engine->backend().name());
+  QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU,
+             "--exact applies to the cpu backend only, not to ", engine->backend().name());
   std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
                o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
   // Prefill scratch, kernels and every decode batch size's graph are set up now, not on the first
@@ -144,7 +145,8 @@ int main(int argc, char** argv) {
   app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--exact", o.exact, "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
+  app.add_flag("--exact", o.exact,
+               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,

@@ -44,7 +44,7 @@ struct SamplingParams {
 };
 
 struct GenerateOptions {
-  int max_tokens = 256;           // < 0: until end of generation or a full context
+  int max_tokens = 256;  // < 0: until end of generation or a full context
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (not included in the text)
 };

@@ -50,7 +50,8 @@ std::string Model::chat_prompt(const std::vector<ChatMessage>& messages) const {
   return ChatTemplate::for_tokenizer(impl_->engine->tokenizer()).render(m, /*add_generation_prompt=*/true);
 }
 
-Result Model::generate(std::string_view prompt, const GenerateOptions& options, const StreamCallback& on_text) {
+Result Model::generate(std::string_view prompt, const GenerateOptions& options,
+                       const StreamCallback& on_text) {
   return generate(tokenize(prompt), options, on_text);
 }
 

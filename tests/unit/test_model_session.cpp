@@ -6,6 +6,7 @@
 // the runtime.
 // Skipped with the reason when python3 + gguf are not available.
 #include <gtest/gtest.h>
+#include <qwen/qwen.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,12 +17,10 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <qwen/qwen.h>
 
 #include "model/model.h"
 #include "model/weights.h"
@@ -180,7 +179,8 @@ TEST_F(SessionTest, CpuWeightsAreReadInPlaceFromTheMapping) {
   std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
-    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0)
+      continue;
     std::istringstream in(line);
     uintptr_t lo = 0, hi = 0;
     char dash = 0;
@@ -198,7 +198,8 @@ TEST_F(SessionTest, CpuWeightsAreReadInPlaceFromTheMapping) {
   EXPECT_TRUE(mapped(w.token_embd));
   EXPECT_TRUE(mapped(w.output));
   for (const LayerWeights& l : w.layers) {
-    for (const Weight* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+    for (const Weight* m :
+         {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
       EXPECT_TRUE(mapped(*m));
       matrix_bytes += m->nbytes();
     }
@@ -630,7 +631,6 @@ TEST_F(SessionTest, GenerationLeftOutOfStepsKeepsItsToken) {
   }
 }
 
-
 // The public API (include/qwen/qwen.h) over the same tiny model: tokenize/detokenize, streaming,
 // cancellation and chat give exactly what the runtime gives for the same tokens (exact CPU mode on
 // both sides, so equality is exact).
@@ -673,7 +673,8 @@ TEST_F(PublicApiTest, MatchesTheRuntime) {
 
   const std::vector<api::ChatMessage> chat = {{"user", "What is 2 + 2?"}};
   const std::string prompt = m->chat_prompt(chat);
-  EXPECT_EQ(prompt, ChatTemplate::for_tokenizer(engine->tokenizer()).render({{"user", "What is 2 + 2?"}}, true));
+  EXPECT_EQ(prompt,
+            ChatTemplate::for_tokenizer(engine->tokenizer()).render({{"user", "What is 2 + 2?"}}, true));
   const api::Result c = m->chat(chat, go);
   s.reset();
   EXPECT_EQ(c.tokens, s.generate(engine->tokenizer().encode(prompt, true, false), p).tokens);

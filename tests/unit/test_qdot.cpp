@@ -131,9 +131,8 @@ TEST(QDot, FastBackendMatmulMatchesExact) {
   std::mt19937 rng(3);
   const int64_t k = 896, m = 40;
   for (const GGMLType t : {GGMLType::Q5_0, GGMLType::Q8_0, GGMLType::F16}) {
-    const qwen::test::Layout& l =
-        *std::find_if(qwen::test::layouts().begin(), qwen::test::layouts().end(),
-                      [&](const qwen::test::Layout& x) { return x.type == t; });
+    const qwen::test::Layout& l = *std::find_if(qwen::test::layouts().begin(), qwen::test::layouts().end(),
+                                                [&](const qwen::test::Layout& x) { return x.type == t; });
     std::vector<uint8_t> wbytes;
     for (int64_t o = 0; o < m; ++o) {
       const std::vector<uint8_t> r = qwen::test::random_row(l, k, rng);

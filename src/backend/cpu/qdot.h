@@ -20,9 +20,9 @@ namespace qwen::cpu {
 
 // One token's activations, quantized (buffers owned by the caller).
 struct QuantizedRow {
-  int8_t* q = nullptr;    // [n]
-  float* d16 = nullptr;   // [n / 16]
-  float* s16 = nullptr;   // [n / 16]
+  int8_t* q = nullptr;   // [n]
+  float* d16 = nullptr;  // [n / 16]
+  float* s16 = nullptr;  // [n / 16]
 };
 
 using QuantizeFn = void (*)(const float* x, int64_t n, const QuantizedRow& out);

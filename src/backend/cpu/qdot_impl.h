@@ -86,8 +86,9 @@ inline __m256i nibbles(const uint8_t* qs) {
 // Byte j = 0x10 when bit j of qh is set: byte j first gets byte j / 8 of qh (a shuffle of the
 // broadcast word), then its bit j % 8 is tested.
 inline __m256i fifth_bits(uint32_t qh) {
-  const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(int(qh)), _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
+                          _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
   const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
