@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  bool exact = false;
+  app.add_flag("--exact", exact,
+               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   app.add_option("--kv-type", kv_name, "KV cache type: f16 or f32")
       ->check(CLI::IsMember({"f16", "f32"}))
       ->capture_default_str();
@@ -120,8 +123,10 @@ int main(int argc, char** argv) {
 
   try {
     auto file = qwen::gguf::File::open(model_path);
-    auto backend = qwen::make_backend(device, n_threads);
+    auto backend = qwen::make_backend(device, n_threads, exact);
     qwen::Backend& be = *backend;
+    QWEN_CHECK(!exact || be.kind() == qwen::DeviceKind::CPU,
+               "--exact applies to the cpu backend only, not to ", be.name());
     const int max_seq = *std::max_element(batches.begin(), batches.end());
     const int max_batch = std::max({1, n_prompt, max_seq});
     qwen::Model model(*file, be, max_batch);

@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
   app.add_option("-b,--batch-size", opts.max_batch, "most prompt tokens per forward call")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->check(CLI::Range(0, 4096));
+  bool exact = false;
+  app.add_flag("--exact", exact,
+               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}));
   app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp: f16 or f32; K and V share it");
@@ -258,6 +261,7 @@ int main(int argc, char** argv) {
   try {
     if (opts.model_path.empty()) opts.model_path = default_model_path();
     opts.kv_type = cache_type(ctk, ctv, kv_type);
+    opts.cpu_exact = exact;
     if (n_gpu_layers == 0) {
       QWEN_CHECK(opts.device != "cuda", "-ngl 0 (no layer on the GPU) contradicts --device cuda");
       opts.device = "cpu";
@@ -283,6 +287,8 @@ int main(int argc, char** argv) {
     ProgressBar bar;
     if (isatty(fileno(stderr))) opts.on_progress = std::ref(bar);
     auto engine = qwen::Engine::load(opts);
+    QWEN_CHECK(!exact || engine->backend().kind() == qwen::DeviceKind::CPU,
+               "--exact applies to the cpu backend only, not to ", engine->backend().name());
     const qwen::ModelConfig& cfg = engine->config();
     std::fprintf(stderr, "model: %s (%s, %d layers, %d embd, vocab %d) on %s, ctx %d, loaded in %.0f ms\n",
                  opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,

@@ -17,6 +17,7 @@
 #include <map>
 #include <thread>
 
+#include "backend/backend.h"
 #include "gguf/ggml_types.h"
 #include "http.h"
 #include "metrics.h"
@@ -46,6 +47,7 @@ struct Options {
   std::string alias;
   std::string kv_type = "auto";
   qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
+  bool exact = false;
 };
 
 // Names that only ever mean this machine: a server bound to one of them checks Host headers.
@@ -62,12 +64,15 @@ int serve(const Options& o) {
   eo.model_path = o.model;
   eo.device = o.device;
   eo.n_threads = o.threads;
+  eo.cpu_exact = o.exact;
   eo.n_ctx = o.n_ctx;
   eo.ctx_overflow = o.ctx_overflow;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
   if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
   std::unique_ptr<Engine> engine = Engine::load(eo);
+  QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU,
+             "--exact applies to the cpu backend only, not to ", engine->backend().name());
   std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
                o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
   // Prefill scratch, kernels and every decode batch size's graph are set up now, not on the first
@@ -165,6 +170,8 @@ int main(int argc, char** argv) {
   app.add_option("--parallel", o.parallel, "parallel slots decoded together")->check(CLI::Range(1, 256));
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--exact", o.exact,
+               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,

@@ -12,8 +12,8 @@ bool cuda_available() {
 #endif
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) {
-  if (device == "cpu") return make_cpu_backend(n_threads);
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, bool cpu_exact) {
+  if (device == "cpu") return make_cpu_backend(n_threads, cpu_exact);
   if (device == "cuda" || (device == "auto" && cuda_available())) {
 #ifdef QWEN_HAVE_CUDA
     QWEN_CHECK(cuda_device_count() > 0, "--device cuda: no CUDA GPU is available on this machine");
@@ -22,7 +22,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) 
     QWEN_FAIL("--device cuda: this build of qwen.cu has no CUDA backend (configure with QWEN_CUDA=ON)");
 #endif
   }
-  if (device == "auto") return make_cpu_backend(n_threads);
+  if (device == "auto") return make_cpu_backend(n_threads, cpu_exact);
   QWEN_FAIL("unknown device '", device, "' (expected auto, cpu or cuda)");
 }
 

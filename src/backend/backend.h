@@ -144,11 +144,15 @@ class Backend {
 };
 
 // "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads = 0);
+// n_threads and cpu_exact apply to the cpu backend only (see make_cpu_backend).
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads = 0, bool cpu_exact = true);
 bool cuda_available();  // built with CUDA and a GPU is present
 
 // Implemented by backend/cpu and (when built) backend/cuda.
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);  // 0: all hardware threads
+// n_threads 0: all hardware threads. exact: every op is the fp32 oracle (what tests compare
+// against); otherwise matmuls of quantized weights quantize the activations to 8 bits and use
+// integer dot products (backend/cpu/qdot.h), several times faster and slightly less accurate.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 #ifdef QWEN_HAVE_CUDA
 std::unique_ptr<Backend> make_cuda_backend(int device_index);
 int cuda_device_count();  // 0 when no driver / no GPU (never throws)

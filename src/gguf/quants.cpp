@@ -3,7 +3,6 @@
 // Dequantization matches ggml and gguf.quants.dequantize bit for bit: each value is computed with
 // the same fp32 operations in the same order (d * q, or d * q + m), never fused into an FMA.
 #include <algorithm>
-#include <array>
 
 #include "gguf/quants_impl.h"
 #include "util/half.h"
@@ -87,21 +86,6 @@ void dq_q4_1(const uint8_t* __restrict b, float* __restrict y) {
     y[j] = d * float(qs[j] & 0xF) + m;
     y[j + 16] = d * float(qs[j] >> 4) + m;
   }
-}
-
-// Q5 fifth bits: table entry b holds 8 bytes, byte k = 0x10 when bit k of b is set. Expanding qh
-// through it (instead of shifting by the element index) keeps the block loops vectorisable.
-constexpr std::array<uint64_t, 256> kHighBitBytes = [] {
-  std::array<uint64_t, 256> t{};
-  for (uint64_t b = 0; b < 256; ++b)
-    for (int k = 0; k < 8; ++k)
-      if (b >> k & 1) t[b] |= uint64_t(0x10) << (8 * k);
-  return t;
-}();
-
-// hb[j] = 0x10 if bit j of qh is set, else 0 (little-endian byte order, as GGUF).
-inline void expand_high_bits(uint32_t qh, uint8_t* hb) {
-  for (int i = 0; i < 4; ++i) std::memcpy(hb + 8 * i, &kHighBitBytes[(qh >> (8 * i)) & 0xff], 8);
 }
 
 // block_q5_0 (22 bytes): fp16 d; u32 qh (bit i = 5th bit of element i); u8 qs[16].  y = d * (q - 16)

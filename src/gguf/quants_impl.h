@@ -4,6 +4,7 @@
 // independent accumulators (so the reduction vectorises without -ffast-math).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -30,6 +31,21 @@ inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
+}
+
+// Q5 fifth bits: table entry b holds 8 bytes, byte k = 0x10 when bit k of b is set. Expanding qh
+// through it (instead of shifting by the element index) keeps the block loops vectorisable.
+inline constexpr std::array<uint64_t, 256> kHighBitBytes = [] {
+  std::array<uint64_t, 256> t{};
+  for (uint64_t b = 0; b < 256; ++b)
+    for (int k = 0; k < 8; ++k)
+      if (b >> k & 1) t[b] |= uint64_t(0x10) << (8 * k);
+  return t;
+}();
+
+// hb[j] = 0x10 if bit j of qh is set, else 0 (little-endian byte order, as GGUF).
+inline void expand_high_bits(uint32_t qh, uint8_t* hb) {
+  for (int i = 0; i < 4; ++i) std::memcpy(hb + 8 * i, &kHighBitBytes[(qh >> (8 * i)) & 0xff], 8);
 }
 
 constexpr int kLanes = 16;  // independent partial sums: enough for two AVX-512 or four AVX2 registers

@@ -20,13 +20,15 @@ size_t align_up(size_t n) {
 struct Planned {
   const gguf::TensorInfo* info;  // null: a table computed at load (host), not a file tensor
   bool to_f32;                   // vectors are converted to fp32
+  bool in_place;                 // used where the file maps it: no arena bytes
   size_t offset;                 // in the arena
   size_t bytes;                  // in the arena
 };
 
 class Binder {
  public:
-  Binder(const gguf::File& f) : f_(f) {}
+  // in_place: matrices stay in the file's mapping (a host backend reads them there).
+  Binder(const gguf::File& f, bool in_place) : f_(f), in_place_(in_place) {}
 
   // A matrix [ne1][ne0] kept in its type. Returns the index of the planned tensor.
   size_t matrix(const std::string& name, int64_t ne0, int64_t ne1) {
@@ -38,6 +40,11 @@ class Binder {
                " which this build cannot compute with");
     QWEN_CHECK(ne0 % tt.block_size == 0, f_.path(), ": tensor ", name, " row length ", ne0,
                " is not a multiple of the ", tt.name, " block size ", tt.block_size);
+    if (in_place_) {
+      plan.push_back({&t, false, true, 0, 0});
+      mapped += t.nbytes;
+      return plan.size() - 1;
+    }
     return add(t, false, t.nbytes);
   }
 
@@ -57,21 +64,23 @@ class Binder {
 
   // An fp32 table of n values computed at load rather than read from the file.
   size_t computed(size_t n) {
-    plan.push_back({nullptr, true, total, n * sizeof(float)});
+    plan.push_back({nullptr, true, false, total, n * sizeof(float)});
     total += align_up(n * sizeof(float));
     return plan.size() - 1;
   }
 
   std::vector<Planned> plan;
-  size_t total = 0;
+  size_t total = 0;   // arena bytes
+  size_t mapped = 0;  // bytes of the matrices used in place
 
  private:
   size_t add(const gguf::TensorInfo& t, bool to_f32, size_t bytes) {
-    plan.push_back({&t, to_f32, total, bytes});
+    plan.push_back({&t, to_f32, false, total, bytes});
     total += align_up(bytes);
     return plan.size() - 1;
   }
   const gguf::File& f_;
+  bool in_place_;
 };
 
 // The llama3 rope_freqs.weight tensor: per-pair divisors of the rope frequencies (llama.cpp's
@@ -99,7 +108,10 @@ std::vector<float> rope_freq_factors(const gguf::File& f, const ModelConfig& c) 
 ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& backend,
                            const std::function<void(float)>& on_progress)
     : backend_(backend) {
-  Binder b(f);
+  // The CPU backend computes on host memory, so its matrices are read straight from the mapping:
+  // copying them would double the resident memory (the file's pages plus the copy) for nothing.
+  // Only the fp32 vectors (converted from their file type) are copied.
+  Binder b(f, backend.kind() == DeviceKind::CPU);
   // Indices into b.plan, resolved to pointers once the arena exists.
   struct LayerIdx {
     size_t attn_norm, q, k, v, qb, kb, vb, qn, kn, o, ffn_norm, gate, up, down;
@@ -132,11 +144,13 @@ ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& b
   const size_t rope_table = b.computed(inv_freq.size());
 
   arena_bytes_ = b.total;
+  weight_bytes_ = b.total + b.mapped;
   arena_ = backend.alloc(arena_bytes_);
   auto* base = static_cast<uint8_t*>(arena_);
   size_t done = 0;
   std::vector<float> conv;
   for (const Planned& p : b.plan) {
+    if (p.in_place) continue;
     if (p.info == nullptr) {
       backend.upload(base + p.offset, inv_freq.data(), p.bytes);
     } else if (p.to_f32) {
@@ -154,8 +168,9 @@ ModelWeights::ModelWeights(const gguf::File& f, const ModelConfig& c, Backend& b
     return i == SIZE_MAX ? nullptr : reinterpret_cast<const float*>(base + b.plan[i].offset);
   };
   auto mat = [&](size_t i) {
-    const gguf::TensorInfo& t = *b.plan[i].info;
-    return Weight{t.type, t.ne[0], t.ne[1], base + b.plan[i].offset};
+    const Planned& p = b.plan[i];
+    const gguf::TensorInfo& t = *p.info;
+    return Weight{t.type, t.ne[0], t.ne[1], p.in_place ? t.data : base + p.offset};
   };
   token_embd = mat(embd);
   output_norm = vec(out_norm);

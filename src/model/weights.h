@@ -1,5 +1,7 @@
 // Binds every tensor of a GGUF model by name, type and shape and uploads it to the backend.
-// Matrices stay in their GGUF type; norm weights and biases are converted to fp32.
+// Matrices stay in their GGUF type; norm weights and biases are converted to fp32. On the CPU
+// backend matrices are not copied: they point into the file's mapping, so the gguf::File must
+// outlive the weights.
 #pragma once
 
 #include <cstddef>
@@ -49,12 +51,14 @@ class ModelWeights {
   // The rope of every layer: the inverse-frequency table (rope_inv_freq of the config and the
   // optional llama3 rope_freqs.weight divisors, in the arena) with the config's mscale and mode.
   RopeParams rope;
-  size_t nbytes() const { return arena_bytes_; }  // backend bytes held by the weights
+  // Bytes of every weight as the backend reads them (the arena plus matrices used in place).
+  size_t nbytes() const { return weight_bytes_; }
 
  private:
   Backend& backend_;
   void* arena_ = nullptr;  // one allocation holding every tensor, each 256-byte aligned
   size_t arena_bytes_ = 0;
+  size_t weight_bytes_ = 0;
 };
 
 }  // namespace qwen

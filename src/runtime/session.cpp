@@ -195,7 +195,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   std::unique_ptr<Engine> e(new Engine());
   Impl& m = *e->impl_;
   m.file = gguf::File::open(o.model_path);
-  m.backend = make_backend(o.device, o.n_threads);
+  m.backend = make_backend(o.device, o.n_threads, o.cpu_exact);
   if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
   {  // The context is settled before the weights load, so a refused one costs no load time.
     const ModelConfig c = ModelConfig::from_gguf(*m.file);

@@ -2,9 +2,11 @@
 // scripts/make_model.py): batched multi-slot evaluation equals one slot at a time, prefix reuse
 // equals a fresh run, stop strings / cancel / length / context-full finish reasons, seeds, and
 // the pipelined Engine::step (generations ending mid-run, destroyed in flight, drained by other
-// calls, left out of steps) against each generation run alone.
+// calls, left out of steps) against each generation run alone; the public API (qwen/qwen.h) against
+// the runtime.
 // Skipped with the reason when python3 + gguf are not available.
 #include <gtest/gtest.h>
+#include <qwen/qwen.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,12 +14,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "model/model.h"
+#include "model/weights.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -163,6 +169,42 @@ TEST_F(SessionTest, WarmUpOnlyOnEmptySlots) {
   } catch (const Error& err) {
     EXPECT_NE(std::string(err.what()).find("slot 1 holds 3 tokens"), std::string::npos) << err.what();
   }
+}
+
+// On the CPU the matrices are not copied: every one points into a mapping of the model file
+// (per /proc/self/maps), and nbytes() still counts them (qwen-bench's GB/s depend on it).
+TEST_F(SessionTest, CpuWeightsAreReadInPlaceFromTheMapping) {
+  auto e = load(1);
+  const std::string path = fs::canonical(model_).string();
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0)
+      continue;
+    std::istringstream in(line);
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    in >> std::hex >> lo >> dash >> hi;
+    ranges.emplace_back(lo, hi);
+  }
+  ASSERT_FALSE(ranges.empty()) << path << " is not mapped";
+  auto mapped = [&](const Weight& w) {
+    const auto p = reinterpret_cast<uintptr_t>(w.data);
+    return std::any_of(ranges.begin(), ranges.end(),
+                       [&](const auto& r) { return p >= r.first && p + w.nbytes() <= r.second; });
+  };
+  const ModelWeights& w = e->model().weights();
+  size_t matrix_bytes = w.token_embd.nbytes() + (w.output.data != w.token_embd.data ? w.output.nbytes() : 0);
+  EXPECT_TRUE(mapped(w.token_embd));
+  EXPECT_TRUE(mapped(w.output));
+  for (const LayerWeights& l : w.layers) {
+    for (const Weight* m :
+         {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      EXPECT_TRUE(mapped(*m));
+      matrix_bytes += m->nbytes();
+    }
+  }
+  EXPECT_GT(w.nbytes(), matrix_bytes);  // the matrices plus the fp32 norms and biases
 }
 
 // Metric: max |Δlogit| between three slots evaluated in one batch and each alone; <= 1e-4.
@@ -586,6 +628,77 @@ TEST_F(SessionTest, GenerationLeftOutOfStepsKeepsItsToken) {
     got[i].c = both[i]->result();
     got[i].slot = e->slot_tokens(int(i));
     expect_same(got[i], run_alone(cases[i]), cases[i], "case " + std::to_string(i));
+  }
+}
+
+// The public API (include/qwen/qwen.h) over the same tiny model: tokenize/detokenize, streaming,
+// cancellation and chat give exactly what the runtime gives for the same tokens (exact CPU mode on
+// both sides, so equality is exact).
+class PublicApiTest : public SessionTest {};
+
+TEST_F(PublicApiTest, MatchesTheRuntime) {
+  api::LoadOptions lo;
+  lo.model_path = model_.string();
+  lo.device = "cpu";
+  lo.n_ctx = 256;
+  lo.exact = true;
+  const std::unique_ptr<api::Model> m = api::Model::load(lo);
+  EXPECT_NE(m->backend_name().find("exact"), std::string::npos) << m->backend_name();
+  EXPECT_EQ(m->n_ctx(), 256);
+  EXPECT_EQ(m->n_vocab(), 151936);
+
+  auto engine = load(1);
+  const std::string text = "Hello, world! <|im_end|>";
+  const std::vector<int32_t> ids = m->tokenize(text);
+  EXPECT_EQ(ids, engine->tokenizer().encode(text, true, true));
+  EXPECT_EQ(m->detokenize(ids), text);
+
+  api::GenerateOptions go;
+  go.max_tokens = 6;
+  go.sampling.temperature = 0.f;
+  std::string streamed;
+  const api::Result r = m->generate(ids, go, [&](std::string_view piece) {
+    streamed += piece;
+    return true;
+  });
+  Session s(*engine);
+  GenerateParams p;
+  p.max_tokens = 6;
+  p.sampler.temperature = 0.f;
+  const Completion want = s.generate(ids, p);
+  EXPECT_EQ(r.tokens, want.tokens);
+  EXPECT_EQ(r.text, want.text);
+  EXPECT_EQ(streamed, r.text);
+  EXPECT_EQ(r.finish_reason, finish_reason_name(want.finish));
+
+  const std::vector<api::ChatMessage> chat = {{"user", "What is 2 + 2?"}};
+  const std::string prompt = m->chat_prompt(chat);
+  EXPECT_EQ(prompt,
+            ChatTemplate::for_tokenizer(engine->tokenizer()).render({{"user", "What is 2 + 2?"}}, true));
+  const api::Result c = m->chat(chat, go);
+  s.reset();
+  EXPECT_EQ(c.tokens, s.generate(engine->tokenizer().encode(prompt, true, false), p).tokens);
+
+  int pieces = 0;
+  const api::Result cancelled = m->generate(ids, go, [&](std::string_view) { return ++pieces < 2; });
+  EXPECT_EQ(cancelled.finish_reason, "cancelled");
+}
+
+TEST_F(PublicApiTest, BadOptionsAreErrorsNamingTheField) {
+  api::LoadOptions lo;
+  try {
+    api::Model::load(lo);
+    FAIL() << "loaded without a model path";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("model_path"), std::string::npos) << e.what();
+  }
+  lo.model_path = model_.string();
+  lo.device = "tpu";
+  try {
+    api::Model::load(lo);
+    FAIL() << "loaded on an unknown device";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
   }
 }
 

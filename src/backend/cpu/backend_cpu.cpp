@@ -1,7 +1,8 @@
 // The CPU reference backend: plain fp32 ops, one obviously-right loop each, split over a thread
 // pool. It is the oracle the CUDA backend is compared against, so clarity wins over speed; the
 // one concession is matmul over many tokens, which dequantizes each weight row once per call
-// instead of once per token.
+// instead of once per token. Outside exact mode (the default for users, not for tests), matmuls
+// of quantized weights take the integer path of matmul_q8.h instead.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/matmul_q8.h"
 #include "backend/cpu/thread_pool.h"
 #include "util/check.h"
 #include "util/half.h"
@@ -55,10 +57,12 @@ uint16_t* kv_row_f16(const KVLayer& c, void* base, int seq, int pos) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  CpuBackend(int n_threads, bool exact) : pool_(n_threads), exact_(exact) {}
 
   DeviceKind kind() const override { return DeviceKind::CPU; }
-  std::string name() const override { return str("cpu (", pool_.size(), " threads)"); }
+  std::string name() const override {
+    return str("cpu (", pool_.size(), " threads, ", exact_ ? "exact" : str("fast ", fast_.isa()), ")");
+  }
 
   void* alloc(size_t bytes) override {
     void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
@@ -95,6 +99,7 @@ class CpuBackend final : public Backend {
   }
 
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
+    if (!exact_ && fast_.run(pool_, y, w, x, n_tokens, bias)) return;
     const int64_t k = w.ne0, m = w.ne1;
     const size_t rb = w.row_bytes();
     const auto* base = static_cast<const uint8_t*>(w.data);
@@ -214,13 +219,15 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  bool exact_;
+  cpu::QuantizedMatmul fast_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact) {
   if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  return std::make_unique<CpuBackend>(n_threads);
+  return std::make_unique<CpuBackend>(n_threads, exact);
 }
 
 }  // namespace qwen
