@@ -62,8 +62,6 @@ K_TYPES = {"Q2_K": (QT.Q2_K, 80, 82), "Q3_K": (QT.Q3_K, 108, None), "Q4_K": (QT.
            "Q5_K": (QT.Q5_K, 0, 2), "Q6_K": (QT.Q6_K, 208, None)}
 # llama-quantize's mixes: (base K type, llama ftype number for general.file_type).
 MIXES = {"Q4_K_M": ("Q4_K", 15), "Q5_K_M": ("Q5_K", 17)}
-FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
-              "Q3_K": 12, "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "BF16": 32}
 ALL_TYPES = list(SIMPLE_TYPES) + list(K_TYPES) + list(MIXES)
 
 
@@ -263,7 +261,8 @@ def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2,
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), arch=arch)
     writer.add_name(f"synthetic-{arch}-{type}")
-    writer.add_file_type(MIXES[type][1] if type in MIXES else FILE_TYPES[type])
+    if type in MIXES:  # a single type needs no name: tools name a file by its most common type
+        writer.add_file_type(MIXES[type][1])
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer)
