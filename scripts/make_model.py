@@ -129,48 +129,6 @@ def _random_blocks(rng, rows, cols, type_name, std):
         return _kquant_blocks(rng, rows, cols, type_name, std)
     qtype = SIMPLE_TYPES[type_name]
     if qtype in (QT.F32, QT.F16, QT.BF16):
-        # Random sign and mantissa bits under one exponent: magnitudes uniform in [a, 2a), whose
-        # rms is a * sqrt(7/3); a is the power of two nearest std / 1.53.
-        e = int(np.round(np.log2(std * (3 / 7) ** 0.5)))
-        if qtype == QT.F32:
-            bits = _random_bytes(rng, (rows, cols * 4)).view(np.uint32)
-            return ((bits & np.uint32(0x807FFFFF)) | np.uint32((e + 127) << 23)).view(np.float32), qtype
-        bits = _random_bytes(rng, (rows, cols * 2)).view(np.uint16)
-        if qtype == QT.F16:
-            return ((bits & np.uint16(0x83FF)) | np.uint16((e + 15) << 10)).view(np.float16), qtype
-        return ((bits & np.uint16(0x807F)) | np.uint16((e + 127) << 7)).view(np.uint8), qtype
-    block_size, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-    if cols % block_size:
-        raise ValueError(f"{type_name} needs rows of a multiple of {block_size} elements, got {cols}")
-    n_blocks = rows * cols // block_size
-    raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
-
-    def set_scales(value):
-        h = np.full(n_blocks, value, dtype=np.float16).view(np.uint8).reshape(n_blocks, 2)
-        raw[:, d_off:d_off + 2] = h
-        if dmin_off is not None:
-            raw[:, dmin_off:dmin_off + 2] = h
-
-    # Dequantized values are linear in (d, dmin): measure at 1.0 (on at most SAMPLE_BLOCKS
-    # blocks), then rescale.
-    set_scales(1.0)
-    sample = min(n_blocks, SAMPLE_BLOCKS)
-    measured = float(np.std(gguf.quants.dequantize(raw[:sample].reshape(sample, -1), qtype)))
-    set_scales(std / measured if measured > 0 else 1.0)
-    return raw.reshape(rows, -1), qtype
-
-
-# Byte offsets of the fp16 scale (and min) inside a legacy block, for random valid blocks.
-SIMPLE_SCALES = {"Q8_0": (0, None), "Q4_0": (0, None), "Q4_1": (0, 2), "Q5_0": (0, None), "Q5_1": (0, 2)}
-
-
-def _random_blocks(rng, rows, cols, type_name, std):
-    """Random valid bytes [rows][row_bytes] of a quantized type (dequantized std ~ std), or a
-    uniform float tensor of std ~ std for F32/F16/BF16; fast enough for 7B-32B shapes."""
-    if type_name in K_TYPES:
-        return _kquant_blocks(rng, rows, cols, type_name, std)
-    qtype = SIMPLE_TYPES[type_name]
-    if qtype in (QT.F32, QT.F16, QT.BF16):
         # int16 uniform on [-2^15, 2^15) has std 2^15/sqrt(3).
         w = rng.integers(-32768, 32768, size=(rows, cols), dtype=np.int16).astype(np.float32)
         w *= np.float32(std * 3 ** 0.5 / 32768)
