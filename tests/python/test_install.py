@@ -62,8 +62,9 @@ def test_install_tree(prefix):
 
 
 def expected_completion(bin_dir, model):
-    proc = subprocess.run([str(bin_dir / "qwen-cli"), "--device", "cpu", "-m", str(model), "-p", PROMPT, "-n", "12",
-                           "--temp", "0"], capture_output=True, text=True, timeout=120)
+    # -no-cnv: the example completes the plain prompt; qwen-cli would chat through the template.
+    proc = subprocess.run([str(bin_dir / "qwen-cli"), "--device", "cpu", "-m", str(model), "-no-cnv", "-p", PROMPT,
+                           "-n", "12", "--temp", "0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
