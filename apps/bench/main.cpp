@@ -87,7 +87,7 @@ struct Result {
 int main(int argc, char** argv) {
   CLI::App app{"qwen-bench: prompt processing and token generation throughput"};
   std::string model_path, device = "auto", kv_name = "f16";
-  int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0;
+  int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0, depth = 0;
   std::vector<int> batches = {1};
   bool json = false;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("-d,--n-depth", depth,
+                 "tokens already in the KV cache of every sequence before each test (as llama-bench -d)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("-b,--batch", batches, "sequences decoded together in the tg test (several: one test each)")
@@ -128,10 +132,11 @@ int main(int argc, char** argv) {
     QWEN_CHECK(!exact || be.kind() == qwen::DeviceKind::CPU,
                "--exact applies to the cpu backend only, not to ", be.name());
     const int max_seq = *std::max_element(batches.begin(), batches.end());
-    const int max_batch = std::max({1, n_prompt, max_seq});
+    // The depth is written in chunks of up to 512 tokens (or the pp test's size, if larger).
+    const int max_batch = std::max({1, n_prompt, max_seq, std::min(depth, 512)});
     qwen::Model model(*file, be, max_batch);
     const auto& c = model.config();
-    const int n_ctx = std::max(n_prompt, n_gen) + 1;
+    const int n_ctx = depth + std::max(n_prompt, n_gen) + 1;
     const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
     qwen::KVCache kv(be, c, max_seq, n_ctx, kv_type);
 
@@ -149,6 +154,22 @@ int main(int argc, char** argv) {
     be.upload(pos_d, pos.data(), n_buf * 4);
     be.upload(seq_d, seq.data(), n_buf * 4);
 
+    // Depth: every sequence's cache holds positions [0, depth) before the tests; the tests write
+    // only positions from depth on, so it is filled once.
+    for (int sq = 0; depth > 0 && sq < max_seq; ++sq) {
+      const int32_t zero = 0;
+      be.upload(row_d, &zero, 4);
+      for (int off = 0; off < depth; off += max_batch) {
+        const int n = std::min(max_batch, depth - off);
+        std::vector<int32_t> p(static_cast<size_t>(n)), q(static_cast<size_t>(n), sq);
+        std::iota(p.begin(), p.end(), off);
+        be.upload(pos_d, p.data(), n * 4);
+        be.upload(seq_d, q.data(), n * 4);
+        model.forward(qwen::Batch{n, ids_d, pos_d, seq_d}, kv.layers(), row_d, 1, logits_d);
+      }
+    }
+    const std::string at_depth = depth > 0 ? " @ d" + std::to_string(depth) : "";
+
     const size_t w_bytes = weight_bytes_per_token(model);
     const size_t kv_row_bytes = size_t(2) * c.n_layer * c.kv_dim() * (kv_type == qwen::GGMLType::F16 ? 2 : 4);
     std::vector<Result> results;
@@ -156,8 +177,12 @@ int main(int argc, char** argv) {
     if (n_prompt > 0) {
       const int32_t last = n_prompt - 1;
       be.upload(row_d, &last, 4);
+      std::vector<int32_t> p(static_cast<size_t>(n_prompt)), q(static_cast<size_t>(n_prompt), 0);
+      std::iota(p.begin(), p.end(), depth);
+      be.upload(pos_d, p.data(), n_prompt * 4);
+      be.upload(seq_d, q.data(), n_prompt * 4);
       const qwen::Batch b{n_prompt, ids_d, pos_d, seq_d};
-      Result r{"pp" + std::to_string(n_prompt), n_prompt, {}, {}, {}};
+      Result r{"pp" + std::to_string(n_prompt) + at_depth, n_prompt, {}, {}, {}};
       for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
         be.synchronize();
         const auto t0 = Clock::now();
@@ -166,8 +191,8 @@ int main(int argc, char** argv) {
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::vector<double> tps, gbs;
-      // Bytes: the weights once per forward plus the causal K/V reads (n^2/2 rows in total).
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * 0.5;
+      // Bytes: the weights once per forward plus the K/V reads (the depth and n^2/2 causal rows).
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5);
       for (double s : r.seconds) tps.push_back(n_prompt / s), gbs.push_back(bytes / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
@@ -175,8 +200,8 @@ int main(int argc, char** argv) {
 
     const bool graphs = n_gen > 0 && be.supports_graphs();
     for (int B : n_gen > 0 ? batches : std::vector<int>{}) {
-      // B sequences 0..B-1, each at position 0 with its own first token; row b is sequence b's.
-      std::vector<int32_t> zeros(static_cast<size_t>(B), 0), seqs(static_cast<size_t>(B));
+      // B sequences 0..B-1, each at position `depth` with its own first token; row b is sequence b's.
+      std::vector<int32_t> starts(static_cast<size_t>(B), depth), seqs(static_cast<size_t>(B));
       std::iota(seqs.begin(), seqs.end(), 0);
       be.upload(seq_d, seqs.data(), B * 4);
       be.upload(row_d, rows.data(), B * 4);
@@ -187,17 +212,18 @@ int main(int argc, char** argv) {
         be.add_i32(pos_d, 1, B);                   // next positions, likewise
       };
       // One eager step first: a backend may size scratch on first use, which a capture forbids.
-      be.upload(pos_d, zeros.data(), B * 4);
+      be.upload(pos_d, starts.data(), B * 4);
       step();
       if (graphs) {
         be.begin_capture(B);
         step();
         be.end_capture();
       }
-      Result r{"tg" + std::to_string(n_gen) + (B > 1 ? " x" + std::to_string(B) : ""), n_gen * B, {}, {}, {}};
+      Result r{"tg" + std::to_string(n_gen) + (B > 1 ? " x" + std::to_string(B) : "") + at_depth, n_gen * B, {}, {},
+               {}};
       for (int rep = 0; rep <= reps; ++rep) {
         be.upload(ids_d, ids.data(), B * 4);
-        be.upload(pos_d, zeros.data(), B * 4);
+        be.upload(pos_d, starts.data(), B * 4);
         be.synchronize();
         const auto t0 = Clock::now();
         for (int32_t p = 0; p < n_gen; ++p) {
@@ -211,7 +237,7 @@ int main(int argc, char** argv) {
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::vector<double> tps, gbs;
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * B * (n_gen / 2.0);
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * B * (depth + n_gen / 2.0);
       for (double s : r.seconds) tps.push_back(double(n_gen) * B / s), gbs.push_back(bytes * n_gen / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
@@ -236,6 +262,7 @@ int main(int argc, char** argv) {
       out["backend"] = be.name();
       out["gpu_info"] = gpu;
       out["kv_type"] = kv_name;
+      out["depth"] = depth;
       out["cuda_graphs"] = graphs;
       out["bytes_per_token"] = w_bytes;
       for (const Result& r : results) {

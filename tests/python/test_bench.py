@@ -41,6 +41,21 @@ def test_json_reports_every_test(bin_dir, model):
         assert t["tok_s_mean"] > 0 and t["gb_s_mean"] > 0
 
 
+def test_depth(bin_dir, model):
+    """-d 40 (llama-bench's depth): every sequence's cache holds 40 positions first (written in one
+    chunk here; -p 0 makes the chunk the fill's own size), and the tests run after them, named
+    "@ d40"; the JSON names the depth. Exact: names, token counts, one positive timing each."""
+    for p in (8, 0):
+        out = bench(bin_dir, "-m", model, "-d", 40, "-p", p, "-n", 3, "-r", 1, "-b", "1,2", "--json")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["depth"] == 40
+        tests = {t["test"]: t for t in report["tests"]}
+        want = {"tg3 @ d40": 3, "tg3 x2 @ d40": 6} | ({"pp8 @ d40": 8} if p else {})
+        assert {k: t["n_tokens"] for k, t in tests.items()} == want
+        assert all(t["seconds"][0] > 0 and t["tok_s_mean"] > 0 for t in tests.values())
+
+
 def test_markdown_table(bin_dir, model):
     out = bench(bin_dir, "-m", model, "-p", 0, "-n", 2, "-r", 2, "-b", "2")
     assert out.returncode == 0, out.stderr
@@ -53,6 +68,7 @@ def test_markdown_table(bin_dir, model):
     (["-m", "/nonexistent.gguf"], "/nonexistent.gguf"),
     (["-b", "0"], "--batch"),
     (["-r", "0"], "--repetitions"),
+    (["-d", "-1"], "--n-depth"),
 ])
 def test_bad_arguments(bin_dir, model, args, message):
     full = args if args[0] == "-m" else ["-m", model, *args]
