@@ -290,9 +290,11 @@ int main(int argc, char** argv) {
     QWEN_CHECK(!exact || engine->backend().kind() == qwen::DeviceKind::CPU,
                "--exact applies to the cpu backend only, not to ", engine->backend().name());
     const qwen::ModelConfig& cfg = engine->config();
-    std::fprintf(stderr, "model: %s (%s, %d layers, %d embd, vocab %d) on %s, ctx %d, loaded in %.0f ms\n",
-                 opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
-                 engine->backend().name().c_str(), engine->n_ctx(), engine->load_ms());
+    std::fprintf(
+        stderr,
+        "model: %s (%s, %d layers, %d embd, vocab %d) on %s, ctx %d, KV cache %.1f MiB, loaded in %.0f ms\n",
+        opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
+        engine->backend().name().c_str(), engine->n_ctx(), engine->kv_bytes() / 1048576.0, engine->load_ms());
     qwen::Session session(*engine);
     const size_t weight_bytes = engine->model().weights().nbytes();
 

@@ -73,8 +73,9 @@ int serve(const Options& o) {
   std::unique_ptr<Engine> engine = Engine::load(eo);
   QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU,
              "--exact applies to the cpu backend only, not to ", engine->backend().name());
-  std::fprintf(stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context\n",
-               o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx());
+  std::fprintf(
+      stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context (KV cache %.1f MiB)\n",
+      o.model.c_str(), engine->load_ms(), engine->n_seq(), engine->n_ctx(), engine->kv_bytes() / 1048576.0);
   // Prefill scratch, kernels and every decode batch size's graph are set up now, not on the first
   // requests.
   const auto t_warm = std::chrono::steady_clock::now();

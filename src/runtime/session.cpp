@@ -262,6 +262,9 @@ int Engine::n_vocab() const {
 double Engine::load_ms() const {
   return impl_->load_ms;
 }
+size_t Engine::kv_bytes() const {
+  return impl_->kv->nbytes();
+}
 
 const std::vector<int32_t>& Engine::slot_tokens(int slot) const {
   QWEN_CHECK(slot >= 0 && slot < impl_->n_seq, "slot ", slot, " is outside [0, ", impl_->n_seq, ")");

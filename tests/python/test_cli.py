@@ -117,3 +117,11 @@ def test_ctrl_c_stops_the_reply_not_the_chat(bin_dir, model):
         proc.kill()
     assert proc.returncode == 0, err
     assert err.count("finish: cancelled") == 1 and err.count("finish: length") == 1, err
+
+
+def test_load_line_names_the_kv_cache_size(bin_dir, model):
+    """The load line states the KV cache: 4096 positions x 2 layers x (K, V) x 32 values (2 KV heads
+    of 16) x 4 bytes (f32 on the CPU) = 2.0 MiB. Exact."""
+    out = cli(bin_dir, "-m", model, "-no-cnv", "-p", "x", "-n", 1, "-c", 4096)
+    assert out.returncode == 0, out.stderr
+    assert ", ctx 4096, KV cache 2.0 MiB," in out.stderr, out.stderr
