@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->check(CLI::Range(0, 4096));
   bool exact = false;
   app.add_flag("--exact", exact,
-               "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
+               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA prefill with activations in two fp16 halves instead of one");
   app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}));
   app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp: f16 or f32; K and V share it");
@@ -261,7 +261,7 @@ int main(int argc, char** argv) {
   try {
     if (opts.model_path.empty()) opts.model_path = default_model_path();
     opts.kv_type = cache_type(ctk, ctv, kv_type);
-    opts.cpu_exact = exact;
+    opts.exact = exact;
     if (n_gpu_layers == 0) {
       QWEN_CHECK(opts.device != "cuda", "-ngl 0 (no layer on the GPU) contradicts --device cuda");
       opts.device = "cpu";
@@ -287,8 +287,6 @@ int main(int argc, char** argv) {
     ProgressBar bar;
     if (isatty(fileno(stderr))) opts.on_progress = std::ref(bar);
     auto engine = qwen::Engine::load(opts);
-    QWEN_CHECK(!exact || engine->backend().kind() == qwen::DeviceKind::CPU,
-               "--exact applies to the cpu backend only, not to ", engine->backend().name());
     const qwen::ModelConfig& cfg = engine->config();
     std::fprintf(
         stderr,

@@ -28,9 +28,10 @@ struct LoadOptions {
   std::string device = "auto";  // "auto" (cuda when a GPU is usable, else cpu), "cpu" or "cuda"
   int n_threads = 0;            // CPU threads; 0: all hardware threads
   int n_ctx = 0;                // context in tokens; 0: min(the model's, 4096)
-  // CPU only: true computes every matmul in fp32 from the dequantized weights (the oracle the
-  // tests use); false (the default) quantizes activations to 8 bits for quantized weights, which
-  // is several times faster. Refused with device "cuda".
+  // true: the oracle arithmetic the tests use (CPU: every matmul in fp32 from the dequantized
+  // weights; CUDA: prefill activations in two fp16 halves). false (the default): CPU matmuls of
+  // quantized weights quantize activations to 8 bits, CUDA prefill rounds them to fp16 once;
+  // several times (CPU) or about twice (CUDA prefill) faster.
   bool exact = false;
 };
 

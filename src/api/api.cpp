@@ -24,10 +24,8 @@ std::unique_ptr<Model> Model::load(const LoadOptions& o) {
   eo.device = o.device;
   eo.n_threads = o.n_threads;
   eo.n_ctx = o.n_ctx;
-  eo.cpu_exact = o.exact;
+  eo.exact = o.exact;
   std::unique_ptr<Engine> engine = Engine::load(eo);
-  QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU,
-             "LoadOptions.exact applies to the cpu backend only, not to ", engine->backend().name());
   std::unique_ptr<Model> m(new Model());
   m->impl_ = std::make_unique<Impl>();
   m->impl_->session = std::make_unique<Session>(*engine);

@@ -53,6 +53,10 @@ struct Batch {
   const int32_t* ids = nullptr;
   const int32_t* pos = nullptr;
   const int32_t* seq = nullptr;
+  // Host-side hint for choosing kernels: the longest run of consecutive tokens of one sequence
+  // (a prefill chunk: its length; a decode step: 1); 0 when unknown. Never changes a result
+  // beyond the rounding of the kernel chosen.
+  int max_run = 0;
 };
 
 // The rotation of a rope op, computed once at load from the model's config and weights
@@ -144,8 +148,9 @@ class Backend {
 };
 
 // "cpu" or "cuda" (or "auto": cuda when a GPU is usable, else cpu). Throws naming the device.
-// n_threads and cpu_exact apply to the cpu backend only (see make_cpu_backend).
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads = 0, bool cpu_exact = true);
+// n_threads applies to the cpu backend only; exact picks the oracle arithmetic of either backend
+// (make_cpu_backend, make_cuda_backend).
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads = 0, bool exact = true);
 bool cuda_available();  // built with CUDA and a GPU is present
 
 // Implemented by backend/cpu and (when built) backend/cuda.
@@ -154,7 +159,10 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // integer dot products (backend/cpu/qdot.h), several times faster and slightly less accurate.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 #ifdef QWEN_HAVE_CUDA
-std::unique_ptr<Backend> make_cuda_backend(int device_index);
+// exact: prefill GEMMs multiply x as two fp16 halves (hi + lo, ~22 bits) and attention runs in
+// fp32; otherwise one fp16 pass for F16 and quantized weights (cuda/matmul.cu) and prefill
+// attention on tensor cores (cuda/flash_attention.cu). Decode GEMVs are fp32 either way.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, bool exact = true);
 int cuda_device_count();  // 0 when no driver / no GPU (never throws)
 #endif
 

@@ -122,7 +122,12 @@ struct Engine::Impl {
   // waiting for it; with `argmax`, also the argmax of each logit row into d_top.
   void launch_forward(int n, int n_out, bool argmax, const ForwardTap& tap = {}) {
     backend->upload(d_ids, h_io.data(), size_t(h_rows + n_out - h_ids) * sizeof(int32_t));
-    const Batch batch{n, d_ids, d_pos, d_seq};
+    int max_run = 0;  // the longest run of one sequence's tokens (Batch::max_run)
+    for (int i = 0, run = 0; i < n; ++i) {
+      run = i > 0 && h_seq[i] == h_seq[i - 1] ? run + 1 : 1;
+      max_run = std::max(max_run, run);
+    }
+    const Batch batch{n, d_ids, d_pos, d_seq, max_run};
     // Small calls whose every row is an output (decode steps: one token per slot) replay a graph
     // captured once per n: it reads ids, positions and rows from the same device buffers, which
     // the uploads above refresh.
@@ -195,7 +200,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
   std::unique_ptr<Engine> e(new Engine());
   Impl& m = *e->impl_;
   m.file = gguf::File::open(o.model_path);
-  m.backend = make_backend(o.device, o.n_threads, o.cpu_exact);
+  m.backend = make_backend(o.device, o.n_threads, o.exact);
   if (m.file->has("tokenizer.ggml.model")) m.tokenizer = std::make_unique<Tokenizer>(*m.file);
   {  // The context is settled before the weights load, so a refused one costs no load time.
     const ModelConfig c = ModelConfig::from_gguf(*m.file);

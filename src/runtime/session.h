@@ -40,9 +40,9 @@ struct EngineOptions {
   std::string model_path;
   std::string device = "auto";  // auto | cpu | cuda
   int n_threads = 0;            // cpu backend threads; 0: all hardware threads
-  // CPU backend: true runs the fp32 oracle; false the fast path with 8-bit activations for
-  // quantized weights (make_cpu_backend). The apps default to false, tests to this true.
-  bool cpu_exact = true;
+  // true: the oracle arithmetic (CPU: fp32 from dequantized weights; CUDA: prefill activations in
+  // two fp16 halves); false: the fast paths (make_backend). The apps default to false, tests to true.
+  bool exact = true;
   int n_ctx = 0;                // tokens per slot; 0: the model's trained context (n_ctx_max)
   int n_seq = 1;                // KV cache slots (sequences decoded together)
   int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)

@@ -92,7 +92,7 @@ struct Pending {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, bool exact) : device_(device), exact_(exact) {
     QWEN_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp prop{};
     QWEN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
@@ -217,9 +217,9 @@ class CudaBackend final : public Backend {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
       } else if (small) {
         const cuda::GemvOut out{y, w, bias};
-        cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_);
+        cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_, exact_);
       } else {
-        cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias);
+        cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias, exact_);
       }
       return;
     }
@@ -273,7 +273,7 @@ class CudaBackend final : public Backend {
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
     flush();
-    cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p);
+    cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
     if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
@@ -412,9 +412,9 @@ class CudaBackend final : public Backend {
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
       if (p.n_mm > 1 && !fuse_qkv_) {
         for (int i = 0; i < p.n_mm; ++i)
-          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_);
+          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
       } else {
-        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_);
+        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
       }
       return;
     }
@@ -438,6 +438,9 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
+  // The GEMMs of more than 4 tokens take x as hi + lo fp16 halves and attention is fp32
+  // (make_cuda_backend); otherwise one fp16 pass and prefill attention on tensor cores.
+  bool exact_;
   std::string name_;
   int n_sm_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -468,11 +471,11 @@ int cuda_device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index) {
+std::unique_ptr<Backend> make_cuda_backend(int device_index, bool exact) {
   const int n = cuda_device_count();
   QWEN_CHECK(device_index >= 0 && device_index < n, "cuda device ", device_index, " does not exist (", n,
              " CUDA device(s) found)");
-  return std::make_unique<CudaBackend>(device_index);
+  return std::make_unique<CudaBackend>(device_index, exact);
 }
 
 }  // namespace qwen

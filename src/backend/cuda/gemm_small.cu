@@ -6,8 +6,10 @@
 //
 // Numerics are those of the cuBLAS prefill path (matmul.cu): a weight is dequantized exactly in
 // fp32 and rounded to fp16 once (F16 and BF16 weights are used as stored, BF16 with bf16 mma);
-// activations are split into hi + lo halves of the same 16-bit type and both are multiplied, so
-// x keeps ~22 bits (fp16) or ~16 bits (bf16). F32 weights never come here (cuBLAS SGEMM).
+// in exact mode (kLo) activations are split into hi + lo halves of the same 16-bit type and
+// both are multiplied, so x keeps ~22 bits (fp16) or ~16 bits (bf16); in fast mode F16 and
+// quantized weights take x rounded to fp16 once (half the products, no lo tile). F32 weights
+// never come here (cuBLAS SGEMM).
 //
 // Work split. A block owns kRows = 16 W output rows (W warps, warp w the 16-row mma tile w) and
 // all n tokens (NT 8-token tiles), and walks K in 64-column slices. Per slice, thread t loads the
@@ -25,6 +27,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
 
@@ -41,61 +44,6 @@ constexpr int block_threads(int warps) {
 // The 16-bit type of the tensor-core operands: bf16 for BF16 weights, fp16 otherwise.
 template <GGMLType T>
 using OperandT = std::conditional_t<T == GGMLType::BF16, __nv_bfloat16, __half>;
-
-template <class H>
-__device__ __forceinline__ uint32_t pack2(float a, float b) {
-  uint32_t r;
-  if constexpr (std::is_same_v<H, __half>) {
-    const __half2 h = __floats2half2_rn(a, b);
-    r = *reinterpret_cast<const uint32_t*>(&h);
-  } else {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    r = *reinterpret_cast<const uint32_t*>(&h);
-  }
-  return r;
-}
-
-// (a, b) -> hi = round(a, b), lo = round((a, b) - hi), both packed as two 16-bit values.
-template <class H>
-__device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
-  hi = pack2<H>(a, b);
-  float ha, hb;
-  if constexpr (std::is_same_v<H, __half>) {
-    const __half2 h = *reinterpret_cast<const __half2*>(&hi);
-    ha = __low2float(h), hb = __high2float(h);
-  } else {
-    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&hi);
-    ha = __low2float(h), hb = __high2float(h);
-  }
-  lo = pack2<H>(a - ha, b - hb);
-}
-
-// d += A (16x16, row-major fragment a) * B (16x8, column fragment b), fp32 accumulate.
-template <class H>
-__device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<H, __half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-// The four 8x8 matrices of a 16x16 A fragment from a row-major shared tile: lanes 0-15 give
-// rows 0-15 at column 0, lanes 16-31 rows 0-15 at column 8 (ldmatrix's order is the fragment's).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t a[4], const void* smem_row) {
-  const unsigned addr = unsigned(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(addr));
-}
 
 struct SmallArgs {
   GroupSeg seg[kMaxGemvGroup];
@@ -117,7 +65,8 @@ struct SmallArgs {
 };
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
-template <GGMLType T, int NT, int W>
+// kLo: x as hi + lo halves (exact mode), else hi only.
+template <GGMLType T, int NT, int W, bool kLo>
 __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
   constexpr int kThreads = block_threads(W);
@@ -127,7 +76,7 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
   __shared__ __align__(16) H wtile[kRows * kTileStride];
-  __shared__ __align__(16) H xtile[2][kToks * kTileStride];  // hi, lo
+  __shared__ __align__(16) H xtile[kLo ? 2 : 1][kToks * kTileStride];  // hi (, lo)
   __shared__ bool last_split;
   const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
@@ -161,7 +110,7 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
     }
   };
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
-  // stored), x as hi/lo halves. A chunk past the row's end is not written: its columns are
+  // stored), x as hi (and lo) halves. A chunk past the row's end is not written: its columns are
   // never multiplied.
   const auto store = [&](int64_t s) {
     if (2 * s + my_chunk < n_chunks) {
@@ -184,11 +133,16 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
       const int e = t + i * kThreads;
       if (e >= kXVecs) continue;
       const int o = (e / (kSliceCols / 4)) * kTileStride + 4 * (e % (kSliceCols / 4));
-      uint2 hi, lo;
-      split2<H>(xv[i].x, xv[i].y, hi.x, lo.x);
-      split2<H>(xv[i].z, xv[i].w, hi.y, lo.y);
-      *reinterpret_cast<uint2*>(xtile[0] + o) = hi;
-      *reinterpret_cast<uint2*>(xtile[1] + o) = lo;
+      if constexpr (kLo) {
+        uint2 hi, lo;
+        split2<H>(xv[i].x, xv[i].y, hi.x, lo.x);
+        split2<H>(xv[i].z, xv[i].w, hi.y, lo.y);
+        *reinterpret_cast<uint2*>(xtile[0] + o) = hi;
+        *reinterpret_cast<uint2*>(xtile[1] + o) = lo;
+      } else {
+        *reinterpret_cast<uint2*>(xtile[0] + o) =
+            make_uint2(pack2<H>(xv[i].x, xv[i].y), pack2<H>(xv[i].z, xv[i].w));
+      }
     }
   };
 
@@ -210,14 +164,27 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
       if (s * kSliceCols + kk * 16 >= a.ne0) break;  // a last slice of one chunk
       uint32_t af[4];
       ldmatrix_x4(af, wtile + (warp * 16 + lane % 16) * kTileStride + kk * 16 + (lane / 16) * 8);
+      if constexpr (kLo) {
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        // Lanes 0-7 / 8-15 address the hi tile's rows j*8.. at k and k + 8, lanes 16-31 the lo
-        // tile's: the B fragments (b0, b1) of hi and of lo in one ldmatrix.
-        uint32_t bf[4];
-        ldmatrix_x4(bf, xtile[lane / 16] + (j * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
-        mma16816<H>(acc[j], af, bf[0], bf[1]);
-        mma16816<H>(acc[j], af, bf[2], bf[3]);
+        for (int j = 0; j < NT; ++j) {
+          // Lanes 0-7 / 8-15 address the hi tile's rows j*8.. at k and k + 8, lanes 16-31 the lo
+          // tile's: the B fragments (b0, b1) of hi and of lo in one ldmatrix.
+          uint32_t bf[4];
+          ldmatrix_x4(bf, xtile[lane / 16] + (j * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
+          mma16816<H>(acc[j], af, bf[0], bf[1]);
+          mma16816<H>(acc[j], af, bf[2], bf[3]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+          // Lanes 0-15 address token tile j at k and k + 8, lanes 16-31 tile j + 1 (j again when
+          // NT is 1): the B fragments of two token tiles in one ldmatrix.
+          const int jt = NT == 1 ? j : j + lane / 16;
+          uint32_t bf[4];
+          ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
+          mma16816<H>(acc[j], af, bf[0], bf[1]);
+          if constexpr (NT > 1) mma16816<H>(acc[j + 1], af, bf[2], bf[3]);
+        }
       }
     }
   }
@@ -288,7 +255,7 @@ int choose_splits(unsigned row_blocks, int64_t n_slices, int n_sm, int nt) {
 // splits; else 4 warps and each matrix its own K splits (choose_splits), unless the counters or
 // the partial-sum scratch would not reach (then none anywhere; no group of these models comes
 // near). The warp count changes no result, only which rows share a block.
-template <GGMLType T, int NT>
+template <GGMLType T, int NT, bool kLo>
 void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, int n_sm) {
   const int64_t n_slices = (args.ne0 / kChunk + 1) / 2;
   const int warps = group_blocks(outs, n, 16 * 8) >= 2u * unsigned(n_sm) ? 8 : 4;
@@ -309,16 +276,30 @@ void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, in
     args.seg[i].block_end = blocks;
   }
   if (warps == 8) {
-    launch(gemm_small_kernel<T, NT, 8>, dim3(blocks), dim3(block_threads(8)), s, args);
+    launch(gemm_small_kernel<T, NT, 8, kLo>, dim3(blocks), dim3(block_threads(8)), s, args);
   } else {
-    launch(gemm_small_kernel<T, NT, 4>, dim3(blocks), dim3(block_threads(4)), s, args);
+    launch(gemm_small_kernel<T, NT, 4, kLo>, dim3(blocks), dim3(block_threads(4)), s, args);
+  }
+}
+
+
+template <GGMLType T, bool kLo>
+void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
+  if (args.n_tokens <= 8) {
+    launch_small<T, 1, kLo>(s, args, outs, n, n_sm);
+  } else if (args.n_tokens <= 16) {
+    launch_small<T, 2, kLo>(s, args, outs, n, n_sm);
+  } else if (args.n_tokens <= 32) {
+    launch_small<T, 4, kLo>(s, args, outs, n, n_sm);
+  } else {
+    launch_small<T, 8, kLo>(s, args, outs, n, n_sm);
   }
 }
 
 }  // namespace
 
 void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
-                int n_tokens, float* resid, int n_sm) {
+                int n_tokens, float* resid, int n_sm, bool exact) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= kSmallMaxTokens, "cuda gemm_small: ", n_tokens, " tokens (1..",
              kSmallMaxTokens, ")");
   QWEN_CHECK(n == 1 || !resid, "cuda gemm_small: a group of ", n, " matrices takes no residual epilogue");
@@ -334,15 +315,14 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   args.partials = scratch.gemm_partials;
   args.counters = scratch.gemm_counters;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
-    if constexpr (T != GGMLType::F32) {
-      if (n_tokens <= 8) {
-        launch_small<T, 1>(s, args, outs, n, n_sm);
-      } else if (n_tokens <= 16) {
-        launch_small<T, 2>(s, args, outs, n, n_sm);
-      } else if (n_tokens <= 32) {
-        launch_small<T, 4>(s, args, outs, n, n_sm);
+    // BF16 keeps both halves in either mode (bf16 x alone would keep 8 bits).
+    if constexpr (T == GGMLType::BF16) {
+      launch_tokens<T, true>(s, args, outs, n, n_sm);
+    } else if constexpr (T != GGMLType::F32) {
+      if (exact) {
+        launch_tokens<T, true>(s, args, outs, n, n_sm);
       } else {
-        launch_small<T, 8>(s, args, outs, n, n_sm);
+        launch_tokens<T, false>(s, args, outs, n, n_sm);
       }
     }
   });

@@ -17,11 +17,14 @@
 // Precision: F16 / BF16 weights are used as stored (exact). Quantized weights are dequantized,
 // a tile of rows at a time, into fp16 scratch: d*q needs up to 18 mantissa bits, so this rounds
 // the weight by <= 2^-11 relative (only on the prefill path; GEMV decodes exactly in fp32).
-// Activations are split x = hi + lo into two 16-bit halves and multiplied in two passes, so x
-// keeps ~22 bits (fp16) or ~16 bits (bf16) instead of 11 or 8: one fp16 pass alone gave
-// logits errors comparable to the KL bar. fp16 halves hold |x| < 65504; the inputs of these
-// matmuls are normalized activations, attention outputs and SwiGLU products, far below that
-// in the models we run, while the residual stream itself never goes through fp16.
+// Activations: in exact mode (the parity tools' and tests' default) x is split into two 16-bit
+// halves x = hi + lo multiplied in two passes, so x keeps ~22 bits (fp16) or ~16 bits (bf16)
+// instead of 11 or 8. In fast mode (the apps' default) F16 and quantized weights take one pass
+// with x rounded to fp16 (2^-12 relative), the same order as the weights' own rounding to fp16
+// for quantized types; BF16 weights keep both passes in either mode (bf16 x alone would keep 8
+// bits). fp16 halves hold |x| < 65504; the inputs of these matmuls are normalized activations,
+// attention outputs and SwiGLU products, far below that in the models we run, while the
+// residual stream itself never goes through fp16.
 // F32 weights go through plain SGEMM.
 #include <algorithm>
 #include <type_traits>
@@ -267,7 +270,8 @@ __global__ void __launch_bounds__(kDequantWarps * kWarp) dequant_f16_kernel(__ha
   for (int k = lane; k < 4 * nc; k += kWarp) o[k] = st[stage_slot(k / 4, k % 4)];
 }
 
-// hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16).
+// hi = round(x), lo = round(x - hi) in fp16 (Half = __half) or bf16 (Half = __nv_bfloat16);
+// lo == nullptr: hi only (fast mode's single pass).
 template <class Half>
 __global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const float* __restrict__ x,
                              int64_t n) {
@@ -284,7 +288,7 @@ __global__ void split_kernel(Half* __restrict__ hi, Half* __restrict__ lo, const
     l = __float2bfloat16_rn(v - __bfloat162float(h));
   }
   hi[i] = h;
-  lo[i] = l;
+  if (lo) lo[i] = l;
 }
 
 // y[t][o] += bias[o]
@@ -494,7 +498,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
 }
 
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
-          const float* x, int n_tokens, const float* bias) {
+          const float* x, int n_tokens, const float* bias, bool exact) {
   check_weight(w, "gemm");
   const int64_t ne0 = w.ne0, ne1 = w.ne1, nx = int64_t(n_tokens) * ne0;
   if (w.type == GGMLType::F32) {
@@ -507,20 +511,21 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
     const int threads = 256;
     const unsigned blocks = unsigned(ceil_div(nx, threads));
     const bool bf16 = w.type == GGMLType::BF16;
+    const bool two_pass = exact || bf16;
     const cudaDataType_t dt = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     if (bf16) {
       auto* hi = static_cast<__nv_bfloat16*>(scratch.x16);
       launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
     } else {
       auto* hi = static_cast<__half*>(scratch.x16);
-      launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
+      launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, hi, two_pass ? hi + nx : nullptr, x, nx);
     }
     QWEN_CUDA_LAUNCH_CHECK();
     const char* x_hi = static_cast<const char*>(scratch.x16);
     const char* x_lo = x_hi + nx * 2;
     if (w.type == GGMLType::F16 || bf16) {
       gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_hi, 0.f, y, ne1);
-      gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_lo, 1.f, y, ne1);
+      if (two_pass) gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_lo, 1.f, y, ne1);
     } else {
       const int64_t tile_rows = tile_rows_of(ne1, ne0);
       ensure(s, scratch.w16, scratch.w16_bytes, size_t(tile_rows * ne0) * 2, "weight");
@@ -537,7 +542,7 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
         });
         QWEN_CUDA_LAUNCH_CHECK();
         gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_hi, 0.f, y + r0, ne1);
-        gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_lo, 1.f, y + r0, ne1);
+        if (two_pass) gemm_ex(blas, dt, rows, n_tokens, ne0, w16, x_lo, 1.f, y + r0, ne1);
       }
     }
   }

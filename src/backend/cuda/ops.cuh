@@ -118,12 +118,14 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
                  float* out, const GemvNorm& norm, int rows_min_blocks);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
-// kSmallMaxTokens tokens): cuBLAS.
+// kSmallMaxTokens tokens): cuBLAS. exact: x in two 16-bit passes (hi + lo); otherwise F16 and
+// quantized weights take one fp16 pass (matmul.cu's precision note).
 void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, const Weight& w,
-          const float* x, int n_tokens, const float* bias);
+          const float* x, int n_tokens, const float* bias, bool exact);
 
 // gemm_small.cu: y = W x for up to kSmallMaxTokens tokens on tensor cores, every weight byte read
-// once; the numerics of gemm() (weights rounded to fp16 once, x in two 16-bit halves). Not F32.
+// once; the numerics of gemm() (weights rounded to fp16 once, x in two 16-bit halves when exact,
+// else one fp16 pass but for BF16). Not F32.
 // Like gemv_group, up to kMaxGemvGroup matrices that share x (same type and ne0) run as one
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
@@ -133,7 +135,7 @@ constexpr int kSmallMaxTokens = 64;
 // scratch.gemm_partials / gemm_counters.
 // n_sm: the device's SM count, which the launch shape targets.
 void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* outs, int n, const float* x,
-                int n_tokens, float* resid, int n_sm);
+                int n_tokens, float* resid, int n_sm, bool exact);
 
 // rope.cu (RoPE and the KV-cache write)
 void rope(cudaStream_t s, float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
@@ -145,9 +147,16 @@ void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, co
 void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache,
                 const Batch& batch, const RopeParams& r);
 
-// attention.cu
+// attention.cu: fp32 scores and softmax over the cache (split-K for decode). With `fast`, batches
+// whose runs of one sequence are long (prefill) go to flash_attention instead where it supports
+// the cache.
 void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
-               const KVLayer& cache, const Batch& batch, const AttentionParams& p);
+               const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
+// flash_attention.cu: the same attention on tensor cores (q and P rounded to fp16, fp32
+// accumulation), for F16 caches of head_dim 64 or 128.
+bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p);
+void flash_attention(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
+                     const AttentionParams& p);
 
 // elementwise.cu
 void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
