@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
         std::iota(p.begin(), p.end(), off);
         be.upload(pos_d, p.data(), n * 4);
         be.upload(seq_d, q.data(), n * 4);
-        model.forward(qwen::Batch{n, ids_d, pos_d, seq_d}, kv.layers(), row_d, 1, logits_d);
+        model.forward(qwen::Batch{n, ids_d, pos_d, seq_d, n}, kv.layers(), row_d, 1, logits_d);
       }
     }
     const std::string at_depth = depth > 0 ? " @ d" + std::to_string(depth) : "";
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
       std::iota(p.begin(), p.end(), depth);
       be.upload(pos_d, p.data(), n_prompt * 4);
       be.upload(seq_d, q.data(), n_prompt * 4);
-      const qwen::Batch b{n_prompt, ids_d, pos_d, seq_d};
+      const qwen::Batch b{n_prompt, ids_d, pos_d, seq_d, n_prompt};
       Result r{"pp" + std::to_string(n_prompt) + at_depth, n_prompt, {}, {}, {}};
       for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
         be.synchronize();
@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
       std::iota(seqs.begin(), seqs.end(), 0);
       be.upload(seq_d, seqs.data(), B * 4);
       be.upload(row_d, rows.data(), B * 4);
-      const qwen::Batch step_batch{B, ids_d, pos_d, seq_d};
+      const qwen::Batch step_batch{B, ids_d, pos_d, seq_d, 1};
       auto step = [&] {
         model.forward(step_batch, kv.layers(), row_d, B, logits_d);
         be.argmax(ids_d, logits_d, B, c.n_vocab);  // next input tokens, never leave the device

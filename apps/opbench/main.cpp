@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
   try {
     const opbench::Plan plan = opbench::make_plan(opt);
     const size_t l2 = opbench::cuda_l2_bytes();
-    auto backend = qwen::make_backend("cuda");
+    auto backend = qwen::make_backend("cuda", 0, opt.exact);
     qwen::Backend& be = *backend;
     const opbench::Limits limits{opt.peak_gbs, opt.peak_tflops};
     const int max_n = *std::max_element(plan.n_tokens.begin(), plan.n_tokens.end());

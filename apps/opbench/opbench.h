@@ -92,6 +92,7 @@ struct Options {
   double peak_gbs = 3050;    // H100 80GB HBM3 streaming reads (docs/ARCHITECTURE.md)
   double peak_tflops = 800;  // H100 dense fp16/bf16 tensor cores
   bool json = false;
+  bool exact = false;  // the backend's exact arithmetic (x as two fp16 halves in the GEMMs)
 };
 
 inline void add_flags(CLI::App& app, Options& o) {
@@ -107,6 +108,9 @@ inline void add_flags(CLI::App& app, Options& o) {
   app.add_option("--peak-tflops", o.peak_tflops, "the card's dense fp16 tensor-core TFLOP/s (H100 SXM: 800)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--json", o.json, "print JSON instead of a markdown table");
+  app.add_flag("--exact", o.exact,
+               "time the exact arithmetic (activations as two fp16 halves in the GEMMs) instead of the apps' "
+               "default");
 }
 
 // One weight to make: a matrix in one type, run at every token count of the plan.

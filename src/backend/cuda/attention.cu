@@ -187,11 +187,7 @@ void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
              cache.n_head_kv, " heads x ", cache.head_dim, ") does not match the parameters (", p.n_head_kv,
              " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
-  // A flash block covers 64 tokens and runs one pass per sequence among them, so it pays off when
-  // runs of one sequence are long; decode steps (runs of 1) keep the split-K kernel.
-  constexpr int kFlashMinRun = 16;
-  if (fast && batch.max_run >= kFlashMinRun && flash_attention_supports(cache, p))
-    return flash_attention(s, out, q, cache, batch, p);
+  if (fast && flash_attention_supports(cache, p)) return flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
   if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
   QWEN_CHECK(cache.type == GGMLType::F32, "cuda attention: KV cache type ", type_name(cache.type),
              " is not supported (F16 or F32)");

@@ -1,21 +1,29 @@
-// Causal GQA attention for prefill on tensor cores (FlashAttention-2 style), the fast path of
-// attention() for many tokens over an F16 cache (attention.cu chooses; the exact path keeps the
-// fp32 kernel there).
+// Causal GQA attention on tensor cores (FlashAttention-2 style), the fast path of attention()
+// over an F16 cache (attention.cu chooses; the exact path keeps the fp32 kernel there).
 //
-// A block takes kRows = 64 consecutive tokens of the batch and one query head (grid.x = head,
-// so the blocks of one KV group run side by side and share K/V tiles through L2); its 4 warps
-// own 16 tokens each. q of the block is rounded to fp16 once into shared memory; K and V tiles
-// of kKeys = 64 positions stream through a double buffer filled by cp.async while the previous
-// tile is multiplied. Per tile a warp computes S = q K^T (mma m16n8k16, fp32 accumulate),
-// masks keys past each token's position, updates the running max and sum of its rows in fp32
-// (online softmax, base 2 with the scale folded into the exponent), rounds P to fp16 and adds
-// P V into its fp32 output fragment. Accuracy: q and P carry 11 significant bits (K and V are
-// stored in fp16 anyway); everything accumulated is fp32.
+// Both kernels stream K and V tiles of kKeys = 64 positions through a double buffer in shared
+// memory, filled by cp.async while the previous tile is multiplied, and let each warp own a
+// 16-row tile of queries: S = q K^T (mma m16n8k16, fp32 accumulate), keys past a row's last
+// position masked, the running max and sum of each row in fp32 (online softmax in base 2 with
+// the scale folded into the exponent), P rounded to fp16, O += P V in fp32 (warp_tile). q and P
+// carry 11 significant bits (K and V are stored in fp16 anyway); everything summed is fp32.
 //
-// Tokens of several sequences may share a block (continuous batching): the block runs one pass
-// per distinct sequence among its tokens, over keys [0, max position of that sequence's tokens
-// in the block]; a token is masked out of the other passes, so each token sees exactly the keys
-// [0, pos] of its own sequence. Tiles wholly past a warp's last position skip the products.
+// Prefill (flash_prefill_kernel): a block takes 64 consecutive tokens of the batch and one query
+// head (grid.x = head, so the blocks of one KV group run side by side and share K/V tiles
+// through L2); its 4 warps own 16 tokens each and every key of each tile. Tokens of several
+// sequences may share a block (continuous batching): the block runs one pass per distinct
+// sequence among its tokens over keys [0, max position of that sequence's tokens in the block],
+// and a token is masked out of the other passes, so each token sees exactly the keys [0, pos]
+// of its own sequence. Tiles wholly past a warp's last position skip the products.
+//
+// Decode (flash_decode_kernel, flash-decoding): a block takes one token and one KV head; its
+// 16-row query tile is the group's query heads (7 of Qwen2.5's 28:4), so each K/V row is loaded
+// once for all of them, and each warp takes 16 keys of every tile. The token's keys are cut
+// into n_splits equal ranges *on the device*, from pos (the launch shape depends on shapes only,
+// so a captured decode graph replays unchanged); a block merges its warps' partial softmax
+// states, and with several splits the last block of (token, KV head) to finish merges the
+// splits' states (partials in scratch, a counter per (token, KV head) reset by that block).
+#include <algorithm>
 #include <climits>
 
 #include "backend/cuda/mma.cuh"
@@ -24,9 +32,11 @@
 namespace qwen::cuda {
 namespace {
 
-constexpr int kRows = 64;  // tokens per block
+constexpr int kRows = 64;  // tokens per prefill block
 constexpr int kKeys = 64;  // key positions per tile
-constexpr int kFlashWarps = kRows / 16;
+constexpr int kFlashWarps = 4;
+constexpr int kDecodeKeys = kKeys / kFlashWarps;  // keys of a tile per decode warp
+constexpr int kMaxFlashSplits = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Row r's 16-byte granule c of a [rows][HD] fp16 tile sits at granule c ^ (r % 8) of the row:
@@ -36,22 +46,163 @@ __device__ __forceinline__ int tile_offset(int r, int c) {
   return r * HD + ((c ^ (r % 8)) * 8);
 }
 
-template <int HD>
+template <int HD, int kQRows>
 struct FlashSmem {
-  __half q[kRows * HD];
+  __half q[kQRows * HD];
   __half k[2][kKeys * HD];
   __half v[2][kKeys * HD];
 };
 
+// One warp's running softmax state for its 16 rows: this thread's rows g and g + 8 (the mma
+// accumulator layout), m in base-2 units of the scaled scores, l this thread's share of the sum.
+template <int HD>
+struct WarpState {
+  float o[HD / 8][4];
+  float m[2], l[2];
+  __device__ void init() {
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.f;
+  }
+};
+
+// Fragments of rows 16 w .. 16 w + 15 of a [rows][HD] fp16 tile, as the A operand.
+template <int HD>
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[HD / 16][4], const __half* q, int w, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk)
+    ldmatrix_x4(qf[kk], q + tile_offset<HD>(w * 16 + lane % 16, 2 * kk + lane / 16));
+}
+
+// The K and V rows [j0, j0 + kKeys) of one KV head into a tile buffer; rows past `last` are
+// zeros (their P is 0, and 0 * garbage could be NaN). Commits one cp.async group.
+template <int HD>
+__device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __half* kc, const __half* vc, int64_t base,
+                                             int64_t kv_stride, int j0, int last) {
+  constexpr int kGranules = HD / 8;
+  for (int i = threadIdx.x; i < kKeys * kGranules; i += blockDim.x) {
+    const int r = i / kGranules, c = i % kGranules;
+    const int j = j0 + r;
+    const int64_t off = base + int64_t(min(j, last)) * kv_stride + c * 8;
+    const int bytes = j <= last ? 16 : 0;
+    cp_async16(ks + tile_offset<HD>(r, c), kc + off, bytes);
+    cp_async16(vs + tile_offset<HD>(r, c), vc + off, bytes);
+  }
+  cp_async_commit();
+}
+
+// The warp's 16 rows against kKeysW keys of a tile (tile rows key0 ..; absolute positions j0 ..):
+// S, mask (keys past lim0 / lim1 for rows g / g + 8), online softmax, O += P V.
+template <int HD, int kKeysW>
+__device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf)[HD / 16][4], const __half* ks,
+                                          const __half* vs, int key0, int j0, int lim0, int lim1, float sl2) {
+  const int lane = threadIdx.x % kWarp;
+  float s[kKeysW / 8][4];
+#pragma unroll
+  for (int j = 0; j < kKeysW / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+    for (int jj = 0; jj < kKeysW / 16; ++jj) {
+      // Keys 16 jj + (0..15), dims 16 kk + (0..15): B fragments of two 8-key tiles.
+      uint32_t b[4];
+      const int key = key0 + jj * 16 + (lane / 16) * 8 + lane % 8;
+      ldmatrix_x4(b, ks + tile_offset<HD>(key, 2 * kk + (lane / 8) % 2));
+      mma16816<__half>(s[2 * jj], qf[kk], b[0], b[1]);
+      mma16816<__half>(s[2 * jj + 1], qf[kk], b[2], b[3]);
+    }
+  }
+  // Mask, scale to base 2, and the online softmax of rows g (e = 0, 1) and g + 8 (e = 2, 3).
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < kKeysW / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = j0 + 8 * j + 2 * (lane % 4) + (e & 1);
+      const float v = key <= (e < 2 ? lim0 : lim1) ? s[j][e] * sl2 : -INFINITY;
+      s[j][e] = v;
+      mx[e / 2] = fmaxf(mx[e / 2], v);
+    }
+  }
+  float corr[2], m_use[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    const float m_new = fmaxf(st.m[i], mx[i]);
+    m_use[i] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet stays at zero
+    corr[i] = exp2f(st.m[i] - m_use[i]);
+    st.m[i] = m_new;
+    st.l[i] *= corr[i];
+  }
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) {
+    st.o[j][0] *= corr[0], st.o[j][1] *= corr[0];
+    st.o[j][2] *= corr[1], st.o[j][3] *= corr[1];
+  }
+  // P in fp16 as A fragments (the accumulator layout of two 8-key tiles is the A layout of one
+  // 16-key step), then O += P V.
+#pragma unroll
+  for (int jj = 0; jj < kKeysW / 16; ++jj) {
+    uint32_t pa[4];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float* sj = s[2 * jj + half];
+      const float p0 = exp2f(sj[0] - m_use[0]), p1 = exp2f(sj[1] - m_use[0]);
+      const float p2 = exp2f(sj[2] - m_use[1]), p3 = exp2f(sj[3] - m_use[1]);
+      st.l[0] += p0 + p1;
+      st.l[1] += p2 + p3;
+      pa[2 * half] = pack2<__half>(p0, p1);
+      pa[2 * half + 1] = pack2<__half>(p2, p3);
+    }
+#pragma unroll
+    for (int dd = 0; dd < HD / 16; ++dd) {
+      // Keys 16 jj + (0..15), dims 16 dd + (0..15), transposed into B fragments.
+      uint32_t b[4];
+      const int key = key0 + jj * 16 + ((lane / 8) % 2) * 8 + lane % 8;
+      ldmatrix_x4_trans(b, vs + tile_offset<HD>(key, 2 * dd + lane / 16));
+      mma16816<__half>(st.o[2 * dd], pa, b[0], b[1]);
+      mma16816<__half>(st.o[2 * dd + 1], pa, b[2], b[3]);
+    }
+  }
+}
+
+// Row sums of l across the quad that shares each row.
+template <int HD>
+__device__ __forceinline__ void quad_sum_l(WarpState<HD>& st) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 1);
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 2);
+  }
+}
+
+// q rows (fp32, HD each, `row_ptr(r)` or null for a zero row) into a swizzled fp16 tile.
+template <int HD, class RowPtr>
+__device__ __forceinline__ void stage_q(__half* qs, int n_rows, const RowPtr& row_ptr) {
+  constexpr int kGranules = HD / 8;
+  for (int i = threadIdx.x; i < n_rows * kGranules; i += blockDim.x) {
+    const int r = i / kGranules, c = i % kGranules;
+    uint4 packed = make_uint4(0, 0, 0, 0);
+    if (const float* src = row_ptr(r)) {
+      const float4 a = reinterpret_cast<const float4*>(src + c * 8)[0];
+      const float4 b = reinterpret_cast<const float4*>(src + c * 8)[1];
+      packed = make_uint4(pack2<__half>(a.x, a.y), pack2<__half>(a.z, a.w), pack2<__half>(b.x, b.y),
+                          pack2<__half>(b.z, b.w));
+    }
+    *reinterpret_cast<uint4*>(qs + tile_offset<HD>(r, c)) = packed;
+  }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
-    flash_attn_kernel(float* __restrict__ out, const float* __restrict__ q, const __half* __restrict__ kc,
-                      const __half* __restrict__ vc, const int32_t* __restrict__ pos,
-                      const int32_t* __restrict__ seq, int n_tokens, int n_head, int group, int n_kv,
-                      int n_ctx, int n_seq, float scale) {
-  constexpr int kGranules = HD / 8;  // 16-byte granules per row
+    flash_prefill_kernel(float* __restrict__ out, const float* __restrict__ q, const __half* __restrict__ kc,
+                         const __half* __restrict__ vc, const int32_t* __restrict__ pos,
+                         const int32_t* __restrict__ seq, int n_tokens, int n_head, int group, int n_kv,
+                         int n_ctx, int n_seq, float scale) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FlashSmem<HD>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FlashSmem<HD, kRows>*>(smem_raw);
   __shared__ int s_seq[kRows], s_pos[kRows];
   __shared__ int s_pass, s_kmax;
   pdl_begin();
@@ -59,7 +210,6 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   const int64_t t0 = int64_t(gridDim.y - 1 - blockIdx.y) * kRows;  // longest blocks first
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
   const int64_t kv_stride = int64_t(n_kv) * HD;
-  const int kvh = h / group;
 
   if (tid < kRows) {
     const int64_t t = t0 + tid;
@@ -67,35 +217,15 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
     s_seq[tid] = active ? (seq ? min(max(seq[t], 0), n_seq - 1) : 0) : INT_MAX;
     s_pos[tid] = active ? min(pos[t], n_ctx - 1) : -1;
   }
-  // q of the block's tokens, fp16, swizzled.
-  for (int i = tid; i < kRows * kGranules; i += blockDim.x) {
-    const int r = i / kGranules, c = i % kGranules;
-    const int64_t t = t0 + r;
-    uint4 packed = make_uint4(0, 0, 0, 0);
-    if (t < n_tokens) {
-      const float4* src = reinterpret_cast<const float4*>(q + (t * n_head + h) * HD + c * 8);
-      const float4 a = src[0], b = src[1];
-      packed = make_uint4(pack2<__half>(a.x, a.y), pack2<__half>(a.z, a.w), pack2<__half>(b.x, b.y),
-                          pack2<__half>(b.z, b.w));
-    }
-    *reinterpret_cast<uint4*>(sm.q + tile_offset<HD>(r, c)) = packed;
-  }
+  stage_q<HD>(sm.q, kRows, [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
   __syncthreads();
-
-  // The warp's q fragments, kept in registers for every tile.
   uint32_t qf[HD / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk)
-    ldmatrix_x4(qf[kk], sm.q + tile_offset<HD>(warp * 16 + lane % 16, 2 * kk + lane / 16));
+  load_q_fragments<HD>(qf, sm.q, warp, lane);
 
-  // Each thread holds rows g and g + 8 of its warp's 16 (the mma accumulator layout).
-  const int g = lane / 4, r0 = warp * 16 + g, r1 = r0 + 8;
-  float o[HD / 8][4];
-#pragma unroll
-  for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  const int r0 = warp * 16 + lane / 4, r1 = r0 + 8;
+  WarpState<HD> st;
+  st.init();
   const float sl2 = scale * kLog2e;
-
   int prev = -1;
   for (;;) {
     // The next sequence among the block's tokens, and its last position here.
@@ -115,146 +245,199 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
 #pragma unroll
     for (int o2 = 16; o2 > 0; o2 >>= 1) warp_lim = max(warp_lim, __shfl_xor_sync(0xffffffffu, warp_lim, o2));
 
-    const int64_t base = int64_t(cur) * n_ctx * kv_stride + int64_t(kvh) * HD;
+    const int64_t base = int64_t(cur) * n_ctx * kv_stride + int64_t(h / group) * HD;
     const int n_tiles = kmax / kKeys + 1;
-    const auto load_tile = [&](int tile, int buf) {
-      const int j0 = tile * kKeys;
-      for (int i = tid; i < kKeys * kGranules; i += blockDim.x) {
-        const int r = i / kGranules, c = i % kGranules;
-        const int j = j0 + r;
-        const int64_t off = base + int64_t(min(j, kmax)) * kv_stride + c * 8;
-        const int bytes = j <= kmax ? 16 : 0;  // past the pass's last key: zeros (P is 0 there)
-        cp_async16(sm.k[buf] + tile_offset<HD>(r, c), kc + off, bytes);
-        cp_async16(sm.v[buf] + tile_offset<HD>(r, c), vc + off, bytes);
-      }
-      cp_async_commit();
-    };
-    load_tile(0, 0);
+    load_kv_tile<HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, 0, kmax);
     for (int tile = 0; tile < n_tiles; ++tile) {
       const int buf = tile & 1;
       if (tile + 1 < n_tiles) {
-        load_tile(tile + 1, buf ^ 1);
+        load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, (tile + 1) * kKeys, kmax);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
       }
       __syncthreads();
       const int j0 = tile * kKeys;
-      if (j0 <= warp_lim) {
-        // S = q K^T for this warp's 16 rows and the tile's 64 keys.
-        float s[kKeys / 8][4];
-#pragma unroll
-        for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; ++kk) {
-#pragma unroll
-          for (int jj = 0; jj < kKeys / 16; ++jj) {
-            // Keys 16 jj + (0..15), dims 16 kk + (0..15): B fragments of two 8-key tiles.
-            uint32_t b[4];
-            const int key = jj * 16 + (lane / 16) * 8 + lane % 8;
-            ldmatrix_x4(b, sm.k[buf] + tile_offset<HD>(key, 2 * kk + (lane / 8) % 2));
-            mma16816<__half>(s[2 * jj], qf[kk], b[0], b[1]);
-            mma16816<__half>(s[2 * jj + 1], qf[kk], b[2], b[3]);
-          }
-        }
-        // Mask, scale to base 2, and the online softmax of rows r0 (e = 0, 1) and r1 (e = 2, 3).
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int j = 0; j < kKeys / 8; ++j) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = j0 + 8 * j + 2 * (lane % 4) + (e & 1);
-            const float v = key <= (e < 2 ? lim0 : lim1) ? s[j][e] * sl2 : -INFINITY;
-            s[j][e] = v;
-            mx[e / 2] = fmaxf(mx[e / 2], v);
-          }
-        }
-        float corr[2], m_use[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-          const float m_new = fmaxf(m_run[i], mx[i]);
-          m_use[i] = m_new == -INFINITY ? 0.f : m_new;  // a row with no key yet stays at zero
-          corr[i] = exp2f(m_run[i] - m_use[i]);
-          m_run[i] = m_new;
-          l_run[i] *= corr[i];
-        }
-#pragma unroll
-        for (int j = 0; j < HD / 8; ++j) {
-          o[j][0] *= corr[0], o[j][1] *= corr[0];
-          o[j][2] *= corr[1], o[j][3] *= corr[1];
-        }
-        // P in fp16 as A fragments (the accumulator layout of two 8-key tiles is the A layout of
-        // one 16-key step), then O += P V.
-#pragma unroll
-        for (int jj = 0; jj < kKeys / 16; ++jj) {
-          uint32_t pa[4];
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            float* sj = s[2 * jj + half];
-            const float p0 = exp2f(sj[0] - m_use[0]), p1 = exp2f(sj[1] - m_use[0]);
-            const float p2 = exp2f(sj[2] - m_use[1]), p3 = exp2f(sj[3] - m_use[1]);
-            l_run[0] += p0 + p1;
-            l_run[1] += p2 + p3;
-            pa[2 * half] = pack2<__half>(p0, p1);
-            pa[2 * half + 1] = pack2<__half>(p2, p3);
-          }
-#pragma unroll
-          for (int dd = 0; dd < HD / 16; ++dd) {
-            // Keys 16 jj + (0..15), dims 16 dd + (0..15), transposed into B fragments.
-            uint32_t b[4];
-            const int key = jj * 16 + ((lane / 8) % 2) * 8 + lane % 8;
-            ldmatrix_x4_trans(b, sm.v[buf] + tile_offset<HD>(key, 2 * dd + lane / 16));
-            mma16816<__half>(o[2 * dd], pa, b[0], b[1]);
-            mma16816<__half>(o[2 * dd + 1], pa, b[2], b[3]);
-          }
-        }
-      }
+      if (j0 <= warp_lim) warp_tile<HD, kKeys>(st, qf, sm.k[buf], sm.v[buf], 0, j0, lim0, lim1, sl2);
       __syncthreads();  // the buffer is refilled by the next iteration's load
     }
   }
 
-  // Row sums across the quad, then the normalized rows.
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l_run[i] += __shfl_xor_sync(0xffffffffu, l_run[i], 1);
-    l_run[i] += __shfl_xor_sync(0xffffffffu, l_run[i], 2);
-  }
+  quad_sum_l(st);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int64_t t = t0 + (i == 0 ? r0 : r1);
-    if (t >= n_tokens || l_run[i] == 0.f) continue;
-    const float inv = 1.f / l_run[i];
+    if (t >= n_tokens || st.l[i] == 0.f) continue;
+    const float inv = 1.f / st.l[i];
     float* dst = out + (t * n_head + h) * HD + 2 * (lane % 4);
 #pragma unroll
     for (int j = 0; j < HD / 8; ++j)
-      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(st.o[j][2 * i] * inv, st.o[j][2 * i + 1] * inv);
   }
 }
 
 template <int HD>
-void launch_flash(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
-                  const AttentionParams& p) {
+__global__ void __launch_bounds__(kFlashWarps* kWarp)
+    flash_decode_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
+                        const float* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc,
+                        const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head, int group,
+                        int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto& sm = *reinterpret_cast<FlashSmem<HD, 16>*>(smem_raw);
+  // After the key loop the K buffers hold the warps' states for the merge.
+  static_assert(sizeof(float) * kFlashWarps * 16 * HD <= sizeof(sm.k), "merge area");
+  float* s_o = reinterpret_cast<float*>(sm.k);  // [warp][row][HD]
+  __shared__ float s_m[kFlashWarps][16], s_l[kFlashWarps][16];
+  __shared__ bool s_last;
+  pdl_begin();
+  const int kvh = blockIdx.x, split = blockIdx.z;
+  const int64_t t = blockIdx.y;
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
+  const int64_t kv_stride = int64_t(n_kv) * HD;
+  const int sq = seq ? min(max(seq[t], 0), n_seq - 1) : 0;
+  const int n_keys = min(max(pos[t] + 1, 0), n_ctx);
+  const int chunk = (n_keys + n_splits - 1) / n_splits;
+  const int start = split * chunk, end = min(start + chunk, n_keys);  // this block's keys
+
+  stage_q<HD>(sm.q, 16, [&](int r) { return r < group ? q + (t * n_head + kvh * group + r) * HD : nullptr; });
+  __syncthreads();
+  uint32_t qf[HD / 16][4];
+  load_q_fragments<HD>(qf, sm.q, 0, lane);
+
+  const int g = lane / 4;
+  const int lim0 = g < group ? end - 1 : -1, lim1 = g + 8 < group ? end - 1 : -1;
+  WarpState<HD> st;
+  st.init();
+  const float sl2 = scale * kLog2e;
+  const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(kvh) * HD;
+  const int n_tiles = start < end ? (end - start + kKeys - 1) / kKeys : 0;
+  if (n_tiles > 0) load_kv_tile<HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, start, end - 1);
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int buf = tile & 1;
+    if (tile + 1 < n_tiles) {
+      load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys, end - 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int j0 = start + tile * kKeys + warp * kDecodeKeys;
+    if (j0 < end) warp_tile<HD, kDecodeKeys>(st, qf, sm.k[buf], sm.v[buf], warp * kDecodeKeys, j0, lim0, lim1, sl2);
+    __syncthreads();
+  }
+  quad_sum_l(st);
+
+  // Merge the warps: every thread stores its o entries, lane % 4 == 0 the row states.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int r = g + 8 * i;
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      float* d = s_o + (warp * 16 + r) * HD + 8 * j + 2 * (lane % 4);
+      d[0] = st.o[j][2 * i], d[1] = st.o[j][2 * i + 1];
+    }
+    if (lane % 4 == 0) s_m[warp][r] = st.m[i], s_l[warp][r] = st.l[i];
+  }
+  __syncthreads();
+  for (int e = tid; e < group * HD; e += blockDim.x) {
+    const int r = e / HD, d = e % HD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kFlashWarps; ++w) mx = fmaxf(mx, s_m[w][r]);
+    float a = 0.f, l = 0.f;
+#pragma unroll
+    for (int w = 0; w < kFlashWarps; ++w) {
+      const float wt = s_m[w][r] == -INFINITY ? 0.f : exp2f(s_m[w][r] - mx);
+      a += wt * s_o[(w * 16 + r) * HD + d];
+      l += wt * s_l[w][r];
+    }
+    const int64_t th = t * n_head + kvh * group + r;
+    if (n_splits == 1) {
+      out[th * HD + d] = l > 0.f ? a / l : 0.f;
+    } else {
+      float* pp = part + (th * n_splits + split) * (HD + 2);
+      pp[d] = a;
+      if (d == 0) pp[HD] = mx, pp[HD + 1] = l;
+    }
+  }
+  if (n_splits == 1) return;
+  // The last split of (token, KV head) to finish merges every split of its heads.
+  __threadfence();
+  __syncthreads();
+  const int64_t tk = t * n_kv + kvh;
+  if (tid == 0) s_last = atomicAdd(&counters[tk], 1u) == unsigned(n_splits - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int e = tid; e < group * HD; e += blockDim.x) {
+    const int r = e / HD, d = e % HD;
+    const int64_t th = t * n_head + kvh * group + r;
+    const float* p0 = part + th * n_splits * (HD + 2);
+    float gmax = -INFINITY;
+    for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (HD + 2) + HD));
+    float a = 0.f, l = 0.f;
+    for (int sp = 0; sp < n_splits; ++sp) {
+      const float* ps = p0 + sp * (HD + 2);
+      const float m = __ldcg(ps + HD);
+      const float w = m == -INFINITY ? 0.f : exp2f(m - gmax);
+      a += w * __ldcg(ps + d);
+      l += w * __ldcg(ps + HD + 1);
+    }
+    out[th * HD + d] = l > 0.f ? a / l : 0.f;
+  }
+  if (tid == 0) counters[tk] = 0;
+}
+
+template <int HD>
+void launch_prefill(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
+                    const AttentionParams& p) {
   const dim3 grid(unsigned(p.n_head), unsigned(ceil_div(batch.n_tokens, kRows)));
-  launch_smem(flash_attn_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD>), s, out, q,
+  launch_smem(flash_prefill_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, kRows>), s, out, q,
               static_cast<const __half*>(cache.k), static_cast<const __half*>(cache.v), batch.pos, batch.seq,
               batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale);
+  QWEN_CUDA_LAUNCH_CHECK();
+}
+
+template <int HD>
+void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                   const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
+  // Splits so that (token, KV head, split) blocks fill the GPU about twice, each split at least
+  // one tile of the context; fixed by shapes only (graph replay).
+  const int64_t units = int64_t(batch.n_tokens) * p.n_head_kv;
+  int n_splits = int(std::clamp<int64_t>(ceil_div(2 * n_sm, units), 1, kMaxFlashSplits));
+  n_splits = std::min(n_splits, std::max(1, cache.n_ctx / kKeys));
+  while (n_splits > 1 && int64_t(batch.n_tokens) * p.n_head * n_splits * (p.head_dim + 2) > kAttnPartialFloats)
+    --n_splits;
+  if (units > kMaxCounters) n_splits = 1;
+  const dim3 grid(unsigned(p.n_head_kv), unsigned(batch.n_tokens), unsigned(n_splits));
+  launch_smem(flash_decode_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, 16>), s, out,
+              scratch.attn_partials, scratch.attn_counters, q, static_cast<const __half*>(cache.k),
+              static_cast<const __half*>(cache.v), batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv,
+              p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p) {
-  return cache.type == GGMLType::F16 && (p.head_dim == 64 || p.head_dim == 128);
+  return cache.type == GGMLType::F16 && (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 16;
 }
 
-void flash_attention(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
-                     const AttentionParams& p) {
+void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                     const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   QWEN_CHECK(flash_attention_supports(cache, p), "cuda flash attention: ", type_name(cache.type),
-             " cache with head_dim ", p.head_dim, " is not supported (F16, head_dim 64 or 128)");
-  if (p.head_dim == 64) return launch_flash<64>(s, out, q, cache, batch, p);
-  launch_flash<128>(s, out, q, cache, batch, p);
+             " cache with head_dim ", p.head_dim, " and ", p.n_head / p.n_head_kv,
+             " query heads per KV head is not supported (F16, head_dim 64 or 128, at most 16)");
+  // A prefill block covers 64 tokens and runs one pass per sequence among them, so it pays off
+  // when runs of one sequence are long; decode-like batches take one block per (token, KV head).
+  constexpr int kPrefillMinRun = 16;
+  const bool prefill = batch.max_run >= kPrefillMinRun;
+  if (p.head_dim == 64) {
+    return prefill ? launch_prefill<64>(s, out, q, cache, batch, p)
+                   : launch_decode<64>(s, n_sm, scratch, out, q, cache, batch, p);
+  }
+  if (prefill) return launch_prefill<128>(s, out, q, cache, batch, p);
+  launch_decode<128>(s, n_sm, scratch, out, q, cache, batch, p);
 }
 
 }  // namespace qwen::cuda

@@ -147,16 +147,17 @@ void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, co
 void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v, KVLayer& cache,
                 const Batch& batch, const RopeParams& r);
 
-// attention.cu: fp32 scores and softmax over the cache (split-K for decode). With `fast`, batches
-// whose runs of one sequence are long (prefill) go to flash_attention instead where it supports
-// the cache.
+// attention.cu: fp32 scores and softmax over the cache (split-K for decode). With `fast`,
+// flash_attention runs instead where it supports the cache.
 void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
 // flash_attention.cu: the same attention on tensor cores (q and P rounded to fp16, fp32
-// accumulation), for F16 caches of head_dim 64 or 128.
+// accumulation), for F16 caches of head_dim 64 or 128 with at most 16 query heads per KV head:
+// a prefill kernel for batches with long runs of one sequence (Batch::max_run), a split-K
+// decode kernel sharing each K/V row among the query heads of its group otherwise.
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p);
-void flash_attention(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
-                     const AttentionParams& p);
+void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                     const KVLayer& cache, const Batch& batch, const AttentionParams& p);
 
 // elementwise.cu
 void swiglu(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
