@@ -12,17 +12,20 @@ with the working tree as a wheel):
      F16 file through qwen-quantize (the gguf package has no k-quant quantizer).
   3. For each file, the transformers model is loaded back with exactly the weights the file holds
      (gguf.quants.dequantize of every tensor), run in fp32 (no TF32) on the teacher-forced tokens,
-     and compared with `qwen-logits --device cuda` in three modes: one prefill in the exact
-     arithmetic (activations as two fp16 halves), one prefill with --fast (the apps' default: one
-     fp16 pass), and --step (one token per forward through the KV cache: the decode path).
+     and compared with `qwen-logits --device cuda` in four modes: one prefill and --step (one
+     token per forward through the KV cache: the decode path) in the exact arithmetic
+     (activations as two fp16 halves in the GEMMs, fp32 attention), and both again with --fast
+     (the apps' default: one fp16 pass, attention on tensor cores).
 
 Metrics per (type, mode), over >= 1,000 positions:
   - mean KL(p_hf || p_qwen) per position, computed in float64;
   - top-1 agreement;
   - per-vocabulary-row error: for each vocabulary row v, max over positions of |dlogit[:, v]|;
     the largest row error must stay within 3x the median row's (the scattered-garbage check).
-Bars (mean KL; issue 12): step F16/BF16 <= 1e-7, quantized <= 1e-6; prefill (either mode)
-F16/BF16 <= 1e-6, quantized <= 2e-6; F16/BF16 top-1 >= 99.5%; the row check everywhere. Writes hf_compare.json and hf_compare.md into --out; exits 1 if a bar fails.
+Bars (mean KL; issue 12): exact step F16/BF16 <= 1e-7, quantized <= 1e-6; prefill and fast step
+F16/BF16 <= 1e-6, quantized <= 2e-6; F16/BF16 top-1 >= 99.5% in the exact modes (issue 5; the
+fast modes report it); the row check everywhere. Writes hf_compare.json and hf_compare.md into
+--out; exits 1 if a bar fails.
 
   python3 scripts/hf_compare.py --bin build/bin --out /tmp/hf [--types F16,BF16,Q8_0,Q4_0] [--n 1024]
 """
@@ -40,15 +43,16 @@ SHAPE = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hid
              rms_norm_eps=1e-6, tie_word_embeddings=True)
 ROPE_THETA = 1e6
 FLOAT_TYPES = ("F16", "BF16")
-MODES = {"prefill": [], "prefill-fast": ["--fast"], "step": ["--step"]}
+MODES = {"prefill": [], "prefill-fast": ["--fast"], "step": ["--step"], "step-fast": ["--step", "--fast"]}
 
 
 def bars(type_name, mode):
     """(mean KL bar, top-1 bar or None) of a type in a mode."""
     floating = type_name in FLOAT_TYPES
+    top1 = 0.995 if floating and not mode.endswith("-fast") else None
     if mode == "step":
-        return (1e-7 if floating else 1e-6), (0.995 if floating else None)
-    return (1e-6 if floating else 2e-6), (0.995 if floating else None)
+        return (1e-7 if floating else 1e-6), top1
+    return (1e-6 if floating else 2e-6), top1
 ROW_RATIO = 3.0
 
 
