@@ -295,6 +295,7 @@ void Routes::check_prompt_bytes(const std::string& text, const char* param) cons
 
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
+  const size_t max_prompt = size_t(engine_.n_ctx()) - 1;  // one token must be left to generate
   if (r.chat) {
     std::string text;
     try {
@@ -305,20 +306,23 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
                      "messages");
     }
     check_prompt_bytes(text, "messages");
-    // The rendered template already holds its BOS and control tokens as text.
-    ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
+    // The rendered template already holds its BOS and control tokens as text. Tokenizing stops
+    // once the prompt cannot fit (n_ctx tokens), so a long one costs only what the context holds.
+    ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false, max_prompt);
   } else if (!r.prompt_ids.empty()) {
     ids = r.prompt_ids;
   } else {
     check_prompt_bytes(r.prompt, "prompt");
-    ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
+    ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true, max_prompt);
   }
   if (ids.empty())
     throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
   // At least one generated token must fit after the prompt in the slot's context.
-  if (int64_t(ids.size()) >= engine_.n_ctx()) {
+  if (ids.size() > max_prompt) {
+    // A text's tokenizing stopped there: the count is a lower bound.
     throw ApiError(400,
-                   str("the prompt has ", ids.size(), " tokens but the context holds ", engine_.n_ctx(),
+                   str("the prompt has ", r.prompt_ids.empty() ? "at least " : "", ids.size(),
+                       " tokens but the context holds ", engine_.n_ctx(),
                        " per request (prompt + completion); shorten the prompt or restart with a larger -c"),
                    "context_length_exceeded", r.chat ? "messages" : "prompt");
   }
@@ -423,11 +427,13 @@ void Routes::embeddings(const httplib::Request& req, httplib::Response& res) {
                              " tokens of the context (no token is longer than ", max_token_bytes_, " bytes)"),
                          "context_length_exceeded", param);
         }
-        ids = tok.encode(text, /*parse_special=*/true, /*add_special=*/true);
+        ids = tok.encode(text, /*parse_special=*/true, /*add_special=*/true, n_ctx);  // stops past n_ctx
       }
       if (ids.empty()) throw ApiError(400, str("'", param, "' encodes to no tokens"), "invalid_value", param);
       if (ids.size() > n_ctx) {
-        throw ApiError(400, str("'", param, "' has ", ids.size(), " tokens but the context holds ", n_ctx),
+        throw ApiError(400,
+                       str("'", param, "' has ", r.inputs[i].text.empty() ? "" : "at least ", ids.size(),
+                           " tokens but the context holds ", n_ctx),
                        "context_length_exceeded", param);
       }
       prompt_tokens += int(ids.size());

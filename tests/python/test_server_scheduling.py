@@ -12,6 +12,7 @@ Embeddings: the final hidden states after output_norm, pooled as the GGUF's <arc
 import base64
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 import time
@@ -216,3 +217,29 @@ def test_embeddings_refused_without_pooling(bin_dir, tiny_model):
         assert status == 200 and len(body["data"][0]["embedding"]) == 64, body
     finally:
         srv.stop()
+
+
+# ---- the length check stops tokenizing ------------------------------------------------------
+
+
+def test_long_prompt_tokenizing_stops_at_context(bin_dir, tiny_model):
+    """With a 32,768-token context the byte bound ((n_ctx - 1) x 128 bytes, about 4.2 MB) lets a
+    4 MB prompt through to the tokenizer; tokenizing stops once the context is exceeded, so the 400
+    comes within 1 s (0.3 s measured; tokenizing all 4 MB, as before, took 2.0 s on the same
+    machine), stating the count as a lower bound. Metric: status, code, message, elapsed."""
+    srv = Server(bin_dir, tiny_model, "--ctx-overflow", "warn", parallel=1, n_ctx=32768)
+    try:
+        # Random lowercase words: no two alike, so the tokenizer's word cache cannot shortcut them.
+        letters = np.random.default_rng(1).integers(ord("a"), ord("z") + 1, 4_000_000, dtype=np.uint8)
+        letters[::7] = ord(" ")
+        body = json.dumps({"prompt": letters.tobytes().decode(), "max_tokens": 1})
+        t0 = time.time()
+        status, resp = srv.request("POST", "/v1/completions", raw=body)
+        elapsed = time.time() - t0
+    finally:
+        srv.stop()
+    assert status == 400 and resp["error"]["code"] == "context_length_exceeded", resp
+    # Stopped within one word (one pre-tokenizer piece, at most 7 tokens) past the context.
+    m = re.match(r"the prompt has at least (\d+) tokens but the context holds 32768", resp["error"]["message"])
+    assert m and 32768 <= int(m.group(1)) <= 32768 + 7, resp
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
