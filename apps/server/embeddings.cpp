@@ -27,7 +27,8 @@ std::vector<int32_t> ids_of(const json& v, const std::string& param, int32_t n_v
     // Read as double first: an unsigned value beyond int64 must not wrap into range.
     const double id = t.get<double>();
     if (id < 0 || id >= n_vocab) {
-      invalid(param, str("'", param, "[", i, "]' is ", t.dump(), ", outside the vocabulary [0, ", n_vocab, ")"));
+      invalid(param,
+              str("'", param, "[", i, "]' is ", t.dump(), ", outside the vocabulary [0, ", n_vocab, ")"));
     }
     ids.push_back(int32_t(id));
   }
@@ -54,7 +55,8 @@ std::string base64(const unsigned char* p, size_t n) {
   std::string out;
   out.reserve((n + 2) / 3 * 4);
   for (size_t i = 0; i < n; i += 3) {
-    const uint32_t b = uint32_t(p[i]) << 16 | (i + 1 < n ? uint32_t(p[i + 1]) << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+    const uint32_t b =
+        uint32_t(p[i]) << 16 | (i + 1 < n ? uint32_t(p[i + 1]) << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
     out += kDigits[b >> 18 & 63];
     out += kDigits[b >> 12 & 63];
     out += i + 1 < n ? kDigits[b >> 6 & 63] : '=';
@@ -69,7 +71,8 @@ EmbeddingRequest parse_embedding_request(const json& body, int32_t n_vocab, int 
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object", "invalid_type");
   static const char* const kFields[] = {"input", "model", "encoding_format", "dimensions", "user"};
   for (const auto& [key, value] : body.items()) {
-    if (std::none_of(std::begin(kFields), std::end(kFields), [&, &key = key](const char* f) { return key == f; }))
+    if (std::none_of(std::begin(kFields), std::end(kFields),
+                     [&, &key = key](const char* f) { return key == f; }))
       invalid(key.substr(0, 64), str("field '", key.substr(0, 64), "' is not supported by /v1/embeddings"),
               "unsupported_value");
   }
@@ -77,14 +80,16 @@ EmbeddingRequest parse_embedding_request(const json& body, int32_t n_vocab, int 
   auto text_field = [&](const char* key) -> std::string {
     auto it = body.find(key);
     if (it == body.end() || it->is_null()) return {};
-    if (!it->is_string()) invalid(key, str("'", key, "' must be a string, got ", it->type_name()), "invalid_type");
+    if (!it->is_string())
+      invalid(key, str("'", key, "' must be a string, got ", it->type_name()), "invalid_type");
     return it->get<std::string>();
   };
   r.model = text_field("model");
   r.user = text_field("user");
   const std::string format = text_field("encoding_format");
   if (!format.empty() && format != "float" && format != "base64") {
-    invalid("encoding_format", str("'encoding_format' is '", format.substr(0, 64), "', expected float or base64"));
+    invalid("encoding_format",
+            str("'encoding_format' is '", format.substr(0, 64), "', expected float or base64"));
   }
   r.base64 = format == "base64";
   if (auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
@@ -105,11 +110,14 @@ EmbeddingRequest parse_embedding_request(const json& body, int32_t n_vocab, int 
   } else if (input.is_array()) {
     if (input.empty()) invalid("input", "'input' must not be empty");
     if (input.size() > kMaxEmbeddingInputs) {
-      invalid("input", str("'input' has ", input.size(), " entries, at most ", kMaxEmbeddingInputs, " are allowed"));
+      invalid("input",
+              str("'input' has ", input.size(), " entries, at most ", kMaxEmbeddingInputs, " are allowed"));
     }
-    for (size_t i = 0; i < input.size(); ++i) r.inputs.push_back(one_input(input[i], str("input[", i, "]"), n_vocab));
+    for (size_t i = 0; i < input.size(); ++i)
+      r.inputs.push_back(one_input(input[i], str("input[", i, "]"), n_vocab));
   } else {
-    invalid("input", str("'input' must be a string, an array of strings or of token ids, got ", input.type_name()),
+    invalid("input",
+            str("'input' must be a string, an array of strings or of token ids, got ", input.type_name()),
             "invalid_type");
   }
   return r;
@@ -129,7 +137,8 @@ json embedding_response(std::vector<std::vector<float>> vectors, bool base64_for
     }
     json e = {{"object", "embedding"}, {"index", i}};
     if (base64_format) {
-      static_assert(std::endian::native == std::endian::little, "base64 embeddings are little-endian float32");
+      static_assert(std::endian::native == std::endian::little,
+                    "base64 embeddings are little-endian float32");
       e["embedding"] = base64(reinterpret_cast<const unsigned char*>(v.data()), v.size() * sizeof(float));
     } else {
       e["embedding"] = v;

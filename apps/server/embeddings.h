@@ -31,7 +31,7 @@ EmbeddingRequest parse_embedding_request(const nlohmann::json& body, int32_t n_v
 
 // {"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}.
 // Each vector is L2-normalised here (OpenAI's and llama-server's vectors have length 1).
-nlohmann::json embedding_response(std::vector<std::vector<float>> vectors, bool base64, const std::string& model,
-                                  int prompt_tokens);
+nlohmann::json embedding_response(std::vector<std::vector<float>> vectors, bool base64,
+                                  const std::string& model, int prompt_tokens);
 
 }  // namespace qwen::server

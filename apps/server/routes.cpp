@@ -228,7 +228,8 @@ void Routes::install(httplib::Server& http) {
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     chat_or_completion(req, res, false);
   });
-  http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
+  http.Post("/v1/embeddings",
+            [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(to_wire({{"object", "list"}, {"data", json::array({model_card()})}}), kJson);
   });
@@ -399,13 +400,15 @@ void Routes::respond_whole(httplib::Response& res, bool chat, const std::vector<
 void Routes::embeddings(const httplib::Request& req, httplib::Response& res) {
   guarded(res, [&] {
     if (!opt_.pooling) {
-      throw ApiError(501,
-                     "this server does not serve embeddings: the model names no pooling (<arch>.pooling_type); "
-                     "start it with --embeddings --pooling mean|cls|last",
-                     "not_supported", {}, "not_supported_error");
+      throw ApiError(
+          501,
+          "this server does not serve embeddings: the model names no pooling (<arch>.pooling_type); "
+          "start it with --embeddings --pooling mean|cls|last",
+          "not_supported", {}, "not_supported_error");
     }
     const Tokenizer& tok = engine_.tokenizer();
-    EmbeddingRequest r = parse_embedding_request(parse_body(req.body), tok.n_vocab(), engine_.config().n_embd);
+    EmbeddingRequest r =
+        parse_embedding_request(parse_body(req.body), tok.n_vocab(), engine_.config().n_embd);
     if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
       throw ApiError(
           400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
@@ -456,8 +459,8 @@ void Routes::embeddings(const httplib::Request& req, httplib::Response& res) {
       }
       vectors.push_back(std::move(u.result.embedding));
     }
-    res.set_content(to_wire(embedding_response(std::move(vectors), r.base64, r.model.empty() ? opt_.model_id : r.model,
-                                               prompt_tokens)),
+    res.set_content(to_wire(embedding_response(std::move(vectors), r.base64,
+                                               r.model.empty() ? opt_.model_id : r.model, prompt_tokens)),
                     kJson);
   });
 }

@@ -165,8 +165,8 @@ void Scheduler::embed(Job& job, int slot) {
     engine_.clear_slot(slot);  // its contents are unknown after a failed forward
     res.error = str("embedding failed: ", e.what());
   }
-  metrics_.prompt_us +=
-      uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+  metrics_.prompt_us += uint64_t(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   metrics_.active--;
   job.finish(std::move(res));
 }

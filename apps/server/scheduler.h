@@ -120,7 +120,7 @@ class Scheduler {
   void run();
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
   void start(std::shared_ptr<Job> job, int slot);  // creates the Generation
-  void embed(Job& job, int slot);                   // runs an embedding job to its end
+  void embed(Job& job, int slot);                  // runs an embedding job to its end
   // A free slot for the job, preferring the longest cached prefix of its own scope; a slot of
   // another scope is cleared.
   int pick_slot(const Job& job);

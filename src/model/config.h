@@ -64,7 +64,7 @@ struct ModelConfig {
 
 const char* arch_name(Arch a);
 const char* rope_scaling_name(RopeScalingType t);  // "none", "linear", "yarn"
-const char* pooling_name(Pooling p);                 // "none", "mean", "cls", "last", "rank"
+const char* pooling_name(Pooling p);               // "none", "mean", "cls", "last", "rank"
 
 // The rope's inverse frequency of each pair i < head_dim/2, scaling included: base^(-2i/head_dim)
 // divided by freq_factors[i] (the llama3 rope_freqs.weight tensor; empty: none), then linear or

@@ -604,8 +604,9 @@ void Engine::step(std::span<Generation* const> gens, int prompt_budget) {
   const size_t n_decode = inputs.size(), max_batch = size_t(m.max_batch);
   const size_t room = n_decode < max_batch ? max_batch - n_decode : 1;
   size_t budget = std::min(prompt_budget > 0 ? size_t(prompt_budget) : max_batch, room);
-  std::stable_sort(prefilling.begin(), prefilling.end(),
-                   [&](size_t a, size_t b) { return gens[a]->st_->pending.size() < gens[b]->st_->pending.size(); });
+  std::stable_sort(prefilling.begin(), prefilling.end(), [&](size_t a, size_t b) {
+    return gens[a]->st_->pending.size() < gens[b]->st_->pending.size();
+  });
   for (size_t k : prefilling) {
     if (budget == 0) break;
     Generation& g = *gens[k];
