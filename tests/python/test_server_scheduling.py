@@ -13,6 +13,7 @@ import base64
 import concurrent.futures
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -243,3 +244,38 @@ def test_long_prompt_tokenizing_stops_at_context(bin_dir, tiny_model):
     m = re.match(r"the prompt has at least (\d+) tokens but the context holds 32768", resp["error"]["message"])
     assert m and 32768 <= int(m.group(1)) <= 32768 + 7, resp
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+# ---- a non-streaming client that hangs up -------------------------------------------------------
+
+
+def test_disconnect_frees_the_only_slot(bin_dir, tiny_model):
+    """--parallel 1: a non-streaming request for 960 tokens (ignore_eos) whose client hangs up is
+    cancelled, so a 1-token request sent right after waits for no more than its poll (0.1 s) and a
+    step: it completes within 1 s, while the 960 tokens alone take several seconds here (timed
+    first). Metric: elapsed times, qwen_cancelled_total + 1."""
+    srv = Server(bin_dir, tiny_model, parallel=1)
+    try:
+        long_req = {"prompt": "A long story:", "max_tokens": 960, "ignore_eos": True, "temperature": 0}
+        t0 = time.time()
+        status, _ = srv.request("POST", "/v1/completions", long_req)
+        full = time.time() - t0
+        assert status == 200
+        cancelled = srv.metric("qwen_cancelled_total")
+        body = json.dumps(long_req).encode()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        deadline = time.time() + 10
+        while time.time() < deadline and srv.request("GET", "/health")[1]["slots_active"] != 1:
+            time.sleep(0.01)
+        sock.close()
+        t0 = time.time()
+        status, _ = srv.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 1})
+        waited = time.time() - t0
+        assert status == 200
+        assert srv.metric("qwen_cancelled_total") == cancelled + 1
+    finally:
+        srv.stop()
+    assert full > 2.0, f"the long request took only {full:.2f} s: the test cannot tell"
+    assert waited < 1.0, f"the next request waited {waited:.2f} s (the whole generation: {full:.2f} s)"
