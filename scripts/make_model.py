@@ -205,11 +205,12 @@ def llama3_rope_freqs(head_dim, rope_theta, factor, low_freq_factor, high_freq_f
 def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=512, n_vocab=512,
                head_dim=None, rope_theta=1e6, eps=1e-6, tied=False, n_ctx_train=4096, type="F32",
                embd_type=None, seed=0, vocab=None, vocab_config=None, random_blocks=False, rope_scaling=None,
-               llama3_rope=None):
+               llama3_rope=None, pooling=None):
     """Writes the model to `path`, one tensor at a time. head_dim defaults to n_embd // n_head.
     rope_scaling: a dict of ROPE_SCALING_KEYS entries (e.g. type="yarn", factor=4.0); llama3_rope:
     a dict of llama3_rope_freqs' scaling arguments (factor, low_freq_factor, high_freq_factor,
-    original_context_length)."""
+    original_context_length); pooling: "mean", "cls" or "last" writes <arch>.pooling_type (an
+    embedder's)."""
     if arch not in ("qwen2", "qwen3", "llama"):
         raise ValueError(f"unknown arch {arch!r} (qwen2, qwen3, llama)")
     for t in (type, embd_type or type):
@@ -236,6 +237,8 @@ def make_model(path, arch="qwen2", n_embd=256, n_layer=2, n_head=4, n_head_kv=2,
         suffix, vtype = ROPE_SCALING_KEYS[name]
         writer.add_key_value(f"{arch}.rope.scaling.{suffix}", value, vtype)
     writer.add_layer_norm_rms_eps(eps)
+    if pooling is not None:
+        writer.add_uint32(f"{arch}.pooling_type", {"mean": 1, "cls": 2, "last": 3}[pooling])
     if vocab:
         from gguf_vocab import add_tokenizer
         add_tokenizer(writer, vocab, vocab_config, pre="qwen2", n_vocab=n_vocab)
@@ -327,6 +330,7 @@ def main():
     ap.add_argument("--yarn-ext-factor", type=float, help="<arch>.rope.scaling.yarn_ext_factor")
     ap.add_argument("--llama3-rope", metavar="FACTOR,LOW,HIGH,ORIG_CTX",
                     help="write rope_freqs.weight for HF's llama3 rope_scaling, e.g. 8,1,4,8192")
+    ap.add_argument("--pooling", choices=["mean", "cls", "last"], help="<arch>.pooling_type (an embedder's)")
     args = ap.parse_args()
     opts = dict(DEFAULTS)
     if args.preset:
@@ -352,7 +356,7 @@ def main():
                            high_freq_factor=float(parts[2]), original_context_length=int(parts[3]))
     make_model(args.output, type=args.type, embd_type=args.embd_type, seed=args.seed, vocab=args.vocab,
                vocab_config=vocab_config, random_blocks=args.random_blocks, rope_scaling=rope_scaling,
-               llama3_rope=llama3_rope, **opts)
+               llama3_rope=llama3_rope, pooling=args.pooling, **opts)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "backend/backend.h"
 #include "gguf/ggml_types.h"
 #include "http.h"
 #include "metrics.h"
+#include "model/config.h"
 #include "routes.h"
 #include "runtime/session.h"
 #include "scheduler.h"
@@ -48,7 +50,25 @@ struct Options {
   std::string kv_type = "auto";
   qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
   bool exact = false;
+  bool embeddings = false;
+  std::string pooling;  // empty: the GGUF's <arch>.pooling_type
 };
+
+// The pooling /v1/embeddings uses, as llama-server picks it: --pooling, else the GGUF's
+// <arch>.pooling_type. Without either (a generative model) embeddings are off unless asked for:
+// --embeddings then needs --pooling, since no pooling of a causal model is the obvious one.
+std::optional<qwen::Pooling> embedding_pooling(const Options& o, const qwen::ModelConfig& c) {
+  using qwen::Pooling;
+  if (!o.pooling.empty()) {
+    return o.pooling == "mean" ? Pooling::Mean : o.pooling == "cls" ? Pooling::Cls : Pooling::Last;
+  }
+  if (c.pooling == Pooling::Mean || c.pooling == Pooling::Cls || c.pooling == Pooling::Last) return c.pooling;
+  QWEN_CHECK(!o.embeddings, "--embeddings: ", o.model, " has ", c.arch_name, ".pooling_type ",
+             qwen::pooling_name(c.pooling),
+             " (absent reads as none), which gives no single vector per input; "
+             "pick one with --pooling mean|cls|last");
+  return std::nullopt;
+}
 
 // Names that only ever mean this machine: a server bound to one of them checks Host headers.
 bool is_loopback(const std::string& host) {
@@ -91,7 +111,19 @@ int serve(const Options& o) {
   ro.chat_template = o.chat_template;
   ro.cors_origins = o.cors_origins;
   ro.check_host = is_loopback(o.host);
-  const int prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : engine->max_batch();
+  ro.pooling = embedding_pooling(o, engine->config());
+  if (ro.pooling) {
+    std::fprintf(stderr, "qwen-server: /v1/embeddings: %s pooling of the final normed hidden states\n",
+                 qwen::pooling_name(*ro.pooling));
+  }
+  // A step's forward holds every running stream for as long as its prompt tokens take. On the GPU
+  // a forward of max_batch tokens costs a few decode steps; on the CPU its time grows with the
+  // tokens (4 layers of width 512: 1.0-1.4 s for 512 tokens, 0.15-0.19 s for 64), while a long
+  // prompt fed 64 tokens a step is prefilled only ~14% slower, so the CPU default is 64.
+  const int prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk
+                                                : (engine->backend().kind() == DeviceKind::CUDA
+                                                       ? engine->max_batch()
+                                                       : std::min(64, engine->max_batch()));
   server::Scheduler scheduler(*engine, metrics, prefill_chunk);
   server::Routes routes(*engine, scheduler, metrics, ro);
 
@@ -174,8 +206,8 @@ int main(int argc, char** argv) {
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,
-                 "longest uncached prompt part fed in one iteration; longer ones are spread over "
-                 "several, between decode steps (0: --batch-size)")
+                 "most prompt tokens one step feeds, all requests together, beside the running streams' "
+                 "tokens; longer prompts are spread over several steps (0: --batch-size on cuda, 64 on cpu)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--http-threads", o.http_threads, "HTTP worker threads (0: max(64, 4 * parallel + 16))")
       ->check(CLI::NonNegativeNumber);
@@ -196,6 +228,11 @@ int main(int argc, char** argv) {
                  "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
   app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}));
+  app.add_flag("--embeddings", o.embeddings,
+               "serve /v1/embeddings even when the GGUF names no pooling (then --pooling is needed); a GGUF "
+               "with <arch>.pooling_type mean, cls or last serves it without this flag");
+  app.add_option("--pooling", o.pooling, "pooling for /v1/embeddings (default: the GGUF's pooling_type)")
+      ->check(CLI::IsMember({"mean", "cls", "last"}));
   app.add_option("-a,--alias", o.alias, "model id reported by /v1/models (default: the file name stem)");
   CLI11_PARSE(app, argc, argv);
 

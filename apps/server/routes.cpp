@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "embeddings.h"
 #include "http.h"
 #include "responses.h"
 #include "util/check.h"
@@ -227,6 +228,8 @@ void Routes::install(httplib::Server& http) {
   http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     chat_or_completion(req, res, false);
   });
+  http.Post("/v1/embeddings",
+            [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(to_wire({{"object", "list"}, {"data", json::array({model_card()})}}), kJson);
   });
@@ -293,6 +296,7 @@ void Routes::check_prompt_bytes(const std::string& text, const char* param) cons
 
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
+  const size_t max_prompt = size_t(engine_.n_ctx()) - 1;  // one token must be left to generate
   if (r.chat) {
     std::string text;
     try {
@@ -303,20 +307,23 @@ std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
                      "messages");
     }
     check_prompt_bytes(text, "messages");
-    // The rendered template already holds its BOS and control tokens as text.
-    ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false);
+    // The rendered template already holds its BOS and control tokens as text. Tokenizing stops
+    // once the prompt cannot fit (n_ctx tokens), so a long one costs only what the context holds.
+    ids = engine_.tokenizer().encode(text, /*parse_special=*/true, /*add_special=*/false, max_prompt);
   } else if (!r.prompt_ids.empty()) {
     ids = r.prompt_ids;
   } else {
     check_prompt_bytes(r.prompt, "prompt");
-    ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true);
+    ids = engine_.tokenizer().encode(r.prompt, /*parse_special=*/true, /*add_special=*/true, max_prompt);
   }
   if (ids.empty())
     throw ApiError(400, "the prompt encodes to no tokens", "invalid_value", r.chat ? "messages" : "prompt");
   // At least one generated token must fit after the prompt in the slot's context.
-  if (int64_t(ids.size()) >= engine_.n_ctx()) {
+  if (ids.size() > max_prompt) {
+    // A text's tokenizing stopped there: the count is a lower bound.
     throw ApiError(400,
-                   str("the prompt has ", ids.size(), " tokens but the context holds ", engine_.n_ctx(),
+                   str("the prompt has ", r.prompt_ids.empty() ? "at least " : "", ids.size(),
+                       " tokens but the context holds ", engine_.n_ctx(),
                        " per request (prompt + completion); shorten the prompt or restart with a larger -c"),
                    "context_length_exceeded", r.chat ? "messages" : "prompt");
   }
@@ -388,6 +395,74 @@ void Routes::respond_whole(httplib::Response& res, bool chat, const std::vector<
   json usage = usage_json(int(jobs.front()->prompt().size()), completion_tokens, cached_tokens);
   json body = chat ? chat_completion(rid, choices, usage) : text_completion(rid, choices, usage);
   res.set_content(to_wire(body), kJson);
+}
+
+void Routes::embeddings(const httplib::Request& req, httplib::Response& res) {
+  guarded(res, [&] {
+    if (!opt_.pooling) {
+      throw ApiError(
+          501,
+          "this server does not serve embeddings: the model names no pooling (<arch>.pooling_type); "
+          "start it with --embeddings --pooling mean|cls|last",
+          "not_supported", {}, "not_supported_error");
+    }
+    const Tokenizer& tok = engine_.tokenizer();
+    EmbeddingRequest r =
+        parse_embedding_request(parse_body(req.body), tok.n_vocab(), engine_.config().n_embd);
+    if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
+      throw ApiError(
+          400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),
+          "model_not_found", "model");
+    }
+    const std::string scope = str(bearer_token(req), '\n', r.user);
+    const size_t n_ctx = size_t(engine_.n_ctx());
+    std::vector<std::shared_ptr<Job>> jobs;
+    int prompt_tokens = 0;
+    for (size_t i = 0; i < r.inputs.size(); ++i) {
+      const std::string param = r.inputs.size() == 1 ? "input" : str("input[", i, "]");
+      std::vector<int32_t> ids = std::move(r.inputs[i].ids);
+      if (ids.empty()) {
+        // More bytes than n_ctx of the longest tokens cannot fit (see check_prompt_bytes).
+        const std::string& text = r.inputs[i].text;
+        if (text.size() > n_ctx * max_token_bytes_) {
+          throw ApiError(400,
+                         str("'", param, "' has ", text.size(), " bytes, so more than the ", n_ctx,
+                             " tokens of the context (no token is longer than ", max_token_bytes_, " bytes)"),
+                         "context_length_exceeded", param);
+        }
+        ids = tok.encode(text, /*parse_special=*/true, /*add_special=*/true, n_ctx);  // stops past n_ctx
+      }
+      if (ids.empty()) throw ApiError(400, str("'", param, "' encodes to no tokens"), "invalid_value", param);
+      if (ids.size() > n_ctx) {
+        throw ApiError(400,
+                       str("'", param, "' has ", r.inputs[i].text.empty() ? "" : "at least ", ids.size(),
+                           " tokens but the context holds ", n_ctx),
+                       "context_length_exceeded", param);
+      }
+      prompt_tokens += int(ids.size());
+      jobs.push_back(std::make_shared<Job>(std::move(ids), GenerateParams{}, scope, opt_.pooling));
+    }
+    for (const std::shared_ptr<Job>& job : jobs) scheduler_.submit(job);
+    std::vector<std::vector<float>> vectors;
+    for (const std::shared_ptr<Job>& job : jobs) {
+      Job::Update u;
+      do {  // polled, so that a client that hangs up cancels the inputs not yet evaluated
+        u = job->wait(kDisconnectPoll);
+        if (!u.done && HttpServer::client_gone()) {
+          for (const std::shared_ptr<Job>& j : jobs) j->cancel();
+        }
+      } while (!u.done);
+      if (!u.result.error.empty() || u.result.finish == FinishReason::Cancelled) {
+        for (const std::shared_ptr<Job>& j : jobs) j->cancel();
+        if (u.result.error.empty()) throw ApiError(499, "the client closed the connection", "cancelled");
+        throw job_error(u.result);
+      }
+      vectors.push_back(std::move(u.result.embedding));
+    }
+    res.set_content(to_wire(embedding_response(std::move(vectors), r.base64,
+                                               r.model.empty() ? opt_.model_id : r.model, prompt_tokens)),
+                    kJson);
+  });
 }
 
 namespace {

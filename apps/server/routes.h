@@ -14,6 +14,7 @@
 
 #include "api.h"
 #include "metrics.h"
+#include "model/config.h"
 #include "runtime/session.h"
 #include "scheduler.h"
 #include "tokenizer/tokenizer.h"
@@ -27,6 +28,7 @@ struct RouteOptions {
   std::string chat_template;              // forced template name; empty: detect from the GGUF
   std::vector<std::string> cors_origins;  // origins browsers may call from ("*": any); empty: none
   bool check_host = true;                 // bound to loopback: Host must name this machine
+  std::optional<Pooling> pooling;         // /v1/embeddings' pooling; unset: embeddings are refused
 };
 
 // HTTP threads use the engine's tokenizer concurrently with the scheduler thread: Tokenizer's
@@ -44,6 +46,7 @@ class Routes {
 
  private:
   void chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat);
+  void embeddings(const httplib::Request& req, httplib::Response& res);
   std::vector<int32_t> prompt_tokens(const GenerationRequest& r);
   // Throws context_length_exceeded when `text` has more bytes than the context's tokens can
   // hold, before any tokenization (a 10 MB prompt costs nothing).

@@ -8,8 +8,8 @@
 
 namespace qwen::server {
 
-Job::Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope)
-    : prompt_(std::move(prompt)), params_(std::move(params)), scope_(std::move(scope)) {}
+Job::Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope, std::optional<Pooling> embed)
+    : prompt_(std::move(prompt)), params_(std::move(params)), scope_(std::move(scope)), embed_(embed) {}
 
 Job::Update Job::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lk(mu_);
@@ -99,9 +99,9 @@ void Scheduler::run() {
     {
       std::unique_lock lk(mu_);
       // Sleep only when there is nothing to step and nothing that could start.
-      cv_.wait(lk, [&] { return stop_ || !running_.empty() || !prefilling_.empty() || !queue_.empty(); });
+      cv_.wait(lk, [&] { return stop_ || !running_.empty() || !queue_.empty(); });
       if (stop_) return;
-      while (!queue_.empty() && int(running_.size() + prefilling_.size() + admitted.size()) < n_slots_) {
+      while (!queue_.empty() && int(running_.size() + admitted.size()) < n_slots_) {
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -114,14 +114,13 @@ void Scheduler::run() {
       if (r.job->cancelled()) retire(r);
     }
     std::erase_if(running_, [](const Running& r) { return r.job == nullptr; });
-    feed_prefills();
     if (running_.empty()) continue;
 
     gens.clear();
     for (Running& r : running_) gens.push_back(r.gen.get());
     auto t0 = std::chrono::steady_clock::now();
     try {
-      engine_.step(gens);
+      engine_.step(gens, prefill_chunk_);
     } catch (const std::exception& e) {
       // A failed forward leaves the engine's state unknown: end every job that holds a slot.
       std::fprintf(stderr, "qwen-server: step failed: %s\n", e.what());
@@ -145,85 +144,42 @@ void Scheduler::admit(std::vector<std::shared_ptr<Job>>& admitted) {
       job->finish({.finish = FinishReason::Cancelled, .prompt_tokens = int(job->prompt().size())});
       continue;
     }
-    const std::vector<int32_t>& prompt = job->prompt();
-    const int slot = pick_slot(*job);
-    const std::vector<int32_t>& cached = engine_.slot_tokens(slot);
-    // The engine keeps the common prefix (at most all but the last prompt token) and evaluates
-    // the rest: the part a chunked prefill spreads over several iterations when it is long.
-    size_t keep = size_t(std::mismatch(cached.begin(), cached.end(), prompt.begin(), prompt.end()).first -
-                         cached.begin());
-    keep = std::min(keep, prompt.size() - 1);
     metrics_.active++;
-    if (prompt.size() - keep <= size_t(prefill_chunk_)) {
-      start(std::move(job), slot, 0);
-      continue;
+    const int slot = pick_slot(*job);
+    if (job->embed()) {
+      embed(*job, slot);
+    } else {
+      start(std::move(job), slot);
     }
-    // Engine::eval appends at the slot's end, so a cached tail past the common prefix must go;
-    // the only way to drop it is to forget the slot (its prefix is then evaluated again).
-    if (cached.size() > keep) {
-      engine_.clear_slot(slot);
-      keep = 0;
-    }
-    prefilling_.push_back({std::move(job), slot, keep, 0});
   }
 }
 
-void Scheduler::start(std::shared_ptr<Job> job, int slot, int fed) {
+void Scheduler::embed(Job& job, int slot) {
+  const auto t0 = std::chrono::steady_clock::now();
+  JobResult res{.prompt_tokens = int(job.prompt().size())};
+  try {
+    engine_.embed(job.prompt(), *job.embed(), slot, res.embedding);
+    metrics_.prompt_tokens += job.prompt().size();
+    metrics_.completions++;
+  } catch (const std::exception& e) {
+    engine_.clear_slot(slot);  // its contents are unknown after a failed forward
+    res.error = str("embedding failed: ", e.what());
+  }
+  metrics_.prompt_us += uint64_t(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+  metrics_.active--;
+  job.finish(std::move(res));
+}
+
+void Scheduler::start(std::shared_ptr<Job> job, int slot) {
   try {
     auto on_text = [j = job.get()](std::string_view piece) { return j->on_text(piece); };
     auto gen = std::make_unique<Generation>(engine_, slot, job->prompt(), job->params(), on_text);
-    running_.push_back({std::move(job), std::move(gen), fed});
+    running_.push_back({std::move(job), std::move(gen)});
   } catch (const std::exception& e) {
     metrics_.active--;
     job->finish({.prompt_tokens = int(job->prompt().size()), .error = e.what()});
   }
-}
-
-void Scheduler::feed_prefills() {
-  for (Prefill& p : prefilling_) {
-    if (!p.job->cancelled()) continue;
-    metrics_.cancelled++;
-    metrics_.active--;
-    p.job->finish({.finish = FinishReason::Cancelled, .prompt_tokens = int(p.job->prompt().size())});
-    p.job.reset();
-  }
-  std::erase_if(prefilling_, [](const Prefill& p) { return p.job == nullptr; });
-  if (prefilling_.empty()) return;
-
-  // Oldest first, prefill_chunk tokens in all, each job up to (not including) its last token.
-  std::vector<Engine::Input> inputs;
-  std::vector<size_t> fed(prefilling_.size(), 0);
-  size_t budget = size_t(prefill_chunk_);
-  for (size_t i = 0; i < prefilling_.size() && budget > 0; ++i) {
-    const Prefill& p = prefilling_[i];
-    const std::vector<int32_t>& prompt = p.job->prompt();
-    fed[i] = std::min(budget, prompt.size() - 1 - p.in_slot);
-    budget -= fed[i];
-    inputs.push_back({p.slot, std::span<const int32_t>(prompt.data() + p.in_slot, fed[i])});
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  try {
-    engine_.prefill(inputs);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qwen-server: prefill failed: %s\n", e.what());
-    fail_running({.error = str("prefill failed: ", e.what())});
-    return;
-  }
-  const auto us =
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
-  metrics_.prompt_us += uint64_t(us.count());
-
-  for (size_t i = 0; i < prefilling_.size(); ++i) {
-    Prefill& p = prefilling_[i];
-    p.in_slot += fed[i];
-    p.fed += int(fed[i]);
-    metrics_.prompt_tokens += fed[i];
-    if (p.in_slot + 1 == p.job->prompt().size()) {
-      start(std::move(p.job), p.slot, p.fed);  // joins the next step with its last prompt token
-      p.job = nullptr;
-    }
-  }
-  std::erase_if(prefilling_, [](const Prefill& p) { return p.job == nullptr; });
 }
 
 int Scheduler::pick_slot(const Job& job) {
@@ -232,8 +188,7 @@ int Scheduler::pick_slot(const Job& job) {
   size_t best_len = 0;
   for (int s = 0; s < n_slots_; ++s) {
     const bool busy =
-        std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; }) ||
-        std::any_of(prefilling_.begin(), prefilling_.end(), [&](const Prefill& p) { return p.slot == s; });
+        std::any_of(running_.begin(), running_.end(), [&](const Running& r) { return r.gen->slot() == s; });
     if (busy) continue;
     size_t len = 0;
     if (slot_scope_[size_t(s)] == job.scope()) {
@@ -266,10 +221,10 @@ void Scheduler::retire(Running& r) {
   res.finish = r.job->cancelled() ? FinishReason::Cancelled : c.finish;
   res.prompt_tokens = int(r.job->prompt().size());
   res.completion_tokens = int(c.tokens.size());
-  res.cached_tokens = c.timing.n_cached - r.fed;  // fed chunks were evaluated, not reused
+  res.cached_tokens = c.timing.n_cached;
   res.logprobs = c.logprobs;
   metrics_.prompt_tokens += uint64_t(c.timing.n_prompt);
-  metrics_.cached_tokens += uint64_t(c.timing.n_cached - r.fed);  // fed chunks count as prompt
+  metrics_.cached_tokens += uint64_t(c.timing.n_cached);
   metrics_.generated_tokens += uint64_t(c.tokens.size());
   metrics_.prompt_us += uint64_t(c.timing.prompt_ms * 1000.0);
   if (res.finish == FinishReason::Cancelled) {
@@ -294,14 +249,6 @@ void Scheduler::fail_running(const JobResult& failure) {
     r.job->finish(std::move(res));
   }
   running_.clear();
-  for (Prefill& p : prefilling_) {
-    engine_.clear_slot(p.slot);
-    JobResult res = failure;
-    res.prompt_tokens = int(p.job->prompt().size());
-    metrics_.active--;
-    p.job->finish(std::move(res));
-  }
-  prefilling_.clear();
 }
 
 }  // namespace qwen::server

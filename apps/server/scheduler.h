@@ -5,11 +5,13 @@
 // end. Text flows back through the Job, which the HTTP thread drains at its own pace: a slow or
 // vanished client never blocks the step loop.
 //
-// Chunked prefill: a prompt whose uncached part exceeds `prefill_chunk` tokens is fed to its slot
-// in pieces of at most that many tokens per iteration (Engine::eval), between the decode steps of
-// the running generations, so a long prompt delays each of their tokens by one chunk at most
-// instead of by the whole prompt. Its Generation starts once all but the last prompt token sit in
-// the slot (the engine reuses them as a cached prefix).
+// Chunked prefill: each step feeds at most `prefill_chunk` prompt tokens in all, in the same
+// batched forward as the decode tokens of the running generations (Engine::step's prompt budget),
+// so a long prompt delays each of their tokens by one chunk's compute at most instead of by the
+// whole prompt, and a short prompt goes before the rest of a long one.
+//
+// An embedding job is evaluated at once when admitted (Engine::embed drains the step in flight and
+// runs the whole input), on a free slot like a generation, which then holds its tokens.
 //
 // Prefix reuse stays within a job's cache scope (the API key and `user` of its request, see
 // Routes): a slot remembers the scope of its last job, and a job of another scope gets a slot
@@ -25,12 +27,14 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "metrics.h"
+#include "model/config.h"
 #include "runtime/session.h"
 
 namespace qwen::server {
@@ -44,18 +48,22 @@ struct JobResult {
   std::vector<TokenLogprobs> logprobs{};  // one per sampled token when the job asked for them
   std::string error{};                    // set when the job failed; `finish` is then meaningless
   bool shutting_down = false;             // the failure is the server stopping (503), not the engine (500)
+  std::vector<float> embedding{};         // an embedding job's pooled vector (not normalised)
 };
 
 // One generation request and the channel its text comes back through. Shared by the HTTP thread
 // (which reads and may cancel) and the scheduler thread (which writes).
 class Job {
  public:
-  // `scope`: who may reuse this job's cached prompt (see above).
-  Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope);
+  // `scope`: who may reuse this job's cached prompt (see above). With `embed`, the job is the
+  // embedding of its prompt with that pooling (Engine::embed), not a generation.
+  Job(std::vector<int32_t> prompt, GenerateParams params, std::string scope,
+      std::optional<Pooling> embed = std::nullopt);
 
   const std::vector<int32_t>& prompt() const { return prompt_; }
   const GenerateParams& params() const { return params_; }
   const std::string& scope() const { return scope_; }
+  const std::optional<Pooling>& embed() const { return embed_; }
 
   // ---- HTTP side ----
   struct Update {
@@ -77,6 +85,7 @@ class Job {
   const std::vector<int32_t> prompt_;
   const GenerateParams params_;
   const std::string scope_;
+  const std::optional<Pooling> embed_;
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   std::condition_variable cv_;
@@ -88,7 +97,8 @@ class Job {
 class Scheduler {
  public:
   // Starts the scheduler thread. The engine must outlive the scheduler and is used by no one
-  // else while it runs (its tokenizer excepted: see Routes). prefill_chunk >= 1.
+  // else while it runs (its tokenizer excepted: see Routes). prefill_chunk >= 1: the prompt
+  // tokens one step feeds, all jobs together.
   Scheduler(Engine& engine, Metrics& metrics, int prefill_chunk);
   ~Scheduler();  // shutdown()
   Scheduler(const Scheduler&) = delete;
@@ -105,33 +115,24 @@ class Scheduler {
   struct Running {
     std::shared_ptr<Job> job;
     std::unique_ptr<Generation> gen;
-    int fed = 0;  // prompt tokens this scheduler fed in chunks (the engine counts them as cached)
-  };
-  // A job whose long prompt is being fed to `slot` chunk by chunk.
-  struct Prefill {
-    std::shared_ptr<Job> job;
-    int slot = 0;
-    size_t in_slot = 0;  // prompt tokens [0, in_slot) are in the slot's KV cache
-    int fed = 0;         // of which this scheduler evaluated
   };
 
   void run();
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
-  void start(std::shared_ptr<Job> job, int slot, int fed);  // creates the Generation
-  void feed_prefills();  // one chunk forward over the prefilling jobs; starts those that are done
+  void start(std::shared_ptr<Job> job, int slot);  // creates the Generation
+  void embed(Job& job, int slot);                  // runs an embedding job to its end
   // A free slot for the job, preferring the longest cached prefix of its own scope; a slot of
   // another scope is cleared.
   int pick_slot(const Job& job);
   void retire(Running& r);
-  void fail_running(const JobResult& failure);  // ends every running and prefilling job
+  void fail_running(const JobResult& failure);  // ends every running job
 
   Engine& engine_;
   Metrics& metrics_;
   const int n_slots_;
   const int prefill_chunk_;
-  // Scheduler thread only. A slot is busy while a job of either list holds it.
+  // Scheduler thread only. A slot is busy while a running job holds it.
   std::vector<Running> running_;
-  std::vector<Prefill> prefilling_;
   std::vector<std::string> slot_scope_;  // scope of each slot's cached tokens
 
   std::mutex mu_;

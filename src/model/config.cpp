@@ -33,6 +33,22 @@ const char* rope_scaling_name(RopeScalingType t) {
   return "?";
 }
 
+const char* pooling_name(Pooling p) {
+  switch (p) {
+    case Pooling::None:
+      return "none";
+    case Pooling::Mean:
+      return "mean";
+    case Pooling::Cls:
+      return "cls";
+    case Pooling::Last:
+      return "last";
+    case Pooling::Rank:
+      return "rank";
+  }
+  return "?";
+}
+
 namespace {
 
 int positive_int(const gguf::File& f, const std::string& key, int64_t v) {
@@ -182,6 +198,12 @@ ModelConfig ModelConfig::from_gguf(const gguf::File& f) {
   c.rope_mode = c.arch == Arch::Llama ? RopeMode::Normal : RopeMode::Neox;
   c.qkv_bias = c.arch == Arch::Qwen2;
   c.qk_norm = c.arch == Arch::Qwen3;
+  if (f.has(a + "pooling_type")) {
+    const int64_t p = f.get<int64_t>(a + "pooling_type");
+    QWEN_CHECK(p >= 0 && p <= 4, f.path(), ": ", a, "pooling_type = ", p,
+               " is not a pooling type (0 none, 1 mean, 2 cls, 3 last, 4 rank)");
+    c.pooling = Pooling(p);
+  }
 
   const gguf::TensorInfo& embd = f.tensor("token_embd.weight");
   QWEN_CHECK(embd.n_dims == 2 && embd.ne[0] == c.n_embd, f.path(), ": token_embd.weight has shape ",

@@ -15,6 +15,9 @@ namespace qwen {
 
 enum class Arch { Qwen2, Qwen3, Llama };
 enum class RopeScalingType { None, Linear, Yarn };
+// How an embedder turns a sequence's final hidden states into one vector: <arch>.pooling_type as
+// llama.cpp numbers it (0 none, 1 mean, 2 cls: the first token, 3 last: the last token, 4 rank).
+enum class Pooling { None = 0, Mean = 1, Cls = 2, Last = 3, Rank = 4 };
 
 // RoPE scaling from the "<arch>.rope.scaling.*" keys as llama.cpp writes them, applied as HF
 // transformers' modeling_rope_utils does (ARCHITECTURE §RoPE scaling). A key this engine does not
@@ -50,6 +53,7 @@ struct ModelConfig {
   bool qkv_bias = false;                // qwen2: attn_{q,k,v}.bias
   bool qk_norm = false;                 // qwen3: attn_q_norm / attn_k_norm per head
   bool tied_output = false;             // no output.weight: the lm_head is token_embd.weight
+  Pooling pooling = Pooling::None;      // <arch>.pooling_type (absent: none, a generative model)
 
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_head_kv * head_dim; }
@@ -60,6 +64,7 @@ struct ModelConfig {
 
 const char* arch_name(Arch a);
 const char* rope_scaling_name(RopeScalingType t);  // "none", "linear", "yarn"
+const char* pooling_name(Pooling p);               // "none", "mean", "cls", "last", "rank"
 
 // The rope's inverse frequency of each pair i < head_dim/2, scaling included: base^(-2i/head_dim)
 // divided by freq_factors[i] (the llama3 rope_freqs.weight tensor; empty: none), then linear or

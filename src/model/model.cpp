@@ -34,8 +34,8 @@ Model::~Model() {
 
 // Follows HF Qwen2DecoderLayer / Qwen3DecoderLayer / LlamaDecoderLayer: pre-norm attention and
 // SwiGLU MLP with residuals, final RMSNorm, lm_head. Names follow llama.cpp's graph names.
-void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out,
-                    float* logits, const ForwardTap& tap) const {
+void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* out,
+                    const ForwardTap& tap, ForwardOutput what) const {
   const ModelConfig& c = config_;
   const ModelWeights& w = *weights_;
   Backend& be = backend_;
@@ -97,10 +97,15 @@ void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* ou
   // residual stream is an embedding lookup in a [n][n_embd] F32 table.
   const Weight hidden{GGMLType::F32, c.n_embd, n, x_};
   be.embed(out_, hidden, out_rows, n_out);
+  if (what == ForwardOutput::Hidden) {  // an embedder's output: the normed states themselves
+    be.rmsnorm(out, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
+    name("result_norm", -1, out, n_out, c.n_embd);
+    return;
+  }
   be.rmsnorm(out_, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
   name("result_norm", -1, out_, n_out, c.n_embd);
-  be.matmul(logits, w.output, out_, n_out, nullptr);
-  name("result_output", -1, logits, n_out, c.n_vocab);
+  be.matmul(out, w.output, out_, n_out, nullptr);
+  name("result_output", -1, out, n_out, c.n_vocab);
 }
 
 }  // namespace qwen

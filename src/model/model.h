@@ -24,6 +24,12 @@ namespace qwen {
 using ForwardTap =
     std::function<void(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols)>;
 
+// What Model::forward writes for its output rows.
+enum class ForwardOutput {
+  Logits,  // the lm_head's logits [n_out][n_vocab]
+  Hidden,  // the final hidden states after output_norm [n_out][n_embd] (embeddings; no lm_head)
+};
+
 class Model {
  public:
   // Binds and uploads the weights and allocates scratch for up to max_batch tokens per forward.
@@ -39,11 +45,12 @@ class Model {
   int max_batch() const { return max_batch_; }
 
   // One forward pass over batch (ids/pos/seq in backend memory, n_tokens <= max_batch); stores
-  // the batch's K/V into kv (one KVLayer per layer) and writes logits [n_out][n_vocab] (backend
-  // memory) for the batch rows out_rows[0..n_out) (backend memory, int32). Issues backend ops
-  // only: no alloc, upload, download or synchronize, so a backend may capture it as a graph.
-  void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* logits,
-               const ForwardTap& tap = {}) const;
+  // the batch's K/V into kv (one KVLayer per layer) and writes to `out` (backend memory), for the
+  // batch rows out_rows[0..n_out) (backend memory, int32), their logits [n_out][n_vocab] or, with
+  // ForwardOutput::Hidden, their normed hidden states [n_out][n_embd]. Issues backend ops only:
+  // no alloc, upload, download or synchronize, so a backend may capture it as a graph.
+  void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* out,
+               const ForwardTap& tap = {}, ForwardOutput what = ForwardOutput::Logits) const;
 
  private:
   ModelConfig config_;

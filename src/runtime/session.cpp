@@ -287,11 +287,6 @@ void Engine::eval(std::span<const Input> inputs, std::vector<float>& logits) {
   run(inputs, logits.data(), nullptr);
 }
 
-void Engine::prefill(std::span<const Input> inputs) {
-  std::vector<int32_t> top(inputs.size());
-  run(inputs, nullptr, top.data());
-}
-
 int Engine::warm_up() {
   Impl& m = *impl_;
   collect();
@@ -406,6 +401,49 @@ void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::v
   }
 }
 
+void Engine::embed(std::span<const int32_t> tokens, Pooling pooling, int slot, std::vector<float>& out) {
+  Impl& m = *impl_;
+  QWEN_CHECK(pooling == Pooling::Mean || pooling == Pooling::Cls || pooling == Pooling::Last,
+             "embed: pooling '", pooling_name(pooling), "' gives no single vector (mean, cls or last)");
+  collect();
+  clear_slot(slot);
+  QWEN_CHECK(!tokens.empty(), "embed: no tokens");
+  QWEN_CHECK(tokens.size() <= size_t(m.n_ctx), "embed: ", tokens.size(), " tokens exceed n_ctx = ", m.n_ctx);
+  for (int32_t id : tokens) m.check_token(id);
+  const size_t n_embd = size_t(config().n_embd);
+  // Every row comes out (mean needs them all; the others pick theirs on the host), into the logit
+  // buffer, which holds max_out * n_vocab floats.
+  const size_t chunk =
+      std::min(size_t(m.max_batch), std::max<size_t>(1, size_t(m.max_out) * size_t(n_vocab()) / n_embd));
+  std::vector<double> sum(n_embd, 0.0);
+  std::vector<float> rows;
+  for (size_t b = 0; b < tokens.size(); b += chunk) {
+    const int n = int(std::min(chunk, tokens.size() - b));
+    for (int t = 0; t < n; ++t) {
+      m.h_ids[t] = tokens[b + t];
+      m.h_pos[t] = int32_t(b + t);
+      m.h_seq[t] = slot;
+      m.h_rows[t] = t;
+    }
+    m.backend->upload(m.d_ids, m.h_io.data(), size_t(m.h_rows + n - m.h_ids) * sizeof(int32_t));
+    m.model->forward(Batch{n, m.d_ids, m.d_pos, m.d_seq}, m.kv->layers(), m.d_rows, n, m.d_logits, {},
+                     ForwardOutput::Hidden);
+    rows.resize(size_t(n) * n_embd);
+    m.backend->download(rows.data(), m.d_logits, rows.size() * sizeof(float));
+    m.slots[slot].insert(m.slots[slot].end(), tokens.begin() + b, tokens.begin() + b + n);
+    for (int t = 0; t < n; ++t) {
+      const size_t pos = b + size_t(t);
+      const bool take = pooling == Pooling::Mean || (pooling == Pooling::Cls && pos == 0) ||
+                        (pooling == Pooling::Last && pos + 1 == tokens.size());
+      if (!take) continue;
+      for (size_t j = 0; j < n_embd; ++j) sum[j] += rows[size_t(t) * n_embd + j];
+    }
+  }
+  const double scale = pooling == Pooling::Mean ? 1.0 / double(tokens.size()) : 1.0;
+  out.resize(n_embd);
+  for (size_t j = 0; j < n_embd; ++j) out[j] = float(sum[j] * scale);
+}
+
 // ---- Generation ------------------------------------------------------------------------------
 
 struct Generation::State {
@@ -516,9 +554,10 @@ void Engine::collect() {
   }
 }
 
-void Engine::step(std::span<Generation* const> gens) {
+void Engine::step(std::span<Generation* const> gens, int prompt_budget) {
   Impl& m = *impl_;
   for (Generation* g : gens) QWEN_CHECK(&g->engine_ == this, "step: a generation of another engine");
+  QWEN_CHECK(prompt_budget >= 0, "step: prompt budget ", prompt_budget, " must not be negative");
 
   // 1. Collect: the forward of the previous step(), if it is still in flight.
   collect();
@@ -529,38 +568,58 @@ void Engine::step(std::span<Generation* const> gens) {
   std::vector<Input> inputs;
   std::vector<int32_t> fed;  // the fresh tokens fed (stable storage for the inputs' spans)
   fed.reserve(gens.size());
+  std::vector<size_t> prefilling;  // indices into gens of generations with prompt tokens left
   Impl::Launch& l = m.launch;
   l.rows.clear();
   l.greedy = true;
+  // When every generation that samples from this forward is plain greedy and wants no logprobs,
+  // only the argmax of each row leaves the backend.
+  auto add_row = [&](Generation& g, Impl::Launch::Row row) {
+    l.rows.push_back(row);
+    const Generation::State& st = *g.st_;
+    l.greedy &= !row.samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0);
+  };
   for (size_t k = 0; k < gens.size(); ++k) {
     Generation& g = *gens[k];
     if (g.done()) continue;
     Generation::State& st = *g.st_;
-    if (st.fresh) {
-      const int32_t tok = *st.fresh;
-      if (!st.params.ignore_eog && tokenizer().is_eog(tok)) {
-        ends[k] = FinishReason::Eog;
-      } else if (st.params.max_tokens >= 0 && g.result_.timing.n_gen >= st.params.max_tokens) {
-        ends[k] = FinishReason::Length;
-      } else if (m.slots[g.slot_].size() + 1 > size_t(m.n_ctx)) {
-        ends[k] = FinishReason::ContextFull;
-      }
-      if (ends[k] != FinishReason::Running) continue;
-      fed.push_back(tok);
-      inputs.push_back({g.slot_, std::span<const int32_t>(&fed.back(), 1)});
-      l.rows.push_back({&g, g.slot_, 1, /*samples=*/true, /*fresh=*/true, 0});
-    } else {
-      // A long prompt is fed max_batch tokens per step, so the other slots keep decoding while it
-      // is prefilled instead of waiting for all of it.
+    if (!st.fresh) {
       QWEN_ASSERT(!st.pending.empty());  // each running generation has a fresh token or prompt left
-      const std::span<const int32_t> pending = st.pending;
-      const size_t n = std::min(pending.size(), size_t(max_batch()));
-      inputs.push_back({g.slot_, pending.first(n)});
-      l.rows.push_back({&g, g.slot_, n, /*samples=*/n == pending.size(), /*fresh=*/false, 0});
+      prefilling.push_back(k);
+      continue;
     }
-    // When every generation that samples from this forward is plain greedy and wants no logprobs,
-    // only the argmax of each row leaves the backend.
-    l.greedy &= !l.rows.back().samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0);
+    const int32_t tok = *st.fresh;
+    if (!st.params.ignore_eog && tokenizer().is_eog(tok)) {
+      ends[k] = FinishReason::Eog;
+    } else if (st.params.max_tokens >= 0 && g.result_.timing.n_gen >= st.params.max_tokens) {
+      ends[k] = FinishReason::Length;
+    } else if (m.slots[g.slot_].size() + 1 > size_t(m.n_ctx)) {
+      ends[k] = FinishReason::ContextFull;
+    }
+    if (ends[k] != FinishReason::Running) continue;
+    fed.push_back(tok);
+    inputs.push_back({g.slot_, std::span<const int32_t>(&fed.back(), 1)});
+    add_row(g, {&g, g.slot_, 1, /*samples=*/true, /*fresh=*/true, 0});
+  }
+  // Prompt tokens share the step's budget, so a long prompt adds at most one chunk's compute to
+  // the other generations' step instead of all of it. The budget also stays within max_batch
+  // with the decode tokens (one forward call), but is never zero: prompts always progress. The
+  // shortest prompt left goes first: a short request gets its first token after one forward even
+  // while a long prompt is being prefilled, and the long one still gets what the short ones leave.
+  const size_t n_decode = inputs.size(), max_batch = size_t(m.max_batch);
+  const size_t room = n_decode < max_batch ? max_batch - n_decode : 1;
+  size_t budget = std::min(prompt_budget > 0 ? size_t(prompt_budget) : max_batch, room);
+  std::stable_sort(prefilling.begin(), prefilling.end(), [&](size_t a, size_t b) {
+    return gens[a]->st_->pending.size() < gens[b]->st_->pending.size();
+  });
+  for (size_t k : prefilling) {
+    if (budget == 0) break;
+    Generation& g = *gens[k];
+    const std::span<const int32_t> pending = g.st_->pending;
+    const size_t n = std::min(pending.size(), budget);
+    budget -= n;
+    inputs.push_back({g.slot_, pending.first(n)});
+    add_row(g, {&g, g.slot_, n, /*samples=*/n == pending.size(), /*fresh=*/false, 0});
   }
   if (!inputs.empty()) {
     l.t0 = Clock::now();

@@ -31,6 +31,7 @@ class Backend;
 class Model;
 class Tokenizer;
 struct ModelConfig;
+enum class Pooling;  // model/config.h
 
 // What Engine::load does with a context longer than the positions the model is trained for
 // (ModelConfig::n_ctx_max): refuse it with the numbers, or run with a warning on stderr.
@@ -141,10 +142,6 @@ class Engine {
     std::span<const int32_t> tokens;
   };
   void eval(std::span<const Input> inputs, std::vector<float>& logits);
-  // eval() for tokens whose logits nobody reads (a server's chunked prefill): the same forward
-  // calls and slot contents, but only each last row's argmax leaves the backend instead of
-  // n_vocab floats per input.
-  void prefill(std::span<const Input> inputs);
   // Before serving, on a backend with graphs: runs prefill forwards of 64, 128, ... max_batch
   // tokens (the first of a size grows scratch and loads kernels), then a decode step of every
   // size 1..min(n_seq, max_batch) twice, so that each size's graph is captured (a capture takes
@@ -160,10 +157,22 @@ class Engine {
   void eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
                 const Tap& tap = {}, int slot = 0);
 
-  // One decode step for several running generations together: each feeds its pending tokens
-  // (the prompt suffix, at most max_batch tokens of it per step; then the last sampled token),
-  // and once its prompt is in, samples, streams and checks stops. Finished generations are
-  // skipped. All generations must use distinct slots.
+  // An embedder's vector of `tokens` (1..n_ctx of them): evaluates them on `slot` from position 0
+  // (the slot then holds them; a step in flight is drained first) and pools the final hidden
+  // states after output_norm as `pooling` says: Mean over all tokens, Cls (the first token's) or
+  // Last. out: [n_embd], not normalised. The forward calls take as many tokens as max_batch
+  // allows; the lm_head is not run.
+  void embed(std::span<const int32_t> tokens, Pooling pooling, int slot, std::vector<float>& out);
+
+  // One decode step for several running generations together: each generation that has sampled
+  // feeds its last sampled token, and those still prefilling share `prompt_budget` prompt tokens
+  // (0: max_batch), shortest prompt left first, each fed what is left of the budget. The budget is
+  // also cut to what fits one forward call of max_batch tokens beside the decode tokens, but never
+  // below one token. So the decode generations advance every step, a prompt of any length adds at
+  // most one budget's worth of tokens to their forward (chunked prefill: the server's fairness
+  // bound), and a short prompt is not held behind a long one. Once its prompt is in, a generation
+  // samples, streams and checks stops. Finished generations are skipped. All generations must
+  // use distinct slots.
   //
   // Pipelined, in three phases:
   //  1. collect: waits for the forward the previous step() launched (if any) and reads back its
@@ -181,7 +190,7 @@ class Engine {
   // prompt, one step later than its forward ran; tokens, text, finish reasons and the slot
   // contents of an ended generation are those of an unpipelined run. While a forward is in
   // flight, slot_tokens() of its slots already holds its inputs.
-  void step(std::span<Generation* const> gens);
+  void step(std::span<Generation* const> gens, int prompt_budget = 0);
 
  private:
   Engine();

@@ -93,7 +93,7 @@ struct Tokenizer::Impl {
   }
   void init_gpt2();
   void init_spm();
-  void encode_text(std::string_view text, std::vector<int32_t>& out) const;
+  void encode_text(std::string_view text, std::vector<int32_t>& out, size_t max_tokens) const;
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
   void encode_spm(std::string_view text, std::vector<int32_t>& out) const;
 };
@@ -289,7 +289,7 @@ void Tokenizer::Impl::encode_spm(std::string_view raw, std::vector<int32_t>& out
   spm::encode(spm_model, text, out);
 }
 
-void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& out) const {
+void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& out, size_t max_tokens) const {
   if (raw.empty()) return;
   if (is_spm) {
     encode_spm(raw, out);
@@ -314,6 +314,7 @@ void Tokenizer::Impl::encode_text(std::string_view raw, std::vector<int32_t>& ou
   pretok::split(pre_kind, cps, flags, ends);
   uint32_t start = 0;
   for (uint32_t e : ends) {
+    if (out.size() > max_tokens) return;
     encode_piece(text.substr(offsets[start], offsets[e] - offsets[start]), out);
     start = e;
   }
@@ -360,26 +361,29 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special, bool add_special) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special, bool add_special,
+                                       size_t max_tokens) const {
   const Impl& m = *impl_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_special && m.d.add_bos) out.push_back(m.d.bos_id);
   const SpecialTrie& trie = parse_special ? m.all_added : m.user_added;
   if (trie.empty()) {
-    m.encode_text(text, out);
+    m.encode_text(text, out, max_tokens);
   } else {
     // Added tokens split the text first; the pieces between them are tokenized independently.
     size_t start = 0, len = 0;
     int32_t id = -1;
     for (size_t i = 0; i < text.size(); ++i) {
       if (!trie.match(text, i, len, id)) continue;
-      m.encode_text(text.substr(start, i - start), out);
+      m.encode_text(text.substr(start, i - start), out, max_tokens);
+      if (out.size() > max_tokens) return out;  // the fragment may have stopped short
       out.push_back(id);
       i += len - 1;
       start = i + 1;
     }
-    m.encode_text(text.substr(start), out);
+    if (out.size() > max_tokens) return out;
+    m.encode_text(text.substr(start), out, max_tokens);
   }
   if (add_special && m.d.add_eos) out.push_back(m.d.eos_id);
   return out;

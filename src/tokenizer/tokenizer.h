@@ -62,8 +62,12 @@ class Tokenizer {
   // template) become their ids; otherwise they are tokenized as plain text. User-defined added
   // tokens are always matched, as in HF tokenizers. add_special: prepend BOS / append EOS when the
   // GGUF says add_bos_token / add_eos_token.
-  std::vector<int32_t> encode(std::string_view text, bool parse_special = false,
-                              bool add_special = false) const;
+  // max_tokens: stop once more than that many ids are out, so that a text too long for a context
+  // costs only what fits (a server's length check); the result then holds more than max_tokens
+  // ids but not the whole text. Checked after each pre-tokenizer piece (byte-level BPE) or each
+  // fragment between special tokens (SentencePiece, which has no pre-tokenizer).
+  std::vector<int32_t> encode(std::string_view text, bool parse_special = false, bool add_special = false,
+                              size_t max_tokens = SIZE_MAX) const;
 
   // Ids to bytes (not necessarily valid UTF-8 when cut mid-character). skip_special drops control
   // tokens. Throws qwen::Error on an id outside [0, n_vocab).

@@ -47,13 +47,13 @@ def tiny_model(tmp_path_factory, tokenizer_dir) -> pathlib.Path:
 class Server:
     """A running qwen-server; its stderr is drained by a thread (and kept for failure messages)."""
 
-    def __init__(self, bin_dir, model, *extra, parallel=N_SLOTS):
+    def __init__(self, bin_dir, model, *extra, parallel=N_SLOTS, n_ctx=N_CTX):
         exe = bin_dir / "qwen-server"
         if not exe.is_file():
             pytest.fail(f"{exe} not built (needs cpp-httplib)")
         self.proc = subprocess.Popen(
             [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
-             "-c", str(N_CTX), "--parallel", str(parallel), "-t", "2", *extra],
+             "-c", str(n_ctx), "--parallel", str(parallel), "-t", "2", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         ready = threading.Event()

@@ -244,27 +244,6 @@ TEST_F(SessionTest, ChunkedPrefillMatchesOneCall) {
   EXPECT_LE(max_abs_diff(want.data(), got.data(), want.size()), 1e-4f);
 }
 
-// prefill() appends like eval() without returning logits: prefilling all but the last token of
-// two prompts, then evaluating the last ones, gives eval()'s logits of the whole prompts
-// (max |Δlogit| <= 1e-4) and the same slot contents.
-TEST_F(SessionTest, PrefillThenLastTokenMatchesEval) {
-  auto whole = load(2), split = load(2, 256, /*max_batch=*/4);
-  const Tokenizer& tok = whole->tokenizer();
-  const auto a = tok.encode("a prompt that is longer than four tokens for sure");
-  const auto b = tok.encode("and a second one");
-  std::vector<float> want, got;
-  const std::vector<Engine::Input> in = {{0, a}, {1, b}};
-  whole->eval(in, want);
-  const std::vector<Engine::Input> head = {{0, std::span(a).first(a.size() - 1)},
-                                           {1, std::span(b).first(b.size() - 1)}};
-  split->prefill(head);
-  const std::vector<Engine::Input> tail = {{0, std::span(a).last(1)}, {1, std::span(b).last(1)}};
-  split->eval(tail, got);
-  EXPECT_EQ(split->slot_tokens(0), a);
-  EXPECT_EQ(split->slot_tokens(1), b);
-  EXPECT_LE(max_abs_diff(want.data(), got.data(), want.size()), 1e-4f);
-}
-
 TEST_F(SessionTest, SteppingGenerationsTogetherEqualsAlone) {
   auto e = load(2);
   const Tokenizer& tok = e->tokenizer();
@@ -480,6 +459,108 @@ TEST_F(SessionTest, PipelinedEogEqualsAlone) {
   }
 }
 
+// The step's prompt budget (chunked prefill in the batched step): a running generation decodes
+// while a long prompt joins, then a short one joins while the long one is still prefilling, with
+// a budget of 5 prompt tokens per step. Metric (exact): per step, the prompt tokens fed (slot
+// growth of the prefilling generations) <= 5; the decoding generation gains one token every step;
+// the short prompt (shortest first) has its first token before the long prompt's is sampled; each
+// generation's tokens, text, pieces and slot equal its run alone (greedy and seeded sampling).
+TEST_F(SessionTest, PromptBudgetInterleavesPrefillWithDecode) {
+  auto e = load(3);
+  const Tokenizer& tok = e->tokenizer();
+  GenerateParams sampled = greedy(8);
+  sampled.sampler.temperature = 0.9f;
+  sampled.sampler.seed = 11;
+  std::string long_text;
+  for (int i = 0; i < 12; ++i) long_text += " item" + std::to_string(i);
+  const std::vector<Case> cases = {{tok.encode("Running already"), greedy(24)},
+                                   {tok.encode(long_text), sampled},
+                                   {tok.encode("Short"), greedy(4)}};
+  ASSERT_GT(cases[1].prompt.size(), 20u);
+  ASSERT_LE(cases[2].prompt.size(), 2u);
+  constexpr int kBudget = 5;
+  std::vector<Run> got(cases.size());
+  std::vector<std::unique_ptr<Generation>> gens(cases.size());
+  auto start = [&](size_t i) {
+    gens[i] = std::make_unique<Generation>(*e, int(i), cases[i].prompt, cases[i].params,
+                                           record(got[i], cases[i].cancel_at));
+  };
+  start(0);
+  size_t short_first_at = 0, long_first_at = 0;  // steps after which each had its first token
+  for (size_t step = 1; step < 200; ++step) {
+    if (step == 3) start(1);  // generation 0 has its first token and one in flight
+    if (step == 5) start(2);  // the long prompt is still being prefilled
+    std::vector<Generation*> live;
+    std::vector<size_t> before(cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      before[i] = e->slot_tokens(int(i)).size();
+      if (gens[i] && !gens[i]->done()) live.push_back(gens[i].get());
+    }
+    if (live.empty()) break;
+    const size_t g0_tokens = gens[0]->result().tokens.size();
+    e->step(live, kBudget);
+    size_t prompt_fed = 0;
+    for (size_t i = 1; i < cases.size(); ++i) {
+      if (!gens[i]) continue;
+      const size_t after = e->slot_tokens(int(i)).size();
+      // Slot growth while the prompt is not fully in counts prompt tokens (a Generation keeps the
+      // slot empty up front: nothing is cached here).
+      if (before[i] < cases[i].prompt.size()) prompt_fed += after - before[i];
+      size_t& first_at = i == 1 ? long_first_at : short_first_at;
+      if (first_at == 0 && !gens[i]->result().tokens.empty()) first_at = step;
+    }
+    EXPECT_LE(prompt_fed, size_t(kBudget)) << "step " << step;
+    if (step >= 2 && !gens[0]->done()) {
+      EXPECT_EQ(gens[0]->result().tokens.size(), g0_tokens + 1) << "step " << step;
+    }
+  }
+  ASSERT_GT(short_first_at, 0u);
+  ASSERT_GT(long_first_at, 0u);
+  EXPECT_LT(short_first_at, long_first_at);
+  EXPECT_EQ(short_first_at, 6u);  // fed by step 5 with the budget's first tokens, read by step 6
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(gens[i]->done());
+    got[i].c = gens[i]->result();
+    got[i].slot = e->slot_tokens(int(i));
+    expect_same(got[i], run_alone(cases[i]), cases[i], "case " + std::to_string(i));
+  }
+}
+
+// Engine::embed against the hidden states the logits forward computes anyway (the tap's
+// result_norm rows of eval_all): mean, cls and last pooling equal the mean, first and last row
+// (max abs error <= 1e-5: the same ops, summed in another order), also when max_batch 4 splits the
+// input over several forward calls; the slot then holds the tokens.
+TEST_F(SessionTest, EmbedPoolsTheFinalNormedStates) {
+  auto ref = load(1);
+  const auto tokens = ref->tokenizer().encode("An embedding of a dozen or so tokens, give or take");
+  ASSERT_GT(tokens.size(), 8u);
+  const size_t n_embd = size_t(ref->config().n_embd);
+  std::vector<float> norm_rows, logits;
+  ref->eval_all(tokens, false, logits,
+                [&](const std::string& name, int, const float* data, int64_t rows, int64_t cols) {
+                  if (name == "result_norm") norm_rows.insert(norm_rows.end(), data, data + rows * cols);
+                });
+  ASSERT_EQ(norm_rows.size(), tokens.size() * n_embd);
+  std::vector<float> mean(n_embd, 0.f);
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (size_t j = 0; j < n_embd; ++j) mean[j] += norm_rows[t * n_embd + j] / float(tokens.size());
+  const std::vector<float> first(norm_rows.begin(), norm_rows.begin() + ptrdiff_t(n_embd));
+  const std::vector<float> last(norm_rows.end() - ptrdiff_t(n_embd), norm_rows.end());
+  for (int max_batch : {512, 4}) {
+    auto e = load(2, 256, max_batch);
+    std::vector<float> got;
+    e->embed(tokens, Pooling::Mean, 1, got);
+    ASSERT_EQ(got.size(), n_embd);
+    EXPECT_LE(max_abs_diff(got.data(), mean.data(), n_embd), 1e-5f) << "mean, max_batch " << max_batch;
+    e->embed(tokens, Pooling::Cls, 1, got);
+    EXPECT_LE(max_abs_diff(got.data(), first.data(), n_embd), 1e-5f) << "cls, max_batch " << max_batch;
+    e->embed(tokens, Pooling::Last, 1, got);
+    EXPECT_LE(max_abs_diff(got.data(), last.data(), n_embd), 1e-5f) << "last, max_batch " << max_batch;
+    EXPECT_EQ(e->slot_tokens(1), tokens);
+    EXPECT_THROW(e->embed(tokens, Pooling::None, 1, got), Error);
+  }
+}
+
 // A generation destroyed between two steps (a server drops a cancelled request at once) while the
 // forward fed its last token is in flight. Metric (exact): before, slot_tokens shows that token
 // fed; after, the slot holds prompt + every sampled token but the last (what an ended generation
@@ -521,10 +602,10 @@ TEST_F(SessionTest, DestroyedWhileInFlightLeavesSlotAsIfEnded) {
   EXPECT_EQ(c.result().text, want.text);
 }
 
-// eval() and prefill() between two steps drain the forward in flight. Metric (exact): a greedy and
+// eval() and embed() between two steps drain the forward in flight. Metric (exact): a greedy and
 // a seeded sampling generation (so launches read back logits), with max_batch 4 (prompts over
 // several steps, launches of several forward calls), give the same tokens, text, OnText pieces and
-// slots with an eval() and a prefill() on other slots between every two steps as without them;
+// slots with an eval() and an embed() on other slots between every two steps as without them;
 // those eval() logits equal the same calls' on an engine running nothing else. After a drain,
 // result().tokens holds the drained forward's token (its text comes with the next step), and a
 // generation destroyed then leaves prompt + every token but that last one.
@@ -551,11 +632,12 @@ TEST_F(SessionTest, DrainingCallsBetweenStepsChangeNothing) {
       const size_t n_tokens = a.result().tokens.size();
       const std::string text = a.result().text;
       const int32_t t = 100 + i, u = 200 + i;
-      const Engine::Input in{2, std::span(&t, 1)}, pin{3, std::span(&u, 1)};
+      const Engine::Input in{2, std::span(&t, 1)};
       std::vector<float> logits;
       e->eval(std::span(&in, 1), logits);
       evals.push_back(std::move(logits));
-      e->prefill(std::span(&pin, 1));
+      std::vector<float> vec;
+      e->embed(std::span(&u, 1), Pooling::Last, 3, vec);
       if (n_tokens > 0 && !a.done()) {  // a sampled token came out of the drained forward
         EXPECT_EQ(a.result().tokens.size(), n_tokens + 1);
         EXPECT_EQ(a.result().text, text);
@@ -577,11 +659,12 @@ TEST_F(SessionTest, DrainingCallsBetweenStepsChangeNothing) {
   auto idle = load(4, 256, 4);
   for (int32_t i = 0; i < int32_t(evals.size()); ++i) {
     const int32_t t = 100 + i, u = 200 + i;
-    const Engine::Input in{2, std::span(&t, 1)}, pin{3, std::span(&u, 1)};
+    const Engine::Input in{2, std::span(&t, 1)};
     std::vector<float> logits;
     idle->eval(std::span(&in, 1), logits);
     EXPECT_EQ(logits, evals[size_t(i)]) << "eval " << i;
-    idle->prefill(std::span(&pin, 1));
+    std::vector<float> vec;
+    idle->embed(std::span(&u, 1), Pooling::Last, 3, vec);
   }
 
   // Destroyed after a drain: its last token is no longer in flight, and was never fed.
@@ -591,8 +674,8 @@ TEST_F(SessionTest, DrainingCallsBetweenStepsChangeNothing) {
   ASSERT_EQ(g->result().tokens.size(), 3u);
   const std::string text = g->result().text;
   const int32_t t = 5;
-  const Engine::Input in{1, std::span(&t, 1)};
-  e->prefill(std::span(&in, 1));
+  std::vector<float> vec;
+  e->embed(std::span(&t, 1), Pooling::Mean, 1, vec);
   const std::vector<int32_t> toks = g->result().tokens;
   ASSERT_EQ(toks.size(), 4u);
   EXPECT_EQ(g->result().text, text);

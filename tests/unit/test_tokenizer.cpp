@@ -4,6 +4,7 @@
 // Every check is exact (ids, bytes, strings): tolerance none.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/bpe.h"
@@ -94,6 +95,24 @@ TEST(TokenizerBytes, AddSpecialUsesModelFlags) {
   Tokenizer tok(std::move(d));
   EXPECT_EQ(tok.encode("a", false, true), (std::vector<int32_t>{256, byte_id('a')}));
   EXPECT_EQ(tok.encode("a", false, false), (std::vector<int32_t>{byte_id('a')}));
+}
+
+// max_tokens stops tokenizing once more ids than that are out. Metric (exact): the result is a
+// prefix of the full encoding, longer than max_tokens by at most one pre-tokenizer piece's ids
+// (here one word: its characters, no merges), with or without special tokens in the text.
+TEST(TokenizerBytes, MaxTokensStopsEarly) {
+  Tokenizer tok(tiny({}, {}, {{"<|end|>", TokenType::kControl}}));
+  const std::string text = "one two three<|end|>four five six seven";
+  for (bool parse_special : {false, true}) {
+    const auto full = tok.encode(text, parse_special);
+    for (size_t limit : {size_t(0), size_t(5), size_t(14), size_t(20)}) {
+      const auto cut = tok.encode(text, parse_special, false, limit);
+      ASSERT_GT(cut.size(), limit) << limit;
+      EXPECT_LE(cut.size(), limit + 6) << limit;  // the longest piece: " seven" (6 bytes)
+      EXPECT_TRUE(std::equal(cut.begin(), cut.end(), full.begin())) << limit;
+    }
+    EXPECT_EQ(tok.encode(text, parse_special, false, full.size()), full);
+  }
 }
 
 TEST(StreamDecoder, HoldsBackSplitCharacters) {
