@@ -1,6 +1,7 @@
 #include "sampling/json_schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -17,10 +18,14 @@ namespace {
 const std::set<std::string> kAnnotations = {"$schema", "$id",      "$comment",   "title",     "description",
                                             "default", "examples", "deprecated", "readOnly", "writeOnly"};
 // Keywords this compiler implements; $defs / definitions hold schemas reached through $ref.
-const std::set<std::string> kSupported = {"type",     "properties", "required", "additionalProperties",
-                                          "items",    "minItems",   "maxItems", "minLength",
-                                          "maxLength", "enum",      "const",    "anyOf",
-                                          "oneOf",    "$ref",       "$defs",    "definitions"};
+const std::set<std::string> kSupported = {
+    "type",      "properties", "required", "additionalProperties", "items",   "minItems",
+    "maxItems",  "minLength",  "maxLength", "minimum",             "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "enum", "const",    "anyOf",               "oneOf",   "$ref",
+    "$defs",     "definitions"};
+const char* const kNumericBounds[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+// Largest magnitude of a generated integer (and integer part of a number): 16 digits.
+constexpr int64_t kMaxInteger = 9999999999999999;
 // Nested schemas deeper than this are refused (the compiler recurses once per level).
 constexpr int kMaxDepth = 64;
 
@@ -114,7 +119,7 @@ class Compiler {
       const int32_t sign = g_.new_rule();
       g_.add_alt(sign, {});
       g_.add_alt(sign, {g_.byte('-')});
-      const int32_t more = g_.repeat(digit, 0, 15);
+      const int32_t more = g_.repeat(digit, 0, 15);  // up to kMaxInteger
       const int32_t whole = g_.new_rule();
       g_.add_alt(whole, {g_.byte('0')});
       g_.add_alt(whole, {g_.bytes(ByteSet().add_range('1', '9')), Grammar::ref(more)});
@@ -134,6 +139,80 @@ class Compiler {
     });
   }
   int32_t literal_json(const json& v) { return g_.literal(v.dump()); }
+
+  // Alternatives of `r`: prefix, then the decimal strings of equal length from x to y (x <= y),
+  // as runs of digit classes (the usual split of a range into at most 2 per digit + 1 pieces).
+  void same_length(int32_t r, std::vector<Sym> prefix, const std::string& x, const std::string& y) {
+    if (x == y) {
+      for (char c : x) prefix.push_back(g_.byte(uint8_t(c)));
+      g_.add_alt(r, std::move(prefix));
+      return;
+    }
+    if (x[0] == y[0]) {
+      prefix.push_back(g_.byte(uint8_t(x[0])));
+      same_length(r, std::move(prefix), x.substr(1), y.substr(1));
+      return;
+    }
+    const size_t rest = x.size() - 1;
+    char lo = x[0], hi = y[0];
+    if (x.find_first_not_of('0', 1) != std::string::npos) {  // x's first digit covers only x.. upwards
+      std::vector<Sym> p = prefix;
+      p.push_back(g_.byte(uint8_t(lo++)));
+      same_length(r, std::move(p), x.substr(1), std::string(rest, '9'));
+    }
+    if (y.find_first_not_of('9', 1) != std::string::npos) {  // y's first digit covers only ..y
+      std::vector<Sym> p = prefix;
+      p.push_back(g_.byte(uint8_t(hi--)));
+      same_length(r, std::move(p), std::string(rest, '0'), y.substr(1));
+    }
+    if (lo <= hi) {
+      prefix.push_back(g_.bytes(ByteSet().add_range(uint8_t(lo), uint8_t(hi))));
+      for (size_t k = 0; k < rest; ++k) prefix.push_back(g_.bytes(ByteSet().add_range('0', '9')));
+      g_.add_alt(r, std::move(prefix));
+    }
+  }
+  // Alternatives of `r`: prefix, then the integers a..b (0 <= a <= b) without leading zeros.
+  void range(int32_t r, const std::vector<Sym>& prefix, int64_t a, int64_t b) {
+    const std::string sa = std::to_string(a), sb = std::to_string(b);
+    int64_t first = 1;  // 10^(length - 1)
+    for (size_t k = 1; k < sa.size(); ++k) first *= 10;
+    for (size_t len = sa.size(); len <= sb.size(); ++len, first *= 10) {
+      const int64_t lo = len == sa.size() ? a : first;
+      const int64_t hi = len == sb.size() ? b : first * 10 - 1;
+      same_length(r, prefix, std::to_string(lo), std::to_string(hi));
+    }
+  }
+  // Integers in [lo, hi] (both within +-kMaxInteger).
+  int32_t integer_range(int64_t lo, int64_t hi) {
+    const int32_t r = g_.new_rule();
+    if (hi >= 0) range(r, {}, std::max<int64_t>(lo, 0), hi);
+    if (lo < 0) range(r, {g_.byte('-')}, hi < 0 ? -hi : 1, -lo);
+    return r;
+  }
+  // The integer bounds that minimum / maximum / exclusive* set, clamped to +-kMaxInteger.
+  std::pair<int64_t, int64_t> integer_bounds(const json& s, const std::string& path) {
+    // long double holds every int64 exactly (x86's 64-bit mantissa), so 16-digit bounds given as
+    // JSON integers stay exact, which double would round.
+    using ld = long double;
+    ld lo = -ld(kMaxInteger), hi = ld(kMaxInteger);
+    for (const char* kw : kNumericBounds) {
+      auto it = s.find(kw);
+      if (it == s.end()) continue;
+      if (!it->is_number()) invalid(kw, path, str("must be a number, got ", it->dump()));
+      const ld v = it->is_number_unsigned()  ? ld(it->get<uint64_t>())
+                   : it->is_number_integer() ? ld(it->get<int64_t>())
+                                             : ld(it->get<double>());
+      const std::string k = kw;
+      if (k == "minimum") lo = std::max(lo, std::ceil(v));
+      if (k == "exclusiveMinimum") lo = std::max(lo, std::floor(v) + 1);
+      if (k == "maximum") hi = std::min(hi, std::floor(v));
+      if (k == "exclusiveMaximum") hi = std::min(hi, std::ceil(v) - 1);
+    }
+    lo = std::clamp(lo, -ld(kMaxInteger), ld(kMaxInteger));
+    hi = std::clamp(hi, -ld(kMaxInteger), ld(kMaxInteger));
+    if (lo > hi) invalid("minimum", path, "and the other bounds leave no integer (within 16 digits)");
+    return {int64_t(lo), int64_t(hi)};
+  }
 
   // Any JSON value, object or array (for {} schemas and json_object).
   int32_t generic_value() {
@@ -247,7 +326,18 @@ class Compiler {
       if (max >= 0 && max < min) invalid("maxLength", path, "is less than minLength");
       return string(min, max);
     }
-    if (t == "integer" || t == "number") return number(t == "integer");
+    if (t == "integer" || t == "number") {
+      const bool bounded = std::any_of(std::begin(kNumericBounds), std::end(kNumericBounds),
+                                       [&](const char* kw) { return s.contains(kw); });
+      if (!bounded) return number(t == "integer");
+      if (t == "number") {
+        for (const char* kw : kNumericBounds) {
+          if (s.contains(kw)) unsupported(kw, path, "is supported on type integer only, not number");
+        }
+      }
+      const auto [lo, hi] = integer_bounds(s, path);
+      return integer_range(lo, hi);
+    }
     if (t == "boolean") {
       const int32_t r = g_.new_rule();
       g_.add_alt(r, {Grammar::ref(g_.literal("true"))});

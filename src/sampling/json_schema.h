@@ -4,7 +4,8 @@
 // Supported: type (one or a list), object properties / required / additionalProperties (false or
 // absent: only the listed properties are generated; true or a schema only for objects without
 // properties), array items / minItems / maxItems, string minLength / maxLength (code points),
-// number, integer, boolean, null, enum, const, anyOf, oneOf (generated as anyOf: overlapping
+// number, integer (with minimum / maximum / exclusiveMinimum / exclusiveMaximum; on number they are
+// refused), boolean, null, enum, const, anyOf, oneOf (generated as anyOf: overlapping
 // branches may match more than one), $ref to any "#/..." pointer of the same document ($defs,
 // definitions, "#" itself), and the annotations (title, description, default, examples, ...).
 // Every other keyword is refused by name (SchemaError), never ignored.

@@ -91,6 +91,46 @@ TEST(JsonSchema, ArraysStringsNumbersEnums) {
   EXPECT_FALSE(c->matches(R"("other")"));
 }
 
+// Integer bounds: against plain arithmetic on every value near each bound, at each power of ten
+// in between and at random ones, for ranges across signs and digit counts (exact).
+TEST(JsonSchema, IntegerRangesEqualArithmetic) {
+  std::mt19937_64 rng(3);
+  std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 0},     {0, 9},        {1, 10},         {-5, 5},
+                                                     {7, 7},     {10, 99},      {19, 1234},      {-1234, -19},
+                                                     {-99, 100}, {123, 98765},  {-9999999999999999, 3}};
+  for (int k = 0; k < 30; ++k) {
+    int64_t a = int64_t(rng() % 2000000) - 1000000, b = int64_t(rng() % 2000000) - 1000000;
+    ranges.emplace_back(std::min(a, b), std::max(a, b));
+  }
+  for (const auto& [lo, hi] : ranges) {
+    auto g = json_schema_grammar(json{{"type", "integer"}, {"minimum", lo}, {"maximum", hi}});
+    std::vector<int64_t> probe;
+    for (int64_t d = -30; d <= 30; ++d) {
+      probe.push_back(lo + d);
+      probe.push_back(hi + d);
+    }
+    for (int64_t p = 1; p <= 1000000000; p *= 10) {
+      probe.push_back(p);
+      probe.push_back(-p);
+      probe.push_back(p - 1);
+      probe.push_back(1 - p);
+    }
+    for (int k = 0; k < 200; ++k) probe.push_back(lo + int64_t(rng() % uint64_t(hi - lo + 1)));
+    for (int64_t v : probe) {
+      EXPECT_EQ(g->matches(std::to_string(v)), v >= lo && v <= hi) << v << " in [" << lo << ", " << hi << "]";
+    }
+    EXPECT_FALSE(g->matches("-0"));
+    std::string leading_zero = "0";  // built by append: GCC 12 warns falsely on "0" + string
+    leading_zero += std::to_string(std::max<int64_t>(lo, 1));
+    EXPECT_FALSE(g->matches(leading_zero));
+  }
+  auto ex = json_schema_grammar(json::parse(R"({"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 5})"));
+  for (int v = 0; v < 8; ++v) EXPECT_EQ(ex->matches(std::to_string(v)), v == 3 || v == 4) << v;
+  auto pos = json_schema_grammar(json::parse(R"({"type": "integer", "minimum": 0})"));
+  EXPECT_TRUE(pos->matches("9999999999999999"));
+  EXPECT_FALSE(pos->matches("-1"));
+}
+
 TEST(JsonSchema, AnyOfTypeListsAndRefs) {
   auto g = schema(R"({"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"},
                         "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
@@ -131,7 +171,9 @@ TEST(JsonSchema, RefusedKeywordsAreNamed) {
   for (const Case& c : std::vector<Case>{
            {R"({"type": "string", "pattern": "^a"})", "pattern", true},
            {R"({"type": "string", "format": "date"})", "format", true},
-           {R"({"type": "object", "properties": {"x": {"type": "integer", "minimum": 3}}})", "minimum", true},
+           {R"({"type": "object", "properties": {"x": {"type": "number", "minimum": 3}}})", "minimum", true},
+           {R"({"type": "integer", "minimum": 3, "exclusiveMaximum": 3})", "minimum", false},
+           {R"({"type": "integer", "exclusiveMinimum": true})", "exclusiveMinimum", false},
            {R"({"type": "object", "properties": {"x": {}}, "additionalProperties": true})", "additionalProperties",
             true},
            {R"({"allOf": [{}]})", "allOf", true},
