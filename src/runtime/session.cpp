@@ -10,6 +10,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "sampling/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
 
@@ -59,6 +60,7 @@ struct Engine::Impl {
   std::vector<int32_t> h_io;
   int32_t *h_ids = nullptr, *h_pos = nullptr, *h_seq = nullptr, *h_rows = nullptr;
   std::vector<std::vector<int32_t>> slots;  // tokens held by each slot
+  std::shared_ptr<const TokenTrie> token_trie;  // the vocabulary for grammars, made at first use
   bool use_graphs = false;
   // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
   // The first step of each size runs eagerly, so a backend can size any scratch it grows on
@@ -414,6 +416,7 @@ struct Generation::State {
   // The token sampled by the last collect(), already in history and result_.tokens, whose text
   // the next step() produces (and which that step feeds unless it ends the generation).
   std::optional<int32_t> fresh;
+  std::unique_ptr<TokenMask> grammar;  // params.grammar's state over the vocabulary
 
   State(const Tokenizer& tok, const GenerateParams& p, OnText cb)
       : params(p), sampler(p.sampler), on_text(std::move(cb)), decoder(tok) {}
@@ -430,6 +433,10 @@ Generation::Generation(Engine& engine, int slot, std::vector<int32_t> prompt, co
   for (int32_t id : prompt) m.check_token(id);
   for (const std::string& s : params.stop) QWEN_CHECK(!s.empty(), "empty stop string");
   st_ = std::make_unique<State>(engine.tokenizer(), params, std::move(on_text));
+  if (params.grammar) {
+    if (!m.token_trie) m.token_trie = std::make_shared<const TokenTrie>(engine.tokenizer());  // built once
+    st_->grammar = std::make_unique<TokenMask>(params.grammar, m.token_trie);
+  }
   // A step in flight that still feeds this slot (its generation not yet destroyed) finishes
   // first, so that the slot is no longer expected to end with its input.
   if (m.in_flight_on(slot)) engine.collect();
@@ -502,7 +509,9 @@ void Engine::collect() {
     // The model's own distribution: read before sample() applies penalties and bias in place.
     std::vector<float> raw;
     if (st.params.logprobs >= 0) raw.assign(row_logits.begin(), row_logits.end());
+    if (st.grammar) st.grammar->apply(row_logits);
     const int32_t tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
+    if (st.grammar) st.grammar->accept(tok);
     if (st.params.logprobs >= 0) r.logprobs.push_back(token_logprobs(raw, tok, st.params.logprobs));
     st.history.push_back(tok);
     r.tokens.push_back(tok);
@@ -555,7 +564,8 @@ void Engine::step(std::span<Generation* const> gens) {
     }
     // When every generation that samples from this forward is plain greedy and wants no logprobs,
     // only the argmax of each row leaves the backend.
-    l.greedy &= !l.rows.back().samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0);
+    l.greedy &= !l.rows.back().samples ||
+                (st.params.sampler.is_argmax() && st.params.logprobs < 0 && !st.grammar);
   }
   if (!inputs.empty()) {
     l.t0 = Clock::now();

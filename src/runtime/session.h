@@ -28,6 +28,7 @@
 namespace qwen {
 
 class Backend;
+class Grammar;
 class Model;
 class Tokenizer;
 struct ModelConfig;
@@ -89,6 +90,9 @@ struct GenerateParams {
   std::vector<std::string> stop;  // stop strings
   bool ignore_eog = false;        // keep going through end-of-generation tokens
   int logprobs = -1;              // >= 0: record each sampled token's logprob and this many top ones
+  // Constrained decoding (sampling/grammar.h): every step samples only tokens that keep the text
+  // a prefix of the grammar's language, and end-of-generation only once it is complete.
+  std::shared_ptr<const Grammar> grammar;
 };
 
 // Receives each newly decoded piece of text (complete UTF-8, stop strings held back until they
