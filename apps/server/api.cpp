@@ -199,14 +199,14 @@ std::vector<std::string> parse_stop(const json& body) {
 
 // Options shared by both generation routes.
 void parse_common(const json& body, GenerationRequest& r, std::span<const char* const> route_fields,
-                  int32_t n_vocab) {
+                  int32_t n_vocab, std::string_view raw_body) {
   if (!body.is_object()) {
     throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()),
                    "invalid_type");
   }
   refuse_unknown(body, route_fields);
   refuse_unsupported(body);
-  r.params.grammar = parse_response_format(body);
+  r.params.grammar = parse_response_format(body, raw_body);
   r.n = int(integer(body, "n", 1, kMaxChoices).value_or(1));
   r.user = string(body, "user").value_or("");
   r.model = string(body, "model").value_or("");
@@ -304,10 +304,10 @@ json parse_body(const std::string& body) {
   }
 }
 
-GenerationRequest parse_chat_request(const json& body, int32_t n_vocab) {
+GenerationRequest parse_chat_request(const json& body, int32_t n_vocab, std::string_view raw_body) {
   GenerationRequest r;
   r.chat = true;
-  parse_common(body, r, kChatFields, n_vocab);
+  parse_common(body, r, kChatFields, n_vocab, raw_body);
   // Chat: "logprobs": bool, "top_logprobs": 0..20 alternatives per token (needs logprobs).
   const bool logprobs = boolean(body, "logprobs").value_or(false);
   const auto top = integer(body, "top_logprobs", 0, kMaxTopLogprobs);
@@ -343,9 +343,9 @@ GenerationRequest parse_chat_request(const json& body, int32_t n_vocab) {
   return r;
 }
 
-GenerationRequest parse_completion_request(const json& body, int32_t n_vocab) {
+GenerationRequest parse_completion_request(const json& body, int32_t n_vocab, std::string_view raw_body) {
   GenerationRequest r;
-  parse_common(body, r, kCompletionFields, n_vocab);
+  parse_common(body, r, kCompletionFields, n_vocab, raw_body);
   // Completions: "logprobs": 0..20, the number of alternatives per token (0: the chosen only).
   if (auto lp = integer(body, "logprobs", 0, kMaxTopLogprobs)) r.params.logprobs = int(*lp);
   refuse_in_stream(r);

@@ -28,7 +28,21 @@ void only_keys(const json& v, const std::string& param, std::initializer_list<co
   }
 }
 
-std::shared_ptr<const Grammar> compile(const json& schema, const std::string& param) {
+// The schema at `path` of the body, from the key-ordered parse of its text.
+std::shared_ptr<const Grammar> compile(std::string_view raw_body, const std::vector<const char*>& path,
+                                       const std::string& param) {
+  nlohmann::ordered_json ordered;
+  try {
+    ordered = nlohmann::ordered_json::parse(raw_body);
+  } catch (const nlohmann::ordered_json::exception&) {
+    QWEN_FAIL("the request body parsed once but not with key order kept");
+  }
+  const nlohmann::ordered_json* node = &ordered;
+  for (const char* key : path) {
+    QWEN_ASSERT(node->is_object() && node->contains(key));
+    node = &(*node)[key];
+  }
+  const nlohmann::ordered_json& schema = *node;
   if (!schema.is_object() && !schema.is_boolean()) {
     refuse(param, str("'", param, "' must be a JSON schema (an object), got ", schema.type_name()), "invalid_type");
   }
@@ -39,7 +53,7 @@ std::shared_ptr<const Grammar> compile(const json& schema, const std::string& pa
   }
 }
 
-std::shared_ptr<const Grammar> response_format(const json& v) {
+std::shared_ptr<const Grammar> response_format(const json& v, std::string_view raw_body) {
   if (!v.is_object()) refuse("response_format", "'response_format' must be an object", "invalid_type");
   auto type = v.find("type");
   if (type == v.end() || !type->is_string()) {
@@ -77,22 +91,22 @@ std::shared_ptr<const Grammar> response_format(const json& v) {
   if (schema == js->end()) {
     refuse("response_format.json_schema.schema", "'response_format.json_schema.schema' is required", "missing_field");
   }
-  return compile(*schema, "response_format.json_schema.schema");
+  return compile(raw_body, {"response_format", "json_schema", "schema"}, "response_format.json_schema.schema");
 }
 
 }  // namespace
 
-std::shared_ptr<const Grammar> parse_response_format(const json& body) {
+std::shared_ptr<const Grammar> parse_response_format(const json& body, std::string_view raw_body) {
   if (auto it = body.find("grammar"); it != body.end() && !it->is_null()) {
     refuse("grammar",
            "'grammar' (GBNF) is not supported: use response_format {\"type\": \"json_schema\"} or 'json_schema'",
            "unsupported_value");
   }
   std::shared_ptr<const Grammar> g;
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) g = response_format(*it);
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) g = response_format(*it, raw_body);
   if (auto it = body.find("json_schema"); it != body.end() && !it->is_null()) {
     if (g) refuse("json_schema", "'json_schema' and a JSON 'response_format' are given: send one", "invalid_value");
-    g = compile(*it, "json_schema");
+    g = compile(raw_body, {"json_schema"}, "json_schema");
   }
   // Under a grammar the only token allowed after a complete value is end-of-generation, so
   // generating through it would repeat that token up to max_tokens.

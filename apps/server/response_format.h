@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string_view>
 #include <nlohmann/json.hpp>
 
 #include "sampling/grammar.h"
@@ -12,6 +13,8 @@ namespace qwen::server {
 
 // The grammar a request asks for, or null (no field, or response_format {"type": "text"}).
 // Throws ApiError 400 naming the field, and for a schema keyword the keyword and its location.
-std::shared_ptr<const Grammar> parse_response_format(const nlohmann::json& body);
+// A schema is taken from raw_body (the text `body` was parsed from) parsed again keeping key
+// order, so generated objects list their properties in the schema's order.
+std::shared_ptr<const Grammar> parse_response_format(const nlohmann::json& body, std::string_view raw_body);
 
 }  // namespace qwen::server

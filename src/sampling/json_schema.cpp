@@ -9,7 +9,7 @@
 
 namespace qwen {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 using Sym = Grammar::Sym;
 
 namespace {
@@ -392,7 +392,6 @@ class Compiler {
     // written yet, so no comma before the next) and rest[i] (a comma before the next member).
     std::vector<std::pair<std::string, const json*>> list;
     for (const auto& [k, v] : props->items()) list.emplace_back(k, &v);
-    // nlohmann::json keeps object keys sorted, so generated objects list properties by name.
     const size_t n = list.size();
     std::vector<int32_t> first(n + 1), rest(n + 1);
     first[n] = g_.new_rule();

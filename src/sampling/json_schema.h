@@ -43,7 +43,8 @@ constexpr int kMaxWhitespace = 20;
 // Largest minLength / maxLength / minItems / maxItems: bounded repeats are unrolled.
 constexpr int kMaxRepeatBound = 10000;
 
-std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::json& schema);
+// Key order matters (properties are generated in it), hence ordered_json.
+std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::ordered_json& schema);
 // Any JSON object (response_format json_object).
 std::shared_ptr<const Grammar> json_object_grammar();
 

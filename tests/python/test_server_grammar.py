@@ -6,8 +6,8 @@ token it emits is the grammar's doing.
 What is checked, and how strictly:
 - 100 seeded random schemas (nested objects with required and optional properties, arrays with
   item bounds, enums, integers (some with minimum / maximum), numbers, booleans, nulls, bounded strings, anyOf, $ref into $defs),
-  sampled at temperature 1: every answer finishes with "stop" and validates with the `jsonschema`
-  package (no tolerance: all 100 must validate);
+  sampled at temperature 1: every answer finishes with "stop", validates with the `jsonschema`
+  package and lists its properties in the schema's order (no tolerance: all 100 must);
 - greedy, streaming and /v1/completions answers validate too; json_object answers parse as objects;
 - max_tokens cutting the JSON short gives finish_reason "length";
 - refused requests (an unsupported keyword, GBNF grammar, malformed response_format) answer 400
@@ -101,7 +101,9 @@ def test_100_random_schemas_validate(server):
         choice = answer["choices"][0]
         text = choice["message"]["content"]
         assert choice["finish_reason"] == "stop", (i, text)
-        jsonschema.validate(json.loads(text), schema)
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+        assert list(value) == [k for k in schema["properties"] if k in value], "properties out of schema order"
         return answer["usage"]["completion_tokens"]
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

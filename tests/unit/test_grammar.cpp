@@ -20,7 +20,7 @@
 namespace qwen {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // properties are generated in key order
 
 std::shared_ptr<const Grammar> schema(const char* text) { return json_schema_grammar(json::parse(text)); }
 
@@ -137,10 +137,11 @@ TEST(JsonSchema, AnyOfTypeListsAndRefs) {
                         "required": ["v"]}},
                       "anyOf": [{"$ref": "#/$defs/node"}, {"type": ["string", "null"]}]})");
   EXPECT_TRUE(g->matches(R"({"v":1})"));
-  EXPECT_TRUE(g->matches(R"({"kids":[{"v":2},{"kids":[],"v":3}],"v":1})"));  // properties by name
+  EXPECT_TRUE(g->matches(R"({"v":1,"kids":[{"v":2},{"v":3,"kids":[]}]})"));
+  EXPECT_FALSE(g->matches(R"({"kids":[],"v":1})"));  // properties in the schema's order
   EXPECT_TRUE(g->matches(R"("s")"));
   EXPECT_TRUE(g->matches("null"));
-  EXPECT_FALSE(g->matches(R"({"kids":[{}],"v":1})"));
+  EXPECT_FALSE(g->matches(R"({"v":1,"kids":[{}]})"));
   EXPECT_FALSE(g->matches("1"));
 
   // Overlapping branches: both parses stay alive until one dies.

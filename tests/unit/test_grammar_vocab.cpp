@@ -24,6 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
 
 // The real vocabulary as a Tokenizer: tokenizer.json's tokens, added tokens as control tokens
 // (<|im_end|> and <|endoftext|> among them, the end-of-generation ids). Merges are not needed to
@@ -67,7 +68,7 @@ TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
   auto tok = real_vocab(&skip);
   if (!tok) GTEST_SKIP() << skip;
   auto trie = std::make_shared<const TokenTrie>(*tok);
-  auto g = json_schema_grammar(json::parse(R"({"type": "object", "properties": {
+  auto g = json_schema_grammar(ordered_json::parse(R"({"type": "object", "properties": {
       "name": {"type": "string"}, "size": {"type": "number"}, "tags": {"type": "array",
       "items": {"enum": ["red", "green"]}, "maxItems": 4}, "nested": {"type": "object"}},
       "required": ["name", "size"], "additionalProperties": false})"));
@@ -77,9 +78,9 @@ TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
       "{",                                                     // a key or ws
       "{\"na",                                                 // inside a fixed key
       "{\"name\": \"Some free text, caf",                      // inside a free string
-      "{\"name\": \"x\", \"nested\": {\"k\": [1, {\"a\": \"",  // inside a generic object's string
-      "{\"name\": \"x\", \"nested\": {}, \"size\": 12",        // inside a number
-      "{\"name\": \"x\", \"nested\": {}, \"size\": 1, \"tags\": [\"red\"]}",  // complete
+      "{\"name\": \"x\", \"size\": 1, \"nested\": {\"k\": [1, {\"a\": \"",  // a generic object's string
+      "{\"name\": \"x\", \"size\": 12",                                  // inside a number
+      "{\"name\": \"x\", \"size\": 1, \"tags\": [\"red\"], \"nested\": {}}",  // complete
   };
   std::vector<uint8_t> allowed;
   for (const std::string& prefix : prefixes) {
