@@ -108,6 +108,17 @@ std::shared_ptr<const Grammar> parse_response_format(const json& body, std::stri
     if (g) refuse("json_schema", "'json_schema' and a JSON 'response_format' are given: send one", "invalid_value");
     g = compile(raw_body, {"json_schema"}, "json_schema");
   }
+  // A ban is -infinity: banning every token the grammar allows next would leave nothing to sample
+  // (finite biases only reweigh the allowed tokens).
+  if (auto it = body.find("logit_bias"); g && it != body.end() && it->is_object()) {
+    for (const auto& [id, bias] : it->items()) {
+      if (bias.is_number() && bias.get<double>() <= SamplerParams::kBan) {
+        refuse("logit_bias", str("'logit_bias' of token ", id.substr(0, 16), " bans it (-100), which cannot be ",
+                                 "combined with a JSON response_format or json_schema; use a bias above -100"),
+               "unsupported_value");
+      }
+    }
+  }
   // Under a grammar the only token allowed after a complete value is end-of-generation, so
   // generating through it would repeat that token up to max_tokens.
   if (auto it = body.find("ignore_eos"); g && it != body.end() && *it == true) {

@@ -509,9 +509,18 @@ void Engine::collect() {
     // The model's own distribution: read before sample() applies penalties and bias in place.
     std::vector<float> raw;
     if (st.params.logprobs >= 0) raw.assign(row_logits.begin(), row_logits.end());
-    if (st.grammar) st.grammar->apply(row_logits);
-    const int32_t tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
-    if (st.grammar) st.grammar->accept(tok);
+    int32_t tok;
+    try {
+      if (st.grammar) st.grammar->apply(row_logits);
+      tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
+      if (st.grammar) st.grammar->accept(tok);
+    } catch (const Error& e) {
+      if (!st.grammar) throw;
+      // The grammar is this generation's own: it ends alone (nothing fresh to feed or emit).
+      r.error = e.what();
+      r.finish = FinishReason::Cancelled;
+      continue;
+    }
     if (st.params.logprobs >= 0) r.logprobs.push_back(token_logprobs(raw, tok, st.params.logprobs));
     st.history.push_back(tok);
     r.tokens.push_back(tok);

@@ -104,6 +104,9 @@ struct Completion {
   std::vector<int32_t> tokens;          // sampled tokens (including a final eog token if sampled)
   std::vector<TokenLogprobs> logprobs;  // one per token when GenerateParams::logprobs >= 0
   FinishReason finish = FinishReason::Running;
+  // Set when this generation failed on its own while others go on (its grammar left no token to
+  // sample, e.g. a schema too ambiguous to follow); finish is then Cancelled.
+  std::string error;
   Timing timing;
 };
 

@@ -87,6 +87,7 @@ uint64_t hash_state(std::span<const int32_t> tops, bool accepting) {
 
 TokenMask::TokenMask(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie)
     : g_(std::move(g)), trie_(std::move(trie)) {
+  QWEN_CHECK(!trie_->eog().empty(), "grammar: the vocabulary has no end-of-generation token to end the output with");
   depth_state_.resize(trie_->max_depth_ + 1);
   std::vector<int32_t> tops;
   const bool accepting = grammar_start(*g_, arena_, tops);

@@ -10,8 +10,9 @@ What is checked, and how strictly:
   package and lists its properties in the schema's order (no tolerance: all 100 must);
 - greedy, streaming and /v1/completions answers validate too; json_object answers parse as objects;
 - max_tokens cutting the JSON short gives finish_reason "length";
-- refused requests (an unsupported keyword, GBNF grammar, malformed response_format) answer 400
-  naming the field and, for schema keywords, the keyword.
+- refused requests (an unsupported keyword, GBNF grammar, malformed response_format, a logit_bias
+  ban) answer 400 naming the field and, for schema keywords, the keyword;
+- a grammar that fails mid-generation ends its own request (500), not the one beside it.
 """
 import concurrent.futures
 import json
@@ -171,6 +172,23 @@ def test_truncated_answer_reports_length(server):
         json.loads(a["choices"][0]["message"]["content"])
 
 
+def test_failing_grammar_ends_only_its_request(server):
+    """A schema whose parses multiply past the recogniser's bound (5,000 overlapping anyOf
+    branches) fails its own request mid-generation (500 naming the cause) while a request running
+    beside it finishes normally."""
+    ambiguous = {"anyOf": [{"type": "string"} for _ in range(5000)]}
+    normal = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["a"], "additionalProperties": False}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        ok = pool.submit(post, server, {"messages": MSG, "max_tokens": MAX_TOKENS, "seed": 3, "json_schema": normal})
+        bad = pool.submit(post, server, {"messages": MSG, "max_tokens": MAX_TOKENS, "json_schema": ambiguous})
+        status, a = bad.result()
+        assert status == 500 and "ambiguous" in a["error"]["message"], a
+        status, a = ok.result()
+        assert status == 200 and a["choices"][0]["finish_reason"] == "stop", a
+        jsonschema.validate(json.loads(a["choices"][0]["message"]["content"]), normal)
+
+
 REFUSED = [
     # (body extras, status code, param, words the message must contain)
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {
@@ -188,6 +206,8 @@ REFUSED = [
      "response_format.json_schema.extra", []),
     ({"response_format": {"type": "json_object"}, "json_schema": {}}, "invalid_value", "json_schema", []),
     ({"response_format": {"type": "json_object"}, "ignore_eos": True}, "unsupported_value", "ignore_eos", []),
+    ({"response_format": {"type": "json_object"}, "logit_bias": {"92": -100}}, "unsupported_value", "logit_bias",
+     ["-100"]),
 ]
 
 

@@ -278,6 +278,11 @@ TEST(TokenMask, EqualsBruteForceOnSmallVocab) {
   EXPECT_GT(checked, 100);  // states compared (each over the whole vocabulary)
 }
 
+TEST(TokenMask, NeedsAnEndOfGenerationToken) {
+  auto trie = std::make_shared<const TokenTrie>(std::vector<std::string>{"{", "}"}, std::vector<int32_t>{});
+  EXPECT_THROW(TokenMask(json_object_grammar(), trie), Error);
+}
+
 TEST(TokenMask, RefusesTokensOutsideTheGrammar) {
   std::vector<std::string> vocab = {"{", "}", "\"", "a", "x"};
   vocab.emplace_back("<eog>");
