@@ -44,7 +44,8 @@ std::shared_ptr<const Grammar> compile(std::string_view raw_body, const std::vec
   }
   const nlohmann::ordered_json& schema = *node;
   if (!schema.is_object() && !schema.is_boolean()) {
-    refuse(param, str("'", param, "' must be a JSON schema (an object), got ", schema.type_name()), "invalid_type");
+    refuse(param, str("'", param, "' must be a JSON schema (an object), got ", schema.type_name()),
+           "invalid_type");
   }
   try {
     return json_schema_grammar(schema);
@@ -57,7 +58,8 @@ std::shared_ptr<const Grammar> response_format(const json& v, std::string_view r
   if (!v.is_object()) refuse("response_format", "'response_format' must be an object", "invalid_type");
   auto type = v.find("type");
   if (type == v.end() || !type->is_string()) {
-    refuse("response_format.type", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"",
+    refuse("response_format.type",
+           "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"",
            type == v.end() ? "missing_field" : "invalid_type");
   }
   if (*type == "text" || *type == "json_object") {
@@ -66,7 +68,8 @@ std::shared_ptr<const Grammar> response_format(const json& v, std::string_view r
   }
   if (*type != "json_schema") {
     refuse("response_format.type",
-           str("'response_format.type' is ", type->dump(), ", expected \"text\", \"json_object\" or \"json_schema\""),
+           str("'response_format.type' is ", type->dump(),
+               ", expected \"text\", \"json_object\" or \"json_schema\""),
            "invalid_value");
   }
   only_keys(v, "response_format", {"type", "json_schema"});
@@ -79,8 +82,8 @@ std::shared_ptr<const Grammar> response_format(const json& v, std::string_view r
   only_keys(*js, "response_format.json_schema", {"name", "description", "schema", "strict"});
   for (const char* key : {"name", "description"}) {
     if (auto it = js->find(key); it != js->end() && !it->is_string()) {
-      refuse(str("response_format.json_schema.", key), str("'response_format.json_schema.", key, "' must be a string"),
-             "invalid_type");
+      refuse(str("response_format.json_schema.", key),
+             str("'response_format.json_schema.", key, "' must be a string"), "invalid_type");
     }
   }
   if (auto it = js->find("strict"); it != js->end() && !it->is_boolean() && !it->is_null()) {
@@ -89,23 +92,29 @@ std::shared_ptr<const Grammar> response_format(const json& v, std::string_view r
   }
   auto schema = js->find("schema");
   if (schema == js->end()) {
-    refuse("response_format.json_schema.schema", "'response_format.json_schema.schema' is required", "missing_field");
+    refuse("response_format.json_schema.schema", "'response_format.json_schema.schema' is required",
+           "missing_field");
   }
-  return compile(raw_body, {"response_format", "json_schema", "schema"}, "response_format.json_schema.schema");
+  return compile(raw_body, {"response_format", "json_schema", "schema"},
+                 "response_format.json_schema.schema");
 }
 
 }  // namespace
 
 std::shared_ptr<const Grammar> parse_response_format(const json& body, std::string_view raw_body) {
   if (auto it = body.find("grammar"); it != body.end() && !it->is_null()) {
-    refuse("grammar",
-           "'grammar' (GBNF) is not supported: use response_format {\"type\": \"json_schema\"} or 'json_schema'",
-           "unsupported_value");
+    refuse(
+        "grammar",
+        "'grammar' (GBNF) is not supported: use response_format {\"type\": \"json_schema\"} or 'json_schema'",
+        "unsupported_value");
   }
   std::shared_ptr<const Grammar> g;
-  if (auto it = body.find("response_format"); it != body.end() && !it->is_null()) g = response_format(*it, raw_body);
+  if (auto it = body.find("response_format"); it != body.end() && !it->is_null())
+    g = response_format(*it, raw_body);
   if (auto it = body.find("json_schema"); it != body.end() && !it->is_null()) {
-    if (g) refuse("json_schema", "'json_schema' and a JSON 'response_format' are given: send one", "invalid_value");
+    if (g)
+      refuse("json_schema", "'json_schema' and a JSON 'response_format' are given: send one",
+             "invalid_value");
     g = compile(raw_body, {"json_schema"}, "json_schema");
   }
   // A ban is -infinity: banning every token the grammar allows next would leave nothing to sample
@@ -113,8 +122,9 @@ std::shared_ptr<const Grammar> parse_response_format(const json& body, std::stri
   if (auto it = body.find("logit_bias"); g && it != body.end() && it->is_object()) {
     for (const auto& [id, bias] : it->items()) {
       if (bias.is_number() && bias.get<double>() <= SamplerParams::kBan) {
-        refuse("logit_bias", str("'logit_bias' of token ", id.substr(0, 16), " bans it (-100), which cannot be ",
-                                 "combined with a JSON response_format or json_schema; use a bias above -100"),
+        refuse("logit_bias",
+               str("'logit_bias' of token ", id.substr(0, 16), " bans it (-100), which cannot be ",
+                   "combined with a JSON response_format or json_schema; use a bias above -100"),
                "unsupported_value");
       }
     }

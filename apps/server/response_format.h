@@ -4,8 +4,8 @@
 #pragma once
 
 #include <memory>
-#include <string_view>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "sampling/grammar.h"
 

@@ -60,7 +60,8 @@ struct Engine::Impl {
   std::vector<int32_t> h_io;
   int32_t *h_ids = nullptr, *h_pos = nullptr, *h_seq = nullptr, *h_rows = nullptr;
   std::vector<std::vector<int32_t>> slots;  // tokens held by each slot
-  std::shared_ptr<const TokenTrie> token_trie;  // the vocabulary for grammars, made at first use
+  // The vocabulary as a byte trie for grammars, made at the first constrained generation.
+  std::shared_ptr<const TokenTrie> token_trie;
   bool use_graphs = false;
   // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
   // The first step of each size runs eagerly, so a backend can size any scratch it grows on
@@ -573,8 +574,8 @@ void Engine::step(std::span<Generation* const> gens) {
     }
     // When every generation that samples from this forward is plain greedy and wants no logprobs,
     // only the argmax of each row leaves the backend.
-    l.greedy &= !l.rows.back().samples ||
-                (st.params.sampler.is_argmax() && st.params.logprobs < 0 && !st.grammar);
+    l.greedy &=
+        !l.rows.back().samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0 && !st.grammar);
   }
   if (!inputs.empty()) {
     l.t0 = Clock::now();

@@ -16,6 +16,7 @@ int32_t Grammar::new_rule() {
 
 void Grammar::add_alt(int32_t rule, std::vector<Sym> alt) {
   QWEN_ASSERT(root_ < 0 && rule >= 0 && size_t(rule) < rules_.size());
+  n_symbols_ += alt.size() + 1;
   rules_[size_t(rule)].push_back(std::move(alt));
 }
 

@@ -46,7 +46,7 @@ class Grammar {
   // ---- building ----
   int32_t new_rule();  // a rule with no alternatives yet (so rules can refer to each other)
   void add_alt(int32_t rule, std::vector<Sym> alt);  // an empty alt matches the empty string
-  Sym bytes(const ByteSet& set);                      // interned
+  Sym bytes(const ByteSet& set);                     // interned
   Sym byte(uint8_t b) { return bytes(ByteSet().add(b)); }
   static Sym ref(int32_t rule) { return {true, rule}; }
   int32_t literal(std::string_view s);  // a rule matching exactly s
@@ -67,6 +67,7 @@ class Grammar {
   const ByteSet& set(int32_t i) const { return sets_[size_t(i)]; }
   std::span<const int32_t> alts(int32_t rule) const { return alt_starts_[size_t(rule)]; }
   size_t n_rules() const { return rules_.size(); }
+  size_t n_symbols() const { return n_symbols_; }  // in every alternative added so far
 
   // Whether s as a whole is a sentence of the grammar (for tests and validation).
   bool matches(std::string_view s) const;
@@ -74,9 +75,10 @@ class Grammar {
  private:
   std::vector<std::vector<std::vector<Sym>>> rules_;  // building form
   std::vector<ByteSet> sets_;
-  std::vector<Elem> elems_;                        // every alternative, each closed by kEnd
+  std::vector<Elem> elems_;                       // every alternative, each closed by kEnd
   std::vector<std::vector<int32_t>> alt_starts_;  // per rule: positions of its alternatives
   int32_t root_ = -1;
+  size_t n_symbols_ = 0;
 };
 
 // Recogniser frames: (grammar position, parent frame), -1 being the bottom. Frames are immutable
@@ -114,7 +116,9 @@ class GrammarState {
   bool complete() const { return accepting_; }  // the bytes so far form a whole sentence
   const Grammar& grammar() const { return *g_; }
   const std::vector<std::vector<int32_t>>& stacks() const { return stacks_; }
-  static constexpr size_t kMaxStacks = 4096;
+  // Parses alive at once, at most: each costs work on every byte of every mask, and real schemas
+  // keep a handful (anyOf branches sharing a prefix).
+  static constexpr size_t kMaxStacks = 256;
 
  private:
   std::shared_ptr<const Grammar> g_;
@@ -183,7 +187,7 @@ class TokenMask {
   FrameArena arena_;
   std::vector<State> states_;
   std::vector<std::pair<uint64_t, int32_t>> state_table_;  // (hash, state), open addressing
-  std::vector<int32_t> trans_;                              // [state][256]: kUnknown, -1 or a state
+  std::vector<int32_t> trans_;                             // [state][256]: kUnknown, -1 or a state
   int32_t current_ = 0;
   bool ended_ = false;
   std::vector<int32_t> depth_state_;  // the walk's state per trie depth

@@ -15,14 +15,29 @@ using Sym = Grammar::Sym;
 namespace {
 
 // Keywords that describe a schema without constraining values.
-const std::set<std::string> kAnnotations = {"$schema", "$id",      "$comment",   "title",     "description",
+const std::set<std::string> kAnnotations = {"$schema", "$id",      "$comment",   "title",    "description",
                                             "default", "examples", "deprecated", "readOnly", "writeOnly"};
 // Keywords this compiler implements; $defs / definitions hold schemas reached through $ref.
-const std::set<std::string> kSupported = {
-    "type",      "properties", "required", "additionalProperties", "items",   "minItems",
-    "maxItems",  "minLength",  "maxLength", "minimum",             "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "enum", "const",    "anyOf",               "oneOf",   "$ref",
-    "$defs",     "definitions"};
+const std::set<std::string> kSupported = {"type",
+                                          "properties",
+                                          "required",
+                                          "additionalProperties",
+                                          "items",
+                                          "minItems",
+                                          "maxItems",
+                                          "minLength",
+                                          "maxLength",
+                                          "minimum",
+                                          "maximum",
+                                          "exclusiveMinimum",
+                                          "exclusiveMaximum",
+                                          "enum",
+                                          "const",
+                                          "anyOf",
+                                          "oneOf",
+                                          "$ref",
+                                          "$defs",
+                                          "definitions"};
 const char* const kNumericBounds[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
 // Largest magnitude of a generated integer (and integer part of a number): 16 digits.
 constexpr int64_t kMaxInteger = 9999999999999999;
@@ -50,13 +65,14 @@ class Compiler {
   }
 
  private:
-  [[noreturn]] static void unsupported(const std::string& kw, const std::string& path, const std::string& why) {
-    throw SchemaError(str("schema keyword '", kw, "' at '", path.empty() ? "#" : "#" + path, "' ", why), kw, path,
-                      true);
+  [[noreturn]] static void unsupported(const std::string& kw, const std::string& path,
+                                       const std::string& why) {
+    throw SchemaError(str("schema keyword '", kw, "' at '", path.empty() ? "#" : "#" + path, "' ", why), kw,
+                      path, true);
   }
   [[noreturn]] static void invalid(const std::string& kw, const std::string& path, const std::string& why) {
-    throw SchemaError(str("schema keyword '", kw, "' at '", path.empty() ? "#" : "#" + path, "' ", why), kw, path,
-                      false);
+    throw SchemaError(str("schema keyword '", kw, "' at '", path.empty() ? "#" : "#" + path, "' ", why), kw,
+                      path, false);
   }
 
   int bound(const json& s, const char* kw, const std::string& path, int dflt) {
@@ -224,7 +240,9 @@ class Compiler {
       for (const char* lit : {"true", "false", "null"}) g_.add_alt(r, {Grammar::ref(g_.literal(lit))});
     });
   }
-  int32_t generic_object() { return lazy(object_, [&](int32_t r) { g_.add_alt(r, {Grammar::ref(map(generic_value()))}); }); }
+  int32_t generic_object() {
+    return lazy(object_, [&](int32_t r) { g_.add_alt(r, {Grammar::ref(map(generic_value()))}); });
+  }
   // An object of any keys whose values match rule `value`.
   int32_t map(int32_t value) {
     const int32_t member = g_.new_rule();
@@ -253,7 +271,13 @@ class Compiler {
 
   // ---- schemas ----
   int32_t compile(const json& s, const std::string& path, int depth) {
-    if (depth > kMaxDepth) unsupported("$ref", path, str("nests schemas deeper than ", kMaxDepth, " levels"));
+    if (depth > kMaxDepth)
+      unsupported("schema", path, str("nests schemas deeper than ", kMaxDepth, " levels"));
+    if (g_.n_symbols() > kMaxGrammarSymbols) {
+      unsupported("schema", path,
+                  str("is reached after the schema has compiled to more than ", kMaxGrammarSymbols,
+                      " grammar symbols (large maxLength / maxItems bounds and enums add up); simplify it"));
+    }
     if (s.is_boolean()) {
       if (!s.get<bool>()) invalid("false", path, "matches no value, so no output is possible");
       return generic_value();
@@ -278,7 +302,8 @@ class Compiler {
       return reference(s["$ref"], path, depth);
     }
     if (s.contains("enum") || s.contains("const")) {
-      if (s.contains("enum") && s.contains("const")) unsupported("const", path, "next to 'enum' is not supported");
+      if (s.contains("enum") && s.contains("const"))
+        unsupported("const", path, "next to 'enum' is not supported");
       const char* kw = s.contains("enum") ? "enum" : "const";
       alone(kw);
       return literals(s, kw, path);
@@ -349,7 +374,8 @@ class Compiler {
       const int min = bound(s, "minItems", path, 0), max = bound(s, "maxItems", path, -1);
       if (max >= 0 && max < min) invalid("maxItems", path, "is less than minItems");
       auto it = s.find("items");
-      if (it != s.end() && it->is_array()) unsupported("items", path, "as an array (tuple form) is not supported");
+      if (it != s.end() && it->is_array())
+        unsupported("items", path, "as an array (tuple form) is not supported");
       const int32_t item = it == s.end() ? generic_value() : compile(*it, child(path, "items"), depth + 1);
       return array(item, min, max);
     }
@@ -366,7 +392,8 @@ class Compiler {
       for (const json& k : *it) {
         if (!k.is_string()) invalid("required", path, "must be an array of property names");
         if (!props || !props->contains(k.get<std::string>())) {
-          unsupported("required", path, str("names \"", k.get<std::string>(), "\", which is not in 'properties'"));
+          unsupported("required", path,
+                      str("names \"", k.get<std::string>(), "\", which is not in 'properties'"));
         }
         required.push_back(k.get<std::string>());
       }
@@ -408,7 +435,8 @@ class Compiler {
       g_.add_alt(first[i], {Grammar::ref(member), Grammar::ref(rest[i + 1])});
       if (!req) g_.add_alt(first[i], {Grammar::ref(first[i + 1])});
       rest[i] = g_.new_rule();
-      g_.add_alt(rest[i], {g_.byte(','), Grammar::ref(ws()), Grammar::ref(member), Grammar::ref(rest[i + 1])});
+      g_.add_alt(rest[i],
+                 {g_.byte(','), Grammar::ref(ws()), Grammar::ref(member), Grammar::ref(rest[i + 1])});
       if (!req) g_.add_alt(rest[i], {Grammar::ref(rest[i + 1])});
     }
     const int32_t r = g_.new_rule();
@@ -434,9 +462,10 @@ class Compiler {
       auto fits = [&](const json& v) {
         for (const std::string& t : types) {
           if ((t == "string" && v.is_string()) || (t == "number" && v.is_number()) ||
-              (t == "integer" && (v.is_number_integer() ||
-                                  (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>())))))
-              || (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()) ||
+              (t == "integer" &&
+               (v.is_number_integer() ||
+                (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))))) ||
+              (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()) ||
               (t == "object" && v.is_object()) || (t == "array" && v.is_array()))
             return true;
         }
@@ -478,7 +507,9 @@ class Compiler {
 
 }  // namespace
 
-std::shared_ptr<const Grammar> json_schema_grammar(const json& schema) { return Compiler(schema).run(schema); }
+std::shared_ptr<const Grammar> json_schema_grammar(const json& schema) {
+  return Compiler(schema).run(schema);
+}
 
 std::shared_ptr<const Grammar> json_object_grammar() {
   const json none;

@@ -42,6 +42,9 @@ class SchemaError : public Error {
 constexpr int kMaxWhitespace = 20;
 // Largest minLength / maxLength / minItems / maxItems: bounded repeats are unrolled.
 constexpr int kMaxRepeatBound = 10000;
+// Largest grammar a schema may compile to (symbols, about 16 bytes each while compiling), so a
+// request body cannot make the server build an arbitrarily large one.
+constexpr size_t kMaxGrammarSymbols = 500000;
 
 // Key order matters (properties are generated in it), hence ordered_json.
 std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::ordered_json& schema);

@@ -87,7 +87,8 @@ uint64_t hash_state(std::span<const int32_t> tops, bool accepting) {
 
 TokenMask::TokenMask(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie)
     : g_(std::move(g)), trie_(std::move(trie)) {
-  QWEN_CHECK(!trie_->eog().empty(), "grammar: the vocabulary has no end-of-generation token to end the output with");
+  QWEN_CHECK(!trie_->eog().empty(),
+             "grammar: the vocabulary has no end-of-generation token to end the output with");
   depth_state_.resize(trie_->max_depth_ + 1);
   std::vector<int32_t> tops;
   const bool accepting = grammar_start(*g_, arena_, tops);
@@ -110,7 +111,8 @@ int32_t TokenMask::intern(std::vector<int32_t> tops, bool accepting) {
   size_t k = h & mask;
   for (; state_table_[k].second >= 0; k = (k + 1) & mask) {
     const State& s = states_[size_t(state_table_[k].second)];
-    if (state_table_[k].first == h && s.accepting == accepting && s.tops == tops) return state_table_[k].second;
+    if (state_table_[k].first == h && s.accepting == accepting && s.tops == tops)
+      return state_table_[k].second;
   }
   state_table_[k] = {h, int32_t(states_.size())};
   states_.push_back({std::move(tops), accepting});
@@ -184,8 +186,8 @@ void TokenMask::allowed(std::vector<uint8_t>& allowed) {
 }
 
 void TokenMask::apply(std::span<float> logits) {
-  QWEN_CHECK(logits.size() == size_t(trie_->n_vocab()), "grammar: ", logits.size(), " logits for a vocabulary of ",
-             trie_->n_vocab());
+  QWEN_CHECK(logits.size() == size_t(trie_->n_vocab()), "grammar: ", logits.size(),
+             " logits for a vocabulary of ", trie_->n_vocab());
   allowed(allowed_);
   for (size_t i = 0; i < logits.size(); ++i) {
     if (!allowed_[i]) logits[i] = -std::numeric_limits<float>::infinity();
@@ -204,8 +206,8 @@ void TokenMask::accept(int32_t id) {
   const std::string& b = t.bytes(id);
   int32_t s = b.empty() ? -1 : current_;
   for (size_t k = 0; k < b.size() && s >= 0; ++k) s = next(s, uint8_t(b[k]));
-  QWEN_CHECK(s >= 0, "grammar: token ", id, " does not continue the output (were all allowed tokens banned by ",
-             "logit_bias?)");
+  QWEN_CHECK(s >= 0, "grammar: token ", id,
+             " does not continue the output (were all allowed tokens banned by ", "logit_bias?)");
   current_ = s;
 }
 

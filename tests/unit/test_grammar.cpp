@@ -22,7 +22,9 @@ namespace {
 
 using json = nlohmann::ordered_json;  // properties are generated in key order
 
-std::shared_ptr<const Grammar> schema(const char* text) { return json_schema_grammar(json::parse(text)); }
+std::shared_ptr<const Grammar> schema(const char* text) {
+  return json_schema_grammar(json::parse(text));
+}
 
 TEST(Grammar, RepeatBounds) {
   Grammar g;
@@ -45,13 +47,13 @@ TEST(JsonSchema, ObjectPropertiesRequiredAndOptional) {
   EXPECT_TRUE(g->matches(R"({"a":1,"b":"x"})"));
   EXPECT_TRUE(g->matches(R"({ "a" : -12 , "b":"x","c":true })"));
   EXPECT_TRUE(g->matches("{\n  \"b\": \"\\u00e9\\n\",\n  \"c\": false\n}"));
-  EXPECT_FALSE(g->matches(R"({"a":1})"));              // b required
-  EXPECT_FALSE(g->matches(R"({"b":"x","d":1})"));       // no additional properties
-  EXPECT_FALSE(g->matches(R"({"a":1.5,"b":"x"})"));     // integer
-  EXPECT_FALSE(g->matches(R"({"a":01,"b":"x"})"));      // leading zero
+  EXPECT_FALSE(g->matches(R"({"a":1})"));            // b required
+  EXPECT_FALSE(g->matches(R"({"b":"x","d":1})"));    // no additional properties
+  EXPECT_FALSE(g->matches(R"({"a":1.5,"b":"x"})"));  // integer
+  EXPECT_FALSE(g->matches(R"({"a":01,"b":"x"})"));   // leading zero
   EXPECT_FALSE(g->matches(R"({,"b":"x"})"));
   EXPECT_FALSE(g->matches(R"({"b":"x",})"));
-  EXPECT_FALSE(g->matches(R"({"b":"x"} )"));  // nothing after the value
+  EXPECT_FALSE(g->matches(R"({"b":"x"} )"));     // nothing after the value
   EXPECT_FALSE(g->matches("{\"b\":\"\x01\"}"));  // raw control character in a string
 }
 
@@ -70,11 +72,12 @@ TEST(JsonSchema, ArraysStringsNumbersEnums) {
   EXPECT_FALSE(g->matches(R"(["a","b","c"])"));
   EXPECT_FALSE(g->matches(R"([""])"));
   EXPECT_FALSE(g->matches(R"(["abcd"])"));
-  EXPECT_FALSE(g->matches("[\"\xC3\"]"));      // truncated UTF-8
+  EXPECT_FALSE(g->matches("[\"\xC3\"]"));          // truncated UTF-8
   EXPECT_FALSE(g->matches("[\"\xED\xA0\x80\"]"));  // UTF-8 surrogate
 
   auto n = schema(R"({"type": "number"})");
-  for (const char* ok : {"0", "-0", "12.5", "1e5", "-3.25E-7", "9999999999999999"}) EXPECT_TRUE(n->matches(ok)) << ok;
+  for (const char* ok : {"0", "-0", "12.5", "1e5", "-3.25E-7", "9999999999999999"})
+    EXPECT_TRUE(n->matches(ok)) << ok;
   for (const char* bad : {"", "-", "1.", ".5", "+1", "1e", "12345678901234567", "NaN"})
     EXPECT_FALSE(n->matches(bad)) << bad;
 
@@ -95,9 +98,17 @@ TEST(JsonSchema, ArraysStringsNumbersEnums) {
 // in between and at random ones, for ranges across signs and digit counts (exact).
 TEST(JsonSchema, IntegerRangesEqualArithmetic) {
   std::mt19937_64 rng(3);
-  std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 0},     {0, 9},        {1, 10},         {-5, 5},
-                                                     {7, 7},     {10, 99},      {19, 1234},      {-1234, -19},
-                                                     {-99, 100}, {123, 98765},  {-9999999999999999, 3}};
+  std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 0},
+                                                     {0, 9},
+                                                     {1, 10},
+                                                     {-5, 5},
+                                                     {7, 7},
+                                                     {10, 99},
+                                                     {19, 1234},
+                                                     {-1234, -19},
+                                                     {-99, 100},
+                                                     {123, 98765},
+                                                     {-9999999999999999, 3}};
   for (int k = 0; k < 30; ++k) {
     int64_t a = int64_t(rng() % 2000000) - 1000000, b = int64_t(rng() % 2000000) - 1000000;
     ranges.emplace_back(std::min(a, b), std::max(a, b));
@@ -124,7 +135,8 @@ TEST(JsonSchema, IntegerRangesEqualArithmetic) {
     leading_zero += std::to_string(std::max<int64_t>(lo, 1));
     EXPECT_FALSE(g->matches(leading_zero));
   }
-  auto ex = json_schema_grammar(json::parse(R"({"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 5})"));
+  auto ex = json_schema_grammar(
+      json::parse(R"({"type": "integer", "exclusiveMinimum": 2.5, "exclusiveMaximum": 5})"));
   for (int v = 0; v < 8; ++v) EXPECT_EQ(ex->matches(std::to_string(v)), v == 3 || v == 4) << v;
   auto pos = json_schema_grammar(json::parse(R"({"type": "integer", "minimum": 0})"));
   EXPECT_TRUE(pos->matches("9999999999999999"));
@@ -145,7 +157,8 @@ TEST(JsonSchema, AnyOfTypeListsAndRefs) {
   EXPECT_FALSE(g->matches("1"));
 
   // Overlapping branches: both parses stay alive until one dies.
-  auto o = schema(R"({"oneOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+  auto o =
+      schema(R"({"oneOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
                                 {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "null"}},
                                  "required": ["a", "b"]}]})");
   EXPECT_TRUE(o->matches(R"({"a":"x"})"));
@@ -175,8 +188,8 @@ TEST(JsonSchema, RefusedKeywordsAreNamed) {
            {R"({"type": "object", "properties": {"x": {"type": "number", "minimum": 3}}})", "minimum", true},
            {R"({"type": "integer", "minimum": 3, "exclusiveMaximum": 3})", "minimum", false},
            {R"({"type": "integer", "exclusiveMinimum": true})", "exclusiveMinimum", false},
-           {R"({"type": "object", "properties": {"x": {}}, "additionalProperties": true})", "additionalProperties",
-            true},
+           {R"({"type": "object", "properties": {"x": {}}, "additionalProperties": true})",
+            "additionalProperties", true},
            {R"({"allOf": [{}]})", "allOf", true},
            {R"({"type": "array", "items": {"type": "string"}, "uniqueItems": true})", "uniqueItems", true},
            {R"({"$ref": "https://example.com/s.json"})", "$ref", true},
@@ -193,9 +206,29 @@ TEST(JsonSchema, RefusedKeywordsAreNamed) {
     } catch (const SchemaError& e) {
       EXPECT_EQ(e.keyword(), c.keyword) << c.schema;
       EXPECT_EQ(e.unsupported(), c.unsupported) << c.schema;
-      EXPECT_NE(std::string(e.what()).find(std::string("'") + c.keyword + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + c.keyword + "'"), std::string::npos)
+          << e.what();
     }
   }
+}
+
+// 40 strings of up to 10,000 characters unroll into about 1.2 million symbols: refused by size.
+TEST(JsonSchema, RefusesSchemasThatCompileTooLarge) {
+  auto key = [](int i) {  // appended: GCC 12 warns falsely on "p" + std::string
+    std::string k = "p";
+    return k += std::to_string(i);
+  };
+  json props = json::object();
+  for (int i = 0; i < 40; ++i) props[key(i)] = {{"type", "string"}, {"maxLength", 10000}};
+  try {
+    json_schema_grammar(json{{"type", "object"}, {"properties", props}});
+    ADD_FAILURE() << "accepted";
+  } catch (const SchemaError& e) {
+    EXPECT_EQ(e.keyword(), "schema");
+    EXPECT_NE(std::string(e.what()).find("grammar symbols"), std::string::npos) << e.what();
+  }
+  for (int i = 10; i < 40; ++i) props.erase(key(i));  // 10 of them fit
+  EXPECT_NO_THROW(json_schema_grammar(json{{"type", "object"}, {"properties", props}}));
 }
 
 // A byte-level vocabulary in miniature: every single byte (so any text is reachable, as in
@@ -203,9 +236,9 @@ TEST(JsonSchema, RefusedKeywordsAreNamed) {
 std::vector<std::string> small_vocab(uint64_t seed, int n_multi) {
   std::vector<std::string> v;
   for (int b = 0; b < 256; ++b) v.emplace_back(1, char(b));
-  const std::vector<std::string> alphabet = {"{", "}", "[", "]", "\"", ":", ",", " ", "\n", "a", "b", "k",
-                                             "0", "1", "9", "-", ".", "e", "t", "r", "u", "n", "l", "f",
-                                             "s", "\\", "\xC3\xA9", "\xC3", "\xA9"};
+  const std::vector<std::string> alphabet = {"{", "}", "[", "]", "\"", ":",  ",",        " ",    "\n",  "a",
+                                             "b", "k", "0", "1", "9",  "-",  ".",        "e",    "t",   "r",
+                                             "u", "n", "l", "f", "s",  "\\", "\xC3\xA9", "\xC3", "\xA9"};
   std::mt19937_64 rng(seed);
   for (int i = 0; i < n_multi; ++i) {
     std::string s;
@@ -215,7 +248,7 @@ std::vector<std::string> small_vocab(uint64_t seed, int n_multi) {
   }
   for (const char* s : {"true", "null", "false", "\": ", "\", \"", "{\"", "\"}", "  ", "red", "\"red\""})
     v.emplace_back(s);
-  v.emplace_back("{\"");  // the same bytes under a second id
+  v.emplace_back("{\"");    // the same bytes under a second id
   v.emplace_back("<eog>");  // replaced by an end-of-generation id below
   return v;
 }

@@ -30,7 +30,8 @@ using ordered_json = nlohmann::ordered_json;
 // (<|im_end|> and <|endoftext|> among them, the end-of-generation ids). Merges are not needed to
 // turn tokens into bytes.
 std::unique_ptr<Tokenizer> real_vocab(std::string* skip) {
-  const std::string unpack = "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
+  const std::string unpack =
+      "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
   std::string dir;
   if (FILE* p = ::popen(unpack.c_str(), "r")) {
     char buf[4096];
@@ -67,19 +68,22 @@ TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
   std::string skip;
   auto tok = real_vocab(&skip);
   if (!tok) GTEST_SKIP() << skip;
+  const auto t_trie = std::chrono::steady_clock::now();
   auto trie = std::make_shared<const TokenTrie>(*tok);
+  std::printf("trie of %d tokens: %zu nodes, built in %.0f ms\n", tok->n_vocab(), trie->n_nodes(),
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_trie).count());
   auto g = json_schema_grammar(ordered_json::parse(R"({"type": "object", "properties": {
       "name": {"type": "string"}, "size": {"type": "number"}, "tags": {"type": "array",
       "items": {"enum": ["red", "green"]}, "maxItems": 4}, "nested": {"type": "object"}},
       "required": ["name", "size"], "additionalProperties": false})"));
   // Prefixes of one answer; each ends in a different kind of state.
   const std::vector<std::string> prefixes = {
-      "",                                                      // before the object
-      "{",                                                     // a key or ws
-      "{\"na",                                                 // inside a fixed key
-      "{\"name\": \"Some free text, caf",                      // inside a free string
-      "{\"name\": \"x\", \"size\": 1, \"nested\": {\"k\": [1, {\"a\": \"",  // a generic object's string
-      "{\"name\": \"x\", \"size\": 12",                                  // inside a number
+      "",                                                                     // before the object
+      "{",                                                                    // a key or ws
+      "{\"na",                                                                // inside a fixed key
+      "{\"name\": \"Some free text, caf",                                     // inside a free string
+      "{\"name\": \"x\", \"size\": 1, \"nested\": {\"k\": [1, {\"a\": \"",    // a generic object's string
+      "{\"name\": \"x\", \"size\": 12",                                       // inside a number
       "{\"name\": \"x\", \"size\": 1, \"tags\": [\"red\"], \"nested\": {}}",  // complete
   };
   std::vector<uint8_t> allowed;
@@ -110,8 +114,8 @@ TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
       ASSERT_EQ(bool(allowed[size_t(id)]), brute) << "token " << id << " after '" << prefix << "'";
       n_allowed += brute;
     }
-    std::printf("mask after %-60s %7zu allowed, %.2f ms cold, %.2f ms median of 5\n", ("'" + prefix + "'").c_str(),
-                n_allowed, cold, ms[2]);
+    std::printf("mask after %-60s %7zu allowed, %.2f ms cold, %.2f ms median of 5\n",
+                ("'" + prefix + "'").c_str(), n_allowed, cold, ms[2]);
     EXPECT_LT(cold, 50.0) << prefix;
     EXPECT_LT(ms[2], 50.0) << prefix;
   }
