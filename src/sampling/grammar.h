@@ -1,12 +1,13 @@
 // Constrained decoding: a context-free grammar over bytes (rules of alternatives of byte sets and
 // rule references, no left recursion), a pushdown recogniser for it, and a token mask over a
-// vocabulary. The recogniser keeps every parse alive at once (a set of stacks, as an Earley-less
-// LL parser with all alternatives expanded), so grammars compiled from anyOf over overlapping
-// branches need no backtracking. json_schema.h compiles JSON schemas into such grammars.
+// vocabulary. The recogniser keeps every parse alive at once (a set of stacks: a nondeterministic
+// top-down recogniser that expands every alternative), so grammars compiled from anyOf over
+// overlapping branches need no backtracking. json_schema.h compiles JSON schemas into such grammars.
 //
 // Masking: the vocabulary's byte strings form a trie in preorder; the recogniser walks it from the
 // current state and skips every subtree whose prefix is already dead, so the cost is the number of
-// trie nodes still viable, not the vocabulary times the token length.
+// trie nodes still viable, not the vocabulary times the token length; and each state's byte
+// transitions are cached, so a node costs one lookup once its state has been met.
 #pragma once
 
 #include <array>

@@ -311,6 +311,30 @@ TEST(TokenMask, EqualsBruteForceOnSmallVocab) {
   EXPECT_GT(checked, 100);  // states compared (each over the whole vocabulary)
 }
 
+// Past 16,384 cached states the mask restarts its cache from the current state: 18,000 characters
+// of strings, each a new state (a position in the unrolled bounds), cross that bound; the mask must
+// still equal brute force after it (exact).
+TEST(TokenMask, StaysExactAcrossCacheRestarts) {
+  auto g = schema(R"({"type": "array", "items": {"type": "string", "maxLength": 9000}, "maxItems": 9000})");
+  std::vector<std::string> vocab = small_vocab(5, 300);
+  const int32_t eog = int32_t(vocab.size() - 1);
+  auto trie = std::make_shared<const TokenTrie>(vocab, std::vector<int32_t>{eog});
+  TokenMask mask(g, trie);
+  GrammarState state(g);
+  const std::string text = "[\"" + std::string(9000, 'a') + "\", \"" + std::string(9000, 'b');
+  for (char c : text) mask.accept(int32_t(uint8_t(c)));  // ids 0..255 are the single bytes
+  ASSERT_TRUE(state.advance(text));
+  std::vector<uint8_t> allowed;
+  mask.allowed(allowed);
+  for (int32_t id = 0; id < eog; ++id) {
+    GrammarState copy = state;
+    ASSERT_EQ(bool(allowed[size_t(id)]), copy.advance(vocab[size_t(id)])) << vocab[size_t(id)];
+  }
+  mask.accept(int32_t('"'));
+  mask.accept(int32_t(']'));
+  EXPECT_TRUE(mask.complete());
+}
+
 TEST(TokenMask, NeedsAnEndOfGenerationToken) {
   auto trie = std::make_shared<const TokenTrie>(std::vector<std::string>{"{", "}"}, std::vector<int32_t>{});
   EXPECT_THROW(TokenMask(json_object_grammar(), trie), Error);
