@@ -5,6 +5,7 @@
 #include <limits>
 #include <span>
 
+#include "response_format.h"
 #include "util/check.h"
 
 namespace qwen::server {
@@ -96,9 +97,8 @@ std::optional<std::string> string(const json& body, const char* key) {
   return v->get<std::string>();
 }
 
-// Every field a route accepts; any other is refused by name (grammar, json_schema, tool_choice,
-// functions, ...): constrained decoding and tool calling are not implemented, and a field that is
-// accepted and then ignored would give a wrong answer without a word.
+// Every field a route accepts; any other is refused by name (tool_choice, functions, ...): a field
+// that is accepted and then ignored would give a wrong answer without a word.
 constexpr const char* kCommonFields[] = {"model",
                                          "stream",
                                          "stream_options",
@@ -118,8 +118,11 @@ constexpr const char* kCommonFields[] = {"model",
                                          "n",
                                          "logit_bias",
                                          "user",
-                                         "logprobs"};
-constexpr const char* kChatFields[] = {"messages", "top_logprobs", "response_format", "tools", "tool_choice"};
+                                         "logprobs",
+                                         "response_format",
+                                         "json_schema",
+                                         "grammar"};  // refused by parse_response_format, with advice
+constexpr const char* kChatFields[] = {"messages", "top_logprobs", "tools", "tool_choice"};
 constexpr const char* kCompletionFields[] = {"prompt", "echo", "best_of", "suffix"};
 
 void refuse_unknown(const json& body, std::span<const char* const> route_fields) {
@@ -141,15 +144,6 @@ void refuse_unsupported(const json& body) {
   }
   if (const json* v = field(body, "tool_choice"); v && *v != "none") {
     invalid("tool_choice", "tool calling is not supported: only tool_choice \"none\"", "unsupported_value");
-  }
-  if (const json* v = field(body, "response_format"); v) {
-    if (!v->is_object()) wrong_type("response_format", "an object", *v);
-    const json* type = field(*v, "type");
-    if (!type || *type != "text" || v->size() != 1) {
-      invalid("response_format",
-              "only response_format {\"type\": \"text\"} is supported (no json_object / json_schema)",
-              "unsupported_value");
-    }
   }
 }
 
@@ -205,13 +199,14 @@ std::vector<std::string> parse_stop(const json& body) {
 
 // Options shared by both generation routes.
 void parse_common(const json& body, GenerationRequest& r, std::span<const char* const> route_fields,
-                  int32_t n_vocab) {
+                  int32_t n_vocab, std::string_view raw_body) {
   if (!body.is_object()) {
     throw ApiError(400, str("the request body must be a JSON object, got ", body.type_name()),
                    "invalid_type");
   }
   refuse_unknown(body, route_fields);
   refuse_unsupported(body);
+  r.params.grammar = parse_response_format(body, raw_body);
   r.n = int(integer(body, "n", 1, kMaxChoices).value_or(1));
   r.user = string(body, "user").value_or("");
   r.model = string(body, "model").value_or("");
@@ -309,10 +304,10 @@ json parse_body(const std::string& body) {
   }
 }
 
-GenerationRequest parse_chat_request(const json& body, int32_t n_vocab) {
+GenerationRequest parse_chat_request(const json& body, int32_t n_vocab, std::string_view raw_body) {
   GenerationRequest r;
   r.chat = true;
-  parse_common(body, r, kChatFields, n_vocab);
+  parse_common(body, r, kChatFields, n_vocab, raw_body);
   // Chat: "logprobs": bool, "top_logprobs": 0..20 alternatives per token (needs logprobs).
   const bool logprobs = boolean(body, "logprobs").value_or(false);
   const auto top = integer(body, "top_logprobs", 0, kMaxTopLogprobs);
@@ -348,9 +343,9 @@ GenerationRequest parse_chat_request(const json& body, int32_t n_vocab) {
   return r;
 }
 
-GenerationRequest parse_completion_request(const json& body, int32_t n_vocab) {
+GenerationRequest parse_completion_request(const json& body, int32_t n_vocab, std::string_view raw_body) {
   GenerationRequest r;
-  parse_common(body, r, kCompletionFields, n_vocab);
+  parse_common(body, r, kCompletionFields, n_vocab, raw_body);
   // Completions: "logprobs": 0..20, the number of alternatives per token (0: the chosen only).
   if (auto lp = integer(body, "logprobs", 0, kMaxTopLogprobs)) r.params.logprobs = int(*lp);
   refuse_in_stream(r);

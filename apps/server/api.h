@@ -56,8 +56,11 @@ constexpr int kMaxTopLogprobs = 20;
 // Parse a body; throw ApiError (400) naming the field and the bad value. A field the server does
 // not implement is refused with code "unsupported_value", never ignored.
 nlohmann::json parse_body(const std::string& body);
-GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab);
-GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab);
+// raw_body is the body's text: a JSON schema is compiled from it, so that properties keep the
+// schema's order (nlohmann::json sorts object keys).
+GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab, std::string_view raw_body);
+GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab,
+                                           std::string_view raw_body);
 
 // POST /tokenize {"content": str, "add_special": bool = false, "parse_special": bool = true}
 struct TokenizeRequest {

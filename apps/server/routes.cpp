@@ -334,7 +334,8 @@ void Routes::chat_or_completion(const httplib::Request& req, httplib::Response& 
   guarded(res, [&] {
     json body = parse_body(req.body);
     const int32_t n_vocab = engine_.tokenizer().n_vocab();
-    GenerationRequest r = chat ? parse_chat_request(body, n_vocab) : parse_completion_request(body, n_vocab);
+    GenerationRequest r = chat ? parse_chat_request(body, n_vocab, req.body)
+                               : parse_completion_request(body, n_vocab, req.body);
     if (!r.model.empty() && r.model != opt_.model_id && r.model != opt_.model_file) {
       throw ApiError(
           400, str("model '", r.model, "' is not served here; GET /v1/models lists '", opt_.model_id, "'"),

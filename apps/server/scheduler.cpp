@@ -223,6 +223,7 @@ void Scheduler::retire(Running& r) {
   res.completion_tokens = int(c.tokens.size());
   res.cached_tokens = c.timing.n_cached;
   res.logprobs = c.logprobs;
+  res.error = c.error;  // a generation that failed alone (its grammar)
   metrics_.prompt_tokens += uint64_t(c.timing.n_prompt);
   metrics_.cached_tokens += uint64_t(c.timing.n_cached);
   metrics_.generated_tokens += uint64_t(c.tokens.size());

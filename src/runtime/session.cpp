@@ -10,6 +10,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "sampling/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
 
@@ -59,6 +60,8 @@ struct Engine::Impl {
   std::vector<int32_t> h_io;
   int32_t *h_ids = nullptr, *h_pos = nullptr, *h_seq = nullptr, *h_rows = nullptr;
   std::vector<std::vector<int32_t>> slots;  // tokens held by each slot
+  // The vocabulary as a byte trie for grammars, made at the first constrained generation.
+  std::shared_ptr<const TokenTrie> token_trie;
   bool use_graphs = false;
   // [n_seq + 1]: how far decode steps of n tokens have got towards a graph in graph slot n.
   // The first step of each size runs eagerly, so a backend can size any scratch it grows on
@@ -457,6 +460,7 @@ struct Generation::State {
   // The token sampled by the last collect(), already in history and result_.tokens, whose text
   // the next step() produces (and which that step feeds unless it ends the generation).
   std::optional<int32_t> fresh;
+  std::unique_ptr<TokenMask> grammar;  // params.grammar's state over the vocabulary
 
   State(const Tokenizer& tok, const GenerateParams& p, OnText cb)
       : params(p), sampler(p.sampler), on_text(std::move(cb)), decoder(tok) {}
@@ -473,6 +477,10 @@ Generation::Generation(Engine& engine, int slot, std::vector<int32_t> prompt, co
   for (int32_t id : prompt) m.check_token(id);
   for (const std::string& s : params.stop) QWEN_CHECK(!s.empty(), "empty stop string");
   st_ = std::make_unique<State>(engine.tokenizer(), params, std::move(on_text));
+  if (params.grammar) {
+    if (!m.token_trie) m.token_trie = std::make_shared<const TokenTrie>(engine.tokenizer());  // built once
+    st_->grammar = std::make_unique<TokenMask>(params.grammar, m.token_trie);
+  }
   // A step in flight that still feeds this slot (its generation not yet destroyed) finishes
   // first, so that the slot is no longer expected to end with its input.
   if (m.in_flight_on(slot)) engine.collect();
@@ -545,7 +553,18 @@ void Engine::collect() {
     // The model's own distribution: read before sample() applies penalties and bias in place.
     std::vector<float> raw;
     if (st.params.logprobs >= 0) raw.assign(row_logits.begin(), row_logits.end());
-    const int32_t tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
+    int32_t tok;
+    try {
+      if (st.grammar) st.grammar->apply(row_logits);
+      tok = l.greedy ? l.top[i] : st.sampler.sample(row_logits, st.history);
+      if (st.grammar) st.grammar->accept(tok);
+    } catch (const Error& e) {
+      if (!st.grammar) throw;
+      // The grammar is this generation's own: it ends alone (nothing fresh to feed or emit).
+      r.error = e.what();
+      r.finish = FinishReason::Cancelled;
+      continue;
+    }
     if (st.params.logprobs >= 0) r.logprobs.push_back(token_logprobs(raw, tok, st.params.logprobs));
     st.history.push_back(tok);
     r.tokens.push_back(tok);
@@ -577,7 +596,9 @@ void Engine::step(std::span<Generation* const> gens, int prompt_budget) {
   auto add_row = [&](Generation& g, Impl::Launch::Row row) {
     l.rows.push_back(row);
     const Generation::State& st = *g.st_;
-    l.greedy &= !row.samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0);
+    // When every generation that samples from this forward is plain greedy and wants no logprobs
+    // or grammar, only the argmax of each row leaves the backend.
+    l.greedy &= !row.samples || (st.params.sampler.is_argmax() && st.params.logprobs < 0 && !st.grammar);
   };
   for (size_t k = 0; k < gens.size(); ++k) {
     Generation& g = *gens[k];

@@ -28,6 +28,7 @@
 namespace qwen {
 
 class Backend;
+class Grammar;
 class Model;
 class Tokenizer;
 struct ModelConfig;
@@ -90,6 +91,9 @@ struct GenerateParams {
   std::vector<std::string> stop;  // stop strings
   bool ignore_eog = false;        // keep going through end-of-generation tokens
   int logprobs = -1;              // >= 0: record each sampled token's logprob and this many top ones
+  // Constrained decoding (sampling/grammar.h): every step samples only tokens that keep the text
+  // a prefix of the grammar's language, and end-of-generation only once it is complete.
+  std::shared_ptr<const Grammar> grammar;
 };
 
 // Receives each newly decoded piece of text (complete UTF-8, stop strings held back until they
@@ -101,6 +105,9 @@ struct Completion {
   std::vector<int32_t> tokens;          // sampled tokens (including a final eog token if sampled)
   std::vector<TokenLogprobs> logprobs;  // one per token when GenerateParams::logprobs >= 0
   FinishReason finish = FinishReason::Running;
+  // Set when this generation failed on its own while others go on (its grammar left no token to
+  // sample, e.g. a schema too ambiguous to follow); finish is then Cancelled.
+  std::string error;
   Timing timing;
 };
 

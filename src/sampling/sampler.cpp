@@ -147,6 +147,11 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     cum += x.p;
     if (u < cum) return x.id;
   }
+  // Rounding left the total mass just under u: the last candidate that can be drawn at all (one
+  // with p = 0, a banned or grammar-masked token, must never come out).
+  for (auto it = cand_.rbegin(); it != cand_.rend(); ++it) {
+    if (it->p > 0.f) return it->id;
+  }
   return cand_.back().id;
 }
 

@@ -1,0 +1,125 @@
+// The token mask on the real Qwen vocabulary (tests/data/qwen2-tokenizer, unpacked by
+// scripts/tokenizer_data.py; skipped with the reason when python3 is missing):
+// - in states of every kind (structure, inside a key, inside a free string, inside a number, a
+//   complete value), the trie walk's allowed set equals brute force over all 151,665 tokens (each
+//   token's bytes fed to a copy of the state): exact set equality;
+// - the time of one mask over the whole vocabulary is printed, the first one (cold: the state's
+//   transitions not cached yet) and the median of 5; both must stay under 50 ms in every state
+//   (the target is well under 20 ms on one core; the bound is loose because CI machines are shared).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "sampling/grammar.h"
+#include "sampling/json_schema.h"
+#include "tokenizer/tokenizer.h"
+
+namespace qwen {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+
+// The real vocabulary as a Tokenizer: tokenizer.json's tokens, added tokens as control tokens
+// (<|im_end|> and <|endoftext|> among them, the end-of-generation ids). Merges are not needed to
+// turn tokens into bytes.
+std::unique_ptr<Tokenizer> real_vocab(std::string* skip) {
+  const std::string unpack =
+      "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
+  std::string dir;
+  if (FILE* p = ::popen(unpack.c_str(), "r")) {
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, p)) dir += buf;
+    if (::pclose(p) != 0) dir.clear();
+  }
+  while (!dir.empty() && (dir.back() == '\n' || dir.back() == '\r')) dir.pop_back();
+  std::ifstream in(fs::path(dir) / "tokenizer.json");
+  if (dir.empty() || !in) {
+    *skip = "could not unpack the test tokenizer: " + unpack + " (python3 needed)";
+    return nullptr;
+  }
+  const json j = json::parse(in);
+  TokenizerData d;
+  d.pre = "qwen2";
+  size_t n = 0;
+  for (const auto& [text, id] : j["model"]["vocab"].items()) n = std::max(n, id.get<size_t>() + 1);
+  for (const json& t : j["added_tokens"]) n = std::max(n, t["id"].get<size_t>() + 1);
+  d.tokens.resize(n);
+  d.token_types.assign(n, int32_t(TokenType::kNormal));
+  for (const auto& [text, id] : j["model"]["vocab"].items()) d.tokens[id.get<size_t>()] = text;
+  for (const json& t : j["added_tokens"]) {
+    d.tokens[t["id"].get<size_t>()] = t["content"].get<std::string>();
+    d.token_types[t["id"].get<size_t>()] = int32_t(TokenType::kControl);
+  }
+  for (size_t id = 0; id < n; ++id) {
+    if (d.tokens[id].empty()) d.tokens[id] = "[PAD" + std::to_string(id) + "]";
+  }
+  d.eos_id = int32_t(std::find(d.tokens.begin(), d.tokens.end(), "<|im_end|>") - d.tokens.begin());
+  return std::make_unique<Tokenizer>(std::move(d));
+}
+
+TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
+  std::string skip;
+  auto tok = real_vocab(&skip);
+  if (!tok) GTEST_SKIP() << skip;
+  const auto t_trie = std::chrono::steady_clock::now();
+  auto trie = std::make_shared<const TokenTrie>(*tok);
+  std::printf("trie of %d tokens: %zu nodes, built in %.0f ms\n", tok->n_vocab(), trie->n_nodes(),
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_trie).count());
+  auto g = json_schema_grammar(ordered_json::parse(R"({"type": "object", "properties": {
+      "name": {"type": "string"}, "size": {"type": "number"}, "tags": {"type": "array",
+      "items": {"enum": ["red", "green"]}, "maxItems": 4}, "nested": {"type": "object"}},
+      "required": ["name", "size"], "additionalProperties": false})"));
+  // Prefixes of one answer; each ends in a different kind of state.
+  const std::vector<std::string> prefixes = {
+      "",                                                                     // before the object
+      "{",                                                                    // a key or ws
+      "{\"na",                                                                // inside a fixed key
+      "{\"name\": \"Some free text, caf",                                     // inside a free string
+      "{\"name\": \"x\", \"size\": 1, \"nested\": {\"k\": [1, {\"a\": \"",    // a generic object's string
+      "{\"name\": \"x\", \"size\": 12",                                       // inside a number
+      "{\"name\": \"x\", \"size\": 1, \"tags\": [\"red\"], \"nested\": {}}",  // complete
+  };
+  std::vector<uint8_t> allowed;
+  for (const std::string& prefix : prefixes) {
+    TokenMask mask(g, trie);
+    GrammarState state(g);
+    ASSERT_TRUE(state.advance(prefix)) << prefix;
+    // Feed the prefix to the mask as single-byte tokens (every byte is a token in Qwen's vocab).
+    for (char c : prefix) mask.accept(tok->encode(std::string(1, c))[0]);
+
+    std::vector<double> ms;  // ms[0]: cold
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      mask.allowed(allowed);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double cold = ms[0];
+    std::sort(ms.begin(), ms.end());
+    size_t n_allowed = 0;
+    for (int32_t id = 0; id < tok->n_vocab(); ++id) {
+      bool brute = false;
+      if (tok->is_eog(id)) {
+        brute = state.complete();
+      } else if (!trie->bytes(id).empty()) {
+        GrammarState copy = state;
+        brute = copy.advance(trie->bytes(id));
+      }
+      ASSERT_EQ(bool(allowed[size_t(id)]), brute) << "token " << id << " after '" << prefix << "'";
+      n_allowed += brute;
+    }
+    std::printf("mask after %-60s %7zu allowed, %.2f ms cold, %.2f ms median of 5\n",
+                ("'" + prefix + "'").c_str(), n_allowed, cold, ms[2]);
+    EXPECT_LT(cold, 50.0) << prefix;
+    EXPECT_LT(ms[2], 50.0) << prefix;
+  }
+}
+
+}  // namespace
+}  // namespace qwen
