@@ -16,7 +16,9 @@
 // raw 32-element chunk t % 2 of the block's row t / 2 (one chunk per thread) and a share of the
 // x tile (n tokens x 64 columns of fp32); at the top of the slice these are written to shared
 // memory as fp16 (weights) and fp16 hi/lo halves (x), and ldmatrix feeds the mma fragments of
-// both. The next slice's loads are issued before the current slice's products, so they overlap.
+// both. A thread keeps the raw weight chunks of kDepth slices in registers (as many as its type's
+// packed words allow), refilling each slot as soon as its slice is stored, so up to kDepth DRAM
+// round trips overlap instead of one per slice; x (read from L2) is loaded one slice ahead.
 // Each x element is split once per block, each weight byte loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
@@ -69,6 +71,11 @@ struct SmallArgs {
 template <GGMLType T, int NT, int W, bool kLo>
 __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
+  // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
+  // tokens (whose accumulators and x tile take 64 more).
+  constexpr int kBudget = NT == 8 ? 20 : 48;
+  constexpr int kDepth = std::clamp(kBudget / ChunkRaw<T>::kWords, 1, 4);
+      ChunkRaw<T>::kWords >= 48 ? 1 : (48 / ChunkRaw<T>::kWords > 4 ? 4 : 48 / ChunkRaw<T>::kWords);
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                   // rows per block
   constexpr int kToks = 8 * NT;                   // token rows of the x tile
@@ -93,11 +100,11 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const int my_row = t / 2, my_chunk = t % 2;
   const uint8_t* wrow = sg.w + min(row0 + my_row, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
-  ChunkRaw<T> wraw;
+  ChunkRaw<T> wraw[kDepth];
   float4 xv[kXPer];
-  const auto load_w = [&](int64_t s) {
+  const auto load_w = [&](ChunkRaw<T>& raw, int64_t s) {
     const int64_t c = 2 * s + my_chunk;
-    if (c < n_chunks) load_chunk<T>(wraw, wrow, c);
+    if (c < n_chunks) load_chunk<T>(raw, wrow, c);
   };
   const auto load_x = [&](int64_t s) {
 #pragma unroll
@@ -112,7 +119,7 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
   // stored), x as hi (and lo) halves. A chunk past the row's end is not written: its columns are
   // never multiplied.
-  const auto store = [&](int64_t s) {
+  const auto store = [&](const ChunkRaw<T>& wraw, int64_t s) {
     if (2 * s + my_chunk < n_chunks) {
       uint4* dst = reinterpret_cast<uint4*>(wtile + my_row * kTileStride + my_chunk * kChunk);
       if constexpr (T == GGMLType::F16 || T == GGMLType::BF16) {
@@ -147,43 +154,50 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   };
 
   float acc[NT][4] = {};
-  // Weights are never written by a kernel: the first slice loads while the predecessor drains.
-  if (s0 < s1) load_w(s0);
+  // Weights are never written by a kernel: the first slices load while the predecessor drains.
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d)
+    if (s0 + d < s1) load_w(wraw[d], s0 + d);
   pdl_begin();
   if (s0 < s1) load_x(s0);
-  for (int64_t s = s0; s < s1; ++s) {
-    __syncthreads();  // every warp is done with the previous slice's tiles
-    store(s);
-    __syncthreads();
-    if (s + 1 < s1) {  // in flight while the tensor cores run
-      load_w(s + 1);
-      load_x(s + 1);
-    }
+  for (int64_t sb = s0; sb < s1; sb += kDepth) {
 #pragma unroll
-    for (int kk = 0; kk < kSliceCols / 16; ++kk) {
-      if (s * kSliceCols + kk * 16 >= a.ne0) break;  // a last slice of one chunk
-      uint32_t af[4];
-      ldmatrix_x4(af, wtile + (warp * 16 + lane % 16) * kTileStride + kk * 16 + (lane / 16) * 8);
-      if constexpr (kLo) {
+    for (int d = 0; d < kDepth; ++d) {
+      const int64_t s = sb + d;
+      if (s >= s1) break;
+      __syncthreads();  // every warp is done with the previous slice's tiles
+      store(wraw[d], s);
+      __syncthreads();
+      // In flight while the tensor cores run: slot d's next slice, and x of the next slice.
+      if (s + kDepth < s1) load_w(wraw[d], s + kDepth);
+      if (s + 1 < s1) load_x(s + 1);
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          // Lanes 0-7 / 8-15 address the hi tile's rows j*8.. at k and k + 8, lanes 16-31 the lo
-          // tile's: the B fragments (b0, b1) of hi and of lo in one ldmatrix.
-          uint32_t bf[4];
-          ldmatrix_x4(bf, xtile[lane / 16] + (j * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
-          mma16816<H>(acc[j], af, bf[0], bf[1]);
-          mma16816<H>(acc[j], af, bf[2], bf[3]);
-        }
-      } else {
+      for (int kk = 0; kk < kSliceCols / 16; ++kk) {
+        if (s * kSliceCols + kk * 16 >= a.ne0) break;  // a last slice of one chunk
+        uint32_t af[4];
+        ldmatrix_x4(af, wtile + (warp * 16 + lane % 16) * kTileStride + kk * 16 + (lane / 16) * 8);
+        if constexpr (kLo) {
 #pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-          // Lanes 0-15 address token tile j at k and k + 8, lanes 16-31 tile j + 1 (j again when
-          // NT is 1): the B fragments of two token tiles in one ldmatrix.
-          const int jt = NT == 1 ? j : j + lane / 16;
-          uint32_t bf[4];
-          ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
-          mma16816<H>(acc[j], af, bf[0], bf[1]);
-          if constexpr (NT > 1) mma16816<H>(acc[j + 1], af, bf[2], bf[3]);
+          for (int j = 0; j < NT; ++j) {
+            // Lanes 0-7 / 8-15 address the hi tile's rows j*8.. at k and k + 8, lanes 16-31 the lo
+            // tile's: the B fragments (b0, b1) of hi and of lo in one ldmatrix.
+            uint32_t bf[4];
+            ldmatrix_x4(bf,
+                        xtile[lane / 16] + (j * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
+            mma16816<H>(acc[j], af, bf[0], bf[1]);
+            mma16816<H>(acc[j], af, bf[2], bf[3]);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NT; j += 2) {
+            // Lanes 0-15 address token tile j at k and k + 8, lanes 16-31 tile j + 1 (j again when
+            // NT is 1): the B fragments of two token tiles in one ldmatrix.
+            const int jt = NT == 1 ? j : j + lane / 16;
+            uint32_t bf[4];
+            ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + kk * 16 + ((lane / 8) % 2) * 8);
+            mma16816<H>(acc[j], af, bf[0], bf[1]);
+            if constexpr (NT > 1) mma16816<H>(acc[j + 1], af, bf[2], bf[3]);
+          }
         }
       }
     }
@@ -281,7 +295,6 @@ void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, in
     launch(gemm_small_kernel<T, NT, 4, kLo>, dim3(blocks), dim3(block_threads(4)), s, args);
   }
 }
-
 
 template <GGMLType T, bool kLo>
 void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
