@@ -22,6 +22,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "routes.h"
+#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 #include "scheduler.h"
 #include "util/check.h"
@@ -45,7 +46,7 @@ struct Options {
   std::vector<std::string> api_keys;
   std::string chat_template;
   std::string alias;
-  std::string kv_type = "auto";
+  std::string kv_type = "auto", ctk, ctv;  // --kv-type, -ctk, -ctv
   qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
   bool exact = false;
 };
@@ -69,7 +70,7 @@ int serve(const Options& o) {
   eo.ctx_overflow = o.ctx_overflow;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
-  if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
+  eo.kv_type = kv_type_from_flags(o.kv_type, o.ctk, o.ctv);
   std::unique_ptr<Engine> engine = Engine::load(eo);
   QWEN_CHECK(!o.exact || engine->backend().kind() == DeviceKind::CPU,
              "--exact applies to the cpu backend only, not to ", engine->backend().name());
@@ -196,10 +197,15 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--chat-template", o.chat_template,
                  "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
-  app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
-      ->check(CLI::IsMember({"auto", "f32", "f16"}));
+  app.add_option("--kv-type", o.kv_type, "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--cache-type-k", o.ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
+  app.add_option("--cache-type-v", o.ctv, "(-ctv) see -ctk");
   app.add_option("-a,--alias", o.alias, "model id reported by /v1/models (default: the file name stem)");
-  CLI11_PARSE(app, argc, argv);
+  // llama.cpp's -ctk / -ctv, spelled with one dash, become --cache-type-k / --cache-type-v.
+  std::vector<std::string> args = qwen::kv_flag_spellings({argv, argv + argc});
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  CLI11_PARSE(app, int(arg_ptrs.size()), arg_ptrs.data());
 
   try {
     return serve(o);

@@ -34,7 +34,7 @@ GREEDY = ["-n", 8, "--temp", 0, "--ignore-eos"]
 
 def test_llama_spellings_equal_long_names(bin_dir, model, tmp_path):
     """`-cnv -sys "Be brief." -f prompt.txt -n 16` == `--chat --system "Be brief." -p TEXT`, byte for byte;
-    -ctk/-ctv f16 == --kv-type f16; -ngl 99 and --jinja change nothing."""
+    -ctk/-ctv f16 == --kv-type f16 and -ctk/-ctv bf16 == --kv-type bf16; -ngl 99 and --jinja change nothing."""
     (tmp_path / "prompt.txt").write_text("What is the capital of France?")
     short = cli(bin_dir, "-m", model, "-cnv", "-sys", "Be brief.", "-f", tmp_path / "prompt.txt", "-n", 16,
                 "--temp", 0, "--ignore-eos")
@@ -46,6 +46,10 @@ def test_llama_spellings_equal_long_names(bin_dir, model, tmp_path):
     b = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "--kv-type", "f16")
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
+    q = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "-ctk", "bf16", "-ctv", "bf16")
+    r = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "--kv-type", "bf16")
+    assert q.returncode == 0, q.stderr
+    assert q.stdout == r.stdout
 
 
 def test_conversation_is_the_default_with_a_template(bin_dir, model):
@@ -78,8 +82,10 @@ def test_escape(bin_dir, model):
     (["--repeat-penalty", 0], ["--repeat-penalty", "above 0"]),
     (["-n", -2], ["--n-predict", "-2"]),
     (["-c", 999999], ["a context of 999999 tokens", "4096", "context_length", "--ctx-overflow"]),
-    (["-ctk", "q8_0"], ["-ctk q8_0", "f16"]),
-    (["-ctk", "f16", "-ctv", "f32"], ["-ctk f16", "-ctv f32"]),
+    (["-ctk", "q4_0"], ["-ctk q4_0", "f32, f16, bf16 or q8_0"]),
+    (["-ctk", "f16", "-ctv", "q8_0"], ["-ctk f16", "-ctv q8_0"]),
+    (["--kv-type", "bf16", "-ctk", "q8_0"], ["--kv-type bf16", "-ctk q8_0"]),
+    (["-ctk", "q8_0", "-ctv", "q8_0"], ["Q8_0", "blocks of 32", "head_dim is 16"]),  # this model's heads
     (["-ngl", 0, "--device", "cuda"], ["-ngl 0", "--device cuda"]),
     (["-no-cnv", "-sys", "x"], ["-sys", "-no-cnv"]),
     (["-no-cnv", "--chat-template", "chatml"], ["--chat-template", "-no-cnv"]),
