@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
   bool exact = false;
   app.add_flag("--exact", exact,
                "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
-  auto* kv_opt = app.add_option("--kv-type", kv_name, "KV cache type: f32, f16, bf16 or q8_0")->capture_default_str();
+  auto* kv_opt =
+      app.add_option("--kv-type", kv_name, "KV cache type: f32, f16, bf16 or q8_0")->capture_default_str();
   app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
   app.add_option("--cache-type-v", ctv, "(-ctv) see -ctk");
   app.add_option("--peak-gbs", peak_gbs,
@@ -133,8 +134,8 @@ int main(int argc, char** argv) {
     const auto& c = model.config();
     const int n_ctx = depth + std::max(n_prompt, n_gen) + 1;
     // The default f16 gives way to -ctk / -ctv; a --kv-type given too must agree with them.
-    const qwen::GGMLType kv_type =
-        qwen::kv_type_from_flags(kv_opt->count() > 0 ? kv_name : "auto", ctk, ctv).value_or(qwen::GGMLType::F16);
+    const qwen::GGMLType kv_type = qwen::kv_type_from_flags(kv_opt->count() > 0 ? kv_name : "auto", ctk, ctv)
+                                       .value_or(qwen::GGMLType::F16);
     kv_name = qwen::type_name(kv_type);
     if (peak_gbs == 0 && be.kind() == qwen::DeviceKind::CUDA) peak_gbs = 3050;
     qwen::KVCache kv(be, c, max_seq, n_ctx, kv_type);
@@ -192,8 +193,7 @@ int main(int argc, char** argv) {
       std::vector<double> tps, gbs;
       // Bytes: the weights once per forward plus the K/V reads (the depth and n^2/2 causal rows)
       // and writes (n rows).
-      const double bytes =
-          double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5 + 1);
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5 + 1);
       for (double s : r.seconds) tps.push_back(n_prompt / s), gbs.push_back(bytes / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
@@ -271,9 +271,10 @@ int main(int argc, char** argv) {
       out["kv_bytes_per_position"] = kv_row_bytes;
       if (peak_gbs > 0) out["peak_gbs"] = peak_gbs;
       for (const Result& r : results) {
-        nlohmann::json t = {{"test", r.test},         {"n_tokens", r.n_tokens},     {"tok_s_mean", r.tok_s.mean},
-                            {"tok_s_std", r.tok_s.std}, {"gb_s_mean", r.gb_s.mean}, {"gb_s_std", r.gb_s.std},
-                            {"seconds", r.seconds}};
+        nlohmann::json t = {
+            {"test", r.test},           {"n_tokens", r.n_tokens},   {"tok_s_mean", r.tok_s.mean},
+            {"tok_s_std", r.tok_s.std}, {"gb_s_mean", r.gb_s.mean}, {"gb_s_std", r.gb_s.std},
+            {"seconds", r.seconds}};
         if (peak_gbs > 0) t["peak_pct"] = 100 * r.gb_s.mean / peak_gbs;
         out["tests"].push_back(t);
       }
@@ -281,13 +282,14 @@ int main(int argc, char** argv) {
     } else {
       std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token at depth %d), backend: %s%s, KV %s\n",
                   model_name.c_str(), c.arch_name.c_str(), type_str.c_str(), size_mib,
-                  model.decode_bytes(depth, kv_type) / 1e6, depth, be.name().c_str(), graphs ? " (CUDA graph)" : "",
-                  kv_name.c_str());
+                  model.decode_bytes(depth, kv_type) / 1e6, depth, be.name().c_str(),
+                  graphs ? " (CUDA graph)" : "", kv_name.c_str());
       if (!gpu.empty())
         std::printf("gpu (name, sm clock, mem clock, max sm, max mem, driver): %s\n", gpu.c_str());
       const bool pct = peak_gbs > 0;
       if (pct) std::printf("%% of peak: GB/s over --peak-gbs %.0f\n", peak_gbs);
-      std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |%s\n", pct ? " % of peak |" : "");
+      std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |%s\n",
+                  pct ? " % of peak |" : "");
       std::printf("| --- | --- | ---: | --- | --- | ---: | ---: |%s\n", pct ? " ---: |" : "");
       for (const Result& r : results) {
         std::printf("| %s | %s | %.1f | %s | %s | %.1f ± %.1f | %.1f ± %.1f |", c.arch_name.c_str(),

@@ -193,8 +193,10 @@ int main(int argc, char** argv) {
   bool exact = false;
   app.add_flag("--exact", exact,
                "CPU: the fp32 oracle arithmetic instead of 8-bit quantized activations (slower)");
-  app.add_option("--kv-type", kv_type, "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
-  app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp: f32, f16, bf16 or q8_0; K and V share it");
+  app.add_option("--kv-type", kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--cache-type-k", ctk,
+                 "(-ctk) KV cache type, as llama.cpp: f32, f16, bf16 or q8_0; K and V share it");
   app.add_option("--cache-type-v", ctv, "(-ctv) see -ctk");
   app.add_option("--device", opts.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--n-gpu-layers", n_gpu_layers,

@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--dump", dump_dir, "write every named intermediate as DIR/L03.attn_norm.npy ...");
   app.add_flag("--step", step, "feed one token per forward call through the KV cache");
   std::string kv_type = "auto";
-  app.add_option("--kv-type", kv_type, "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--kv-type", kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
   bool no_graphs = false;
   app.add_flag("--no-graphs", no_graphs, "run every forward eagerly (no captured graph replay)");
   CLI11_PARSE(app, argc, argv);

@@ -137,10 +137,10 @@ int run(Options& o, bool ctx_given) {
   o.engine.n_ctx = h.n_ctx;
   o.engine.max_batch = std::min(o.engine.max_batch, h.n_ctx);
   auto engine = qwen::Engine::load(o.engine);
-  std::fprintf(stderr,
-               "qwen-perplexity: %s on %s, KV %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
-               o.engine.model_path.c_str(), engine->backend().name().c_str(), qwen::type_name(engine->kv_type()),
-               h.n_chunk, h.n_ctx, h.first + 1, h.n_ctx - 1);
+  std::fprintf(
+      stderr, "qwen-perplexity: %s on %s, KV %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
+      o.engine.model_path.c_str(), engine->backend().name().c_str(), qwen::type_name(engine->kv_type()),
+      h.n_chunk, h.n_ctx, h.first + 1, h.n_ctx - 1);
 
   const size_t n_vocab = size_t(h.n_vocab), rows = size_t(h.rows());
   std::vector<float> logits, scored, base_logits;  // scored: this chunk's rows for the base file
@@ -217,7 +217,8 @@ int main(int argc, char** argv) {
                  "with it");
   app.add_flag("--kl-divergence", o.kl,
                "compare with the --kl-divergence-base file: KL divergence, top-1 agreement, Δp percentiles");
-  app.add_option("--kv-type", o.kv_type, "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--kv-type", o.kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
   app.add_option("--cache-type-k", o.ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
   app.add_option("--cache-type-v", o.ctv, "(-ctv) see -ctk");
   app.add_flag("--json", o.json, "print the results as one JSON object on stdout");

@@ -41,7 +41,8 @@ std::string Metrics::render(int n_slots) const {
        "Aggregate tokens sampled per second of batched-step time, since start.",
        gen_s > 0 ? double(generated_tokens.load()) / gen_s : 0.0);
   emit(os, "qwen_decode_bytes_total", "counter",
-       "Bytes the batched steps read and wrote: weights once a step, each stream's KV cache (Model::decode_bytes).",
+       "Bytes the batched steps read and wrote: weights once a step, each stream's KV cache "
+       "(Model::decode_bytes).",
        double(decode_bytes.load()));
   emit(os, "qwen_decode_gigabytes_per_second", "gauge",
        "Effective memory bandwidth of the batched steps (decode bytes over their time), since start.",

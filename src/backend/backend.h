@@ -40,7 +40,7 @@ struct Weight {
 struct KVLayer {
   void* k = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
   void* v = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
-  GGMLType type = GGMLType::F32;  // F32, F16, BF16 or Q8_0 (runtime/kv_cache.h is_kv_type)
+  GGMLType type = GGMLType::F32;  // F32, F16, BF16 or Q8_0 (see runtime/kv_cache.h)
   int n_seq = 1;
   int n_ctx = 0;
   int n_head_kv = 0;

@@ -38,7 +38,8 @@ size_t Model::streamed_weight_bytes() const {
   const size_t f32 = sizeof(float);
   size_t b = w.output.nbytes() + size_t(c.n_embd) * f32;  // lm_head, output_norm
   for (const LayerWeights& L : w.layers) {
-    for (const Weight* m : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+    for (const Weight* m :
+         {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
       b += m->nbytes();
     b += 2 * size_t(c.n_embd) * f32;  // attn_norm, ffn_norm
     if (L.attn_q_b != nullptr) b += size_t(c.q_dim()) * f32;
@@ -56,7 +57,8 @@ size_t Model::kv_bytes_per_position(GGMLType kv_type) const {
 
 size_t Model::decode_bytes(int64_t depth, GGMLType kv_type, int n_seq) const {
   QWEN_CHECK(depth >= 0 && n_seq >= 1, "decode_bytes: depth ", depth, ", n_seq ", n_seq);
-  const size_t per_seq = weights_->token_embd.row_bytes() + size_t(depth + 2) * kv_bytes_per_position(kv_type);
+  const size_t per_seq =
+      weights_->token_embd.row_bytes() + size_t(depth + 2) * kv_bytes_per_position(kv_type);
   return streamed_weight_bytes() + size_t(n_seq) * per_seq;
 }
 

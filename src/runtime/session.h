@@ -125,7 +125,7 @@ class Engine {
   int n_vocab() const;
   double load_ms() const;
   size_t kv_bytes() const;  // backend bytes of the KV cache (every slot, n_ctx positions each)
-  GGMLType kv_type() const;  // the KV cache's type (EngineOptions::kv_type or the backend's default)
+  GGMLType kv_type() const;  // its type: EngineOptions::kv_type or the backend's default
 
   // Tokens whose K/V currently sit in a slot (position i holds tokens[i]), counting the input of
   // a step still in flight (its K/V are being written). A slot whose generation ended (or was

@@ -90,8 +90,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParity,
                          testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
                                          Config{14, 2, 64, GGMLType::BF16}, Config{14, 2, 64, GGMLType::Q8_0},
                                          Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
-                                         Config{16, 8, 128, GGMLType::BF16}, Config{16, 8, 128, GGMLType::Q8_0},
-                                         Config{16, 2, 256, GGMLType::F16}, Config{16, 2, 256, GGMLType::BF16},
+                                         Config{16, 8, 128, GGMLType::BF16},
+                                         Config{16, 8, 128, GGMLType::Q8_0},
+                                         Config{16, 2, 256, GGMLType::F16},
+                                         Config{16, 2, 256, GGMLType::BF16},
                                          Config{16, 2, 256, GGMLType::Q8_0}),
                          [](const testing::TestParamInfo<Config>& i) {
                            return "H" + std::to_string(i.param.n_head) + "_KV" +

@@ -36,8 +36,8 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << type_name(c.type) << " x " << c.n_tokens << " tokens, fusions " << c.fusions << ", " << type_name(c.kv)
-      << " cache, " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " rope";
+  *os << type_name(c.type) << " x " << c.n_tokens << " tokens, fusions " << c.fusions << ", "
+      << type_name(c.kv) << " cache, " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " rope";
 }
 
 class FusionParity : public testing::TestWithParam<Case> {
@@ -177,7 +177,8 @@ INSTANTIATE_TEST_SUITE_P(
       for (char& ch : f) ch = ch == ',' ? '_' : ch;
       std::string kv = i.param.kv == GGMLType::F16 ? "" : std::string("_kv_") + type_name(i.param.kv);
       if (i.param.mode == RopeMode::Normal) kv += "_normal";
-      return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) + "tok_fuse_" + f + kv;
+      return std::string(type_name(i.param.type)) + "_" + std::to_string(i.param.n_tokens) + "tok_fuse_" + f +
+             kv;
     });
 
 }  // namespace

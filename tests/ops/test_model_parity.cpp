@@ -163,7 +163,8 @@ INSTANTIATE_TEST_SUITE_P(EveryArchAndType, ModelParity, testing::ValuesIn(all_ca
                          [](const testing::TestParamInfo<Case>& i) {
                            return std::string(i.param.arch) + "_" + type_name(i.param.type) +
                                   (*i.param.rope ? "_" : "") + i.param.rope +
-                                  (i.param.kv == GGMLType::F16 ? "" : std::string("_kv_") + type_name(i.param.kv));
+                                  (i.param.kv == GGMLType::F16 ? ""
+                                                               : std::string("_kv_") + type_name(i.param.kv));
                          });
 
 }  // namespace

@@ -120,7 +120,7 @@ TEST(CpuBackend, TypedCacheIsQuantizeRowAndAttentionOverItsValues) {
   const int n = int(seq.size());
   auto q = random_vec(size_t(n) * n_head * d, 11), k = random_vec(size_t(n) * width, 12),
        v = random_vec(size_t(n) * width, 13);
-  k[5] = 0.f, v[7] = -0.f;  // a zero and a negative zero
+  k[5] = 0.f, v[7] = -0.f;                   // a zero and a negative zero
   for (int i = 64; i < 96; ++i) k[i] = 0.f;  // an all-zero block: d = 0, every q = 0
   auto be = make_cpu_backend(2);
   const Batch batch{n, nullptr, pos.data(), seq.data()};

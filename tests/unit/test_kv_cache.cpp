@@ -29,7 +29,8 @@ void expect_error(F f, const std::vector<std::string>& words) {
     f();
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    for (const std::string& w : words) EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+    for (const std::string& w : words)
+      EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
   }
 }
 
@@ -39,8 +40,9 @@ TEST(KVCache, CountsTheBytesOfEachType) {
   auto be = make_cpu_backend(1);
   const ModelConfig c = shape(64);
   const size_t rows = size_t(3) * 2 * 2 * 10;  // layers x {K, V} x n_seq 2 x n_ctx 10
-  for (const auto& [type, row] : {std::pair{GGMLType::F32, size_t(128 * 4)}, std::pair{GGMLType::F16, size_t(128 * 2)},
-                                  std::pair{GGMLType::BF16, size_t(128 * 2)}, std::pair{GGMLType::Q8_0, size_t(4 * 34)}}) {
+  for (const auto& [type, row] :
+       {std::pair{GGMLType::F32, size_t(128 * 4)}, std::pair{GGMLType::F16, size_t(128 * 2)},
+        std::pair{GGMLType::BF16, size_t(128 * 2)}, std::pair{GGMLType::Q8_0, size_t(4 * 34)}}) {
     KVCache kv(*be, c, 2, 10, type);
     EXPECT_EQ(kv.nbytes(), rows * row) << type_name(type);
     EXPECT_EQ(kv.type(), type);
@@ -75,7 +77,8 @@ TEST(KVCache, TypeFromFlags) {
 }
 
 TEST(KVCache, LlamaSpellingsOfTheFlags) {
-  const std::vector<std::string> args = kv_flag_spellings({"qwen-bench", "-ctk", "q8_0", "-ctv", "q8_0", "-c", "8"});
+  const std::vector<std::string> args =
+      kv_flag_spellings({"qwen-bench", "-ctk", "q8_0", "-ctv", "q8_0", "-c", "8"});
   EXPECT_EQ(args, (std::vector<std::string>{"qwen-bench", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0",
                                             "-c", "8"}));
 }

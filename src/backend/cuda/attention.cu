@@ -226,7 +226,8 @@ void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
     case GGMLType::F32:
       return launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
     default:
-      QWEN_FAIL("cuda attention: KV cache type ", type_name(cache.type), " is not supported (F32, F16, BF16, Q8_0)");
+      QWEN_FAIL("cuda attention: KV cache type ", type_name(cache.type),
+                " is not supported (F32, F16, BF16, Q8_0)");
   }
 }
 

@@ -109,10 +109,11 @@ __device__ __forceinline__ void store_q8(uint8_t* dst, const float (&x)[E], int 
 // is __restrict__. head_dim E * 32 is 64, 128 or 256 (Neox pairs then never cross lanes).
 template <int E>
 __global__ void __launch_bounds__(kQ8Warps* kWarp)
-    rope_store_q8_kernel(float* __restrict__ x0, int n_head0, const float* k_in, float* k_out, const float* __restrict__ v, uint8_t* __restrict__ kc,
-                         uint8_t* __restrict__ vc, const int32_t* __restrict__ pos,
-                         const int32_t* __restrict__ seq, int n_seq, int n_ctx, int n_kv,
-                         const float* __restrict__ inv_freq, float mscale, bool neox, int64_t n_units) {
+    rope_store_q8_kernel(float* __restrict__ x0, int n_head0, const float* k_in, float* k_out,
+                         const float* __restrict__ v, uint8_t* __restrict__ kc, uint8_t* __restrict__ vc,
+                         const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_seq,
+                         int n_ctx, int n_kv, const float* __restrict__ inv_freq, float mscale, bool neox,
+                         int64_t n_units) {
   pdl_begin();
   constexpr int HD = E * 32;
   const int64_t unit = int64_t(blockIdx.x) * kQ8Warps + threadIdx.x / kWarp;
@@ -148,8 +149,8 @@ __global__ void __launch_bounds__(kQ8Warps* kWarp)
   store_q8<E>((is_k ? kc : vc) + (int64_t(sq) * n_ctx + p) * row + int64_t(h) * E * kQ8Bytes, x, lane);
 }
 
-void launch_rope_store_q8(cudaStream_t s, float* x0, int n_head0, const float* k_in, float* k_out, const float* v,
-                          KVLayer& cache, const Batch& batch, const RopeParams* r) {
+void launch_rope_store_q8(cudaStream_t s, float* x0, int n_head0, const float* k_in, float* k_out,
+                          const float* v, KVLayer& cache, const Batch& batch, const RopeParams* r) {
   const int64_t n_units = int64_t(batch.n_tokens) * (n_head0 + 2 * cache.n_head_kv);
   const dim3 grid(unsigned(ceil_div(n_units, kQ8Warps))), block(kQ8Warps * kWarp);
   auto* kc = static_cast<uint8_t*>(cache.k);
@@ -159,16 +160,16 @@ void launch_rope_store_q8(cudaStream_t s, float* x0, int n_head0, const float* k
   const bool neox = r ? r->mode == RopeMode::Neox : true;
   switch (cache.head_dim) {
     case 64:
-      launch(rope_store_q8_kernel<2>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos, batch.seq,
-             cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
+      launch(rope_store_q8_kernel<2>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos,
+             batch.seq, cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
       break;
     case 128:
-      launch(rope_store_q8_kernel<4>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos, batch.seq,
-             cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
+      launch(rope_store_q8_kernel<4>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos,
+             batch.seq, cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
       break;
     case 256:
-      launch(rope_store_q8_kernel<8>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos, batch.seq,
-             cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
+      launch(rope_store_q8_kernel<8>, grid, block, s, x0, n_head0, k_in, k_out, v, kc, vc, batch.pos,
+             batch.seq, cache.n_seq, cache.n_ctx, cache.n_head_kv, inv_freq, mscale, neox, n_units);
       break;
     default:
       QWEN_FAIL("cuda kv_store: a Q8_0 KV cache needs head_dim 64, 128 or 256, not ", cache.head_dim);
@@ -283,7 +284,8 @@ void kv_store(cudaStream_t s, KVLayer& cache, const float* k, const float* v, co
     case GGMLType::Q8_0:
       return launch_rope_store_q8(s, nullptr, 0, k, nullptr, v, cache, batch, nullptr);
     default:
-      QWEN_FAIL("cuda kv_store: KV cache type ", type_name(cache.type), " is not supported (F32, F16, BF16, Q8_0)");
+      QWEN_FAIL("cuda kv_store: KV cache type ", type_name(cache.type),
+                " is not supported (F32, F16, BF16, Q8_0)");
   }
   QWEN_CUDA_LAUNCH_CHECK();
 }
@@ -307,7 +309,8 @@ void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v
     case GGMLType::Q8_0:
       return launch_rope_store_q8(s, x0, n_head0, k, k, v, cache, batch, &r);
     default:
-      QWEN_FAIL("cuda kv_store: KV cache type ", type_name(cache.type), " is not supported (F32, F16, BF16, Q8_0)");
+      QWEN_FAIL("cuda kv_store: KV cache type ", type_name(cache.type),
+                " is not supported (F32, F16, BF16, Q8_0)");
   }
   QWEN_CUDA_LAUNCH_CHECK();
 }
