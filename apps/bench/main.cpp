@@ -1,6 +1,7 @@
 // qwen-bench: prompt processing (pp) and token generation (tg) throughput, measured separately
 // like llama-bench: mean ± std over -r repetitions after one warm-up, tok/s and effective GB/s
-// (bytes that must be read per token / time), with the GPU's name and clocks.
+// (bytes that must be read per token / time, from Model's byte counts) and their % of --peak-gbs
+// (the memory roofline; default on cuda: H100 SXM's 3,050 GB/s), with the GPU's name and clocks.
 //
 //  pp<N>: one forward over N prompt tokens at positions 0..N-1 (logits of the last one only).
 //  tg<N>: N greedy decode steps from an empty cache, one token per forward; the next token is
@@ -59,22 +60,6 @@ std::string command_line(const std::string& cmd) {
   return out;
 }
 
-// Bytes a decode step must read: every layer matrix, the lm_head, the fp32 norms and biases
-// (small), and the KV cache up to the position (counted separately by the caller).
-size_t weight_bytes_per_token(const qwen::Model& m) {
-  const auto& w = m.weights();
-  const auto& c = m.config();
-  size_t b =
-      w.output.nbytes() + size_t(c.n_embd) * 4 * 2;  // lm_head, output norm, one embedding row (approx)
-  for (const auto& L : w.layers) {
-    for (const qwen::Weight* x :
-         {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
-      b += x->nbytes();
-    b += size_t(c.n_embd) * 4 * 2 + size_t(c.q_dim() + 2 * c.kv_dim()) * 4 * (c.qkv_bias ? 1 : 0);
-  }
-  return b;
-}
-
 struct Result {
   std::string test;
   int n_tokens;
@@ -86,7 +71,8 @@ struct Result {
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-bench: prompt processing and token generation throughput"};
-  std::string model_path, device = "auto", kv_name = "f16";
+  std::string model_path, device = "auto", kv_name = "f16", ctk, ctv;
+  double peak_gbs = 0;
   int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0, depth = 0;
   std::vector<int> batches = {1};
   bool json = false;
@@ -116,14 +102,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool exact = false;
   app.add_flag("--exact", exact,
-               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA prefill with activations in two fp16 halves instead of one");
-  app.add_option("--kv-type", kv_name, "KV cache type: f16 or f32")
-      ->check(CLI::IsMember({"f16", "f32"}))
+               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA activations in two fp16 halves and fp32 attention instead of one fp16 pass and tensor-core attention");
+  auto* kv_opt =
+      app.add_option("--kv-type", kv_name, "KV cache type: f32, f16, bf16 or q8_0")->capture_default_str();
+  app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
+  app.add_option("--cache-type-v", ctv, "(-ctv) see -ctk");
+  app.add_option("--peak-gbs", peak_gbs,
+                 "memory bandwidth in GB/s for the '% of peak' column (0: 3050, the H100 SXM's, on cuda; "
+                 "no column on cpu)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--json", json, "print JSON instead of a markdown table");
   bool verbose = false;
   app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
-  CLI11_PARSE(app, argc, argv);
+  // llama.cpp's -ctk / -ctv, spelled with one dash, become --cache-type-k / --cache-type-v.
+  std::vector<std::string> args = qwen::kv_flag_spellings({argv, argv + argc});
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  CLI11_PARSE(app, int(arg_ptrs.size()), arg_ptrs.data());
 
   try {
     auto file = qwen::gguf::File::open(model_path);
@@ -135,7 +131,11 @@ int main(int argc, char** argv) {
     qwen::Model model(*file, be, max_batch);
     const auto& c = model.config();
     const int n_ctx = depth + std::max(n_prompt, n_gen) + 1;
-    const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
+    // The default f16 gives way to -ctk / -ctv; a --kv-type given too must agree with them.
+    const qwen::GGMLType kv_type = qwen::kv_type_from_flags(kv_opt->count() > 0 ? kv_name : "auto", ctk, ctv)
+                                       .value_or(qwen::GGMLType::F16);
+    kv_name = qwen::type_name(kv_type);
+    if (peak_gbs == 0 && be.kind() == qwen::DeviceKind::CUDA) peak_gbs = 3050;
     qwen::KVCache kv(be, c, max_seq, n_ctx, kv_type);
 
     // Device-side inputs: ids, positions (0..n-1), sequence ids (0), output rows (0, 1, ...),
@@ -168,8 +168,8 @@ int main(int argc, char** argv) {
     }
     const std::string at_depth = depth > 0 ? " @ d" + std::to_string(depth) : "";
 
-    const size_t w_bytes = weight_bytes_per_token(model);
-    const size_t kv_row_bytes = size_t(2) * c.n_layer * c.kv_dim() * (kv_type == qwen::GGMLType::F16 ? 2 : 4);
+    const size_t w_bytes = model.streamed_weight_bytes();
+    const size_t kv_row_bytes = model.kv_bytes_per_position(kv_type);
     std::vector<Result> results;
 
     if (n_prompt > 0) {
@@ -189,8 +189,9 @@ int main(int argc, char** argv) {
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::vector<double> tps, gbs;
-      // Bytes: the weights once per forward plus the K/V reads (the depth and n^2/2 causal rows).
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5);
+      // Bytes: the weights once per forward plus the K/V reads (the depth and n^2/2 causal rows)
+      // and writes (n rows).
+      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5 + 1);
       for (double s : r.seconds) tps.push_back(n_prompt / s), gbs.push_back(bytes / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
@@ -235,8 +236,9 @@ int main(int argc, char** argv) {
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::vector<double> tps, gbs;
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * B * (depth + n_gen / 2.0);
-      for (double s : r.seconds) tps.push_back(double(n_gen) * B / s), gbs.push_back(bytes * n_gen / s / 1e9);
+      double bytes = 0;  // every step of the run: its depth grows by one per step
+      for (int i = 0; i < n_gen; ++i) bytes += double(model.decode_bytes(depth + i, kv_type, B));
+      for (double s : r.seconds) tps.push_back(double(n_gen) * B / s), gbs.push_back(bytes / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
     }
@@ -262,29 +264,37 @@ int main(int argc, char** argv) {
       out["kv_type"] = kv_name;
       out["depth"] = depth;
       out["cuda_graphs"] = graphs;
-      out["bytes_per_token"] = w_bytes;
+      out["bytes_per_token"] = model.decode_bytes(depth, kv_type);  // one decode step at the depth
+      out["weight_bytes_per_step"] = w_bytes;
+      out["kv_bytes_per_position"] = kv_row_bytes;
+      if (peak_gbs > 0) out["peak_gbs"] = peak_gbs;
       for (const Result& r : results) {
-        out["tests"].push_back({{"test", r.test},
-                                {"n_tokens", r.n_tokens},
-                                {"tok_s_mean", r.tok_s.mean},
-                                {"tok_s_std", r.tok_s.std},
-                                {"gb_s_mean", r.gb_s.mean},
-                                {"gb_s_std", r.gb_s.std},
-                                {"seconds", r.seconds}});
+        nlohmann::json t = {
+            {"test", r.test},           {"n_tokens", r.n_tokens},   {"tok_s_mean", r.tok_s.mean},
+            {"tok_s_std", r.tok_s.std}, {"gb_s_mean", r.gb_s.mean}, {"gb_s_std", r.gb_s.std},
+            {"seconds", r.seconds}};
+        if (peak_gbs > 0) t["peak_pct"] = 100 * r.gb_s.mean / peak_gbs;
+        out["tests"].push_back(t);
       }
       std::cout << out.dump(2) << "\n";
     } else {
-      std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token), backend: %s%s, KV %s\n",
-                  model_name.c_str(), c.arch_name.c_str(), type_str.c_str(), size_mib, w_bytes / 1e6,
-                  be.name().c_str(), graphs ? " (CUDA graph)" : "", kv_name.c_str());
+      std::printf("model: %s (%s, %s, %.1f MiB, %.1f MB read per token at depth %d), backend: %s%s, KV %s\n",
+                  model_name.c_str(), c.arch_name.c_str(), type_str.c_str(), size_mib,
+                  model.decode_bytes(depth, kv_type) / 1e6, depth, be.name().c_str(),
+                  graphs ? " (CUDA graph)" : "", kv_name.c_str());
       if (!gpu.empty())
         std::printf("gpu (name, sm clock, mem clock, max sm, max mem, driver): %s\n", gpu.c_str());
-      std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |\n");
-      std::printf("| --- | --- | ---: | --- | --- | ---: | ---: |\n");
+      const bool pct = peak_gbs > 0;
+      if (pct) std::printf("%% of peak: GB/s over --peak-gbs %.0f\n", peak_gbs);
+      std::printf("\n| model | type | size MiB | backend | test | t/s | GB/s |%s\n",
+                  pct ? " % of peak |" : "");
+      std::printf("| --- | --- | ---: | --- | --- | ---: | ---: |%s\n", pct ? " ---: |" : "");
       for (const Result& r : results) {
-        std::printf("| %s | %s | %.1f | %s | %s | %.1f ± %.1f | %.1f ± %.1f |\n", c.arch_name.c_str(),
+        std::printf("| %s | %s | %.1f | %s | %s | %.1f ± %.1f | %.1f ± %.1f |", c.arch_name.c_str(),
                     type_str.c_str(), size_mib, be.name().c_str(), r.test.c_str(), r.tok_s.mean, r.tok_s.std,
                     r.gb_s.mean, r.gb_s.std);
+        if (pct) std::printf(" %.1f |", 100 * r.gb_s.mean / peak_gbs);
+        std::printf("\n");
       }
     }
     for (void* p : {static_cast<void*>(ids_d), static_cast<void*>(pos_d), static_cast<void*>(seq_d),

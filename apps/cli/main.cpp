@@ -22,6 +22,7 @@
 #include "gguf/gguf.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -111,15 +112,18 @@ class ProgressBar {
   int last_ = -1;
 };
 
-// weight_bytes: every decode step streams all weights once, so bytes x tok/s is the effective
-// memory bandwidth of generation (ARCHITECTURE §Rules 7).
-void print_timing(const qwen::Completion& c, size_t weight_bytes) {
+// GB/s: the bytes of a decode step (Model::decode_bytes: the weights once, the KV cache read and
+// written) at the generation's mean depth, times tok/s: the effective memory bandwidth of
+// generation (ARCHITECTURE §Rules 7).
+void print_timing(const qwen::Completion& c, qwen::Engine& engine) {
   const qwen::Timing& t = c.timing;
+  const int64_t depth = int64_t(t.n_cached) + t.n_prompt + t.n_gen / 2;
+  const size_t step_bytes = engine.model().decode_bytes(depth, engine.kv_type());
   std::fprintf(stderr,
                "\n[prompt: %d tokens (%d cached) in %.1f ms, %.1f tok/s | generation: %d tokens in %.1f ms, "
                "%.1f tok/s, %.2f GB/s | finish: %s]\n",
                t.n_prompt, t.n_cached, t.prompt_ms, t.prompt_tok_s(), t.n_gen, t.gen_ms, t.gen_tok_s(),
-               double(weight_bytes) * t.gen_tok_s() / 1e9, qwen::finish_reason_name(c.finish));
+               double(step_bytes) * t.gen_tok_s() / 1e9, qwen::finish_reason_name(c.finish));
 }
 
 // Ctrl-C in a chat stops the reply being generated; a second Ctrl-C before the next reply starts
@@ -141,23 +145,6 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// -ctk / -ctv: the engine keeps K and V in one type, f16 (llama.cpp's default) or f32.
-std::optional<qwen::GGMLType> cache_type(const std::string& k, const std::string& v,
-                                         const std::string& kv_type) {
-  for (const auto& [flag, value] : {std::pair{"-ctk", k}, std::pair{"-ctv", v}}) {
-    QWEN_CHECK(value.empty() || value == "f16" || value == "f32", flag, " ", value,
-               ": this engine's KV cache holds f16 or f32 only (quantized caches are not implemented)");
-  }
-  QWEN_CHECK(k.empty() || v.empty() || k == v, "-ctk ", k, " and -ctv ", v,
-             " differ: K and V share one cache type here");
-  const std::string& t = k.empty() ? v : k;
-  QWEN_CHECK(t.empty() || kv_type == "auto" || kv_type == t, "--kv-type ", kv_type, " and -ctk/-ctv ", t,
-             " disagree");
-  const std::string& chosen = t.empty() ? kv_type : t;
-  if (chosen == "auto") return std::nullopt;
-  return qwen::parse_type(chosen);
 }
 
 struct Conversation {
@@ -205,10 +192,11 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)")->check(CLI::Range(0, 4096));
   bool exact = false;
   app.add_flag("--exact", exact,
-               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA prefill with activations in two fp16 halves instead of one");
-  app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
-      ->check(CLI::IsMember({"auto", "f32", "f16"}));
-  app.add_option("--cache-type-k", ctk, "(-ctk) KV cache type, as llama.cpp: f16 or f32; K and V share it");
+               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA activations in two fp16 halves and fp32 attention instead of one fp16 pass and tensor-core attention");
+  app.add_option("--kv-type", kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--cache-type-k", ctk,
+                 "(-ctk) KV cache type, as llama.cpp: f32, f16, bf16 or q8_0; K and V share it");
   app.add_option("--cache-type-v", ctv, "(-ctv) see -ctk");
   app.add_option("--device", opts.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--n-gpu-layers", n_gpu_layers,
@@ -260,7 +248,7 @@ int main(int argc, char** argv) {
 
   try {
     if (opts.model_path.empty()) opts.model_path = default_model_path();
-    opts.kv_type = cache_type(ctk, ctv, kv_type);
+    opts.kv_type = qwen::kv_type_from_flags(kv_type, ctk, ctv);
     opts.exact = exact;
     if (n_gpu_layers == 0) {
       QWEN_CHECK(opts.device != "cuda", "-ngl 0 (no layer on the GPU) contradicts --device cuda");
@@ -294,10 +282,9 @@ int main(int argc, char** argv) {
         opts.model_path.c_str(), cfg.arch_name.c_str(), cfg.n_layer, cfg.n_embd, cfg.n_vocab,
         engine->backend().name().c_str(), engine->n_ctx(), engine->kv_bytes() / 1048576.0, engine->load_ms());
     qwen::Session session(*engine);
-    const size_t weight_bytes = engine->model().weights().nbytes();
 
     if (!chat) {
-      print_timing(session.generate(std::string_view(prompt), gen, stream_out), weight_bytes);
+      print_timing(session.generate(std::string_view(prompt), gen, stream_out), *engine);
       return 0;
     }
     const qwen::Tokenizer& tok = engine->tokenizer();
@@ -338,7 +325,7 @@ int main(int argc, char** argv) {
         throw;
       }
       conv.turns.push_back({"assistant", c.text});
-      print_timing(c, weight_bytes);
+      print_timing(c, *engine);
     };
     if (!prompt.empty()) turn(prompt);
     if (!prompt.empty() && !interactive) return 0;

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -163,8 +164,7 @@ int main(int argc, char** argv) {
                  "forward vs cpu one token per forward)");
   app.add_flag("--step", step, "one token per forward through the KV cache (the decode path)");
   app.add_option("--nmse", tol, "NMSE above which a tensor is flagged");
-  app.add_option("--kv-type", kv_name, "KV cache type on both sides: f16 or f32")
-      ->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("--kv-type", kv_name, "KV cache type on both sides: f32, f16, bf16 or q8_0");
   app.add_option("-t,--threads", n_threads, "CPU threads (0: all)");
   app.add_flag("--color,!--no-color", color, "colour the verdicts (default: when stdout is a terminal)");
   bool verbose = false;
@@ -191,9 +191,10 @@ int main(int argc, char** argv) {
             ? parse_ids(tokens_text)
             : qwen::Tokenizer(*file).encode(prompt, /*parse_special=*/true, /*add_special=*/true);
     QWEN_CHECK(!ids.empty(), "the input has no tokens");
-    const qwen::GGMLType kv_type = kv_name == "f16" ? qwen::GGMLType::F16 : qwen::GGMLType::F32;
-    const Trace a = run(dev_a, *file, ids, step, kv_type, n_threads);
-    const Trace b = run(dev_b, *file, ids, step_b, kv_type, n_threads);
+    const std::optional<qwen::GGMLType> kv_type = qwen::kv_type_from_flags(kv_name, "", "");
+    QWEN_CHECK(kv_type.has_value(), "--kv-type ", kv_name, ": both sides share one cache type, name it");
+    const Trace a = run(dev_a, *file, ids, step, *kv_type, n_threads);
+    const Trace b = run(dev_b, *file, ids, step_b, *kv_type, n_threads);
 
     const char* red = color ? "\033[31m" : "";
     const char* green = color ? "\033[32m" : "";

@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
+#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -98,8 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--dump", dump_dir, "write every named intermediate as DIR/L03.attn_norm.npy ...");
   app.add_flag("--step", step, "feed one token per forward call through the KV cache");
   std::string kv_type = "auto";
-  app.add_option("--kv-type", kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
-      ->check(CLI::IsMember({"auto", "f32", "f16"}));
+  app.add_option("--kv-type", kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
   bool no_graphs = false;
   app.add_flag("--no-graphs", no_graphs, "run every forward eagerly (no captured graph replay)");
   CLI11_PARSE(app, argc, argv);
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
     QWEN_CHECK(!prompt.empty() || !tokens_text.empty(), "give --prompt TEXT or --tokens 1,2,3");
     opts.use_graphs = !no_graphs;
     opts.exact = !fast;
-    if (kv_type != "auto") opts.kv_type = qwen::parse_type(kv_type);
+    opts.kv_type = qwen::kv_type_from_flags(kv_type, "", "");
     // Tokenize first so the KV cache is exactly as long as the input.
     std::vector<int32_t> ids;
     if (!tokens_text.empty()) ids = parse_ids(tokens_text);

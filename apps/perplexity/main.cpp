@@ -18,6 +18,7 @@
 #include "gguf/gguf.h"
 #include "kl_file.h"
 #include "model/config.h"
+#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 #include "scores.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +32,7 @@ using Clock = std::chrono::steady_clock;
 struct Options {
   qwen::EngineOptions engine;
   std::string text_file, kl_base;
+  std::string kv_type = "auto", ctk, ctv;  // --kv-type, -ctk, -ctv
   int n_ctx = 512, chunks = -1;
   bool kl = false, json = false, verbose = false;
 };
@@ -135,10 +137,10 @@ int run(Options& o, bool ctx_given) {
   o.engine.n_ctx = h.n_ctx;
   o.engine.max_batch = std::min(o.engine.max_batch, h.n_ctx);
   auto engine = qwen::Engine::load(o.engine);
-  std::fprintf(stderr,
-               "qwen-perplexity: %s on %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
-               o.engine.model_path.c_str(), engine->backend().name().c_str(), h.n_chunk, h.n_ctx, h.first + 1,
-               h.n_ctx - 1);
+  std::fprintf(
+      stderr, "qwen-perplexity: %s on %s, KV %s, %d windows of %d tokens, scoring positions %d..%d of each\n",
+      o.engine.model_path.c_str(), engine->backend().name().c_str(), qwen::type_name(engine->kv_type()),
+      h.n_chunk, h.n_ctx, h.first + 1, h.n_ctx - 1);
 
   const size_t n_vocab = size_t(h.n_vocab), rows = size_t(h.rows());
   std::vector<float> logits, scored, base_logits;  // scored: this chunk's rows for the base file
@@ -173,6 +175,7 @@ int run(Options& o, bool ctx_given) {
   if (o.json) {
     json out = {{"model", o.engine.model_path},
                 {"backend", engine->backend().name()},
+                {"kv_type", qwen::type_name(engine->kv_type())},
                 {"n_ctx", h.n_ctx},
                 {"n_chunks", h.n_chunk},
                 {"first_scored", h.first + 1}};
@@ -214,9 +217,17 @@ int main(int argc, char** argv) {
                  "with it");
   app.add_flag("--kl-divergence", o.kl,
                "compare with the --kl-divergence-base file: KL divergence, top-1 agreement, Δp percentiles");
+  app.add_option("--kv-type", o.kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--cache-type-k", o.ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
+  app.add_option("--cache-type-v", o.ctv, "(-ctv) see -ctk");
   app.add_flag("--json", o.json, "print the results as one JSON object on stdout");
   app.add_flag("--verbose", o.verbose, "errors also name the source location that raised them");
-  CLI11_PARSE(app, argc, argv);
+  // llama.cpp's -ctk / -ctv, spelled with one dash, become --cache-type-k / --cache-type-v.
+  std::vector<std::string> args = qwen::kv_flag_spellings({argv, argv + argc});
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  CLI11_PARSE(app, int(arg_ptrs.size()), arg_ptrs.data());
   try {
     QWEN_CHECK(o.chunks == -1 || o.chunks >= 1, "--chunks ", o.chunks,
                " must be -1 (all windows) or at least 1");
@@ -229,6 +240,7 @@ int main(int argc, char** argv) {
     } else {
       QWEN_CHECK(!o.text_file.empty(), "give the text to score with -f FILE");
     }
+    o.engine.kv_type = qwen::kv_type_from_flags(o.kv_type, o.ctk, o.ctv);
     return run(o, ctx->count() > 0);
   } catch (const std::exception& e) {
     std::cerr << "qwen-perplexity: error: " << qwen::error_text(e, o.verbose) << "\n";

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "model/config.h"
 #include "routes.h"
+#include "runtime/kv_cache.h"
 #include "runtime/session.h"
 #include "scheduler.h"
 #include "util/check.h"
@@ -47,7 +48,7 @@ struct Options {
   std::vector<std::string> api_keys;
   std::string chat_template;
   std::string alias;
-  std::string kv_type = "auto";
+  std::string kv_type = "auto", ctk, ctv;  // --kv-type, -ctk, -ctv
   qwen::CtxOverflow ctx_overflow = qwen::CtxOverflow::Refuse;
   bool exact = false;
   bool embeddings = false;
@@ -89,7 +90,7 @@ int serve(const Options& o) {
   eo.ctx_overflow = o.ctx_overflow;
   eo.n_seq = o.parallel;
   eo.max_batch = o.batch;
-  if (o.kv_type != "auto") eo.kv_type = parse_type(o.kv_type);
+  eo.kv_type = kv_type_from_flags(o.kv_type, o.ctk, o.ctv);
   std::unique_ptr<Engine> engine = Engine::load(eo);
   std::fprintf(
       stderr, "qwen-server: loaded %s in %.0f ms: %d slots x %d tokens of context (KV cache %.1f MiB)\n",
@@ -202,7 +203,7 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--exact", o.exact,
-               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA prefill with activations in two fp16 halves instead of one");
+               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA activations in two fp16 halves and fp32 attention instead of one fp16 pass and tensor-core attention");
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,
@@ -226,15 +227,21 @@ int main(int argc, char** argv) {
       ->take_all();
   app.add_option("--chat-template", o.chat_template,
                  "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
-  app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
-      ->check(CLI::IsMember({"auto", "f32", "f16"}));
+  app.add_option("--kv-type", o.kv_type,
+                 "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
+  app.add_option("--cache-type-k", o.ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");
+  app.add_option("--cache-type-v", o.ctv, "(-ctv) see -ctk");
   app.add_flag("--embeddings", o.embeddings,
                "serve /v1/embeddings even when the GGUF names no pooling (then --pooling is needed); a GGUF "
                "with <arch>.pooling_type mean, cls or last serves it without this flag");
   app.add_option("--pooling", o.pooling, "pooling for /v1/embeddings (default: the GGUF's pooling_type)")
       ->check(CLI::IsMember({"mean", "cls", "last"}));
   app.add_option("-a,--alias", o.alias, "model id reported by /v1/models (default: the file name stem)");
-  CLI11_PARSE(app, argc, argv);
+  // llama.cpp's -ctk / -ctv, spelled with one dash, become --cache-type-k / --cache-type-v.
+  std::vector<std::string> args = qwen::kv_flag_spellings({argv, argv + argc});
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  CLI11_PARSE(app, int(arg_ptrs.size()), arg_ptrs.data());
 
   try {
     return serve(o);

@@ -40,6 +40,13 @@ std::string Metrics::render(int n_slots) const {
   emit(os, "qwen_generated_tokens_per_second", "gauge",
        "Aggregate tokens sampled per second of batched-step time, since start.",
        gen_s > 0 ? double(generated_tokens.load()) / gen_s : 0.0);
+  emit(os, "qwen_decode_bytes_total", "counter",
+       "Bytes the batched steps read and wrote: weights once a step, each stream's KV cache "
+       "(Model::decode_bytes).",
+       double(decode_bytes.load()));
+  emit(os, "qwen_decode_gigabytes_per_second", "gauge",
+       "Effective memory bandwidth of the batched steps (decode bytes over their time), since start.",
+       gen_s > 0 ? double(decode_bytes.load()) / gen_s * 1e-9 : 0.0);
   emit(os, "qwen_requests_active", "gauge", "Generations holding a slot.", double(active.load()));
   emit(os, "qwen_requests_queued", "gauge", "Generations waiting for a free slot.", double(queued.load()));
   emit(os, "qwen_slots", "gauge", "Parallel slots (KV cache sequences).", double(n_slots));

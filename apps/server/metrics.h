@@ -18,6 +18,7 @@ struct Metrics {
   std::atomic<uint64_t> generated_tokens{0};  // tokens sampled
   std::atomic<uint64_t> prompt_us{0};         // prefill wall time summed over generations
   std::atomic<uint64_t> generation_us{0};     // scheduler time spent in batched steps
+  std::atomic<uint64_t> decode_bytes{0};      // bytes those steps read and wrote (Model::decode_bytes)
   std::atomic<int> active{0};                 // generations holding a slot
   std::atomic<int> queued{0};                 // generations waiting for a slot
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "model/model.h"
 #include "util/check.h"
 
 namespace qwen::server {
@@ -94,6 +95,7 @@ void Scheduler::submit(std::shared_ptr<Job> job) {
 void Scheduler::run() {
   std::vector<std::shared_ptr<Job>> admitted;
   std::vector<Generation*> gens;
+  std::vector<int64_t> depths;  // each stream's cached positions at the step (for decode_bytes)
   for (;;) {
     admitted.clear();
     {
@@ -117,7 +119,11 @@ void Scheduler::run() {
     if (running_.empty()) continue;
 
     gens.clear();
-    for (Running& r : running_) gens.push_back(r.gen.get());
+    depths.clear();
+    for (Running& r : running_) {
+      gens.push_back(r.gen.get());
+      depths.push_back(int64_t(engine_.slot_tokens(r.gen->slot()).size()));
+    }
     auto t0 = std::chrono::steady_clock::now();
     try {
       engine_.step(gens, prefill_chunk_);
@@ -129,6 +135,7 @@ void Scheduler::run() {
     }
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
     metrics_.generation_us += uint64_t(us.count());
+    metrics_.decode_bytes += engine_.model().decode_bytes(depths, engine_.kv_type());
 
     for (Running& r : running_) {
       if (r.gen->done()) retire(r);

@@ -7,7 +7,9 @@
 //  - activations are fp32: x [n_tokens][n], q [n_tokens][n_head][head_dim] ...
 //  - a weight W is stored as in GGUF: ne0 = input dim (contiguous), ne1 = output dim,
 //    i.e. W [ne1][ne0] with rows quantized in blocks of type W.type.
-//  - KV cache: per layer K and V, each [n_seq][n_ctx][n_head_kv][head_dim] of type kv_type.
+//  - KV cache: per layer K and V, each [n_seq][n_ctx][n_head_kv][head_dim] of type kv_type: F32,
+//    F16, BF16, or Q8_0 (each head's row quantized in ggml blocks of 32: fp16 scale + 32 int8,
+//    rounded as gguf's quantize_row; head_dim is a multiple of 32).
 #pragma once
 
 #include <cstddef>
@@ -38,7 +40,7 @@ struct Weight {
 struct KVLayer {
   void* k = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
   void* v = nullptr;  // [n_seq][n_ctx][n_head_kv][head_dim]
-  GGMLType type = GGMLType::F32;  // F32 or F16
+  GGMLType type = GGMLType::F32;  // F32, F16, BF16 or Q8_0 (see runtime/kv_cache.h)
   int n_seq = 1;
   int n_ctx = 0;
   int n_head_kv = 0;
@@ -107,11 +109,12 @@ class Backend {
   // where fp32 would lose the low bits that decide sin/cos), cos and sin scaled by r.mscale.
   virtual void rope(float* x, const int32_t* pos, int n_tokens, int n_head, int head_dim,
                     const RopeParams& r) = 0;
-  // Writes k, v [n_tokens][n_head_kv][head_dim] into the cache at (seq[t], pos[t]).
+  // Writes k, v [n_tokens][n_head_kv][head_dim] into the cache at (seq[t], pos[t]), converted to
+  // the cache type (round to nearest even; Q8_0 as gguf's quantize_row).
   virtual void kv_store(KVLayer& cache, const float* k, const float* v, const Batch& batch) = 0;
   // Causal GQA attention of q [n_tokens][n_head][head_dim] over the cache (which already holds the
   // batch's own k/v); out [n_tokens][n_head][head_dim]. Head h reads kv head h / (n_head/n_head_kv).
-  // Softmax and accumulation in fp32.
+  // The cache is read as its exact fp32 values (Q8_0: d * q); softmax and accumulation in fp32.
   virtual void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                          const AttentionParams& p) = 0;
   // out[i] = silu(gate[i]) * up[i]

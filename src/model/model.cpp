@@ -32,6 +32,44 @@ Model::~Model() {
   if (scratch_ != nullptr) backend_.free(scratch_);
 }
 
+size_t Model::streamed_weight_bytes() const {
+  const ModelConfig& c = config_;
+  const ModelWeights& w = *weights_;
+  const size_t f32 = sizeof(float);
+  size_t b = w.output.nbytes() + size_t(c.n_embd) * f32;  // lm_head, output_norm
+  for (const LayerWeights& L : w.layers) {
+    for (const Weight* m :
+         {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      b += m->nbytes();
+    b += 2 * size_t(c.n_embd) * f32;  // attn_norm, ffn_norm
+    if (L.attn_q_b != nullptr) b += size_t(c.q_dim()) * f32;
+    if (L.attn_k_b != nullptr) b += size_t(c.kv_dim()) * f32;
+    if (L.attn_v_b != nullptr) b += size_t(c.kv_dim()) * f32;
+    if (L.attn_q_norm != nullptr) b += size_t(c.head_dim) * f32;
+    if (L.attn_k_norm != nullptr) b += size_t(c.head_dim) * f32;
+  }
+  return b;
+}
+
+size_t Model::kv_bytes_per_position(GGMLType kv_type) const {
+  return 2 * size_t(config_.n_layer) * row_bytes(kv_type, config_.kv_dim());
+}
+
+size_t Model::decode_bytes(int64_t depth, GGMLType kv_type, int n_seq) const {
+  QWEN_CHECK(depth >= 0 && n_seq >= 1, "decode_bytes: depth ", depth, ", n_seq ", n_seq);
+  const size_t per_seq =
+      weights_->token_embd.row_bytes() + size_t(depth + 2) * kv_bytes_per_position(kv_type);
+  return streamed_weight_bytes() + size_t(n_seq) * per_seq;
+}
+
+size_t Model::decode_bytes(std::span<const int64_t> depths, GGMLType kv_type) const {
+  QWEN_CHECK(!depths.empty(), "decode_bytes: a step of no sequence");
+  const size_t weights = streamed_weight_bytes();
+  size_t b = weights;
+  for (int64_t d : depths) b += decode_bytes(d, kv_type) - weights;
+  return b;
+}
+
 // Follows HF Qwen2DecoderLayer / Qwen3DecoderLayer / LlamaDecoderLayer: pre-norm attention and
 // SwiGLU MLP with residuals, final RMSNorm, lm_head. Names follow llama.cpp's graph names.
 void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* out,

@@ -44,6 +44,20 @@ class Model {
   Backend& backend() const { return backend_; }
   int max_batch() const { return max_batch_; }
 
+  // Bytes per token, in one place (ARCHITECTURE §Rules 7): qwen-cli's speed line, qwen-bench's
+  // GB/s and the server's /metrics all divide these by a measured time.
+  // The weights one forward streams whatever its token count: every layer's matrices, norms and
+  // biases, the output norm and the lm_head (the embedding table only through its rows).
+  size_t streamed_weight_bytes() const;
+  // K and V of one position over every layer, in the cache type kv_type.
+  size_t kv_bytes_per_position(GGMLType kv_type) const;
+  // One decode step of n_seq sequences, each with `depth` positions already cached: the streamed
+  // weights once, and per sequence one embedding row, the K/V of the depth + 1 positions attention
+  // reads (its own included) and of the one position it writes.
+  size_t decode_bytes(int64_t depth, GGMLType kv_type, int n_seq = 1) const;
+  // The same step when its sequences sit at different depths (a server's streams).
+  size_t decode_bytes(std::span<const int64_t> depths, GGMLType kv_type) const;
+
   // One forward pass over batch (ids/pos/seq in backend memory, n_tokens <= max_batch); stores
   // the batch's K/V into kv (one KVLayer per layer) and writes to `out` (backend memory), for the
   // batch rows out_rows[0..n_out) (backend memory, int32), their logits [n_out][n_vocab] or, with

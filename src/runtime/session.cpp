@@ -209,6 +209,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& o) {
     const ModelConfig c = ModelConfig::from_gguf(*m.file);
     m.n_ctx = o.n_ctx > 0 ? o.n_ctx : c.n_ctx_max;
     check_context(o, c, m.n_ctx);
+    if (o.kv_type) check_kv_type(*o.kv_type, c);
   }
   m.model = std::make_unique<Model>(*m.file, *m.backend, o.max_batch, o.on_progress);
   const ModelConfig& c = m.model->config();
@@ -272,6 +273,9 @@ double Engine::load_ms() const {
 }
 size_t Engine::kv_bytes() const {
   return impl_->kv->nbytes();
+}
+GGMLType Engine::kv_type() const {
+  return impl_->kv->type();
 }
 
 const std::vector<int32_t>& Engine::slot_tokens(int slot) const {

@@ -50,8 +50,9 @@ struct EngineOptions {
   int max_batch = 512;          // most tokens in one forward call (longer prompts are chunked)
   // n_ctx beyond the model's n_ctx_max: an error (Refuse) or a warning on stderr (Warn).
   CtxOverflow ctx_overflow = CtxOverflow::Refuse;
-  // F32 or F16; unset: F16 on the GPU (half the cache traffic; attention still accumulates in
-  // fp32), F32 on the CPU (the oracle stays exact).
+  // F32, F16, BF16 or Q8_0 (runtime/kv_cache.h); unset: F16 on the GPU (half the cache traffic;
+  // attention still accumulates in fp32), F32 on the CPU (the oracle stays exact). The accuracy
+  // each costs is in docs/ARCHITECTURE.md ("KV cache types").
   std::optional<GGMLType> kv_type;
   // On a backend with graphs, decode steps (one token per slot, up to n_seq slots) are captured
   // once per batch size and replayed; false runs every forward eagerly (for comparisons).
@@ -132,6 +133,7 @@ class Engine {
   int n_vocab() const;
   double load_ms() const;
   size_t kv_bytes() const;  // backend bytes of the KV cache (every slot, n_ctx positions each)
+  GGMLType kv_type() const;  // its type: EngineOptions::kv_type or the backend's default
 
   // Tokens whose K/V currently sit in a slot (position i holds tokens[i]), counting the input of
   // a step still in flight (its K/V are being written). A slot whose generation ended (or was

@@ -1,13 +1,15 @@
 // CUDA kv_store + causal GQA attention vs the CPU backend: prefill (many tokens per head, one
 // split), continued prefill over a cached prefix, mixed-sequence batches, and decode (split-K
-// over up to 1,000 cached positions), for F16 and F32 caches, GQA 14:2 (head_dim 64),
+// over up to 1,000 cached positions), for F32, F16, BF16 and Q8_0 caches, GQA 14:2 (head_dim 64),
 // 16:8 (head_dim 128), 28:4 (head_dim 128) and 16:2 (head_dim 256), with the CUDA backend exact
-// and fast (prefill runs of >= 16 tokens over an F16 cache of head_dim 64/128 take the flash
-// kernel; the rest stays on the fp32 kernel).
-// Bounds: the cache contents are bit-identical (same fp16 round-to-nearest-even). Exact: attention
-// is fp32 on both sides with a different summation order: NMSE <= 1e-10, max|d| <= 1e-5 max|ref|.
-// Fast: q and the softmax weights are rounded to fp16 (relative 2^-12) before the tensor-core
-// products: NMSE <= 1e-6, max|d| <= 4e-3 max|ref|.
+// and fast (over an F16 cache of head_dim 64/128 the flash kernels run: prefill for runs of >= 16
+// tokens of one sequence, flash-decoding otherwise; the rest stays on the fp32 kernel).
+// Bounds: the cache contents are bit-identical (same fp16 / bf16 round-to-nearest-even; Q8_0: the
+// same IEEE d = amax / 127, 1 / d and round half away from zero as gguf's quantize_row). Exact:
+// attention reads the same values (Q8_0: d * q) and is fp32 on both sides with a different
+// summation order: NMSE <= 1e-10, max|d| <= 1e-5 max|ref|. Fast: q and the softmax weights are
+// rounded to fp16 (relative 2^-12) before the tensor-core products: NMSE <= 1e-6,
+// max|d| <= 4e-3 max|ref|.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -39,8 +41,7 @@ TEST_P(AttentionParity, PrefillThenDecode) {
   Pair be(!c.fast);
   std::mt19937 rng(11 + c.head_dim + c.n_head);
   const int n_seq = 2, n_ctx = 1024;
-  const size_t elem = c.kv_type == GGMLType::F16 ? 2 : 4;
-  const size_t cache_bytes = size_t(n_seq) * n_ctx * c.n_head_kv * c.head_dim * elem;
+  const size_t cache_bytes = size_t(n_seq) * n_ctx * row_bytes(c.kv_type, int64_t(c.n_head_kv) * c.head_dim);
   Mirror kc(be, cache_bytes), vc(be, cache_bytes);
   const std::vector<uint8_t> zeros(cache_bytes, 0);
   kc.upload(zeros.data());
@@ -101,12 +102,18 @@ TEST_P(AttentionParity, PrefillThenDecode) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParity,
                          testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
+                                         Config{14, 2, 64, GGMLType::BF16}, Config{14, 2, 64, GGMLType::Q8_0},
                                          Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
-                                         Config{16, 2, 256, GGMLType::F16}, Config{14, 2, 64, GGMLType::F16, true},
+                                         Config{16, 8, 128, GGMLType::BF16},
+                                         Config{16, 8, 128, GGMLType::Q8_0},
+                                         Config{16, 2, 256, GGMLType::F16},
+                                         Config{16, 2, 256, GGMLType::BF16},
+                                         Config{16, 2, 256, GGMLType::Q8_0}, Config{14, 2, 64, GGMLType::F16, true},
                                          Config{16, 8, 128, GGMLType::F16, true},
                                          Config{28, 4, 128, GGMLType::F16, true},
                                          Config{16, 2, 256, GGMLType::F16, true},
-                                         Config{14, 2, 64, GGMLType::F32, true}),
+                                         Config{14, 2, 64, GGMLType::F32, true},
+                                         Config{16, 8, 128, GGMLType::Q8_0, true}),
                          [](const testing::TestParamInfo<Config>& i) {
                            return "H" + std::to_string(i.param.n_head) + "_KV" +
                                   std::to_string(i.param.n_head_kv) + "_D" +

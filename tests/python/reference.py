@@ -25,6 +25,11 @@ import gguf
 
 
 class Reference:
+    # The KV cache's storage type (a gguf.GGMLQuantizationType, as qwen's --kv-type), or None for
+    # exact K/V: K after rope and V then pass through gguf.quants.quantize / dequantize per head, in
+    # GGUF element order (qwen2 / qwen3: llama's heads are permuted to HF's order here).
+    kv_type = None
+
     def __init__(self, path, dtype=np.float64):
         self.dtype = dtype
         self.reader = gguf.GGUFReader(str(path))
@@ -148,6 +153,8 @@ class Reference:
             q = self.rms_norm(q, self.w(p + "attn_q_norm.weight"))
             k = self.rms_norm(k, self.w(p + "attn_k_norm.weight"))
         q, k = self.rope(q, positions), self.rope(k, positions)
+        if self.kv_type is not None:
+            k, v = self._kv_store(k), self._kv_store(v)
         group = H // Hkv  # repeat_kv
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
         scores = np.einsum("thd,shd->hts", q, k) / self.dtype(np.sqrt(D))
@@ -159,6 +166,12 @@ class Reference:
         out = np.einsum("hts,shd->thd", probs, v).reshape(T, H * D)
         taps[f"L{layer:02d}.kqv_out"] = out
         return out @ self.w(p + "attn_output.weight").T
+
+    def _kv_store(self, x):
+        assert self.arch != "llama", "kv_type: llama's heads are in HF's permuted order here"
+        rows = x.reshape(-1, x.shape[-1]).astype(np.float32)
+        stored = gguf.quants.dequantize(gguf.quants.quantize(rows, self.kv_type), self.kv_type)
+        return stored.reshape(x.shape).astype(self.dtype)
 
     def mlp(self, layer, x):
         p = f"blk.{layer}."

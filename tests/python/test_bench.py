@@ -69,9 +69,57 @@ def test_markdown_table(bin_dir, model):
     (["-b", "0"], "--batch"),
     (["-r", "0"], "--repetitions"),
     (["-d", "-1"], "--n-depth"),
+    (["-ctk", "f16", "-ctv", "q8_0"], "-ctv q8_0"),
+    (["--kv-type", "q4_0"], "--kv-type q4_0"),
 ])
 def test_bad_arguments(bin_dir, model, args, message):
     full = args if args[0] == "-m" else ["-m", model, *args]
     out = bench(bin_dir, *full)
     assert out.returncode != 0
     assert message in out.stderr + out.stdout
+
+
+@pytest.fixture(scope="module")
+def model32(tmp_path_factory):
+    """Heads of 32 (n_embd 128 over 4 heads): one Q8_0 block per head, so every KV type applies."""
+    path = tmp_path_factory.mktemp("bench32") / "tiny32.gguf"
+    make_model(path, arch="qwen2", n_embd=128, n_layer=2, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512,
+               type="Q8_0", seed=3)
+    return path
+
+
+@pytest.mark.parametrize("kv, row", [("f32", 64 * 4), ("f16", 64 * 2), ("bf16", 64 * 2), ("q8_0", 2 * 34)])
+def test_bytes_per_token_count_the_kv_type(bin_dir, model32, kv, row):
+    """Model::decode_bytes, exact: the file's tensors but the embedding table (the untied lm_head is
+    read instead), one embedding row, and per sequence the K/V of depth + 2 positions (depth + 1
+    read, 1 written) of 2 layers x {K, V} x one row of n_head_kv * head_dim = 64 elements in the KV
+    type. tg's GB/s is the sum of its steps' bytes (depth growing by one a step, x B sequences) over
+    its time: relative 1e-9. -ctk/-ctv name the same type as --kv-type."""
+    import gguf
+    tensors = gguf.GGUFReader(model32).tensors
+    weights = sum(int(t.n_bytes) for t in tensors if t.name != "token_embd.weight")
+    emb_row = next(int(t.n_bytes) for t in tensors if t.name == "token_embd.weight") // 512
+    per_pos = 2 * 2 * row
+    depth, n, B = 5, 3, 2
+    out = bench(bin_dir, "-m", model32, "-p", 0, "-n", n, "-r", 1, "-d", depth, "-b", B, "-ctk", kv, "-ctv", kv,
+                "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["kv_type"] == kv.upper()
+    assert report["kv_bytes_per_position"] == per_pos and report["weight_bytes_per_step"] == weights
+    assert report["bytes_per_token"] == weights + emb_row + (depth + 2) * per_pos
+    (tg,) = report["tests"]
+    steps = sum(weights + B * (emb_row + (depth + i + 2) * per_pos) for i in range(n))
+    assert tg["gb_s_mean"] * tg["seconds"][0] * 1e9 == pytest.approx(steps, rel=1e-9)
+    assert "peak_pct" not in tg  # cpu without --peak-gbs: no roofline column
+
+
+def test_peak_gbs_column(bin_dir, model):
+    """--peak-gbs P adds '% of peak' = 100 x GB/s / P (markdown column and JSON, relative 1e-12)."""
+    out = bench(bin_dir, "-m", model, "-p", 0, "-n", 2, "-r", 1, "--peak-gbs", 50, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    (tg,) = report["tests"]
+    assert report["peak_gbs"] == 50 and tg["peak_pct"] == pytest.approx(2 * tg["gb_s_mean"], rel=1e-12)
+    md = bench(bin_dir, "-m", model, "-p", 0, "-n", 2, "-r", 1, "--peak-gbs", 50)
+    assert "| t/s | GB/s | % of peak |" in md.stdout, md.stdout

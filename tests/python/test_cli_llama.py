@@ -34,7 +34,7 @@ GREEDY = ["-n", 8, "--temp", 0, "--ignore-eos"]
 
 def test_llama_spellings_equal_long_names(bin_dir, model, tmp_path):
     """`-cnv -sys "Be brief." -f prompt.txt -n 16` == `--chat --system "Be brief." -p TEXT`, byte for byte;
-    -ctk/-ctv f16 == --kv-type f16; -ngl 99 and --jinja change nothing."""
+    -ctk/-ctv f16 == --kv-type f16 and -ctk/-ctv bf16 == --kv-type bf16; -ngl 99 and --jinja change nothing."""
     (tmp_path / "prompt.txt").write_text("What is the capital of France?")
     short = cli(bin_dir, "-m", model, "-cnv", "-sys", "Be brief.", "-f", tmp_path / "prompt.txt", "-n", 16,
                 "--temp", 0, "--ignore-eos")
@@ -46,6 +46,10 @@ def test_llama_spellings_equal_long_names(bin_dir, model, tmp_path):
     b = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "--kv-type", "f16")
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
+    q = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "-ctk", "bf16", "-ctv", "bf16")
+    r = cli(bin_dir, "-m", model, "-p", "Hi", *GREEDY, "--kv-type", "bf16")
+    assert q.returncode == 0, q.stderr
+    assert q.stdout == r.stdout
 
 
 def test_conversation_is_the_default_with_a_template(bin_dir, model):
@@ -78,8 +82,10 @@ def test_escape(bin_dir, model):
     (["--repeat-penalty", 0], ["--repeat-penalty", "above 0"]),
     (["-n", -2], ["--n-predict", "-2"]),
     (["-c", 999999], ["a context of 999999 tokens", "4096", "context_length", "--ctx-overflow"]),
-    (["-ctk", "q8_0"], ["-ctk q8_0", "f16"]),
-    (["-ctk", "f16", "-ctv", "f32"], ["-ctk f16", "-ctv f32"]),
+    (["-ctk", "q4_0"], ["-ctk q4_0", "f32, f16, bf16 or q8_0"]),
+    (["-ctk", "f16", "-ctv", "q8_0"], ["-ctk f16", "-ctv q8_0"]),
+    (["--kv-type", "bf16", "-ctk", "q8_0"], ["--kv-type bf16", "-ctk q8_0"]),
+    (["-ctk", "q8_0", "-ctv", "q8_0"], ["Q8_0", "blocks of 32", "head_dim is 16"]),  # this model's heads
     (["-ngl", 0, "--device", "cuda"], ["-ngl 0", "--device cuda"]),
     (["-no-cnv", "-sys", "x"], ["-sys", "-no-cnv"]),
     (["-no-cnv", "--chat-template", "chatml"], ["--chat-template", "-no-cnv"]),
@@ -146,3 +152,27 @@ def test_without_a_template_the_default_is_plain_completion(bin_dir, tmp_path, t
     assert sys_.returncode == 1 and "no chat template" in sys_.stderr and "model:" not in sys_.stderr
     named = cli(bin_dir, "-m", bare, "--chat-template", "chatml", "-p", "Hi", *GREEDY)
     assert named.returncode == 0 and "[prompt: 1 tokens" not in named.stderr, named.stderr
+
+
+def test_speed_line_counts_decode_bytes(bin_dir, model):
+    """The timing line's GB/s is Model::decode_bytes at the generation's mean depth (cached + prompt +
+    half the generated tokens) times its tok/s: the weights but the embedding table (the untied
+    lm_head is read instead), one embedding row, and the K/V of depth + 2 positions (F32 cache on the
+    cpu: 2 layers x {K, V} x 32 elements x 4 bytes). Bound: the printed rounding (GB/s to 0.01, tok/s
+    to 0.1) plus 1e-3 relative."""
+    import re
+
+    import gguf
+    out = cli(bin_dir, "-m", model, "-no-cnv", "-p", "Hello there", "-n", 32, "--temp", 0, "--ignore-eos")
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"\[prompt: (\d+) tokens \((\d+) cached\).*generation: (\d+) tokens in [\d.]+ ms, ([\d.]+) tok/s, "
+                  r"([\d.]+) GB/s", out.stderr)
+    assert m, out.stderr
+    n_prompt, n_cached, n_gen, tok_s, gb_s = int(m[1]), int(m[2]), int(m[3]), float(m[4]), float(m[5])
+    tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(model).tensors}
+    untied = "output.weight" in tensors
+    weights = sum(n for name, n in tensors.items() if name != "token_embd.weight" or not untied)
+    depth = n_cached + n_prompt + n_gen // 2
+    step = weights + tensors["token_embd.weight"] // 151936 + (depth + 2) * 2 * 2 * 32 * 4
+    want = step * tok_s / 1e9
+    assert abs(gb_s - want) <= 0.006 + step * 0.05 / 1e9 + 1e-3 * want, (gb_s, want)

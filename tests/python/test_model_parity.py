@@ -8,6 +8,7 @@ dequantized weights, so the tolerance only covers fp32 accumulation order. Logit
 import subprocess
 import sys
 
+import gguf
 import numpy as np
 import pytest
 
@@ -75,6 +76,26 @@ def test_logits_match_reference(bin_dir, models, tmp_path, arch, wtype):
     assert got.shape == (N_TOKENS, 512) and got.dtype == np.float32
     err = float(np.abs(got - want).max())
     assert err <= TOLERANCE[wtype], f"{arch} {wtype}: max |Δlogit| = {err:.3g} > {TOLERANCE[wtype]}"
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_q8_0_kv_cache_matches_gguf_quantize(bin_dir, models, tmp_path, arch):
+    """--kv-type q8_0 vs the reference whose K (after rope) and V go through the PyPI gguf package's
+    Q8_0 quantize + dequantize: max |Δlogit| <= 5e-4 (measured 6.8e-5 qwen2, 8.6e-7 qwen3: fp32 vs fp64
+    k may move a block's rounding), while Q8_0 storage itself moves the logits by >= 1e-2 (measured
+    0.022, 0.021), so the bound tells gguf's rounding apart from exact K/V. F32 weights, head_dim 64
+    (two blocks per head). (F16/BF16 caches are plain conversions: checked exactly in
+    tests/unit/test_cpu_backend.cpp; here their last-bit roundings flip too often to bound tighter
+    than their own effect.)"""
+    model = models(arch, "F32", n_head=4, n_head_kv=2, head_dim=64)
+    tokens = prompt(512)
+    got = run_logits(bin_dir, model, tokens, tmp_path / "logits.npy", "--kv-type", "q8_0")
+    ref = Reference(model)
+    exact = ref.forward(tokens)
+    ref.kv_type = gguf.GGMLQuantizationType.Q8_0
+    want = ref.forward(tokens)
+    err, effect = float(np.abs(got - want).max()), float(np.abs(want - exact).max())
+    assert err <= 5e-4 and effect >= 1e-2, f"{arch}: max |Δlogit| {err:.3g}, Q8_0's own effect {effect:.3g}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

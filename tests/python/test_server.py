@@ -238,6 +238,35 @@ def test_health_and_metrics(server):
     assert server.metric("qwen_slots") == N_SLOTS
 
 
+def test_decode_bytes_metric(server, client, tiny_model):
+    """qwen_decode_bytes_total counts Model::decode_bytes of every batched step: a lone greedy request
+    of 16 tokens adds, per token generated, between the weights of one step W (the file's tensors but
+    the embedding table) and W plus one embedding row and the K/V of N_CTX + 2 positions (F32 cache on
+    the cpu: 2 layers x {K, V} x 32 x 4 bytes), give or take one step (the first token comes from the
+    prefill). The GB/s gauge is that counter over the step time (positive once steps ran)."""
+    import gguf
+    tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(tiny_model).tensors}
+    w = sum(n for name, n in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
+    most = w + tensors["token_embd.weight"] // 151936 + (N_CTX + 2) * 2 * 2 * 32 * 4
+    bytes0, tokens0 = server.metric("qwen_decode_bytes_total"), server.metric("qwen_generated_tokens_total")
+    chat(client, "Count the bytes.", max_tokens=16, extra_body={"ignore_eos": True})
+    steps = server.metric("qwen_generated_tokens_total") - tokens0
+    added = server.metric("qwen_decode_bytes_total") - bytes0
+    assert steps == 16 and w * (steps - 1) <= added <= most * (steps + 1), (added, w, most)
+    assert server.metric("qwen_decode_gigabytes_per_second") > 0
+
+
+@pytest.mark.parametrize("flags, mib", [(["-ctk", "bf16", "-ctv", "bf16"], 1.0), (["--kv-type", "f32"], 2.0)])
+def test_kv_type_flags(bin_dir, tiny_model, flags, mib):
+    """--kv-type and llama.cpp's -ctk/-ctv: the KV cache of the load line has the type's bytes, exactly
+    2 layers x {K, V} x 4 slots x 1024 positions x 32 elements x 2 (bf16) or 4 (f32) bytes."""
+    s = Server(bin_dir, tiny_model, *flags)
+    try:
+        assert any(f"(KV cache {mib:.1f} MiB)" in line for line in s.log), "".join(s.log)
+    finally:
+        s.stop()
+
+
 # ---- concurrency ------------------------------------------------------------------------------
 
 

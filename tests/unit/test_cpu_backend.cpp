@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "gguf/quantize.h"
 #include "util/half.h"
 
 namespace qwen {
@@ -106,6 +107,71 @@ TEST(CpuBackend, AttentionOverCacheMatchesNaive) {
     be->free(cache.k);
     be->free(cache.v);
   }
+}
+
+// Quantized and 16-bit caches (BF16, Q8_0; F16 too): kv_store writes each (seq, pos) row exactly
+// as gguf's quantize_row does (the quantizer test_quantize.py checks byte for byte against the
+// PyPI gguf package), and attention over that cache equals, bit for bit, attention over an F32
+// cache holding its dequantized values: the cache type changes what is stored, never the
+// arithmetic after it. Two sequences, GQA 4:2, head_dim 64 (two Q8_0 blocks per head).
+TEST(CpuBackend, TypedCacheIsQuantizeRowAndAttentionOverItsValues) {
+  const int n_head = 4, n_kv = 2, d = 64, n_ctx = 8, n_seq = 2, width = n_kv * d;
+  const std::vector<int32_t> seq = {0, 1, 0, 1, 0, 0}, pos = {0, 0, 1, 1, 2, 3};
+  const int n = int(seq.size());
+  auto q = random_vec(size_t(n) * n_head * d, 11), k = random_vec(size_t(n) * width, 12),
+       v = random_vec(size_t(n) * width, 13);
+  k[5] = 0.f, v[7] = -0.f;                   // a zero and a negative zero
+  for (int i = 64; i < 96; ++i) k[i] = 0.f;  // an all-zero block: d = 0, every q = 0
+  auto be = make_cpu_backend(2);
+  const Batch batch{n, nullptr, pos.data(), seq.data()};
+  const AttentionParams ap{n_head, n_kv, d, 1.f / std::sqrt(float(d))};
+  for (GGMLType type : {GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0}) {
+    SCOPED_TRACE(type_name(type));
+    const size_t rb = row_bytes(type, width), bytes = size_t(n_seq) * n_ctx * rb;
+    std::vector<uint8_t> kc(bytes, 0), vc(bytes, 0);
+    KVLayer cache{kc.data(), vc.data(), type, n_seq, n_ctx, n_kv, d};
+    be->kv_store(cache, k.data(), v.data(), batch);
+    // Stored rows: quantize_row of each token's k / v, at (seq, pos).
+    std::vector<uint8_t> want(rb);
+    for (int t = 0; t < n; ++t) {
+      const size_t at = (size_t(seq[t]) * n_ctx + size_t(pos[t])) * rb;
+      quantize_row(type, k.data() + size_t(t) * width, want.data(), width);
+      EXPECT_EQ(0, std::memcmp(kc.data() + at, want.data(), rb)) << "K row of token " << t;
+      quantize_row(type, v.data() + size_t(t) * width, want.data(), width);
+      EXPECT_EQ(0, std::memcmp(vc.data() + at, want.data(), rb)) << "V row of token " << t;
+    }
+    // The same cache dequantized into F32.
+    const size_t rows = size_t(n_seq) * n_ctx;
+    std::vector<float> kf(rows * width), vf(rows * width);
+    for (size_t r = 0; r < rows; ++r) {
+      dequantize_row(type, kc.data() + r * rb, kf.data() + r * width, width);
+      dequantize_row(type, vc.data() + r * rb, vf.data() + r * width, width);
+    }
+    KVLayer f32{kf.data(), vf.data(), GGMLType::F32, n_seq, n_ctx, n_kv, d};
+    std::vector<float> got(q.size()), ref(q.size());
+    be->attention(got.data(), q.data(), cache, batch, ap);
+    be->attention(ref.data(), q.data(), f32, batch, ap);
+    EXPECT_EQ(got, ref);
+  }
+}
+
+// Q8_0 against the formula of ggml's reference quantizer, d = amax / 127 stored as fp16 and
+// q = round(x / d) half away from zero (exact): one block with known values.
+TEST(CpuBackend, Q8CacheBlockFormula) {
+  const int d = 32;
+  std::vector<float> k(d), v(d, 0.f);
+  for (int i = 0; i < d; ++i) k[i] = float(i - 16) * 0.5f;  // amax 8 at i = 0, and 0.5-steps
+  std::vector<uint8_t> kc(34), vc(34);
+  KVLayer cache{kc.data(), vc.data(), GGMLType::Q8_0, 1, 1, 1, d};
+  const int32_t pos = 0, seq = 0;
+  make_cpu_backend(1)->kv_store(cache, k.data(), v.data(), Batch{1, nullptr, &pos, &seq});
+  const float scale = 8.f / 127;
+  uint16_t dh;
+  std::memcpy(&dh, kc.data(), 2);
+  EXPECT_EQ(dh, f32_to_fp16(scale));
+  for (int i = 0; i < d; ++i) EXPECT_EQ(int8_t(kc[2 + i]), int8_t(std::round(k[i] * (1.f / scale)))) << i;
+  EXPECT_EQ(int8_t(kc[2]), -127);
+  EXPECT_EQ(vc, std::vector<uint8_t>(34, 0));  // all zeros: d = 0 and q = 0
 }
 
 // The one-token (vec_dot) and many-token (dequantized row) matmul paths agree within 1e-4 for a

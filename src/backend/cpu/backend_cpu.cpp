@@ -15,8 +15,8 @@
 #include "backend/backend.h"
 #include "backend/cpu/matmul_q8.h"
 #include "backend/cpu/thread_pool.h"
+#include "gguf/quantize.h"
 #include "util/check.h"
-#include "util/half.h"
 
 namespace qwen {
 
@@ -46,13 +46,11 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return acc[0];
 }
 
-float* kv_row_f32(const KVLayer& c, void* base, int seq, int pos) {
-  const size_t idx = (size_t(seq) * c.n_ctx + pos) * size_t(c.n_head_kv) * c.head_dim;
-  return static_cast<float*>(base) + idx;
-}
-uint16_t* kv_row_f16(const KVLayer& c, void* base, int seq, int pos) {
-  const size_t idx = (size_t(seq) * c.n_ctx + pos) * size_t(c.n_head_kv) * c.head_dim;
-  return static_cast<uint16_t*>(base) + idx;
+// Row (seq, pos) of a cache: n_head_kv * head_dim elements in the cache type. Head h starts
+// h * row_bytes(type, head_dim) bytes in: a head is a whole number of blocks (KVCache checks).
+uint8_t* kv_row(const KVLayer& c, void* base, int seq, int pos) {
+  const size_t rb = row_bytes(c.type, int64_t(c.n_head_kv) * c.head_dim);
+  return static_cast<uint8_t*>(base) + (size_t(seq) * c.n_ctx + pos) * rb;
 }
 
 class CpuBackend final : public Backend {
@@ -150,35 +148,29 @@ class CpuBackend final : public Backend {
     for (int t = 0; t < batch.n_tokens; ++t) {
       const int s = batch.seq[t], p = batch.pos[t];
       QWEN_ASSERT(s >= 0 && s < cache.n_seq && p >= 0 && p < cache.n_ctx);
-      if (cache.type == GGMLType::F32) {
-        std::memcpy(kv_row_f32(cache, cache.k, s, p), k + size_t(t) * width, width * sizeof(float));
-        std::memcpy(kv_row_f32(cache, cache.v, s, p), v + size_t(t) * width, width * sizeof(float));
-      } else {
-        uint16_t* kd = kv_row_f16(cache, cache.k, s, p);
-        uint16_t* vd = kv_row_f16(cache, cache.v, s, p);
-        for (int i = 0; i < width; ++i) {
-          kd[i] = f32_to_fp16(k[size_t(t) * width + i]);
-          vd[i] = f32_to_fp16(v[size_t(t) * width + i]);
-        }
-      }
+      // gguf's quantizer: the cache holds exactly what a GGUF tensor of that type would.
+      quantize_row(cache.type, k + size_t(t) * width, kv_row(cache, cache.k, s, p), width);
+      quantize_row(cache.type, v + size_t(t) * width, kv_row(cache, cache.v, s, p), width);
     }
   }
 
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
     const int d = p.head_dim, group = p.n_head / p.n_head_kv;
-    const bool f16 = cache.type == GGMLType::F16;
+    const bool f32 = cache.type == GGMLType::F32;
+    const DequantizeRowFn dequantize = dequantize_row_fn(cache.type);
+    const size_t head_bytes = row_bytes(cache.type, d);
     pool_.parallel_for(int64_t(batch.n_tokens) * p.n_head, [&](int64_t b, int64_t e) {
       std::vector<float> score, kv_tmp(d);
       for (int64_t th = b; th < e; ++th) {
         const int t = int(th / p.n_head), h = int(th % p.n_head), hk = h / group;
         const int s = batch.seq[t], n_kv = batch.pos[t] + 1;
         const float* qv = q + th * d;
-        // Reads K or V head hk at position j of sequence s as fp32.
+        // Reads K or V head hk at position j of sequence s as fp32 (dequantized when not F32).
         auto kv_at = [&](void* base, int j) -> const float* {
-          if (!f16) return kv_row_f32(cache, base, s, j) + hk * d;
-          const uint16_t* src = kv_row_f16(cache, base, s, j) + hk * d;
-          for (int i = 0; i < d; ++i) kv_tmp[i] = fp16_to_f32(src[i]);
+          const uint8_t* src = kv_row(cache, base, s, j) + hk * head_bytes;
+          if (f32) return reinterpret_cast<const float*>(src);
+          dequantize(src, kv_tmp.data(), d);
           return kv_tmp.data();
         };
         score.resize(n_kv);

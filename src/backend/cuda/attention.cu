@@ -1,7 +1,9 @@
 // Causal GQA attention over the KV cache, prefill and decode in one kernel family.
 //
-// q [n_tokens][n_head][head_dim] fp32; cache K/V [n_seq][n_ctx][n_head_kv][head_dim] (F16 or
-// F32); out [n_tokens][n_head][head_dim]. Token t attends to keys [0, pos[t]] of sequence seq[t].
+// q [n_tokens][n_head][head_dim] fp32; cache K/V [n_seq][n_ctx][n_head_kv][head_dim] (F32, F16,
+// BF16, or Q8_0: each head a row of head_dim/32 ggml blocks, read as d * q exactly as the CPU
+// dequantizes); out [n_tokens][n_head][head_dim]. Token t attends to keys [0, pos[t]] of
+// sequence seq[t].
 //
 // Grid (n_splits, n_head, n_tokens), 4 warps per block. The key range of a token is cut into
 // n_splits equal parts *on the device*, from pos[t], so the launch shape does not depend on the
@@ -22,29 +24,55 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kMaxSplits = 32;
 
+// Tag of a Q8_0 cache: blocks of 32 elements, an fp16 scale d then 32 int8 q (34 bytes).
+struct Q8 {};
+constexpr int kQ8Block = 32, kQ8Bytes = 34;
+
+// Bytes of one head (HD elements) of a cache row.
+template <class KV, int HD>
+constexpr int64_t head_bytes() {
+  if constexpr (std::is_same_v<KV, Q8>) {
+    return HD / kQ8Block * kQ8Bytes;
+  } else {
+    return HD * int64_t(sizeof(KV));
+  }
+}
+
+// Lane `lane`'s D consecutive elements (from lane * D) of the head starting at `head`, as fp32.
 template <class KV, int D>
-__device__ __forceinline__ void load_row(const KV* p, float out[D]) {
-  if constexpr (std::is_same_v<KV, __half>) {
-    if constexpr (D % 2 == 0) {
+__device__ __forceinline__ void load_row(const uint8_t* head, int lane, float out[D]) {
+  if constexpr (std::is_same_v<KV, Q8>) {
+    // D divides 32, so a lane's elements sit in one block.
+    const uint8_t* blk = head + (lane * D / kQ8Block) * kQ8Bytes;
+    const float d = __half2float(*reinterpret_cast<const __half*>(blk));
+    const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2) + (lane * D) % kQ8Block;
 #pragma unroll
-      for (int i = 0; i < D / 2; ++i) {
-        const float2 f = __half22float2(reinterpret_cast<const __half2*>(p)[i]);
-        out[2 * i] = f.x, out[2 * i + 1] = f.y;
-      }
-    } else {
+    for (int i = 0; i < D; ++i) out[i] = d * float(qs[i]);
+  } else if constexpr (std::is_same_v<KV, __half> && D % 2 == 0) {
+    const auto* p = reinterpret_cast<const __half2*>(head) + lane * D / 2;
 #pragma unroll
-      for (int i = 0; i < D; ++i) out[i] = __half2float(p[i]);
+    for (int i = 0; i < D / 2; ++i) {
+      const float2 f = __half22float2(p[i]);
+      out[2 * i] = f.x, out[2 * i + 1] = f.y;
+    }
+  } else if constexpr (std::is_same_v<KV, __nv_bfloat16> && D % 2 == 0) {
+    const auto* p = reinterpret_cast<const __nv_bfloat162*>(head) + lane * D / 2;
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) {
+      const float2 f = __bfloat1622float2(p[i]);
+      out[2 * i] = f.x, out[2 * i + 1] = f.y;
     }
   } else {
+    const KV* p = reinterpret_cast<const KV*>(head) + lane * D;
 #pragma unroll
-    for (int i = 0; i < D; ++i) out[i] = p[i];
+    for (int i = 0; i < D; ++i) out[i] = float(p[i]);
   }
 }
 
 template <class KV, int HD>
 __global__ void __launch_bounds__(kWarps* kWarp)
     attn_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
-                const float* __restrict__ q, const KV* __restrict__ kc, const KV* __restrict__ vc,
+                const float* __restrict__ q, const uint8_t* __restrict__ kc, const uint8_t* __restrict__ vc,
                 const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head, int group,
                 int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
   pdl_begin();
@@ -62,15 +90,16 @@ __global__ void __launch_bounds__(kWarps* kWarp)
   const float* qp = q + (t * n_head + h) * HD + lane * D;
 #pragma unroll
   for (int i = 0; i < D; ++i) qv[i] = qp[i] * scale;
-  const int64_t kv_stride = int64_t(n_kv) * HD;
-  const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(h / group) * HD + lane * D;
+  constexpr int64_t kHeadBytes = head_bytes<KV, HD>();
+  const int64_t kv_stride = int64_t(n_kv) * kHeadBytes;  // bytes of one cache row
+  const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(h / group) * kHeadBytes;
 
   float m = -INFINITY, l = 0.f, acc[D];
 #pragma unroll
   for (int i = 0; i < D; ++i) acc[i] = 0.f;
   for (int j = start + warp; j < end; j += kWarps) {
     float kv[D];
-    load_row<KV, D>(kc + base + j * kv_stride, kv);
+    load_row<KV, D>(kc + base + j * kv_stride, lane, kv);
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < D; ++i) s = fmaf(qv[i], kv[i], s);
@@ -78,7 +107,7 @@ __global__ void __launch_bounds__(kWarps* kWarp)
     const float m_new = fmaxf(m, s);
     const float corr = expf(m - m_new), p = expf(s - m_new);
     l = l * corr + p;
-    load_row<KV, D>(vc + base + j * kv_stride, kv);
+    load_row<KV, D>(vc + base + j * kv_stride, lane, kv);
 #pragma unroll
     for (int i = 0; i < D; ++i) acc[i] = fmaf(p, kv[i], acc[i] * corr);
     m = m_new;
@@ -155,7 +184,7 @@ void launch_attn(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* 
   }
   const dim3 grid(unsigned(n_splits), unsigned(p.n_head), unsigned(batch.n_tokens));
   launch(attn_kernel<KV, HD>, grid, dim3(kWarps * kWarp), s, out, scratch.attn_partials,
-         scratch.attn_counters, q, static_cast<const KV*>(cache.k), static_cast<const KV*>(cache.v),
+         scratch.attn_counters, q, static_cast<const uint8_t*>(cache.k), static_cast<const uint8_t*>(cache.v),
          batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq,
          p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
@@ -188,10 +217,19 @@ void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
              " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
   if (fast && flash_attention_supports(cache, p)) return flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
-  if (cache.type == GGMLType::F16) return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
-  QWEN_CHECK(cache.type == GGMLType::F32, "cuda attention: KV cache type ", type_name(cache.type),
-             " is not supported (F16 or F32)");
-  launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
+  switch (cache.type) {
+    case GGMLType::F16:
+      return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
+    case GGMLType::BF16:
+      return launch_hd<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
+    case GGMLType::Q8_0:
+      return launch_hd<Q8>(s, n_sm, scratch, out, q, cache, batch, p);
+    case GGMLType::F32:
+      return launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
+    default:
+      QWEN_FAIL("cuda attention: KV cache type ", type_name(cache.type),
+                " is not supported (F32, F16, BF16, Q8_0)");
+  }
 }
 
 }  // namespace qwen::cuda
