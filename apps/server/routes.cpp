@@ -59,9 +59,8 @@ uint64_t random_seed() {
   return rng();
 }
 
-// The GGUF's template, recognised by its markers and rendered by the matching built-in one (the
-// Jinja source is not executed: the log says which was chosen); ChatML when the GGUF has none,
-// as llama-server does.
+// The GGUF's own Jinja template (run by the Jinja engine), a built-in one when forced, or ChatML
+// when the GGUF has none, as llama-server does.
 ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
   if (forced.empty() && tok.chat_template_source().empty()) {
     std::fprintf(stderr,
@@ -69,14 +68,7 @@ ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
                  "(--chat-template NAME picks another)\n");
     return ChatTemplate::for_tokenizer(tok, "chatml");
   }
-  ChatTemplate t = ChatTemplate::for_tokenizer(tok, forced);
-  if (forced.empty()) {
-    std::fprintf(stderr,
-                 "qwen-server: chat template: the GGUF's Jinja template is not run; it is recognised as the "
-                 "built-in '%s' template, which renders the chats (--chat-template NAME overrides)\n",
-                 t.name());
-  }
-  return t;
+  return ChatTemplate::for_tokenizer(tok, forced);
 }
 
 // localhost, 127.x.x.x or [::1], with or without a port.
