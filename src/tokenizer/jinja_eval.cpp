@@ -313,7 +313,8 @@ class Evaluator {
         return r;
       }
       case Expr::kAttr: {
-        const Value obj = eval(*e.kids[0]);
+        Value held;
+        const Value& obj = operand(*e.kids[0], held);
         if (is_undefined(obj)) fail_line(e.line, str("cannot read attribute '", e.name, "' of an undefined value"));
         if (obj.is_object()) {
           auto it = obj.find(e.name);
@@ -321,7 +322,11 @@ class Evaluator {
         }
         return undefined();
       }
-      case Expr::kIndex: return index(eval(*e.kids[0]), eval(*e.kids[1]), e.line);
+      case Expr::kIndex: {
+        Value held;
+        const Value& obj = operand(*e.kids[0], held);
+        return index(obj, eval(*e.kids[1]), e.line);
+      }
       case Expr::kSlice: {
         const Value obj = eval(*e.kids[0]);
         auto bound = [&](size_t k) { return e.kids[k] ? eval(*e.kids[k]) : Value(); };
@@ -355,6 +360,38 @@ class Evaluator {
         return e.kids[2] ? eval(*e.kids[2]) : undefined();
     }
     fail_line(e.line, "unhandled expression");
+  }
+
+  // The value of `e` without copying it when it is a stored one (a name, or an attribute or item
+  // of one): templates index `messages` at every turn, and copying it each time would make
+  // rendering quadratic in the conversation. Otherwise `e` is evaluated into `held`.
+  const Value& operand(const Expr& e, Value& held) {
+    if (const Value* p = stored(e)) return *p;
+    held = eval(e);
+    return held;
+  }
+
+  const Value* stored(const Expr& e) {
+    if (e.kind == Expr::kName) return find(e.name);
+    if (e.kind != Expr::kAttr && e.kind != Expr::kIndex) return nullptr;
+    const Value* obj = stored(*e.kids[0]);
+    if (!obj) return nullptr;
+    if (e.kind == Expr::kAttr) {
+      if (!obj->is_object()) return nullptr;
+      auto it = obj->find(e.name);
+      return it != obj->end() ? &*it : nullptr;
+    }
+    const Value key = eval(*e.kids[1]);
+    if (obj->is_object() && key.is_string()) {
+      auto it = obj->find(key.get_ref<const std::string&>());
+      return it != obj->end() ? &*it : nullptr;
+    }
+    if (obj->is_array() && is_int(key)) {
+      int64_t i = as_int(key);
+      if (i < 0) i += static_cast<int64_t>(obj->size());
+      return i >= 0 && i < static_cast<int64_t>(obj->size()) ? &(*obj)[static_cast<size_t>(i)] : nullptr;
+    }
+    return nullptr;
   }
 
   static Value index(const Value& obj, const Value& key, int line) {
