@@ -298,10 +298,12 @@ std::vector<int32_t> token_ids(const json& v, const char* param, int32_t n_vocab
 // print with tojson, as llama-server does), tool_call_id and name.
 nlohmann::ordered_json chat_message(const json& m, size_t i) {
   const std::string param = str("messages[", i, "]");
-  if (!m.is_object()) invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
+  if (!m.is_object())
+    invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
   const json* role = field(m, "role");
   if (!role || !role->is_string()) {
-    invalid(param + ".role", str("'", param, ".role' must be a string"), role ? "invalid_type" : "missing_field");
+    invalid(param + ".role", str("'", param, ".role' must be a string"),
+            role ? "invalid_type" : "missing_field");
   }
   std::string r_name = role->get<std::string>();
   if (r_name == "developer") r_name = "system";  // the newer OpenAI name for the system role
@@ -316,7 +318,8 @@ nlohmann::ordered_json chat_message(const json& m, size_t i) {
     invalid(param + ".content", str("'", param, ".content' is required"), "missing_field");
   }
   out["content"] = content ? nlohmann::ordered_json(message_content(*content, i))
-                           : calls ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json("");
+                   : calls ? nlohmann::ordered_json(nullptr)
+                           : nlohmann::ordered_json("");
   if (calls) {
     const std::string cp = param + ".tool_calls";
     if (!calls->is_array()) wrong_type(cp.c_str(), "an array", *calls);
@@ -329,12 +332,16 @@ nlohmann::ordered_json chat_message(const json& m, size_t i) {
       const json* args = fn && fn->is_object() ? field(*fn, "arguments") : nullptr;
       if (!name || !name->is_string() || !args || !args->is_string() ||
           (field(c, "type") && *field(c, "type") != "function")) {
-        invalid(at, str("'", at, "' must be {\"id\", \"type\": \"function\", \"function\": {\"name\": string, "
-                        "\"arguments\": JSON string}}"), "invalid_type");
+        invalid(at,
+                str("'", at,
+                    "' must be {\"id\", \"type\": \"function\", \"function\": {\"name\": string, "
+                    "\"arguments\": JSON string}}"),
+                "invalid_type");
       }
       auto parsed = nlohmann::ordered_json::parse(args->get<std::string>(), nullptr, false);
       if (parsed.is_discarded() || !parsed.is_object()) {
-        invalid(at + ".function.arguments", str("'", at, ".function.arguments' must be a JSON object as a string"));
+        invalid(at + ".function.arguments",
+                str("'", at, ".function.arguments' must be a JSON object as a string"));
       }
       nlohmann::ordered_json call = {{"type", "function"},
                                      {"function", {{"name", *name}, {"arguments", std::move(parsed)}}}};
@@ -344,7 +351,8 @@ nlohmann::ordered_json chat_message(const json& m, size_t i) {
   }
   for (const char* key : {"tool_call_id", "name"}) {
     if (const json* v = field(m, key)) {
-      if (!v->is_string()) invalid(param + "." + key, str("'", param, ".", key, "' must be a string"), "invalid_type");
+      if (!v->is_string())
+        invalid(param + "." + key, str("'", param, ".", key, "' must be a string"), "invalid_type");
       out[key] = *v;
     }
   }
@@ -360,8 +368,10 @@ void parse_tools(const json& body, const std::string& raw_body, GenerationReques
   const json* choice = field(body, "tool_choice");
   if (choice) {
     if (choice->is_object() || *choice == "required") {
-      invalid("tool_choice", "tool_choice \"required\" or a named function cannot be enforced by this server "
-                             "(no constrained decoding); use \"auto\" or \"none\"", "unsupported_value");
+      invalid("tool_choice",
+              "tool_choice \"required\" or a named function cannot be enforced by this server "
+              "(no constrained decoding); use \"auto\" or \"none\"",
+              "unsupported_value");
     }
     if (*choice != "auto" && *choice != "none") {
       invalid("tool_choice", str("'tool_choice' is ", describe(*choice), ", expected \"none\" or \"auto\""));
@@ -374,10 +384,13 @@ void parse_tools(const json& body, const std::string& raw_body, GenerationReques
     const json& t = (*tools)[k];
     const json* fn = t.is_object() ? field(t, "function") : nullptr;
     const json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
-    if (!t.is_object() || !field(t, "type") || *field(t, "type") != "function" || !name || !name->is_string() ||
-        name->get<std::string>().empty()) {
-      invalid(str("tools[", k, "]"), str("'tools[", k, "]' must be {\"type\": \"function\", \"function\": "
-                                         "{\"name\": string, ...}}"), "invalid_type");
+    if (!t.is_object() || !field(t, "type") || *field(t, "type") != "function" || !name ||
+        !name->is_string() || name->get<std::string>().empty()) {
+      invalid(str("tools[", k, "]"),
+              str("'tools[", k,
+                  "]' must be {\"type\": \"function\", \"function\": "
+                  "{\"name\": string, ...}}"),
+              "invalid_type");
     }
     if (const json* p = field(*fn, "parameters"); p && !p->is_object()) {
       wrong_type(str("tools[", k, "].function.parameters").c_str(), "an object", *p);

@@ -59,7 +59,8 @@ constexpr int kMaxTopLogprobs = 20;
 // not implement is refused with code "unsupported_value", never ignored.
 nlohmann::json parse_body(const std::string& body);
 // raw_body (the same body as text) gives `tools` in the client's key order, which the template prints.
-GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab, const std::string& raw_body = {});
+GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab,
+                                     const std::string& raw_body = {});
 GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab);
 
 // POST /tokenize {"content": str, "add_special": bool = false, "parse_special": bool = true}

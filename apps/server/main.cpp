@@ -195,7 +195,8 @@ int main(int argc, char** argv) {
                  "whose cached prompts are kept apart)")
       ->take_all();
   app.add_option("--chat-template", o.chat_template,
-                 "a built-in chat template instead of the GGUF's own: chatml, qwen2, qwen2.5, qwen3, llama3, llama3.1, llama3.2, gemma");
+                 "a built-in chat template instead of the GGUF's own: chatml, qwen2, qwen2.5, qwen3, llama3, "
+                 "llama3.1, llama3.2, gemma");
   app.add_option("--kv-type", o.kv_type, "KV cache type (auto: f16 on cuda, f32 on cpu)")
       ->check(CLI::IsMember({"auto", "f32", "f16"}));
   app.add_option("-a,--alias", o.alias, "model id reported by /v1/models (default: the file name stem)");

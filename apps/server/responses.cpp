@@ -115,10 +115,8 @@ json chat_completion(const ResponseId& rid, const std::vector<Choice>& choices, 
       for (const ToolCall& call : c.tool_calls) message["tool_calls"].push_back(tool_call_json(call));
       if (finish == std::string_view("stop")) finish = "tool_calls";  // a cut-off reply stays "length"
     }
-    r["choices"].push_back({{"index", i},
-                            {"message", message},
-                            {"logprobs", c.logprobs},
-                            {"finish_reason", finish}});
+    r["choices"].push_back(
+        {{"index", i}, {"message", message}, {"logprobs", c.logprobs}, {"finish_reason", finish}});
   }
   r["usage"] = usage;
   return r;
@@ -146,7 +144,8 @@ json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::strin
   json r = envelope(rid, "chat.completion.chunk");
   const bool stopped = finish && openai_finish_reason(*finish) == std::string_view("stop");
   const json reason = called_tools && stopped ? json("tool_calls") : finish_json(finish);
-  r["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", reason}}});
+  r["choices"] =
+      json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", reason}}});
   if (!usage.is_null()) r["usage"] = usage;
   return r;
 }

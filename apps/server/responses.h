@@ -53,9 +53,11 @@ nlohmann::json text_completion(const ResponseId& rid, const std::vector<Choice>&
 // `finish` set ends the choice ("tool_calls" instead of "stop" when `called_tools`); `usage` (null
 // for none) rides on that final chunk.
 nlohmann::json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
-                          std::optional<FinishReason> finish, const nlohmann::json& usage, bool called_tools = false);
+                          std::optional<FinishReason> finish, const nlohmann::json& usage,
+                          bool called_tools = false);
 // Streamed tool calls: a delta {"tool_calls": [...]} with each call whole, indexed from `first_index`.
-nlohmann::json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls, int first_index);
+nlohmann::json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls,
+                                     int first_index);
 nlohmann::json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
                           const nlohmann::json& usage);
 // The stream_options.include_usage chunk: no choices, only usage.

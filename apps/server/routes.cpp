@@ -256,7 +256,8 @@ void Routes::install(httplib::Server& http) {
   // llama-server's /apply-template: the prompt a chat request renders to, without generating.
   http.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
-      const GenerationRequest r = parse_chat_request(parse_body(req.body), engine_.tokenizer().n_vocab(), req.body);
+      const GenerationRequest r =
+          parse_chat_request(parse_body(req.body), engine_.tokenizer().n_vocab(), req.body);
       res.set_content(to_wire({{"prompt", chat_prompt(r)}}), kJson);
     });
   });
@@ -450,7 +451,8 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
       text = st->tools->push(text);
       if (u.done && u.result.error.empty()) text += st->tools->flush();
       if (std::vector<ToolCall> calls = st->tools->take_calls(); !calls.empty()) {
-        if (!text.empty()) out += sse_data(chat_chunk(st->rid, false, std::exchange(text, {}), std::nullopt, nullptr));
+        if (!text.empty())
+          out += sse_data(chat_chunk(st->rid, false, std::exchange(text, {}), std::nullopt, nullptr));
         out += sse_data(chat_tool_calls_chunk(st->rid, calls, before));
       }
     }

@@ -221,8 +221,8 @@ ChatTemplate ChatTemplate::from_source(std::string_view src, std::string bos_tok
   try {
     t.jinja_ = std::make_shared<const jinja::Template>(src);
   } catch (const Error& e) {
-    QWEN_FAIL("cannot use the model's chat template: ", e.what(), "; pass --chat-template NAME to use a built-in one (",
-              kNames, ")");
+    QWEN_FAIL("cannot use the model's chat template: ", e.what(),
+              "; pass --chat-template NAME to use a built-in one (", kNames, ")");
   }
   return t;
 }
@@ -293,7 +293,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                  const nlohmann::ordered_json& vars) const {
-  QWEN_CHECK(messages.is_array() && !messages.empty(), "chat template error: the conversation has no messages");
+  QWEN_CHECK(messages.is_array() && !messages.empty(),
+             "chat template error: the conversation has no messages");
   QWEN_CHECK(vars.is_object(), "chat template variables must be a JSON object, got ", vars.type_name());
   if (family_ == ChatFamily::kJinja) {
     // transformers' apply_chat_template: render(messages=..., tools=..., documents=...,
@@ -314,8 +315,8 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool ad
     QWEN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), "chat: messages[", i,
                "] needs a string 'role'");
     for (auto it = m.begin(); it != m.end(); ++it) {
-      QWEN_CHECK(it.key() == "role" || it.key() == "content" || it.value().is_null(), "chat: messages[", i, "].",
-                 it.key(), " is not rendered by the built-in '", name(),
+      QWEN_CHECK(it.key() == "role" || it.key() == "content" || it.value().is_null(), "chat: messages[", i,
+                 "].", it.key(), " is not rendered by the built-in '", name(),
                  "' template (the model's own template renders it)");
     }
     const auto content = m.find("content");

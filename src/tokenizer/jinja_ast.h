@@ -97,8 +97,12 @@ bool is_global_function(const std::string& name);
 
 // ---- value helpers (jinja_value.cpp) -----------------------------------------------------------
 
-inline Value undefined() { return Value(Value::value_t::discarded); }
-inline bool is_undefined(const Value& v) { return v.is_discarded(); }
+inline Value undefined() {
+  return Value(Value::value_t::discarded);
+}
+inline bool is_undefined(const Value& v) {
+  return v.is_discarded();
+}
 bool truthy(const Value& v);
 // str(v) as Python prints it: None, True, 1.5, ['a', 1], {'k': 'v'}; Undefined is "".
 std::string to_str(const Value& v);

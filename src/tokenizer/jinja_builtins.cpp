@@ -12,7 +12,9 @@ namespace qwen::jinja {
 
 namespace {
 
-bool is_int(const Value& v) { return v.is_number_integer() || v.is_number_unsigned(); }
+bool is_int(const Value& v) {
+  return v.is_number_integer() || v.is_number_unsigned();
+}
 
 // Argument `i` / keyword `key` of a call, or `def` when absent; extra or unknown ones are errors.
 class ArgReader {
@@ -58,7 +60,8 @@ std::string ascii_lower(std::string s) {
 // type names, and a non-ASCII letter is refused rather than left unchanged.
 std::string case_map(const std::string& s, bool upper, int line) {
   for (const char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) fail_line(line, "upper/lower of non-ASCII text is not supported");
+    if (static_cast<unsigned char>(c) >= 0x80)
+      fail_line(line, "upper/lower of non-ASCII text is not supported");
   }
   return upper ? ascii_upper(s) : ascii_lower(s);
 }
@@ -109,10 +112,12 @@ Value split(const std::string& s, const Value& sep, int64_t maxsplit, int line) 
     }
     return out;
   }
-  if (!sep.is_string() || sep.get_ref<const std::string&>().empty()) fail_line(line, "split: empty or non-string separator");
+  if (!sep.is_string() || sep.get_ref<const std::string&>().empty())
+    fail_line(line, "split: empty or non-string separator");
   const std::string& d = sep.get_ref<const std::string&>();
   size_t pos = 0;
-  for (size_t at; (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) && (at = s.find(d, pos)) != std::string::npos;) {
+  for (size_t at; (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) &&
+                  (at = s.find(d, pos)) != std::string::npos;) {
     out.push_back(s.substr(pos, at - pos));
     pos = at + d.size();
   }
@@ -144,7 +149,8 @@ std::vector<Value> items_of(const Value& v, int line) {
   } else if (v.is_object()) {
     for (auto it = v.begin(); it != v.end(); ++it) out.emplace_back(it.key());
   } else if (v.is_string()) {
-    for (std::string_view cp : code_points(v.get_ref<const std::string&>())) out.emplace_back(std::string(cp));
+    for (std::string_view cp : code_points(v.get_ref<const std::string&>()))
+      out.emplace_back(std::string(cp));
   } else if (!is_undefined(v)) {
     fail_line(line, str("'", type_name(v), "' object is not iterable"));
   }
@@ -227,17 +233,18 @@ Value to_int(const Value& v, const Value& def) {
 }  // namespace
 
 bool known_filter(const std::string& n) {
-  static const char* names[] = {"length", "count", "tojson", "trim", "upper", "lower", "capitalize", "default", "d",
-                                "first", "last", "join", "map", "select", "reject", "selectattr", "rejectattr", "list",
-                                "string", "int", "float", "items", "safe", "replace", "reverse", "abs"};
+  static const char* names[] = {
+      "length", "count", "tojson", "trim",  "upper",  "lower",   "capitalize", "default",    "d",
+      "first",  "last",  "join",   "map",   "select", "reject",  "selectattr", "rejectattr", "list",
+      "string", "int",   "float",  "items", "safe",   "replace", "reverse",    "abs"};
   return std::find(std::begin(names), std::end(names), n) != std::end(names);
 }
 
 bool known_test(const std::string& n) {
-  static const char* names[] = {"defined", "undefined", "none",    "boolean", "true",        "false", "integer",
-                                "float",   "number",    "string",  "mapping", "iterable",    "sequence", "even",
-                                "odd",     "divisibleby", "eq",    "equalto", "ne",          "lt",    "le",
-                                "gt",      "ge",        "in",      "sameas",  "lower",       "upper"};
+  static const char* names[] = {
+      "defined", "undefined", "none",     "boolean",  "true", "false", "integer",     "float", "number",
+      "string",  "mapping",   "iterable", "sequence", "even", "odd",   "divisibleby", "eq",    "equalto",
+      "ne",      "lt",        "le",       "gt",       "ge",   "in",    "sameas",      "lower", "upper"};
   return std::find(std::begin(names), std::end(names), n) != std::end(names);
 }
 
@@ -383,8 +390,9 @@ bool call_test(const std::string& name, const Value& v, const Args& a) {
     if (a.pos.size() != 1 || !a.kw.empty()) fail_line(line, str("test '", name, "' takes one argument"));
     return a.pos[0];
   };
-  if (name != "divisibleby" && name != "eq" && name != "equalto" && name != "ne" && name != "lt" && name != "le" &&
-      name != "gt" && name != "ge" && name != "in" && name != "sameas" && (!a.pos.empty() || !a.kw.empty())) {
+  if (name != "divisibleby" && name != "eq" && name != "equalto" && name != "ne" && name != "lt" &&
+      name != "le" && name != "gt" && name != "ge" && name != "in" && name != "sameas" &&
+      (!a.pos.empty() || !a.kw.empty())) {
     fail_line(line, str("test '", name, "' takes no arguments"));
   }
   if (name == "defined") return !is_undefined(v);
@@ -406,7 +414,8 @@ bool call_test(const std::string& name, const Value& v, const Args& a) {
   }
   if (name == "divisibleby") {
     const Value& d = arg();
-    if (!is_int(v) || !is_int(d) || d.get<int64_t>() == 0) fail_line(line, "divisibleby needs non-zero integers");
+    if (!is_int(v) || !is_int(d) || d.get<int64_t>() == 0)
+      fail_line(line, "divisibleby needs non-zero integers");
     return v.get<int64_t>() % d.get<int64_t>() == 0;
   }
   if (name == "eq" || name == "equalto") return py_equal(v, arg());
@@ -415,16 +424,19 @@ bool call_test(const std::string& name, const Value& v, const Args& a) {
   if (name == "lt" || name == "le" || name == "gt" || name == "ge") {
     const Value& b = arg();
     const bool nums = (v.is_number() && b.is_number()), strs = v.is_string() && b.is_string();
-    if (!nums && !strs) fail_line(line, str("test '", name, "': cannot compare ", type_name(v), " and ", type_name(b)));
+    if (!nums && !strs)
+      fail_line(line, str("test '", name, "': cannot compare ", type_name(v), " and ", type_name(b)));
     const bool lt = nums ? v.get<double>() < b.get<double>() : v.get<std::string>() < b.get<std::string>();
     const bool gt = nums ? v.get<double>() > b.get<double>() : v.get<std::string>() > b.get<std::string>();
     return name == "lt" ? lt : name == "le" ? !gt : name == "gt" ? gt : !lt;
   }
   if (name == "in") {
     const Value& hay = arg();
-    if (hay.is_string()) return v.is_string() && hay.get<std::string>().find(v.get<std::string>()) != std::string::npos;
+    if (hay.is_string())
+      return v.is_string() && hay.get<std::string>().find(v.get<std::string>()) != std::string::npos;
     if (hay.is_object()) return v.is_string() && hay.contains(v.get<std::string>());
-    if (hay.is_array()) return std::any_of(hay.begin(), hay.end(), [&](const Value& x) { return py_equal(x, v); });
+    if (hay.is_array())
+      return std::any_of(hay.begin(), hay.end(), [&](const Value& x) { return py_equal(x, v); });
     fail_line(line, str("test 'in' needs a container, got ", type_name(hay)));
   }
   if (name == "lower" || name == "upper") {
@@ -433,7 +445,8 @@ bool call_test(const std::string& name, const Value& v, const Args& a) {
     bool cased = false;
     for (const char c : s) {
       if (std::isalpha(static_cast<unsigned char>(c))) cased = true;
-      if (name == "lower" ? std::isupper(static_cast<unsigned char>(c)) : std::islower(static_cast<unsigned char>(c))) {
+      if (name == "lower" ? std::isupper(static_cast<unsigned char>(c))
+                          : std::islower(static_cast<unsigned char>(c))) {
         return false;
       }
     }
@@ -475,7 +488,8 @@ Value call_method(const Value& obj, const std::string& name, const Args& a) {
     if (name == "find") {
       ArgReader r(a, name, {"sub"});
       const size_t at = s.find(r.str_arg(0));
-      return at == std::string::npos ? int64_t{-1} : static_cast<int64_t>(code_points(s.substr(0, at)).size());
+      return at == std::string::npos ? int64_t{-1}
+                                     : static_cast<int64_t>(code_points(s.substr(0, at)).size());
     }
     if (name == "join") {
       ArgReader r(a, name, {"iterable"});
@@ -497,7 +511,8 @@ Value call_method(const Value& obj, const std::string& name, const Args& a) {
     if (name == "keys" || name == "values") {
       ArgReader r(a, name, {});
       Value out = Value::array();
-      for (auto it = obj.begin(); it != obj.end(); ++it) out.push_back(name == "keys" ? Value(it.key()) : it.value());
+      for (auto it = obj.begin(); it != obj.end(); ++it)
+        out.push_back(name == "keys" ? Value(it.key()) : it.value());
       return out;
     }
     if (name == "get") {

@@ -15,14 +15,23 @@ namespace {
 
 enum class Flow { kNormal, kBreak, kContinue };
 
-bool is_num(const Value& v) { return v.is_number() || v.is_boolean(); }
-bool is_int(const Value& v) { return v.is_number_integer() || v.is_number_unsigned() || v.is_boolean(); }
-int64_t as_int(const Value& v) { return v.is_boolean() ? int64_t{v.get<bool>()} : v.get<int64_t>(); }
-double as_double(const Value& v) { return v.is_boolean() ? double(v.get<bool>()) : v.get<double>(); }
+bool is_num(const Value& v) {
+  return v.is_number() || v.is_boolean();
+}
+bool is_int(const Value& v) {
+  return v.is_number_integer() || v.is_number_unsigned() || v.is_boolean();
+}
+int64_t as_int(const Value& v) {
+  return v.is_boolean() ? int64_t{v.get<bool>()} : v.get<int64_t>();
+}
+double as_double(const Value& v) {
+  return v.is_boolean() ? double(v.get<bool>()) : v.get<double>();
+}
 
 Value arith(const std::string& op, const Value& a, const Value& b, int line) {
   auto bad = [&]() -> Value {
-    fail_line(line, str("unsupported operand types for ", op, ": '", type_name(a), "' and '", type_name(b), "'"));
+    fail_line(line,
+              str("unsupported operand types for ", op, ": '", type_name(a), "' and '", type_name(b), "'"));
   };
   if (op == "+") {
     if (a.is_string() && b.is_string()) return a.get<std::string>() + b.get<std::string>();
@@ -85,7 +94,8 @@ bool less(const Value& a, const Value& b, int line) {
     if (is_int(a) && is_int(b)) return as_int(a) < as_int(b);
     return as_double(a) < as_double(b);
   }
-  if (a.is_string() && b.is_string()) return a.get_ref<const std::string&>() < b.get_ref<const std::string&>();
+  if (a.is_string() && b.is_string())
+    return a.get_ref<const std::string&>() < b.get_ref<const std::string&>();
   fail_line(line, str("'<' not supported between '", type_name(a), "' and '", type_name(b), "'"));
 }
 
@@ -105,7 +115,8 @@ bool contains(const Value& needle, const Value& hay, int line) {
 }
 
 // Python slice indices for a sequence of n items.
-std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& stop, const Value& step, int line) {
+std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& stop, const Value& step,
+                                  int line) {
   auto opt = [&](const Value& v) -> std::optional<int64_t> {
     if (v.is_null() || is_undefined(v)) return std::nullopt;
     if (!is_int(v)) fail_line(line, "slice indices must be integers");
@@ -143,18 +154,25 @@ class Evaluator {
  private:
   Flow exec(const Stmt& s, std::string& out) {
     switch (s.kind) {
-      case Stmt::kText: out += s.text; return Flow::kNormal;
-      case Stmt::kOutput: out += to_str(eval(*s.expr)); return Flow::kNormal;
+      case Stmt::kText:
+        out += s.text;
+        return Flow::kNormal;
+      case Stmt::kOutput:
+        out += to_str(eval(*s.expr));
+        return Flow::kNormal;
       case Stmt::kIf:
         for (const auto& [cond, body] : s.branches)
           if (truthy(eval(*cond))) return exec(body, out);
         return exec(s.else_body, out);
-      case Stmt::kFor: return exec_for(s, out);
+      case Stmt::kFor:
+        return exec_for(s, out);
       case Stmt::kSet: {
         Value v = eval(*s.expr);
         if (!s.attr.empty()) {
           Value* ns = find(s.targets[0]);
-          if (!ns || !ns->is_object()) fail_line(s.line, str("cannot set attribute '", s.attr, "' of '", s.targets[0], "' (not a namespace)"));
+          if (!ns || !ns->is_object())
+            fail_line(s.line,
+                      str("cannot set attribute '", s.attr, "' of '", s.targets[0], "' (not a namespace)"));
           (*ns)[s.attr] = std::move(v);
         } else {
           bind(s.targets, std::move(v), s.line);
@@ -167,10 +185,15 @@ class Evaluator {
         scopes_.back()[s.targets[0]] = captured;
         return Flow::kNormal;
       }
-      case Stmt::kMacro: macros_[s.attr] = &s; return Flow::kNormal;
-      case Stmt::kBreak: return Flow::kBreak;
-      case Stmt::kContinue: return Flow::kContinue;
-      case Stmt::kBlock: return exec(s.body, out);
+      case Stmt::kMacro:
+        macros_[s.attr] = &s;
+        return Flow::kNormal;
+      case Stmt::kBreak:
+        return Flow::kBreak;
+      case Stmt::kContinue:
+        return Flow::kContinue;
+      case Stmt::kBlock:
+        return exec(s.body, out);
     }
     fail_line(s.line, "unhandled statement");
   }
@@ -193,7 +216,8 @@ class Evaluator {
     } else if (v.is_object()) {
       for (auto it = v.begin(); it != v.end(); ++it) items.emplace_back(it.key());
     } else if (v.is_string()) {
-      for (std::string_view cp : code_points(v.get_ref<const std::string&>())) items.emplace_back(std::string(cp));
+      for (std::string_view cp : code_points(v.get_ref<const std::string&>()))
+        items.emplace_back(std::string(cp));
     } else if (!is_undefined(v)) {
       fail_line(line, str("'", type_name(v), "' object is not iterable"));
     }
@@ -214,7 +238,7 @@ class Evaluator {
     const int64_t n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
       bind(s.targets, items[i], s.line);
-      Value loop = {{"index0", i},     {"index", i + 1},      {"revindex", n - i}, {"revindex0", n - i - 1},
+      Value loop = {{"index0", i},     {"index", i + 1},     {"revindex", n - i}, {"revindex0", n - i - 1},
                     {"first", i == 0}, {"last", i == n - 1}, {"length", n},       {"depth", 1},
                     {"depth0", 0}};
       loop["previtem"] = i > 0 ? items[i - 1] : undefined();
@@ -245,7 +269,8 @@ class Evaluator {
 
   Value call_macro(const Stmt& m, const Args& a) {
     if (a.pos.size() > m.params.size()) {
-      fail_line(a.line, str("macro '", m.attr, "' takes ", m.params.size(), " arguments, got ", a.pos.size()));
+      fail_line(a.line,
+                str("macro '", m.attr, "' takes ", m.params.size(), " arguments, got ", a.pos.size()));
     }
     std::map<std::string, Value> frame;
     for (size_t i = 0; i < m.params.size(); ++i) {
@@ -290,7 +315,8 @@ class Evaluator {
 
   Value eval(const Expr& e) {
     switch (e.kind) {
-      case Expr::kLiteral: return e.literal;
+      case Expr::kLiteral:
+        return e.literal;
       case Expr::kName: {
         if (const Value* v = find(e.name)) return *v;
         // A function name is defined (`strftime_now is defined`); calls go through eval_call.
@@ -315,7 +341,8 @@ class Evaluator {
       case Expr::kAttr: {
         Value held;
         const Value& obj = operand(*e.kids[0], held);
-        if (is_undefined(obj)) fail_line(e.line, str("cannot read attribute '", e.name, "' of an undefined value"));
+        if (is_undefined(obj))
+          fail_line(e.line, str("cannot read attribute '", e.name, "' of an undefined value"));
         if (obj.is_object()) {
           auto it = obj.find(e.name);
           return it != obj.end() ? *it : undefined();
@@ -344,17 +371,22 @@ class Evaluator {
         }
         fail_line(e.line, str("cannot slice a ", type_name(obj)));
       }
-      case Expr::kCall: return eval_call(e);
-      case Expr::kFilter: return call_filter(e.name, eval(*e.kids[0]), eval_args(e, 1));
-      case Expr::kTest: return call_test(e.name, eval(*e.kids[0]), eval_args(e, 1)) != e.negate;
+      case Expr::kCall:
+        return eval_call(e);
+      case Expr::kFilter:
+        return call_filter(e.name, eval(*e.kids[0]), eval_args(e, 1));
+      case Expr::kTest:
+        return call_test(e.name, eval(*e.kids[0]), eval_args(e, 1)) != e.negate;
       case Expr::kUnary: {
         const Value v = eval(*e.kids[0]);
         if (e.name == "not") return !truthy(v);
-        if (!is_num(v)) fail_line(e.line, str("bad operand type for unary ", e.name, ": '", type_name(v), "'"));
+        if (!is_num(v))
+          fail_line(e.line, str("bad operand type for unary ", e.name, ": '", type_name(v), "'"));
         if (e.name == "+") return is_int(v) ? Value(as_int(v)) : v;
         return is_int(v) ? Value(-as_int(v)) : Value(-as_double(v));
       }
-      case Expr::kBinary: return eval_binary(e);
+      case Expr::kBinary:
+        return eval_binary(e);
       case Expr::kCond:
         if (truthy(eval(*e.kids[1]))) return eval(*e.kids[0]);
         return e.kids[2] ? eval(*e.kids[2]) : undefined();
@@ -402,7 +434,8 @@ class Evaluator {
       return it != obj.end() ? *it : undefined();
     }
     if ((obj.is_array() || obj.is_string()) && is_int(key)) {
-      const auto cps = obj.is_string() ? code_points(obj.get_ref<const std::string&>()) : std::vector<std::string_view>{};
+      const auto cps =
+          obj.is_string() ? code_points(obj.get_ref<const std::string&>()) : std::vector<std::string_view>{};
       const int64_t n = obj.is_array() ? static_cast<int64_t>(obj.size()) : static_cast<int64_t>(cps.size());
       int64_t i = as_int(key);
       if (i < 0) i += n;

@@ -25,8 +25,8 @@ struct Tok {
   int line;
 };
 
-const char* kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">", "=",
-                      "(", ")", "[", "]", "{", "}", ".", ",", ":", "|"};
+const char* kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<",
+                      ">",  "=",  "(",  ")",  "[",  "]",  "{", "}", ".", ",", ":", "|"};
 
 class Lexer {
  public:
@@ -200,22 +200,54 @@ class Lexer {
         unicode::append_utf8(out, cp);
       };
       switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '\\': out += '\\'; break;
-        case '\'': out += '\''; break;
-        case '"': out += '"'; break;
-        case 'a': out += '\a'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'v': out += '\v'; break;
-        case '0': out += '\0'; break;
-        case '\n': ++line_; break;  // a backslash-newline continues the literal
-        case 'x': hex(2); break;
-        case 'u': hex(4); break;
-        case 'U': hex(8); break;
-        default: out += '\\'; out += e;  // unknown escapes stay as written, as in Python
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'a':
+          out += '\a';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'v':
+          out += '\v';
+          break;
+        case '0':
+          out += '\0';
+          break;
+        case '\n':
+          ++line_;
+          break;  // a backslash-newline continues the literal
+        case 'x':
+          hex(2);
+          break;
+        case 'u':
+          hex(4);
+          break;
+        case 'U':
+          hex(8);
+          break;
+        default:
+          out += '\\';
+          out += e;  // unknown escapes stay as written, as in Python
       }
     }
     toks_.push_back({Tok::kString, std::move(out), {}, start_line});
@@ -266,14 +298,22 @@ class Parser {
   }
   static std::string describe(const Tok& t) {
     switch (t.type) {
-      case Tok::kText: return "text";
-      case Tok::kVarBegin: return "'{{'";
-      case Tok::kVarEnd: return "'}}'";
-      case Tok::kBlockBegin: return "'{%'";
-      case Tok::kBlockEnd: return "'%}'";
-      case Tok::kEof: return "the end of the template";
-      case Tok::kString: return "a string";
-      default: return "'" + t.s + "'";
+      case Tok::kText:
+        return "text";
+      case Tok::kVarBegin:
+        return "'{{'";
+      case Tok::kVarEnd:
+        return "'}}'";
+      case Tok::kBlockBegin:
+        return "'{%'";
+      case Tok::kBlockEnd:
+        return "'%}'";
+      case Tok::kEof:
+        return "the end of the template";
+      case Tok::kString:
+        return "a string";
+      default:
+        return "'" + t.s + "'";
     }
   }
 
@@ -298,7 +338,8 @@ class Parser {
       const Tok& t = cur();
       if (t.type == Tok::kEof) {
         // Named at the opening tag: the end of the template says nothing about where it went wrong.
-        if (!ends.empty()) fail_line(open_line, str("'{% ", ends.back().substr(3), " %}' has no '{% ", ends.back(), " %}'"));
+        if (!ends.empty())
+          fail_line(open_line, str("'{% ", ends.back().substr(3), " %}' has no '{% ", ends.back(), " %}'"));
         return body;
       }
       if (t.type == Tok::kText) {
@@ -478,8 +519,8 @@ class Parser {
     for (;;) {
       std::string op;
       const int line = cur().line;
-      if (cur().type == Tok::kOp && (cur().s == "==" || cur().s == "!=" || cur().s == "<" || cur().s == "<=" ||
-                                     cur().s == ">" || cur().s == ">=")) {
+      if (cur().type == Tok::kOp && (cur().s == "==" || cur().s == "!=" || cur().s == "<" ||
+                                     cur().s == "<=" || cur().s == ">" || cur().s == ">=")) {
         op = t_[i_++].s;
       } else if (is_name("in")) {
         op = "in";

@@ -54,13 +54,27 @@ void dump_string(std::string& out, const std::string& s) {
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -80,12 +94,24 @@ void dump(std::string& out, const Value& v, int indent, bool sort_keys, int leve
   };
   const char* sep = indent >= 0 ? "," : ", ";
   switch (v.type()) {
-    case Value::value_t::null: out += "null"; return;
-    case Value::value_t::boolean: out += v.get<bool>() ? "true" : "false"; return;
-    case Value::value_t::number_integer: out += std::to_string(v.get<int64_t>()); return;
-    case Value::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); return;
-    case Value::value_t::number_float: out += float_repr(v.get<double>(), true); return;
-    case Value::value_t::string: dump_string(out, v.get_ref<const std::string&>()); return;
+    case Value::value_t::null:
+      out += "null";
+      return;
+    case Value::value_t::boolean:
+      out += v.get<bool>() ? "true" : "false";
+      return;
+    case Value::value_t::number_integer:
+      out += std::to_string(v.get<int64_t>());
+      return;
+    case Value::value_t::number_unsigned:
+      out += std::to_string(v.get<uint64_t>());
+      return;
+    case Value::value_t::number_float:
+      out += float_repr(v.get<double>(), true);
+      return;
+    case Value::value_t::string:
+      dump_string(out, v.get_ref<const std::string&>());
+      return;
     case Value::value_t::array:
       if (v.empty()) {
         out += "[]";
@@ -122,7 +148,8 @@ void dump(std::string& out, const Value& v, int indent, bool sort_keys, int leve
       out += '}';
       return;
     }
-    default: throw Error("tojson: Undefined is not JSON serializable");
+    default:
+      throw Error("tojson: Undefined is not JSON serializable");
   }
 }
 
@@ -162,24 +189,35 @@ std::string dumps(const Value& v, int indent, bool sort_keys) {
 
 bool truthy(const Value& v) {
   switch (v.type()) {
-    case Value::value_t::null: return false;
-    case Value::value_t::boolean: return v.get<bool>();
+    case Value::value_t::null:
+      return false;
+    case Value::value_t::boolean:
+      return v.get<bool>();
     case Value::value_t::number_integer:
-    case Value::value_t::number_unsigned: return v.get<int64_t>() != 0;
-    case Value::value_t::number_float: return v.get<double>() != 0.0;
-    case Value::value_t::string: return !v.get_ref<const std::string&>().empty();  // json::empty() is false for strings
+    case Value::value_t::number_unsigned:
+      return v.get<int64_t>() != 0;
+    case Value::value_t::number_float:
+      return v.get<double>() != 0.0;
+    case Value::value_t::string:
+      return !v.get_ref<const std::string&>().empty();  // json::empty() is false for strings
     case Value::value_t::array:
-    case Value::value_t::object: return !v.empty();
-    default: return false;  // Undefined
+    case Value::value_t::object:
+      return !v.empty();
+    default:
+      return false;  // Undefined
   }
 }
 
 std::string py_repr(const Value& v) {
   switch (v.type()) {
-    case Value::value_t::null: return "None";
-    case Value::value_t::boolean: return v.get<bool>() ? "True" : "False";
-    case Value::value_t::number_float: return float_repr(v.get<double>(), false);
-    case Value::value_t::string: return repr_string(v.get_ref<const std::string&>());
+    case Value::value_t::null:
+      return "None";
+    case Value::value_t::boolean:
+      return v.get<bool>() ? "True" : "False";
+    case Value::value_t::number_float:
+      return float_repr(v.get<double>(), false);
+    case Value::value_t::string:
+      return repr_string(v.get_ref<const std::string&>());
     case Value::value_t::array: {
       std::string out = "[";
       for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + py_repr(v[i]);
@@ -194,8 +232,10 @@ std::string py_repr(const Value& v) {
       }
       return out + "}";
     }
-    case Value::value_t::discarded: return "Undefined";
-    default: return v.dump();
+    case Value::value_t::discarded:
+      return "Undefined";
+    default:
+      return v.dump();
   }
 }
 
@@ -266,15 +306,23 @@ std::string py_strip(std::string_view s, const std::string* chars, bool left, bo
 
 const char* type_name(const Value& v) {
   switch (v.type()) {
-    case Value::value_t::null: return "none";
-    case Value::value_t::boolean: return "bool";
+    case Value::value_t::null:
+      return "none";
+    case Value::value_t::boolean:
+      return "bool";
     case Value::value_t::number_integer:
-    case Value::value_t::number_unsigned: return "int";
-    case Value::value_t::number_float: return "float";
-    case Value::value_t::string: return "string";
-    case Value::value_t::array: return "list";
-    case Value::value_t::object: return "dict";
-    default: return "undefined";
+    case Value::value_t::number_unsigned:
+      return "int";
+    case Value::value_t::number_float:
+      return "float";
+    case Value::value_t::string:
+      return "string";
+    case Value::value_t::array:
+      return "list";
+    case Value::value_t::object:
+      return "dict";
+    default:
+      return "undefined";
   }
 }
 

@@ -18,7 +18,9 @@ std::string new_call_id() {
   return id;
 }
 
-bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
 
 // The block's JSON as a call: an object with a string "name" and "arguments" an object (or a
 // string holding JSON, passed through). Anything else is not a call.
@@ -44,7 +46,8 @@ bool block_to_call(std::string_view body, ToolCall& call) {
 }  // namespace
 
 nlohmann::json tool_call_json(const ToolCall& c, int index) {
-  nlohmann::json j = {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
+  nlohmann::json j = {
+      {"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
   if (index >= 0) j["index"] = index;
   return j;
 }

@@ -12,7 +12,7 @@
 namespace qwen {
 
 struct ToolCall {
-  std::string id;         // "call_<24 hex>"
+  std::string id;  // "call_<24 hex>"
   std::string name;
   std::string arguments;  // JSON text, as OpenAI's function.arguments
 };

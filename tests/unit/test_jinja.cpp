@@ -48,7 +48,8 @@ TEST(Jinja, MatchesJinja2OnStoredCases) {
 TEST(Jinja, ToJsonIsPythonJsonDumps) {
   const Value v = Value::parse(R"({"z": [1, 2.0, -0.5, 1e-7, 1e22], "a": {}, "s": "é\u0001\t/", "e": []})");
   EXPECT_EQ(dumps(v), R"({"z": [1, 2.0, -0.5, 1e-07, 1e+22], "a": {}, "s": "é\u0001\t/", "e": []})");
-  EXPECT_EQ(dumps(v, -1, true), R"({"a": {}, "e": [], "s": "é\u0001\t/", "z": [1, 2.0, -0.5, 1e-07, 1e+22]})");
+  EXPECT_EQ(dumps(v, -1, true),
+            R"({"a": {}, "e": [], "s": "é\u0001\t/", "z": [1, 2.0, -0.5, 1e-07, 1e+22]})");
   EXPECT_EQ(dumps(Value::parse("[1, {\"k\": null}]"), 1), "[\n 1,\n {\n  \"k\": null\n }\n]");
   EXPECT_EQ(render("{{ x | tojson(indent=2, sort_keys=true) }}", {{"x", {{"b", 1}, {"a", 2}}}}),
             "{\n  \"a\": 2,\n  \"b\": 1\n}");
@@ -56,7 +57,8 @@ TEST(Jinja, ToJsonIsPythonJsonDumps) {
 
 TEST(Jinja, UndefinedAndNone) {
   EXPECT_EQ(render("[{{ missing }}][{{ none }}][{{ m.x }}]", {{"m", {{"y", 1}}}}), "[][None][]");
-  EXPECT_EQ(render("{{ missing | length }}{% for x in missing %}x{% endfor %}{{ missing is iterable }}"), "0True");
+  EXPECT_EQ(render("{{ missing | length }}{% for x in missing %}x{% endfor %}{{ missing is iterable }}"),
+            "0True");
   EXPECT_EQ(render("{{ (none).x is defined }}"), "False");
 }
 
@@ -87,11 +89,13 @@ TEST(Jinja, ErrorsNameTheLine) {
   };
   for (const Case& c : cases) {
     const std::string what = error_of(c.src);
-    EXPECT_NE(what.find(std::string("chat template ") + c.line + ":"), std::string::npos) << c.src << " -> " << what;
+    EXPECT_NE(what.find(std::string("chat template ") + c.line + ":"), std::string::npos)
+        << c.src << " -> " << what;
     EXPECT_NE(what.find(c.words), std::string::npos) << c.src << " -> " << what;
   }
   // raise_exception carries the template's message.
-  EXPECT_NE(error_of("{{ raise_exception('Roles must alternate') }}").find("Roles must alternate"), std::string::npos);
+  EXPECT_NE(error_of("{{ raise_exception('Roles must alternate') }}").find("Roles must alternate"),
+            std::string::npos);
   EXPECT_THROW(Template("{{ x }}").render(Value::array()), Error);
 }
 

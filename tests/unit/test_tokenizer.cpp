@@ -270,8 +270,8 @@ TEST(TokenizerSpm, MergesByScoreWithByteFallback) {
 
 TEST(ChatTemplate, SourceNamesAndErrors) {
   // A GGUF template is run as written by the Jinja engine, with bos_token / eos_token.
-  const auto custom = ChatTemplate::from_source("{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}",
-                                                "<s>", "</s>");
+  const auto custom = ChatTemplate::from_source(
+      "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}", "<s>", "</s>");
   EXPECT_EQ(custom.family(), ChatFamily::kJinja);
   EXPECT_STREQ(custom.name(), "jinja");
   EXPECT_EQ(custom.render({{"user", "a"}, {"assistant", "b"}}, true), "<s>ab</s>");

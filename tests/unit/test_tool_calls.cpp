@@ -10,7 +10,8 @@ namespace qwen {
 namespace {
 
 const char* kTwoCalls =
-    "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"東京\", \"days\": 2}}\n"
+    "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"東京\", \"days\": "
+    "2}}\n"
     "</tool_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
 
 TEST(ToolCalls, WholeText) {
@@ -36,9 +37,10 @@ TEST(ToolCalls, WholeText) {
 }
 
 TEST(ToolCalls, NotCallsStayText) {
-  for (const char* text : {"plain answer, no calls\n", "<tool_call>not json</tool_call> after",
-                           "<tool_call>{\"arguments\": {}}</tool_call>", "<tool_call>[1, 2]</tool_call>",
-                           "<tool_call>{\"name\": \"f\"", "a < b and <tool_c", "x <tool_call>{\"name\": \"f\"} (unclosed)"}) {
+  for (const char* text :
+       {"plain answer, no calls\n", "<tool_call>not json</tool_call> after",
+        "<tool_call>{\"arguments\": {}}</tool_call>", "<tool_call>[1, 2]</tool_call>",
+        "<tool_call>{\"name\": \"f\"", "a < b and <tool_c", "x <tool_call>{\"name\": \"f\"} (unclosed)"}) {
     const ParsedReply r = parse_tool_calls(text);
     EXPECT_TRUE(r.calls.empty()) << text;
     EXPECT_EQ(r.content, text);
