@@ -233,8 +233,9 @@ int main(int argc, char** argv) {
   app.add_flag("-i,--interactive", interactive,
                "interactive chat: one user message per line (after -p, if given)");
   app.add_option("--system-prompt,--system", system_prompt, "(-sys) system message of the conversation");
-  app.add_option("--chat-template", chat_template,
-                 "force a template family (chatml, qwen2, qwen2.5, qwen3, ...)");
+  app.add_option(
+      "--chat-template", chat_template,
+      "a built-in template instead of the GGUF's own (chatml, qwen2, qwen2.5, qwen3, llama3, gemma, ...)");
   app.add_flag("--jinja", jinja, "accepted for llama.cpp command lines: chat templates are always rendered");
   app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   std::vector<std::string> args = llama_spellings(argc, argv);

@@ -97,8 +97,9 @@ std::optional<std::string> string(const json& body, const char* key) {
   return v->get<std::string>();
 }
 
-// Every field a route accepts; any other is refused by name (tool_choice, functions, ...): a field
-// that is accepted and then ignored would give a wrong answer without a word.
+// Every field a route accepts; any other is refused by name (grammar, the legacy functions /
+// function_call, ...): a field that is accepted and then ignored would give a wrong answer without
+// a word.
 constexpr const char* kCommonFields[] = {"model",
                                          "stream",
                                          "stream_options",
@@ -134,16 +135,6 @@ void refuse_unknown(const json& body, std::span<const char* const> route_fields)
       invalid(key.substr(0, 64), str("field ", describe(json(key)), " is not supported by this server"),
               "unsupported_value");
     }
-  }
-}
-
-// Fields accepted only with their API defaults (they ask for something not implemented otherwise).
-void refuse_unsupported(const json& body) {
-  if (const json* v = field(body, "tools"); v && !(v->is_array() && v->empty())) {
-    invalid("tools", "tool calling is not supported", "unsupported_value");
-  }
-  if (const json* v = field(body, "tool_choice"); v && *v != "none") {
-    invalid("tool_choice", "tool calling is not supported: only tool_choice \"none\"", "unsupported_value");
   }
 }
 
@@ -205,7 +196,6 @@ void parse_common(const json& body, GenerationRequest& r, std::span<const char* 
                    "invalid_type");
   }
   refuse_unknown(body, route_fields);
-  refuse_unsupported(body);
   r.params.grammar = parse_response_format(body, raw_body);
   r.n = int(integer(body, "n", 1, kMaxChoices).value_or(1));
   r.user = string(body, "user").value_or("");
@@ -293,6 +283,116 @@ std::vector<int32_t> token_ids(const json& v, const char* param, int32_t n_vocab
   return ids;
 }
 
+// One message as the chat template sees it: role (developer taken as system), content as a
+// string (text parts joined; null only for an assistant turn that makes tool calls), and for tool
+// calling tool_calls (function.arguments, a JSON string on the wire, as the object templates
+// print with tojson, as llama-server does), tool_call_id and name.
+nlohmann::ordered_json chat_message(const json& m, size_t i) {
+  const std::string param = str("messages[", i, "]");
+  if (!m.is_object())
+    invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
+  const json* role = field(m, "role");
+  if (!role || !role->is_string()) {
+    invalid(param + ".role", str("'", param, ".role' must be a string"),
+            role ? "invalid_type" : "missing_field");
+  }
+  std::string r_name = role->get<std::string>();
+  if (r_name == "developer") r_name = "system";  // the newer OpenAI name for the system role
+  if (r_name != "system" && r_name != "user" && r_name != "assistant" && r_name != "tool") {
+    invalid(param + ".role", str("'", param, ".role' is \"", r_name,
+                                 "\", expected \"system\", \"user\", \"assistant\" or \"tool\""));
+  }
+  nlohmann::ordered_json out = {{"role", r_name}};
+  const json* content = field(m, "content");
+  const json* calls = r_name == "assistant" ? field(m, "tool_calls") : nullptr;
+  if (!content && r_name != "assistant") {
+    invalid(param + ".content", str("'", param, ".content' is required"), "missing_field");
+  }
+  out["content"] = content ? nlohmann::ordered_json(message_content(*content, i))
+                   : calls ? nlohmann::ordered_json(nullptr)
+                           : nlohmann::ordered_json("");
+  if (calls) {
+    const std::string cp = param + ".tool_calls";
+    if (!calls->is_array()) wrong_type(cp.c_str(), "an array", *calls);
+    out["tool_calls"] = nlohmann::ordered_json::array();
+    for (size_t k = 0; k < calls->size(); ++k) {
+      const json& c = (*calls)[k];
+      const std::string at = str(cp, "[", k, "]");
+      const json* fn = c.is_object() ? field(c, "function") : nullptr;
+      const json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+      const json* args = fn && fn->is_object() ? field(*fn, "arguments") : nullptr;
+      if (!name || !name->is_string() || !args || !args->is_string() ||
+          (field(c, "type") && *field(c, "type") != "function")) {
+        invalid(at,
+                str("'", at,
+                    "' must be {\"id\", \"type\": \"function\", \"function\": {\"name\": string, "
+                    "\"arguments\": JSON string}}"),
+                "invalid_type");
+      }
+      auto parsed = nlohmann::ordered_json::parse(args->get<std::string>(), nullptr, false);
+      if (parsed.is_discarded() || !parsed.is_object()) {
+        invalid(at + ".function.arguments",
+                str("'", at, ".function.arguments' must be a JSON object as a string"));
+      }
+      nlohmann::ordered_json call = {{"type", "function"},
+                                     {"function", {{"name", *name}, {"arguments", std::move(parsed)}}}};
+      if (const json* id = field(c, "id")) call["id"] = *id;
+      out["tool_calls"].push_back(std::move(call));
+    }
+  }
+  for (const char* key : {"tool_call_id", "name"}) {
+    if (const json* v = field(m, key)) {
+      if (!v->is_string())
+        invalid(param + "." + key, str("'", param, ".", key, "' must be a string"), "invalid_type");
+      out[key] = *v;
+    }
+  }
+  return out;
+}
+
+// tools: function tools, rendered by the model's template in the order the client wrote them
+// (their JSON is printed with tojson, so the key order is taken from the raw body). tool_choice
+// "none" leaves them out; "auto" (the default) renders them and parses <tool_call> blocks out of
+// replies; "required" and a named function are refused: nothing here can force the model to call.
+void parse_tools(const json& body, std::string_view raw_body, GenerationRequest& r) {
+  const json* tools = field(body, "tools");
+  const json* choice = field(body, "tool_choice");
+  if (choice) {
+    if (choice->is_object() || *choice == "required") {
+      invalid("tool_choice",
+              "tool_choice \"required\" or a named function cannot be enforced by this server "
+              "(tool calls are not constrained); use \"auto\" or \"none\"",
+              "unsupported_value");
+    }
+    if (*choice != "auto" && *choice != "none") {
+      invalid("tool_choice", str("'tool_choice' is ", describe(*choice), ", expected \"none\" or \"auto\""));
+    }
+    if (!tools && *choice == "auto") invalid("tool_choice", "'tool_choice' \"auto\" needs 'tools'");
+  }
+  if (!tools) return;
+  if (!tools->is_array()) wrong_type("tools", "an array of function tools", *tools);
+  for (size_t k = 0; k < tools->size(); ++k) {
+    const json& t = (*tools)[k];
+    const json* fn = t.is_object() ? field(t, "function") : nullptr;
+    const json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+    if (!t.is_object() || !field(t, "type") || *field(t, "type") != "function" || !name ||
+        !name->is_string() || name->get<std::string>().empty()) {
+      invalid(str("tools[", k, "]"),
+              str("'tools[", k,
+                  "]' must be {\"type\": \"function\", \"function\": "
+                  "{\"name\": string, ...}}"),
+              "invalid_type");
+    }
+    if (const json* p = field(*fn, "parameters"); p && !p->is_object()) {
+      wrong_type(str("tools[", k, "].function.parameters").c_str(), "an object", *p);
+    }
+  }
+  if (tools->empty() || (choice && *choice == "none")) return;
+  r.tools = raw_body.empty() ? nlohmann::ordered_json::parse(tools->dump())
+                             : nlohmann::ordered_json::parse(raw_body)["tools"];
+  r.parse_tool_calls = true;
+}
+
 }  // namespace
 
 json parse_body(const std::string& body) {
@@ -318,28 +418,9 @@ GenerationRequest parse_chat_request(const json& body, int32_t n_vocab, std::str
   if (!messages) invalid("messages", "'messages' is required", "missing_field");
   if (!messages->is_array()) wrong_type("messages", "an array", *messages);
   if (messages->empty()) invalid("messages", "'messages' must not be empty");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
-    std::string param = str("messages[", i, "]");
-    if (!m.is_object())
-      invalid(param, str("'", param, "' must be an object, got ", m.type_name()), "invalid_type");
-    const json* role = field(m, "role");
-    if (!role || !role->is_string()) {
-      invalid(param + ".role", str("'", param, ".role' must be a string"),
-              role ? "invalid_type" : "missing_field");
-    }
-    std::string r_name = role->get<std::string>();
-    if (r_name == "developer") r_name = "system";  // the newer OpenAI name for the system role
-    if (r_name != "system" && r_name != "user" && r_name != "assistant") {
-      invalid(param + ".role",
-              str("'", param, ".role' is \"", r_name, "\", expected \"system\", \"user\" or \"assistant\""));
-    }
-    const json* content = field(m, "content");
-    if (!content && r_name != "assistant") {
-      invalid(param + ".content", str("'", param, ".content' is required"), "missing_field");
-    }
-    r.messages.push_back({r_name, content ? message_content(*content, i) : std::string()});
-  }
+  r.messages = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < messages->size(); ++i) r.messages.push_back(chat_message((*messages)[i], i));
+  parse_tools(body, raw_body, r);
   return r;
 }
 

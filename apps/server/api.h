@@ -38,7 +38,9 @@ class ApiError : public std::runtime_error {
 struct GenerationRequest {
   bool chat = false;
   std::string model;                  // empty: the served model
-  std::vector<ChatMessage> messages;  // chat only, roles system / user / assistant
+  nlohmann::ordered_json messages;    // chat only: validated messages as the template reads them
+  nlohmann::ordered_json tools;       // chat: function tools for the template (null: none)
+  bool parse_tool_calls = false;      // tools given, tool_choice "auto": replies yield tool_calls
   std::string prompt;                 // completions: prompt text, or
   std::vector<int32_t> prompt_ids;    // completions: the prompt as token ids (checked < n_vocab)
   GenerateParams params;              // max_tokens (< 0: until eog / stop / context full), sampler, stop
@@ -56,8 +58,9 @@ constexpr int kMaxTopLogprobs = 20;
 // Parse a body; throw ApiError (400) naming the field and the bad value. A field the server does
 // not implement is refused with code "unsupported_value", never ignored.
 nlohmann::json parse_body(const std::string& body);
-// raw_body is the body's text: a JSON schema is compiled from it, so that properties keep the
-// schema's order (nlohmann::json sorts object keys).
+// raw_body is the body's text: a JSON schema is compiled from it, and `tools` are taken from it, so
+// that both keep the client's key order (nlohmann::json sorts object keys; the template prints
+// tools as given, and properties are generated in the schema's order).
 GenerationRequest parse_chat_request(const nlohmann::json& body, int32_t n_vocab, std::string_view raw_body);
 GenerationRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab,
                                            std::string_view raw_body);

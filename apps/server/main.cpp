@@ -226,7 +226,8 @@ int main(int argc, char** argv) {
                  "whose cached prompts are kept apart)")
       ->take_all();
   app.add_option("--chat-template", o.chat_template,
-                 "force a chat template: chatml, qwen2, qwen2.5, qwen3, llama3, gemma");
+                 "a built-in chat template instead of the GGUF's own: chatml, qwen2, qwen2.5, qwen3, llama3, "
+                 "llama3.1, llama3.2, gemma");
   app.add_option("--kv-type", o.kv_type,
                  "KV cache type: auto (f16 on cuda, f32 on cpu), f32, f16, bf16 or q8_0");
   app.add_option("--cache-type-k", o.ctk, "(-ctk) KV cache type, as llama.cpp; K and V share it");

@@ -107,10 +107,16 @@ json chat_completion(const ResponseId& rid, const std::vector<Choice>& choices, 
   r["choices"] = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const Choice& c = choices[i];
-    r["choices"].push_back({{"index", i},
-                            {"message", {{"role", "assistant"}, {"content", c.text}}},
-                            {"logprobs", c.logprobs},
-                            {"finish_reason", openai_finish_reason(c.finish)}});
+    json message = {{"role", "assistant"}, {"content", c.text}};
+    const char* finish = openai_finish_reason(c.finish);
+    if (!c.tool_calls.empty()) {
+      if (c.text.empty()) message["content"] = nullptr;  // as OpenAI sends a pure tool-call turn
+      message["tool_calls"] = json::array();
+      for (const ToolCall& call : c.tool_calls) message["tool_calls"].push_back(tool_call_json(call));
+      if (finish == std::string_view("stop")) finish = "tool_calls";  // a cut-off reply stays "length"
+    }
+    r["choices"].push_back(
+        {{"index", i}, {"message", message}, {"logprobs", c.logprobs}, {"finish_reason", finish}});
   }
   r["usage"] = usage;
   return r;
@@ -131,14 +137,25 @@ json text_completion(const ResponseId& rid, const std::vector<Choice>& choices, 
 }
 
 json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
-                std::optional<FinishReason> finish, const json& usage) {
+                std::optional<FinishReason> finish, const json& usage, bool called_tools) {
   json delta = json::object();
   if (role) delta["role"] = "assistant";
   if (text) delta["content"] = *text;
   json r = envelope(rid, "chat.completion.chunk");
-  r["choices"] = json::array(
-      {{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish_json(finish)}}});
+  const bool stopped = finish && openai_finish_reason(*finish) == std::string_view("stop");
+  const json reason = called_tools && stopped ? json("tool_calls") : finish_json(finish);
+  r["choices"] =
+      json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", reason}}});
   if (!usage.is_null()) r["usage"] = usage;
+  return r;
+}
+
+json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls, int first_index) {
+  json list = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) list.push_back(tool_call_json(calls[i], first_index + int(i)));
+  json r = envelope(rid, "chat.completion.chunk");
+  r["choices"] = json::array(
+      {{{"index", 0}, {"delta", {{"tool_calls", list}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
   return r;
 }
 

@@ -10,6 +10,7 @@
 
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tool_calls.h"
 
 namespace qwen::server {
 
@@ -39,6 +40,7 @@ ResponseId make_response_id(bool chat, const std::string& model);
 // Whole responses (stream = false), one choice per generation of the request.
 struct Choice {
   std::string text;
+  std::vector<ToolCall> tool_calls;  // parsed out of the text (chat with tools): finish_reason "tool_calls"
   FinishReason finish = FinishReason::Running;
   nlohmann::json logprobs;  // null unless requested
 };
@@ -48,9 +50,14 @@ nlohmann::json text_completion(const ResponseId& rid, const std::vector<Choice>&
                                const nlohmann::json& usage);
 
 // One streamed chunk. Chat: `role` adds {"role": "assistant"} to the delta, `text` adds content.
-// `finish` set ends the choice; `usage` (null for none) rides on that final chunk.
+// `finish` set ends the choice ("tool_calls" instead of "stop" when `called_tools`); `usage` (null
+// for none) rides on that final chunk.
 nlohmann::json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
-                          std::optional<FinishReason> finish, const nlohmann::json& usage);
+                          std::optional<FinishReason> finish, const nlohmann::json& usage,
+                          bool called_tools = false);
+// Streamed tool calls: a delta {"tool_calls": [...]} with each call whole, indexed from `first_index`.
+nlohmann::json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls,
+                                     int first_index);
 nlohmann::json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
                           const nlohmann::json& usage);
 // The stream_options.include_usage chunk: no choices, only usage.

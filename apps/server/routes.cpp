@@ -60,9 +60,8 @@ uint64_t random_seed() {
   return rng();
 }
 
-// The GGUF's template, recognised by its markers and rendered by the matching built-in one (the
-// Jinja source is not executed: the log says which was chosen); ChatML when the GGUF has none,
-// as llama-server does.
+// The GGUF's own Jinja template (run by the Jinja engine), a built-in one when forced, or ChatML
+// when the GGUF has none, as llama-server does.
 ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
   if (forced.empty() && tok.chat_template_source().empty()) {
     std::fprintf(stderr,
@@ -70,14 +69,7 @@ ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
                  "(--chat-template NAME picks another)\n");
     return ChatTemplate::for_tokenizer(tok, "chatml");
   }
-  ChatTemplate t = ChatTemplate::for_tokenizer(tok, forced);
-  if (forced.empty()) {
-    std::fprintf(stderr,
-                 "qwen-server: chat template: the GGUF's Jinja template is not run; it is recognised as the "
-                 "built-in '%s' template, which renders the chats (--chat-template NAME overrides)\n",
-                 t.name());
-  }
-  return t;
+  return ChatTemplate::for_tokenizer(tok, forced);
 }
 
 // localhost, 127.x.x.x or [::1], with or without a port.
@@ -264,6 +256,14 @@ void Routes::install(httplib::Server& http) {
       res.set_content(to_wire({{"tokens", ids}}), kJson);
     });
   });
+  // llama-server's /apply-template: the prompt a chat request renders to, without generating.
+  http.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(res, [&] {
+      const GenerationRequest r =
+          parse_chat_request(parse_body(req.body), engine_.tokenizer().n_vocab(), req.body);
+      res.set_content(to_wire({{"prompt", chat_prompt(r)}}), kJson);
+    });
+  });
   http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     guarded(res, [&] {
       std::vector<int32_t> ids =
@@ -294,18 +294,23 @@ void Routes::check_prompt_bytes(const std::string& text, const char* param) cons
       "context_length_exceeded", param);
 }
 
+std::string Routes::chat_prompt(const GenerationRequest& r) const {
+  nlohmann::ordered_json vars = nlohmann::ordered_json::object();
+  if (!r.tools.is_null()) vars["tools"] = r.tools;
+  try {
+    return template_.render(r.messages, /*add_generation_prompt=*/true, vars);
+  } catch (const Error& e) {
+    // The template refused the conversation (e.g. roles out of order): the client's doing.
+    throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
+                   "messages");
+  }
+}
+
 std::vector<int32_t> Routes::prompt_tokens(const GenerationRequest& r) {
   std::vector<int32_t> ids;
   const size_t max_prompt = size_t(engine_.n_ctx()) - 1;  // one token must be left to generate
   if (r.chat) {
-    std::string text;
-    try {
-      text = template_.render(r.messages, /*add_generation_prompt=*/true);
-    } catch (const Error& e) {
-      // The template refused the conversation (e.g. roles out of order): the client's doing.
-      throw ApiError(400, str("the chat template rejected the messages: ", e.what()), "invalid_messages",
-                     "messages");
-    }
+    const std::string text = chat_prompt(r);
     check_prompt_bytes(text, "messages");
     // The rendered template already holds its BOS and control tokens as text. Tokenizing stops
     // once the prompt cannot fit (n_ctx tokens), so a long one costs only what the context holds.
@@ -381,6 +386,11 @@ void Routes::respond_whole(httplib::Response& res, bool chat, const std::vector<
       throw job_error(u.result);
     }
     c.finish = u.result.finish;
+    if (r.parse_tool_calls) {
+      ParsedReply reply = parse_tool_calls(c.text);
+      c.text = std::move(reply.content);
+      c.tool_calls = std::move(reply.calls);
+    }
     if (r.params.logprobs >= 0) {
       // Every sampled token but an end-of-generation one, which adds no text.
       std::vector<TokenLogprobs> lps = u.result.logprobs;
@@ -477,6 +487,7 @@ struct StreamState {
   bool chat = false;
   bool include_usage = false;
   bool role_sent = false;
+  std::optional<ToolCallParser> tools;  // chat with tools: text goes through it
   ~StreamState() {
     job->cancel();
     open_streams->fetch_sub(1);
@@ -494,6 +505,7 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
   st->rid = make_response_id(chat, r.model);
   st->chat = chat;
   st->include_usage = r.include_usage;
+  if (r.parse_tool_calls) st->tools.emplace();
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider("text/event-stream", [st](size_t, httplib::DataSink& sink) {
@@ -507,9 +519,21 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
     }
     std::string out;
     Job::Update u = st->job->wait(kKeepAlive);
-    if (!u.text.empty()) {
-      out += sse_data(st->chat ? chat_chunk(st->rid, false, u.text, std::nullopt, nullptr)
-                               : text_chunk(st->rid, u.text, std::nullopt, nullptr));
+    std::string text = std::move(u.text);
+    if (st->tools) {
+      // Content is sent once it cannot be part of a <tool_call> block; each call goes out whole.
+      const int before = st->tools->n_calls();
+      text = st->tools->push(text);
+      if (u.done && u.result.error.empty()) text += st->tools->flush();
+      if (std::vector<ToolCall> calls = st->tools->take_calls(); !calls.empty()) {
+        if (!text.empty())
+          out += sse_data(chat_chunk(st->rid, false, std::exchange(text, {}), std::nullopt, nullptr));
+        out += sse_data(chat_tool_calls_chunk(st->rid, calls, before));
+      }
+    }
+    if (!text.empty()) {
+      out += sse_data(st->chat ? chat_chunk(st->rid, false, text, std::nullopt, nullptr)
+                               : text_chunk(st->rid, text, std::nullopt, nullptr));
     }
     if (u.done) {
       const JobResult& res = u.result;
@@ -518,7 +542,8 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
         out += sse_data(job_error(res).to_json());
       } else {
         json usage = usage_json(res.prompt_tokens, res.completion_tokens, res.cached_tokens);
-        out += sse_data(st->chat ? chat_chunk(st->rid, false, std::nullopt, res.finish, usage)
+        const bool called = st->tools && st->tools->n_calls() > 0;
+        out += sse_data(st->chat ? chat_chunk(st->rid, false, std::nullopt, res.finish, usage, called)
                                  : text_chunk(st->rid, "", res.finish, usage));
         if (st->include_usage) out += sse_data(usage_chunk(st->rid, st->chat, usage));
       }

@@ -48,6 +48,7 @@ class Routes {
   void chat_or_completion(const httplib::Request& req, httplib::Response& res, bool chat);
   void embeddings(const httplib::Request& req, httplib::Response& res);
   std::vector<int32_t> prompt_tokens(const GenerationRequest& r);
+  std::string chat_prompt(const GenerationRequest& r) const;  // the rendered template (400 if it refuses)
   // Throws context_length_exceeded when `text` has more bytes than the context's tokens can
   // hold, before any tokenization (a 10 MB prompt costs nothing).
   void check_prompt_bytes(const std::string& text, const char* param) const;

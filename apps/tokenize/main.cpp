@@ -27,6 +27,7 @@
 namespace {
 
 using nlohmann::json;
+using nlohmann::ordered_json;
 
 std::string ids_json(const std::vector<int32_t>& ids) {
   std::string s = "[";
@@ -42,14 +43,15 @@ std::string string_json(const std::string& s) {
   return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-template <class F>
+// J: json, or ordered_json where key order matters (chat templates print objects with tojson).
+template <class J = json, class F>
 void for_each_line(std::istream& in, F&& f) {
   std::string line;
   for (size_t n = 1; std::getline(in, line); ++n) {
     if (line.empty()) continue;
-    json v;
+    J v;
     try {
-      v = json::parse(line);
+      v = J::parse(line);
     } catch (const json::exception& e) {
       QWEN_FAIL("stdin line ", n, " is not JSON (", e.what(),
                 "); without -p, -f or --stdin the input is JSON Lines: use --stdin for plain text");
@@ -58,23 +60,10 @@ void for_each_line(std::istream& in, F&& f) {
   }
 }
 
-std::vector<qwen::ChatMessage> parse_messages(const json& arr) {
-  QWEN_CHECK(arr.is_array(), "chat: messages must be an array, got ", arr.type_name());
-  std::vector<qwen::ChatMessage> msgs;
-  for (size_t i = 0; i < arr.size(); ++i) {
-    const json& m = arr[i];
-    QWEN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
-                   m["content"].is_string(),
-               "chat: messages[", i, "] must be {\"role\": string, \"content\": string}");
-    msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-  }
-  return msgs;
-}
-
-void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, const json& conv, bool add_gen,
-                 const json& vars) {
-  json all_vars = vars;
-  json messages = conv;
+void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, const ordered_json& conv,
+                 bool add_gen, const ordered_json& vars) {
+  ordered_json all_vars = vars;
+  ordered_json messages = conv;
   if (conv.is_object()) {
     QWEN_CHECK(conv.contains("messages"), "chat: conversation object has no \"messages\"");
     messages = conv["messages"];
@@ -87,7 +76,8 @@ void render_chat(const qwen::Tokenizer& tok, const qwen::ChatTemplate& tmpl, con
       }
     }
   }
-  const std::string text = tmpl.render(parse_messages(messages), add_gen, all_vars);
+  QWEN_CHECK(messages.is_array(), "chat: messages must be an array, got ", messages.type_name());
+  const std::string text = tmpl.render(messages, add_gen, all_vars);
   const auto ids = tok.encode(text, /*parse_special=*/true);
   std::cout << "{\"template\": \"" << tmpl.name() << "\", \"text\": " << string_json(text)
             << ", \"ids\": " << ids_json(ids) << "}\n";
@@ -161,7 +151,7 @@ void info(const qwen::Tokenizer& tok) {
     try {
       j["chat_template"] = qwen::ChatTemplate::for_tokenizer(tok).name();
     } catch (const qwen::Error& e) {
-      j["chat_template"] = std::string("unknown: ") + e.what();
+      j["chat_template"] = std::string("unusable: ") + e.what();
     }
   }
   std::cout << j.dump(2) << "\n";
@@ -255,17 +245,17 @@ int main(int argc, char** argv) {
         QWEN_CHECK(in, "cannot open --chat-template-file ", chat_template_file);
         std::stringstream source;
         source << in.rdbuf();
-        return qwen::ChatTemplate::from_source(source.str(),
-                                               tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : "");
+        return qwen::ChatTemplate::from_source(source.str(), tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : "",
+                                               tok.eos() >= 0 ? tok.token_bytes(tok.eos()) : "");
       }();
-      json vars;
+      ordered_json vars;
       try {
-        vars = json::parse(vars_text);
+        vars = ordered_json::parse(vars_text);
       } catch (const json::exception& e) {
         QWEN_FAIL("--vars is not JSON: ", e.what());
       }
       if (chat_file == "-") {
-        for_each_line(std::cin, [&](const json& v, size_t) {
+        for_each_line<ordered_json>(std::cin, [&](const ordered_json& v, size_t) {
           try {
             render_chat(tok, tmpl, v, !no_gen, vars);
           } catch (const qwen::Error& e) {
@@ -276,9 +266,9 @@ int main(int argc, char** argv) {
       } else {
         std::ifstream in(chat_file);
         QWEN_CHECK(in, "cannot open --chat file ", chat_file);
-        json conv;
+        ordered_json conv;
         try {
-          conv = json::parse(in);
+          conv = ordered_json::parse(in);
         } catch (const json::exception& e) {
           QWEN_FAIL(chat_file, ": not JSON: ", e.what());
         }

@@ -1,9 +1,12 @@
-// Chat templates: each family's Jinja template re-expressed in code. The comments quote the
-// template logic each block reproduces; tests/python/test_chat_templates.py renders the real
-// template strings with jinja2 (HF settings: trim_blocks, lstrip_blocks) and compares.
+// Chat templates: the model's own Jinja template run by the Jinja engine (jinja.h) with the
+// variables transformers passes, and the built-in families (each family's Jinja template
+// re-expressed in code; the comments quote the template logic each block reproduces), which
+// --chat-template NAME selects. tests/python/test_chat_templates.py renders the real template
+// strings with jinja2 (HF settings: trim_blocks, lstrip_blocks) and compares both.
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 #include "util/check.h"
@@ -13,10 +16,6 @@ namespace qwen {
 namespace {
 
 constexpr const char* kNames = "chatml, qwen2, qwen2.5, qwen3, llama3, llama3.1, llama3.2, gemma";
-
-bool contains(std::string_view s, std::string_view what) {
-  return s.find(what) != s.npos;
-}
 
 // Python's str.isspace(): the Unicode White_Space characters plus U+001C..U+001F.
 bool py_space(uint32_t cp) {
@@ -53,39 +52,6 @@ std::string_view split_first(std::string_view s, std::string_view sep) {
 std::string_view split_last(std::string_view s, std::string_view sep) {
   const size_t p = s.rfind(sep);
   return p == s.npos ? s : s.substr(p + sep.size());
-}
-
-// The default system prompt a ChatML template writes as a literal
-// '<|im_start|>system\n...<|im_end|>' (Qwen2: "You are a helpful assistant."); empty if none.
-// Templates write the newline either as the escape \n or as a raw newline inside the string.
-std::string chatml_default_system(std::string_view src) {
-  constexpr std::string_view kHead = "<|im_start|>system", kEnd = "<|im_end|>";
-  for (size_t p = src.find(kHead); p != src.npos; p = src.find(kHead, p + 1)) {
-    size_t start = p + kHead.size();
-    if (src.substr(start).starts_with("\\n")) {
-      start += 2;
-    } else if (src.substr(start).starts_with("\n")) {
-      start += 1;
-    } else {
-      continue;
-    }
-    const size_t end = src.find(kEnd, start);
-    if (end == src.npos) break;
-    std::string_view lit = src.substr(start, end - start);
-    // Only a plain literal counts; '<|im_start|>system\n' + messages[0]... has quotes after it.
-    if (lit.empty() || lit.find_first_of("'\"+{}") != lit.npos) continue;
-    std::string out;
-    for (size_t i = 0; i < lit.size(); ++i) {
-      if (lit[i] == '\\' && i + 1 < lit.size()) {
-        const char e = lit[++i];
-        out.push_back(e == 'n' ? '\n' : e == 't' ? '\t' : e);
-      } else {
-        out.push_back(lit[i]);
-      }
-    }
-    return out;
-  }
-  return {};
 }
 
 void check_no_tools(const nlohmann::json& vars) {
@@ -142,7 +108,7 @@ std::string render_qwen3(const std::vector<ChatMessage>& msgs, bool add_gen, con
     } else if (m.role == "assistant") {
       std::string_view content = m.content;
       std::string_view reasoning;
-      if (contains(m.content, "</think>")) {
+      if (m.content.find("</think>") != std::string::npos) {
         content = lstrip(split_last(m.content, "</think>"), "\n");
         reasoning = lstrip(split_last(rstrip(split_first(m.content, "</think>"), "\n"), "<think>"), "\n");
       }
@@ -244,37 +210,19 @@ std::string render_gemma(const std::vector<ChatMessage>& msgs, bool add_gen, con
 
 }  // namespace
 
-ChatTemplate ChatTemplate::from_source(std::string_view src, std::string bos_token) {
-  ChatTemplate t;
-  t.bos_token_ = std::move(bos_token);
-  auto unknown = [&](const char* why) {
-    QWEN_FAIL("unknown chat template (", why, "); pass --chat-template NAME to use a built-in one (", kNames,
-              "). Template starts with: ", std::string(src.substr(0, 120)));
-  };
+ChatTemplate ChatTemplate::from_source(std::string_view src, std::string bos_token, std::string eos_token) {
   if (src.empty()) {
     QWEN_FAIL("the model has no tokenizer.chat_template; pass --chat-template NAME (", kNames, ")");
   }
-  if (contains(src, "<|im_start|>")) {
-    if (contains(src, "<think>")) {
-      t.family_ = ChatFamily::kQwen3;
-    } else {
-      t.family_ = ChatFamily::kChatML;
-      t.default_system_ = chatml_default_system(src);
-      t.tool_responses_ = contains(src, "<tool_response>");
-    }
-  } else if (contains(src, "<|start_header_id|>") && contains(src, "<|eot_id|>")) {
-    if (contains(src, "Cutting Knowledge Date")) {
-      t.family_ = ChatFamily::kLlama31;
-      t.llama_date_now_ = contains(src, "strftime_now");
-    } else {
-      if (contains(src, "tool")) unknown("Llama 3 variant with tool calling");
-      t.family_ = ChatFamily::kLlama3;
-    }
-  } else if (contains(src, "<start_of_turn>")) {
-    t.family_ = ChatFamily::kGemma;
-    t.gemma_fold_system_ = contains(src, "first_user_prefix");
-  } else {
-    unknown("not ChatML, Qwen3, Llama 3 or Gemma");
+  ChatTemplate t;
+  t.family_ = ChatFamily::kJinja;
+  t.bos_token_ = std::move(bos_token);
+  t.eos_token_ = std::move(eos_token);
+  try {
+    t.jinja_ = std::make_shared<const jinja::Template>(src);
+  } catch (const Error& e) {
+    QWEN_FAIL("cannot use the model's chat template: ", e.what(),
+              "; pass --chat-template NAME to use a built-in one (", kNames, ")");
   }
   return t;
 }
@@ -309,11 +257,14 @@ ChatTemplate ChatTemplate::from_name(std::string_view name, std::string bos_toke
 ChatTemplate ChatTemplate::for_tokenizer(const Tokenizer& tok, std::string_view forced_name) {
   std::string bos = tok.bos() >= 0 ? tok.token_bytes(tok.bos()) : std::string();
   if (!forced_name.empty()) return from_name(forced_name, std::move(bos));
-  return from_source(tok.chat_template_source(), std::move(bos));
+  return from_source(tok.chat_template_source(), std::move(bos),
+                     tok.eos() >= 0 ? tok.token_bytes(tok.eos()) : std::string());
 }
 
 const char* ChatTemplate::name() const {
   switch (family_) {
+    case ChatFamily::kJinja:
+      return "jinja";
     case ChatFamily::kChatML:
       return default_system_.empty() ? "chatml" : tool_responses_ ? "qwen2.5" : "qwen2";
     case ChatFamily::kQwen3:
@@ -334,20 +285,60 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                  const nlohmann::json& vars) const {
-  QWEN_CHECK(!messages.empty(), "chat template error: the conversation has no messages");
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
   QWEN_CHECK(vars.is_object(), "chat template variables must be a JSON object, got ", vars.type_name());
-  check_no_tools(vars);
+  return render(msgs, add_generation_prompt, nlohmann::ordered_json::parse(vars.dump()));
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                 const nlohmann::ordered_json& vars) const {
+  QWEN_CHECK(messages.is_array() && !messages.empty(),
+             "chat template error: the conversation has no messages");
+  QWEN_CHECK(vars.is_object(), "chat template variables must be a JSON object, got ", vars.type_name());
+  if (family_ == ChatFamily::kJinja) {
+    // transformers' apply_chat_template: render(messages=..., tools=..., documents=...,
+    // add_generation_prompt=..., **special_tokens, **kwargs); tools and documents are None when
+    // not given.
+    nlohmann::ordered_json ctx = {{"tools", nullptr}, {"documents", nullptr}};
+    for (auto it = vars.begin(); it != vars.end(); ++it) ctx[it.key()] = it.value();
+    ctx["messages"] = messages;
+    ctx["add_generation_prompt"] = add_generation_prompt;
+    ctx["bos_token"] = bos_token_;
+    ctx["eos_token"] = eos_token_;
+    return jinja_->render(ctx);
+  }
+  check_no_tools(nlohmann::json::parse(vars.dump()));
+  std::vector<ChatMessage> msgs;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    QWEN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), "chat: messages[", i,
+               "] needs a string 'role'");
+    for (auto it = m.begin(); it != m.end(); ++it) {
+      QWEN_CHECK(it.key() == "role" || it.key() == "content" || it.value().is_null(), "chat: messages[", i,
+                 "].", it.key(), " is not rendered by the built-in '", name(),
+                 "' template (the model's own template renders it)");
+    }
+    const auto content = m.find("content");
+    QWEN_CHECK(content == m.end() || content->is_string() || content->is_null(), "chat: messages[", i,
+               "].content must be a string for the built-in '", name(), "' template");
+    msgs.push_back({m["role"].get<std::string>(),
+                    content == m.end() || content->is_null() ? std::string() : content->get<std::string>()});
+  }
   switch (family_) {
+    case ChatFamily::kJinja:
+      break;
     case ChatFamily::kChatML:
-      return render_chatml(messages, add_generation_prompt, default_system_, tool_responses_);
+      return render_chatml(msgs, add_generation_prompt, default_system_, tool_responses_);
     case ChatFamily::kQwen3:
-      return render_qwen3(messages, add_generation_prompt, vars);
+      return render_qwen3(msgs, add_generation_prompt, nlohmann::json::parse(vars.dump()));
     case ChatFamily::kLlama3:
-      return render_llama3(messages, add_generation_prompt, bos_token_);
+      return render_llama3(msgs, add_generation_prompt, bos_token_);
     case ChatFamily::kLlama31:
-      return render_llama31(messages, add_generation_prompt, bos_token_, llama_date_now_, vars);
+      return render_llama31(msgs, add_generation_prompt, bos_token_, llama_date_now_,
+                            nlohmann::json::parse(vars.dump()));
     case ChatFamily::kGemma:
-      return render_gemma(messages, add_generation_prompt, bos_token_, gemma_fold_system_);
+      return render_gemma(msgs, add_generation_prompt, bos_token_, gemma_fold_system_);
   }
   QWEN_FAIL("unhandled chat family");
 }

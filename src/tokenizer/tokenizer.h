@@ -125,9 +125,14 @@ struct ChatMessage {
   std::string content;
 };
 
-// Template families rendered by hand-written code that reproduces the Jinja templates byte for
-// byte (tests/python/test_chat_templates.py compares against jinja2 on the real template strings).
+namespace jinja {
+class Template;
+}
+
+// Built-in template families, rendered by hand-written code that reproduces their Jinja templates
+// byte for byte: the fallbacks picked by name with --chat-template NAME.
 enum class ChatFamily {
+  kJinja,    // not a built-in: the model's own template run by the Jinja engine (jinja.h)
   kChatML,   // <|im_start|>role\n...<|im_end|>\n (Qwen2, Qwen2.5, SmolLM), optional default system
   kQwen3,    // ChatML with <think> handling and enable_thinking
   kLlama3,   // <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> (Llama 3.0)
@@ -137,38 +142,46 @@ enum class ChatFamily {
 
 class ChatTemplate {
  public:
-  // Recognises a Jinja template source (family plus the details the family varies in: ChatML's
-  // default system prompt, Gemma's system-prompt handling). Throws qwen::Error saying that the
-  // template is unknown and that --chat-template NAME forces a built-in one.
-  static ChatTemplate from_source(std::string_view jinja_source, std::string bos_token);
+  // A Jinja template source (tokenizer.chat_template), parsed by the Jinja engine; rendering runs
+  // it as transformers does. Throws qwen::Error naming the template line of a syntax error or of
+  // a construct the engine does not implement, and that --chat-template NAME picks a built-in one.
+  static ChatTemplate from_source(std::string_view jinja_source, std::string bos_token,
+                                  std::string eos_token = {});
   // Built-in templates by name: "chatml" (no default system prompt), "qwen2" and "qwen2.5"
   // (ChatML with their default system prompts), "qwen3", "llama3", "llama3.1" (date "26 Jul 2024"),
   // "llama3.2" (today's date), "gemma" (Gemma 3); throws listing the valid names. Llama 3.1+
-  // take the variable date_string like the templates do.
+  // take the variable date_string like the templates do. They render role and content only.
   static ChatTemplate from_name(std::string_view name, std::string bos_token);
-  // Uses `forced_name` when non-empty, else the tokenizer's tokenizer.chat_template. The BOS text
-  // comes from the tokenizer (Llama 3 and Gemma templates write {{ bos_token }}).
+  // Uses `forced_name` when non-empty, else the tokenizer's tokenizer.chat_template. The BOS and
+  // EOS texts come from the tokenizer (templates write {{ bos_token }} and {{ eos_token }}).
   static ChatTemplate for_tokenizer(const Tokenizer& tok, std::string_view forced_name = {});
 
   // Renders like transformers' apply_chat_template(messages, add_generation_prompt, **vars).
-  // `vars` is a JSON object of extra template variables (e.g. {"enable_thinking": false}).
+  // `vars` is a JSON object of extra template variables (e.g. {"enable_thinking": false}, "tools").
   // Conversations the template rejects (raise_exception) throw qwen::Error with its message.
   // The result is meant to be encoded with parse_special = true and add_special = false.
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      const nlohmann::json& vars) const;
+  // Messages as JSON objects, with whatever fields the template reads besides role and content
+  // (tool_calls, tool_call_id, name, reasoning_content). Objects keep their key order, which
+  // tojson prints. A built-in template takes role and string content only and refuses the rest.
+  std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                     const nlohmann::ordered_json& vars) const;
 
   ChatFamily family() const { return family_; }
-  const char* name() const;  // family name as accepted by from_name ("chatml", "qwen3", ...)
+  // "jinja" for the model's own template, else the built-in name as accepted by from_name.
+  const char* name() const;
 
  private:
   ChatTemplate() = default;
   ChatFamily family_ = ChatFamily::kChatML;
+  std::shared_ptr<const jinja::Template> jinja_;  // kJinja
   std::string default_system_;     // ChatML: system prompt used when the first turn is not system
   bool tool_responses_ = false;    // ChatML (Qwen2.5): "tool" turns wrapped in <tool_response>
   bool gemma_fold_system_ = true;  // Gemma 3 folds a system turn into the first user turn; Gemma 2 rejects it
   bool llama_date_now_ = false;    // Llama 3.2: the default date_string is today (strftime_now)
-  std::string bos_token_;
+  std::string bos_token_, eos_token_;
 };
 
 }  // namespace qwen

@@ -1,8 +1,11 @@
-"""Chat rendering: qwen-tokenize --chat vs jinja2 rendering of the real template strings.
+"""Chat rendering: qwen-tokenize --chat (our Jinja engine, src/tokenizer/jinja*.cpp, and the
+built-in families forced by name) vs jinja2 rendering of the real template strings.
 
 The reference renders each template the way transformers' apply_chat_template does (sandboxed
-jinja2 environment, trim_blocks + lstrip_blocks, loopcontrols, raise_exception, tojson), with
-bos_token / eos_token and the extra variables passed through. Templates: the Qwen3 one shipped in
+jinja2 environment, trim_blocks + lstrip_blocks, loopcontrols, raise_exception, tojson as
+json.dumps(ensure_ascii=False), tools=None and documents=None unless given), with bos_token /
+eos_token and the extra variables passed through. Conversations include tools, assistant
+tool_calls (arguments as an object and as a string) and tool results. Templates: the Qwen3 one shipped in
 the shared tokenizer_config.json, and the Qwen2, Qwen2.5, SmolLM2, plain ChatML, Llama 3, Llama 3.2,
 Gemma 2 and Gemma 3 templates in chat_templates/. Metric: exact string equality of the rendered text for
 every conversation x add_generation_prompt x variables (tolerance: none), the same error for
@@ -29,7 +32,8 @@ TEMPLATE_DIR = pathlib.Path(__file__).parent / "chat_templates"
 BOS = "<|endoftext|>"  # any vocabulary token will do: it shows where {{ bos_token }} lands
 EOS = "<|im_end|>"
 
-# template name -> (source file or None for the shared Qwen3 one, expected detected family name)
+# template name -> (source file or None for the shared Qwen3 one, the built-in family that
+# reproduces it for conversations without tools)
 TEMPLATES = {
     "qwen3": (None, "qwen3"),
     "qwen2": ("qwen2.jinja", "qwen2"),
@@ -70,9 +74,44 @@ CONVERSATIONS = [
 ]
 VARIABLES = [{}, {"enable_thinking": False}, {"enable_thinking": True}, {"date_string": "01 Jan 2042"}]
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city, \"quoted\" é中",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+                   "required": ["city"]}}}
+CLOCK = {"type": "function", "function": {"name": "now", "description": "", "parameters": {"type": "object", "properties": {}}}}
+
+
+def call(name, arguments, call_id="call_1"):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# (conversation, variables): tool definitions, tool calls and results as OpenAI clients send them.
+TOOL_CASES = [
+    ([m("user", "Weather in Paris?")], {"tools": [WEATHER]}),
+    ([m("system", "Use tools."), m("user", "Weather in Paris and time?")], {"tools": [WEATHER, CLOCK]}),
+    ([m("user", "Weather in Paris?"),
+      {"role": "assistant", "content": None, "tool_calls": [call("get_weather", {"city": "Paris", "days": 2})]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 20}"}], {"tools": [WEATHER]}),
+    ([m("user", "Weather and time?"),
+      {"role": "assistant", "content": "Let me check.", "tool_calls": [
+          call("get_weather", {"city": "東京", "nested": {"a": [1, 2.5, None, True]}}), call("now", {}, "call_2")]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+      {"role": "tool", "tool_call_id": "call_2", "content": "12:00"},
+      m("assistant", "Sunny at noon."), m("user", "thanks")], {"tools": [WEATHER, CLOCK]}),
+    ([m("user", "q"), {"role": "assistant", "content": "", "tool_calls": [call("now", "{\"tz\": \"UTC\"}")]},
+      {"role": "tool", "content": "noon"}], {}),
+    ([m("user", "q"), {"role": "assistant", "content": "<think>plan</think>calling",
+                       "tool_calls": [{"type": "function", "function": {"name": "now", "arguments": {}}}]},
+      {"role": "tool", "content": "<b>noon</b>"}], {"tools": [CLOCK], "enable_thinking": False}),
+]
+
+
+class RaisedByTemplate(jinja2.exceptions.TemplateError):
+    """raise_exception() in a template: its message must reach our error text too."""
+
 
 def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
+    raise RaisedByTemplate(message)
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,11 +126,14 @@ def compile_template(source):
 
 
 def jinja_render(source, messages, add_generation_prompt, variables):
+    variables = {"tools": None, "documents": None, **variables}
     try:
         return {"text": compile_template(source).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                                          bos_token=BOS, eos_token=EOS, **variables)}
-    except jinja2.exceptions.TemplateError as e:
+    except RaisedByTemplate as e:
         return {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 - TypeError, UndefinedError...: ours must fail too
+        return {"error": "", "python": repr(e)}
 
 
 def template_source(name, tokenizer_json):
@@ -134,6 +176,9 @@ def cases():
         for gen in (True, False):
             for variables in VARIABLES:
                 yield conv, gen, variables
+    for conv, variables in TOOL_CASES:
+        for gen in (True, False):
+            yield conv, gen, variables
 
 
 @pytest.mark.parametrize("form", ["escaped", "raw"])
@@ -165,24 +210,35 @@ def test_render_matches_jinja(bin_dir, tokenizer_json, qwen3_gguf, hf, tmp_path,
         if got.get("text") != want["text"]:
             mismatches.append((conv, gen, variables, want, got))
             continue
-        assert got["template"] == TEMPLATES[name][1]
+        assert got["template"] == "jinja"
         assert got["ids"] == hf.encode(want["text"], add_special_tokens=False).ids
     detail = "\n".join(f"  {c} gen={g} vars={v}\n    jinja {w}\n    ours  {o}" for c, g, v, w, o in mismatches[:5])
     assert not mismatches, f"{name} ({form}): {len(mismatches)} of {len(all_cases)} renders differ:\n{detail}"
 
 
-def test_forced_template_and_unknown_template(bin_dir, tokenizer_json, tmp_path):
-    """An unknown template is an error naming --chat-template; forcing a name renders that family."""
-    path = make_gguf(tmp_path / "unknown.gguf", tokenizer_json,
-                     "{% for message in messages %}[{{ message['content'] }}]{% endfor %}")
-    conv = [m("user", "hi")]
-    proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(path), "--chat", "-"],
+def test_custom_unsupported_and_forced_templates(bin_dir, tokenizer_json, tmp_path):
+    """A custom template is run as written (equal to jinja2); one using a construct the engine does
+    not implement is an error naming the template line and --chat-template; forcing a name renders
+    that built-in family (equal to jinja2 on the family's template), which refuses tool calls."""
+    custom = "{% for message in messages %}[{{ message['role'] | upper }}:{{ message['content'] }}]{% endfor %}"
+    path = make_gguf(tmp_path / "custom.gguf", tokenizer_json, custom)
+    conv = [m("user", "hi"), m("assistant", "yo")]
+    got = run_chat(bin_dir, path, [conv])[0]
+    assert got["template"] == "jinja" and got["text"] == jinja_render(custom, conv, True, {})["text"], got
+
+    bad = make_gguf(tmp_path / "bad.gguf", tokenizer_json, "line one\n{% include 'other.jinja' %}")
+    proc = subprocess.run([str(bin_dir / "qwen-tokenize"), "-m", str(bad), "--chat", "-"],
                           input=json.dumps(conv) + "\n", capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and "--chat-template" in proc.stderr, proc.stderr
+    assert proc.returncode != 0, proc.stdout
+    assert "line 2" in proc.stderr and "include" in proc.stderr and "--chat-template" in proc.stderr, proc.stderr
+
     for forced, source_name in [("llama3", "llama3"), ("gemma", "gemma3"), ("qwen2", "qwen2"), ("chatml", "chatml")]:
         got = run_chat(bin_dir, path, [conv], ["--chat-template", forced])[0]
         want = jinja_render(template_source(source_name, tokenizer_json), conv, True, {})
         assert got["text"] == want["text"], (forced, got, want)
+    tool_conv = TOOL_CASES[2][0]
+    got = run_chat(bin_dir, path, [tool_conv], ["--chat-template", "qwen2.5"])[0]
+    assert "tool_calls" in got.get("error", ""), got
 
 
 def test_chat_file_and_vars(bin_dir, qwen3_gguf, tokenizer_json, tmp_path):

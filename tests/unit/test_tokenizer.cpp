@@ -287,38 +287,40 @@ TEST(TokenizerSpm, MergesByScoreWithByteFallback) {
   EXPECT_EQ(streamed + dec.flush(), "é ab");
 }
 
-TEST(ChatTemplate, DetectionAndErrors) {
-  EXPECT_EQ(ChatTemplate::from_source("{{ '<|im_start|>' }}<think>", "").family(), ChatFamily::kQwen3);
-  EXPECT_STREQ(
-      ChatTemplate::from_source("'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n'", "")
-          .name(),
-      "qwen2");
-  EXPECT_EQ(ChatTemplate::from_source("<|start_header_id|> <|eot_id|>", "").family(), ChatFamily::kLlama3);
-  EXPECT_EQ(ChatTemplate::from_source("<start_of_turn>", "").family(), ChatFamily::kGemma);
-  EXPECT_STREQ(
-      ChatTemplate::from_source("<|start_header_id|> Cutting Knowledge Date <|eot_id|> strftime_now", "")
-          .name(),
-      "llama3.2");
+TEST(ChatTemplate, SourceNamesAndErrors) {
+  // A GGUF template is run as written by the Jinja engine, with bos_token / eos_token.
+  const auto custom = ChatTemplate::from_source(
+      "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}", "<s>", "</s>");
+  EXPECT_EQ(custom.family(), ChatFamily::kJinja);
+  EXPECT_STREQ(custom.name(), "jinja");
+  EXPECT_EQ(custom.render({{"user", "a"}, {"assistant", "b"}}, true), "<s>ab</s>");
+  try {
+    ChatTemplate::from_source("ok\n{% for m in messages %}{{ m.content | wordwrap }}{% endfor %}", "");
+    ADD_FAILURE() << "unsupported filter accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("--chat-template"), std::string::npos) << what;
+    EXPECT_NE(what.find("line 2"), std::string::npos) << what;
+    EXPECT_NE(what.find("wordwrap"), std::string::npos) << what;
+  }
+  EXPECT_THROW(ChatTemplate::from_source("", ""), Error);
   EXPECT_THROW(ChatTemplate::from_name("llama3.1", "")
                    .render({{"user", "u"}}, true, nlohmann::json{{"date_string", 1}}),
                Error);
-  try {
-    ChatTemplate::from_source("{% for m in messages %}{{ m.content }}{% endfor %}", "");
-    ADD_FAILURE() << "unknown template accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--chat-template"), std::string::npos) << e.what();
-  }
   EXPECT_THROW(ChatTemplate::from_name("vicuna", ""), Error);
-  const auto gemma2 = ChatTemplate::from_source("<start_of_turn> System role not supported", "<bos>");
-  EXPECT_THROW(gemma2.render({{"system", "s"}, {"user", "u"}}, true), Error);
-  EXPECT_THROW(gemma2.render({{"assistant", "a"}}, true), Error);
-  EXPECT_EQ(gemma2.render({{"user", " hi "}}, true),
+  const auto gemma = ChatTemplate::from_name("gemma", "<bos>");
+  EXPECT_THROW(gemma.render({{"assistant", "a"}}, true), Error);
+  EXPECT_EQ(gemma.render({{"user", " hi "}}, true),
             "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n");
   const auto qwen3 = ChatTemplate::from_name("qwen3", "");
   EXPECT_EQ(qwen3.render({{"user", "q"}}, true, nlohmann::json{{"enable_thinking", false}}),
             "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
-  EXPECT_THROW(qwen3.render({}, true), Error);
+  EXPECT_THROW(qwen3.render(std::vector<ChatMessage>{}, true), Error);
   EXPECT_THROW(qwen3.render({{"user", "q"}}, true, nlohmann::json{{"tools", {1}}}), Error);
+  // Built-in templates render role and content only: tool calls need the model's own template.
+  const auto calls = nlohmann::ordered_json::parse(
+      R"([{"role": "assistant", "content": null, "tool_calls": [{"type": "function"}]}])");
+  EXPECT_THROW(qwen3.render(calls, true, nlohmann::ordered_json::object()), Error);
 }
 
 }  // namespace
