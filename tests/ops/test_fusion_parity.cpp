@@ -123,7 +123,7 @@ TEST_P(FusionParity, DecodeLayer) {
   };
   const double after = c.kv == GGMLType::F16 ? 1e-7 : 1e-5;  // attention and after (see the top)
   for (const Named& b :
-       {Named{"ffn_norm (cur)", &cur, 1e-10}, Named{"q", &q, 1e-10}, Named{"k", &k, 1e-10},
+       {Named{"ffn_norm (cur)", &cur, after}, Named{"q", &q, 1e-10}, Named{"k", &k, 1e-10},
         Named{"v", &v, 1e-10}, Named{"attention", &att, after}, Named{"ffn_out (o)", &o, after},
         Named{"swiglu (g)", &g, after}, Named{"up", &u, after}, Named{"residual x", &x, after}}) {
     const auto ref = b.m->cpu_host<float>(), got = b.m->gpu_host<float>();
