@@ -165,6 +165,17 @@ struct Engine::Impl {
     read_back(n_out, logits, top);
   }
 
+  // Stages tokens [b, b + n) of one sequence in `slot` at positions b.. as input rows 0..n-1,
+  // every row an output row.
+  void stage_run(std::span<const int32_t> tokens, size_t b, int n, int slot) {
+    for (int t = 0; t < n; ++t) {
+      h_ids[t] = tokens[b + size_t(t)];
+      h_pos[t] = int32_t(b + size_t(t));
+      h_seq[t] = slot;
+      h_rows[t] = t;
+    }
+  }
+
   void check_token(int32_t id) const {
     QWEN_CHECK(id >= 0 && id < model->config().n_vocab, "token id ", id, " is outside the vocabulary [0, ",
                model->config().n_vocab, ")");
@@ -397,12 +408,7 @@ void Engine::eval_all(std::span<const int32_t> tokens, bool step_by_step, std::v
   const size_t chunk = step_by_step ? 1 : size_t(m.max_out);
   for (size_t b = 0; b < tokens.size(); b += chunk) {
     const int n = int(std::min(chunk, tokens.size() - b));
-    for (int t = 0; t < n; ++t) {
-      m.h_ids[t] = tokens[b + t];
-      m.h_pos[t] = int32_t(b + t);
-      m.h_seq[t] = slot;
-      m.h_rows[t] = t;
-    }
+    m.stage_run(tokens, b, n, slot);
     m.forward(n, n, out.data() + b * n_vocab, nullptr, tap);
     m.slots[slot].insert(m.slots[slot].end(), tokens.begin() + b, tokens.begin() + b + n);
   }
@@ -426,14 +432,9 @@ void Engine::embed(std::span<const int32_t> tokens, Pooling pooling, int slot, s
   std::vector<float> rows;
   for (size_t b = 0; b < tokens.size(); b += chunk) {
     const int n = int(std::min(chunk, tokens.size() - b));
-    for (int t = 0; t < n; ++t) {
-      m.h_ids[t] = tokens[b + t];
-      m.h_pos[t] = int32_t(b + t);
-      m.h_seq[t] = slot;
-      m.h_rows[t] = t;
-    }
+    m.stage_run(tokens, b, n, slot);
     m.backend->upload(m.d_ids, m.h_io.data(), size_t(m.h_rows + n - m.h_ids) * sizeof(int32_t));
-    m.model->forward(Batch{n, m.d_ids, m.d_pos, m.d_seq}, m.kv->layers(), m.d_rows, n, m.d_logits, {},
+    m.model->forward(Batch{n, m.d_ids, m.d_pos, m.d_seq, n}, m.kv->layers(), m.d_rows, n, m.d_logits, {},
                      ForwardOutput::Hidden);
     rows.resize(size_t(n) * n_embd);
     m.backend->download(rows.data(), m.d_logits, rows.size() * sizeof(float));
