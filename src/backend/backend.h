@@ -162,9 +162,10 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // integer dot products (backend/cpu/qdot.h), several times faster and slightly less accurate.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 #ifdef QWEN_HAVE_CUDA
-// exact: prefill GEMMs multiply x as two fp16 halves (hi + lo, ~22 bits) and attention runs in
-// fp32; otherwise one fp16 pass for F16 and quantized weights (cuda/matmul.cu) and prefill
-// attention on tensor cores (cuda/flash_attention.cu). Decode GEMVs are fp32 either way.
+// exact: the GEMMs of more than 4 tokens multiply x as two fp16 halves (hi + lo, ~22 bits) and
+// attention runs in fp32; otherwise one fp16 pass for F16 and quantized weights (cuda/matmul.cu,
+// cuda/gemm_small.cu) and attention over an F16 cache on tensor cores (cuda/flash_attention.cu).
+// Decode GEMVs are fp32 either way.
 std::unique_ptr<Backend> make_cuda_backend(int device_index, bool exact = true);
 int cuda_device_count();  // 0 when no driver / no GPU (never throws)
 #endif
