@@ -73,11 +73,16 @@ int main(int argc, char** argv) {
   CLI::App app{"qwen-bench: prompt processing and token generation throughput"};
   std::string model_path, device = "auto", kv_name = "f16", ctk, ctv;
   double peak_gbs = 0;
-  int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0, depth = 0;
+  int n_prompt = 512, n_gen = 128, reps = 5, n_threads = 0, depth = 0, ubatch = 0;
   std::vector<int> batches = {1};
   bool json = false;
   app.add_option("-m,--model", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
   app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for the pp test (0: skip)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--ubatch-size", ubatch,
+                 "(-ub) most prompt tokens per forward in the pp test, as llama-bench's -ub (0: the whole prompt "
+                 "in one forward up to 32768 tokens, longer prompts in forwards of 32768)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("-n,--n-gen", n_gen, "generated tokens for the tg test (0: skip)")
@@ -116,7 +121,10 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("--verbose", verbose, "errors also name the source location that raised them");
   // llama.cpp's -ctk / -ctv, spelled with one dash, become --cache-type-k / --cache-type-v.
+  // llama-bench's -ub likewise becomes --ubatch-size.
   std::vector<std::string> args = qwen::kv_flag_spellings({argv, argv + argc});
+  for (std::string& a : args)
+    if (a == "-ub") a = "--ubatch-size";
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
   CLI11_PARSE(app, int(arg_ptrs.size()), arg_ptrs.data());
@@ -126,8 +134,11 @@ int main(int argc, char** argv) {
     auto backend = qwen::make_backend(device, n_threads, exact);
     qwen::Backend& be = *backend;
     const int max_seq = *std::max_element(batches.begin(), batches.end());
-    // The depth is written in chunks of up to 512 tokens (or the pp test's size, if larger).
-    const int max_batch = std::max({1, n_prompt, max_seq, std::min(depth, 512)});
+    // The pp test's forwards (kernel grids take at most 65,535 tokens; see -ub).
+    constexpr int kMaxForward = 32768;
+    const int pp_forward = ubatch > 0 ? std::min(ubatch, n_prompt) : std::min(n_prompt, kMaxForward);
+    // The depth is written in chunks of up to 512 tokens (or the pp test's forward, if larger).
+    const int max_batch = std::max({1, pp_forward, max_seq, std::min(depth, 512)});
     qwen::Model model(*file, be, max_batch);
     const auto& c = model.config();
     const int n_ctx = depth + std::max(n_prompt, n_gen) + 1;
@@ -138,9 +149,9 @@ int main(int argc, char** argv) {
     if (peak_gbs == 0 && be.kind() == qwen::DeviceKind::CUDA) peak_gbs = 3050;
     qwen::KVCache kv(be, c, max_seq, n_ctx, kv_type);
 
-    // Device-side inputs: ids, positions (0..n-1), sequence ids (0), output rows (0, 1, ...),
-    // logits of up to max_seq rows.
-    const int n_buf = max_batch;
+    // Device-side inputs: ids, positions (0..n-1), sequence ids (0), output rows (0, 1, ...:
+    // row_d + k points to the row index k), logits of up to max_seq rows.
+    const int n_buf = std::max(max_batch, n_prompt);
     std::vector<int32_t> ids(n_buf), pos(n_buf), seq(n_buf, 0), rows(n_buf);
     for (int i = 0; i < n_buf; ++i) ids[i] = int32_t((i * 7919 + 13) % c.n_vocab), pos[i] = i, rows[i] = i;
     auto* ids_d = static_cast<int32_t*>(be.alloc(n_buf * 4));
@@ -151,12 +162,11 @@ int main(int argc, char** argv) {
     be.upload(ids_d, ids.data(), n_buf * 4);
     be.upload(pos_d, pos.data(), n_buf * 4);
     be.upload(seq_d, seq.data(), n_buf * 4);
+    be.upload(row_d, rows.data(), n_buf * 4);
 
     // Depth: every sequence's cache holds positions [0, depth) before the tests; the tests write
     // only positions from depth on, so it is filled once.
     for (int sq = 0; depth > 0 && sq < max_seq; ++sq) {
-      const int32_t zero = 0;
-      be.upload(row_d, &zero, 4);
       for (int off = 0; off < depth; off += max_batch) {
         const int n = std::min(max_batch, depth - off);
         std::vector<int32_t> p(static_cast<size_t>(n)), q(static_cast<size_t>(n), sq);
@@ -173,25 +183,32 @@ int main(int argc, char** argv) {
     std::vector<Result> results;
 
     if (n_prompt > 0) {
-      const int32_t last = n_prompt - 1;
-      be.upload(row_d, &last, 4);
       std::vector<int32_t> p(static_cast<size_t>(n_prompt)), q(static_cast<size_t>(n_prompt), 0);
       std::iota(p.begin(), p.end(), depth);
       be.upload(pos_d, p.data(), n_prompt * 4);
       be.upload(seq_d, q.data(), n_prompt * 4);
-      const qwen::Batch b{n_prompt, ids_d, pos_d, seq_d, n_prompt};
+      // Forwards of pp_forward tokens; the last one's last row gives the logits.
+      const auto prompt = [&] {
+        for (int off = 0; off < n_prompt; off += pp_forward) {
+          const int n = std::min(pp_forward, n_prompt - off);
+          const qwen::Batch b{n, ids_d + off, pos_d + off, seq_d + off, n};
+          model.forward(b, kv.layers(), row_d + (off + n == n_prompt ? n - 1 : 0), 1, logits_d);
+        }
+      };
       Result r{"pp" + std::to_string(n_prompt) + at_depth, n_prompt, {}, {}, {}};
       for (int rep = 0; rep <= reps; ++rep) {  // rep 0 is the warm-up
         be.synchronize();
         const auto t0 = Clock::now();
-        model.forward(b, kv.layers(), row_d, 1, logits_d);
+        prompt();
         be.synchronize();
         if (rep > 0) r.seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::vector<double> tps, gbs;
       // Bytes: the weights once per forward plus the K/V reads (the depth and n^2/2 causal rows)
       // and writes (n rows).
-      const double bytes = double(w_bytes) + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5 + 1);
+      const double n_forwards = double((n_prompt + pp_forward - 1) / pp_forward);
+      const double bytes =
+          double(w_bytes) * n_forwards + double(kv_row_bytes) * n_prompt * (depth + n_prompt * 0.5 + 1);
       for (double s : r.seconds) tps.push_back(n_prompt / s), gbs.push_back(bytes / s / 1e9);
       r.tok_s = stats(tps), r.gb_s = stats(gbs);
       results.push_back(r);
@@ -203,7 +220,6 @@ int main(int argc, char** argv) {
       std::vector<int32_t> starts(static_cast<size_t>(B), depth), seqs(static_cast<size_t>(B));
       std::iota(seqs.begin(), seqs.end(), 0);
       be.upload(seq_d, seqs.data(), B * 4);
-      be.upload(row_d, rows.data(), B * 4);
       const qwen::Batch step_batch{B, ids_d, pos_d, seq_d, 1};
       auto step = [&] {
         model.forward(step_batch, kv.layers(), row_d, B, logits_d);
@@ -263,6 +279,7 @@ int main(int argc, char** argv) {
       out["gpu_info"] = gpu;
       out["kv_type"] = kv_name;
       out["depth"] = depth;
+      if (n_prompt > 0) out["ubatch"] = pp_forward;  // prompt tokens per forward of the pp test
       out["cuda_graphs"] = graphs;
       out["bytes_per_token"] = model.decode_bytes(depth, kv_type);  // one decode step at the depth
       out["weight_bytes_per_step"] = w_bytes;

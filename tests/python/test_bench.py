@@ -123,3 +123,16 @@ def test_peak_gbs_column(bin_dir, model):
     assert report["peak_gbs"] == 50 and tg["peak_pct"] == pytest.approx(2 * tg["gb_s_mean"], rel=1e-12)
     md = bench(bin_dir, "-m", model, "-p", 0, "-n", 2, "-r", 1, "--peak-gbs", 50)
     assert "| t/s | GB/s | % of peak |" in md.stdout, md.stdout
+
+
+def test_ubatch(bin_dir, model):
+    """-ub (llama-bench's micro-batch): the pp test feeds its prompt in forwards of at most that
+    many tokens, still named pp<N> with N tokens; the JSON states the forward size (the whole
+    prompt by default). `-ub` is accepted as llama-bench spells it. Exact: names, counts, sizes."""
+    for args, want in ((["-ub", 16], 16), ([], 40), (["--ubatch-size", 64], 40)):
+        out = bench(bin_dir, "-m", model, "-p", 40, "-n", 0, "-r", 1, "--json", *args)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["ubatch"] == want
+        assert [(t["test"], t["n_tokens"]) for t in report["tests"]] == [("pp40", 40)]
+        assert report["tests"][0]["tok_s_mean"] > 0
