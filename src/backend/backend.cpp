@@ -12,12 +12,37 @@ bool cuda_available() {
 #endif
 }
 
+CudaFusions CudaFusions::parse(std::string_view names) {
+  CudaFusions f = none();
+  if (names == "0") return f;
+  while (!names.empty()) {
+    const size_t comma = names.find(',');
+    const std::string_view name = names.substr(0, comma);
+    bool* flag = name == "norm"     ? &f.norm
+                 : name == "resid"  ? &f.resid
+                 : name == "glu"    ? &f.glu
+                 : name == "rope"   ? &f.rope
+                 : name == "qkv"    ? &f.qkv
+                 : name == "gateup" ? &f.gateup
+                 : name == "deep"   ? &f.deep
+                 : name == "rows"   ? &f.rows
+                                    : nullptr;
+    QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
+               "' (expected norm, resid, glu, rope, qkv, gateup, deep or rows)");
+    *flag = true;
+    names = comma == std::string_view::npos ? std::string_view() : names.substr(comma + 1);
+  }
+  return f;
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, bool exact) {
   if (device == "cpu") return make_cpu_backend(n_threads, exact);
   if (device == "cuda" || (device == "auto" && cuda_available())) {
 #ifdef QWEN_HAVE_CUDA
     QWEN_CHECK(cuda_device_count() > 0, "--device cuda: no CUDA GPU is available on this machine");
-    return make_cuda_backend(0, exact);
+    CudaOptions o;
+    o.exact = exact;
+    return make_cuda_backend(0, o);
 #else
     QWEN_FAIL("--device cuda: this build of qwen.cu has no CUDA backend (configure with QWEN_CUDA=ON)");
 #endif

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gguf/ggml_types.h"
@@ -161,12 +162,34 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // against); otherwise matmuls of quantized weights quantize the activations to 8 bits and use
 // integer dot products (backend/cpu/qdot.h), several times faster and slightly less accurate.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
+// The CUDA backend's decode fusions (backend_cuda.cu holds back one op and merges it with the
+// next) and GEMV shapes; the defaults are what measured fastest (docs/BENCHMARKS.md), none() is
+// the unfused path the fusion tests compare against.
+struct CudaFusions {
+  bool norm = false;    // RMSNorm into the following GEMV (off: measured slower)
+  bool resid = true;    // residual add into the GEMV / gemm_small epilogue
+  bool glu = false;     // SwiGLU into a lone GEMV's epilogue (off: measured slower)
+  bool rope = true;     // rope(q), rope(k) and kv_store as one kernel
+  bool qkv = true;      // GEMVs sharing x (q/k/v) as one launch
+  bool gateup = true;   // gate and up GEMVs with SwiGLU as one launch
+  bool deep = true;     // long-row GEMVs load several chunks per lane first (same arithmetic)
+  bool rows = true;     // several rows per GEMV warp where the grid still fills the GPU (same arithmetic)
+  static CudaFusions none() { return {false, false, false, false, false, false, false, false}; }
+  // From a comma-separated list of the names above ("0" or "": none); an unknown name is an error.
+  static CudaFusions parse(std::string_view names);
+};
+
+struct CudaOptions {
+  bool exact = true;  // see make_cuda_backend
+  CudaFusions fusions;
+};
+
 #ifdef QWEN_HAVE_CUDA
 // exact: the GEMMs of more than 4 tokens multiply x as two fp16 halves (hi + lo, ~22 bits) and
 // attention runs in fp32; otherwise one fp16 pass for F16 and quantized weights (cuda/matmul.cu,
 // cuda/gemm_small.cu) and attention over an F16 cache on tensor cores (cuda/flash_attention.cu).
 // Decode GEMVs are fp32 either way.
-std::unique_ptr<Backend> make_cuda_backend(int device_index, bool exact = true);
+std::unique_ptr<Backend> make_cuda_backend(int device_index, const CudaOptions& options = {});
 int cuda_device_count();  // 0 when no driver / no GPU (never throws)
 #endif
 

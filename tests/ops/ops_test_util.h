@@ -33,7 +33,8 @@ namespace qwen::test {
 // gpu_exact false: the CUDA backend's fast arithmetic (one fp16 pass in prefill GEMMs, flash
 // attention), as the apps run it.
 struct Pair {
-  explicit Pair(bool gpu_exact = true) : gpu(make_cuda_backend(0, gpu_exact)) {}
+  explicit Pair(const CudaOptions& gpu_options = {}) : gpu(make_cuda_backend(0, gpu_options)) {}
+  explicit Pair(bool gpu_exact) : Pair(CudaOptions{gpu_exact, {}}) {}
   std::unique_ptr<Backend> cpu = make_cpu_backend(0);
   std::unique_ptr<Backend> gpu;
 };

@@ -11,7 +11,7 @@
 // epilogue); the norm with
 // q/k/v and with gate/up on five types, also 1536 wide (some lanes take two chunks). The same
 // ops and bytes run on three backends: the CPU, CUDA with the fusions under test, CUDA with
-// QWEN_CUDA_FUSION=0 (the unfused oracle); every buffer the ops write is compared.
+// CudaFusions::none() (the unfused oracle); every buffer the ops write is compared.
 // Bounds:
 //  - vs the CPU: the GEMV path's (both sides dequantize exactly, accumulate in fp32, order
 //    differs): NMSE <= 1e-10 and max|d| <= 1e-5 * max|ref| per buffer, also for the SwiGLU,
@@ -58,16 +58,9 @@ std::vector<float> to_floats(const Bytes& b) {
   return v;
 }
 
-// A CUDA backend created with QWEN_CUDA_FUSION = fusions (nullptr: unset, the default set).
+// A CUDA backend with the named fusions (CudaFusions::parse; nullptr: the default set).
 std::unique_ptr<Backend> cuda_backend(const char* fusions) {
-  if (fusions) {
-    setenv("QWEN_CUDA_FUSION", fusions, 1);
-  } else {
-    unsetenv("QWEN_CUDA_FUSION");
-  }
-  auto be = make_cuda_backend(0);
-  unsetenv("QWEN_CUDA_FUSION");
-  return be;
+  return make_cuda_backend(0, CudaOptions{true, fusions ? CudaFusions::parse(fusions) : CudaFusions{}});
 }
 
 // Uploads `bufs` to `be`, runs `ops` with no download in between (so held-back ops fuse), and
@@ -116,7 +109,7 @@ Bound vs_cpu_bound(GGMLType t, int n_tokens) {
 // bounds of the file comment, `vs_unfused` against the unfused CUDA run.
 void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
                  const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu) {
-  SCOPED_TRACE(testing::Message() << "QWEN_CUDA_FUSION=" << (fusions ? fusions : "(default)"));
+  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)"));
   auto cpu = make_cpu_backend(0);
   const std::vector<Bytes> ref = run(*cpu, bufs, ops);
   const std::vector<Bytes> fused = run(*cuda_backend(fusions), bufs, ops);

@@ -30,7 +30,7 @@ namespace {
 struct Case {
   GGMLType type;
   int n_tokens;
-  const char* fusions;  // QWEN_CUDA_FUSION for the CUDA backend of this case
+  const char* fusions;  // CudaFusions::parse of the CUDA backend of this case
   GGMLType kv = GGMLType::F16;
   RopeMode mode = RopeMode::Neox;
 };
@@ -47,9 +47,7 @@ class FusionParity : public testing::TestWithParam<Case> {
 
 TEST_P(FusionParity, DecodeLayer) {
   const Case c = GetParam();
-  setenv("QWEN_CUDA_FUSION", c.fusions, 1);  // read when the backend is created
-  Pair be;
-  unsetenv("QWEN_CUDA_FUSION");
+  Pair be(CudaOptions{true, CudaFusions::parse(c.fusions)});
   std::mt19937 rng(21);
   const int n = c.n_tokens, E = 896, F = 4864, H = 14, HKV = 2, D = 64, ctx = 64;
   auto weight = [&](int64_t rows, int64_t cols) {

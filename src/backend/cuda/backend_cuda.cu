@@ -31,8 +31,8 @@
 // dot product, so no block reduction delays the dots (matmul.cu); the results differ from the
 // unfused ones by rounding (tests/ops bound it). Any other call (including
 // upload/download/synchronize and the capture calls) first launches what is held back.
-// QWEN_CUDA_FUSION picks the fusions (a list of norm, resid, glu, rope, qkv, gateup; "0" for none),
-// "deep" and "rows" (not fusions, same arithmetic, off in "0", so that stays the original path: a
+// CudaOptions::fusions picks the fusions (norm, resid, glu, rope, qkv, gateup; CudaFusions::none()
+// for none), "deep" and "rows" (not fusions, same arithmetic, off in none(), which stays the original path: a
 // GEMV of long rows whose grid fits one block per SM loads several chunks per lane before using
 // them; a GEMV warp computes up to 4 rows where the grid still covers the SMs, matmul.cu).
 // The default is resid,rope,qkv,gateup,deep,rows. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
@@ -92,25 +92,13 @@ struct Pending {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool exact) : device_(device), exact_(exact) {
+  CudaBackend(int device, const CudaOptions& o) : device_(device), exact_(o.exact), fuse_(o.fusions) {
     QWEN_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp prop{};
     QWEN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = str("cuda: ", prop.name);
     n_sm_ = prop.multiProcessorCount;
     QWEN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    if (const char* e = std::getenv("QWEN_CUDA_FUSION")) {
-      const std::string v = std::string(",") + e + ",";
-      const auto has = [&](const char* name) { return v.find(str(",", name, ",")) != std::string::npos; };
-      fuse_norm_ = has("norm");
-      fuse_resid_ = has("resid");
-      fuse_rope_ = has("rope");
-      fuse_glu_ = has("glu");
-      fuse_qkv_ = has("qkv");
-      fuse_gateup_ = has("gateup");
-      deep_ = has("deep");
-      rows_ = has("rows");
-    }
     QWEN_CUBLAS_CHECK(cublasCreate(&blas_));
     QWEN_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
     // A fixed workspace keeps cuBLAS from allocating inside a captured graph.
@@ -195,7 +183,7 @@ class CudaBackend final : public Backend {
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     flush();
     // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
-    if (fuse_norm_ && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
+    if (fuse_.norm && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
         n % 32 == 0) {  // 32: GEMV chunk
       held_.kind = Pending::Kind::Norm;
       held_.norm_out = out, held_.norm_x = x, held_.norm_w = w, held_.norm_rows = n_rows, held_.norm_n = n;
@@ -210,7 +198,7 @@ class CudaBackend final : public Backend {
     // which groups matrices and adds a residual like the GEMV, nothing else).
     const bool small =
         n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens && w.type != GGMLType::F32;
-    if (!(fuse_norm_ || fuse_resid_ || fuse_glu_ || fuse_qkv_ || fuse_gateup_) ||
+    if (!(fuse_.norm || fuse_.resid || fuse_.glu || fuse_.qkv || fuse_.gateup) ||
         (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
@@ -248,7 +236,7 @@ class CudaBackend final : public Backend {
       return;
     }
     flush();
-    if (!fuse_rope_) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
+    if (!fuse_.rope) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
     held_.kind = Pending::Kind::Rope;
     held_.rope_x[0] = x, held_.rope_heads[0] = n_head, held_.n_rope = 1;
     held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.rope = r;
@@ -276,7 +264,7 @@ class CudaBackend final : public Backend {
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_);
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
-    if (fuse_gateup_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
+    if (fuse_.gateup && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
         held_.n_tokens <= cuda::kGemvMaxTokens) {
       const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
       // out is stored while other warps read x, or with an absorbed norm read its input and
@@ -292,7 +280,7 @@ class CudaBackend final : public Backend {
         return;
       }
     }
-    if (fuse_glu_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1 &&
+    if (fuse_.glu && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1 &&
         held_.n_tokens <= cuda::kGemvMaxTokens) {
       const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
                         out != held_.x && gate != held_.x &&
@@ -303,7 +291,7 @@ class CudaBackend final : public Backend {
     cuda::swiglu(stream_, out, gate, up, n);
   }
   void add(float* out, const float* a, const float* b, int64_t n) override {
-    if (fuse_resid_ && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
+    if (fuse_.resid && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
       const bool fuse = b == held_.mm[0].y && out == a && out != held_.mm[0].y && out != held_.x &&
                         (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
                         n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1;
@@ -380,8 +368,8 @@ class CudaBackend final : public Backend {
   // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
   cuda::GemvFusion plain_fusion() const {
     cuda::GemvFusion f;
-    f.deep_max_blocks = deep_ ? n_sm_ : 0;
-    f.rows_min_blocks = rows_ ? n_sm_ : 0;
+    f.deep_max_blocks = fuse_.deep ? n_sm_ : 0;
+    f.rows_min_blocks = fuse_.rows ? n_sm_ : 0;
     return f;
   }
   // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
@@ -392,7 +380,7 @@ class CudaBackend final : public Backend {
     if (h.kind != Pending::Kind::Matmul || h.x != x || h.n_tokens != n_tokens ||
         h.n_mm >= cuda::kMaxGemvGroup)
       return false;
-    if (!(fuse_qkv_ || (fuse_gateup_ && h.n_mm == 1))) return false;
+    if (!(fuse_.qkv || (fuse_.gateup && h.n_mm == 1))) return false;
     const Weight& w0 = h.mm[0].w;
     if (w.type != w0.type || w.ne0 != w0.ne0 || y == x || (h.with_norm && y == h.norm_x)) return false;
     for (int i = 0; i < h.n_mm; ++i) {
@@ -410,7 +398,7 @@ class CudaBackend final : public Backend {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
     if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
-      if (p.n_mm > 1 && !fuse_qkv_) {
+      if (p.n_mm > 1 && !fuse_.qkv) {
         for (int i = 0; i < p.n_mm; ++i)
           cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
       } else {
@@ -418,7 +406,7 @@ class CudaBackend final : public Backend {
       }
       return;
     }
-    if (p.n_mm > 1 && !fuse_qkv_) {
+    if (p.n_mm > 1 && !fuse_.qkv) {
       // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
       // norm (x = its output) that the second then reads.
       for (int i = 0; i < p.n_mm; ++i) {
@@ -450,13 +438,8 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run (QWEN_CUDA_FUSION: a comma-separated list of norm, resid, glu, rope, qkv,
-  // gateup, deep, rows; "0" or "" for none).
-  bool fuse_norm_ = false, fuse_resid_ = true, fuse_glu_ = false, fuse_rope_ = true;
-  bool fuse_qkv_ = true, fuse_gateup_ = true;
-  // Not fusions: long-row GEMVs keep several loads in flight (deep), a GEMV warp computes up to 4
-  // rows (rows); see matmul.cu.
-  bool deep_ = true, rows_ = true;
+  // Which fusions run, and the GEMV shapes deep and rows (CudaOptions::fusions).
+  const CudaFusions fuse_;
   int capturing_ = -1;
 };
 
@@ -471,11 +454,11 @@ int cuda_device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index, bool exact) {
+std::unique_ptr<Backend> make_cuda_backend(int device_index, const CudaOptions& options) {
   const int n = cuda_device_count();
   QWEN_CHECK(device_index >= 0 && device_index < n, "cuda device ", device_index, " does not exist (", n,
              " CUDA device(s) found)");
-  return std::make_unique<CudaBackend>(device_index, exact);
+  return std::make_unique<CudaBackend>(device_index, options);
 }
 
 }  // namespace qwen
