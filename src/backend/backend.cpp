@@ -14,8 +14,8 @@ bool cuda_available() {
 
 CudaFusions CudaFusions::parse(std::string_view names) {
   CudaFusions f = none();
-  if (names == "0") return f;
-  while (!names.empty()) {
+  if (names == "0" || names.empty()) return f;
+  for (;;) {
     const size_t comma = names.find(',');
     const std::string_view name = names.substr(0, comma);
     bool* flag = name == "norm"     ? &f.norm
@@ -30,9 +30,9 @@ CudaFusions CudaFusions::parse(std::string_view names) {
     QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
                "' (expected norm, resid, glu, rope, qkv, gateup, deep or rows)");
     *flag = true;
-    names = comma == std::string_view::npos ? std::string_view() : names.substr(comma + 1);
+    if (comma == std::string_view::npos) return f;
+    names = names.substr(comma + 1);
   }
-  return f;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads, bool exact) {
