@@ -31,6 +31,7 @@ A markdown summary, or JSON with --json. Standard library only (the GPU machine 
 import argparse
 import http.client
 import json
+import math
 import random
 import re
 import shutil
@@ -365,7 +366,7 @@ def percentiles(xs):
     if not xs:
         return None
     xs = sorted(xs)
-    pick = lambda q: round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1e3, 1)  # noqa: E731
+    pick = lambda q: round(xs[max(0, math.ceil(q * len(xs)) - 1)] * 1e3, 1)  # noqa: E731 - nearest rank
     return {"n": len(xs), "p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
 
 
@@ -447,12 +448,13 @@ def markdown(s):
         p = s[key]
         out.append(f"| {name} | " + (" | ".join(str(p[k]) for k in ("n", "p50_ms", "p90_ms", "p99_ms", "max_ms"))
                                      if p else "0 | - | - | - | -") + " |")
-    out += ["", f"| memory (warm-up {s['warmup_s']} s) | start MiB | end MiB | max MiB | growth after warm-up | limit |",
-            "|---|---|---|---|---|---|"]
+    out += ["", f"| memory (warm-up {s['warmup_s']} s) | start MiB | end MiB | max MiB | growth after warm-up | "
+                "limit |", "|---|---|---|---|---|---|"]
     for name, key in (("server RSS", "rss"), ("GPU memory", "vram")):
         r = s[key]
-        out.append(f"| {name} | " + (f"{r['start_mib']} | {r['end_mib']} | {r['max_mib']} | "
-                                     f"{r['growth_after_warmup_mib']} | {r['limit_mib']} |" if r else "not sampled | | | | |"))
+        cells = ([r[k] for k in ("start_mib", "end_mib", "max_mib", "growth_after_warmup_mib", "limit_mib")]
+                 if r else ["not sampled", "", "", "", ""])
+        out.append(f"| {name} | " + " | ".join(str(x) for x in cells) + " |")
     if s["failure_examples"]:
         out += ["", "Failures (first 20):", ""] + [f"- {f}" for f in s["failure_examples"]]
     return "\n".join(out)

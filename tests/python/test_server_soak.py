@@ -7,6 +7,7 @@ server that misbehaves on purpose.
   answered with its exact 4xx, slots idle within 30 s, RSS growth after a 5 s warm-up within
   64 MiB. The counters must be non-trivial (at least 10 completed streams, 3 cancelled, 3
   non-streaming, every bad case incl. the 16 MiB body) so the pass is not vacuous.
+- test_flatness: the memory check on made-up samples (growth after warm-up over / under the limit).
 - test_soak_detects_failures: a stdlib HTTP server whose streams end without [DONE] and which
   answers bad requests 500; soak.py must exit 1 naming both faults.
 """
@@ -109,3 +110,18 @@ def test_soak_detects_failures():
     text = "\n".join(s["failure_examples"])
     assert "no [DONE]" in text and "HTTP 500, expected 400" in text, text
     assert s["counts"]["http_5xx"] > 0 and s["counts"]["stream_completed"] == 0
+
+
+def test_flatness():
+    """Growth = largest sample after warm-up minus the first one after it; exact MiB, limit inclusive."""
+    # 500 MiB allocated during warm-up, then +5: passes.
+    report, failure = soak.flatness([(0, 100), (4, 600), (6, 605), (8, 610)], 5, 64, "RSS")
+    assert failure is None and report["growth_after_warmup_mib"] == 5 and report["max_mib"] == 610
+    # +65 after warm-up: fails, naming the series and the limit.
+    report, failure = soak.flatness([(0, 100), (6, 100), (7, 130), (8, 165)], 5, 64, "GPU memory")
+    assert report["growth_after_warmup_mib"] == 65
+    assert failure == "GPU memory grew 65.0 MiB after warm-up (limit 64 MiB)"
+    # One sample after warm-up measures nothing: a failure, not a pass.
+    assert "fewer than 2 samples" in soak.flatness([(0, 100), (6, 100)], 5, 64, "RSS")[1]
+    assert soak.percentiles([0.1, 0.2, 0.3, 0.4]) == {"n": 4, "p50_ms": 200.0, "p90_ms": 400.0, "p99_ms": 400.0,
+                                                      "max_ms": 400.0}
