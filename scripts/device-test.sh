@@ -4,22 +4,25 @@
 # benchmarks (qwen-bench on the Qwen2.5-0.5B and 7B shapes in F16, Q8_0, Q4_0, Q4_K_M and Q6_K by
 # default: QWEN_BENCH_SHAPES and QWEN_BENCH_TYPES choose), writing logs into LOGDIR.
 #
-#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve] [ops]   (none named: the first five)
+#   scripts/device-test.sh LOGDIR [build] [tests] [hf] [bench] [serve] [ops] [soak]   (none named: the first five)
 #
-# LOGDIR receives at most 9 files: build.log, ctest-gpu.log, hf_compare.log, hf_compare.json,
-# hf_compare.md, bench.md (qwen-bench, then the server's streams), bench.json, ops.md, device-test.txt
-# (one line per phase with its status).
+# LOGDIR receives at most 10 files: build.log, ctest-gpu.log, hf_compare.log, hf_compare.json,
+# hf_compare.md, bench.md (qwen-bench, then the server's streams), bench.json, ops.md, soak.md,
+# device-test.txt (one line per phase with its status).
 # ops (only when named): qwen-opbench, the matmul of every Qwen2.5 matrix shape x weight type x
 # token count alone, into ops.md (docs/BENCHMARKS.md); QWEN_OPBENCH_ARGS passes it flags.
 # serve: qwen-server with 64 slots on the benchmark models, aggregate tok/s of 1/8/32/64 streams
-# (apps/server/bench_server.py). The server needs cpp-httplib, which the GPU machine lacks: point
+# (apps/server/bench_server.py).
+# soak (only when named): qwen-server --parallel 64 on the 0.5B Q8_0 model under apps/server/soak.py
+# (64 streaming clients with cancellations and bad requests, RSS and GPU memory flatness) for
+# QWEN_SOAK_SECONDS (default 600), into soak.md. The servers need cpp-httplib, which the GPU machine lacks: point
 # CMake at a carried copy with QWEN_CMAKE_ARGS=-Dhttplib_DIR=... and its libraries with
 # QWEN_SERVER_LIBS=DIR; the models then need the real vocabulary: QWEN_VOCAB=tokenizer.json.
 # The PyPI gguf package (for the model makers) is installed from .whl/*.whl when present, since
 # the GPU machine cannot reach a registry. Exit status: 0 only if every phase run passed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench] [serve] [ops]" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench] [serve] [ops] [soak]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
 PHASES=${*:-build tests hf bench serve}
@@ -70,7 +73,9 @@ make_models() {
   return $rc
 }
 models_status=
-if has bench || has serve; then
+# The soak alone needs one model: skip making the others (the 7B files take minutes and disk).
+has bench || has serve || BENCH_SHAPES=qwen2.5-0.5b BENCH_TYPES=Q8_0
+if has bench || has serve || has soak; then
   make_models > "$LOG/bench.md" 2>&1 &
   models_pid=$!
 fi
@@ -152,6 +157,38 @@ sys.exit(1)"; then
   }
   phase "serve" serve >> "$LOG/bench.md" 2>&1
   sed -n '/### qwen-server/,$p' "$LOG/bench.md" | tee -a "$SUMMARY"
+fi
+
+if has soak; then
+  soak() {
+    models_ready || return 1
+    local rc=0 port=8198 secs=${QWEN_SOAK_SECONDS:-600}
+    local warmup=$((secs / 10 < 60 ? secs / 10 : 60))  # memory baseline after the first tenth, at most 60 s
+    echo "### qwen-server --parallel 64, Q8_0: soak for $secs s"
+    LD_LIBRARY_PATH=${QWEN_SERVER_LIBS:-} "$BUILD/bin/qwen-server" -m "$MODELS/qwen2.5-0.5b-Q8_0.gguf" \
+      --device cuda --parallel 64 -c 1024 --port $port > /tmp/qwen-server-soak.log 2>&1 &
+    local pid=$!
+    if python3 -c "
+import os, sys, time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1); sys.exit(0)
+    except Exception:
+        os.kill($pid, 0)  # the server exited (the model failed to load, say): no use waiting
+        time.sleep(0.5)
+sys.exit(1)"; then
+      python3 apps/server/soak.py --url http://127.0.0.1:$port --server-pid $pid --clients 64 \
+        --duration "$secs" --warmup $warmup --prompt-tokens 512 --max-tokens 256 || rc=1
+    else
+      echo "qwen-server did not become healthy"
+      rc=1
+    fi
+    kill $pid; wait $pid || { echo "qwen-server exited with status $?"; rc=1; }
+    tail -n 5 /tmp/qwen-server-soak.log
+    return $rc
+  }
+  phase "soak" soak > "$LOG/soak.md" 2>&1
+  sed -n '/^## Soak/,/^| GPU memory/p' "$LOG/soak.md" | tee -a "$SUMMARY"
 fi
 
 if has ops; then
