@@ -128,29 +128,38 @@ if has bench; then
   grep -E "^\| |^gpu" "$LOG/bench.md" | tee -a "$SUMMARY"
 fi
 
+# start_server PORT LOGFILE ARGS...: qwen-server with ARGS on 127.0.0.1:PORT in the background
+# (server_pid), then waits until /health answers; fails at once if the server exits (a model that
+# does not load, say) and after 2 minutes otherwise.
+start_server() {
+  local port=$1 logfile=$2
+  shift 2
+  LD_LIBRARY_PATH=${QWEN_SERVER_LIBS:-} "$BUILD/bin/qwen-server" "$@" --port "$port" > "$logfile" 2>&1 &
+  server_pid=$!
+  python3 -c "
+import os, sys, time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1); sys.exit(0)
+    except Exception:
+        os.kill($server_pid, 0)  # raises once the server has exited
+        time.sleep(0.5)
+sys.exit(1)" 2> /dev/null || { echo "qwen-server did not become healthy"; return 1; }
+}
+
 if has serve; then
   serve() {
     models_ready || return 1
     local rc=0 port=8199 t
     for t in ${QWEN_SERVE_TYPES:-Q8_0 F16}; do
       echo "### qwen-server --parallel 64, $t"
-      LD_LIBRARY_PATH=${QWEN_SERVER_LIBS:-} "$BUILD/bin/qwen-server" -m "$MODELS/qwen2.5-0.5b-$t.gguf" \
-        --device cuda --parallel 64 -c 320 --port $port > "/tmp/qwen-server-$t.log" 2>&1 &
-      local pid=$!
-      if python3 -c "
-import sys, time, urllib.request
-for _ in range(240):
-    try:
-        urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1); sys.exit(0)
-    except Exception:
-        time.sleep(0.5)
-sys.exit(1)"; then
+      if start_server $port "/tmp/qwen-server-$t.log" -m "$MODELS/qwen2.5-0.5b-$t.gguf" --device cuda \
+        --parallel 64 -c 320; then
         python3 apps/server/bench_server.py --url http://127.0.0.1:$port --streams 1,8,32,64 || rc=1
       else
-        echo "qwen-server did not become healthy"
         rc=1
       fi
-      kill $pid; wait $pid
+      kill $server_pid; wait $server_pid
       tail -n 5 "/tmp/qwen-server-$t.log"
     done
     return $rc
@@ -165,25 +174,14 @@ if has soak; then
     local rc=0 port=8198 secs=${QWEN_SOAK_SECONDS:-600}
     local warmup=$((secs / 10 < 60 ? secs / 10 : 60))  # memory baseline after the first tenth, at most 60 s
     echo "### qwen-server --parallel 64, Q8_0: soak for $secs s"
-    LD_LIBRARY_PATH=${QWEN_SERVER_LIBS:-} "$BUILD/bin/qwen-server" -m "$MODELS/qwen2.5-0.5b-Q8_0.gguf" \
-      --device cuda --parallel 64 -c 1024 --port $port > /tmp/qwen-server-soak.log 2>&1 &
-    local pid=$!
-    if python3 -c "
-import os, sys, time, urllib.request
-for _ in range(240):
-    try:
-        urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1); sys.exit(0)
-    except Exception:
-        os.kill($pid, 0)  # the server exited (the model failed to load, say): no use waiting
-        time.sleep(0.5)
-sys.exit(1)"; then
-      python3 apps/server/soak.py --url http://127.0.0.1:$port --server-pid $pid --clients 64 \
+    if start_server $port /tmp/qwen-server-soak.log -m "$MODELS/qwen2.5-0.5b-Q8_0.gguf" --device cuda \
+      --parallel 64 -c 1024; then
+      python3 apps/server/soak.py --url http://127.0.0.1:$port --server-pid $server_pid --clients 64 \
         --duration "$secs" --warmup $warmup --prompt-tokens 512 --max-tokens 256 || rc=1
     else
-      echo "qwen-server did not become healthy"
       rc=1
     fi
-    kill $pid; wait $pid || { echo "qwen-server exited with status $?"; rc=1; }
+    kill $server_pid; wait $server_pid || { echo "qwen-server exited with status $?"; rc=1; }
     tail -n 5 /tmp/qwen-server-soak.log
     return $rc
   }
