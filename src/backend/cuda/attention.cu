@@ -154,19 +154,8 @@ __global__ void __launch_bounds__(kWarps* kWarp)
   if (!s_last) return;
   __threadfence();
   const float* p0 = part + th * n_splits * (HD + 2);
-  float gmax = -INFINITY;
-  for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (HD + 2) + HD));
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-    float a = 0.f, l = 0.f;
-    for (int sp = 0; sp < n_splits; ++sp) {
-      const float* ps = p0 + sp * (HD + 2);
-      const float m = __ldcg(ps + HD);
-      const float w = m == -INFINITY ? 0.f : expf(m - gmax);
-      a += w * __ldcg(ps + d);
-      l += w * __ldcg(ps + HD + 1);
-    }
-    out[th * HD + d] = a / l;
-  }
+  for (int d = threadIdx.x; d < HD; d += blockDim.x)
+    out[th * HD + d] = merge_split_partials<false>(p0, n_splits, HD, d);
   if (threadIdx.x == 0) counters[th] = 0;
 }
 
@@ -216,7 +205,8 @@ void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
              cache.n_head_kv, " heads x ", cache.head_dim, ") does not match the parameters (", p.n_head_kv,
              " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
-  if (fast && flash_attention_supports(cache, p)) return flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
+  if (fast && flash_attention_supports(cache, p))
+    return flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
   switch (cache.type) {
     case GGMLType::F16:
       return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);

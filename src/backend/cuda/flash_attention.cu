@@ -69,7 +69,8 @@ struct WarpState {
 
 // Fragments of rows 16 w .. 16 w + 15 of a [rows][HD] fp16 tile, as the A operand.
 template <int HD>
-__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[HD / 16][4], const __half* q, int w, int lane) {
+__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[HD / 16][4], const __half* q, int w,
+                                                 int lane) {
 #pragma unroll
   for (int kk = 0; kk < HD / 16; ++kk)
     ldmatrix_x4(qf[kk], q + tile_offset<HD>(w * 16 + lane % 16, 2 * kk + lane / 16));
@@ -78,8 +79,8 @@ __device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[HD / 16][4], con
 // The K and V rows [j0, j0 + kKeys) of one KV head into a tile buffer; rows past `last` are
 // zeros (their P is 0, and 0 * garbage could be NaN). Commits one cp.async group.
 template <int HD>
-__device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __half* kc, const __half* vc, int64_t base,
-                                             int64_t kv_stride, int j0, int last) {
+__device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __half* kc, const __half* vc,
+                                             int64_t base, int64_t kv_stride, int j0, int last) {
   constexpr int kGranules = HD / 8;
   for (int i = threadIdx.x; i < kKeys * kGranules; i += blockDim.x) {
     const int r = i / kGranules, c = i % kGranules;
@@ -95,8 +96,9 @@ __device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __hal
 // The warp's 16 rows against kKeysW keys of a tile (tile rows key0 ..; absolute positions j0 ..):
 // S, mask (keys past lim0 / lim1 for rows g / g + 8), online softmax, O += P V.
 template <int HD, int kKeysW>
-__device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf)[HD / 16][4], const __half* ks,
-                                          const __half* vs, int key0, int j0, int lim0, int lim1, float sl2) {
+__device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf)[HD / 16][4],
+                                          const __half* ks, const __half* vs, int key0, int j0, int lim0,
+                                          int lim1, float sl2) {
   const int lane = threadIdx.x % kWarp;
   float s[kKeysW / 8][4];
 #pragma unroll
@@ -217,7 +219,8 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
     s_seq[tid] = active ? (seq ? min(max(seq[t], 0), n_seq - 1) : 0) : INT_MAX;
     s_pos[tid] = active ? min(pos[t], n_ctx - 1) : -1;
   }
-  stage_q<HD>(sm.q, kRows, [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
+  stage_q<HD>(sm.q, kRows,
+              [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
   __syncthreads();
   uint32_t qf[HD / 16][4];
   load_q_fragments<HD>(qf, sm.q, warp, lane);
@@ -279,9 +282,10 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
 template <int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
     flash_decode_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
-                        const float* __restrict__ q, const __half* __restrict__ kc, const __half* __restrict__ vc,
-                        const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head, int group,
-                        int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
+                        const float* __restrict__ q, const __half* __restrict__ kc,
+                        const __half* __restrict__ vc, const int32_t* __restrict__ pos,
+                        const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx,
+                        int n_seq, float scale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<FlashSmem<HD, 16>*>(smem_raw);
   // After the key loop the K buffers hold the warps' states for the merge.
@@ -315,14 +319,16 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   for (int tile = 0; tile < n_tiles; ++tile) {
     const int buf = tile & 1;
     if (tile + 1 < n_tiles) {
-      load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys, end - 1);
+      load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys,
+                       end - 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
     const int j0 = start + tile * kKeys + warp * kDecodeKeys;
-    if (j0 < end) warp_tile<HD, kDecodeKeys>(st, qf, sm.k[buf], sm.v[buf], warp * kDecodeKeys, j0, lim0, lim1, sl2);
+    if (j0 < end)
+      warp_tile<HD, kDecodeKeys>(st, qf, sm.k[buf], sm.v[buf], warp * kDecodeKeys, j0, lim0, lim1, sl2);
     __syncthreads();
   }
   quad_sum_l(st);
@@ -372,18 +378,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   for (int e = tid; e < group * HD; e += blockDim.x) {
     const int r = e / HD, d = e % HD;
     const int64_t th = t * n_head + kvh * group + r;
-    const float* p0 = part + th * n_splits * (HD + 2);
-    float gmax = -INFINITY;
-    for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (HD + 2) + HD));
-    float a = 0.f, l = 0.f;
-    for (int sp = 0; sp < n_splits; ++sp) {
-      const float* ps = p0 + sp * (HD + 2);
-      const float m = __ldcg(ps + HD);
-      const float w = m == -INFINITY ? 0.f : exp2f(m - gmax);
-      a += w * __ldcg(ps + d);
-      l += w * __ldcg(ps + HD + 1);
-    }
-    out[th * HD + d] = l > 0.f ? a / l : 0.f;
+    out[th * HD + d] = merge_split_partials<true>(part + th * n_splits * (HD + 2), n_splits, HD, d);
   }
   if (tid == 0) counters[tk] = 0;
 }
@@ -392,9 +387,10 @@ template <int HD>
 void launch_prefill(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
                     const AttentionParams& p) {
   const dim3 grid(unsigned(p.n_head), unsigned(ceil_div(batch.n_tokens, kRows)));
-  launch_smem(flash_prefill_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, kRows>), s, out, q,
-              static_cast<const __half*>(cache.k), static_cast<const __half*>(cache.v), batch.pos, batch.seq,
-              batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale);
+  launch_smem(flash_prefill_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, kRows>), s, out,
+              q, static_cast<const __half*>(cache.k), static_cast<const __half*>(cache.v), batch.pos,
+              batch.seq, batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx,
+              cache.n_seq, p.scale);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
@@ -406,7 +402,8 @@ void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float
   const int64_t units = int64_t(batch.n_tokens) * p.n_head_kv;
   int n_splits = int(std::clamp<int64_t>(ceil_div(2 * n_sm, units), 1, kMaxFlashSplits));
   n_splits = std::min(n_splits, std::max(1, cache.n_ctx / kKeys));
-  while (n_splits > 1 && int64_t(batch.n_tokens) * p.n_head * n_splits * (p.head_dim + 2) > kAttnPartialFloats)
+  while (n_splits > 1 &&
+         int64_t(batch.n_tokens) * p.n_head * n_splits * (p.head_dim + 2) > kAttnPartialFloats)
     --n_splits;
   if (units > kMaxCounters) n_splits = 1;
   const dim3 grid(unsigned(p.n_head_kv), unsigned(batch.n_tokens), unsigned(n_splits));
@@ -420,7 +417,8 @@ void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float
 }  // namespace
 
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p) {
-  return cache.type == GGMLType::F16 && (p.head_dim == 64 || p.head_dim == 128) && p.n_head / p.n_head_kv <= 16;
+  return cache.type == GGMLType::F16 && (p.head_dim == 64 || p.head_dim == 128) &&
+         p.n_head / p.n_head_kv <= 16;
 }
 
 void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
