@@ -596,8 +596,6 @@ void Engine::step(std::span<Generation* const> gens, int prompt_budget) {
   Impl::Launch& l = m.launch;
   l.rows.clear();
   l.greedy = true;
-  // When every generation that samples from this forward is plain greedy and wants no logprobs,
-  // only the argmax of each row leaves the backend.
   auto add_row = [&](Generation& g, Impl::Launch::Row row) {
     l.rows.push_back(row);
     const Generation::State& st = *g.st_;
