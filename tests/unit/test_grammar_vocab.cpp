@@ -17,6 +17,7 @@
 
 #include "sampling/grammar.h"
 #include "sampling/json_schema.h"
+#include "test_tokenizer_data.h"
 #include "tokenizer/tokenizer.h"
 
 namespace qwen {
@@ -30,18 +31,10 @@ using ordered_json = nlohmann::ordered_json;
 // (<|im_end|> and <|endoftext|> among them, the end-of-generation ids). Merges are not needed to
 // turn tokens into bytes.
 std::unique_ptr<Tokenizer> real_vocab(std::string* skip) {
-  const std::string unpack =
-      "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
-  std::string dir;
-  if (FILE* p = ::popen(unpack.c_str(), "r")) {
-    char buf[4096];
-    while (std::fgets(buf, sizeof buf, p)) dir += buf;
-    if (::pclose(p) != 0) dir.clear();
-  }
-  while (!dir.empty() && (dir.back() == '\n' || dir.back() == '\r')) dir.pop_back();
+  const std::string dir = test::tokenizer_data_dir();
   std::ifstream in(fs::path(dir) / "tokenizer.json");
   if (dir.empty() || !in) {
-    *skip = "could not unpack the test tokenizer: " + unpack + " (python3 needed)";
+    *skip = "could not unpack the test tokenizer: " + test::tokenizer_data_command() + " (python3 needed)";
     return nullptr;
   }
   const json j = json::parse(in);

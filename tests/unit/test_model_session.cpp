@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "model/weights.h"
 #include "runtime/session.h"
+#include "test_tokenizer_data.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
 
@@ -37,18 +38,11 @@ class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     // The repository's tokenizer (tests/data/qwen2-tokenizer), unpacked by scripts/tokenizer_data.py.
-    const std::string unpack =
-        "python3 " + (fs::path(QWEN_SOURCE_DIR) / "scripts" / "tokenizer_data.py").string();
-    std::string dir;
-    if (FILE* p = ::popen(unpack.c_str(), "r")) {
-      char buf[4096];
-      while (std::fgets(buf, sizeof buf, p)) dir += buf;
-      if (::pclose(p) != 0) dir.clear();
-    }
-    while (!dir.empty() && (dir.back() == '\n' || dir.back() == '\r')) dir.pop_back();
+    const std::string dir = test::tokenizer_data_dir();
     const fs::path vocab = fs::path(dir) / "tokenizer.json";
     if (dir.empty() || !fs::exists(vocab)) {
-      skip_reason_ = "could not unpack the test tokenizer: " + unpack + " (python3 needed)";
+      skip_reason_ =
+          "could not unpack the test tokenizer: " + test::tokenizer_data_command() + " (python3 needed)";
       return;
     }
     const std::string args =
