@@ -71,11 +71,6 @@ std::optional<qwen::Pooling> embedding_pooling(const Options& o, const qwen::Mod
   return std::nullopt;
 }
 
-// Names that only ever mean this machine: a server bound to one of them checks Host headers.
-bool is_loopback(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.starts_with("127.");
-}
-
 int serve(const Options& o) {
   using namespace qwen;
   for (const std::string& key : o.api_keys) {
@@ -111,7 +106,7 @@ int serve(const Options& o) {
   ro.api_keys = o.api_keys;
   ro.chat_template = o.chat_template;
   ro.cors_origins = o.cors_origins;
-  ro.check_host = is_loopback(o.host);
+  ro.check_host = server::is_loopback(o.host);
   ro.pooling = embedding_pooling(o, engine->config());
   if (ro.pooling) {
     std::fprintf(stderr, "qwen-server: /v1/embeddings: %s pooling of the final normed hidden states\n",

@@ -72,8 +72,10 @@ ChatTemplate choose_template(const Tokenizer& tok, const std::string& forced) {
   return ChatTemplate::for_tokenizer(tok, forced);
 }
 
-// localhost, 127.x.x.x or [::1], with or without a port.
-bool loopback_host(std::string host) {
+}  // namespace
+
+bool is_loopback(std::string host) {
+  if (host == "::1") return true;  // an address to bind, unbracketed
   if (host.starts_with("[")) {
     const size_t close = host.find(']');
     return close != std::string::npos && host.substr(0, close + 1) == "[::1]" &&
@@ -91,8 +93,6 @@ bool loopback_host(std::string host) {
   }
   return host.starts_with("127.") && dots == 3;
 }
-
-}  // namespace
 
 Routes::Routes(Engine& engine, Scheduler& scheduler, Metrics& metrics, RouteOptions options)
     : engine_(engine),
@@ -135,7 +135,7 @@ bool Routes::authorized(const httplib::Request& req) const {
 std::optional<ApiError> Routes::check_origin(const httplib::Request& req, httplib::Response& res) const {
   // A page of any web site can make a browser send requests here, and DNS rebinding can give that
   // site's name this machine's address: a loopback server answers only requests for localhost.
-  if (opt_.check_host && req.has_header("Host") && !loopback_host(req.get_header_value("Host"))) {
+  if (opt_.check_host && req.has_header("Host") && !is_loopback(req.get_header_value("Host"))) {
     return ApiError(403,
                     str("Host '", req.get_header_value("Host").substr(0, 80),
                         "' is refused: this server is bound to loopback and answers only requests for "

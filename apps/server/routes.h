@@ -21,6 +21,10 @@
 
 namespace qwen::server {
 
+// Names that only ever mean this machine: localhost, 127.x.x.x or ::1 (bracketed in a Host
+// header), with or without a port. A server bound to one of them checks Host headers.
+bool is_loopback(std::string host);
+
 struct RouteOptions {
   std::string model_id;                   // the name /v1/models reports and requests may name
   std::string model_file;                 // the GGUF file name, accepted as a model name too
