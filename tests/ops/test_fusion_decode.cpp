@@ -2,9 +2,6 @@
 //   norm   - rmsnorm(out, x); matmul(y, W, out): the GEMV normalizes x itself (also grouped);
 //   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
-//   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight;
-//   rows   - (not a fusion) up to 4 rows per GEMV warp where the grid stays large enough (the
-//            default set has it; "qkv,rows" and "gateup,rows" take it with one fusion each).
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
 // 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens (GEMV), 8 and 40
 // tokens (gemm_small: q/k/v or gate/up grouped into one launch, the residual add as its
@@ -169,12 +166,11 @@ TEST_P(FusionDecode, QkvGroup) {
     const std::vector<Output> outs = {{7, "q"}, {8, "k"}, {9, "v"}};
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv", kSameArithmetic, vs_cpu_bound(t, n));
-    check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 
-// The MLP of a layer: gate, up, swiglu into gate, down (deep at 1 token: 896 rows of 4864 fit
-// one block per SM), residual add. At 8 and 40 tokens: gate and up in one gemm_small launch, the
+// The MLP of a layer: gate, up, swiglu into gate, down (rows of 4864: several slices per row),
+// residual add. At 8 and 40 tokens: gate and up in one gemm_small launch, the
 // down projection with the residual epilogue.
 TEST_P(FusionDecode, GateUpSwigluDown) {
   const GGMLType t = GetParam();
@@ -200,8 +196,6 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "gateup", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv,resid", kSameArithmetic, vs_cpu_bound(t, n));
-    check_scene(bufs, ops, outs, "deep", kSameArithmetic, vs_cpu_bound(t, n));
-    check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 
@@ -254,7 +248,7 @@ TEST_P(FusionDecodeNorm, NormQkv) {
         be.matmul(f(11), Weight{t, E, KV, p[2]}, f(8), n, f(5));
       };
       const std::vector<Output> outs = {{8, "attn_norm"}, {9, "q"}, {10, "k"}, {11, "v"}};
-      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
+      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
       check_scene(bufs, ops, outs, "norm", kNormFused);  // the norm into q alone, k and v plain
     }
   }
@@ -288,7 +282,7 @@ TEST_P(FusionDecodeNorm, NormGateUp) {
       };
       const std::vector<Output> outs = {
           {5, "ffn_norm"}, {6, "swiglu (gate)"}, {7, "up"}, {8, "down"}, {4, "residual"}};
-      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
+      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
       check_scene(bufs, ops, outs, "norm,gateup", kNormFused);  // the pair formed without qkv
       check_scene(bufs, ops, outs, "norm", kNormFused);         // the norm into gate alone
     }
@@ -357,7 +351,7 @@ TEST(FusionDecodeEdges, PartialPatterns) {
                                     {14, "gate2 + up2"},
                                     {15, "up2"}};
   for (const char* fusions : {"gateup", "qkv"}) check_scene(bufs, ops, outs, fusions, kSameArithmetic);
-  for (const char* fusions : {"norm,qkv,gateup", "norm,resid,glu,rope,qkv,gateup,deep"})
+  for (const char* fusions : {"norm,qkv,gateup", "norm,resid,glu,rope,qkv,gateup"})
     check_scene(bufs, ops, outs, fusions, kNormFused);
 }
 
@@ -445,9 +439,9 @@ TEST(FusionDecodeEdges, NormPatterns) {
       {kYb, "(b) GEMV"},          {kCurC, "(c) norm"},     {kYc, "(c) GEMV"},          {kCurD, "(d) norm"},
       {kXd, "(d) GEMV into x"},   {kCurE, "(e) norm"},     {kGe, "(e) gate"},          {kUe, "(e) up"},
       {kXe, "(e) SwiGLU into x"}, {kCurF, "(f) norm"},     {kGf, "(f) gate + up"},     {kUf, "(f) up"}};
-  for (const char* fusions : {"norm", "norm,gateup", "norm,qkv", "norm,resid,glu,rope,qkv,gateup,deep"})
+  for (const char* fusions : {"norm", "norm,gateup", "norm,qkv", "norm,resid,glu,rope,qkv,gateup"})
     check_scene(bufs, ops, outs, fusions, kNormFused);
-  check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup,deep", kNormFused);
+  check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
 }
 
 }  // namespace

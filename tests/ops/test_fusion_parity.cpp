@@ -1,6 +1,6 @@
 // The CUDA backend's decode fusions (rmsnorm -> GEMV, GEMV -> residual add, GEMV -> SwiGLU,
 // rope + rope + kv_store, q/k/v in one GEMV, gate/up/SwiGLU in one GEMV, each of these two with
-// the norm before it, deep long-row GEMV; see backend_cuda.cu) vs the CPU backend on one
+// the norm before it; see backend_cuda.cu) vs the CPU backend on one
 // Qwen2.5-0.5B-shaped layer (896 wide, FFN 4864, 14:2 heads of 64), every op issued back to back
 // without downloads in between, so the fused kernels run; then every buffer the ops wrote is
 // compared, as a tap would see it.
@@ -145,29 +145,26 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{GGMLType::Q4_0, 1, "norm,resid,glu,rope"},
                     Case{GGMLType::BF16, 3, "norm,resid,glu,rope"},
                     Case{GGMLType::Q8_0, 4, "norm,resid,glu,rope"}, Case{GGMLType::Q8_0, 2, "0"},
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep"}, Case{GGMLType::F32, 2, "qkv"},
-                    Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q4_1, 1, "deep"},
-                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup"},
+                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup"}, Case{GGMLType::F32, 2, "qkv"},
+                    Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q4_1, 1, "resid"},
+                    Case{GGMLType::BF16, 3, "norm,resid,glu,rope,qkv,gateup"},
                     // The default set plus the norm, absorbed by the q/k/v group and the gate/up pair.
-                    Case{GGMLType::F16, 1, "norm,resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::F16, 4, "norm,resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::Q8_0, 1, "norm,resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::Q8_0, 4, "norm,resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::Q4_0, 1, "norm,resid,rope,qkv,gateup,deep"},
-                    Case{GGMLType::Q4_0, 4, "norm,resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::F16, 1, "norm,resid,rope,qkv,gateup"},
+                    Case{GGMLType::F16, 4, "norm,resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q8_0, 1, "norm,resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q8_0, 4, "norm,resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q4_0, 1, "norm,resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q4_0, 4, "norm,resid,rope,qkv,gateup"},
                     Case{GGMLType::Q5_1, 4, "norm,qkv"}, Case{GGMLType::Q5_1, 1, "norm,gateup"},
-                    // The default set: several rows per GEMV warp where the grid allows.
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows"},
-                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup,deep,rows"},
-                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep,rows"},
+                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup"},
                     // KV cache types: the fused rope + KV write (neox and normal pairing), and the
                     // separate rope and kv_store ("0").
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows", GGMLType::Q8_0},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup", GGMLType::Q8_0},
                     Case{GGMLType::Q8_0, 4, "rope", GGMLType::Q8_0, RopeMode::Normal},
                     Case{GGMLType::Q8_0, 3, "0", GGMLType::Q8_0},
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows", GGMLType::BF16},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup", GGMLType::BF16},
                     Case{GGMLType::F16, 2, "rope", GGMLType::BF16, RopeMode::Normal},
                     Case{GGMLType::F16, 1, "0", GGMLType::BF16}),
     [](const testing::TestParamInfo<Case>& i) {

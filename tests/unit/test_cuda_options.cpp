@@ -13,23 +13,23 @@ namespace {
 
 std::string flags(const CudaFusions& f) {
   std::string s;
-  for (bool b : {f.norm, f.resid, f.glu, f.rope, f.qkv, f.gateup, f.deep, f.rows}) s += b ? '1' : '0';
+  for (bool b : {f.norm, f.resid, f.glu, f.rope, f.qkv, f.gateup}) s += b ? '1' : '0';
   return s;
 }
 
 TEST(CudaFusions, DefaultsAreTheMeasuredSet) {
   // norm and glu off (each measured slower), the rest on.
-  EXPECT_EQ(flags(CudaFusions{}), "01011111");
-  EXPECT_EQ(flags(CudaFusions::none()), "00000000");
+  EXPECT_EQ(flags(CudaFusions{}), "010111");
+  EXPECT_EQ(flags(CudaFusions::none()), "000000");
   EXPECT_TRUE(CudaOptions{}.exact);
 }
 
 TEST(CudaFusions, ParsesNameLists) {
-  EXPECT_EQ(flags(CudaFusions::parse("0")), "00000000");
-  EXPECT_EQ(flags(CudaFusions::parse("")), "00000000");
-  EXPECT_EQ(flags(CudaFusions::parse("qkv")), "00001000");
-  EXPECT_EQ(flags(CudaFusions::parse("resid,rope,qkv,gateup,deep,rows")), flags(CudaFusions{}));
-  EXPECT_EQ(flags(CudaFusions::parse("norm,resid,glu,rope,qkv,gateup,deep,rows")), "11111111");
+  EXPECT_EQ(flags(CudaFusions::parse("0")), "000000");
+  EXPECT_EQ(flags(CudaFusions::parse("")), "000000");
+  EXPECT_EQ(flags(CudaFusions::parse("qkv")), "000010");
+  EXPECT_EQ(flags(CudaFusions::parse("resid,rope,qkv,gateup")), flags(CudaFusions{}));
+  EXPECT_EQ(flags(CudaFusions::parse("norm,resid,glu,rope,qkv,gateup")), "111111");
 }
 
 TEST(CudaFusions, RefusesUnknownNames) {

@@ -69,6 +69,25 @@ __device__ __forceinline__ void load_row(const uint8_t* head, int lane, float ou
   }
 }
 
+// Split-K attention: element d of the output of one (token, head), merged from the n_splits
+// partials at p0, each [hd] unnormalized sums, then that split's running max m and sum l, in split
+// order (the result does not depend on which block merges); m is in natural units. A split that
+// saw no key has m = -inf and weighs nothing; with none at all the output is 0. Read through L2
+// (__ldcg): other blocks wrote the partials.
+__device__ __forceinline__ float merge_split_partials(const float* p0, int n_splits, int hd, int d) {
+  float gmax = -INFINITY;
+  for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (hd + 2) + hd));
+  float a = 0.f, l = 0.f;
+  for (int sp = 0; sp < n_splits; ++sp) {
+    const float* ps = p0 + sp * (hd + 2);
+    const float m = __ldcg(ps + hd);
+    const float w = m == -INFINITY ? 0.f : expf(m - gmax);
+    a += w * __ldcg(ps + d);
+    l += w * __ldcg(ps + hd + 1);
+  }
+  return l > 0.f ? a / l : 0.f;
+}
+
 template <class KV, int HD>
 __global__ void __launch_bounds__(kWarps* kWarp)
     attn_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
@@ -155,7 +174,7 @@ __global__ void __launch_bounds__(kWarps* kWarp)
   __threadfence();
   const float* p0 = part + th * n_splits * (HD + 2);
   for (int d = threadIdx.x; d < HD; d += blockDim.x)
-    out[th * HD + d] = merge_split_partials<false>(p0, n_splits, HD, d);
+    out[th * HD + d] = merge_split_partials(p0, n_splits, HD, d);
   if (threadIdx.x == 0) counters[th] = 0;
 }
 

@@ -32,10 +32,8 @@
 // unfused ones by rounding (tests/ops bound it). Any other call (including
 // upload/download/synchronize and the capture calls) first launches what is held back.
 // CudaOptions::fusions picks the fusions (norm, resid, glu, rope, qkv, gateup; CudaFusions::none()
-// for none), "deep" and "rows" (not fusions, same arithmetic, off in none(), which stays the original path: a
-// GEMV of long rows whose grid fits one block per SM loads several chunks per lane before using
-// them; a GEMV warp computes up to 4 rows where the grid still covers the SMs, matmul.cu).
-// The default is resid,rope,qkv,gateup,deep,rows. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
+// for none).
+// The default is resid,rope,qkv,gateup. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
 // docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu lost 4%
 // (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate SwiGLU
 // overlaps its neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12
@@ -202,7 +200,7 @@ class CudaBackend final : public Backend {
         (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
-        cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
+        cuda::gemv(stream_, y, w, x, n_tokens, bias);
       } else if (small) {
         const cuda::GemvOut out{y, w, bias};
         cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_, exact_);
@@ -275,8 +273,7 @@ class CudaBackend final : public Backend {
       if (fuse) {
         const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p),
-                          plain_fusion().rows_min_blocks);
+        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p));
         return;
       }
     }
@@ -365,13 +362,6 @@ class CudaBackend final : public Backend {
         return;
     }
   }
-  // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
-  cuda::GemvFusion plain_fusion() const {
-    cuda::GemvFusion f;
-    f.deep_max_blocks = fuse_.deep ? n_sm_ : 0;
-    f.rows_min_blocks = fuse_.rows ? n_sm_ : 0;
-    return f;
-  }
   // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
   // count, weight type and row length, a new output that is no input and no other output. With
   // qkv off, gateup still holds one pair for a following SwiGLU (launched separately otherwise).
@@ -410,14 +400,14 @@ class CudaBackend final : public Backend {
       // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
       // norm (x = its output) that the second then reads.
       for (int i = 0; i < p.n_mm; ++i) {
-        cuda::GemvFusion f = plain_fusion();
+        cuda::GemvFusion f;
         if (i == 0) f.norm = norm_of(p);
         cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, i == 0 && p.with_norm ? p.norm_x : p.x, p.n_tokens,
                    p.mm[i].bias, f);
       }
       return;
     }
-    cuda::GemvFusion f = plain_fusion();
+    cuda::GemvFusion f;
     f.norm = norm_of(p);
     f.resid = resid;
     f.glu_gate = glu_gate;
@@ -438,7 +428,7 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run, and the GEMV shapes deep and rows (CudaOptions::fusions).
+  // Which fusions run (CudaOptions::fusions).
   const CudaFusions fuse_;
   int capturing_ = -1;
 };

@@ -63,26 +63,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
-// Split-K attention: element d of the output of one (token, head), merged from the n_splits
-// partials at p0, each [hd] unnormalized sums, then that split's running max m and sum l, in split
-// order (the result does not depend on which block merges). kBase2: m is in base-2 units (exp2),
-// else natural (exp). A split that saw no key has m = -inf and weighs nothing; with none at all the
-// output is 0. Read through L2 (__ldcg): other blocks wrote the partials.
-template <bool kBase2>
-__device__ __forceinline__ float merge_split_partials(const float* p0, int n_splits, int hd, int d) {
-  float gmax = -INFINITY;
-  for (int sp = 0; sp < n_splits; ++sp) gmax = fmaxf(gmax, __ldcg(p0 + sp * (hd + 2) + hd));
-  float a = 0.f, l = 0.f;
-  for (int sp = 0; sp < n_splits; ++sp) {
-    const float* ps = p0 + sp * (hd + 2);
-    const float m = __ldcg(ps + hd);
-    const float w = m == -INFINITY ? 0.f : (kBase2 ? exp2f(m - gmax) : expf(m - gmax));
-    a += w * __ldcg(ps + d);
-    l += w * __ldcg(ps + hd + 1);
-  }
-  return l > 0.f ? a / l : 0.f;
-}
-
 // Programmatic dependent launch (Hopper). Every kernel of this backend begins with pdl_begin():
 // it waits until the previous kernel in the stream has completed and its writes are visible,
 // then allows the next kernel to start launching. Kernels launched through launch() may

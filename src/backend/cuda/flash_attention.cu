@@ -279,6 +279,54 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   }
 }
 
+// The last block of (token t, KV head kvh) merges the n_splits partial states of the group's query
+// heads in three steps, so that no thread walks a chain of dependent loads through L2: every
+// (head, split) max and sum into shared memory; one warp per head turns them into weights
+// exp2(m - max) / sum; then each output element is a weighted sum of its splits' partials, whose
+// loads are independent. (One thread per element looping over the splits twice, 64 splits deep,
+// took 42 us per layer at depth 8,192 on the 0.5B shape.) `ws` holds 2 * 16 * kMaxFlashSplits floats.
+template <int HD>
+__device__ void merge_splits(float* __restrict__ out, const float* __restrict__ part, float* ws, int64_t t,
+                             int kvh, int n_head, int group, int n_splits) {
+  float* s_m = ws;                          // [head][split]: max, then weight
+  float* s_l = ws + 16 * kMaxFlashSplits;   // [head][split]: sum
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
+  const int64_t th0 = t * n_head + int64_t(kvh) * group;  // the group's first query head
+  for (int i = tid; i < group * n_splits; i += blockDim.x) {
+    const int r = i / n_splits, sp = i % n_splits;
+    const float* pp = part + ((th0 + r) * n_splits + sp) * (HD + 2);
+    s_m[r * kMaxFlashSplits + sp] = __ldcg(pp + HD);
+    s_l[r * kMaxFlashSplits + sp] = __ldcg(pp + HD + 1);
+  }
+  __syncthreads();
+  for (int r = warp; r < group; r += kFlashWarps) {
+    float* m = s_m + r * kMaxFlashSplits;
+    const float* l = s_l + r * kMaxFlashSplits;
+    float mx = -INFINITY;
+    for (int sp = lane; sp < n_splits; sp += kWarp) mx = fmaxf(mx, m[sp]);
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int sp = lane; sp < n_splits; sp += kWarp) {
+      const float wt = m[sp] == -INFINITY ? 0.f : exp2f(m[sp] - mx);
+      m[sp] = wt;  // each lane rewrites only the entries it read
+      sum += wt * l[sp];
+    }
+    sum = warp_sum(sum);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    for (int sp = lane; sp < n_splits; sp += kWarp) m[sp] *= inv;
+  }
+  __syncthreads();
+  for (int e = tid; e < group * HD; e += blockDim.x) {
+    const int r = e / HD, d = e % HD;
+    const float* w = s_m + r * kMaxFlashSplits;
+    const float* pp = part + (th0 + r) * n_splits * (HD + 2) + d;
+    float acc = 0.f;
+#pragma unroll 8
+    for (int sp = 0; sp < n_splits; ++sp) acc = fmaf(w[sp], __ldcg(pp + sp * (HD + 2)), acc);
+    out[(th0 + r) * HD + d] = acc;
+  }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
     flash_decode_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
@@ -290,6 +338,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   auto& sm = *reinterpret_cast<FlashSmem<HD, 16>*>(smem_raw);
   // After the key loop the K buffers hold the warps' states for the merge.
   static_assert(sizeof(float) * kFlashWarps * 16 * HD <= sizeof(sm.k), "merge area");
+  static_assert(sizeof(float) * 2 * 16 * kMaxFlashSplits <= sizeof(sm.k), "split merge area");
   float* s_o = reinterpret_cast<float*>(sm.k);  // [warp][row][HD]
   __shared__ float s_m[kFlashWarps][16], s_l[kFlashWarps][16];
   __shared__ bool s_last;
@@ -375,11 +424,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  for (int e = tid; e < group * HD; e += blockDim.x) {
-    const int r = e / HD, d = e % HD;
-    const int64_t th = t * n_head + kvh * group + r;
-    out[th * HD + d] = merge_split_partials<true>(part + th * n_splits * (HD + 2), n_splits, HD, d);
-  }
+  merge_splits<HD>(out, part, s_o, t, kvh, n_head, group, n_splits);
   if (tid == 0) counters[tk] = 0;
 }
 
