@@ -17,8 +17,8 @@ void ToolCallGrammar::add_tool(const std::string& name, const nlohmann::ordered_
     args = add_json_object(g_);
   } else {
     const auto type = parameters.is_object() ? parameters.find("type") : parameters.end();
-    const bool object = parameters.is_object() && (type != parameters.end() ? *type == "object"
-                                                                            : parameters.contains("properties"));
+    const bool object = parameters.is_object() &&
+                        (type != parameters.end() ? *type == "object" : parameters.contains("properties"));
     if (!object) {
       throw SchemaError(
           "a tool's parameters must describe an object (\"type\": \"object\"): a call's arguments are one",
@@ -28,8 +28,8 @@ void ToolCallGrammar::add_tool(const std::string& name, const nlohmann::ordered_
   }
   // The name as a JSON string: the template prints it bare between quotes, which is the same text
   // for every name that needs no escaping (OpenAI allows [a-zA-Z0-9_-] only).
-  const std::string head = std::string(kToolCallOpen) + "\n{\"name\": " + nlohmann::json(name).dump() +
-                           ", \"arguments\": ";
+  const std::string head =
+      std::string(kToolCallOpen) + "\n{\"name\": " + nlohmann::json(name).dump() + ", \"arguments\": ";
   const std::string tail = "}\n" + std::string(kToolCallClose);
   g_.add_alt(call_, {Grammar::ref(g_.literal(head)), Grammar::ref(args), Grammar::ref(g_.literal(tail))});
   any_ = true;

@@ -180,8 +180,10 @@ TEST(JsonSchema, AnyObject) {
 // $ref resolves inside its own document, though both name "#/$defs/v". Exact match checks.
 TEST(JsonSchema, SchemasShareOneGrammar) {
   Grammar g;
-  const int32_t a = add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"type": "integer"}}})"));
-  const int32_t b = add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"enum": ["x"]}}})"));
+  const int32_t a =
+      add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"type": "integer"}}})"));
+  const int32_t b =
+      add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"enum": ["x"]}}})"));
   const int32_t root = g.new_rule();
   g.add_alt(root, {Grammar::ref(a), g.byte(';'), Grammar::ref(b)});
   g.finish(root);

@@ -126,14 +126,17 @@ TEST(TokenMaskRealVocab, ToolCallTagsAreTheirAddedTokens) {
   if (!tok) GTEST_SKIP() << skip;
   auto trie = std::make_shared<const TokenTrie>(*tok);
   ToolCallGrammar calls;
-  calls.add_tool("get_weather", ordered_json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}})"));
+  calls.add_tool("get_weather",
+                 ordered_json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}})"));
   const auto g = calls.finish(/*parallel=*/true);
   const int32_t open = *tok->find_token("<tool_call>"), close = *tok->find_token("</tool_call>");
   const int32_t im_start = *tok->find_token("<|im_start|>");
   const std::string call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"x\"}}\n";
   // (prefix, the tag token that must be allowed after it)
-  const std::vector<std::pair<std::string, int32_t>> cases = {
-      {"", open}, {call, close}, {call + "</tool_call>\n", open}, {call.substr(0, call.size() - 4) + "<", -1}};
+  const std::vector<std::pair<std::string, int32_t>> cases = {{"", open},
+                                                              {call, close},
+                                                              {call + "</tool_call>\n", open},
+                                                              {call.substr(0, call.size() - 4) + "<", -1}};
   std::vector<uint8_t> allowed;
   for (const auto& [prefix, tag] : cases) {
     TokenMask mask(g, trie);

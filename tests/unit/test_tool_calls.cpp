@@ -144,11 +144,12 @@ TEST(ToolCallGrammar, AcceptsTheTemplatesLayoutOnly) {
   EXPECT_TRUE(named->matches(w + "\n" + w));
   for (const std::string& bad :
        {std::string(""), "Sure. " + w, w + "\n", w + m, call("get_time", "{}"),
-        call("get_weather", "{\"unit\": \"c\"}"),                  // "city" is required
+        call("get_weather", "{\"unit\": \"c\"}"),                   // "city" is required
         call("get_weather", "{\"city\": \"Tokyo\", \"days\": 9}"),  // above maximum
-        call("move", "{\"to\": [1, 2, 3]}"),                       // maxItems of the $ref target
+        call("move", "{\"to\": [1, 2, 3]}"),                        // maxItems of the $ref target
         call("now", "[]"),                                          // arguments are an object
-        std::string("<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>")}) {  // not the template's layout
+        std::string(
+            "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>")}) {  // not the template's layout
     EXPECT_FALSE(many->matches(bad)) << bad;
   }
   // Every accepted text parses back into the same calls, with nothing left as content.
@@ -186,8 +187,8 @@ TEST(ToolCallGrammar, RefusesParametersThatAreNotAnObject) {
 TEST(ToolCallGrammar, RandomMaskedWalksParseIntoDeclaredCalls) {
   std::vector<std::string> vocab;
   for (int b = 0; b < 256; ++b) vocab.emplace_back(1, char(b));
-  for (const char* s : {"<tool_call>", "</tool_call>", "\n<tool_call>\n{\"", "\": ", "\", \"", "}\n", "get_weather",
-                        "move", "now", "\"c\"", "city", "true", "null"})
+  for (const char* s : {"<tool_call>", "</tool_call>", "\n<tool_call>\n{\"", "\": ", "\", \"", "}\n",
+                        "get_weather", "move", "now", "\"c\"", "city", "true", "null"})
     vocab.emplace_back(s);
   vocab.emplace_back("<eog>");
   const int32_t eog = int32_t(vocab.size() - 1);
