@@ -429,9 +429,16 @@ void parse_tools(const json& body, std::string_view raw_body, GenerationRequest&
   refuse_beside_grammar(body, "a tool_choice that requires a call");
   ToolCallGrammar calls;
   bool found = false;
+  std::vector<std::string> names;
   for (size_t k = 0; k < r.tools.size(); ++k) {
     const auto& fn = r.tools[k]["function"];
     const std::string name = fn["name"].get<std::string>();
+    // A call names its tool: two tools of one name would leave its arguments' schema ambiguous.
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      invalid(str("tools[", k, "]"),
+              str("'tools[", k, "]' repeats the function name ", describe(json(name))));
+    }
+    names.push_back(name);
     if (named && name != *named) continue;
     found = true;
     const auto params = fn.contains("parameters") ? fn["parameters"] : nlohmann::ordered_json();
