@@ -1,5 +1,6 @@
 #include "sampling/tool_grammar.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "sampling/json_schema.h"
@@ -7,8 +8,6 @@
 #include "util/check.h"
 
 namespace qwen {
-
-ToolCallGrammar::ToolCallGrammar() : call_(g_.new_rule()) {}
 
 void ToolCallGrammar::add_tool(const std::string& name, const nlohmann::ordered_json& parameters) {
   QWEN_CHECK(!name.empty(), "ToolCallGrammar: a tool needs a name");
@@ -28,17 +27,40 @@ void ToolCallGrammar::add_tool(const std::string& name, const nlohmann::ordered_
   }
   // The name as a JSON string: the template prints it bare between quotes, which is the same text
   // for every name that needs no escaping (OpenAI allows [a-zA-Z0-9_-] only).
-  const std::string head =
-      std::string(kToolCallOpen) + "\n{\"name\": " + nlohmann::json(name).dump() + ", \"arguments\": ";
-  const std::string tail = "}\n" + std::string(kToolCallClose);
-  g_.add_alt(call_, {Grammar::ref(g_.literal(head)), Grammar::ref(args), Grammar::ref(g_.literal(tail))});
-  any_ = true;
+  tools_.emplace_back(nlohmann::json(name).dump() + ", \"arguments\": ", args);
+}
+
+int32_t ToolCallGrammar::name_trie(size_t lo, size_t hi, size_t depth) {
+  const int32_t r = g_.new_rule();
+  for (size_t i = lo; i < hi;) {
+    const std::string& key = tools_[i].first;
+    size_t j = i + 1;
+    while (j < hi && tools_[j].first[depth] == key[depth]) ++j;
+    if (j == i + 1) {  // one tool below here: the rest of its key, then its arguments
+      g_.add_alt(r, {Grammar::ref(g_.literal(key.substr(depth))), Grammar::ref(tools_[i].second)});
+    } else {
+      g_.add_alt(r, {g_.byte(uint8_t(key[depth])), Grammar::ref(name_trie(i, j, depth + 1))});
+    }
+    i = j;
+  }
+  return r;
 }
 
 std::shared_ptr<const Grammar> ToolCallGrammar::finish(bool parallel) {
-  QWEN_CHECK(any_, "ToolCallGrammar: no tool to call");
+  QWEN_CHECK(!tools_.empty(), "ToolCallGrammar: no tool to call");
+  // The names branch as a trie, so the recogniser keeps one parse through them rather than one
+  // per tool (its stacks are bounded: grammar.h). Keys end in '"' unescaped, so no key is a prefix
+  // of another and each leaf holds one tool.
+  std::sort(tools_.begin(), tools_.end());
+  for (size_t i = 1; i < tools_.size(); ++i) {
+    QWEN_CHECK(tools_[i].first != tools_[i - 1].first, "ToolCallGrammar: two tools named ", tools_[i].first);
+  }
+  const int32_t call = g_.new_rule();
+  g_.add_alt(call, {Grammar::ref(g_.literal(std::string(kToolCallOpen) + "\n{\"name\": ")),
+                    Grammar::ref(name_trie(0, tools_.size(), 0)),
+                    Grammar::ref(g_.literal("}\n" + std::string(kToolCallClose)))});
   const Grammar::Sym sep = g_.byte('\n');
-  g_.finish(parallel ? g_.repeat(Grammar::ref(call_), 1, -1, &sep) : call_);
+  g_.finish(parallel ? g_.repeat(Grammar::ref(call), 1, -1, &sep) : call);
   return std::make_shared<const Grammar>(std::move(g_));
 }
 

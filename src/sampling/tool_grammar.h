@@ -9,6 +9,8 @@
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "sampling/grammar.h"
 
@@ -16,18 +18,21 @@ namespace qwen {
 
 class ToolCallGrammar {
  public:
-  ToolCallGrammar();
   // A tool the reply may call. parameters null or {}: any JSON object. Otherwise it must describe
   // an object ("type": "object" or "properties"), since the parser only takes object arguments;
   // throws SchemaError (naming the keyword) for that and for anything json_schema.h refuses.
   void add_tool(const std::string& name, const nlohmann::ordered_json& parameters);
-  // The grammar: exactly one call (parallel false) or one or more. Needs at least one tool.
+  // The grammar: exactly one call (parallel false) or one or more. Needs at least one tool, and
+  // no two of one name.
   std::shared_ptr<const Grammar> finish(bool parallel);
 
  private:
+  // The rule matching the keys of tools_[lo, hi) from byte `depth` on, then the tool's arguments.
+  int32_t name_trie(size_t lo, size_t hi, size_t depth);
+
   Grammar g_;
-  int32_t call_;  // one call of any tool added so far
-  bool any_ = false;
+  // Per tool: its key (the name as a JSON string, then `, "arguments": `) and its arguments' rule.
+  std::vector<std::pair<std::string, int32_t>> tools_;
 };
 
 }  // namespace qwen

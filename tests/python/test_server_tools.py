@@ -11,8 +11,7 @@ What is checked, and how strictly:
   sent back) is accepted and its usage.prompt_tokens equals the HF tokenizers count of jinja2's
   render (exact);
 - with tools, streamed text equals non-streamed text at temperature 0 (the <tool_call> parser
-  passes plain text through unchanged; its call extraction is tests/unit/test_tool_calls.cpp,
-  since a random model does not write calls);
+  passes plain text through unchanged; a random model does not write calls unless constrained);
 - tool_choice "required" and a named function, enforced by a grammar (sampling/tool_grammar.h):
   20 requests over seeds, temperatures (0.3 to 1.3), streaming or not and parallel_tool_calls
   true / false / unset each reply with tool_calls only (content null, no content deltas) and
@@ -20,15 +19,17 @@ What is checked, and how strictly:
   unique "call_" id, and arguments that parse as JSON and validate against that tool's parameters
   with the `jsonschema` package; parallel_tool_calls false gives exactly one call. All 20 must
   (no tolerance). A random model's logits are noise, so the structure is the grammar's doing.
+  16 choices of one request include one with several calls (parallel_tool_calls unset) and have
+  exactly one each with it false;
 - streamed calls come as OpenAI sends them: a delta with index, id, type and name (arguments ""),
   then the arguments;
 - each of those replies sent back (the assistant tool_calls turn plus a role "tool" result per
   call) is accepted, its usage.prompt_tokens equals the HF tokenizers count of jinja2's render of
   the same conversation (exact), and the answer is a normal reply;
 - the legacy functions / function_call fields, malformed tools, tool_calls or tool_choice, an
-  unknown function name, and what a required call cannot be combined with (response_format, a
-  logit_bias ban, ignore_eos, parallel_tool_calls false under "auto", parameters that are not an
-  object schema) are refused with 400 naming the field.
+  unknown function name, two tools of one name, and what a required call cannot be combined with
+  (response_format, a logit_bias ban, ignore_eos, parallel_tool_calls false under "auto",
+  parameters that are not an object schema) are refused with 400 naming the field.
 """
 import json
 import pathlib
@@ -229,8 +230,10 @@ def test_enforced_tool_calls_validate_and_round_trip(client, tokenizer_json, see
     r = client.chat.completions.create(model="tiny-qwen2.5-tools", messages=conversation, tools=BOUNDED,
                                        max_tokens=8, seed=seed)
     want = reference_prompt(conversation, BOUNDED)
-    assert r.usage.prompt_tokens == len(Tokenizer.from_file(str(tokenizer_json)).encode(want, add_special_tokens=False).ids)
-    assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    hf = Tokenizer.from_file(str(tokenizer_json))
+    assert r.usage.prompt_tokens == len(hf.encode(want, add_special_tokens=False).ids)
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
 
 
 def test_parallel_calls_are_several_and_valid(client):
@@ -240,8 +243,9 @@ def test_parallel_calls_are_several_and_valid(client):
     counts = {}
     for parallel in (None, False):
         kw = {} if parallel is None else {"parallel_tool_calls": parallel}
-        r = client.chat.completions.create(model="tiny-qwen2.5-tools", messages=ASK, tools=BOUNDED, tool_choice="required",
-                                           n=16, seed=5, temperature=1.3, max_tokens=MAX_TOKENS, **kw)
+        r = client.chat.completions.create(model="tiny-qwen2.5-tools", messages=ASK, tools=BOUNDED,
+                                           tool_choice="required", n=16, seed=5, temperature=1.3,
+                                           max_tokens=MAX_TOKENS, **kw)
         counts[parallel] = []
         for choice in r.choices:
             assert choice.finish_reason == "tool_calls" and choice.message.content is None

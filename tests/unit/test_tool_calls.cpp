@@ -160,6 +160,21 @@ TEST(ToolCallGrammar, AcceptsTheTemplatesLayoutOnly) {
   EXPECT_EQ(r.calls[1].arguments, "{\"to\": [1, -2]}");
 }
 
+// 1000 tools, their names sharing prefixes: a call of each is accepted with the recogniser's
+// stacks (at most 256 alive) never exceeded, since the names branch as a trie; exact.
+TEST(ToolCallGrammar, ManyToolsStayWithinTheStackBound) {
+  ToolCallGrammar calls;
+  for (int i = 0; i < 1000; ++i) calls.add_tool("tool_" + std::to_string(i), ojson());
+  const auto g = calls.finish(false);
+  for (int i : {0, 1, 10, 100, 999}) {
+    GrammarState state(g);
+    EXPECT_TRUE(state.advance(call("tool_" + std::to_string(i), "{\"a\": 1}")));
+    EXPECT_TRUE(state.complete());
+  }
+  EXPECT_FALSE(g->matches(call("tool_1000", "{}")));
+  EXPECT_FALSE(g->matches(call("tool_", "{}")));
+}
+
 TEST(ToolCallGrammar, RefusesParametersThatAreNotAnObject) {
   for (const char* params : {R"({"type": "string"})", R"({"anyOf": [{"type": "object"}]})", "[]"}) {
     ToolCallGrammar g;
