@@ -6,6 +6,8 @@
 #include <span>
 
 #include "response_format.h"
+#include "sampling/json_schema.h"
+#include "sampling/tool_grammar.h"
 #include "util/check.h"
 
 namespace qwen::server {
@@ -123,7 +125,8 @@ constexpr const char* kCommonFields[] = {"model",
                                          "response_format",
                                          "json_schema",
                                          "grammar"};  // refused by parse_response_format, with advice
-constexpr const char* kChatFields[] = {"messages", "top_logprobs", "tools", "tool_choice"};
+constexpr const char* kChatFields[] = {"messages", "top_logprobs", "tools", "tool_choice",
+                                       "parallel_tool_calls"};
 constexpr const char* kCompletionFields[] = {"prompt", "echo", "best_of", "suffix"};
 
 void refuse_unknown(const json& body, std::span<const char* const> route_fields) {
@@ -350,25 +353,42 @@ nlohmann::ordered_json chat_message(const json& m, size_t i) {
   return out;
 }
 
+// tool_choice as an object: {"type": "function", "function": {"name": string}}; returns the name.
+std::string named_tool_choice(const json& choice) {
+  const json* fn = field(choice, "function");
+  const json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+  if (!field(choice, "type") || *field(choice, "type") != "function" || !name || !name->is_string()) {
+    invalid("tool_choice",
+            "'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": string}}",
+            "invalid_type");
+  }
+  return name->get<std::string>();
+}
+
 // tools: function tools, rendered by the model's template in the order the client wrote them
 // (their JSON is printed with tojson, so the key order is taken from the raw body). tool_choice
 // "none" leaves them out; "auto" (the default) renders them and parses <tool_call> blocks out of
-// replies; "required" and a named function are refused: nothing here can force the model to call.
+// replies; "required" and a named function also constrain the reply to tool-call blocks of the
+// allowed tools, arguments valid against their parameters (sampling/tool_grammar.h), one call
+// when parallel_tool_calls is false. Under "auto" the count of calls cannot be enforced, so
+// parallel_tool_calls false is refused there.
 void parse_tools(const json& body, std::string_view raw_body, GenerationRequest& r) {
   const json* tools = field(body, "tools");
   const json* choice = field(body, "tool_choice");
+  const std::optional<bool> parallel = boolean(body, "parallel_tool_calls");
+  std::optional<std::string> named;  // tool_choice names this function
   if (choice) {
-    if (choice->is_object() || *choice == "required") {
-      invalid("tool_choice",
-              "tool_choice \"required\" or a named function cannot be enforced by this server "
-              "(tool calls are not constrained); use \"auto\" or \"none\"",
-              "unsupported_value");
+    if (choice->is_object()) {
+      named = named_tool_choice(*choice);
+    } else if (*choice != "auto" && *choice != "none" && *choice != "required") {
+      invalid("tool_choice", str("'tool_choice' is ", describe(*choice),
+                                 ", expected \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                 "\"function\": {\"name\": string}}"));
     }
-    if (*choice != "auto" && *choice != "none") {
-      invalid("tool_choice", str("'tool_choice' is ", describe(*choice), ", expected \"none\" or \"auto\""));
-    }
-    if (!tools && *choice == "auto") invalid("tool_choice", "'tool_choice' \"auto\" needs 'tools'");
+    if (!tools && *choice != "none")
+      invalid("tool_choice", "'tool_choice' other than \"none\" needs 'tools'");
   }
+  if (parallel && !tools) invalid("parallel_tool_calls", "'parallel_tool_calls' needs 'tools'");
   if (!tools) return;
   if (!tools->is_array()) wrong_type("tools", "an array of function tools", *tools);
   for (size_t k = 0; k < tools->size(); ++k) {
@@ -387,10 +407,54 @@ void parse_tools(const json& body, std::string_view raw_body, GenerationRequest&
       wrong_type(str("tools[", k, "].function.parameters").c_str(), "an object", *p);
     }
   }
-  if (tools->empty() || (choice && *choice == "none")) return;
+  const bool none = choice && *choice == "none";
+  const bool enforce = named || (choice && *choice == "required");
+  if (parallel == false && !enforce && !none) {
+    invalid("parallel_tool_calls",
+            "'parallel_tool_calls' false is enforced only with tool_choice \"required\" or a named function "
+            "(under \"auto\" the model decides how many calls to write)",
+            "unsupported_value");
+  }
+  if (enforce && tools->empty()) invalid("tool_choice", "'tool_choice' requires a call but 'tools' is empty");
+  if (tools->empty() || none) return;
   r.tools = raw_body.empty() ? nlohmann::ordered_json::parse(tools->dump())
                              : nlohmann::ordered_json::parse(raw_body)["tools"];
   r.parse_tool_calls = true;
+  if (!enforce) return;
+  if (r.params.grammar) {
+    invalid("tool_choice",
+            "'tool_choice' that requires a call cannot be combined with a JSON response_format",
+            "unsupported_value");
+  }
+  refuse_beside_grammar(body, "a tool_choice that requires a call");
+  ToolCallGrammar calls;
+  bool found = false;
+  std::vector<std::string> names;
+  for (size_t k = 0; k < r.tools.size(); ++k) {
+    const auto& fn = r.tools[k]["function"];
+    const std::string name = fn["name"].get<std::string>();
+    // A call names its tool: two tools of one name would leave its arguments' schema ambiguous.
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      invalid(str("tools[", k, "]"),
+              str("'tools[", k, "]' repeats the function name ", describe(json(name))));
+    }
+    names.push_back(name);
+    if (named && name != *named) continue;
+    found = true;
+    const auto params = fn.contains("parameters") ? fn["parameters"] : nlohmann::ordered_json();
+    try {
+      calls.add_tool(name, params);
+    } catch (const SchemaError& e) {
+      const std::string param = str("tools[", k, "].function.parameters");
+      invalid(param, str("'", param, "': ", e.what()),
+              e.unsupported() ? "unsupported_value" : "invalid_value");
+    }
+  }
+  if (!found) {
+    invalid("tool_choice",
+            str("'tool_choice' names function ", describe(json(*named)), ", which is not in 'tools'"));
+  }
+  r.params.grammar = calls.finish(parallel.value_or(true));
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ struct GenerationRequest {
   std::string model;                  // empty: the served model
   nlohmann::ordered_json messages;    // chat only: validated messages as the template reads them
   nlohmann::ordered_json tools;       // chat: function tools for the template (null: none)
-  bool parse_tool_calls = false;      // tools given, tool_choice "auto": replies yield tool_calls
+  bool parse_tool_calls = false;      // tools given, tool_choice not "none": replies yield tool_calls
   std::string prompt;                 // completions: prompt text, or
   std::vector<int32_t> prompt_ids;    // completions: the prompt as token ids (checked < n_vocab)
   GenerateParams params;              // max_tokens (< 0: until eog / stop / context full), sampler, stop

@@ -101,6 +101,26 @@ std::shared_ptr<const Grammar> response_format(const json& v, std::string_view r
 
 }  // namespace
 
+void refuse_beside_grammar(const json& body, const char* what) {
+  // A ban is -infinity: banning every token the grammar allows next would leave nothing to sample
+  // (finite biases only reweigh the allowed tokens).
+  if (auto it = body.find("logit_bias"); it != body.end() && it->is_object()) {
+    for (const auto& [id, bias] : it->items()) {
+      if (bias.is_number() && bias.get<double>() <= SamplerParams::kBan) {
+        refuse("logit_bias",
+               str("'logit_bias' of token ", id.substr(0, 16), " bans it (-100), which cannot be ",
+                   "combined with ", what, "; use a bias above -100"),
+               "unsupported_value");
+      }
+    }
+  }
+  // Under a grammar the only token allowed after a complete value is end-of-generation, so
+  // generating through it would repeat that token up to max_tokens.
+  if (auto it = body.find("ignore_eos"); it != body.end() && *it == true) {
+    refuse("ignore_eos", str("'ignore_eos' cannot be combined with ", what), "unsupported_value");
+  }
+}
+
 std::shared_ptr<const Grammar> parse_response_format(const json& body, std::string_view raw_body) {
   if (auto it = body.find("grammar"); it != body.end() && !it->is_null()) {
     refuse(
@@ -117,24 +137,7 @@ std::shared_ptr<const Grammar> parse_response_format(const json& body, std::stri
              "invalid_value");
     g = compile(raw_body, {"json_schema"}, "json_schema");
   }
-  // A ban is -infinity: banning every token the grammar allows next would leave nothing to sample
-  // (finite biases only reweigh the allowed tokens).
-  if (auto it = body.find("logit_bias"); g && it != body.end() && it->is_object()) {
-    for (const auto& [id, bias] : it->items()) {
-      if (bias.is_number() && bias.get<double>() <= SamplerParams::kBan) {
-        refuse("logit_bias",
-               str("'logit_bias' of token ", id.substr(0, 16), " bans it (-100), which cannot be ",
-                   "combined with a JSON response_format or json_schema; use a bias above -100"),
-               "unsupported_value");
-      }
-    }
-  }
-  // Under a grammar the only token allowed after a complete value is end-of-generation, so
-  // generating through it would repeat that token up to max_tokens.
-  if (auto it = body.find("ignore_eos"); g && it != body.end() && *it == true) {
-    refuse("ignore_eos", "'ignore_eos' cannot be combined with a JSON response_format or json_schema",
-           "unsupported_value");
-  }
+  if (g) refuse_beside_grammar(body, "a JSON response_format or json_schema");
   return g;
 }
 

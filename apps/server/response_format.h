@@ -17,4 +17,8 @@ namespace qwen::server {
 // order, so generated objects list their properties in the schema's order.
 std::shared_ptr<const Grammar> parse_response_format(const nlohmann::json& body, std::string_view raw_body);
 
+// Refuses the fields a grammar cannot honour (a logit_bias ban, ignore_eos), naming `what` asked
+// for the grammar.
+void refuse_beside_grammar(const nlohmann::json& body, const char* what);
+
 }  // namespace qwen::server

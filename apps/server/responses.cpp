@@ -150,13 +150,25 @@ json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::strin
   return r;
 }
 
-json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls, int first_index) {
-  json list = json::array();
-  for (size_t i = 0; i < calls.size(); ++i) list.push_back(tool_call_json(calls[i], first_index + int(i)));
-  json r = envelope(rid, "chat.completion.chunk");
-  r["choices"] = json::array(
-      {{{"index", 0}, {"delta", {{"tool_calls", list}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-  return r;
+std::vector<json> chat_tool_call_chunks(const ResponseId& rid, const std::vector<ToolCall>& calls,
+                                        int first_index) {
+  std::vector<json> out;
+  auto chunk = [&](json call) {
+    json r = envelope(rid, "chat.completion.chunk");
+    r["choices"] = json::array({{{"index", 0},
+                                 {"delta", {{"tool_calls", json::array({std::move(call)})}}},
+                                 {"logprobs", nullptr},
+                                 {"finish_reason", nullptr}}});
+    out.push_back(std::move(r));
+  };
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const int index = first_index + int(i);
+    ToolCall head = calls[i];
+    head.arguments.clear();
+    chunk(tool_call_json(head, index));
+    chunk({{"index", index}, {"function", {{"arguments", calls[i].arguments}}}});
+  }
+  return out;
 }
 
 json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,

@@ -55,9 +55,10 @@ nlohmann::json text_completion(const ResponseId& rid, const std::vector<Choice>&
 nlohmann::json chat_chunk(const ResponseId& rid, bool role, const std::optional<std::string>& text,
                           std::optional<FinishReason> finish, const nlohmann::json& usage,
                           bool called_tools = false);
-// Streamed tool calls: a delta {"tool_calls": [...]} with each call whole, indexed from `first_index`.
-nlohmann::json chat_tool_calls_chunk(const ResponseId& rid, const std::vector<ToolCall>& calls,
-                                     int first_index);
+// Streamed tool calls, indexed from `first_index`, as OpenAI streams them: per call a delta with
+// its index, id, type and function name (arguments ""), then one with the arguments.
+std::vector<nlohmann::json> chat_tool_call_chunks(const ResponseId& rid, const std::vector<ToolCall>& calls,
+                                                  int first_index);
 nlohmann::json text_chunk(const ResponseId& rid, const std::string& text, std::optional<FinishReason> finish,
                           const nlohmann::json& usage);
 // The stream_options.include_usage chunk: no choices, only usage.

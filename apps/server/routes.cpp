@@ -521,14 +521,14 @@ void Routes::respond_stream(httplib::Response& res, bool chat, std::shared_ptr<J
     Job::Update u = st->job->wait(kKeepAlive);
     std::string text = std::move(u.text);
     if (st->tools) {
-      // Content is sent once it cannot be part of a <tool_call> block; each call goes out whole.
+      // Content is sent once it cannot be part of a <tool_call> block; each call once complete.
       const int before = st->tools->n_calls();
       text = st->tools->push(text);
       if (u.done && u.result.error.empty()) text += st->tools->flush();
       if (std::vector<ToolCall> calls = st->tools->take_calls(); !calls.empty()) {
         if (!text.empty())
           out += sse_data(chat_chunk(st->rid, false, std::exchange(text, {}), std::nullopt, nullptr));
-        out += sse_data(chat_tool_calls_chunk(st->rid, calls, before));
+        for (const json& chunk : chat_tool_call_chunks(st->rid, calls, before)) out += sse_data(chunk);
       }
     }
     if (!text.empty()) {

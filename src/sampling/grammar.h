@@ -128,8 +128,8 @@ class GrammarState {
 };
 
 // The vocabulary's byte strings as a preorder trie (built once per tokenizer, shared by every
-// request). Only normal and byte tokens are in it: control and added tokens are never generated
-// under a grammar, except the end-of-generation ids once the output is complete.
+// request). Normal, byte and added (user-defined) tokens are in it: control tokens are never
+// generated under a grammar, except the end-of-generation ids once the output is complete.
 class TokenTrie {
  public:
   explicit TokenTrie(const Tokenizer& tok);

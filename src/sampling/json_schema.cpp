@@ -52,17 +52,11 @@ std::string child(const std::string& path, const std::string& key) {
 
 class Compiler {
  public:
-  explicit Compiler(const json& root) : root_(root) {}
+  // Rules are added to g, which may hold other rules: $ref resolves inside `root` only.
+  Compiler(const json& root, Grammar& g) : root_(root), g_(g) {}
 
-  std::shared_ptr<const Grammar> run(const json& schema) {
-    const int32_t r = compile(schema, "", 0);
-    g_.finish(r);
-    return std::make_shared<const Grammar>(std::move(g_));
-  }
-  std::shared_ptr<const Grammar> any_object() {
-    g_.finish(generic_object());
-    return std::make_shared<const Grammar>(std::move(g_));
-  }
+  int32_t run(const json& schema) { return compile(schema, "", 0); }
+  int32_t any_object() { return generic_object(); }
 
  private:
   [[noreturn]] static void unsupported(const std::string& kw, const std::string& path,
@@ -500,7 +494,7 @@ class Compiler {
   }
 
   const json& root_;
-  Grammar g_;
+  Grammar& g_;
   std::map<std::string, int32_t> refs_;
   int32_t ws_ = -1, char_ = -1, int_ = -1, num_ = -1, value_ = -1, object_ = -1;
 };
@@ -508,12 +502,24 @@ class Compiler {
 }  // namespace
 
 std::shared_ptr<const Grammar> json_schema_grammar(const json& schema) {
-  return Compiler(schema).run(schema);
+  Grammar g;
+  g.finish(add_json_schema(g, schema));
+  return std::make_shared<const Grammar>(std::move(g));
 }
 
 std::shared_ptr<const Grammar> json_object_grammar() {
+  Grammar g;
+  g.finish(add_json_object(g));
+  return std::make_shared<const Grammar>(std::move(g));
+}
+
+int32_t add_json_schema(Grammar& g, const json& schema) {
+  return Compiler(schema, g).run(schema);
+}
+
+int32_t add_json_object(Grammar& g) {
   const json none;
-  return Compiler(none).any_object();
+  return Compiler(none, g).any_object();
 }
 
 }  // namespace qwen

@@ -51,4 +51,10 @@ std::shared_ptr<const Grammar> json_schema_grammar(const nlohmann::ordered_json&
 // Any JSON object (response_format json_object).
 std::shared_ptr<const Grammar> json_object_grammar();
 
+// The same as rules of a grammar still being built, for grammars that embed JSON values in other
+// text (tool calls: tagged JSON whose "arguments" follow a tool's parameters). Each returns the
+// rule matching the value; $ref resolves inside `schema` only, so several schemas can share g.
+int32_t add_json_schema(Grammar& g, const nlohmann::ordered_json& schema);
+int32_t add_json_object(Grammar& g);
+
 }  // namespace qwen

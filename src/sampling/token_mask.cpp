@@ -15,8 +15,11 @@ TokenTrie::TokenTrie(const Tokenizer& tok) {
   bytes_.resize(size_t(n));
   for (int32_t id = 0; id < n; ++id) {
     const TokenType t = tok.token_type(id);
-    // Control and added tokens stand for markup, not text; the grammar never produces them.
-    if (t == TokenType::kNormal || t == TokenType::kByte) bytes_[size_t(id)] = tok.token_bytes(id);
+    // Control tokens stand for markup, not text: the grammar never produces them. Added tokens
+    // (Qwen's <tool_call>) stand for their text, and encoding that text gives them back, so they
+    // are in: a model writes <tool_call> as its one token, not spelt out.
+    if (t == TokenType::kNormal || t == TokenType::kByte || t == TokenType::kUserDefined)
+      bytes_[size_t(id)] = tok.token_bytes(id);
   }
   eog_ = tok.eog_ids();
   for (int32_t id : eog_) bytes_[size_t(id)].clear();  // ends the output; never text in it

@@ -8,7 +8,7 @@ namespace qwen {
 
 namespace {
 
-constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
+constexpr std::string_view kOpen = kToolCallOpen, kClose = kToolCallClose;
 
 std::string new_call_id() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -76,7 +76,7 @@ std::string ToolCallParser::push(std::string_view text) {
       buf_.erase(0, buf_.size() - keep);
       break;
     }
-    const size_t end = buf_.find(kClose);
+    const size_t end = find_close();
     if (end == std::string::npos) break;
     ToolCall call;
     if (block_to_call(buf_.substr(0, end), call)) {
@@ -91,6 +91,8 @@ std::string ToolCallParser::push(std::string_view text) {
     }
     buf_.erase(0, end + kClose.size());
     in_block_ = false;
+    scan_ = 0;
+    in_string_ = escaped_ = false;
   }
   if (content.empty()) return {};
   size_t e = content.size();
@@ -104,6 +106,29 @@ std::string ToolCallParser::push(std::string_view text) {
   return out;
 }
 
+size_t ToolCallParser::find_close() {
+  for (; scan_ < buf_.size(); ++scan_) {
+    const char c = buf_[scan_];
+    if (in_string_) {
+      if (escaped_) {
+        escaped_ = false;
+      } else if (c == '\\') {
+        escaped_ = true;
+      } else if (c == '"') {
+        in_string_ = false;
+      }
+      continue;
+    }
+    if (c == '<') {
+      const std::string_view rest = std::string_view(buf_).substr(scan_);
+      if (rest.starts_with(kClose)) return scan_;
+      if (kClose.starts_with(rest)) return std::string::npos;  // maybe the tag, cut by the push
+    }
+    if (c == '"') in_string_ = true;
+  }
+  return std::string::npos;
+}
+
 std::vector<ToolCall> ToolCallParser::take_calls() {
   return std::exchange(ready_, {});
 }
@@ -112,6 +137,8 @@ std::string ToolCallParser::flush() {
   std::string rest = in_block_ ? std::string(kOpen) + buf_ : buf_;
   buf_.clear();
   in_block_ = false;
+  scan_ = 0;
+  in_string_ = escaped_ = false;
   std::string out = std::exchange(pending_ws_, {}) + rest;
   if (n_calls_ > 0) {
     size_t e = out.size();

@@ -11,6 +11,10 @@
 
 namespace qwen {
 
+// The block's tags. sampling/tool_grammar.h generates blocks in the layout above, several joined
+// by "\n", as the templates write an assistant's calls.
+inline constexpr std::string_view kToolCallOpen = "<tool_call>", kToolCallClose = "</tool_call>";
+
 struct ToolCall {
   std::string id;  // "call_<24 hex>"
   std::string name;
@@ -22,7 +26,9 @@ nlohmann::json tool_call_json(const ToolCall& c, int index = -1);
 
 // Incremental parser. push() returns the text that is content for certain: text that may still be
 // the start of "<tool_call>" and a block still open are held back, and so is trailing whitespace
-// (the newlines between calls are not content).
+// (the newlines between calls are not content). A block ends at the first "</tool_call>" outside a
+// JSON string, so arguments may hold that text (a block whose quotes never balance stays open,
+// and is text at flush).
 class ToolCallParser {
  public:
   std::string push(std::string_view text);
@@ -34,8 +40,13 @@ class ToolCallParser {
   int n_calls() const { return n_calls_; }
 
  private:
+  // The block's end in buf_, or npos; scans on from scan_ with the string state kept.
+  size_t find_close();
+
   std::string buf_, pending_ws_;
   bool in_block_ = false;
+  size_t scan_ = 0;  // in a block: buf_ is scanned up to here
+  bool in_string_ = false, escaped_ = false;
   int n_calls_ = 0;
   std::vector<ToolCall> ready_;
 };

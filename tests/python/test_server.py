@@ -439,7 +439,7 @@ ERROR_CASES = [
     ("tools", "POST", CHAT, json.dumps({"messages": MSG, "tools": [{"type": "function"}]}), 400,
      "invalid_type", "tools[0]"),
     ("tool_choice", "POST", CHAT, json.dumps({"messages": MSG, "tool_choice": "required", "tools": []}), 400,
-     "unsupported_value", "tool_choice"),
+     "invalid_value", "tool_choice"),  # a call is required, and there is no tool to call
     ("functions", "POST", CHAT, json.dumps({"messages": MSG, "functions": []}), 400, "unsupported_value",
      "functions"),
     ("unknown field", "POST", "/v1/completions", json.dumps({"prompt": "a", "mirostat": 2}), 400,

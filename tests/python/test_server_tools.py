@@ -11,16 +11,32 @@ What is checked, and how strictly:
   sent back) is accepted and its usage.prompt_tokens equals the HF tokenizers count of jinja2's
   render (exact);
 - with tools, streamed text equals non-streamed text at temperature 0 (the <tool_call> parser
-  passes plain text through unchanged; its call extraction is tests/unit/test_tool_calls.cpp,
-  since a random model does not write calls);
-- tool_choice "required" / a named function, the legacy functions / function_call fields and
-  malformed tools or tool_calls are refused with 400 naming the field.
+  passes plain text through unchanged; a random model does not write calls unless constrained);
+- tool_choice "required" and a named function, enforced by a grammar (sampling/tool_grammar.h):
+  20 requests over seeds, temperatures (0.3 to 1.3), streaming or not and parallel_tool_calls
+  true / false / unset each reply with tool_calls only (content null, no content deltas) and
+  finish_reason "tool_calls"; every call names a declared tool (the named one when named), has a
+  unique "call_" id, and arguments that parse as JSON and validate against that tool's parameters
+  with the `jsonschema` package; parallel_tool_calls false gives exactly one call. All 20 must
+  (no tolerance). A random model's logits are noise, so the structure is the grammar's doing.
+  16 choices of one request include one with several calls (parallel_tool_calls unset) and have
+  exactly one each with it false;
+- streamed calls come as OpenAI sends them: a delta with index, id, type and name (arguments ""),
+  then the arguments;
+- each of those replies sent back (the assistant tool_calls turn plus a role "tool" result per
+  call) is accepted, its usage.prompt_tokens equals the HF tokenizers count of jinja2's render of
+  the same conversation (exact), and the answer is a normal reply;
+- the legacy functions / function_call fields, malformed tools, tool_calls or tool_choice, an
+  unknown function name, two tools of one name, and what a required call cannot be combined with
+  (response_format, a logit_bias ban, ignore_eos, parallel_tool_calls false under "auto",
+  parameters that are not an object schema) are refused with 400 naming the field.
 """
 import json
 import pathlib
 import subprocess
 import sys
 
+import jsonschema
 import openai
 import pytest
 from tokenizers import Tokenizer
@@ -133,10 +149,131 @@ def test_stream_with_tools_equals_whole(client):
     assert "".join(parts) == whole and finish in ("stop", "length")
 
 
+# Tools for enforced calls: their strings are bounded, so a random model's arguments end well within
+# max_tokens (an unbounded string would run on: a closing quote is one token in 150,000).
+BOUNDED = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {
+        "type": "object", "required": ["city"], "properties": {
+            "city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7}}}}},
+    {"type": "function", "function": {"name": "set_alarm", "parameters": {
+        "type": "object", "required": ["time", "repeat"], "additionalProperties": False, "properties": {
+            "time": {"type": "string", "minLength": 4, "maxLength": 5}, "repeat": {"type": "boolean"},
+            "labels": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
+            "volume": {"type": "number"}}}}},
+    {"type": "function", "function": {"name": "now", "parameters": {
+        "type": "object", "properties": {}, "additionalProperties": False}}},
+]
+PARAMS = {t["function"]["name"]: t["function"]["parameters"] for t in BOUNDED}
+ASK = [{"role": "user", "content": "Set an alarm and tell me the weather."}]
+MAX_TOKENS = 480  # calls take about 40 to 120 tokens each; the context is 1024
+
+
+def enforced_cases():
+    """20 (seed, temperature, tool_choice, stream, parallel_tool_calls) combinations."""
+    temps = [0.3, 0.7, 1.0, 1.3]
+    choices = ["required", {"type": "function", "function": {"name": "set_alarm"}},
+               {"type": "function", "function": {"name": "get_weather"}}, "required"]
+    parallel = [None, True, False]
+    return [(i, temps[i % 4], choices[(i // 2) % 4], i % 2 == 1, parallel[i % 3]) for i in range(20)]
+
+
+def collect_stream(chunks):
+    """The calls, content and finish_reason of a streamed reply; checks each call's first delta
+    carries index, id, type and name with arguments "", and later ones only arguments."""
+    calls, content, finish = {}, "", None
+    for chunk in chunks:
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            finish = c.finish_reason or finish
+            for d in c.delta.tool_calls or []:
+                if d.index not in calls:
+                    assert d.id and d.type == "function" and d.function.name and d.function.arguments == "", d
+                    calls[d.index] = {"id": d.id, "name": d.function.name, "arguments": ""}
+                else:
+                    assert d.id is None and d.function.name is None, d
+                    calls[d.index]["arguments"] += d.function.arguments
+    assert sorted(calls) == list(range(len(calls)))
+    return [calls[i] for i in sorted(calls)], content, finish
+
+
+@pytest.mark.parametrize("seed,temperature,tool_choice,stream,parallel", enforced_cases())
+def test_enforced_tool_calls_validate_and_round_trip(client, tokenizer_json, seed, temperature, tool_choice, stream,
+                                                     parallel):
+    kw = dict(model="tiny-qwen2.5-tools", messages=ASK, tools=BOUNDED, tool_choice=tool_choice, seed=seed,
+              temperature=temperature, max_tokens=MAX_TOKENS)
+    if parallel is not None:
+        kw["parallel_tool_calls"] = parallel
+    if stream:
+        calls, content, finish = collect_stream(client.chat.completions.create(stream=True, **kw))
+        assert content == ""
+    else:
+        choice = client.chat.completions.create(**kw).choices[0]
+        assert choice.message.content is None
+        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+                 for c in choice.message.tool_calls or []]
+        assert all(c.type == "function" for c in choice.message.tool_calls)
+        finish = choice.finish_reason
+    assert finish == "tool_calls" and len(calls) >= 1, (finish, calls)
+    if parallel is False:
+        assert len(calls) == 1
+    assert len({c["id"] for c in calls}) == len(calls) and all(c["id"].startswith("call_") for c in calls)
+    for c in calls:
+        if isinstance(tool_choice, dict):
+            assert c["name"] == tool_choice["function"]["name"]
+        jsonschema.validate(json.loads(c["arguments"]), PARAMS[c["name"]])
+
+    # Round trip: the calls and a result for each, sent back; the prompt is the template's own.
+    conversation = ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls]}] + [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls]
+    r = client.chat.completions.create(model="tiny-qwen2.5-tools", messages=conversation, tools=BOUNDED,
+                                       max_tokens=8, seed=seed)
+    want = reference_prompt(conversation, BOUNDED)
+    hf = Tokenizer.from_file(str(tokenizer_json))
+    assert r.usage.prompt_tokens == len(hf.encode(want, add_special_tokens=False).ids)
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_parallel_calls_are_several_and_valid(client):
+    """parallel_tool_calls unset under "required": 16 choices at temperature 1.3, each one or more
+    valid calls (all must), and at least one choice with several (the repeat of the grammar is
+    exercised, not only its first call); the same with parallel_tool_calls false: exactly one each."""
+    counts = {}
+    for parallel in (None, False):
+        kw = {} if parallel is None else {"parallel_tool_calls": parallel}
+        r = client.chat.completions.create(model="tiny-qwen2.5-tools", messages=ASK, tools=BOUNDED,
+                                           tool_choice="required", n=16, seed=5, temperature=1.3,
+                                           max_tokens=MAX_TOKENS, **kw)
+        counts[parallel] = []
+        for choice in r.choices:
+            assert choice.finish_reason == "tool_calls" and choice.message.content is None
+            for c in choice.message.tool_calls:
+                jsonschema.validate(json.loads(c.function.arguments), PARAMS[c.function.name])
+            counts[parallel].append(len(choice.message.tool_calls))
+    assert min(counts[None]) >= 1 and max(counts[None]) >= 2, counts
+    assert counts[False] == [1] * 16, counts
+
+
 @pytest.mark.parametrize("extra,param", [
-    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_time"}}}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_weather"}}, "tool_choice"),
+    ({"tools": [], "tool_choice": "required"}, "tool_choice"),
+    ({"tools": [WEATHER, WEATHER], "tool_choice": "required"}, "tools[1]"),
+    ({"tools": [WEATHER], "tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
+    ({"tools": [WEATHER], "tool_choice": "required", "logit_bias": {"27": -100}}, "logit_bias"),
+    ({"tools": [WEATHER], "tool_choice": "required", "ignore_eos": True}, "ignore_eos"),
+    ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls"),
+    ({"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ({"parallel_tool_calls": True}, "parallel_tool_calls"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+      "tool_choice": "required"}, "tools[0].function.parameters"),
+    ({"tools": [WEATHER, {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}}}],
+      "tool_choice": "required"}, "tools[1].function.parameters"),
     ({"tool_choice": "auto"}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
     ({"functions": [WEATHER["function"]]}, "functions"),
     ({"function_call": "auto"}, "function_call"),

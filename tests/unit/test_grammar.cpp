@@ -176,6 +176,22 @@ TEST(JsonSchema, AnyObject) {
   EXPECT_FALSE(g->matches(R"({a: 1})"));
 }
 
+// Two schemas compiled into one grammar (add_json_schema, as tool_grammar.h does per tool): each
+// $ref resolves inside its own document, though both name "#/$defs/v". Exact match checks.
+TEST(JsonSchema, SchemasShareOneGrammar) {
+  Grammar g;
+  const int32_t a =
+      add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"type": "integer"}}})"));
+  const int32_t b =
+      add_json_schema(g, json::parse(R"({"$ref": "#/$defs/v", "$defs": {"v": {"enum": ["x"]}}})"));
+  const int32_t root = g.new_rule();
+  g.add_alt(root, {Grammar::ref(a), g.byte(';'), Grammar::ref(b)});
+  g.finish(root);
+  EXPECT_TRUE(g.matches("12;\"x\""));
+  EXPECT_FALSE(g.matches("\"x\";\"x\""));
+  EXPECT_FALSE(g.matches("12;12"));
+}
+
 TEST(JsonSchema, RefusedKeywordsAreNamed) {
   struct Case {
     const char* schema;

@@ -5,7 +5,10 @@
 //   token's bytes fed to a copy of the state): exact set equality;
 // - the time of one mask over the whole vocabulary is printed, the first one (cold: the state's
 //   transitions not cached yet) and the median of 5; both must stay under 50 ms in every state
-//   (the target is well under 20 ms on one core; the bound is loose because CI machines are shared).
+//   (the target is well under 20 ms on one core; the bound is loose because CI machines are shared);
+// - under tool_choice's grammar (sampling/tool_grammar.h) the added tokens <tool_call> and
+//   </tool_call> are allowed where their text is (a model writes them as its one token), control
+//   tokens never; the allowed set equals brute force there too (exact).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 
 #include "sampling/grammar.h"
 #include "sampling/json_schema.h"
+#include "sampling/tool_grammar.h"
 #include "test_tokenizer_data.h"
 #include "tokenizer/tokenizer.h"
 
@@ -27,9 +31,10 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using ordered_json = nlohmann::ordered_json;
 
-// The real vocabulary as a Tokenizer: tokenizer.json's tokens, added tokens as control tokens
-// (<|im_end|> and <|endoftext|> among them, the end-of-generation ids). Merges are not needed to
-// turn tokens into bytes.
+// The real vocabulary as a Tokenizer: tokenizer.json's tokens, added tokens as control tokens when
+// marked special (<|im_end|> and <|endoftext|> among them, the end-of-generation ids) and as
+// user-defined ones otherwise (<tool_call>), as scripts/gguf_vocab.py writes them. Merges are not
+// needed to turn tokens into bytes.
 std::unique_ptr<Tokenizer> real_vocab(std::string* skip) {
   const std::string dir = test::tokenizer_data_dir();
   std::ifstream in(fs::path(dir) / "tokenizer.json");
@@ -48,7 +53,8 @@ std::unique_ptr<Tokenizer> real_vocab(std::string* skip) {
   for (const auto& [text, id] : j["model"]["vocab"].items()) d.tokens[id.get<size_t>()] = text;
   for (const json& t : j["added_tokens"]) {
     d.tokens[t["id"].get<size_t>()] = t["content"].get<std::string>();
-    d.token_types[t["id"].get<size_t>()] = int32_t(TokenType::kControl);
+    d.token_types[t["id"].get<size_t>()] =
+        int32_t(t["special"].get<bool>() ? TokenType::kControl : TokenType::kUserDefined);
   }
   for (size_t id = 0; id < n; ++id) {
     if (d.tokens[id].empty()) d.tokens[id] = "[PAD" + std::to_string(id) + "]";
@@ -111,6 +117,45 @@ TEST(TokenMaskRealVocab, EqualsBruteForceAndIsFast) {
                 ("'" + prefix + "'").c_str(), n_allowed, cold, ms[2]);
     EXPECT_LT(cold, 50.0) << prefix;
     EXPECT_LT(ms[2], 50.0) << prefix;
+  }
+}
+
+TEST(TokenMaskRealVocab, ToolCallTagsAreTheirAddedTokens) {
+  std::string skip;
+  auto tok = real_vocab(&skip);
+  if (!tok) GTEST_SKIP() << skip;
+  auto trie = std::make_shared<const TokenTrie>(*tok);
+  ToolCallGrammar calls;
+  calls.add_tool("get_weather",
+                 ordered_json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}})"));
+  const auto g = calls.finish(/*parallel=*/true);
+  const int32_t open = *tok->find_token("<tool_call>"), close = *tok->find_token("</tool_call>");
+  const int32_t im_start = *tok->find_token("<|im_start|>");
+  const std::string call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"x\"}}\n";
+  // (prefix, the tag token that must be allowed after it)
+  const std::vector<std::pair<std::string, int32_t>> cases = {{"", open},
+                                                              {call, close},
+                                                              {call + "</tool_call>\n", open},
+                                                              {call.substr(0, call.size() - 4) + "<", -1}};
+  std::vector<uint8_t> allowed;
+  for (const auto& [prefix, tag] : cases) {
+    TokenMask mask(g, trie);
+    GrammarState state(g);
+    ASSERT_TRUE(state.advance(prefix)) << prefix;
+    for (int32_t id : tok->encode(prefix)) mask.accept(id);  // <tool_call> encodes to its token
+    mask.allowed(allowed);
+    if (tag >= 0) EXPECT_TRUE(allowed[size_t(tag)]) << prefix;
+    EXPECT_FALSE(allowed[size_t(im_start)]) << prefix;
+    for (int32_t id = 0; id < tok->n_vocab(); ++id) {
+      bool brute = false;
+      if (tok->is_eog(id)) {
+        brute = state.complete();
+      } else if (!trie->bytes(id).empty()) {
+        GrammarState copy = state;
+        brute = copy.advance(trie->bytes(id));
+      }
+      ASSERT_EQ(bool(allowed[size_t(id)]), brute) << "token " << id << " after '" << prefix << "'";
+    }
   }
 }
 
