@@ -218,7 +218,13 @@ def main():
         (args.work / "logits.npy").unlink(missing_ok=True)
 
     (args.out / "hf_compare.json").write_text(json.dumps(results, indent=2))
-    lines = [f"qwen.cu ({args.device}) vs transformers fp32, {args.arch} {args.shape} shape, random weights, "
+    import torch
+    import transformers
+    # How transformers reads YaRN's original context has changed between releases (parse_rope
+    # sets max_position_embeddings = factor x original, so the two readings of recent releases
+    # agree), so the report names the versions.
+    lines = [f"qwen.cu ({args.device}) vs transformers {transformers.__version__} fp32 (torch {torch.__version__}), "
+             f"{args.arch} {args.shape} shape, random weights, "
              f"rope scaling {args.rope_scaling}, {args.n} teacher-forced positions, KV cache {args.kv_type}", "",
              "| type | mode | mean KL (bar) | max KL | top-1 | max abs dlogit | worst row / median row | verdict |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
