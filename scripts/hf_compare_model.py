@@ -1,5 +1,7 @@
 """The models of scripts/hf_compare.py: shapes, RoPE scaling, the transformers model, its GGUF twin
 (one file per weight type) and the transformers fp32 logits in chunks of positions."""
+from __future__ import annotations
+
 import inspect
 import pathlib
 import subprocess
@@ -53,15 +55,16 @@ def parse_rope(spec):
         # qwen.cu: original_context_length defaults to context_length, extended by the factor.
         return Rope(spec, {"rope_type": "linear", "factor": factor}, TRAINED_CTX, TRAINED_CTX,
                     {"type": "linear", "factor": factor}, ctx_max=round(factor * TRAINED_CTX))
-    if kind == "yarn" and len(vals) in (1, 2) and vals[0] >= 1:
+    if kind == "yarn" and len(vals) in (1, 2) and vals[0] >= 1 and min(vals) >= 1:
         factor, orig = vals[0], int(vals[1]) if len(vals) == 2 else TRAINED_CTX
-        # As the tests' Qwen2.5-with-YaRN GGUF: context_length is the original one. transformers 4
-        # derives the factor as max_position_embeddings / original, so the two must agree.
+        # As the tests' Qwen2.5-with-YaRN GGUF: context_length is the original one. Some transformers
+        # releases derive the factor as max_position_embeddings / original, so the two must agree.
         return Rope(spec, {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": orig},
                     round(factor * orig), orig,
                     {"type": "yarn", "factor": factor, "original_context_length": orig},
                     ctx_max=round(factor * orig))
-    if kind == "llama3" and len(vals) in (0, 4):
+    if kind == "llama3" and (not vals or (len(vals) == 4 and vals[0] >= 1 and 0 < vals[1] < vals[2]
+                                          and vals[3] >= 1)):
         factor, low, high, orig = vals or (8.0, 1.0, 4.0, 8192)  # Llama 3.1's published values
         orig = int(orig)
         # As Llama 3.1: no scaling keys, a long context_length and rope_freqs.weight.
@@ -71,7 +74,7 @@ def parse_rope(spec):
                     ctx, ctx, llama3=dict(factor=factor, low_freq_factor=low, high_freq_factor=high,
                                           original_context_length=orig), ctx_max=ctx)
     raise ValueError(f"--rope-scaling {spec!r}: want none, linear:FACTOR, yarn:FACTOR[:ORIG_CTX] or "
-                     "llama3[:FACTOR:LOW:HIGH:ORIG_CTX] (factors >= 1)")
+                     "llama3[:FACTOR:LOW:HIGH:ORIG_CTX] (factors and ORIG_CTX >= 1, 0 < LOW < HIGH)")
 
 
 @dataclass
@@ -247,7 +250,7 @@ def hf_logits(model_dir, weights, tokens, spec, device, chunk):
             p.copy_(torch.from_numpy(weights[g]).reshape(p.shape))
         model = model.to(device).eval()
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
-        # transformers 5.25 renamed past_key_values (input and output) to cache.
+        # Recent transformers (5.25 here) call past_key_values, input and output, `cache`.
         key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         past = None
         for b in range(0, len(tokens), chunk):
@@ -260,10 +263,6 @@ def hf_logits(model_dir, weights, tokens, spec, device, chunk):
     if device == "cuda":
         torch.cuda.empty_cache()
     return out, peak
-
-
-def bytes_gib(n):
-    return n / 2 ** 30
 
 
 def memory_plan(n, spec, chunk):

@@ -38,7 +38,8 @@ def test_rope_spec_maps_to_transformers_and_gguf(spec, hf, keys, ctx, ctx_max):
         assert rope.hf_max_pos == hf["factor"] * hf["original_max_position_embeddings"]
 
 
-@pytest.mark.parametrize("spec", ["yarn", "yarn:0.5", "linear", "linear:2:3", "llama3:8:1:4", "ntk:2", "yarn:x"])
+@pytest.mark.parametrize("spec", ["yarn", "yarn:0.5", "yarn:4:0", "linear", "linear:2:3", "llama3:8:1:4",
+                                  "llama3:8:4:1:8192", "ntk:2", "yarn:x"])
 def test_bad_rope_spec_is_refused(spec):
     with pytest.raises(ValueError, match="--rope-scaling"):
         hm.parse_rope(spec)
