@@ -206,10 +206,10 @@ def main():
             del got
             fails = verdict(type_name, mode, args.n, args.shape, m)
             failed |= bool(fails)
+            kl_bar, top1_bar, row_bar = bars(type_name, mode, args.n, args.shape)
             m.update(type=type_name, mode=mode, n_positions=args.n, kv=args.kv_type, shape=args.shape,
-                     arch=args.arch, rope_scaling=args.rope_scaling, device=args.device,
-                     kl_bar=bars(type_name, mode, args.n, args.shape)[0], hf_seconds=round(hf_s, 1),
-                     qwen_seconds=round(qwen_s, 1), hf_peak_gib=round(peak / 2**30, 2) if peak else None,
+                     arch=args.arch, rope_scaling=args.rope_scaling, device=args.device, kl_bar=kl_bar,
+                     top1_bar=top1_bar, row_bar=row_bar, hf_seconds=round(hf_s, 1), qwen_seconds=round(qwen_s, 1), hf_peak_gib=round(peak / 2**30, 2) if peak else None,
                      passed=not fails, failures=fails)
             results.append(m)
             log(json.dumps(m))
@@ -230,7 +230,8 @@ def main():
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for m in results:
         lines.append(f"| {m['type']} | {m['mode']} | {m['mean_kl']:.2e} ({m['kl_bar']:.0e}) | {m['max_kl']:.2e} | "
-                     f"{100 * m['top1']:.2f}% | {m['max_abs']:.2e} | {m['row_ratio']:.2f} (row {m['worst_row']}) | "
+                     f"{100 * m['top1']:.2f}% | {m['max_abs']:.2e} | {m['row_ratio']:.2f} (row {m['worst_row']}"
+                     f"{'' if m['row_bar'] else '; no bar'}) | "
                      f"{'pass' if m['passed'] else 'FAIL: ' + '; '.join(m['failures'])} |")
     (args.out / "hf_compare.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
