@@ -61,9 +61,9 @@ SHORT = 1024  # positions up to which issue 12's exact step bar holds
 def bars(type_name, mode, n, shape):
     """(mean KL bar, top-1 bar or None, worst/median row bar or None) of a type in a mode over n
     positions. The row check holds on the benchmark shape only: on the small one (hidden 256) the
-    F16 cache's rounding puts the hidden-state error in few directions, so the worst of 32,768 rows
-    sits 2.8-3.5x the median with every row right (1.9x with an F32 cache; issue 13 bars its YaRN
-    run by mean KL alone)."""
+    worst of 32,768 rows sits 2.7-3.7x the median with an F16 cache and 1.9x with an F32 one, so
+    there it measures the cache's rounding, not a wrong row (issue 13 bars its YaRN run by mean KL
+    alone)."""
     floating = type_name in FLOAT_TYPES
     top1 = 0.995 if floating and not mode.endswith("-fast") else None
     rows = ROW_RATIO if shape == "qwen2.5-0.5b" else None
