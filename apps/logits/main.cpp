@@ -108,8 +108,9 @@ int main(int argc, char** argv) {
   auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
   // One argv string holds at most 128 KiB on Linux: about 20,000 ids. Long inputs come from a file.
   std::string tokens_file;
-  auto* f_opt = app.add_option("--tokens-file", tokens_file, "file of token ids separated by commas or whitespace")
-                    ->check(CLI::ExistingFile);
+  auto* f_opt =
+      app.add_option("--tokens-file", tokens_file, "file of token ids separated by commas or whitespace")
+          ->check(CLI::ExistingFile);
   p_opt->excludes(t_opt);
   p_opt->excludes(f_opt);
   t_opt->excludes(f_opt);
