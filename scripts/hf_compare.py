@@ -2,7 +2,7 @@
 """qwen.cu vs HF transformers in fp32 on a random Qwen-family model.
 
 Steps (on the GPU machine, which has torch and transformers; the PyPI `gguf` package travels
-with the working tree as a wheel; --device cpu runs the same on a CPU machine):
+with the working tree as a wheel; --device cpu runs the same on a CPU machine, exact modes only):
   1. transformers builds a model of --shape from a seed: qwen2.5-0.5b, the benchmark shape of
      docs/ARCHITECTURE.md (Benchmark models: hidden 896, 24 layers, 14/2 heads, FFN 4864, vocab
      151936), or small (hidden 256, 4 layers, 4/2 heads of 64, FFN 1024, vocab 32768: cheap at
@@ -137,7 +137,7 @@ def parse_args():
     ap.add_argument("--types", default="F16,BF16,Q8_0,Q4_0,Q4_K_M")
     ap.add_argument("--n", type=int, default=1024, help="teacher-forced positions (the bars were set on >= 1,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", default=",".join(MODES), help="of " + ", ".join(MODES))
+    ap.add_argument("--modes", help=f"of {', '.join(MODES)} (default: all on cuda, prefill,step on cpu)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="where transformers and qwen-logits run (qwen-logits --device)")
     ap.add_argument("--kv-type", default="f16", help="qwen-logits --kv-type (f32, f16, bf16, q8_0)")
@@ -153,9 +153,15 @@ def parse_args():
         args.rope = hm.parse_rope(args.rope_scaling)
     except ValueError as e:
         ap.error(str(e))
+    args.modes = args.modes or (",".join(MODES) if args.device == "cuda" else "prefill,step")
     for mode in args.modes.split(","):
         if mode not in MODES:
             ap.error(f"--modes: unknown mode {mode!r} (of {', '.join(MODES)})")
+        # The fast bars are the CUDA fast path's; the CPU's (8-bit activations) are looser and
+        # tests/python/test_cpu_fast.py holds them.
+        if mode.endswith("-fast") and args.device == "cpu":
+            ap.error(f"--modes {mode} with --device cpu: the fast bars here are CUDA's; the CPU's fast "
+                     "mode (8-bit activations) is bounded by tests/python/test_cpu_fast.py")
     if args.n < 1:
         ap.error("--n must be positive")
     # qwen-logits sizes its context to the input and refuses one past the model's trained positions.

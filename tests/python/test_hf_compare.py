@@ -107,3 +107,13 @@ def test_too_many_positions_are_refused_first(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "--n 40000 exceeds the 32768 positions" in proc.stderr, proc.stderr
+
+
+def test_cpu_fast_modes_are_refused(tmp_path):
+    """--device cpu with a fast mode fails at argument parsing naming the mode: hf_compare's fast
+    bars are the CUDA fast path's, and the CPU's 8-bit fast mode has its own (test_cpu_fast.py)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "hf_compare.py"), "--bin", str(tmp_path), "--out",
+                           str(tmp_path), "--device", "cpu", "--modes", "prefill,step-fast"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "--modes step-fast with --device cpu" in proc.stderr, proc.stderr
