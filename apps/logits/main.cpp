@@ -53,6 +53,24 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
+// The ids of a --tokens-file as parse_ids' comma-separated text (whitespace counts as a comma).
+std::string read_ids_file(const std::string& path) {
+  std::ifstream f(path);
+  QWEN_CHECK(f.good(), "--tokens-file: cannot open ", path);
+  std::string text, item;
+  while (f >> item) {
+    std::stringstream ss(item);
+    std::string id;
+    while (std::getline(ss, id, ',')) {
+      if (id.empty()) continue;
+      if (!text.empty()) text += ',';
+      text += id;
+    }
+  }
+  QWEN_CHECK(!text.empty(), "--tokens-file: ", path, " holds no token ids");
+  return text;
+}
+
 // Accumulates the rows of each named intermediate over all forward calls of a run.
 struct Dump {
   struct Array {
@@ -88,7 +106,14 @@ int main(int argc, char** argv) {
   auto* p_opt =
       app.add_option("-p,--prompt", prompt, "prompt text (special tokens like <|im_start|> are parsed)");
   auto* t_opt = app.add_option("--tokens", tokens_text, "comma-separated token ids, e.g. 1,2,3");
+  // One argv string holds at most 128 KiB on Linux: about 20,000 ids. Long inputs come from a file.
+  std::string tokens_file;
+  auto* f_opt =
+      app.add_option("--tokens-file", tokens_file, "file of token ids separated by commas or whitespace")
+          ->check(CLI::ExistingFile);
   p_opt->excludes(t_opt);
+  p_opt->excludes(f_opt);
+  t_opt->excludes(f_opt);
   app.add_option("-o,--out", out_path, "output .npy file")->required();
   app.add_option("--device", opts.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)");
@@ -105,7 +130,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-graphs", no_graphs, "run every forward eagerly (no captured graph replay)");
   CLI11_PARSE(app, argc, argv);
   try {
-    QWEN_CHECK(!prompt.empty() || !tokens_text.empty(), "give --prompt TEXT or --tokens 1,2,3");
+    QWEN_CHECK(!prompt.empty() || !tokens_text.empty() || !tokens_file.empty(),
+               "give --prompt TEXT, --tokens 1,2,3 or --tokens-file PATH");
+    if (!tokens_file.empty()) tokens_text = read_ids_file(tokens_file);
     opts.use_graphs = !no_graphs;
     opts.exact = !fast;
     opts.kv_type = qwen::kv_type_from_flags(kv_type, "", "");

@@ -101,6 +101,25 @@ def test_logits_prompt_is_tokenized_like_hf(bin_dir, model, tokenizer_json, tmp_
     assert np.array_equal(np.load(tmp_path / "p.npy"), np.load(tmp_path / "t.npy"))
 
 
+def test_logits_tokens_file_equals_tokens(bin_dir, model, tmp_path):
+    """qwen-logits --tokens-file (ids split by commas, spaces and newlines: the form long inputs
+    need, as one argument holds at most 128 KiB) == --tokens with the same ids, bitwise; a file
+    without ids is an error naming the flag."""
+    ids = [9707, 11, 1879, 0, 151643, 42]
+    (tmp_path / "ids.txt").write_text("9707, 11\n1879 0,151643\n\n42\n")
+    base = [str(bin_dir / "qwen-logits"), "-m", str(model), "--device", "cpu"]
+    subprocess.run([*base, "--tokens-file", str(tmp_path / "ids.txt"), "-o", str(tmp_path / "f.npy")], check=True,
+                   capture_output=True)
+    subprocess.run([*base, "--tokens", ",".join(map(str, ids)), "-o", str(tmp_path / "t.npy")], check=True,
+                   capture_output=True)
+    assert np.array_equal(np.load(tmp_path / "f.npy"), np.load(tmp_path / "t.npy"))
+    (tmp_path / "empty.txt").write_text(" \n")
+    proc = subprocess.run([*base, "--tokens-file", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "e.npy")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "--tokens-file: " in proc.stderr and "holds no token ids" in proc.stderr, \
+        proc.stderr
+
+
 def test_ctrl_c_stops_the_reply_not_the_chat(bin_dir, model):
     """SIGINT during an interactive reply cancels it; the next line still gets a full answer."""
     import signal
