@@ -18,9 +18,7 @@ CudaFusions CudaFusions::parse(std::string_view names) {
   for (;;) {
     const size_t comma = names.find(',');
     const std::string_view name = names.substr(0, comma);
-    bool* flag = name == "norm"     ? &f.norm
-                 : name == "resid"  ? &f.resid
-                 : name == "glu"    ? &f.glu
+    bool* flag = name == "resid"    ? &f.resid
                  : name == "rope"   ? &f.rope
                  : name == "qkv"    ? &f.qkv
                  : name == "gateup" ? &f.gateup
@@ -28,7 +26,7 @@ CudaFusions CudaFusions::parse(std::string_view names) {
                  : name == "rows"   ? &f.rows
                                     : nullptr;
     QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
-               "' (expected norm, resid, glu, rope, qkv, gateup, deep or rows)");
+               "' (expected resid, rope, qkv, gateup, deep or rows)");
     *flag = true;
     if (comma == std::string_view::npos) return f;
     names = names.substr(comma + 1);

@@ -165,16 +165,15 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 // The CUDA backend's decode fusions (backend_cuda.cu holds back one op and merges it with the
 // next) and GEMV shapes; the defaults are what measured fastest (docs/BENCHMARKS.md), none() is
 // the unfused path the fusion tests compare against.
+// Fusions that measured slower are deleted, not kept here (ARCHITECTURE §Rules 3).
 struct CudaFusions {
-  bool norm = false;    // RMSNorm into the following GEMV (off: measured slower)
   bool resid = true;    // residual add into the GEMV / gemm_small epilogue
-  bool glu = false;     // SwiGLU into a lone GEMV's epilogue (off: measured slower)
   bool rope = true;     // rope(q), rope(k) and kv_store as one kernel
   bool qkv = true;      // GEMVs sharing x (q/k/v) as one launch
   bool gateup = true;   // gate and up GEMVs with SwiGLU as one launch
   bool deep = true;     // long-row GEMVs load several chunks per lane first (same arithmetic)
   bool rows = true;     // several rows per GEMV warp where the grid still fills the GPU (same arithmetic)
-  static CudaFusions none() { return {false, false, false, false, false, false, false, false}; }
+  static CudaFusions none() { return {false, false, false, false, false, false}; }
   // From a comma-separated list of the names above ("0" or "": none); an unknown name is an error.
   static CudaFusions parse(std::string_view names);
 };

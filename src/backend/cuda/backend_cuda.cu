@@ -10,45 +10,32 @@
 // Fusion (ARCHITECTURE §Rules 3: the unfused path stays, as the oracle). A decode step issues ~17 small
 // kernels per layer, and at batch 1 each costs more in launch and latency than in bytes. So the
 // backend holds back the last fusable op and merges it with the next one when they form one of
-// these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"):
-//   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
-//   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too);
+// these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"),
+// named as in CudaFusions:
+//   resid:  matmul(y, W, a) ; add(r, r, y)     -> one GEMV with the residual epilogue (stores y too);
 //                                                 also gemm_small (batched decode, <= 64 tokens)
-//   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
-//   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel (any token count)
-//   matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
-//                                              -> one GEMV launch over the rows of all three ("qkv";
-//                                                 same x, weight type and row length; up to 3); also
+//   rope:   rope(q) ; rope(k) ; kv_store(k, v) -> one rope + cache-write kernel (any token count)
+//   qkv:    matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
+//                                              -> one GEMV launch over the rows of all three (same
+//                                                 x, weight type and row length; up to 3); also
 //                                                 gemm_small, which groups gate and up this way too
-//   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
+//   gateup: matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
 //                                              -> one GEMV computing the gate and up rows of each
-//                                                 output together, storing g, u and o ("gateup")
-// A norm absorbed by the first matmul (fusion `norm`) stays with the group it starts (qkv, gateup),
-// so a layer's attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops
-// would write is still written, so a tap or a later op sees the same memory, and every fusion but
-// norm keeps the arithmetic of the separate ops (bitwise-equal results). The norm does not: each
-// warp of the GEMV sums x * x from the x it loads for its own dot products and scales the finished
-// dot product, so no block reduction delays the dots (matmul.cu); the results differ from the
-// unfused ones by rounding (tests/ops bound it). Any other call (including
-// upload/download/synchronize and the capture calls) first launches what is held back.
-// CudaOptions::fusions picks the fusions (norm, resid, glu, rope, qkv, gateup; CudaFusions::none()
-// for none), "deep" and "rows" (not fusions, same arithmetic, off in none(), which stays the original path: a
-// GEMV of long rows whose grid fits one block per SM loads several chunks per lane before using
-// them; a GEMV warp computes up to 4 rows where the grid still covers the SMs, matmul.cu).
-// The default is resid,rope,qkv,gateup,deep,rows. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
-// docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu lost 4%
-// (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate SwiGLU
-// overlaps its neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12
-// launches of a decode layer without adding work to any warp's critical path (gateup only doubles
-// its independent loads). The warp-level norm removes 2 more (8 -> 6 per layer) and adds only an
-// fmaf per x element and one warp sum per row, yet it measured 6% slower (same machine: Q8_0 826 ->
-// 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off by default. The likely cause (not
-// verified): without the small rmsnorm kernel between them, the next GEMV's blocks cannot become
-// resident, and prefetch their weights, while the register-heavy Deep and Pair GEMVs still hold the
-// SMs. The same held for the RMSNorm run instead as the epilogue of the GEMV that adds into the
-// residual (its last block normalizing the row, bitwise the rmsnorm kernel's result): Q8_0 936 ->
-// 907, Q4_0 1,004 -> 983, F16 855 -> 821 tok/s (tg128, same machine), so it was not kept.
-// glu applies only to a lone matmul (gateup takes the pair first).
+//                                                 output together, storing g, u and o
+// Every output the separate ops would write is still written, so a later op sees the same memory,
+// and every fusion keeps the arithmetic of the separate ops (bitwise-equal results). Any other
+// call (including upload/download/synchronize and the capture calls) first launches what is held
+// back. "deep" and "rows" (not fusions, same arithmetic, off in none(), which stays the original
+// path): a GEMV of long rows whose grid fits one block per SM loads several chunks per lane before
+// using them; a GEMV warp computes up to 4 rows where the grid still covers the SMs (matmul.cu).
+// Measured on H100 (tg128 Q8_0 of the 0.5B shape, docs/BENCHMARKS.md): resid and rope each gained
+// ~2%, together ~5% (668 -> 700 tok/s); qkv and gateup remove 4 of the 12 launches of a decode
+// layer without adding work to any warp's critical path (gateup only doubles its independent
+// loads). Two fusions lost their measurement and were deleted: SwiGLU as the epilogue of the up
+// GEMV (727 -> 697: a dependent load on the GEMV's critical path, where a separate SwiGLU overlaps
+// its neighbours through programmatic dependent launch), and the RMSNorm inside the following
+// GEMV (Q8_0 826 -> 778, Q4_0 869 -> 814, F16 806 -> 756), as was the RMSNorm as the epilogue of
+// the GEMV that adds into the residual (Q8_0 936 -> 907).
 
 #include <algorithm>
 #include <cstdlib>
@@ -66,21 +53,13 @@ constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
 // The op held back for fusion (see the file comment).
 struct Pending {
-  enum class Kind { None, Norm, Matmul, Rope } kind = Kind::None;
-  // Norm: rmsnorm(norm_out, norm_x, norm_w, rows, n, eps); also kept with a Matmul that absorbed it.
-  float* norm_out = nullptr;
-  const float* norm_x = nullptr;
-  const float* norm_w = nullptr;
-  int64_t norm_rows = 0;
-  int norm_n = 0;
-  float eps = 0.f;
-  // Matmul (GEMV): mm[i].y = mm[i].W x (+ bias), n_mm of them sharing x (grouped by qkv or
-  // gateup); with_norm: x is norm_out computed from norm_x.
+  enum class Kind { None, Matmul, Rope } kind = Kind::None;
+  // Matmul (GEMV or gemm_small): mm[i].y = mm[i].W x (+ bias), n_mm of them sharing x (grouped
+  // by qkv or gateup).
   cuda::GemvOut mm[cuda::kMaxGemvGroup];
   int n_mm = 0;
   const float* x = nullptr;
   int n_tokens = 0;
-  bool with_norm = false;
   // Rope: up to two in-place ropes over the same positions (q first, then k).
   float* rope_x[2] = {nullptr, nullptr};
   int rope_heads[2] = {0, 0};
@@ -182,14 +161,6 @@ class CudaBackend final : public Backend {
   }
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     flush();
-    // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
-    if (fuse_.norm && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
-        n % 32 == 0) {  // 32: GEMV chunk
-      held_.kind = Pending::Kind::Norm;
-      held_.norm_out = out, held_.norm_x = x, held_.norm_w = w, held_.norm_rows = n_rows, held_.norm_n = n;
-      held_.eps = eps;
-      return;
-    }
     cuda::rmsnorm(stream_, out, x, w, n_rows, n, eps);
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
@@ -198,8 +169,7 @@ class CudaBackend final : public Backend {
     // which groups matrices and adds a residual like the GEMV, nothing else).
     const bool small =
         n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens && w.type != GGMLType::F32;
-    if (!(fuse_.norm || fuse_.resid || fuse_.glu || fuse_.qkv || fuse_.gateup) ||
-        (n_tokens > cuda::kGemvMaxTokens && !small)) {
+    if (!(fuse_.resid || fuse_.qkv || fuse_.gateup) || (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
@@ -215,12 +185,8 @@ class CudaBackend final : public Backend {
       held_.mm[held_.n_mm++] = cuda::GemvOut{y, w, bias};
       return;
     }
-    const bool absorb_norm = held_.kind == Pending::Kind::Norm && held_.norm_out == x &&
-                             held_.norm_rows == n_tokens && held_.norm_n == w.ne0 && y != x &&
-                             y != held_.norm_x;
-    if (!absorb_norm) flush();
+    flush();
     held_.kind = Pending::Kind::Matmul;
-    held_.with_norm = absorb_norm;
     held_.mm[0] = cuda::GemvOut{y, w, bias};
     held_.n_mm = 1;
     held_.x = x, held_.n_tokens = n_tokens;
@@ -267,25 +233,15 @@ class CudaBackend final : public Backend {
     if (fuse_.gateup && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
         held_.n_tokens <= cuda::kGemvMaxTokens) {
       const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
-      // out is stored while other warps read x, or with an absorbed norm read its input and
-      // store its output (then held_.x).
+      // out is stored while other warps read x.
       const bool fuse = gate == g.y && up == u.y && g.w.ne1 == u.w.ne1 &&
-                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x &&
-                        (!held_.with_norm || out != held_.norm_x);
+                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x;
       if (fuse) {
         const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p),
-                          plain_fusion().rows_min_blocks);
+        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out, plain_fusion().rows_min_blocks);
         return;
       }
-    }
-    if (fuse_.glu && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1 &&
-        held_.n_tokens <= cuda::kGemvMaxTokens) {
-      const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
-                        out != held_.x && gate != held_.x &&
-                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
-      if (fuse) return launch_matmul(nullptr, gate, out);
     }
     flush();
     cuda::swiglu(stream_, out, gate, up, n);
@@ -293,9 +249,8 @@ class CudaBackend final : public Backend {
   void add(float* out, const float* a, const float* b, int64_t n) override {
     if (fuse_.resid && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
       const bool fuse = b == held_.mm[0].y && out == a && out != held_.mm[0].y && out != held_.x &&
-                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
                         n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1;
-      if (fuse) return launch_matmul(out, nullptr, nullptr);
+      if (fuse) return launch_matmul(out);
     }
     flush();
     cuda::add(stream_, out, a, b, n);
@@ -353,11 +308,9 @@ class CudaBackend final : public Backend {
     switch (p.kind) {
       case Pending::Kind::None:
         return;
-      case Pending::Kind::Norm:
-        return cuda::rmsnorm(stream_, p.norm_out, p.norm_x, p.norm_w, p.norm_rows, p.norm_n, p.eps);
       case Pending::Kind::Matmul:
         held_ = p;
-        return launch_matmul(nullptr, nullptr, nullptr);
+        return launch_matmul(nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
           cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.rope);
@@ -382,22 +335,18 @@ class CudaBackend final : public Backend {
       return false;
     if (!(fuse_.qkv || (fuse_.gateup && h.n_mm == 1))) return false;
     const Weight& w0 = h.mm[0].w;
-    if (w.type != w0.type || w.ne0 != w0.ne0 || y == x || (h.with_norm && y == h.norm_x)) return false;
+    if (w.type != w0.type || w.ne0 != w0.ne0 || y == x) return false;
     for (int i = 0; i < h.n_mm; ++i) {
       if (h.mm[i].y == y) return false;
     }
     return true;
   }
-  // The RMSNorm a held-back GEMV absorbed (none without with_norm).
-  static cuda::GemvNorm norm_of(const Pending& p) {
-    return p.with_norm ? cuda::GemvNorm{p.norm_w, p.norm_out, p.eps} : cuda::GemvNorm{};
-  }
-  // The held-back GEMV(s) (with the absorbed RMSNorm), adding the result into `resid` or applying
-  // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only).
-  void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
+  // The held-back GEMV(s) or gemm_small(s), adding the result into `resid` when given (a lone
+  // matrix only).
+  void launch_matmul(float* resid) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
-    if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
+    if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small
       if (p.n_mm > 1 && !fuse_.qkv) {
         for (int i = 0; i < p.n_mm; ++i)
           cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
@@ -407,22 +356,14 @@ class CudaBackend final : public Backend {
       return;
     }
     if (p.n_mm > 1 && !fuse_.qkv) {
-      // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
-      // norm (x = its output) that the second then reads.
-      for (int i = 0; i < p.n_mm; ++i) {
-        cuda::GemvFusion f = plain_fusion();
-        if (i == 0) f.norm = norm_of(p);
-        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, i == 0 && p.with_norm ? p.norm_x : p.x, p.n_tokens,
-                   p.mm[i].bias, f);
-      }
+      // A gateup pair without its SwiGLU: separate launches.
+      for (int i = 0; i < p.n_mm; ++i)
+        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
       return;
     }
     cuda::GemvFusion f = plain_fusion();
-    f.norm = norm_of(p);
     f.resid = resid;
-    f.glu_gate = glu_gate;
-    f.glu_out = glu_out;
-    cuda::gemv_group(stream_, p.mm, p.n_mm, p.with_norm ? p.norm_x : p.x, p.n_tokens, f);
+    cuda::gemv_group(stream_, p.mm, p.n_mm, p.x, p.n_tokens, f);
   }
 
   int device_;

@@ -2,10 +2,9 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
 // whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
-// then a warp reduction per row. The backend may fuse the preceding RMSNorm (per warp, no block
-// reduction) and the following residual add or SwiGLU into it, launch the GEMVs that share x as
-// one grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu); the norm
-// combines with both.
+// then a warp reduction per row. The backend may fuse the following residual add into it, launch
+// the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU
+// (gemv_swiglu).
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
 // (the backend routes them), except F32 weights.
@@ -48,8 +47,7 @@ struct GemvArgs {
   GemvFusion f;
 };
 
-// What a GEMV launch computes besides y = W x (see gemv_kernel); an RMSNorm of x (kNorm)
-// combines with Plain and Pair.
+// What a GEMV launch computes besides y = W x (see gemv_kernel).
 enum class GemvMode { Plain, Pair, Deep };
 // Chunks each lane of a Deep GEMV loads before using the first.
 constexpr int kDeepChunks = 4;
@@ -81,24 +79,8 @@ __device__ __forceinline__ void load_x_smem(const float4* xsm, int64_t c, float 
   }
 }
 
-// xs = x[0..32) * norm_w, and ss += x * x in index order (the fused norm).
-__device__ __forceinline__ void load_x_norm(const float* x, const float* norm_w, float xs[kChunk], float& ss) {
-  const float4* xp = reinterpret_cast<const float4*>(x);
-#pragma unroll
-  for (int i = 0; i < kChunk / 4; ++i) {
-    float4 xv = xp[i];
-    ss = fmaf(xv.x, xv.x, ss);
-    ss = fmaf(xv.y, xv.y, ss);
-    ss = fmaf(xv.z, xv.z, ss);
-    ss = fmaf(xv.w, xv.w, ss);
-    const float4 wv = reinterpret_cast<const float4*>(norm_w)[i];
-    xv = make_float4(xv.x * wv.x, xv.y * wv.y, xv.z * wv.z, xv.w * wv.w);
-    xs[4 * i] = xv.x, xs[4 * i + 1] = xv.y, xs[4 * i + 2] = xv.z, xs[4 * i + 3] = xv.w;
-  }
-}
-
 // acc += dot(v, xs) in index order: every mode and row count runs this same sequence of fmaf
-// per row, so they all give one result (the norm's rounding aside).
+// per row, so they all give one result.
 __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[kChunk], float& acc) {
 #pragma unroll
   for (int k = 0; k < kChunk; ++k) acc = fmaf(v[k], xs[k], acc);
@@ -119,21 +101,10 @@ __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[
 //  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
 //        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
 //        to 4 chunks (same accumulation order, so the same result).
-// Plain and Deep apply the optional epilogues resid += y and glu_out = silu(glu_gate) * y
-// (single matrix only).
-// kNorm (Plain, Pair; kRows = 1): x is RMSNorm(x) with weight f.norm.w. Every warp reads all of
-// x for its dot products, so each lane also sums x * x over the chunks it loads, and one warp
-// sum after the loop gives the row's scale, applied to the finished dot products (the scale is
-// common to every term). Nothing waits for a reduction before the loads and dots start (a
-// block-wide sum first, with two __syncthreads, put the norm on every block's critical path).
-// Warp 0 of block 0 stores the normalized x of its token to f.norm.out with the rmsnorm
-// kernel's formula.
-template <GGMLType T, GemvMode M, bool kNorm, int kRows>
+// Plain and Deep apply the optional epilogue resid += y (single matrix only).
+template <GGMLType T, GemvMode M, int kRows>
 __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
-  static_assert(!(kNorm && M == GemvMode::Deep),
-                "no Deep GEMV with a norm: gemv_group runs a norm in Plain mode");
-  static_assert(kRows == 1 || (!kNorm && M != GemvMode::Deep),
-                "several rows per warp: Plain or Pair, no norm");
+  static_assert(kRows == 1 || M != GemvMode::Deep, "several rows per warp: Plain or Pair");
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -166,11 +137,9 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
   load(lane);
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
-  // Without a norm, x goes through shared memory (stage_x); a fused norm reads it from global
-  // memory, as it also needs norm_w and the sum of squares in index order.
   extern __shared__ float4 xsm[];
-  if constexpr (!kNorm) stage_x(xsm, xt, a.ne0);
-  float acc[kMats][kRows] = {}, ss = 0.f;
+  stage_x(xsm, xt, a.ne0);
+  float acc[kMats][kRows] = {};
   for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
     if (c != lane) load(c);
 #pragma unroll
@@ -178,11 +147,7 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       const int64_t cj = c + j * kWarp;
       if (cj >= n_chunks) continue;
       float xs[kChunk];
-      if constexpr (kNorm) {
-        load_x_norm(xt + cj * kChunk, a.f.norm.w + cj * kChunk, xs, ss);
-      } else {
-        load_x_smem(xsm, cj, xs);
-      }
+      load_x_smem(xsm, cj, xs);
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
 #pragma unroll
@@ -199,16 +164,6 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
 #pragma unroll
     for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
   }
-  if constexpr (kNorm) {
-    const float scale = rsqrtf(warp_sum(ss) / float(a.ne0) + a.f.norm.eps);  // the rmsnorm kernel's formula
-#pragma unroll
-    for (int m = 0; m < kMats; ++m) acc[m][0] *= scale;
-    // Coalesced over the row; this warp has just read all of x and norm_w (cache hits, likely).
-    if (blockIdx.x == 0 && warp == 0) {
-      float* no = a.f.norm.out + t * a.ne0;
-      for (int i = lane; i < int(a.ne0); i += kWarp) no[i] = xt[i] * scale * a.f.norm.w[i];
-    }
-  }
   // Lane i stores row row0 + i.
 #pragma unroll
   for (int i = 0; i < kRows; ++i) {
@@ -221,12 +176,8 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
       a.seg[1].y[o] = up;
       a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
-    } else {
-      if (a.f.resid) a.f.resid[o] += out;
-      if (a.f.glu_out) {
-        const float g = a.f.glu_gate[o];
-        a.f.glu_out[o] = g / (1.f + expf(-g)) * out;  // the arithmetic of swiglu_kernel
-      }
+    } else if (a.f.resid) {
+      a.f.resid[o] += out;
     }
   }
 }
@@ -305,13 +256,6 @@ void check_weight(const Weight& w, const char* op) {
              ": weight data is not 16-byte aligned (type ", type_name(w.type), ", ", w.ne1, "x", w.ne0, ")");
 }
 
-// A fused RMSNorm stores its output while other warps still read x.
-void check_norm(const GemvNorm& norm, const float* x, const char* op) {
-  QWEN_CHECK(!norm.w || (norm.out && norm.out != x), "cuda ", op,
-             ": the fused RMSNorm needs an output buffer other than x (norm.out = ",
-             static_cast<const void*>(norm.out), ", x = ", static_cast<const void*>(x), ")");
-}
-
 // (Re)allocates a scratch buffer to at least `bytes`. Only legal outside stream capture: the
 // first prefill sizes it, decode (captured) never reaches here.
 void ensure(cudaStream_t s, void*& p, size_t& have, size_t bytes, const char* what) {
@@ -370,7 +314,7 @@ int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
   return 1;
 }
 
-// Shared memory of a GEMV without a norm: x of one token (stage_x).
+// Shared memory of a GEMV: x of one token (stage_x).
 size_t x_smem_bytes(const GemvArgs& a) {
   constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
   const size_t bytes = size_t(a.ne0) * sizeof(float);
@@ -379,17 +323,17 @@ size_t x_smem_bytes(const GemvArgs& a) {
   return bytes;
 }
 
-// Launches gemv_kernel<T, M, no norm, rows>; a row count over T's register budget is never chosen
+// Launches gemv_kernel<T, M, rows>; a row count over T's register budget is never chosen
 // (choose_rows) and not instantiated.
 template <GGMLType T, GemvMode M, int kRows = kMaxRows>
 void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   if constexpr (kRows == 1) {
-    launch_smem(gemv_kernel<T, M, false, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+    launch_smem(gemv_kernel<T, M, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
   } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
     launch_rows<T, M, kRows / 2>(rows, grid, s, args);
   } else if (rows == kRows) {
-    launch_smem(gemv_kernel<T, M, false, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
   } else {
     launch_rows<T, M, kRows / 2>(rows, grid, s, args);
   }
@@ -430,8 +374,8 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
-             " matrices takes no residual or SwiGLU epilogue");
+  QWEN_CHECK(n == 1 || !f.resid, "cuda gemv: a group of ", n, " matrices takes no residual epilogue");
+  QWEN_CHECK(!f.glu_out, "cuda gemv: SwiGLU runs in gemv_swiglu only");
   GemvArgs args{};
   const Weight& w0 = outs[0].w;
   args.n_seg = n;
@@ -439,21 +383,16 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   args.x = x;
   args.ne0 = w0.ne0;
   args.f = f;
-  const bool norm = f.norm.w != nullptr;
-  check_norm(f.norm, x, "gemv");
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
     };
-    const int rows = norm ? 1 : choose_rows<T>(1, f.rows_min_blocks, blocks);
+    const int rows = choose_rows<T>(1, f.rows_min_blocks, blocks);
     const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
-    const bool deep =
-        !norm && rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
-    if (norm) {
-      launch(gemv_kernel<T, GemvMode::Plain, true, 1>, grid, dim3(kGemvThreads), s, args);
-    } else if (deep) {
-      launch_smem(gemv_kernel<T, GemvMode::Deep, false, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
+    const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
+    if (deep) {
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
                   args);
     } else {
       launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
@@ -463,7 +402,7 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, const GemvNorm& norm, int rows_min_blocks) {
+                 float* out, int rows_min_blocks) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
@@ -476,23 +415,17 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
-  args.f.norm = norm;
-  check_norm(norm, x, "gemv (gate/up)");
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
     };
-    const int rows = norm.w ? 1 : choose_rows<T>(2, rows_min_blocks, blocks);
+    const int rows = choose_rows<T>(2, rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
     args.seg[0] =
         GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
     args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
     const dim3 grid(row_blocks, unsigned(n_tokens));
-    if (norm.w) {
-      launch(gemv_kernel<T, GemvMode::Pair, true, 1>, grid, dim3(kGemvThreads), s, args);
-    } else {
-      launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
-    }
+    launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
