@@ -22,6 +22,7 @@ TEST(CudaFusions, DefaultsAreTheMeasuredSet) {
   EXPECT_EQ(flags(CudaFusions{}), "111111");
   EXPECT_EQ(flags(CudaFusions::none()), "000000");
   EXPECT_TRUE(CudaOptions{}.exact);
+  EXPECT_EQ(CudaOptions{}.plant_fault, "");  // the test hook is off unless a test sets it
 }
 
 TEST(CudaFusions, ParsesNameLists) {

@@ -36,12 +36,22 @@
 // its neighbours through programmatic dependent launch), and the RMSNorm inside the following
 // GEMV (Q8_0 826 -> 778, Q4_0 869 -> 814, F16 806 -> 756), as was the RMSNorm as the epilogue of
 // the GEMV that adds into the residual (Q8_0 936 -> 907).
+//
+// Taps (Backend::tap: qwen-diff, qwen-logits --dump) see what runs. A tap of an output of the
+// held-back op waits in taps_ until the kernel that computes it has run, fused or not, and is
+// then copied to the host; every other tap is copied at once (its op has run). Each names the
+// kernel that wrote it ("gemv_group[qkv]"). The one change a tap makes is where gateup stores
+// the gate (or up) row that its SwiGLU product overwrites in place: into tap scratch, for the tap
+// to read (same kernel, same arithmetic). CudaOptions::plant_fault (a test hook) doubles token 0's
+// row of one fusion's first output right after each of its launches.
 
 #include <algorithm>
-#include <cstdlib>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/ops.cuh"
@@ -69,9 +79,36 @@ struct Pending {
   RopeParams rope;
 };
 
+// A tap of an output of the held-back op, waiting for the kernel that computes it.
+struct HeldTap {
+  std::string name;
+  int layer;
+  const float* x;  // device memory [rows][cols]
+  int64_t rows, cols;
+  TapSink sink;
+};
+
+// Whether float ranges a[0..na) and b[0..nb) share memory.
+bool overlaps(const float* a, int64_t na, const float* b, int64_t nb) {
+  const auto ia = reinterpret_cast<uintptr_t>(a), ib = reinterpret_cast<uintptr_t>(b);
+  return ia < ib + uintptr_t(nb) * sizeof(float) && ib < ia + uintptr_t(na) * sizeof(float);
+}
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, const CudaOptions& o) : device_(device), exact_(o.exact), fuse_(o.fusions) {
+  CudaBackend(int device, const CudaOptions& o)
+      : device_(device), exact_(o.exact), fuse_(o.fusions), fault_(o.plant_fault) {
+    if (!fault_.empty()) {
+      const bool* on = fault_ == "resid"    ? &fuse_.resid
+                       : fault_ == "rope"   ? &fuse_.rope
+                       : fault_ == "qkv"    ? &fuse_.qkv
+                       : fault_ == "gateup" ? &fuse_.gateup
+                                            : nullptr;
+      QWEN_CHECK(on != nullptr, "CudaOptions::plant_fault '", fault_,
+                 "' is not a fusion (expected resid, rope, qkv or gateup)");
+      QWEN_CHECK(*on, "CudaOptions::plant_fault '", fault_,
+                 "': that fusion is off in CudaOptions::fusions, so no launch would carry the fault");
+    }
     QWEN_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp prop{};
     QWEN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
@@ -107,6 +144,7 @@ class CudaBackend final : public Backend {
     for (auto& [slot, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (scratch_.w16) cudaFree(scratch_.w16);
     if (scratch_.x16) cudaFree(scratch_.x16);
+    if (tap_stage_) cudaFree(tap_stage_);
     for (void* p : {static_cast<void*>(decode_.attn_partials), static_cast<void*>(decode_.attn_counters),
                     static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters),
                     static_cast<void*>(decode_.gemm_partials), static_cast<void*>(decode_.gemm_counters)})
@@ -158,10 +196,12 @@ class CudaBackend final : public Backend {
   void embed(float* out, const Weight& table, const int32_t* ids, int n_tokens) override {
     flush();
     cuda::embed(stream_, out, table, ids, n_tokens);
+    ran("embed");
   }
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     flush();
     cuda::rmsnorm(stream_, out, x, w, n_rows, n, eps);
+    ran("rmsnorm");
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
     if (n_tokens == 0) return flush();
@@ -173,13 +213,15 @@ class CudaBackend final : public Backend {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
-      } else if (small) {
+        return ran("gemv");
+      }
+      if (small) {
         const cuda::GemvOut out{y, w, bias};
         cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_, exact_);
-      } else {
-        cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias, exact_);
+        return ran("gemm_small");
       }
-      return;
+      cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias, exact_);
+      return ran("gemm");
     }
     if (joins_group(y, w, x, n_tokens)) {
       held_.mm[held_.n_mm++] = cuda::GemvOut{y, w, bias};
@@ -202,7 +244,10 @@ class CudaBackend final : public Backend {
       return;
     }
     flush();
-    if (!fuse_.rope) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
+    if (!fuse_.rope) {
+      cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
+      return ran("rope");
+    }
     held_.kind = Pending::Kind::Rope;
     held_.rope_x[0] = x, held_.rope_heads[0] = n_head, held_.n_rope = 1;
     held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.rope = r;
@@ -214,37 +259,48 @@ class CudaBackend final : public Backend {
                         held_.pos == batch.pos && held_.n_tokens == batch.n_tokens &&
                         held_.head_dim == cache.head_dim && v != held_.rope_x[0] && v != k;
       if (fuse) {
-        float* x0 = last == 1 ? held_.rope_x[0] : nullptr;
-        const int h0 = last == 1 ? held_.rope_heads[0] : 0;
+        const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::rope_store(stream_, x0, h0, held_.rope_x[last], v, cache, batch, held_.rope);
-        return;
+        float* x0 = last == 1 ? p.rope_x[0] : nullptr;
+        const int h0 = last == 1 ? p.rope_heads[0] : 0;
+        cuda::rope_store(stream_, x0, h0, p.rope_x[last], v, cache, batch, p.rope);
+        plant("rope", p.rope_x[0], int64_t(p.rope_heads[0]) * p.head_dim);
+        return ran("rope_store[rope]");
       }
     }
     flush();
     cuda::kv_store(stream_, cache, k, v, batch);
+    ran("kv_store");
   }
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
     flush();
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_);
+    ran("attention");
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
     if (fuse_.gateup && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
         held_.n_tokens <= cuda::kGemvMaxTokens) {
-      const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
+      cuda::GemvOut g = held_.mm[0], u = held_.mm[1];
       // out is stored while other warps read x.
       const bool fuse = gate == g.y && up == u.y && g.w.ne1 == u.w.ne1 &&
                         n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x;
       if (fuse) {
         const Pending p = held_;
         held_.kind = Pending::Kind::None;
+        // A waiting tap of the gate (or up) that out overwrites in place reads the copy the
+        // kernel stores into tap scratch instead.
+        for (cuda::GemvOut* o : {&g, &u}) {
+          if (o->y == out && tapped(out, n)) o->y = stage_taps(out, n);
+        }
         cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out, plain_fusion().rows_min_blocks);
-        return;
+        plant("gateup", out, g.w.ne1);
+        return ran("gemv_swiglu[gateup]");
       }
     }
     flush();
     cuda::swiglu(stream_, out, gate, up, n);
+    ran("swiglu");
   }
   void add(float* out, const float* a, const float* b, int64_t n) override {
     if (fuse_.resid && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
@@ -254,15 +310,29 @@ class CudaBackend final : public Backend {
     }
     flush();
     cuda::add(stream_, out, a, b, n);
+    ran("add");
   }
   void argmax(int32_t* out, const float* x, int n_rows, int n) override {
     flush();
     cuda::argmax(stream_, decode_, out, x, n_rows, n);
+    ran("argmax");
   }
 
   void add_i32(int32_t* x, int32_t delta, int n) override {
     flush();
     cuda::add_i32(stream_, x, delta, n);
+    ran("add_i32");
+  }
+
+  void tap(std::string_view name, int layer, const float* x, int64_t rows, int64_t cols,
+           const TapSink& sink) override {
+    QWEN_CHECK(capturing_ < 0, name_, ": tap of ", name, " while graph ", capturing_, " is being captured");
+    HeldTap t{std::string(name), layer, x, rows, cols, sink};
+    if (held_writes(x, rows * cols)) {
+      taps_.push_back(std::move(t));
+    } else {
+      deliver(t);  // written by a kernel already launched; the held-back op does not touch it
+    }
   }
 
   bool supports_graphs() const override { return true; }
@@ -315,7 +385,7 @@ class CudaBackend final : public Backend {
         for (int i = 0; i < p.n_rope; ++i) {
           cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.rope);
         }
-        return;
+        return ran("rope");
     }
   }
   // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
@@ -346,24 +416,97 @@ class CudaBackend final : public Backend {
   void launch_matmul(float* resid) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
-    if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small
-      if (p.n_mm > 1 && !fuse_.qkv) {
-        for (int i = 0; i < p.n_mm; ++i)
-          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
-      } else {
-        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
-      }
-      return;
-    }
+    const bool small = p.n_tokens > cuda::kGemvMaxTokens;
     if (p.n_mm > 1 && !fuse_.qkv) {
       // A gateup pair without its SwiGLU: separate launches.
-      for (int i = 0; i < p.n_mm; ++i)
-        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
-      return;
+      for (int i = 0; i < p.n_mm; ++i) {
+        if (small) {
+          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
+        } else {
+          cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
+        }
+      }
+      return ran(small ? "gemm_small" : "gemv");
     }
-    cuda::GemvFusion f = plain_fusion();
-    f.resid = resid;
-    cuda::gemv_group(stream_, p.mm, p.n_mm, p.x, p.n_tokens, f);
+    std::string kernel;
+    if (small) {
+      cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
+      kernel = "gemm_small";
+    } else {
+      cuda::GemvFusion f = plain_fusion();
+      f.resid = resid;
+      cuda::gemv_group(stream_, p.mm, p.n_mm, p.x, p.n_tokens, f);
+      kernel = p.n_mm > 1 ? "gemv_group" : "gemv";
+    }
+    if (resid) {
+      plant("resid", resid, p.mm[0].w.ne1);
+      kernel += "[resid]";
+    } else if (p.n_mm > 1) {
+      plant("qkv", p.mm[0].y, p.mm[0].w.ne1);
+      kernel += "[qkv]";
+    }
+    ran(kernel);
+  }
+
+  // ---- taps and the test fault (see the file comment) ----
+  // Records that `kernel` ran the op last issued (or the fused ops held back) and hands the taps
+  // that waited for it their data.
+  void ran(std::string_view kernel) {
+    last_kernel_ = kernel;
+    if (taps_.empty()) return;
+    std::vector<HeldTap> taps;
+    taps.swap(taps_);
+    for (const HeldTap& t : taps) deliver(t);
+  }
+  // Copies a tap's tensor to the host (everything issued before it has run) and calls its sink,
+  // naming the kernel that ran last. Not flush(): the held-back op is not what wrote it.
+  void deliver(const HeldTap& t) {
+    std::vector<float> h(size_t(t.rows * t.cols));
+    QWEN_CUDA_CHECK(
+        cudaMemcpyAsync(h.data(), t.x, h.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    t.sink(Tapped{t.name, t.layer, h.data(), t.rows, t.cols, last_kernel_});
+  }
+  // Whether the held-back op writes any of x[0..n).
+  bool held_writes(const float* x, int64_t n) const {
+    const Pending& h = held_;
+    if (h.kind == Pending::Kind::Matmul) {
+      for (int i = 0; i < h.n_mm; ++i) {
+        if (overlaps(h.mm[i].y, int64_t(h.n_tokens) * h.mm[i].w.ne1, x, n)) return true;
+      }
+    } else if (h.kind == Pending::Kind::Rope) {
+      for (int i = 0; i < h.n_rope; ++i) {
+        if (overlaps(h.rope_x[i], int64_t(h.n_tokens) * h.rope_heads[i] * h.head_dim, x, n)) return true;
+      }
+    }
+    return false;
+  }
+  // Whether a waiting tap reads any of y[0..n).
+  bool tapped(const float* y, int64_t n) const {
+    return std::any_of(taps_.begin(), taps_.end(),
+                       [&](const HeldTap& t) { return overlaps(t.x, t.rows * t.cols, y, n); });
+  }
+  // Tap scratch of n floats in place of y[0..n): the waiting taps of y read it instead (their
+  // offsets kept). Grown outside any capture (taps never run in one).
+  float* stage_taps(const float* y, int64_t n) {
+    if (tap_stage_floats_ < n) {
+      if (tap_stage_) {
+        QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        QWEN_CUDA_CHECK(cudaFree(tap_stage_));
+        tap_stage_ = nullptr;
+      }
+      tap_stage_ = static_cast<float*>(alloc(size_t(n) * sizeof(float)));
+      tap_stage_floats_ = n;
+    }
+    for (HeldTap& t : taps_) {
+      if (overlaps(t.x, t.rows * t.cols, y, n)) t.x = tap_stage_ + (t.x - y);
+    }
+    return tap_stage_;
+  }
+  // The test hook: doubles token 0's row y[0..cols) of a launch of `fusion` when it is the one
+  // CudaOptions::plant_fault names (add() allows out to alias its inputs).
+  void plant(const char* fusion, float* y, int64_t cols) {
+    if (fault_ == fusion) cuda::add(stream_, y, y, y, cols);
   }
 
   int device_;
@@ -381,7 +524,15 @@ class CudaBackend final : public Backend {
   Pending held_;
   // Which fusions run, and the GEMV shapes deep and rows (CudaOptions::fusions).
   const CudaFusions fuse_;
+  // CudaOptions::plant_fault ("" outside tests).
+  const std::string fault_;
   int capturing_ = -1;
+  // Taps of the held-back op's outputs, the kernel that ran last (for the taps), and the
+  // scratch gateup stores a tapped gate into (stage_taps).
+  std::vector<HeldTap> taps_;
+  std::string last_kernel_ = "none";
+  float* tap_stage_ = nullptr;
+  int64_t tap_stage_floats_ = 0;
 };
 
 }  // namespace
