@@ -10,15 +10,16 @@
 //
 // NMSE = sum (b - a)^2 / sum a^2 over the whole tensor (all rows of all forward calls);
 // max|d| = max |b - a|; "worst row" is the row with the largest NMSE (with its index), which
-// singles out scattered garbage rows that a global average hides.
+// singles out scattered garbage rows that a global average hides. "kernel" is what wrote the
+// candidate's tensor: on CUDA the kernel that ran, a fused one as "gemv_group[qkv]" (the
+// fusion's name in brackets), so a divergence names the fused kernel that produced it; the
+// taps see the fused kernels as they run in decode (backend.h Backend::tap).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -26,24 +27,12 @@
 
 #include "backend/backend.h"
 #include "gguf/gguf.h"
-#include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "runtime/tap_trace.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
 
 namespace {
-
-struct Tensor {
-  std::string key;  // "L03.attn_norm" or "result_output"
-  int64_t cols = 0;
-  std::vector<float> data;  // rows of every forward call, appended
-};
-
-// Everything one backend produced, in forward order of first appearance.
-struct Trace {
-  std::vector<Tensor> tensors;
-  std::map<std::string, size_t> index;
-};
 
 std::vector<int32_t> parse_ids(const std::string& text) {
   std::vector<int32_t> ids;
@@ -63,86 +52,13 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-Trace run(const std::string& device, const qwen::gguf::File& f, const std::vector<int32_t>& ids, bool step,
-          qwen::GGMLType kv_type, int n_threads) {
+qwen::TapTrace run(const std::string& device, const qwen::gguf::File& f, const std::vector<int32_t>& ids,
+                   bool step, qwen::GGMLType kv_type, int n_threads) {
   auto backend = qwen::make_backend(device, n_threads);
-  qwen::Backend& be = *backend;
-  const int n = int(ids.size());
-  const int batch = step ? 1 : n;
-  qwen::Model model(f, be, batch);
-  QWEN_CHECK(*std::max_element(ids.begin(), ids.end()) < model.config().n_vocab &&
-                 *std::min_element(ids.begin(), ids.end()) >= 0,
-             "a token id is outside the vocabulary of ", model.config().n_vocab);
-  qwen::KVCache kv(be, model.config(), 1, n, kv_type);
-  std::vector<int32_t> pos(n), seq(n, 0), rows(n);
-  for (int i = 0; i < n; ++i) pos[i] = i, rows[i] = i;
-  auto* ids_d = static_cast<int32_t*>(be.alloc(n * 4));
-  auto* pos_d = static_cast<int32_t*>(be.alloc(n * 4));
-  auto* seq_d = static_cast<int32_t*>(be.alloc(n * 4));
-  auto* rows_d = static_cast<int32_t*>(be.alloc(n * 4));
-  auto* logits_d = static_cast<float*>(be.alloc(size_t(batch) * model.config().n_vocab * 4));
-  be.upload(ids_d, ids.data(), n * 4);
-  be.upload(pos_d, pos.data(), n * 4);
-  be.upload(seq_d, seq.data(), n * 4);
-  be.upload(rows_d, rows.data(), n * 4);
-  Trace trace;
-  auto tap = [&](const std::string& name, int layer, const float* data, int64_t r, int64_t c) {
-    char key[96];
-    if (layer >= 0) {
-      std::snprintf(key, sizeof key, "L%02d.%s", layer, name.c_str());
-    } else {
-      std::snprintf(key, sizeof key, "%s", name.c_str());
-    }
-    auto it = trace.index.find(key);
-    if (it == trace.index.end()) {
-      it = trace.index.emplace(key, trace.tensors.size()).first;
-      trace.tensors.push_back({key, c, {}});
-    }
-    Tensor& t = trace.tensors[it->second];
-    const size_t old = t.data.size();
-    t.data.resize(old + size_t(r * c));
-    be.download(t.data.data() + old, data, size_t(r * c) * sizeof(float));
-  };
-  for (int start = 0; start < n; start += batch) {
-    const qwen::Batch b{batch, ids_d + start, pos_d + start, seq_d + start};
-    model.forward(b, kv.layers(), rows_d, batch, logits_d, tap);
-  }
-  for (void* p : {static_cast<void*>(ids_d), static_cast<void*>(pos_d), static_cast<void*>(seq_d),
-                  static_cast<void*>(rows_d), static_cast<void*>(logits_d)})
-    be.free(p);
-  std::fprintf(stderr, "qwen-diff: ran %d tokens on %s%s\n", n, be.name().c_str(),
+  qwen::TapTrace trace = qwen::trace_forward(*backend, f, ids, step, kv_type);
+  std::fprintf(stderr, "qwen-diff: ran %zu tokens on %s%s\n", ids.size(), backend->name().c_str(),
                step ? " one per forward" : "");
   return trace;
-}
-
-struct Metrics {
-  double nmse = 0, max_abs = 0, ref_rms = 0, worst_row_nmse = 0;
-  int64_t worst_row = -1, non_finite = 0;
-};
-
-Metrics compare(const Tensor& a, const Tensor& b) {
-  Metrics m;
-  const int64_t n = int64_t(a.data.size()), rows = n / a.cols;
-  double num = 0, den = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    double rn = 0, rd = 0;
-    for (int64_t i = r * a.cols; i < (r + 1) * a.cols; ++i) {
-      const double x = a.data[i], y = b.data[i];
-      if (!std::isfinite(x) || !std::isfinite(y)) {
-        ++m.non_finite;
-        continue;
-      }
-      rn += (y - x) * (y - x);
-      rd += x * x;
-      m.max_abs = std::max(m.max_abs, std::abs(y - x));
-    }
-    num += rn, den += rd;
-    const double row_nmse = rd > 0 ? rn / rd : rn;
-    if (row_nmse > m.worst_row_nmse || m.worst_row < 0) m.worst_row_nmse = row_nmse, m.worst_row = r;
-  }
-  m.nmse = den > 0 ? num / den : num;
-  m.ref_rms = std::sqrt(den / double(std::max<int64_t>(1, n)));
-  return m;
 }
 
 }  // namespace
@@ -193,8 +109,8 @@ int main(int argc, char** argv) {
     QWEN_CHECK(!ids.empty(), "the input has no tokens");
     const std::optional<qwen::GGMLType> kv_type = qwen::kv_type_from_flags(kv_name, "", "");
     QWEN_CHECK(kv_type.has_value(), "--kv-type ", kv_name, ": both sides share one cache type, name it");
-    const Trace a = run(dev_a, *file, ids, step, *kv_type, n_threads);
-    const Trace b = run(dev_b, *file, ids, step_b, *kv_type, n_threads);
+    const qwen::TapTrace a = run(dev_a, *file, ids, step, *kv_type, n_threads);
+    const qwen::TapTrace b = run(dev_b, *file, ids, step_b, *kv_type, n_threads);
 
     const char* red = color ? "\033[31m" : "";
     const char* green = color ? "\033[32m" : "";
@@ -202,41 +118,42 @@ int main(int argc, char** argv) {
     auto mode = [](bool s) { return s ? " (one token per forward)" : " (one forward)"; };
     std::printf("\n%s%s vs %s%s on %zu tokens, flagging NMSE > %.1e\n\n", dev_b.c_str(), mode(step_b),
                 dev_a.c_str(), mode(step), ids.size(), tol);
-    std::printf("  %-22s %14s %11s %11s %11s %16s   %s\n", "tensor", "shape", "NMSE", "max|d|", "rms(ref)",
-                "worst row (NMSE)", "");
-    std::string first_bad;
+    std::printf("  %-22s %14s %11s %11s %11s %16s   %-24s %s\n", "tensor", "shape", "NMSE", "max|d|",
+                "rms(ref)", "worst row (NMSE)", ("kernel (" + dev_b + ")").c_str(), "");
     int n_bad = 0;
-    for (const Tensor& ta : a.tensors) {
-      auto it = b.index.find(ta.key);
-      if (it == b.index.end()) {
-        std::printf("  %-22s missing on %s\n", ta.key.c_str(), dev_b.c_str());
+    for (const qwen::TapTensor& ta : a.tensors) {
+      const qwen::TapTensor* pb = b.find(ta.key);
+      if (pb == nullptr) {
+        std::printf("  %-22s missing on %s   %sABOVE%s\n", ta.key.c_str(), dev_b.c_str(), red, reset);
+        ++n_bad;
         continue;
       }
-      const Tensor& tb = b.tensors[it->second];
+      const qwen::TapTensor& tb = *pb;
       char shape[32];
       std::snprintf(shape, sizeof shape, "%lldx%lld", static_cast<long long>(ta.data.size() / ta.cols),
                     static_cast<long long>(ta.cols));
-      if (tb.data.size() != ta.data.size()) {
-        std::printf("  %-22s %14s shapes differ (%zu vs %zu values)\n", ta.key.c_str(), shape, ta.data.size(),
-                    tb.data.size());
+      if (tb.data.size() != ta.data.size() || tb.cols != ta.cols) {
+        std::printf("  %-22s %14s shapes differ (%zu vs %zu values)   %sABOVE%s\n", ta.key.c_str(), shape,
+                    ta.data.size(), tb.data.size(), red, reset);
+        ++n_bad;
         continue;
       }
-      const Metrics m = compare(ta, tb);
-      const bool bad = m.non_finite > 0 || !(m.nmse <= tol);
-      if (bad && first_bad.empty()) first_bad = ta.key;
+      const qwen::TapDiff m = qwen::compare(ta, tb);
+      const bool bad = m.diverges(tol);
       n_bad += bad;
       char worst[48];
       std::snprintf(worst, sizeof worst, "%lld (%.1e)", static_cast<long long>(m.worst_row),
                     m.worst_row_nmse);
-      std::printf("  %-22s %14s %11.3e %11.3e %11.3e %16s   %s%s%s", ta.key.c_str(), shape, m.nmse, m.max_abs,
-                  m.ref_rms, worst, bad ? red : green, bad ? "ABOVE" : "ok", reset);
+      std::printf("  %-22s %14s %11.3e %11.3e %11.3e %16s   %-24s %s%s%s", ta.key.c_str(), shape, m.nmse,
+                  m.max_abs, m.ref_rms, worst, tb.kernel.c_str(), bad ? red : green, bad ? "ABOVE" : "ok",
+                  reset);
       if (m.non_finite) std::printf(" (%lld non-finite)", static_cast<long long>(m.non_finite));
       std::printf("\n");
     }
     // Greedy agreement on the logits (the last tensor): what a user would see.
-    auto la = a.index.find("result_output"), lb = b.index.find("result_output");
-    if (la != a.index.end() && lb != b.index.end()) {
-      const Tensor &x = a.tensors[la->second], &y = b.tensors[lb->second];
+    const qwen::TapTensor *la = a.find("result_output"), *lb = b.find("result_output");
+    if (la != nullptr && lb != nullptr && la->data.size() == lb->data.size()) {
+      const qwen::TapTensor &x = *la, &y = *lb;
       const int64_t rows = int64_t(x.data.size()) / x.cols;
       int64_t agree = 0;
       for (int64_t r = 0; r < rows; ++r) {
@@ -247,13 +164,15 @@ int main(int argc, char** argv) {
       std::printf("\n  top-1 agreement on the logits: %lld/%lld positions\n", static_cast<long long>(agree),
                   static_cast<long long>(rows));
     }
-    if (first_bad.empty()) {
+    const qwen::TapTensor* first = qwen::first_divergence(a, b, tol);
+    if (first == nullptr) {
       std::printf("  %sall %zu tensors within NMSE %.1e%s\n", green, a.tensors.size(), tol, reset);
     } else {
-      std::printf("  %s%d tensor(s) above NMSE %.1e; first divergence: %s%s\n", red, n_bad, tol,
-                  first_bad.c_str(), reset);
+      const qwen::TapTensor* fb = b.find(first->key);
+      std::printf("  %s%d tensor(s) above NMSE %.1e; first divergence: %s (%s kernel %s)%s\n", red, n_bad,
+                  tol, first->key.c_str(), dev_b.c_str(), fb ? fb->kernel.c_str() : "none", reset);
     }
-    return first_bad.empty() ? 0 : 2;
+    return first == nullptr ? 0 : 2;
   } catch (const std::exception& e) {
     std::cerr << "qwen-diff: error: " << qwen::error_text(e, verbose) << "\n";
     return 1;

@@ -71,27 +71,29 @@ std::string read_ids_file(const std::string& path) {
   return text;
 }
 
-// Accumulates the rows of each named intermediate over all forward calls of a run.
+// Accumulates the rows of each named intermediate over all forward calls of a run, and the
+// kernel that wrote it (kernels.tsv: on CUDA the fused kernel that ran, e.g. "gemv_group[qkv]").
 struct Dump {
   struct Array {
     int64_t cols = 0;
     std::vector<float> data;
+    std::string kernel;  // several forward calls' different kernels joined by '/'
   };
   std::map<std::string, Array> arrays;
-  qwen::Backend* backend = nullptr;
 
-  void operator()(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols) {
+  void operator()(const qwen::Tapped& t) {
     char key[96];
-    if (layer >= 0) {
-      std::snprintf(key, sizeof key, "L%02d.%s", layer, name.c_str());
+    if (t.layer >= 0) {
+      std::snprintf(key, sizeof key, "L%02d.%.*s", t.layer, int(t.name.size()), t.name.data());
     } else {
-      std::snprintf(key, sizeof key, "%s", name.c_str());
+      std::snprintf(key, sizeof key, "%.*s", int(t.name.size()), t.name.data());
     }
     Array& a = arrays[key];
-    a.cols = cols;
-    const size_t old = a.data.size();
-    a.data.resize(old + size_t(rows * cols));
-    backend->download(a.data.data() + old, data, size_t(rows * cols) * sizeof(float));
+    a.cols = t.cols;
+    a.data.insert(a.data.end(), t.data, t.data + t.rows * t.cols);
+    const std::string k(t.kernel);
+    if (("/" + a.kernel + "/").find("/" + k + "/") == std::string::npos)
+      a.kernel += (a.kernel.empty() ? "" : "/") + k;
   }
 };
 
@@ -121,7 +123,9 @@ int main(int argc, char** argv) {
   app.add_flag("--fast", fast,
                "the apps' default arithmetic instead of the exact oracle (CPU: 8-bit activations; CUDA: one fp16 pass of activations in prefill)");
   app.add_option("-b,--batch", opts.max_batch, "most tokens per forward call");
-  app.add_option("--dump", dump_dir, "write every named intermediate as DIR/L03.attn_norm.npy ...");
+  app.add_option("--dump", dump_dir,
+                 "write every named intermediate as DIR/L03.attn_norm.npy ..., and DIR/kernels.tsv: the "
+                 "kernel that wrote each (CUDA: the fused kernel as it runs)");
   app.add_flag("--step", step, "feed one token per forward call through the KV cache");
   std::string kv_type = "auto";
   app.add_option("--kv-type", kv_type,
@@ -148,7 +152,6 @@ int main(int argc, char** argv) {
     auto engine = qwen::Engine::load(opts);
     std::vector<float> logits;
     Dump dump;
-    dump.backend = &engine->backend();
     qwen::Engine::Tap tap;
     if (!dump_dir.empty()) {
       std::filesystem::create_directories(dump_dir);
@@ -157,8 +160,13 @@ int main(int argc, char** argv) {
     engine->eval_all(ids, step, logits, tap);
     const int64_t n_vocab = engine->n_vocab();
     write_npy(out_path, logits.data(), int64_t(ids.size()), n_vocab);
-    for (const auto& [name, a] : dump.arrays) {
-      write_npy(dump_dir + "/" + name + ".npy", a.data.data(), int64_t(a.data.size()) / a.cols, a.cols);
+    if (!dump_dir.empty()) {
+      std::ofstream kernels(dump_dir + "/kernels.tsv");
+      for (const auto& [name, a] : dump.arrays) {
+        write_npy(dump_dir + "/" + name + ".npy", a.data.data(), int64_t(a.data.size()) / a.cols, a.cols);
+        kernels << name << '\t' << a.kernel << '\n';
+      }
+      QWEN_CHECK(kernels.good(), "writing ", dump_dir, "/kernels.tsv failed");
     }
     std::cerr << "qwen-logits: " << ids.size() << " tokens x " << n_vocab << " logits on "
               << engine->backend().name() << " -> " << out_path << "\n";

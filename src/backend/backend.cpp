@@ -18,15 +18,13 @@ CudaFusions CudaFusions::parse(std::string_view names) {
   for (;;) {
     const size_t comma = names.find(',');
     const std::string_view name = names.substr(0, comma);
-    bool* flag = name == "norm"     ? &f.norm
-                 : name == "resid"  ? &f.resid
-                 : name == "glu"    ? &f.glu
+    bool* flag = name == "resid"    ? &f.resid
                  : name == "rope"   ? &f.rope
                  : name == "qkv"    ? &f.qkv
                  : name == "gateup" ? &f.gateup
                                     : nullptr;
     QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
-               "' (expected norm, resid, glu, rope, qkv or gateup)");
+               "' (expected resid, rope, qkv or gateup)");
     *flag = true;
     if (comma == std::string_view::npos) return f;
     names = names.substr(comma + 1);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -79,6 +80,19 @@ struct AttentionParams {
   float scale = 0.f;  // usually 1/sqrt(head_dim)
 };
 
+// A debug tap's view of one named intermediate (Backend::tap): `data` is a host copy, fp32
+// [rows][cols], valid during the call. `kernel` says what wrote it: "cpu" on a backend that runs
+// every op as issued, on CUDA the kernel that ran, a fused one as "<kernel>[<fusion>]" (e.g.
+// "gemv_group[qkv]", with CudaFusions' names).
+struct Tapped {
+  std::string_view name;  // the model's name for it ("Qcur"); equal on every backend
+  int layer = -1;         // -1 outside the blocks
+  const float* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  std::string_view kernel;
+};
+using TapSink = std::function<void(const Tapped&)>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -135,6 +149,19 @@ class Backend {
     upload(x, h.data(), h.size() * sizeof(int32_t));
   }
 
+  // ---- debug taps ----
+  // Hands `sink` the contents of x [rows][cols] (backend memory, fp32), which the op issued last
+  // wrote, once that op has run. A backend that holds ops back to fuse them (CUDA) keeps the tap
+  // until the fused kernel has run, so the tap sees what that kernel wrote; it then calls a copy
+  // of `sink` at a later op or at synchronize(). Not while capturing a graph. The default
+  // downloads x at once and names the kernel "cpu" (a backend that runs every op as issued).
+  virtual void tap(std::string_view name, int layer, const float* x, int64_t rows, int64_t cols,
+                   const TapSink& sink) {
+    std::vector<float> h(size_t(rows * cols));
+    download(h.data(), x, h.size() * sizeof(float));
+    sink(Tapped{name, layer, h.data(), rows, cols, "cpu"});
+  }
+
   // ---- graphs (optional) ----
   // A backend that supports graphs records the ops issued between begin_capture(slot) and
   // end_capture() into graph `slot` instead of running them (replacing what the slot held);
@@ -165,14 +192,13 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 // The CUDA backend's decode fusions (backend_cuda.cu holds back one op and merges it with the
 // next); the defaults are what measured fastest (docs/BENCHMARKS.md), none() is
 // the unfused path the fusion tests compare against.
+// Fusions that measured slower are deleted, not kept here (ARCHITECTURE §Rules 3).
 struct CudaFusions {
-  bool norm = false;    // RMSNorm into the following GEMV (off: measured slower)
   bool resid = true;    // residual add into the GEMV / gemm_small epilogue
-  bool glu = false;     // SwiGLU into a lone GEMV's epilogue (off: measured slower)
   bool rope = true;     // rope(q), rope(k) and kv_store as one kernel
   bool qkv = true;      // GEMVs sharing x (q/k/v) as one launch
   bool gateup = true;   // gate and up GEMVs with SwiGLU as one launch
-  static CudaFusions none() { return {false, false, false, false, false, false}; }
+  static CudaFusions none() { return {false, false, false, false}; }
   // From a comma-separated list of the names above ("0" or "": none); an unknown name is an error.
   static CudaFusions parse(std::string_view names);
 };
@@ -180,6 +206,12 @@ struct CudaFusions {
 struct CudaOptions {
   bool exact = true;  // see make_cuda_backend
   CudaFusions fusions;
+  // Test hook, never set outside tests: the name of a fusion (resid, rope, qkv or gateup, which
+  // must be on) whose fused launches then store a wrong result, token 0's row of their first
+  // output doubled (qkv: q, gateup: the SwiGLU product, resid: the residual sum, rope: the
+  // rotated q), so a test can check that qwen-diff's taps name that output as the first
+  // divergence (tests/ops/test_tap_fault.cpp). "" (the default): none.
+  std::string plant_fault;
 };
 
 #ifdef QWEN_HAVE_CUDA

@@ -83,7 +83,7 @@ void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* ou
   QWEN_CHECK(kv.size() == size_t(c.n_layer), "forward: ", kv.size(), " KV layers for ", c.n_layer,
              " model layers");
   auto name = [&](const char* what, int layer, const float* data, int64_t rows, int64_t cols) {
-    if (tap) tap(what, layer, data, rows, cols);
+    if (tap) be.tap(what, layer, data, rows, cols, tap);
   };
   const AttentionParams ap{c.n_head, c.n_head_kv, c.head_dim, 1.f / std::sqrt(float(c.head_dim))};
 
@@ -138,12 +138,13 @@ void Model::forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* ou
   if (what == ForwardOutput::Hidden) {  // an embedder's output: the normed states themselves
     be.rmsnorm(out, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
     name("result_norm", -1, out, n_out, c.n_embd);
-    return;
+  } else {
+    be.rmsnorm(out_, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
+    name("result_norm", -1, out_, n_out, c.n_embd);
+    be.matmul(out, w.output, out_, n_out, nullptr);
+    name("result_output", -1, out, n_out, c.n_vocab);
   }
-  be.rmsnorm(out_, out_, w.output_norm, n_out, c.n_embd, c.rms_eps);
-  name("result_norm", -1, out_, n_out, c.n_embd);
-  be.matmul(out, w.output, out_, n_out, nullptr);
-  name("result_output", -1, out, n_out, c.n_vocab);
+  if (tap) be.synchronize();  // a tap the backend still holds (the lm_head's) is called now
 }
 
 }  // namespace qwen

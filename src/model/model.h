@@ -19,10 +19,9 @@ class File;
 
 namespace qwen {
 
-// Debug hook: sees each named intermediate right after it is computed. `data` is backend memory
-// [rows][cols] fp32 (a tap on a GPU backend must download it). layer = -1 outside the blocks.
-using ForwardTap =
-    std::function<void(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols)>;
+// Debug hook: sees each named intermediate as the backend computed it (Backend::tap: a host
+// copy, and the kernel that wrote it, fused or not). layer = -1 outside the blocks.
+using ForwardTap = TapSink;
 
 // What Model::forward writes for its output rows.
 enum class ForwardOutput {
@@ -62,7 +61,9 @@ class Model {
   // the batch's K/V into kv (one KVLayer per layer) and writes to `out` (backend memory), for the
   // batch rows out_rows[0..n_out) (backend memory, int32), their logits [n_out][n_vocab] or, with
   // ForwardOutput::Hidden, their normed hidden states [n_out][n_embd]. Issues backend ops only:
-  // no alloc, upload, download or synchronize, so a backend may capture it as a graph.
+  // no alloc, upload, download or synchronize, so a backend may capture it as a graph. With a
+  // tap it is a debug run instead, never captured: the backend copies each tapped tensor to the
+  // host, and the call ends with synchronize(), so every tap has been called when it returns.
   void forward(const Batch& batch, std::span<KVLayer> kv, const int32_t* out_rows, int n_out, float* out,
                const ForwardTap& tap = {}, ForwardOutput what = ForwardOutput::Logits) const;
 

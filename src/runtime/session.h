@@ -32,6 +32,7 @@ class Grammar;
 class Model;
 class Tokenizer;
 struct ModelConfig;
+struct Tapped;       // backend/backend.h
 enum class Pooling;  // model/config.h
 
 // What Engine::load does with a context longer than the positions the model is trained for
@@ -160,9 +161,8 @@ class Engine {
 
   // Teacher-forced logits of every token (qwen-logits): evaluates `tokens` on `slot` from position
   // 0, `step_by_step` feeding one token per forward; out is [tokens.size()][n_vocab].
-  // `tap` (optional) sees every named intermediate of every forward call.
-  using Tap =
-      std::function<void(const std::string& name, int layer, const float* data, int64_t rows, int64_t cols)>;
+  // `tap` (optional) sees every named intermediate of every forward call (backend.h TapSink).
+  using Tap = std::function<void(const Tapped&)>;
   void eval_all(std::span<const int32_t> tokens, bool step_by_step, std::vector<float>& out,
                 const Tap& tap = {}, int slot = 0);
 

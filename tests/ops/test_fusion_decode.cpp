@@ -1,28 +1,19 @@
 // The decode fusions that cut launches per layer (backend_cuda.cu, matmul.cu):
-//   norm   - rmsnorm(out, x); matmul(y, W, out): the GEMV normalizes x itself (also grouped);
 //   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
 // 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens (GEMV), 8 and 40
 // tokens (gemm_small: q/k/v or gate/up grouped into one launch, the residual add as its
-// epilogue); the norm with
-// q/k/v and with gate/up on five types, also 1536 wide (some lanes take two chunks). The same
-// ops and bytes run on three backends: the CPU, CUDA with the fusions under test, CUDA with
-// CudaFusions::none() (the unfused oracle); every buffer the ops write is compared.
-// Bounds:
+// epilogue). The same ops and bytes run on three backends: the CPU, CUDA with the fusions under test, CUDA
+// with CudaFusions::none() (the unfused oracle); every buffer the ops write is compared. Bounds:
 //  - vs the CPU: the GEMV path's (both sides dequantize exactly, accumulate in fp32, order
 //    differs): NMSE <= 1e-10 and max|d| <= 1e-5 * max|ref| per buffer, also for the SwiGLU,
 //    down-projection and residual outputs downstream (expf differs by an ulp or two at most);
 //    at 8 and 40 tokens gemm_small's (vs_cpu_bound: NMSE <= 1e-5 quantized, 1e-8 F16, 1e-7 BF16).
-//  - vs the unfused CUDA path, without a fused norm (kSameArithmetic): the fused kernels run
-//    each row with the same per-lane instruction sequence, so the results are expected bitwise
-//    equal; asserted as NMSE <= 1e-14 and max|d| <= 1e-6 * max|ref| (room for one fp32
-//    rounding; a wrong row or segment gives NMSE ~ 1).
-//  - vs the unfused CUDA path, with a fused norm (kNormFused): the GEMV sums x^2 in another
-//    order than the rmsnorm kernel and scales the finished dot product instead of each x, so
-//    the normalized values and the products may differ in their last fp32 bits (NMSE of the
-//    order of 1e-14): NMSE <= 1e-12 and max|d| <= 1e-5 * max|ref|, for the stored norm output
-//    too and for everything downstream.
+//  - vs the unfused CUDA path (kSameArithmetic): the fused kernels run each row with the same
+//    per-lane instruction sequence, so the results are expected bitwise equal; asserted as
+//    NMSE <= 1e-14 and max|d| <= 1e-6 * max|ref| (room for one fp32 rounding; a wrong row or
+//    segment gives NMSE ~ 1).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,7 +81,6 @@ struct Bound {
   double max_rel;  // max|d| / max|ref|
 };
 constexpr Bound kSameArithmetic{1e-14, 1e-6};
-constexpr Bound kNormFused{1e-12, 1e-5};
 // vs the CPU: the GEMV's (exact dequantization, fp32 accumulation in another order), or, for
 // 5-64 tokens, gemm_small's (weights rounded to fp16 once, x in two 16-bit halves; the bounds of
 // test_matmul_parity, with room for the SwiGLU and down projection downstream).
@@ -208,99 +198,10 @@ INSTANTIATE_TEST_SUITE_P(Types, FusionDecode,
                            return std::string(type_name(i.param));
                          });
 
-// The norm fused with the GEMVs after it, one layer's two cases: attn_norm then q/k/v, ffn_norm
-// then gate/up/SwiGLU, down and the residual add into the norm's input (as in the model).
-class FusionDecodeNorm : public testing::TestWithParam<GGMLType> {
- protected:
-  void SetUp() override { QWEN_REQUIRE_GPU(); }
-};
-
-// 896 (1024 for k-quants): one chunk per lane at most; 1536: lanes 0-15 take two chunks.
-std::vector<int64_t> norm_widths(GGMLType t) {
-  return {is_kquant(t) ? 1024 : 896, 1536};
-}
-
-TEST_P(FusionDecodeNorm, NormQkv) {
-  const GGMLType t = GetParam();
-  std::mt19937 rng(900 + int(t));
-  const int64_t KV = 128;
-  for (int64_t E : norm_widths(t)) {
-    for (int n : {1, 4}) {
-      SCOPED_TRACE(testing::Message() << type_name(t) << ", " << E << " wide, " << n << " tokens");
-      // 0 wq, 1 wk, 2 wv, 3 bq, 4 bk, 5 bv, 6 norm_w, 7 x, 8 cur, 9 q, 10 k, 11 v
-      const std::vector<Bytes> bufs = {random_weight(rng, t, E, E),
-                                       random_weight(rng, t, KV, E),
-                                       random_weight(rng, t, KV, E),
-                                       to_bytes(random_floats(rng, E)),
-                                       to_bytes(random_floats(rng, KV)),
-                                       to_bytes(random_floats(rng, KV)),
-                                       to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
-                                       to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
-                                       zeros_f32(size_t(n) * E),
-                                       zeros_f32(size_t(n) * E),
-                                       zeros_f32(size_t(n) * KV),
-                                       zeros_f32(size_t(n) * KV)};
-      const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-        auto f = [&](int i) { return static_cast<float*>(p[i]); };
-        be.rmsnorm(f(8), f(7), f(6), n, int(E), 1e-6f);
-        be.matmul(f(9), Weight{t, E, E, p[0]}, f(8), n, f(3));
-        be.matmul(f(10), Weight{t, E, KV, p[1]}, f(8), n, f(4));
-        be.matmul(f(11), Weight{t, E, KV, p[2]}, f(8), n, f(5));
-      };
-      const std::vector<Output> outs = {{8, "attn_norm"}, {9, "q"}, {10, "k"}, {11, "v"}};
-      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
-      check_scene(bufs, ops, outs, "norm", kNormFused);  // the norm into q alone, k and v plain
-    }
-  }
-}
-
-TEST_P(FusionDecodeNorm, NormGateUp) {
-  const GGMLType t = GetParam();
-  std::mt19937 rng(1100 + int(t));
-  const int64_t F = 4864;
-  for (int64_t E : norm_widths(t)) {
-    for (int n : {1, 4}) {
-      SCOPED_TRACE(testing::Message() << type_name(t) << ", " << E << " wide, " << n << " tokens");
-      // 0 wg, 1 wu, 2 wd, 3 norm_w, 4 x (norm input and residual), 5 cur, 6 g, 7 u, 8 o
-      const std::vector<Bytes> bufs = {random_weight(rng, t, F, E),
-                                       random_weight(rng, t, F, E),
-                                       random_weight(rng, t, E, F),
-                                       to_bytes(random_floats(rng, E, 0.5f, 1.5f)),
-                                       to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f)),
-                                       zeros_f32(size_t(n) * E),
-                                       zeros_f32(size_t(n) * F),
-                                       zeros_f32(size_t(n) * F),
-                                       zeros_f32(size_t(n) * E)};
-      const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-        auto f = [&](int i) { return static_cast<float*>(p[i]); };
-        be.rmsnorm(f(5), f(4), f(3), n, int(E), 1e-6f);
-        be.matmul(f(6), Weight{t, E, F, p[0]}, f(5), n, nullptr);
-        be.matmul(f(7), Weight{t, E, F, p[1]}, f(5), n, nullptr);
-        be.swiglu(f(6), f(6), f(7), int64_t(n) * F);
-        be.matmul(f(8), Weight{t, F, E, p[2]}, f(6), n, nullptr);
-        be.add(f(4), f(4), f(8), int64_t(n) * E);
-      };
-      const std::vector<Output> outs = {
-          {5, "ffn_norm"}, {6, "swiglu (gate)"}, {7, "up"}, {8, "down"}, {4, "residual"}};
-      check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
-      check_scene(bufs, ops, outs, "norm,gateup", kNormFused);  // the pair formed without qkv
-      check_scene(bufs, ops, outs, "norm", kNormFused);         // the norm into gate alone
-    }
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(Types, FusionDecodeNorm,
-                         testing::Values(GGMLType::F16, GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_K,
-                                         GGMLType::Q5_1),
-                         [](const testing::TestParamInfo<GGMLType>& i) {
-                           return std::string(type_name(i.param));
-                         });
-
 // Where the patterns must not fuse, or fuse only partly, the result is still the unfused one:
-// q/k/v of different types after a norm (no group; with norm, q alone absorbs it), gate/up
-// after a norm with SwiGLU writing into up (with gateup one launch, with qkv alone a group and
-// a separate SwiGLU; with norm either absorbs the norm), gate/up under gateup alone followed
-// by something other than SwiGLU (two plain launches).
+// q/k/v of different types after a norm (no group), gate/up after a norm with SwiGLU writing
+// into up (with gateup one launch, with qkv alone a group and a separate SwiGLU), gate/up under
+// gateup alone followed by something other than SwiGLU (two plain launches).
 TEST(FusionDecodeEdges, PartialPatterns) {
   QWEN_REQUIRE_GPU();
   std::mt19937 rng(31);
@@ -331,7 +232,7 @@ TEST(FusionDecodeEdges, PartialPatterns) {
     be.matmul(f(8), Weight{tq, E, E, p[0]}, f(7), n, nullptr);
     be.matmul(f(9), Weight{tk, E, KV, p[1]}, f(7), n, nullptr);
     be.matmul(f(10), Weight{tq, E, KV, p[2]}, f(7), n, nullptr);
-    // Norm absorbed by gate (with the norm fusion), up joining it; SwiGLU into up.
+    // Gate, up joining it; SwiGLU into up.
     be.rmsnorm(f(13), f(6), f(5), n, E, 1e-6f);
     be.matmul(f(11), Weight{tq, E, F, p[3]}, f(13), n, nullptr);
     be.matmul(f(12), Weight{tq, E, F, p[4]}, f(13), n, nullptr);
@@ -350,98 +251,8 @@ TEST(FusionDecodeEdges, PartialPatterns) {
                                     {12, "swiglu (up)"},
                                     {14, "gate2 + up2"},
                                     {15, "up2"}};
-  for (const char* fusions : {"gateup", "qkv"}) check_scene(bufs, ops, outs, fusions, kSameArithmetic);
-  for (const char* fusions : {"norm,qkv,gateup", "norm,resid,glu,rope,qkv,gateup"})
-    check_scene(bufs, ops, outs, fusions, kNormFused);
-}
-
-// Where a norm must not be absorbed, or only by the first of a pair: the GEMV after it reads
-// another x (a); reads the norm's output with another row length (b) or fewer tokens (c), so
-// the rmsnorm kernel must write every row; writes its y into the norm's input, which every warp
-// of a fused kernel would still be reading (d); SwiGLU after a normalizing gate/up pair writes
-// into the norm's input (e: the pair runs, SwiGLU separately); a normalizing gate/up pair
-// followed by an add instead of SwiGLU (f: under gateup alone, two launches, the first with
-// the norm).
-TEST(FusionDecodeEdges, NormPatterns) {
-  QWEN_REQUIRE_GPU();
-  std::mt19937 rng(37);
-  const int64_t E = 896, H = E / 2, KV = 128, F = 4864;
-  const int n = 2;
-  const GGMLType t = GGMLType::Q8_0;
-  // The scene's buffers ([rows][cols]; fp32 [n][E] unless noted).
-  enum : int {
-    kWsq,    // weight [E][E]
-    kWhalf,  // weight [KV][E / 2]
-    kWg,     // weight [F][E]
-    kWu,     // weight [F][E]
-    kNormW,  // [E]
-    kX,      // input of the norms of (a), (b), (c), (f)
-    kOther,  // the x of (a)'s first GEMV
-    kCurA,
-    kYa,
-    kYa2,
-    kCurB,
-    kYb,  // [n][KV]
-    kCurC,
-    kYc,  // [1][E]
-    kXd,  // input of (d)'s norm, then its GEMV's output
-    kCurD,
-    kXe,  // [n][F], the first n * E values the input of (e)'s norm, then the SwiGLU output
-    kCurE,
-    kGe,  // [n][F]
-    kUe,  // [n][F]
-    kCurF,
-    kGf,  // [n][F]
-    kUf,  // [n][F]
-    kBufs
-  };
-  std::vector<Bytes> bufs(kBufs);
-  bufs[kWsq] = random_weight(rng, t, E, E);
-  bufs[kWhalf] = random_weight(rng, t, KV, H);
-  bufs[kWg] = random_weight(rng, t, F, E);
-  bufs[kWu] = random_weight(rng, t, F, E);
-  bufs[kNormW] = to_bytes(random_floats(rng, E, 0.5f, 1.5f));
-  for (int i : {kX, kOther, kXd}) bufs[i] = to_bytes(random_floats(rng, size_t(n) * E, -3.f, 3.f));
-  bufs[kXe] = to_bytes(random_floats(rng, size_t(n) * F, -3.f, 3.f));
-  for (int i : {kCurA, kYa, kYa2, kCurB, kCurC, kCurD, kCurE, kCurF}) bufs[i] = zeros_f32(size_t(n) * E);
-  bufs[kYb] = zeros_f32(size_t(n) * KV);
-  bufs[kYc] = zeros_f32(E);
-  for (int i : {kGe, kUe, kGf, kUf}) bufs[i] = zeros_f32(size_t(n) * F);
-  const Ops ops = [&](Backend& be, const std::vector<void*>& p) {
-    auto f = [&](int i) { return static_cast<float*>(p[i]); };
-    const Weight wsq{t, E, E, p[kWsq]}, whalf{t, H, KV, p[kWhalf]}, wg{t, E, F, p[kWg]}, wu{t, E, F, p[kWu]};
-    // (a), then a GEMV of the norm's output, which must see it.
-    be.rmsnorm(f(kCurA), f(kX), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kYa), wsq, f(kOther), n, nullptr);
-    be.matmul(f(kYa2), wsq, f(kCurA), n, nullptr);
-    // (b): the GEMV reads the first n * E / 2 values of the norm's output as n rows.
-    be.rmsnorm(f(kCurB), f(kX), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kYb), whalf, f(kCurB), n, nullptr);
-    // (c): n rows normalized, the first one multiplied.
-    be.rmsnorm(f(kCurC), f(kX), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kYc), wsq, f(kCurC), 1, nullptr);
-    // (d)
-    be.rmsnorm(f(kCurD), f(kXd), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kXd), wsq, f(kCurD), n, nullptr);
-    // (e)
-    be.rmsnorm(f(kCurE), f(kXe), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kGe), wg, f(kCurE), n, nullptr);
-    be.matmul(f(kUe), wu, f(kCurE), n, nullptr);
-    be.swiglu(f(kXe), f(kGe), f(kUe), int64_t(n) * F);
-    // (f)
-    be.rmsnorm(f(kCurF), f(kX), f(kNormW), n, E, 1e-6f);
-    be.matmul(f(kGf), wg, f(kCurF), n, nullptr);
-    be.matmul(f(kUf), wu, f(kCurF), n, nullptr);
-    be.add(f(kGf), f(kGf), f(kUf), int64_t(n) * F);
-  };
-  const std::vector<Output> outs = {
-      {kCurA, "(a) norm"},        {kYa, "(a) other GEMV"}, {kYa2, "(a) GEMV of norm"}, {kCurB, "(b) norm"},
-      {kYb, "(b) GEMV"},          {kCurC, "(c) norm"},     {kYc, "(c) GEMV"},          {kCurD, "(d) norm"},
-      {kXd, "(d) GEMV into x"},   {kCurE, "(e) norm"},     {kGe, "(e) gate"},          {kUe, "(e) up"},
-      {kXe, "(e) SwiGLU into x"}, {kCurF, "(f) norm"},     {kGf, "(f) gate + up"},     {kUf, "(f) up"}};
-  for (const char* fusions : {"norm", "norm,gateup", "norm,qkv", "norm,resid,glu,rope,qkv,gateup"})
-    check_scene(bufs, ops, outs, fusions, kNormFused);
-  check_scene(bufs, ops, outs, "norm,resid,rope,qkv,gateup", kNormFused);
+  for (const char* fusions : {"gateup", "qkv", "qkv,gateup", "resid,rope,qkv,gateup"})
+    check_scene(bufs, ops, outs, fusions, kSameArithmetic);
 }
 
 }  // namespace

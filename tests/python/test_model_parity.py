@@ -119,7 +119,9 @@ def test_tied_output_embedding(bin_dir, models, tmp_path):
 
 
 def test_dump_intermediates_match_reference(bin_dir, models, tmp_path):
-    """--dump writes named intermediates; those the reference also names agree to 1e-4."""
+    """--dump writes named intermediates; those the reference also names agree to 1e-4; kernels.tsv
+    names the kernel that wrote each of them (exactly: "cpu" on this backend, which runs ops as
+    issued)."""
     model = models("qwen3", "F32")
     tokens = prompt(512, n=12)
     dump = tmp_path / "dump"
@@ -128,6 +130,8 @@ def test_dump_intermediates_match_reference(bin_dir, models, tmp_path):
     Reference(model).forward(tokens, taps)
     names = {p.stem for p in dump.glob("*.npy")}
     assert {"inp_embd", "L00.attn_norm", "L01.Qcur_normed", "L01.l_out", "result_output"} <= names
+    kernels = dict(line.split("\t") for line in (dump / "kernels.tsv").read_text().splitlines())
+    assert set(kernels) == names and set(kernels.values()) == {"cpu"}
     for name, want in taps.items():
         got = np.load(dump / f"{name}.npy")
         assert got.shape == want.shape, name

@@ -530,10 +530,9 @@ TEST_F(SessionTest, EmbedPoolsTheFinalNormedStates) {
   ASSERT_GT(tokens.size(), 8u);
   const size_t n_embd = size_t(ref->config().n_embd);
   std::vector<float> norm_rows, logits;
-  ref->eval_all(tokens, false, logits,
-                [&](const std::string& name, int, const float* data, int64_t rows, int64_t cols) {
-                  if (name == "result_norm") norm_rows.insert(norm_rows.end(), data, data + rows * cols);
-                });
+  ref->eval_all(tokens, false, logits, [&](const Tapped& t) {
+    if (t.name == "result_norm") norm_rows.insert(norm_rows.end(), t.data, t.data + t.rows * t.cols);
+  });
   ASSERT_EQ(norm_rows.size(), tokens.size() * n_embd);
   std::vector<float> mean(n_embd, 0.f);
   for (size_t t = 0; t < tokens.size(); ++t)

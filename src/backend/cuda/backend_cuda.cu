@@ -10,49 +10,46 @@
 // Fusion (ARCHITECTURE §Rules 3: the unfused path stays, as the oracle). A decode step issues ~17 small
 // kernels per layer, and at batch 1 each costs more in launch and latency than in bytes. So the
 // backend holds back the last fusable op and merges it with the next one when they form one of
-// these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"):
-//   rmsnorm(out, x) ; matmul(y, W, out)        -> one GEMV that normalizes x itself (and stores out)
-//   matmul(y, W, a) ; add(r, r, y)             -> one GEMV with the residual epilogue (stores y too);
+// these patterns (decode-sized GEMV, n_tokens <= kGemvMaxTokens, unless marked "also gemm_small"),
+// named as in CudaFusions:
+//   resid:  matmul(y, W, a) ; add(r, r, y)     -> one GEMV with the residual epilogue (stores y too);
 //                                                 also gemm_small (batched decode, <= 64 tokens)
-//   matmul(u, W, a) ; swiglu(o, g, u)          -> one GEMV with the SwiGLU epilogue (stores u too)
-//   rope(q) ; rope(k) ; kv_store(k, v)         -> one rope + cache-write kernel (any token count)
-//   matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
-//                                              -> one GEMV launch over the rows of all three ("qkv";
-//                                                 same x, weight type and row length; up to 3); also
+//   rope:   rope(q) ; rope(k) ; kv_store(k, v) -> one rope + cache-write kernel (any token count)
+//   qkv:    matmul(q, Wq, a) ; matmul(k, Wk, a) ; matmul(v, Wv, a)
+//                                              -> one GEMV launch over the rows of all three (same
+//                                                 x, weight type and row length; up to 3); also
 //                                                 gemm_small, which groups gate and up this way too
-//   matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
+//   gateup: matmul(g, Wg, a) ; matmul(u, Wu, a) ; swiglu(o, g, u)
 //                                              -> one GEMV computing the gate and up rows of each
-//                                                 output together, storing g, u and o ("gateup")
-// A norm absorbed by the first matmul (fusion `norm`) stays with the group it starts (qkv, gateup),
-// so a layer's attn_norm and ffn_norm cost no kernel of their own. Every output the separate ops
-// would write is still written, so a tap or a later op sees the same memory, and every fusion but
-// norm keeps the arithmetic of the separate ops (bitwise-equal results). The norm does not: each
-// warp of the GEMV sums x * x from the x it loads for its own dot products and scales the finished
-// dot product, so no block reduction delays the dots (matmul.cu); the results differ from the
-// unfused ones by rounding (tests/ops bound it). Any other call (including
-// upload/download/synchronize and the capture calls) first launches what is held back.
-// CudaOptions::fusions picks the fusions (norm, resid, glu, rope, qkv, gateup; CudaFusions::none()
-// for none).
-// The default is resid,rope,qkv,gateup. Measured on H100 (tg128 Q8_0 of the 0.5B shape,
-// docs/BENCHMARKS.md): resid and rope each gained ~2%, together ~5% (668 -> 700 tok/s); glu lost 4%
-// (727 -> 697: it puts a dependent load on the GEMV's critical path, while a separate SwiGLU
-// overlaps its neighbours through programmatic dependent launch). qkv and gateup remove 4 of the 12
-// launches of a decode layer without adding work to any warp's critical path (gateup only doubles
-// its independent loads). The warp-level norm removes 2 more (8 -> 6 per layer) and adds only an
-// fmaf per x element and one warp sum per row, yet it measured 6% slower (same machine: Q8_0 826 ->
-// 778, Q4_0 869 -> 814, F16 806 -> 756 tok/s), so it is off by default. The likely cause (not
-// verified): without the small rmsnorm kernel between them, the next GEMV's blocks cannot become
-// resident, and prefetch their weights, while the register-heavy Deep and Pair GEMVs still hold the
-// SMs. The same held for the RMSNorm run instead as the epilogue of the GEMV that adds into the
-// residual (its last block normalizing the row, bitwise the rmsnorm kernel's result): Q8_0 936 ->
-// 907, Q4_0 1,004 -> 983, F16 855 -> 821 tok/s (tg128, same machine), so it was not kept.
-// glu applies only to a lone matmul (gateup takes the pair first).
+//                                                 output together, storing g, u and o
+// Every output the separate ops would write is still written, so a later op sees the same memory,
+// and every fusion keeps the arithmetic of the separate ops (bitwise-equal results). Any other
+// call (including upload/download/synchronize and the capture calls) first launches what is held
+// back.
+// Measured on H100 (tg128 Q8_0 of the 0.5B shape, docs/BENCHMARKS.md): resid and rope each gained
+// ~2%, together ~5% (668 -> 700 tok/s); qkv and gateup remove 4 of the 12 launches of a decode
+// layer without adding work to any warp's critical path (gateup only doubles its independent
+// loads). Two fusions lost their measurement and were deleted: SwiGLU as the epilogue of the up
+// GEMV (727 -> 697: a dependent load on the GEMV's critical path, where a separate SwiGLU overlaps
+// its neighbours through programmatic dependent launch), and the RMSNorm inside the following
+// GEMV (Q8_0 826 -> 778, Q4_0 869 -> 814, F16 806 -> 756), as was the RMSNorm as the epilogue of
+// the GEMV that adds into the residual (Q8_0 936 -> 907).
+//
+// Taps (Backend::tap: qwen-diff, qwen-logits --dump) see what runs. A tap of an output of the
+// held-back op waits in taps_ until the kernel that computes it has run, fused or not, and is
+// then copied to the host; every other tap is copied at once (its op has run). Each names the
+// kernel that wrote it ("gemv_group[qkv]"). The one change a tap makes is where gateup stores
+// the gate (or up) row that its SwiGLU product overwrites in place: into tap scratch, for the tap
+// to read (same kernel, same arithmetic). CudaOptions::plant_fault (a test hook) doubles token 0's
+// row of one fusion's first output right after each of its launches.
 
 #include <algorithm>
-#include <cstdlib>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/ops.cuh"
@@ -64,21 +61,13 @@ constexpr size_t kCublasWorkspace = size_t(32) << 20;
 
 // The op held back for fusion (see the file comment).
 struct Pending {
-  enum class Kind { None, Norm, Matmul, Rope } kind = Kind::None;
-  // Norm: rmsnorm(norm_out, norm_x, norm_w, rows, n, eps); also kept with a Matmul that absorbed it.
-  float* norm_out = nullptr;
-  const float* norm_x = nullptr;
-  const float* norm_w = nullptr;
-  int64_t norm_rows = 0;
-  int norm_n = 0;
-  float eps = 0.f;
-  // Matmul (GEMV): mm[i].y = mm[i].W x (+ bias), n_mm of them sharing x (grouped by qkv or
-  // gateup); with_norm: x is norm_out computed from norm_x.
+  enum class Kind { None, Matmul, Rope } kind = Kind::None;
+  // Matmul (GEMV or gemm_small): mm[i].y = mm[i].W x (+ bias), n_mm of them sharing x (grouped
+  // by qkv or gateup).
   cuda::GemvOut mm[cuda::kMaxGemvGroup];
   int n_mm = 0;
   const float* x = nullptr;
   int n_tokens = 0;
-  bool with_norm = false;
   // Rope: up to two in-place ropes over the same positions (q first, then k).
   float* rope_x[2] = {nullptr, nullptr};
   int rope_heads[2] = {0, 0};
@@ -88,9 +77,36 @@ struct Pending {
   RopeParams rope;
 };
 
+// A tap of an output of the held-back op, waiting for the kernel that computes it.
+struct HeldTap {
+  std::string name;
+  int layer;
+  const float* x;  // device memory [rows][cols]
+  int64_t rows, cols;
+  TapSink sink;
+};
+
+// Whether float ranges a[0..na) and b[0..nb) share memory.
+bool overlaps(const float* a, int64_t na, const float* b, int64_t nb) {
+  const auto ia = reinterpret_cast<uintptr_t>(a), ib = reinterpret_cast<uintptr_t>(b);
+  return ia < ib + uintptr_t(nb) * sizeof(float) && ib < ia + uintptr_t(na) * sizeof(float);
+}
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, const CudaOptions& o) : device_(device), exact_(o.exact), fuse_(o.fusions) {
+  CudaBackend(int device, const CudaOptions& o)
+      : device_(device), exact_(o.exact), fuse_(o.fusions), fault_(o.plant_fault) {
+    if (!fault_.empty()) {
+      const bool* on = fault_ == "resid"    ? &fuse_.resid
+                       : fault_ == "rope"   ? &fuse_.rope
+                       : fault_ == "qkv"    ? &fuse_.qkv
+                       : fault_ == "gateup" ? &fuse_.gateup
+                                            : nullptr;
+      QWEN_CHECK(on != nullptr, "CudaOptions::plant_fault '", fault_,
+                 "' is not a fusion (expected resid, rope, qkv or gateup)");
+      QWEN_CHECK(*on, "CudaOptions::plant_fault '", fault_,
+                 "': that fusion is off in CudaOptions::fusions, so no launch would carry the fault");
+    }
     QWEN_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp prop{};
     QWEN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
@@ -126,6 +142,7 @@ class CudaBackend final : public Backend {
     for (auto& [slot, exec] : graphs_) cudaGraphExecDestroy(exec);
     if (scratch_.w16) cudaFree(scratch_.w16);
     if (scratch_.x16) cudaFree(scratch_.x16);
+    if (tap_stage_) cudaFree(tap_stage_);
     for (void* p : {static_cast<void*>(decode_.attn_partials), static_cast<void*>(decode_.attn_counters),
                     static_cast<void*>(decode_.argmax_keys), static_cast<void*>(decode_.argmax_counters),
                     static_cast<void*>(decode_.gemm_partials), static_cast<void*>(decode_.gemm_counters)})
@@ -177,18 +194,12 @@ class CudaBackend final : public Backend {
   void embed(float* out, const Weight& table, const int32_t* ids, int n_tokens) override {
     flush();
     cuda::embed(stream_, out, table, ids, n_tokens);
+    ran("embed");
   }
   void rmsnorm(float* out, const float* x, const float* w, int64_t n_rows, int n, float eps) override {
     flush();
-    // Held back when a decode GEMV could absorb it: whole rows (not in place, not per head).
-    if (fuse_.norm && out != x && n_rows <= cuda::kGemvMaxTokens && n > 256 &&
-        n % 32 == 0) {  // 32: GEMV chunk
-      held_.kind = Pending::Kind::Norm;
-      held_.norm_out = out, held_.norm_x = x, held_.norm_w = w, held_.norm_rows = n_rows, held_.norm_n = n;
-      held_.eps = eps;
-      return;
-    }
     cuda::rmsnorm(stream_, out, x, w, n_rows, n, eps);
+    ran("rmsnorm");
   }
   void matmul(float* y, const Weight& w, const float* x, int n_tokens, const float* bias) override {
     if (n_tokens == 0) return flush();
@@ -196,29 +207,26 @@ class CudaBackend final : public Backend {
     // which groups matrices and adds a residual like the GEMV, nothing else).
     const bool small =
         n_tokens > cuda::kGemvMaxTokens && n_tokens <= cuda::kSmallMaxTokens && w.type != GGMLType::F32;
-    if (!(fuse_.norm || fuse_.resid || fuse_.glu || fuse_.qkv || fuse_.gateup) ||
-        (n_tokens > cuda::kGemvMaxTokens && !small)) {
+    if (!(fuse_.resid || fuse_.qkv || fuse_.gateup) || (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
         cuda::gemv(stream_, y, w, x, n_tokens, bias);
-      } else if (small) {
+        return ran("gemv");
+      }
+      if (small) {
         const cuda::GemvOut out{y, w, bias};
         cuda::gemm_small(stream_, decode_, &out, 1, x, n_tokens, nullptr, n_sm_, exact_);
-      } else {
-        cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias, exact_);
+        return ran("gemm_small");
       }
-      return;
+      cuda::gemm(stream_, blas_, scratch_, y, w, x, n_tokens, bias, exact_);
+      return ran("gemm");
     }
     if (joins_group(y, w, x, n_tokens)) {
       held_.mm[held_.n_mm++] = cuda::GemvOut{y, w, bias};
       return;
     }
-    const bool absorb_norm = held_.kind == Pending::Kind::Norm && held_.norm_out == x &&
-                             held_.norm_rows == n_tokens && held_.norm_n == w.ne0 && y != x &&
-                             y != held_.norm_x;
-    if (!absorb_norm) flush();
+    flush();
     held_.kind = Pending::Kind::Matmul;
-    held_.with_norm = absorb_norm;
     held_.mm[0] = cuda::GemvOut{y, w, bias};
     held_.n_mm = 1;
     held_.x = x, held_.n_tokens = n_tokens;
@@ -234,7 +242,10 @@ class CudaBackend final : public Backend {
       return;
     }
     flush();
-    if (!fuse_.rope) return cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
+    if (!fuse_.rope) {
+      cuda::rope(stream_, x, pos, n_tokens, n_head, head_dim, r);
+      return ran("rope");
+    }
     held_.kind = Pending::Kind::Rope;
     held_.rope_x[0] = x, held_.rope_heads[0] = n_head, held_.n_rope = 1;
     held_.pos = pos, held_.n_tokens = n_tokens, held_.head_dim = head_dim, held_.rope = r;
@@ -246,65 +257,80 @@ class CudaBackend final : public Backend {
                         held_.pos == batch.pos && held_.n_tokens == batch.n_tokens &&
                         held_.head_dim == cache.head_dim && v != held_.rope_x[0] && v != k;
       if (fuse) {
-        float* x0 = last == 1 ? held_.rope_x[0] : nullptr;
-        const int h0 = last == 1 ? held_.rope_heads[0] : 0;
+        const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::rope_store(stream_, x0, h0, held_.rope_x[last], v, cache, batch, held_.rope);
-        return;
+        float* x0 = last == 1 ? p.rope_x[0] : nullptr;
+        const int h0 = last == 1 ? p.rope_heads[0] : 0;
+        cuda::rope_store(stream_, x0, h0, p.rope_x[last], v, cache, batch, p.rope);
+        plant("rope", p.rope_x[0], int64_t(p.rope_heads[0]) * p.head_dim);
+        return ran("rope_store[rope]");
       }
     }
     flush();
     cuda::kv_store(stream_, cache, k, v, batch);
+    ran("kv_store");
   }
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
     flush();
     cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_);
+    ran("attention");
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
     if (fuse_.gateup && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&
         held_.n_tokens <= cuda::kGemvMaxTokens) {
-      const cuda::GemvOut &g = held_.mm[0], &u = held_.mm[1];
-      // out is stored while other warps read x, or with an absorbed norm read its input and
-      // store its output (then held_.x).
+      cuda::GemvOut g = held_.mm[0], u = held_.mm[1];
+      // out is stored while other warps read x.
       const bool fuse = gate == g.y && up == u.y && g.w.ne1 == u.w.ne1 &&
-                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x &&
-                        (!held_.with_norm || out != held_.norm_x);
+                        n == int64_t(held_.n_tokens) * g.w.ne1 && out != held_.x;
       if (fuse) {
         const Pending p = held_;
         held_.kind = Pending::Kind::None;
-        cuda::gemv_swiglu(stream_, g, u, p.with_norm ? p.norm_x : p.x, p.n_tokens, out, norm_of(p));
-        return;
+        // A waiting tap of the gate (or up) that out overwrites in place reads the copy the
+        // kernel stores into tap scratch instead.
+        for (cuda::GemvOut* o : {&g, &u}) {
+          if (o->y == out && tapped(out, n)) o->y = stage_taps(out, n);
+        }
+        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out);
+        plant("gateup", out, g.w.ne1);
+        return ran("gemv_swiglu[gateup]");
       }
-    }
-    if (fuse_.glu && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1 &&
-        held_.n_tokens <= cuda::kGemvMaxTokens) {
-      const bool fuse = up == held_.mm[0].y && n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1 &&
-                        out != held_.x && gate != held_.x &&
-                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out));
-      if (fuse) return launch_matmul(nullptr, gate, out);
     }
     flush();
     cuda::swiglu(stream_, out, gate, up, n);
+    ran("swiglu");
   }
   void add(float* out, const float* a, const float* b, int64_t n) override {
     if (fuse_.resid && held_.kind == Pending::Kind::Matmul && held_.n_mm == 1) {
       const bool fuse = b == held_.mm[0].y && out == a && out != held_.mm[0].y && out != held_.x &&
-                        (!held_.with_norm || (out != held_.norm_x && out != held_.norm_out)) &&
                         n == int64_t(held_.n_tokens) * held_.mm[0].w.ne1;
-      if (fuse) return launch_matmul(out, nullptr, nullptr);
+      if (fuse) return launch_matmul(out);
     }
     flush();
     cuda::add(stream_, out, a, b, n);
+    ran("add");
   }
   void argmax(int32_t* out, const float* x, int n_rows, int n) override {
     flush();
     cuda::argmax(stream_, decode_, out, x, n_rows, n);
+    ran("argmax");
   }
 
   void add_i32(int32_t* x, int32_t delta, int n) override {
     flush();
     cuda::add_i32(stream_, x, delta, n);
+    ran("add_i32");
+  }
+
+  void tap(std::string_view name, int layer, const float* x, int64_t rows, int64_t cols,
+           const TapSink& sink) override {
+    QWEN_CHECK(capturing_ < 0, name_, ": tap of ", name, " while graph ", capturing_, " is being captured");
+    HeldTap t{std::string(name), layer, x, rows, cols, sink};
+    if (held_writes(x, rows * cols)) {
+      taps_.push_back(std::move(t));
+    } else {
+      deliver(t);  // written by a kernel already launched; the held-back op does not touch it
+    }
   }
 
   bool supports_graphs() const override { return true; }
@@ -350,16 +376,14 @@ class CudaBackend final : public Backend {
     switch (p.kind) {
       case Pending::Kind::None:
         return;
-      case Pending::Kind::Norm:
-        return cuda::rmsnorm(stream_, p.norm_out, p.norm_x, p.norm_w, p.norm_rows, p.norm_n, p.eps);
       case Pending::Kind::Matmul:
         held_ = p;
-        return launch_matmul(nullptr, nullptr, nullptr);
+        return launch_matmul(nullptr);
       case Pending::Kind::Rope:
         for (int i = 0; i < p.n_rope; ++i) {
           cuda::rope(stream_, p.rope_x[i], p.pos, p.n_tokens, p.rope_heads[i], p.head_dim, p.rope);
         }
-        return;
+        return ran("rope");
     }
   }
   // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
@@ -372,47 +396,108 @@ class CudaBackend final : public Backend {
       return false;
     if (!(fuse_.qkv || (fuse_.gateup && h.n_mm == 1))) return false;
     const Weight& w0 = h.mm[0].w;
-    if (w.type != w0.type || w.ne0 != w0.ne0 || y == x || (h.with_norm && y == h.norm_x)) return false;
+    if (w.type != w0.type || w.ne0 != w0.ne0 || y == x) return false;
     for (int i = 0; i < h.n_mm; ++i) {
       if (h.mm[i].y == y) return false;
     }
     return true;
   }
-  // The RMSNorm a held-back GEMV absorbed (none without with_norm).
-  static cuda::GemvNorm norm_of(const Pending& p) {
-    return p.with_norm ? cuda::GemvNorm{p.norm_w, p.norm_out, p.eps} : cuda::GemvNorm{};
-  }
-  // The held-back GEMV(s) (with the absorbed RMSNorm), adding the result into `resid` or applying
-  // SwiGLU with `glu_gate` into `glu_out` when given (a lone GEMV only).
-  void launch_matmul(float* resid, const float* glu_gate, float* glu_out) {
+  // The held-back GEMV(s) or gemm_small(s), adding the result into `resid` when given (a lone
+  // matrix only).
+  void launch_matmul(float* resid) {
     const Pending p = held_;
     held_.kind = Pending::Kind::None;
-    if (p.n_tokens > cuda::kGemvMaxTokens) {  // gemm_small: no norm, no SwiGLU was held with it
-      if (p.n_mm > 1 && !fuse_.qkv) {
-        for (int i = 0; i < p.n_mm; ++i)
-          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
-      } else {
-        cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
-      }
-      return;
-    }
+    const bool small = p.n_tokens > cuda::kGemvMaxTokens;
     if (p.n_mm > 1 && !fuse_.qkv) {
-      // A gateup pair without its SwiGLU: separate launches, the first computing the absorbed
-      // norm (x = its output) that the second then reads.
+      // A gateup pair without its SwiGLU: separate launches.
       for (int i = 0; i < p.n_mm; ++i) {
-        cuda::GemvFusion f;
-        if (i == 0) f.norm = norm_of(p);
-        cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, i == 0 && p.with_norm ? p.norm_x : p.x, p.n_tokens,
-                   p.mm[i].bias, f);
+        if (small) {
+          cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
+        } else {
+          cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias);
+        }
       }
-      return;
+      return ran(small ? "gemm_small" : "gemv");
     }
-    cuda::GemvFusion f;
-    f.norm = norm_of(p);
-    f.resid = resid;
-    f.glu_gate = glu_gate;
-    f.glu_out = glu_out;
-    cuda::gemv_group(stream_, p.mm, p.n_mm, p.with_norm ? p.norm_x : p.x, p.n_tokens, f);
+    std::string kernel;
+    if (small) {
+      cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
+      kernel = "gemm_small";
+    } else {
+      cuda::GemvFusion f;
+      f.resid = resid;
+      cuda::gemv_group(stream_, p.mm, p.n_mm, p.x, p.n_tokens, f);
+      kernel = p.n_mm > 1 ? "gemv_group" : "gemv";
+    }
+    if (resid) {
+      plant("resid", resid, p.mm[0].w.ne1);
+      kernel += "[resid]";
+    } else if (p.n_mm > 1) {
+      plant("qkv", p.mm[0].y, p.mm[0].w.ne1);
+      kernel += "[qkv]";
+    }
+    ran(kernel);
+  }
+
+  // ---- taps and the test fault (see the file comment) ----
+  // Records that `kernel` ran the op last issued (or the fused ops held back) and hands the taps
+  // that waited for it their data.
+  void ran(std::string_view kernel) {
+    last_kernel_ = kernel;
+    if (taps_.empty()) return;
+    std::vector<HeldTap> taps;
+    taps.swap(taps_);
+    for (const HeldTap& t : taps) deliver(t);
+  }
+  // Copies a tap's tensor to the host (everything issued before it has run) and calls its sink,
+  // naming the kernel that ran last. Not flush(): the held-back op is not what wrote it.
+  void deliver(const HeldTap& t) {
+    std::vector<float> h(size_t(t.rows * t.cols));
+    QWEN_CUDA_CHECK(
+        cudaMemcpyAsync(h.data(), t.x, h.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    t.sink(Tapped{t.name, t.layer, h.data(), t.rows, t.cols, last_kernel_});
+  }
+  // Whether the held-back op writes any of x[0..n).
+  bool held_writes(const float* x, int64_t n) const {
+    const Pending& h = held_;
+    if (h.kind == Pending::Kind::Matmul) {
+      for (int i = 0; i < h.n_mm; ++i) {
+        if (overlaps(h.mm[i].y, int64_t(h.n_tokens) * h.mm[i].w.ne1, x, n)) return true;
+      }
+    } else if (h.kind == Pending::Kind::Rope) {
+      for (int i = 0; i < h.n_rope; ++i) {
+        if (overlaps(h.rope_x[i], int64_t(h.n_tokens) * h.rope_heads[i] * h.head_dim, x, n)) return true;
+      }
+    }
+    return false;
+  }
+  // Whether a waiting tap reads any of y[0..n).
+  bool tapped(const float* y, int64_t n) const {
+    return std::any_of(taps_.begin(), taps_.end(),
+                       [&](const HeldTap& t) { return overlaps(t.x, t.rows * t.cols, y, n); });
+  }
+  // Tap scratch of n floats in place of y[0..n): the waiting taps of y read it instead (their
+  // offsets kept). Grown outside any capture (taps never run in one).
+  float* stage_taps(const float* y, int64_t n) {
+    if (tap_stage_floats_ < n) {
+      if (tap_stage_) {
+        QWEN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        QWEN_CUDA_CHECK(cudaFree(tap_stage_));
+        tap_stage_ = nullptr;
+      }
+      tap_stage_ = static_cast<float*>(alloc(size_t(n) * sizeof(float)));
+      tap_stage_floats_ = n;
+    }
+    for (HeldTap& t : taps_) {
+      if (overlaps(t.x, t.rows * t.cols, y, n)) t.x = tap_stage_ + (t.x - y);
+    }
+    return tap_stage_;
+  }
+  // The test hook: doubles token 0's row y[0..cols) of a launch of `fusion` when it is the one
+  // CudaOptions::plant_fault names (add() allows out to alias its inputs).
+  void plant(const char* fusion, float* y, int64_t cols) {
+    if (fault_ == fusion) cuda::add(stream_, y, y, y, cols);
   }
 
   int device_;
@@ -430,7 +515,15 @@ class CudaBackend final : public Backend {
   Pending held_;
   // Which fusions run (CudaOptions::fusions).
   const CudaFusions fuse_;
+  // CudaOptions::plant_fault ("" outside tests).
+  const std::string fault_;
   int capturing_ = -1;
+  // Taps of the held-back op's outputs, the kernel that ran last (for the taps), and the
+  // scratch gateup stores a tapped gate into (stage_taps).
+  std::vector<HeldTap> taps_;
+  std::string last_kernel_ = "none";
+  float* tap_stage_ = nullptr;
+  int64_t tap_stage_floats_ = 0;
 };
 
 }  // namespace

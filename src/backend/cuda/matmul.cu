@@ -2,8 +2,7 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): the copy engine streams each warp's rows into shared
 // memory (gemv_kernel); each lane decodes whole 32-element chunks and accumulates in fp32 against
-// x, then a warp reduction per row. The backend may fuse the following residual add or SwiGLU
-// into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows
+// x, then a warp reduction per row. The backend may fuse the following residual add into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows
 // together with SwiGLU (gemv_swiglu).
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
@@ -106,7 +105,7 @@ __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[
 // arithmetic of every earlier GEMV of this engine. Segments (up to kMaxGemvGroup matrices that
 // share x: q, k, v) are one row space. Pair: segments 0 (gate) and 1 (up) have the same rows;
 // the warp computes both and stores gate, up and f.glu_out = silu(gate) * up. A single matrix
-// may add the epilogues resid += y and glu_out = silu(glu_gate) * y.
+// may add the epilogue resid += y.
 template <GGMLType T, bool kPair>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
   constexpr int kMats = kPair ? 2 : 1;
@@ -217,12 +216,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
         const float up = acc[1] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
         a.seg[1].y[o] = up;
         a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
-      } else {
-        if (a.f.resid) a.f.resid[o] += out;
-        if (a.f.glu_out) {
-          const float g2 = a.f.glu_gate[o];
-          a.f.glu_out[o] = g2 / (1.f + expf(-g2)) * out;  // the arithmetic of swiglu_kernel
-        }
+      } else if (a.f.resid) {
+        a.f.resid[o] += out;
       }
     }
   }
@@ -302,13 +297,6 @@ void check_weight(const Weight& w, const char* op) {
              ": weight data is not 16-byte aligned (type ", type_name(w.type), ", ", w.ne1, "x", w.ne0, ")");
 }
 
-// A fused RMSNorm stores its output while other warps still read x.
-void check_norm(const GemvNorm& norm, const float* x, const char* op) {
-  QWEN_CHECK(!norm.w || (norm.out && norm.out != x), "cuda ", op,
-             ": the fused RMSNorm needs an output buffer other than x (norm.out = ",
-             static_cast<const void*>(norm.out), ", x = ", static_cast<const void*>(x), ")");
-}
-
 // (Re)allocates a scratch buffer to at least `bytes`. Only legal outside stream capture: the
 // first prefill sizes it, decode (captured) never reaches here.
 void ensure(cudaStream_t s, void*& p, size_t& have, size_t bytes, const char* what) {
@@ -382,13 +370,6 @@ void launch_gemv(cudaStream_t s, GemvArgs& args, int n_tokens) {
   launch_smem(kernel, grid, dim3(kGemvThreads), smem, s, args);
 }
 
-// A norm the backend asked to fold in runs first, into norm.out, which the GEMV then reads.
-const float* apply_norm(cudaStream_t s, const GemvNorm& norm, const float* x, int n_tokens, int64_t ne0) {
-  if (!norm.w) return x;
-  rmsnorm(s, norm.out, x, norm.w, n_tokens, int(ne0), norm.eps);
-  return norm.out;
-}
-
 }  // namespace
 
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
@@ -424,9 +405,8 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  QWEN_CHECK(n == 1 || (!f.resid && !f.glu_out), "cuda gemv: a group of ", n,
-             " matrices takes no residual or SwiGLU epilogue");
-  check_norm(f.norm, x, "gemv");
+  QWEN_CHECK(!f.glu_out, "cuda gemv: a SwiGLU output is gemv_swiglu's");
+  QWEN_CHECK(n == 1 || !f.resid, "cuda gemv: a group of ", n, " matrices takes no residual epilogue");
   GemvArgs args{};
   const Weight& w0 = outs[0].w;
   args.n_seg = n;
@@ -434,18 +414,17 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
   args.row_bytes = w0.row_bytes();
   args.ne0 = w0.ne0;
   args.f = f;
-  args.x = apply_norm(s, f.norm, x, n_tokens, w0.ne0);
+  args.x = x;
   dispatch_type(w0.type, "matmul", [&]<GGMLType T>() { launch_gemv<T, false>(s, args, n_tokens); });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, const GemvNorm& norm) {
+                 float* out) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   QWEN_CHECK(gate.w.type == up.w.type && gate.w.ne0 == up.w.ne0 && gate.w.ne1 == up.w.ne1, "cuda gemv: gate ",
              type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ", type_name(up.w.type), " ",
              up.w.ne1, "x", up.w.ne0, " differ in type or shape");
-  check_norm(norm, x, "gemv (gate/up)");
   GemvArgs args{};
   const GemvOut both[2] = {gate, up};
   group_segments(both, 2, 1, args.seg, "gemv (gate/up)");
@@ -454,7 +433,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   args.row_bytes = gate.w.row_bytes();
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
-  args.x = apply_norm(s, norm, x, n_tokens, gate.w.ne0);
+  args.x = x;
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() { launch_gemv<T, true>(s, args, n_tokens); });
   QWEN_CUDA_LAUNCH_CHECK();
 }

@@ -42,22 +42,11 @@ void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t
 
 // matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, gemm() above.
 constexpr int kGemvMaxTokens = 4;
-// An RMSNorm the backend hands to a decode GEMV (plain, grouped or gate/up): x is replaced by
-// rmsnorm(x, w, eps) [n_tokens][ne0], stored to out (out must not alias x) by the rmsnorm kernel
-// before the GEMV runs.
-struct GemvNorm {
-  const float* w = nullptr;  // [ne0]; nullptr: no norm
-  float* out = nullptr;
-  float eps = 0.f;
-};
 // Ops the backend folds into a decode GEMV (see backend_cuda.cu): all optional.
 struct GemvFusion {
-  GemvNorm norm;
-  // resid[t][o] += y[t][o] after y is stored; resid must not alias y, x or norm.out.
+  // resid[t][o] += y[t][o] after y is stored; resid must not alias y or x.
   float* resid = nullptr;
-  // glu_out[t][o] = silu(glu_gate[t][o]) * y[t][o] after y is stored (SwiGLU with y as "up");
-  // glu_out may alias glu_gate or y (same element, same thread), not x or norm.out.
-  const float* glu_gate = nullptr;
+  // The SwiGLU output of gemv_swiglu (set by it; gemv and gemv_group refuse it).
   float* glu_out = nullptr;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
@@ -70,8 +59,8 @@ struct GemvOut {
 };
 // Up to kMaxGemvGroup GEMVs that read the same x (q, k, v of a layer) in one launch: one grid
 // covers the rows of all of them, each row computed exactly as gemv() would. All
-// weights have the same type and ne0; the y's are distinct and alias neither x nor f.norm.out.
-// f may carry a norm (applied to the shared x), never an epilogue (resid, glu) when n > 1.
+// weights have the same type and ne0; the y's are distinct and do not alias x.
+// f carries no residual epilogue when n > 1.
 constexpr int kMaxGemvGroup = 3;
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f);
@@ -104,10 +93,9 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 }
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
-// arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x or
-// norm.out; with norm.w, x is normalized first as in gemv_group.
+// arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, const GemvNorm& norm);
+                 float* out);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
 // kSmallMaxTokens tokens): cuBLAS. exact: x in two 16-bit passes (hi + lo); otherwise F16 and
 // quantized weights take one fp16 pass (matmul.cu's precision note).
