@@ -38,10 +38,25 @@ static bool by_p(const Candidate& a, const Candidate& b) {
   return a.p > b.p || (a.p == b.p && a.id < b.id);
 }
 
-void top_k(std::vector<Candidate>& c, int k) {
-  if (k <= 0 || size_t(k) >= c.size()) return;
-  std::partial_sort(c.begin(), c.begin() + k, c.end(), by_logit);
-  c.resize(k);
+void top_k(std::span<const float> logits, int k, std::vector<Candidate>& out) {
+  out.clear();
+  if (k <= 0 || size_t(k) >= logits.size()) {
+    out.resize(logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) out[i] = {int32_t(i), logits[i], 0.f};
+    return;
+  }
+  // A heap ordered by by_logit keeps the worst of the k best at its front; a later token enters
+  // only with a strictly larger logit (an equal one has a higher id, so it ranks lower).
+  out.reserve(size_t(k));
+  for (size_t i = 0; i < size_t(k); ++i) out.push_back({int32_t(i), logits[i], 0.f});
+  std::make_heap(out.begin(), out.end(), by_logit);
+  for (size_t i = size_t(k); i < logits.size(); ++i) {
+    if (!(logits[i] > out.front().logit)) continue;
+    std::pop_heap(out.begin(), out.end(), by_logit);
+    out.back() = {int32_t(i), logits[i], 0.f};
+    std::push_heap(out.begin(), out.end(), by_logit);
+  }
+  std::sort_heap(out.begin(), out.end(), by_logit);
 }
 
 void softmax(std::vector<Candidate>& c) {
@@ -132,9 +147,7 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   apply_penalties(logits, history, params_);
   apply_logit_bias(logits, params_.logit_bias);
   if (params_.temperature <= 0.f) return argmax(logits);
-  cand_.resize(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) cand_[i] = {int32_t(i), logits[i], 0.f};
-  top_k(cand_, params_.top_k);
+  top_k(logits, params_.top_k, cand_);
   for (Candidate& x : cand_) x.logit /= params_.temperature;
   softmax(cand_);
   top_p(cand_, params_.top_p);

@@ -1,7 +1,7 @@
 // Token samplers: pure functions over a logits span plus a seeded RNG, so a run is reproducible
 // from its seed. The chain order is HF transformers': penalties -> top-k -> temperature -> softmax
 // -> top-p -> min-p -> draw. temperature <= 0 means greedy (argmax after penalties). Nothing sorts
-// the whole vocabulary: top-k and top-p sort only the head they keep.
+// the whole vocabulary: top-k keeps a heap of k, top-p sorts only the head it keeps.
 #pragma once
 
 #include <cstdint>
@@ -46,8 +46,11 @@ struct Candidate {
 void apply_penalties(std::span<float> logits, std::span<const int32_t> history, const SamplerParams& p);
 // Index of the largest logit (lowest index on ties).
 int32_t argmax(std::span<const float> logits);
-// Keeps the k candidates with the largest logits, sorted by logit descending.
-void top_k(std::vector<Candidate>& c, int k);
+// The candidates of `logits` into `out`: with 0 < k < logits.size(), the k largest logits (ties:
+// lower id first) sorted by logit descending, selected in one pass that keeps only k of them (a
+// 152k vocabulary costs one comparison per token, not a candidate array to sort); otherwise every
+// token, in id order.
+void top_k(std::span<const float> logits, int k, std::vector<Candidate>& out);
 // Sets p = softmax(logit) over the candidates; their order is unchanged.
 void softmax(std::vector<Candidate>& c);
 // Keeps the most likely candidates until their mass reaches top_p, sorted by p descending;

@@ -2,8 +2,10 @@
 // plus seed reproducibility and empirical frequencies of a temperature draw.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "sampling/sampler.h"
@@ -23,12 +25,36 @@ TEST(Sampling, ArgmaxPicksLowestIndexOnTies) {
 }
 
 TEST(Sampling, TopKKeepsLargestSorted) {
-  auto c = cands({0.1f, 2.f, -1.f, 5.f, 2.f});
-  top_k(c, 3);
+  const std::vector<float> l = {0.1f, 2.f, -1.f, 5.f, 2.f};
+  std::vector<Candidate> c;
+  top_k(l, 3, c);
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(c[0].id, 3);
   EXPECT_EQ(c[1].id, 1);  // tie 2.f: lower id first
   EXPECT_EQ(c[2].id, 4);
+  top_k(l, 0, c);  // off: every token in id order
+  ASSERT_EQ(c.size(), l.size());
+  for (size_t i = 0; i < l.size(); ++i) EXPECT_EQ(c[i].id, int32_t(i));
+}
+
+// The one-pass selection against a full sort by (logit desc, id asc) on a Qwen-sized vocabulary
+// whose logits take only 64 values (ties everywhere) plus banned tokens (-inf): ids and order
+// must match exactly for every k.
+TEST(Sampling, TopKEqualsFullSortWithTies) {
+  std::mt19937 rng(11);
+  std::vector<float> l(151936);
+  for (float& x : l) x = float(int(rng() % 64)) * 0.25f - 8.f;
+  for (int i = 0; i < 1000; ++i) l[rng() % l.size()] = -INFINITY;
+  std::vector<Candidate> ref = cands(l);
+  std::sort(ref.begin(), ref.end(), [](const Candidate& a, const Candidate& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  });
+  std::vector<Candidate> c;
+  for (int k : {1, 2, 40, 1000, 151935}) {
+    top_k(l, k, c);
+    ASSERT_EQ(c.size(), size_t(k));
+    for (int i = 0; i < k; ++i) ASSERT_EQ(c[i].id, ref[i].id) << "k " << k << ", rank " << i;
+  }
 }
 
 TEST(Sampling, SoftmaxMatchesClosedForm) {
