@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "backend/cpu/thread_pool.h"
+#include "util/thread_pool.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 #include "gguf/quant_recipe.h"

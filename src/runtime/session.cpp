@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <numeric>
 #include <optional>
+#include <thread>
 
 #include "backend/backend.h"
 #include "gguf/gguf.h"
@@ -13,6 +14,7 @@
 #include "sampling/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
+#include "util/thread_pool.h"
 
 namespace qwen {
 
@@ -50,6 +52,9 @@ struct Engine::Impl {
   int n_ctx = 0, n_seq = 0, max_batch = 0;
   int max_out = 0;  // logit rows per forward call
   double load_ms = 0;
+  // Samples the rows of a collected forward side by side: a 64-stream step of sampled requests
+  // is otherwise ~64 serial passes over the vocabulary while the GPU waits for the next launch.
+  ThreadPool row_pool{int(std::min(8u, std::max(1u, std::thread::hardware_concurrency())))};
   // Per-forward inputs in backend memory, each [max_batch] int32 (d_top: argmax of the logit
   // rows), and logits [max_out][n_vocab].
   void* io = nullptr;
@@ -537,16 +542,18 @@ void Engine::collect() {
   // forward overlapped (the previous tokens' text) and whatever the caller did between the two
   // step() calls, so per step it is about the step's period, which is what a stream sees.
   const double ms = ms_since(l.t0);
-  for (size_t i = 0; i < l.rows.size(); ++i) {
+  // Each row touches only its own generation's state, so rows run in parallel; the first
+  // exception (not a grammar's, which ends only its generation) is rethrown after all ran.
+  const auto finish_row = [&](size_t i) {
     const Impl::Launch::Row& row = l.rows[i];
-    if (row.gen == nullptr) continue;  // left: ended in emit, or destroyed
+    if (row.gen == nullptr) return;  // left: ended in emit, or destroyed
     Generation& g = *row.gen;
     Generation::State& st = *g.st_;
     Completion& r = g.result_;
     (r.timing.n_gen == 0 ? r.timing.prompt_ms : r.timing.gen_ms) += ms;
     if (!row.samples) {  // still prefilling
       st.pending.erase(st.pending.begin(), st.pending.begin() + ptrdiff_t(row.n_fed));
-      continue;
+      return;
     }
     if (row.fresh) {
       QWEN_ASSERT(!st.fresh.has_value());  // emit took it before this token was fed
@@ -568,14 +575,17 @@ void Engine::collect() {
       // The grammar is this generation's own: it ends alone (nothing fresh to feed or emit).
       r.error = e.what();
       r.finish = FinishReason::Cancelled;
-      continue;
+      return;
     }
     if (st.params.logprobs >= 0) r.logprobs.push_back(token_logprobs(raw, tok, st.params.logprobs));
     st.history.push_back(tok);
     r.tokens.push_back(tok);
     ++r.timing.n_gen;
     st.fresh = tok;
-  }
+  };
+  m.row_pool.parallel_for(int64_t(l.rows.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) finish_row(size_t(i));
+  });
 }
 
 void Engine::step(std::span<Generation* const> gens, int prompt_budget) {

@@ -14,7 +14,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/matmul_q8.h"
-#include "backend/cpu/thread_pool.h"
+#include "util/thread_pool.h"
 #include "gguf/quantize.h"
 #include "util/check.h"
 

@@ -7,7 +7,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/qdot.h"
-#include "backend/cpu/thread_pool.h"
+#include "util/thread_pool.h"
 
 namespace qwen::cpu {
 
