@@ -22,9 +22,11 @@ CudaFusions CudaFusions::parse(std::string_view names) {
                  : name == "rope"   ? &f.rope
                  : name == "qkv"    ? &f.qkv
                  : name == "gateup" ? &f.gateup
+                 : name == "deep"   ? &f.deep
+                 : name == "rows"   ? &f.rows
                                     : nullptr;
     QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
-               "' (expected resid, rope, qkv or gateup)");
+               "' (expected resid, rope, qkv, gateup, deep or rows)");
     *flag = true;
     if (comma == std::string_view::npos) return f;
     names = names.substr(comma + 1);

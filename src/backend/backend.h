@@ -190,7 +190,7 @@ bool cuda_available();  // built with CUDA and a GPU is present
 // integer dot products (backend/cpu/qdot.h), several times faster and slightly less accurate.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact = true);
 // The CUDA backend's decode fusions (backend_cuda.cu holds back one op and merges it with the
-// next); the defaults are what measured fastest (docs/BENCHMARKS.md), none() is
+// next) and GEMV shapes; the defaults are what measured fastest (docs/BENCHMARKS.md), none() is
 // the unfused path the fusion tests compare against.
 // Fusions that measured slower are deleted, not kept here (ARCHITECTURE §Rules 3).
 struct CudaFusions {
@@ -198,7 +198,9 @@ struct CudaFusions {
   bool rope = true;     // rope(q), rope(k) and kv_store as one kernel
   bool qkv = true;      // GEMVs sharing x (q/k/v) as one launch
   bool gateup = true;   // gate and up GEMVs with SwiGLU as one launch
-  static CudaFusions none() { return {false, false, false, false}; }
+  bool deep = true;     // long-row GEMVs load several chunks per lane first (same arithmetic)
+  bool rows = true;     // several rows per GEMV warp where the grid still fills the GPU (same arithmetic)
+  static CudaFusions none() { return {false, false, false, false, false, false}; }
   // From a comma-separated list of the names above ("0" or "": none); an unknown name is an error.
   static CudaFusions parse(std::string_view names);
 };

@@ -1,6 +1,9 @@
 // The decode fusions that cut launches per layer (backend_cuda.cu, matmul.cu):
 //   qkv    - matmuls reading the same x with the same weight type: one grouped GEMV launch;
 //   gateup - matmul(gate); matmul(up); swiglu(out, gate, up): one GEMV computing both rows;
+//   deep   - long-row GEMVs (the FFN down matrix) with 4 chunks per lane in flight;
+//   rows   - (not a fusion) up to 4 rows per GEMV warp where the grid stays large enough (the
+//            default set has it; "qkv,rows" and "gateup,rows" take it with one fusion each).
 // Every weight type on the Qwen2.5-0.5B shapes (896 wide, k/v 128 rows, FFN 4864; k-quants take
 // 1024 where the model has 896, as in test_matmul_parity), 1 and 4 tokens (GEMV), 8 and 40
 // tokens (gemm_small: q/k/v or gate/up grouped into one launch, the residual add as its
@@ -156,11 +159,12 @@ TEST_P(FusionDecode, QkvGroup) {
     const std::vector<Output> outs = {{7, "q"}, {8, "k"}, {9, "v"}};
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv", kSameArithmetic, vs_cpu_bound(t, n));
+    check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 
-// The MLP of a layer: gate, up, swiglu into gate, down (rows of 4864: several slices per row),
-// residual add. At 8 and 40 tokens: gate and up in one gemm_small launch, the
+// The MLP of a layer: gate, up, swiglu into gate, down (deep at 1 token: 896 rows of 4864 fit
+// one block per SM), residual add. At 8 and 40 tokens: gate and up in one gemm_small launch, the
 // down projection with the residual epilogue.
 TEST_P(FusionDecode, GateUpSwigluDown) {
   const GGMLType t = GetParam();
@@ -186,6 +190,8 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "gateup", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv,resid", kSameArithmetic, vs_cpu_bound(t, n));
+    check_scene(bufs, ops, outs, "deep", kSameArithmetic, vs_cpu_bound(t, n));
+    check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, vs_cpu_bound(t, n));
   }
 }
 
@@ -251,7 +257,7 @@ TEST(FusionDecodeEdges, PartialPatterns) {
                                     {12, "swiglu (up)"},
                                     {14, "gate2 + up2"},
                                     {15, "up2"}};
-  for (const char* fusions : {"gateup", "qkv", "qkv,gateup", "resid,rope,qkv,gateup"})
+  for (const char* fusions : {"gateup", "qkv", "qkv,gateup", "resid,rope,qkv,gateup,deep"})
     check_scene(bufs, ops, outs, fusions, kSameArithmetic);
 }
 

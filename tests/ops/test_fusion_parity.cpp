@@ -1,5 +1,5 @@
 // The CUDA backend's decode fusions (GEMV -> residual add, rope + rope + kv_store, q/k/v in one
-// GEMV, gate/up/SwiGLU in one GEMV; see backend_cuda.cu) vs the CPU backend on one
+// GEMV, gate/up/SwiGLU in one GEMV, deep long-row GEMV; see backend_cuda.cu) vs the CPU backend on one
 // Qwen2.5-0.5B-shaped layer (896 wide, FFN 4864, 14:2 heads of 64), every op issued back to back
 // without downloads in between, so the fused kernels run; then every buffer the ops wrote is
 // compared, as a tap would see it.
@@ -140,20 +140,24 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(Case{GGMLType::F16, 1, "resid,rope"}, Case{GGMLType::Q8_0, 1, "resid,rope"},
                     Case{GGMLType::Q4_0, 1, "resid,rope"}, Case{GGMLType::BF16, 3, "resid,rope"},
                     Case{GGMLType::Q8_0, 4, "resid,rope"}, Case{GGMLType::Q8_0, 2, "0"},
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup"},
-                    Case{GGMLType::Q8_0, 4, "resid,rope,qkv,gateup"},
-                    Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup"},
-                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup"},
-                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup"},
-                    Case{GGMLType::F16, 4, "resid,rope,qkv,gateup"}, Case{GGMLType::F32, 2, "qkv"},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q8_0, 4, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q4_0, 1, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep"},
+                    Case{GGMLType::F16, 4, "resid,rope,qkv,gateup,deep"}, Case{GGMLType::F32, 2, "qkv"},
                     Case{GGMLType::Q5_1, 1, "gateup"}, Case{GGMLType::Q5_1, 4, "qkv"},
-                    Case{GGMLType::Q4_1, 1, "resid"}, Case{GGMLType::BF16, 3, "resid,rope,qkv,gateup"},
+                    Case{GGMLType::Q4_1, 1, "deep"}, Case{GGMLType::BF16, 3, "resid,rope,qkv,gateup,deep"},
+                    // The default set: several rows per GEMV warp where the grid allows.
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows"},
+                    Case{GGMLType::Q4_0, 4, "resid,rope,qkv,gateup,deep,rows"},
+                    Case{GGMLType::F16, 1, "resid,rope,qkv,gateup,deep,rows"},
                     // KV cache types: the fused rope + KV write (neox and normal pairing), and the
                     // separate rope and kv_store ("0").
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup", GGMLType::Q8_0},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows", GGMLType::Q8_0},
                     Case{GGMLType::Q8_0, 4, "rope", GGMLType::Q8_0, RopeMode::Normal},
                     Case{GGMLType::Q8_0, 3, "0", GGMLType::Q8_0},
-                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup", GGMLType::BF16},
+                    Case{GGMLType::Q8_0, 1, "resid,rope,qkv,gateup,deep,rows", GGMLType::BF16},
                     Case{GGMLType::F16, 2, "rope", GGMLType::BF16, RopeMode::Normal},
                     Case{GGMLType::F16, 1, "0", GGMLType::BF16}),
     [](const testing::TestParamInfo<Case>& i) {

@@ -14,23 +14,23 @@ namespace {
 
 std::string flags(const CudaFusions& f) {
   std::string s;
-  for (bool b : {f.resid, f.rope, f.qkv, f.gateup}) s += b ? '1' : '0';
+  for (bool b : {f.resid, f.rope, f.qkv, f.gateup, f.deep, f.rows}) s += b ? '1' : '0';
   return s;
 }
 
 TEST(CudaFusions, DefaultsAreTheMeasuredSet) {
-  EXPECT_EQ(flags(CudaFusions{}), "1111");
-  EXPECT_EQ(flags(CudaFusions::none()), "0000");
+  EXPECT_EQ(flags(CudaFusions{}), "111111");
+  EXPECT_EQ(flags(CudaFusions::none()), "000000");
   EXPECT_TRUE(CudaOptions{}.exact);
   EXPECT_EQ(CudaOptions{}.plant_fault, "");  // the test hook is off unless a test sets it
 }
 
 TEST(CudaFusions, ParsesNameLists) {
-  EXPECT_EQ(flags(CudaFusions::parse("0")), "0000");
-  EXPECT_EQ(flags(CudaFusions::parse("")), "0000");
-  EXPECT_EQ(flags(CudaFusions::parse("qkv")), "0010");
-  EXPECT_EQ(flags(CudaFusions::parse("rope,gateup")), "0101");
-  EXPECT_EQ(flags(CudaFusions::parse("resid,rope,qkv,gateup")), flags(CudaFusions{}));
+  EXPECT_EQ(flags(CudaFusions::parse("0")), "000000");
+  EXPECT_EQ(flags(CudaFusions::parse("")), "000000");
+  EXPECT_EQ(flags(CudaFusions::parse("qkv")), "001000");
+  EXPECT_EQ(flags(CudaFusions::parse("rope,gateup")), "010100");
+  EXPECT_EQ(flags(CudaFusions::parse("resid,rope,qkv,gateup,deep,rows")), flags(CudaFusions{}));
 }
 
 TEST(CudaFusions, RefusesUnknownNames) {

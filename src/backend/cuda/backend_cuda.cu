@@ -25,7 +25,9 @@
 // Every output the separate ops would write is still written, so a later op sees the same memory,
 // and every fusion keeps the arithmetic of the separate ops (bitwise-equal results). Any other
 // call (including upload/download/synchronize and the capture calls) first launches what is held
-// back.
+// back. "deep" and "rows" (not fusions, same arithmetic, off in none(), which stays the original
+// path): a GEMV of long rows whose grid fits one block per SM loads several chunks per lane before
+// using them; a GEMV warp computes up to 4 rows where the grid still covers the SMs (matmul.cu).
 // Measured on H100 (tg128 Q8_0 of the 0.5B shape, docs/BENCHMARKS.md): resid and rope each gained
 // ~2%, together ~5% (668 -> 700 tok/s); qkv and gateup remove 4 of the 12 launches of a decode
 // layer without adding work to any warp's critical path (gateup only doubles its independent
@@ -210,7 +212,7 @@ class CudaBackend final : public Backend {
     if (!(fuse_.resid || fuse_.qkv || fuse_.gateup) || (n_tokens > cuda::kGemvMaxTokens && !small)) {
       flush();
       if (n_tokens <= cuda::kGemvMaxTokens) {
-        cuda::gemv(stream_, y, w, x, n_tokens, bias);
+        cuda::gemv(stream_, y, w, x, n_tokens, bias, plain_fusion());
         return ran("gemv");
       }
       if (small) {
@@ -291,7 +293,7 @@ class CudaBackend final : public Backend {
         for (cuda::GemvOut* o : {&g, &u}) {
           if (o->y == out && tapped(out, n)) o->y = stage_taps(out, n);
         }
-        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out);
+        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out, plain_fusion().rows_min_blocks);
         plant("gateup", out, g.w.ne1);
         return ran("gemv_swiglu[gateup]");
       }
@@ -386,6 +388,13 @@ class CudaBackend final : public Backend {
         return ran("rope");
     }
   }
+  // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
+  cuda::GemvFusion plain_fusion() const {
+    cuda::GemvFusion f;
+    f.deep_max_blocks = fuse_.deep ? n_sm_ : 0;
+    f.rows_min_blocks = fuse_.rows ? n_sm_ : 0;
+    return f;
+  }
   // Whether matmul(y, w, x, n_tokens) may join the held-back GEMV(s) in one launch: same x, token
   // count, weight type and row length, a new output that is no input and no other output. With
   // qkv off, gateup still holds one pair for a following SwiGLU (launched separately otherwise).
@@ -414,7 +423,7 @@ class CudaBackend final : public Backend {
         if (small) {
           cuda::gemm_small(stream_, decode_, &p.mm[i], 1, p.x, p.n_tokens, nullptr, n_sm_, exact_);
         } else {
-          cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias);
+          cuda::gemv(stream_, p.mm[i].y, p.mm[i].w, p.x, p.n_tokens, p.mm[i].bias, plain_fusion());
         }
       }
       return ran(small ? "gemm_small" : "gemv");
@@ -424,7 +433,7 @@ class CudaBackend final : public Backend {
       cuda::gemm_small(stream_, decode_, p.mm, p.n_mm, p.x, p.n_tokens, resid, n_sm_, exact_);
       kernel = "gemm_small";
     } else {
-      cuda::GemvFusion f;
+      cuda::GemvFusion f = plain_fusion();
       f.resid = resid;
       cuda::gemv_group(stream_, p.mm, p.n_mm, p.x, p.n_tokens, f);
       kernel = p.n_mm > 1 ? "gemv_group" : "gemv";
@@ -513,7 +522,7 @@ class CudaBackend final : public Backend {
   cuda::GemmScratch scratch_;
   std::map<int, cudaGraphExec_t> graphs_;
   Pending held_;
-  // Which fusions run (CudaOptions::fusions).
+  // Which fusions run, and the GEMV shapes deep and rows (CudaOptions::fusions).
   const CudaFusions fuse_;
   // CudaOptions::plant_fault ("" outside tests).
   const std::string fault_;

@@ -1,9 +1,10 @@
 // y = W x for a weight W in its GGUF type: y [n_tokens][ne1], x [n_tokens][ne0] (fp32).
 //
-// Decode (n_tokens <= kGemvMaxTokens): the copy engine streams each warp's rows into shared
-// memory (gemv_kernel); each lane decodes whole 32-element chunks and accumulates in fp32 against
-// x, then a warp reduction per row. The backend may fuse the following residual add into it, launch the GEMVs that share x as one grid (q/k/v), and compute gate and up rows
-// together with SwiGLU (gemv_swiglu).
+// Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
+// whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
+// then a warp reduction per row. The backend may fuse the following residual add into it, launch
+// the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU
+// (gemv_swiglu).
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
 // (the backend routes them), except F32 weights.
@@ -27,45 +28,36 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "backend/cuda/mma.cuh"
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
 
 namespace qwen::cuda {
 namespace {
 
-constexpr int kGemvThreads = 256;  // 8 warps
+constexpr int kGemvThreads = 256;  // 8 warps, each computing kRows rows
 constexpr int kGemvWarps = kGemvThreads / kWarp;
-constexpr int kMaxStages = 8;
 constexpr int64_t kTileElems = int64_t(32) << 20;  // dequantized weight tile: 32 Mi fp16 = 64 MiB
 
 struct GemvArgs {
   GroupSeg seg[kMaxGemvGroup];
   int n_seg;
-  int64_t n_rows;  // rows of all segments together (Pair: of each matrix)
   size_t row_bytes;
   const float* x;
   int64_t ne0;
   GemvFusion f;
-  int stages;           // slots in each warp's ring
-  unsigned slot_bytes;  // bytes of one matrix's slice in a slot
 };
 
-// A row is streamed in slices of slice_chunks<T>() chunks: a multiple of 32 (one chunk per lane)
-// and of the chunks of a block, about 1 KiB of weights.
-template <GGMLType T>
-constexpr int slice_chunks() {
-  constexpr int per_block = BlockInfo<T>::kElems / kChunk;
-  constexpr int bytes32 = kWarp / per_block * BlockInfo<T>::kBytes;
-  return kWarp * (bytes32 < 1024 ? 1024 / bytes32 : 1);
-}
-// A slot holds a slice copied from 16-byte boundaries around it (bulk copies move aligned 16-byte
-// units), so up to 30 bytes more than the slice.
-template <GGMLType T>
-constexpr unsigned slot_bytes() {
-  constexpr unsigned slice = slice_chunks<T>() / (BlockInfo<T>::kElems / kChunk) * BlockInfo<T>::kBytes;
-  return (slice + 15) / 16 * 16 + 32;
-}
+// What a GEMV launch computes besides y = W x (see gemv_kernel).
+enum class GemvMode { Plain, Pair, Deep };
+// Chunks each lane of a Deep GEMV loads before using the first.
+constexpr int kDeepChunks = 4;
+// Rows per warp (kRows) are 4, 2 or 1; a lane holds kRows raw chunks per matrix, at most
+// kRawWords registers of them (see choose_rows): Q8_0 and Q4_0 take 4 rows (2 for the gate/up
+// pair), F16 2 (1). A budget of 40 gave the Q4_0 pair 4 rows (128 registers, 152 blocks of which
+// only 2 fit an SM): 1,024 tok/s with a 129-position KV cache but 874 with 513 positions under
+// programmatic dependent launch (941 without it), where 2 rows gave 918 and 967 (H100, tg128).
+constexpr int kMaxRows = 4;
+constexpr int kRawWords = 36;
 
 // x of one token in shared memory, chunk c's 16-byte granule i at granule 8c + (i ^ (c % 8)):
 // the 8 lanes of a quarter warp, which read the same granule of consecutive chunks, then hit
@@ -87,138 +79,105 @@ __device__ __forceinline__ void load_x_smem(const float4* xsm, int64_t c, float 
   }
 }
 
-// acc += dot(v, xs) in index order: every row runs this same sequence of fmaf.
+// acc += dot(v, xs) in index order: every mode and row count runs this same sequence of fmaf
+// per row, so they all give one result.
 __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[kChunk], float& acc) {
 #pragma unroll
   for (int k = 0; k < kChunk; ++k) acc = fmaf(v[k], xs[k], acc);
 }
 
-// Decode GEMV, weights streamed by the copy engine. Warp w of block b computes rows w + 8b,
-// w + 8b + 8 * gridDim.x, ... (of both matrices when kPair): the grid is sized to the blocks that
-// fit the SMs at once, so each warp walks several rows. Its rows' slices form one sequence that
-// lane 0 keeps `stages` slices ahead in a ring of shared-memory slots (one bulk copy per matrix
-// and slice, completing on the slot's mbarrier), so every warp has several KiB of weights in
-// flight at all times, across row boundaries, with no registers holding them; the first
-// slices are requested before pdl_begin() (no kernel writes weights), overlapping the previous
-// kernel's tail. Lane L decodes chunks L, L + 32, ... of each row from the slots and accumulates
-// them in that order in fp32 against x (staged once per block), then a warp sum per row: the
-// arithmetic of every earlier GEMV of this engine. Segments (up to kMaxGemvGroup matrices that
-// share x: q, k, v) are one row space. Pair: segments 0 (gate) and 1 (up) have the same rows;
-// the warp computes both and stores gate, up and f.glu_out = silu(gate) * up. A single matrix
-// may add the epilogue resid += y.
-template <GGMLType T, bool kPair>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const GemvArgs a) {
-  constexpr int kMats = kPair ? 2 : 1;
-  constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
-  constexpr int kSlice = slice_chunks<T>();
-  extern __shared__ __align__(16) unsigned char smem[];
+// Decode GEMV: each warp computes kRows consecutive rows (of both matrices in Pair mode); lane L
+// takes chunks c = L, L + 32, ... of each of them, accumulates each row in that order in fp32,
+// then a warp sum per row. A lane first loads the raw chunks of all its rows (ChunkRaw: the
+// packed words, Q8_0 9 registers a chunk), then decodes them one at a time against its chunk of
+// x, which it loads once for all rows. More rows per warp put more independent loads in flight
+// per lane and read x fewer times; the host picks kRows (choose_rows) so that the grid still
+// covers the SMs. (Splitting long rows over several warps measured slower: the extra blocks need
+// a second wave, and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup
+// matrices that share x (segments of consecutive blocks; a block's segment is uniform, so every
+// warp runs the single-matrix arithmetic). Modes:
+//  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes its rows of both
+//        and stores gate, up and f.glu_out = silu(gate) * up;
+//  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
+//        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
+//        to 4 chunks (same accumulation order, so the same result).
+// Plain and Deep apply the optional epilogue resid += y (single matrix only).
+template <GGMLType T, GemvMode M, int kRows>
+__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
+  static_assert(kRows == 1 || M != GemvMode::Deep, "several rows per warp: Plain or Pair");
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
+  constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int stages = a.stages;
-  // Shared memory: x [ne0] floats, then each warp's barriers [stages], then its slots.
-  float4* xsm = reinterpret_cast<float4*>(smem);
-  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + a.ne0 * sizeof(float)) + warp * stages;
-  unsigned char* slots = smem + a.ne0 * sizeof(float) + kGemvWarps * stages * sizeof(uint64_t) +
-                         size_t(warp) * stages * kMats * a.slot_bytes;
-  const int n_chunks = int(a.ne0 / kChunk);
-  const int spr = (n_chunks + kSlice - 1) / kSlice;  // slices per row
-  const int64_t gw = int64_t(blockIdx.x) * kGemvWarps + warp, n_gw = int64_t(gridDim.x) * kGemvWarps;
+  // Pair: both segments span the whole grid, so every block is in segment 0 (gate).
+  unsigned block0;
+  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
+  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
   const int64_t t = blockIdx.y;
-  // Row g (of all segments): its segment and the row within it.
-  const auto locate = [&](int64_t g, int64_t& row) {
-    const int64_t e0 = a.seg[0].ne1, e1 = e0 + (a.n_seg > 1 ? a.seg[1].ne1 : 0);
-    const int s = kPair || g < e0 ? 0 : (g < e1 ? 1 : 2);
-    row = g - (s == 0 ? 0 : (s == 1 ? e0 : e1));
-    return s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
-  };
-  // Matrix m's row g and the start of slice `sl` in it (bytes of whole blocks).
-  const auto row_ptr = [&](int64_t g, int m) {
-    int64_t row;
-    const GroupSeg sg = locate(g, row);
-    return (m == 0 ? sg.w : a.seg[1].w) + row * a.row_bytes;
-  };
-  const auto slice_off = [](int sl) { return size_t(sl) * (kSlice / kPerBlock) * BlockInfo<T>::kBytes; };
-  // Lane 0 requests the slices of the warp's rows in order, `stages` ahead of their use, from
-  // 16-byte boundaries around them (`lead` bytes before each slice: ((row start + offset) & 15).
-  int64_t p_g = gw;
-  int p_sl = 0, p_slot = 0;
-  const auto issue_next = [&] {
-    if (p_g >= a.n_rows) return;
-    const int c0 = p_sl * kSlice, c1 = min(c0 + kSlice, n_chunks);
-    const uint8_t* src[kMats];
-    unsigned bytes[kMats], total = 0;
+  const int64_t n_chunks = a.ne0 / kChunk;
+  // Rows past the end load the last row; their results are not stored.
+  const uint8_t* w[kMats];
+  w[0] = sg.w;
+  if constexpr (kMats == 2) w[1] = a.seg[1].w;
+  ChunkRaw<T> raw[kDepth][kMats][kRows];
+  const auto load = [&](int64_t c) {
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) {
-      const uint8_t* p = row_ptr(p_g, m) + slice_off(p_sl);
-      const uint8_t* e = p + (c1 - c0) / kPerBlock * BlockInfo<T>::kBytes;
-      const unsigned lead = unsigned(reinterpret_cast<uintptr_t>(p) & 15u);
-      src[m] = p - lead;
-      bytes[m] = unsigned(e - p) + lead + unsigned(-reinterpret_cast<uintptr_t>(e) & 15u);
-      total += bytes[m];
+    for (int j = 0; j < kDepth; ++j) {
+      const int64_t cj = c + j * kWarp;
+      if (cj >= n_chunks) continue;
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+          load_chunk<T>(raw[j][m][i], w[m] + min(row0 + i, sg.ne1 - 1) * a.row_bytes, cj);
+      }
     }
-    mbar_expect_tx(bars + p_slot, total);
-#pragma unroll
-    for (int m = 0; m < kMats; ++m)
-      bulk_copy(slots + (size_t(p_slot) * kMats + m) * a.slot_bytes, src[m], bytes[m], bars + p_slot);
-    if (++p_sl == spr) p_sl = 0, p_g += n_gw;
-    if (++p_slot == stages) p_slot = 0;
   };
-  if (lane == 0) {
-    for (int i = 0; i < stages; ++i) mbar_init(bars + i, 1);
-    for (int i = 0; i < stages; ++i) issue_next();
-  }
-  __syncwarp();
+  // The first chunks of weights are loaded before waiting for the previous kernel: weights are
+  // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
+  load(lane);
   pdl_begin();
-  stage_x(xsm, a.x + t * a.ne0, a.ne0);
-  int slot = 0;
-  unsigned phase = 0;
-  for (int64_t g = gw; g < a.n_rows; g += n_gw) {
-    const uint8_t* wrow[kMats];
+  const float* xt = a.x + t * a.ne0;
+  extern __shared__ float4 xsm[];
+  stage_x(xsm, xt, a.ne0);
+  float acc[kMats][kRows] = {};
+  for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
+    if (c != lane) load(c);
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) wrow[m] = row_ptr(g, m);
-    float acc[kMats] = {};
-    for (int sl = 0; sl < spr; ++sl) {
-      mbar_wait(bars + slot, phase);
-      const int c0 = sl * kSlice, n_c = min(kSlice, n_chunks - c0);
-      const uint8_t* base[kMats];
+    for (int j = 0; j < kDepth; ++j) {
+      const int64_t cj = c + j * kWarp;
+      if (cj >= n_chunks) continue;
+      float xs[kChunk];
+      load_x_smem(xsm, cj, xs);
 #pragma unroll
-      for (int m = 0; m < kMats; ++m)
-        base[m] = slots + (size_t(slot) * kMats + m) * a.slot_bytes +
-                  (reinterpret_cast<uintptr_t>(wrow[m] + slice_off(sl)) & 15u);
+      for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-      for (int i = 0; i < kSlice / kWarp; ++i) {
-        const int c = i * kWarp + lane;
-        if (c < n_c) {
-          float xs[kChunk];
-          load_x_smem(xsm, c0 + c, xs);
-#pragma unroll
-          for (int m = 0; m < kMats; ++m) {
-            ChunkRaw<T> raw;
-            raw.load(base[m] + c / kPerBlock * BlockInfo<T>::kBytes, c % kPerBlock);
-            float v[kChunk];
-            raw.decode(v);
-            dot_chunk(v, xs, acc[m]);
-          }
+        for (int i = 0; i < kRows; ++i) {
+          float v[kChunk];
+          raw[j][m][i].decode(v);
+          dot_chunk(v, xs, acc[m][i]);
         }
       }
-      __syncwarp();  // every lane has read the slot before it is refilled
-      if (lane == 0) issue_next();
-      if (++slot == stages) slot = 0, phase ^= 1u;
     }
+  }
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) acc[m] = warp_sum(acc[m]);
-    int64_t row;
-    const GroupSeg sg = locate(g, row);
-    if (lane == 0) {
-      const int64_t o = t * sg.ne1 + row;
-      const float out = acc[0] + (sg.bias ? sg.bias[row] : 0.f);
-      sg.y[o] = out;
-      if constexpr (kPair) {
-        const float up = acc[1] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
-        a.seg[1].y[o] = up;
-        a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
-      } else if (a.f.resid) {
-        a.f.resid[o] += out;
-      }
+  for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
+  }
+  // Lane i stores row row0 + i.
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t row = row0 + i;
+    if (lane != i || row >= sg.ne1) continue;
+    const int64_t o = t * sg.ne1 + row;
+    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
+    sg.y[o] = out;
+    if constexpr (kMats == 2) {
+      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
+      a.seg[1].y[o] = up;
+      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
+    } else if (a.f.resid) {
+      a.f.resid[o] += out;
     }
   }
 }
@@ -341,33 +300,43 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
                                  CUBLAS_GEMM_DEFAULT));
 }
 
-// Launches gemv_kernel<T, kPair> for args (its segments, n_rows, x, ne0 and f set). Shared
-// memory: x, then per warp `stages` slots; long rows (x over 56 KiB) get one block per SM and
-// deep rings, others room for two blocks per SM. The grid is at most what fits the SMs at once,
-// each warp then walking the same number of rows (one more for some).
-template <GGMLType T, bool kPair>
-void launch_gemv(cudaStream_t s, GemvArgs& args, int n_tokens) {
-  constexpr size_t kMaxSmem = 227 * 1024;  // an sm_90 block's shared memory
-  constexpr int kMats = kPair ? 2 : 1;
-  const size_t x_bytes = size_t(args.ne0) * sizeof(float);
-  const size_t per_stage = kGemvWarps * (kMats * size_t(slot_bytes<T>()) + sizeof(uint64_t));
-  QWEN_CHECK(x_bytes + 2 * per_stage <= kMaxSmem, "cuda gemv: rows of ", args.ne0, " elements need ",
-             x_bytes + 2 * per_stage, " bytes of shared memory, more than the ", kMaxSmem, " a block may have");
-  const size_t budget = x_bytes > 56 * 1024 ? kMaxSmem : kMaxSmem / 2;
-  args.stages = int(std::clamp<size_t>((std::max(budget, x_bytes) - x_bytes) / per_stage, 2, kMaxStages));
-  args.slot_bytes = slot_bytes<T>();
-  const size_t smem = x_bytes + size_t(args.stages) * per_stage;
-  const auto kernel = gemv_kernel<T, kPair>;
-  QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  int device = 0, n_sm = 0, per_sm = 0;
-  QWEN_CUDA_CHECK(cudaGetDevice(&device));
-  QWEN_CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, device));
-  QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
-  // As many rows per warp as the resident warps need, then no more warps than that takes.
-  const int64_t fit = std::max<int64_t>(1, int64_t(std::max(per_sm, 1)) * n_sm / n_tokens) * kGemvWarps;
-  const int64_t per_warp = ceil_div(args.n_rows, fit);
-  const dim3 grid(unsigned(ceil_div(ceil_div(args.n_rows, per_warp), kGemvWarps)), unsigned(n_tokens));
-  launch_smem(kernel, grid, dim3(kGemvThreads), smem, s, args);
+// Rows per warp of a GEMV over `mats` matrices at once (2: gate and up) of type T: the most of
+// kMaxRows, 2 and 1 whose raw chunks (rows * mats per lane) fit kRawWords registers and whose grid,
+// blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always). Fewer
+// blocks than SMs would leave SMs idle in these latency-bound launches.
+template <GGMLType T, class Blocks>
+int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
+  for (int rows = kMaxRows; rows > 1; rows /= 2) {
+    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords &&
+        blocks(rows) >= unsigned(min_blocks))
+      return rows;
+  }
+  return 1;
+}
+
+// Shared memory of a GEMV: x of one token (stage_x).
+size_t x_smem_bytes(const GemvArgs& a) {
+  constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
+  const size_t bytes = size_t(a.ne0) * sizeof(float);
+  QWEN_CHECK(bytes <= kMax, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
+             " bytes of shared memory for x, more than the ", kMax, " a block may have");
+  return bytes;
+}
+
+// Launches gemv_kernel<T, M, rows>; a row count over T's register budget is never chosen
+// (choose_rows) and not instantiated.
+template <GGMLType T, GemvMode M, int kRows = kMaxRows>
+void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
+  if constexpr (kRows == 1) {
+    launch_smem(gemv_kernel<T, M, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+  } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
+    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+  } else if (rows == kRows) {
+    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+  } else {
+    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+  }
 }
 
 }  // namespace
@@ -405,36 +374,59 @@ void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_token
 void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int n_tokens,
                 const GemvFusion& f) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
-  QWEN_CHECK(!f.glu_out, "cuda gemv: a SwiGLU output is gemv_swiglu's");
   QWEN_CHECK(n == 1 || !f.resid, "cuda gemv: a group of ", n, " matrices takes no residual epilogue");
+  QWEN_CHECK(!f.glu_out, "cuda gemv: SwiGLU runs in gemv_swiglu only");
   GemvArgs args{};
   const Weight& w0 = outs[0].w;
   args.n_seg = n;
-  args.n_rows = group_segments(outs, n, 1, args.seg, "gemv");
   args.row_bytes = w0.row_bytes();
+  args.x = x;
   args.ne0 = w0.ne0;
   args.f = f;
-  args.x = x;
-  dispatch_type(w0.type, "matmul", [&]<GGMLType T>() { launch_gemv<T, false>(s, args, n_tokens); });
+  dispatch_type(w0.type, "matmul", [&]<GGMLType T>() {
+    const auto blocks = [&](int rows) {
+      return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
+    };
+    const int rows = choose_rows<T>(1, f.rows_min_blocks, blocks);
+    const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
+    // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
+    const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
+    if (deep) {
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
+                  args);
+    } else {
+      launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
+    }
+  });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out) {
+                 float* out, int rows_min_blocks) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
+  check_weight(gate.w, "gemv (gate)");
+  check_weight(up.w, "gemv (up)");
   QWEN_CHECK(gate.w.type == up.w.type && gate.w.ne0 == up.w.ne0 && gate.w.ne1 == up.w.ne1, "cuda gemv: gate ",
              type_name(gate.w.type), " ", gate.w.ne1, "x", gate.w.ne0, " and up ", type_name(up.w.type), " ",
              up.w.ne1, "x", up.w.ne0, " differ in type or shape");
   GemvArgs args{};
-  const GemvOut both[2] = {gate, up};
-  group_segments(both, 2, 1, args.seg, "gemv (gate/up)");
   args.n_seg = 2;
-  args.n_rows = gate.w.ne1;
   args.row_bytes = gate.w.row_bytes();
+  args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
-  args.x = x;
-  dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() { launch_gemv<T, true>(s, args, n_tokens); });
+  dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
+    const auto blocks = [&](int rows) {
+      return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
+    };
+    const int rows = choose_rows<T>(2, rows_min_blocks, blocks);
+    const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
+    args.seg[0] =
+        GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
+    args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
+    const dim3 grid(row_blocks, unsigned(n_tokens));
+    launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
+  });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 

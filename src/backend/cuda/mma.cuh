@@ -1,6 +1,5 @@
 // Tensor-core building blocks shared by the mma kernels (gemm_small.cu, flash_attention.cu):
-// 16-bit packing, mma.sync m16n8k16 with fp32 accumulation, ldmatrix, cp.async, and bulk copies
-// completed on mbarriers (the decode GEMV).
+// 16-bit packing, mma.sync m16n8k16 with fp32 accumulation, ldmatrix and cp.async.
 #pragma once
 
 #include <type_traits>
@@ -84,38 +83,6 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-
-// Bulk copies (the TMA unit's 1-D form) into shared memory, completed on an mbarrier: the copy
-// engine moves whole ranges without registers or per-lane instructions. Addresses and sizes are
-// multiples of 16 bytes.
-__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  const unsigned addr = unsigned(__cvta_generic_to_shared(bar));
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(addr), "r"(count) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-}
-// One arrival that also expects `bytes` of bulk copies to complete on the barrier.
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
-  const unsigned addr = unsigned(__cvta_generic_to_shared(bar));
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned bytes, uint64_t* bar) {
-  const unsigned dst = unsigned(__cvta_generic_to_shared(smem)), b = unsigned(__cvta_generic_to_shared(bar));
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-               "l"(gmem), "r"(bytes), "r"(b)
-               : "memory");
-}
-// Waits until the barrier's phase `parity` (0, 1, 0, ...: the n-th use waits for n % 2) completed.
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  const unsigned addr = unsigned(__cvta_generic_to_shared(bar));
-  unsigned done = 0;
-  do {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(done)
-        : "r"(addr), "r"(parity)
-        : "memory");
-  } while (!done);
 }
 
 }  // namespace qwen::cuda

@@ -48,6 +48,14 @@ struct GemvFusion {
   float* resid = nullptr;
   // The SwiGLU output of gemv_swiglu (set by it; gemv and gemv_group refuse it).
   float* glu_out = nullptr;
+  // Long rows (more than 32 chunks) in a grid of at most deep_max_blocks blocks (the backend
+  // passes its SM count; 0: never): each lane keeps several chunks' loads in flight (same
+  // arithmetic; see gemv_kernel's Deep mode).
+  int deep_max_blocks = 0;
+  // A warp may compute up to 4 rows (raw chunks of each in flight at once) while the grid keeps
+  // at least rows_min_blocks blocks (the backend passes its SM count; 0: one row per warp).
+  // Same arithmetic per row.
+  int rows_min_blocks = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
@@ -58,7 +66,7 @@ struct GemvOut {
   const float* bias = nullptr;
 };
 // Up to kMaxGemvGroup GEMVs that read the same x (q, k, v of a layer) in one launch: one grid
-// covers the rows of all of them, each row computed exactly as gemv() would. All
+// covers the rows of all of them, each warp computes one row exactly as gemv() would. All
 // weights have the same type and ne0; the y's are distinct and do not alias x.
 // f carries no residual epilogue when n > 1.
 constexpr int kMaxGemvGroup = 3;
@@ -94,8 +102,9 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
+// rows_min_blocks as in GemvFusion.
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out);
+                 float* out, int rows_min_blocks);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
 // kSmallMaxTokens tokens): cuBLAS. exact: x in two 16-bit passes (hi + lo); otherwise F16 and
 // quantized weights take one fp16 pass (matmul.cu's precision note).
