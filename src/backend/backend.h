@@ -107,6 +107,10 @@ class Backend {
   virtual void synchronize() = 0;
   // Bytes still available for alloc(); SIZE_MAX when unlimited (host).
   virtual size_t free_bytes() const = 0;
+  // Host memory that download() fills fastest (page-locked for CUDA, which otherwise copies
+  // through a staging buffer at a fraction of the bus's speed); plain heap memory by default.
+  virtual void* alloc_host(size_t bytes) { return ::operator new(bytes); }
+  virtual void free_host(void* p) { ::operator delete(p); }
 
   // ---- ops ----
   // out[t][:] = dequant(table row ids[t]);  table [n_vocab][n_embd], out [n_tokens][n_embd]

@@ -174,6 +174,20 @@ class CudaBackend final : public Backend {
     flush();
     if (p) QWEN_CUDA_CHECK(cudaFree(p));
   }
+  void* alloc_host(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMallocHost(&p, bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      QWEN_FAIL(name_, ": cannot allocate ", bytes, " bytes (", bytes >> 20, " MiB) of page-locked host memory: ",
+                cudaGetErrorString(e));
+    }
+    return p;
+  }
+  void free_host(void* p) override {
+    flush();
+    if (p) QWEN_CUDA_CHECK(cudaFreeHost(p));
+  }
   void upload(void* dst, const void* src, size_t bytes) override {
     flush();
     QWEN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
