@@ -75,7 +75,6 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   // tokens (whose accumulators and x tile take 64 more).
   constexpr int kBudget = NT == 8 ? 20 : 48;
   constexpr int kDepth = std::clamp(kBudget / ChunkRaw<T>::kWords, 1, 4);
-      ChunkRaw<T>::kWords >= 48 ? 1 : (48 / ChunkRaw<T>::kWords > 4 ? 4 : 48 / ChunkRaw<T>::kWords);
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                   // rows per block
   constexpr int kToks = 8 * NT;                   // token rows of the x tile
