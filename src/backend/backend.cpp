@@ -12,19 +12,21 @@ bool cuda_available() {
 #endif
 }
 
+const bool* CudaFusions::fusion(std::string_view name) const {
+  return name == "resid"    ? &resid
+         : name == "rope"   ? &rope
+         : name == "qkv"    ? &qkv
+         : name == "gateup" ? &gateup
+                            : nullptr;
+}
+
 CudaFusions CudaFusions::parse(std::string_view names) {
   CudaFusions f = none();
   if (names == "0" || names.empty()) return f;
   for (;;) {
     const size_t comma = names.find(',');
     const std::string_view name = names.substr(0, comma);
-    bool* flag = name == "resid"    ? &f.resid
-                 : name == "rope"   ? &f.rope
-                 : name == "qkv"    ? &f.qkv
-                 : name == "gateup" ? &f.gateup
-                 : name == "deep"   ? &f.deep
-                 : name == "rows"   ? &f.rows
-                                    : nullptr;
+    bool* flag = name == "deep" ? &f.deep : name == "rows" ? &f.rows : const_cast<bool*>(f.fusion(name));
     QWEN_CHECK(flag != nullptr, "unknown CUDA fusion '", name,
                "' (expected resid, rope, qkv, gateup, deep or rows)");
     *flag = true;

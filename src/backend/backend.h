@@ -207,6 +207,9 @@ struct CudaFusions {
   static CudaFusions none() { return {false, false, false, false, false, false}; }
   // From a comma-separated list of the names above ("0" or "": none); an unknown name is an error.
   static CudaFusions parse(std::string_view names);
+  // The flag of the fusion named `name` (resid, rope, qkv or gateup: the fused kernels, not the
+  // GEMV shapes deep and rows), or nullptr.
+  const bool* fusion(std::string_view name) const;
 };
 
 struct CudaOptions {

@@ -99,11 +99,7 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, const CudaOptions& o)
       : device_(device), exact_(o.exact), fuse_(o.fusions), fault_(o.plant_fault) {
     if (!fault_.empty()) {
-      const bool* on = fault_ == "resid"    ? &fuse_.resid
-                       : fault_ == "rope"   ? &fuse_.rope
-                       : fault_ == "qkv"    ? &fuse_.qkv
-                       : fault_ == "gateup" ? &fuse_.gateup
-                                            : nullptr;
+      const bool* on = fuse_.fusion(fault_);
       QWEN_CHECK(on != nullptr, "CudaOptions::plant_fault '", fault_,
                  "' is not a fusion (expected resid, rope, qkv or gateup)");
       QWEN_CHECK(*on, "CudaOptions::plant_fault '", fault_,
