@@ -154,7 +154,9 @@ TEST(TokenMaskRealVocab, ToolCallTagsAreTheirAddedTokens) {
     ASSERT_TRUE(state.advance(prefix)) << prefix;
     for (int32_t id : tok->encode(prefix)) mask.accept(id);  // <tool_call> encodes to its token
     mask.allowed(allowed);
-    if (tag >= 0) EXPECT_TRUE(allowed[size_t(tag)]) << prefix;
+    if (tag >= 0) {
+      EXPECT_TRUE(allowed[size_t(tag)]) << prefix;
+    }
     EXPECT_FALSE(allowed[size_t(im_start)]) << prefix;
     check_brute_force(*tok, *trie, state, allowed, prefix);
   }
