@@ -568,7 +568,7 @@ void Engine::collect() {
   // forward overlapped (the previous tokens' text) and whatever the caller did between the two
   // step() calls, so per step it is about the step's period, which is what a stream sees.
   const double ms = ms_since(l.t0);
-  // Each row touches only its own generation's state, so rows run in parallel; the first
+  // Each row touches only its own generation's state, so sampled rows run in parallel; the first
   // exception (not a grammar's, which ends only its generation) is rethrown after all ran.
   const auto finish_row = [&](size_t i) {
     const Impl::Launch::Row& row = l.rows[i];
@@ -609,9 +609,15 @@ void Engine::collect() {
     ++r.timing.n_gen;
     st.fresh = tok;
   };
-  m.row_pool.parallel_for(int64_t(l.rows.size()), [&](int64_t begin, int64_t end) {
+  const auto finish_rows = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) finish_row(size_t(i));
-  });
+  };
+  // Greedy rows only read their argmax: waking the pool would cost more than they do.
+  if (l.greedy) {
+    finish_rows(0, int64_t(l.rows.size()));
+  } else {
+    m.row_pool.parallel_for(int64_t(l.rows.size()), finish_rows);
+  }
 }
 
 void Engine::step(std::span<Generation* const> gens, int prompt_budget) {

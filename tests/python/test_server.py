@@ -104,18 +104,29 @@ class Server:
         return float(m.group(1))
 
 
-@pytest.fixture(scope="module")
-def server(bin_dir, tiny_model):
-    s = Server(bin_dir, tiny_model)
+def serve(bin_dir, model, *extra, **kw):
+    """A module fixture's body (`yield from serve(...)`): the server while the module's tests run,
+    then a clean exit asserted."""
+    s = Server(bin_dir, model, *extra, **kw)
     yield s
     s.stop()
     assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
 
 
+def openai_client(server, timeout=120):
+    """The openai client of `server` (no key, no retries); use it in a with-block, so it is closed
+    before the server stops: idle keep-alive connections would hold its shutdown."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(bin_dir, tiny_model):
+    yield from serve(bin_dir, tiny_model)
+
+
 @pytest.fixture(scope="module")
 def client(server):
-    # Closed before the server stops: idle keep-alive connections would hold its shutdown.
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as c:
+    with openai_client(server) as c:
         yield c
 
 

@@ -21,7 +21,7 @@ import random
 import jsonschema
 import pytest
 
-from test_server import N_CTX, Server, tiny_model  # noqa: F401  (tiny_model is a fixture)
+from test_server import serve, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 # The test schemas bound their strings, arrays and numbers, so answers stay far below this (the
 # context is 1024 tokens); a stop before it is the grammar completing, not max_tokens.
@@ -31,10 +31,7 @@ MSG = [{"role": "user", "content": "Answer in JSON."}]
 
 @pytest.fixture(scope="module")
 def server(bin_dir, tiny_model):  # noqa: F811
-    s = Server(bin_dir, tiny_model)
-    yield s
-    s.stop()
-    assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
+    yield from serve(bin_dir, tiny_model)
 
 
 def random_schema(rng, depth=0):

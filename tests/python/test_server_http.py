@@ -29,7 +29,7 @@ import time
 import numpy as np
 import pytest
 
-from test_server import API_KEY, N_CTX, ROOT, Server, tiny_model  # noqa: F401 (fixture)
+from test_server import API_KEY, N_CTX, ROOT, Server, serve, tiny_model  # noqa: F401 (fixture)
 
 CHAT = "/v1/chat/completions"
 MSG = [{"role": "user", "content": "hi"}]
@@ -37,10 +37,7 @@ MSG = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def srv(bin_dir, tiny_model):
-    s = Server(bin_dir, tiny_model, "--request-timeout", "3", "--http-threads", "8")
-    yield s
-    s.stop()
-    assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
+    yield from serve(bin_dir, tiny_model, "--request-timeout", "3", "--http-threads", "8")
 
 
 def raw_exchange(port, data: bytes, timeout=10.0, chunks=None):

@@ -19,11 +19,10 @@ import sys
 import time
 
 import numpy as np
-import openai
 import pytest
 
 from reference import Reference
-from test_server import ROOT, Server, tiny_model  # noqa: F401 (fixture)
+from test_server import ROOT, Server, openai_client, serve, tiny_model  # noqa: F401 (fixture)
 
 
 def make(path, tokenizer_dir, *args):
@@ -142,10 +141,7 @@ def test_embeddings_match_reference(bin_dir, embedder, pooling):
 
 @pytest.fixture(scope="module")
 def embed_server(bin_dir, embedder):
-    s = Server(bin_dir, embedder)
-    yield s
-    s.stop()
-    assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
+    yield from serve(bin_dir, embedder)
 
 
 def test_embeddings_input_forms_and_base64(embed_server):
@@ -167,7 +163,7 @@ def test_embeddings_input_forms_and_base64(embed_server):
     for item in c["data"]:
         decoded = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
         assert decoded.tolist() == np.array(a["data"][0]["embedding"], dtype=np.float32).tolist()
-    with openai.OpenAI(base_url=embed_server.url + "/v1", api_key="unused", max_retries=0, timeout=60) as client:
+    with openai_client(embed_server, timeout=60) as client:
         r = client.embeddings.create(model="tiny-embed", input=[text, "another"])
     assert len(r.data) == 2 and r.usage.prompt_tokens > len(tok["tokens"])
     assert np.abs(np.array(r.data[0].embedding) - np.array(a["data"][0]["embedding"])).max() <= 1e-7

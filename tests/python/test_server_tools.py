@@ -37,12 +37,11 @@ import subprocess
 import sys
 
 import jsonschema
-import openai
 import pytest
 from tokenizers import Tokenizer
 
 from test_chat_templates import BOS, compile_template
-from test_server import Server
+from test_server import openai_client, serve
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEMPLATE = (pathlib.Path(__file__).parent / "chat_templates" / "qwen2.5.jinja").read_text(encoding="utf-8")
@@ -93,15 +92,12 @@ def tool_model(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def server(bin_dir, tool_model):
-    s = Server(bin_dir, tool_model, parallel=2)
-    yield s
-    s.stop()
-    assert s.proc.returncode == 0, "qwen-server did not exit cleanly:\n" + "".join(s.log)
+    yield from serve(bin_dir, tool_model, parallel=2)
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as c:
+    with openai_client(server) as c:
         yield c
 
 
