@@ -215,26 +215,34 @@ void launch_hd(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
 
 }  // namespace
 
-void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
-               const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast) {
-  if (batch.n_tokens == 0) return;
+const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                      const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast) {
+  constexpr const char* kFlash = "flash_attention";
+  constexpr const char* kPlain = "attention";
+  if (batch.n_tokens == 0) return kPlain;
   QWEN_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "cuda attention: n_head ", p.n_head,
              " is not a multiple of n_head_kv ", p.n_head_kv);
   QWEN_CHECK(cache.head_dim == p.head_dim && cache.n_head_kv == p.n_head_kv, "cuda attention: cache shape (",
              cache.n_head_kv, " heads x ", cache.head_dim, ") does not match the parameters (", p.n_head_kv,
              " x ", p.head_dim, ")");
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
-  if (fast && flash_attention_supports(cache, p))
-    return flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
+  if (fast && flash_attention_supports(cache, p)) {
+    flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
+    return kFlash;
+  }
   switch (cache.type) {
     case GGMLType::F16:
-      return launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
+      launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
+      return kPlain;
     case GGMLType::BF16:
-      return launch_hd<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
+      launch_hd<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
+      return kPlain;
     case GGMLType::Q8_0:
-      return launch_hd<Q8>(s, n_sm, scratch, out, q, cache, batch, p);
+      launch_hd<Q8>(s, n_sm, scratch, out, q, cache, batch, p);
+      return kPlain;
     case GGMLType::F32:
-      return launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
+      launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
+      return kPlain;
     default:
       QWEN_FAIL("cuda attention: KV cache type ", type_name(cache.type),
                 " is not supported (F32, F16, BF16, Q8_0)");

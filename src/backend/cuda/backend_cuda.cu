@@ -285,8 +285,7 @@ class CudaBackend final : public Backend {
   void attention(float* out, const float* q, const KVLayer& cache, const Batch& batch,
                  const AttentionParams& p) override {
     flush();
-    cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_);
-    ran("attention");
+    ran(cuda::attention(stream_, n_sm_, decode_, out, q, cache, batch, p, !exact_));
   }
   void swiglu(float* out, const float* gate, const float* up, int64_t n) override {
     if (fuse_.gateup && held_.kind == Pending::Kind::Matmul && held_.n_mm == 2 &&

@@ -1,12 +1,16 @@
 // Causal GQA attention on tensor cores (FlashAttention-2 style), the fast path of attention()
-// over an F16 cache (attention.cu chooses; the exact path keeps the fp32 kernel there).
+// over an F16 or BF16 cache of head_dim 64, 128 or 256 (attention.cu chooses; the exact path
+// keeps the fp32 kernel there).
 //
 // Both kernels stream K and V tiles of kKeys = 64 positions through a double buffer in shared
 // memory, filled by cp.async while the previous tile is multiplied, and let each warp own a
 // 16-row tile of queries: S = q K^T (mma m16n8k16, fp32 accumulate), keys past a row's last
 // position masked, the running max and sum of each row in fp32 (online softmax in base 2 with
-// the scale folded into the exponent), P rounded to fp16, O += P V in fp32 (warp_tile). q and P
-// carry 11 significant bits (K and V are stored in fp16 anyway); everything summed is fp32.
+// the scale folded into the exponent), P rounded to the cache's 16-bit type H, O += P V in fp32
+// (warp_tile). q and P carry H's precision (11 significant bits for fp16, 8 for bf16, that of the
+// stored K and V); everything summed is fp32. At head_dim 256 the O accumulators alone take 128
+// registers per thread, so q's fragments are read from shared memory at each use (QFragments)
+// instead of being held in registers.
 //
 // Prefill (flash_prefill_kernel): a block takes 64 consecutive tokens of the batch and one query
 // head (grid.x = head, so the blocks of one KV group run side by side and share K/V tiles
@@ -39,18 +43,18 @@ constexpr int kDecodeKeys = kKeys / kFlashWarps;  // keys of a tile per decode w
 constexpr int kMaxFlashSplits = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Row r's 16-byte granule c of a [rows][HD] fp16 tile sits at granule c ^ (r % 8) of the row:
+// Row r's 16-byte granule c of a [rows][HD] 16-bit tile sits at granule c ^ (r % 8) of the row:
 // the 8 rows an ldmatrix reads at one column then hit 8 different bank groups.
 template <int HD>
 __device__ __forceinline__ int tile_offset(int r, int c) {
   return r * HD + ((c ^ (r % 8)) * 8);
 }
 
-template <int HD, int kQRows>
+template <class H, int HD, int kQRows>
 struct FlashSmem {
-  __half q[kQRows * HD];
-  __half k[2][kKeys * HD];
-  __half v[2][kKeys * HD];
+  H q[kQRows * HD];
+  H k[2][kKeys * HD];
+  H v[2][kKeys * HD];
 };
 
 // One warp's running softmax state for its 16 rows: this thread's rows g and g + 8 (the mma
@@ -67,19 +71,35 @@ struct WarpState {
   }
 };
 
-// Fragments of rows 16 w .. 16 w + 15 of a [rows][HD] fp16 tile, as the A operand.
-template <int HD>
-__device__ __forceinline__ void load_q_fragments(uint32_t (&qf)[HD / 16][4], const __half* q, int w,
-                                                 int lane) {
+// The A fragments of rows 16 w .. 16 w + 15 of the [rows][HD] q tile: loaded once into
+// registers up to head_dim 128, read from the tile at each use at 256.
+template <class H, int HD>
+struct QFragments {
+  static constexpr bool kInRegisters = HD <= 128;
+  uint32_t regs[kInRegisters ? HD / 16 : 1][4];
+  const H* tile;
+  int row;
+  __device__ __forceinline__ QFragments(const H* q, int w, int lane) : tile(q), row(w * 16 + lane % 16) {
+    if constexpr (kInRegisters) {
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk)
-    ldmatrix_x4(qf[kk], q + tile_offset<HD>(w * 16 + lane % 16, 2 * kk + lane / 16));
-}
+      for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_x4(regs[kk], tile + tile_offset<HD>(row, 2 * kk + lane / 16));
+    }
+  }
+  // Dims 16 kk .. 16 kk + 15.
+  __device__ __forceinline__ void get(int kk, int lane, uint32_t (&a)[4]) const {
+    if constexpr (kInRegisters) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = regs[kk][i];
+    } else {
+      ldmatrix_x4(a, tile + tile_offset<HD>(row, 2 * kk + lane / 16));
+    }
+  }
+};
 
 // The K and V rows [j0, j0 + kKeys) of one KV head into a tile buffer; rows past `last` are
 // zeros (their P is 0, and 0 * garbage could be NaN). Commits one cp.async group.
-template <int HD>
-__device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __half* kc, const __half* vc,
+template <class H, int HD>
+__device__ __forceinline__ void load_kv_tile(H* ks, H* vs, const H* kc, const H* vc,
                                              int64_t base, int64_t kv_stride, int j0, int last) {
   constexpr int kGranules = HD / 8;
   for (int i = threadIdx.x; i < kKeys * kGranules; i += blockDim.x) {
@@ -95,24 +115,25 @@ __device__ __forceinline__ void load_kv_tile(__half* ks, __half* vs, const __hal
 
 // The warp's 16 rows against kKeysW keys of a tile (tile rows key0 ..; absolute positions j0 ..):
 // S, mask (keys past lim0 / lim1 for rows g / g + 8), online softmax, O += P V.
-template <int HD, int kKeysW>
-__device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf)[HD / 16][4],
-                                          const __half* ks, const __half* vs, int key0, int j0, int lim0,
-                                          int lim1, float sl2) {
+template <class H, int HD, int kKeysW>
+__device__ __forceinline__ void warp_tile(WarpState<HD>& st, const QFragments<H, HD>& qf, const H* ks,
+                                          const H* vs, int key0, int j0, int lim0, int lim1, float sl2) {
   const int lane = threadIdx.x % kWarp;
   float s[kKeysW / 8][4];
 #pragma unroll
   for (int j = 0; j < kKeysW / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t a[4];
+    qf.get(kk, lane, a);
 #pragma unroll
     for (int jj = 0; jj < kKeysW / 16; ++jj) {
       // Keys 16 jj + (0..15), dims 16 kk + (0..15): B fragments of two 8-key tiles.
       uint32_t b[4];
       const int key = key0 + jj * 16 + (lane / 16) * 8 + lane % 8;
       ldmatrix_x4(b, ks + tile_offset<HD>(key, 2 * kk + (lane / 8) % 2));
-      mma16816<__half>(s[2 * jj], qf[kk], b[0], b[1]);
-      mma16816<__half>(s[2 * jj + 1], qf[kk], b[2], b[3]);
+      mma16816<H>(s[2 * jj], a, b[0], b[1]);
+      mma16816<H>(s[2 * jj + 1], a, b[2], b[3]);
     }
   }
   // Mask, scale to base 2, and the online softmax of rows g (e = 0, 1) and g + 8 (e = 2, 3).
@@ -143,7 +164,7 @@ __device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf
     st.o[j][0] *= corr[0], st.o[j][1] *= corr[0];
     st.o[j][2] *= corr[1], st.o[j][3] *= corr[1];
   }
-  // P in fp16 as A fragments (the accumulator layout of two 8-key tiles is the A layout of one
+  // P in H as A fragments (the accumulator layout of two 8-key tiles is the A layout of one
   // 16-key step), then O += P V.
 #pragma unroll
   for (int jj = 0; jj < kKeysW / 16; ++jj) {
@@ -155,8 +176,8 @@ __device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf
       const float p2 = exp2f(sj[2] - m_use[1]), p3 = exp2f(sj[3] - m_use[1]);
       st.l[0] += p0 + p1;
       st.l[1] += p2 + p3;
-      pa[2 * half] = pack2<__half>(p0, p1);
-      pa[2 * half + 1] = pack2<__half>(p2, p3);
+      pa[2 * half] = pack2<H>(p0, p1);
+      pa[2 * half + 1] = pack2<H>(p2, p3);
     }
 #pragma unroll
     for (int dd = 0; dd < HD / 16; ++dd) {
@@ -164,8 +185,8 @@ __device__ __forceinline__ void warp_tile(WarpState<HD>& st, const uint32_t (&qf
       uint32_t b[4];
       const int key = key0 + jj * 16 + ((lane / 8) % 2) * 8 + lane % 8;
       ldmatrix_x4_trans(b, vs + tile_offset<HD>(key, 2 * dd + lane / 16));
-      mma16816<__half>(st.o[2 * dd], pa, b[0], b[1]);
-      mma16816<__half>(st.o[2 * dd + 1], pa, b[2], b[3]);
+      mma16816<H>(st.o[2 * dd], pa, b[0], b[1]);
+      mma16816<H>(st.o[2 * dd + 1], pa, b[2], b[3]);
     }
   }
 }
@@ -180,9 +201,9 @@ __device__ __forceinline__ void quad_sum_l(WarpState<HD>& st) {
   }
 }
 
-// q rows (fp32, HD each, `row_ptr(r)` or null for a zero row) into a swizzled fp16 tile.
-template <int HD, class RowPtr>
-__device__ __forceinline__ void stage_q(__half* qs, int n_rows, const RowPtr& row_ptr) {
+// q rows (fp32, HD each, `row_ptr(r)` or null for a zero row) into a swizzled tile of H.
+template <class H, int HD, class RowPtr>
+__device__ __forceinline__ void stage_q(H* qs, int n_rows, const RowPtr& row_ptr) {
   constexpr int kGranules = HD / 8;
   for (int i = threadIdx.x; i < n_rows * kGranules; i += blockDim.x) {
     const int r = i / kGranules, c = i % kGranules;
@@ -190,21 +211,20 @@ __device__ __forceinline__ void stage_q(__half* qs, int n_rows, const RowPtr& ro
     if (const float* src = row_ptr(r)) {
       const float4 a = reinterpret_cast<const float4*>(src + c * 8)[0];
       const float4 b = reinterpret_cast<const float4*>(src + c * 8)[1];
-      packed = make_uint4(pack2<__half>(a.x, a.y), pack2<__half>(a.z, a.w), pack2<__half>(b.x, b.y),
-                          pack2<__half>(b.z, b.w));
+      packed = make_uint4(pack2<H>(a.x, a.y), pack2<H>(a.z, a.w), pack2<H>(b.x, b.y), pack2<H>(b.z, b.w));
     }
     *reinterpret_cast<uint4*>(qs + tile_offset<HD>(r, c)) = packed;
   }
 }
 
-template <int HD>
+template <class H, int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
-    flash_prefill_kernel(float* __restrict__ out, const float* __restrict__ q, const __half* __restrict__ kc,
-                         const __half* __restrict__ vc, const int32_t* __restrict__ pos,
+    flash_prefill_kernel(float* __restrict__ out, const float* __restrict__ q, const H* __restrict__ kc,
+                         const H* __restrict__ vc, const int32_t* __restrict__ pos,
                          const int32_t* __restrict__ seq, int n_tokens, int n_head, int group, int n_kv,
                          int n_ctx, int n_seq, float scale) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FlashSmem<HD, kRows>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FlashSmem<H, HD, kRows>*>(smem_raw);
   __shared__ int s_seq[kRows], s_pos[kRows];
   __shared__ int s_pass, s_kmax;
   pdl_begin();
@@ -219,11 +239,10 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
     s_seq[tid] = active ? (seq ? min(max(seq[t], 0), n_seq - 1) : 0) : INT_MAX;
     s_pos[tid] = active ? min(pos[t], n_ctx - 1) : -1;
   }
-  stage_q<HD>(sm.q, kRows,
+  stage_q<H, HD>(sm.q, kRows,
               [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
   __syncthreads();
-  uint32_t qf[HD / 16][4];
-  load_q_fragments<HD>(qf, sm.q, warp, lane);
+  const QFragments<H, HD> qf(sm.q, warp, lane);
 
   const int r0 = warp * 16 + lane / 4, r1 = r0 + 8;
   WarpState<HD> st;
@@ -250,18 +269,18 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
 
     const int64_t base = int64_t(cur) * n_ctx * kv_stride + int64_t(h / group) * HD;
     const int n_tiles = kmax / kKeys + 1;
-    load_kv_tile<HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, 0, kmax);
+    load_kv_tile<H, HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, 0, kmax);
     for (int tile = 0; tile < n_tiles; ++tile) {
       const int buf = tile & 1;
       if (tile + 1 < n_tiles) {
-        load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, (tile + 1) * kKeys, kmax);
+        load_kv_tile<H, HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, (tile + 1) * kKeys, kmax);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
       }
       __syncthreads();
       const int j0 = tile * kKeys;
-      if (j0 <= warp_lim) warp_tile<HD, kKeys>(st, qf, sm.k[buf], sm.v[buf], 0, j0, lim0, lim1, sl2);
+      if (j0 <= warp_lim) warp_tile<H, HD, kKeys>(st, qf, sm.k[buf], sm.v[buf], 0, j0, lim0, lim1, sl2);
       __syncthreads();  // the buffer is refilled by the next iteration's load
     }
   }
@@ -327,15 +346,14 @@ __device__ void merge_splits(float* __restrict__ out, const float* __restrict__ 
   }
 }
 
-template <int HD>
+template <class H, int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
     flash_decode_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
-                        const float* __restrict__ q, const __half* __restrict__ kc,
-                        const __half* __restrict__ vc, const int32_t* __restrict__ pos,
+                        const float* __restrict__ q, const H* __restrict__ kc, const H* __restrict__ vc, const int32_t* __restrict__ pos,
                         const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx,
                         int n_seq, float scale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FlashSmem<HD, 16>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FlashSmem<H, HD, 16>*>(smem_raw);
   // After the key loop the K buffers hold the warps' states for the merge.
   static_assert(sizeof(float) * kFlashWarps * 16 * HD <= sizeof(sm.k), "merge area");
   static_assert(sizeof(float) * 2 * 16 * kMaxFlashSplits <= sizeof(sm.k), "split merge area");
@@ -352,10 +370,9 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   const int chunk = (n_keys + n_splits - 1) / n_splits;
   const int start = split * chunk, end = min(start + chunk, n_keys);  // this block's keys
 
-  stage_q<HD>(sm.q, 16, [&](int r) { return r < group ? q + (t * n_head + kvh * group + r) * HD : nullptr; });
+  stage_q<H, HD>(sm.q, 16, [&](int r) { return r < group ? q + (t * n_head + kvh * group + r) * HD : nullptr; });
   __syncthreads();
-  uint32_t qf[HD / 16][4];
-  load_q_fragments<HD>(qf, sm.q, 0, lane);
+  const QFragments<H, HD> qf(sm.q, 0, lane);
 
   const int g = lane / 4;
   const int lim0 = g < group ? end - 1 : -1, lim1 = g + 8 < group ? end - 1 : -1;
@@ -364,12 +381,12 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   const float sl2 = scale * kLog2e;
   const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(kvh) * HD;
   const int n_tiles = start < end ? (end - start + kKeys - 1) / kKeys : 0;
-  if (n_tiles > 0) load_kv_tile<HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, start, end - 1);
+  if (n_tiles > 0) load_kv_tile<H, HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, start, end - 1);
   for (int tile = 0; tile < n_tiles; ++tile) {
     const int buf = tile & 1;
     if (tile + 1 < n_tiles) {
-      load_kv_tile<HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys,
-                       end - 1);
+      load_kv_tile<H, HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys,
+                          end - 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -377,7 +394,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
     __syncthreads();
     const int j0 = start + tile * kKeys + warp * kDecodeKeys;
     if (j0 < end)
-      warp_tile<HD, kDecodeKeys>(st, qf, sm.k[buf], sm.v[buf], warp * kDecodeKeys, j0, lim0, lim1, sl2);
+      warp_tile<H, HD, kDecodeKeys>(st, qf, sm.k[buf], sm.v[buf], warp * kDecodeKeys, j0, lim0, lim1, sl2);
     __syncthreads();
   }
   quad_sum_l(st);
@@ -428,18 +445,17 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   if (tid == 0) counters[tk] = 0;
 }
 
-template <int HD>
+template <class H, int HD>
 void launch_prefill(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
                     const AttentionParams& p) {
   const dim3 grid(unsigned(p.n_head), unsigned(ceil_div(batch.n_tokens, kRows)));
-  launch_smem(flash_prefill_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, kRows>), s, out,
-              q, static_cast<const __half*>(cache.k), static_cast<const __half*>(cache.v), batch.pos,
-              batch.seq, batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx,
-              cache.n_seq, p.scale);
+  launch_smem(flash_prefill_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, kRows>), s,
+              out, q, static_cast<const H*>(cache.k), static_cast<const H*>(cache.v), batch.pos, batch.seq,
+              batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
-template <int HD>
+template <class H, int HD>
 void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                    const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   // Splits so that (token, KV head, split) blocks fill the GPU about twice, each split at least
@@ -452,35 +468,50 @@ void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float
     --n_splits;
   if (units > kMaxCounters) n_splits = 1;
   const dim3 grid(unsigned(p.n_head_kv), unsigned(batch.n_tokens), unsigned(n_splits));
-  launch_smem(flash_decode_kernel<HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<HD, 16>), s, out,
-              scratch.attn_partials, scratch.attn_counters, q, static_cast<const __half*>(cache.k),
-              static_cast<const __half*>(cache.v), batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv,
+  launch_smem(flash_decode_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, 16>), s, out,
+              scratch.attn_partials, scratch.attn_counters, q, static_cast<const H*>(cache.k),
+              static_cast<const H*>(cache.v), batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv,
               p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
+}
+
+// A prefill block covers 64 tokens and runs one pass per sequence among them, so it pays off when
+// runs of one sequence are long; decode-like batches take one block per (token, KV head).
+template <class H, int HD>
+void launch(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+            const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
+  constexpr int kPrefillMinRun = 16;
+  if (batch.max_run >= kPrefillMinRun) return launch_prefill<H, HD>(s, out, q, cache, batch, p);
+  launch_decode<H, HD>(s, n_sm, scratch, out, q, cache, batch, p);
+}
+
+template <class H>
+void launch_head_dim(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+                     const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
+  switch (p.head_dim) {
+    case 64:
+      return launch<H, 64>(s, n_sm, scratch, out, q, cache, batch, p);
+    case 128:
+      return launch<H, 128>(s, n_sm, scratch, out, q, cache, batch, p);
+    default:
+      return launch<H, 256>(s, n_sm, scratch, out, q, cache, batch, p);
+  }
 }
 
 }  // namespace
 
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p) {
-  return cache.type == GGMLType::F16 && (p.head_dim == 64 || p.head_dim == 128) &&
-         p.n_head / p.n_head_kv <= 16;
+  return (cache.type == GGMLType::F16 || cache.type == GGMLType::BF16) &&
+         (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256) && p.n_head / p.n_head_kv <= 16;
 }
 
 void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                      const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   QWEN_CHECK(flash_attention_supports(cache, p), "cuda flash attention: ", type_name(cache.type),
              " cache with head_dim ", p.head_dim, " and ", p.n_head / p.n_head_kv,
-             " query heads per KV head is not supported (F16, head_dim 64 or 128, at most 16)");
-  // A prefill block covers 64 tokens and runs one pass per sequence among them, so it pays off
-  // when runs of one sequence are long; decode-like batches take one block per (token, KV head).
-  constexpr int kPrefillMinRun = 16;
-  const bool prefill = batch.max_run >= kPrefillMinRun;
-  if (p.head_dim == 64) {
-    return prefill ? launch_prefill<64>(s, out, q, cache, batch, p)
-                   : launch_decode<64>(s, n_sm, scratch, out, q, cache, batch, p);
-  }
-  if (prefill) return launch_prefill<128>(s, out, q, cache, batch, p);
-  launch_decode<128>(s, n_sm, scratch, out, q, cache, batch, p);
+             " query heads per KV head is not supported (F16 or BF16, head_dim 64, 128 or 256, at most 16)");
+  if (cache.type == GGMLType::F16) return launch_head_dim<__half>(s, n_sm, scratch, out, q, cache, batch, p);
+  launch_head_dim<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
 }
 
 }  // namespace qwen::cuda

@@ -136,11 +136,13 @@ void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v
                 const Batch& batch, const RopeParams& r);
 
 // attention.cu: fp32 scores and softmax over the cache (split-K for decode). With `fast`,
-// flash_attention runs instead where it supports the cache.
-void attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
+// flash_attention runs instead where it supports the cache. Returns the kernel family that ran
+// ("flash_attention" or "attention"), the name the taps report.
+const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
-// flash_attention.cu: the same attention on tensor cores (q and P rounded to fp16, fp32
-// accumulation), for F16 caches of head_dim 64 or 128 with at most 16 query heads per KV head:
+// flash_attention.cu: the same attention on tensor cores (q and P rounded to the cache's 16-bit
+// type, fp32 accumulation), for F16 and BF16 caches of head_dim 64, 128 or 256 with at most 16
+// query heads per KV head:
 // a prefill kernel for batches with long runs of one sequence (Batch::max_run), a split-K
 // decode kernel sharing each K/V row among the query heads of its group otherwise.
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p);
