@@ -43,7 +43,9 @@ TEST_P(AttentionParity, PrefillThenDecode) {
   const Config c = GetParam();
   Pair be(!c.fast);
   std::mt19937 rng(11 + c.head_dim + c.n_head);
-  const int n_seq = 2, n_ctx = 1024;
+  // 2,048 positions: flash-decoding takes splits of at least 1,024 keys, so the decode steps
+  // below run two splits and their merge.
+  const int n_seq = 2, n_ctx = 2048;
   const size_t cache_bytes = size_t(n_seq) * n_ctx * row_bytes(c.kv_type, int64_t(c.n_head_kv) * c.head_dim);
   Mirror kc(be, cache_bytes), vc(be, cache_bytes);
   const std::vector<uint8_t> zeros(cache_bytes, 0);
@@ -109,29 +111,23 @@ TEST_P(AttentionParity, PrefillThenDecode) {
   step({0}, {401}, "decode at a short position");
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParity,
-                         testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
-                                         Config{14, 2, 64, GGMLType::BF16}, Config{14, 2, 64, GGMLType::Q8_0},
-                                         Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
-                                         Config{16, 8, 128, GGMLType::BF16},
-                                         Config{16, 8, 128, GGMLType::Q8_0},
-                                         Config{16, 2, 256, GGMLType::F16},
-                                         Config{16, 2, 256, GGMLType::BF16},
-                                         Config{16, 2, 256, GGMLType::Q8_0}, Config{14, 2, 64, GGMLType::F16, true},
-                                         Config{16, 8, 128, GGMLType::F16, true},
-                                         Config{28, 4, 128, GGMLType::F16, true},
-                                         Config{16, 2, 256, GGMLType::F16, true},
-                                         Config{14, 2, 64, GGMLType::BF16, true},
-                                         Config{28, 4, 128, GGMLType::BF16, true},
-                                         Config{16, 2, 256, GGMLType::BF16, true},
-                                         Config{14, 2, 64, GGMLType::F32, true},
-                                         Config{16, 8, 128, GGMLType::Q8_0, true}),
-                         [](const testing::TestParamInfo<Config>& i) {
-                           return "H" + std::to_string(i.param.n_head) + "_KV" +
-                                  std::to_string(i.param.n_head_kv) + "_D" +
-                                  std::to_string(i.param.head_dim) + "_" + type_name(i.param.kv_type) +
-                                  (i.param.fast ? "_fast" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionParity,
+    testing::Values(Config{14, 2, 64, GGMLType::F16}, Config{14, 2, 64, GGMLType::F32},
+                    Config{14, 2, 64, GGMLType::BF16}, Config{14, 2, 64, GGMLType::Q8_0},
+                    Config{16, 8, 128, GGMLType::F16}, Config{16, 8, 128, GGMLType::F32},
+                    Config{16, 8, 128, GGMLType::BF16}, Config{16, 8, 128, GGMLType::Q8_0},
+                    Config{16, 2, 256, GGMLType::F16}, Config{16, 2, 256, GGMLType::BF16},
+                    Config{16, 2, 256, GGMLType::Q8_0}, Config{14, 2, 64, GGMLType::F16, true},
+                    Config{16, 8, 128, GGMLType::F16, true}, Config{28, 4, 128, GGMLType::F16, true},
+                    Config{16, 2, 256, GGMLType::F16, true}, Config{14, 2, 64, GGMLType::BF16, true},
+                    Config{28, 4, 128, GGMLType::BF16, true}, Config{16, 2, 256, GGMLType::BF16, true},
+                    Config{14, 2, 64, GGMLType::F32, true}, Config{16, 8, 128, GGMLType::Q8_0, true}),
+    [](const testing::TestParamInfo<Config>& i) {
+      return "H" + std::to_string(i.param.n_head) + "_KV" + std::to_string(i.param.n_head_kv) + "_D" +
+             std::to_string(i.param.head_dim) + "_" + type_name(i.param.kv_type) +
+             (i.param.fast ? "_fast" : "");
+    });
 
 }  // namespace
 }  // namespace qwen::test

@@ -201,16 +201,8 @@ void launch_attn(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* 
 template <class KV>
 void launch_hd(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
-  switch (p.head_dim) {
-    case 64:
-      return launch_attn<KV, 64>(s, n_sm, scratch, out, q, cache, batch, p);
-    case 128:
-      return launch_attn<KV, 128>(s, n_sm, scratch, out, q, cache, batch, p);
-    case 256:
-      return launch_attn<KV, 256>(s, n_sm, scratch, out, q, cache, batch, p);
-    default:
-      QWEN_FAIL("cuda attention: head_dim ", p.head_dim, " is not supported (64, 128 or 256)");
-  }
+  dispatch_head_dim(p.head_dim, "attention",
+                    [&]<int HD>() { launch_attn<KV, HD>(s, n_sm, scratch, out, q, cache, batch, p); });
 }
 
 }  // namespace

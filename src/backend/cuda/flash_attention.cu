@@ -41,6 +41,7 @@ constexpr int kKeys = 64;  // key positions per tile
 constexpr int kFlashWarps = 4;
 constexpr int kDecodeKeys = kKeys / kFlashWarps;  // keys of a tile per decode warp
 constexpr int kMaxFlashSplits = 64;
+constexpr int kMinSplitTiles = 16;  // key tiles per flash-decoding split, at least
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Row r's 16-byte granule c of a [rows][HD] 16-bit tile sits at granule c ^ (r % 8) of the row:
@@ -82,7 +83,8 @@ struct QFragments {
   __device__ __forceinline__ QFragments(const H* q, int w, int lane) : tile(q), row(w * 16 + lane % 16) {
     if constexpr (kInRegisters) {
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_x4(regs[kk], tile + tile_offset<HD>(row, 2 * kk + lane / 16));
+      for (int kk = 0; kk < HD / 16; ++kk)
+        ldmatrix_x4(regs[kk], tile + tile_offset<HD>(row, 2 * kk + lane / 16));
     }
   }
   // Dims 16 kk .. 16 kk + 15.
@@ -99,8 +101,8 @@ struct QFragments {
 // The K and V rows [j0, j0 + kKeys) of one KV head into a tile buffer; rows past `last` are
 // zeros (their P is 0, and 0 * garbage could be NaN). Commits one cp.async group.
 template <class H, int HD>
-__device__ __forceinline__ void load_kv_tile(H* ks, H* vs, const H* kc, const H* vc,
-                                             int64_t base, int64_t kv_stride, int j0, int last) {
+__device__ __forceinline__ void load_kv_tile(H* ks, H* vs, const H* kc, const H* vc, int64_t base,
+                                             int64_t kv_stride, int j0, int last) {
   constexpr int kGranules = HD / 8;
   for (int i = threadIdx.x; i < kKeys * kGranules; i += blockDim.x) {
     const int r = i / kGranules, c = i % kGranules;
@@ -240,7 +242,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
     s_pos[tid] = active ? min(pos[t], n_ctx - 1) : -1;
   }
   stage_q<H, HD>(sm.q, kRows,
-              [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
+                 [&](int r) { return t0 + r < n_tokens ? q + ((t0 + r) * n_head + h) * HD : nullptr; });
   __syncthreads();
   const QFragments<H, HD> qf(sm.q, warp, lane);
 
@@ -307,8 +309,8 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
 template <int HD>
 __device__ void merge_splits(float* __restrict__ out, const float* __restrict__ part, float* ws, int64_t t,
                              int kvh, int n_head, int group, int n_splits) {
-  float* s_m = ws;                          // [head][split]: max, then weight
-  float* s_l = ws + 16 * kMaxFlashSplits;   // [head][split]: sum
+  float* s_m = ws;                         // [head][split]: max, then weight
+  float* s_l = ws + 16 * kMaxFlashSplits;  // [head][split]: sum
   const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
   const int64_t th0 = t * n_head + int64_t(kvh) * group;  // the group's first query head
   for (int i = tid; i < group * n_splits; i += blockDim.x) {
@@ -335,23 +337,40 @@ __device__ void merge_splits(float* __restrict__ out, const float* __restrict__ 
     for (int sp = lane; sp < n_splits; sp += kWarp) m[sp] *= inv;
   }
   __syncthreads();
-  for (int e = tid; e < group * HD; e += blockDim.x) {
-    const int r = e / HD, d = e % HD;
-    const float* w = s_m + r * kMaxFlashSplits;
-    const float* pp = part + (th0 + r) * n_splits * (HD + 2) + d;
-    float acc = 0.f;
-#pragma unroll 8
-    for (int sp = 0; sp < n_splits; ++sp) acc = fmaf(w[sp], __ldcg(pp + sp * (HD + 2)), acc);
-    out[(th0 + r) * HD + d] = acc;
+  // A thread's elements e = e0 + tid + i * threads (kPer of them per pass) advance through the
+  // splits together; each element sums its splits in order.
+  constexpr int kThreads = kFlashWarps * kWarp, kPer = 8;
+  const int n_el = group * HD, stride = n_splits * (HD + 2);
+  const float* base = part + th0 * stride;
+  for (int e0 = 0; e0 < n_el; e0 += kPer * kThreads) {
+    int off[kPer], row[kPer];  // off -1: no element
+    float acc[kPer];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int e = e0 + tid + i * kThreads;
+      row[i] = min(e / HD, 15);
+      off[i] = e < n_el ? row[i] * stride + e % HD : -1;
+      acc[i] = 0.f;
+    }
+#pragma unroll 4
+    for (int sp = 0; sp < n_splits; ++sp) {
+#pragma unroll
+      for (int i = 0; i < kPer; ++i)
+        if (off[i] >= 0)
+          acc[i] = fmaf(s_m[row[i] * kMaxFlashSplits + sp], __ldcg(base + off[i] + sp * (HD + 2)), acc[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kPer; ++i)
+      if (off[i] >= 0) out[th0 * HD + e0 + tid + i * kThreads] = acc[i];
   }
 }
 
 template <class H, int HD>
 __global__ void __launch_bounds__(kFlashWarps* kWarp)
     flash_decode_kernel(float* __restrict__ out, float* __restrict__ part, unsigned* __restrict__ counters,
-                        const float* __restrict__ q, const H* __restrict__ kc, const H* __restrict__ vc, const int32_t* __restrict__ pos,
-                        const int32_t* __restrict__ seq, int n_head, int group, int n_kv, int n_ctx,
-                        int n_seq, float scale, int n_splits) {
+                        const float* __restrict__ q, const H* __restrict__ kc, const H* __restrict__ vc,
+                        const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head,
+                        int group, int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<FlashSmem<H, HD, 16>*>(smem_raw);
   // After the key loop the K buffers hold the warps' states for the merge.
@@ -370,7 +389,8 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   const int chunk = (n_keys + n_splits - 1) / n_splits;
   const int start = split * chunk, end = min(start + chunk, n_keys);  // this block's keys
 
-  stage_q<H, HD>(sm.q, 16, [&](int r) { return r < group ? q + (t * n_head + kvh * group + r) * HD : nullptr; });
+  stage_q<H, HD>(sm.q, 16,
+                 [&](int r) { return r < group ? q + (t * n_head + kvh * group + r) * HD : nullptr; });
   __syncthreads();
   const QFragments<H, HD> qf(sm.q, 0, lane);
 
@@ -449,9 +469,10 @@ template <class H, int HD>
 void launch_prefill(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
                     const AttentionParams& p) {
   const dim3 grid(unsigned(p.n_head), unsigned(ceil_div(batch.n_tokens, kRows)));
-  launch_smem(flash_prefill_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, kRows>), s,
-              out, q, static_cast<const H*>(cache.k), static_cast<const H*>(cache.v), batch.pos, batch.seq,
-              batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale);
+  launch_smem(flash_prefill_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, kRows>),
+              s, out, q, static_cast<const H*>(cache.k), static_cast<const H*>(cache.v), batch.pos, batch.seq,
+              batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq,
+              p.scale);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
@@ -459,17 +480,19 @@ template <class H, int HD>
 void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                    const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   // Splits so that (token, KV head, split) blocks fill the GPU about twice, each split at least
-  // one tile of the context; fixed by shapes only (graph replay).
+  // kMinSplitTiles tiles of the context: the last block merges the splits one L2 round trip per
+  // few of them, so many short splits cost more than they save (docs/BENCHMARKS.md, the split
+  // sweep). Fixed by shapes only (graph replay).
   const int64_t units = int64_t(batch.n_tokens) * p.n_head_kv;
   int n_splits = int(std::clamp<int64_t>(ceil_div(2 * n_sm, units), 1, kMaxFlashSplits));
-  n_splits = std::min(n_splits, std::max(1, cache.n_ctx / kKeys));
+  n_splits = std::min(n_splits, std::max(1, cache.n_ctx / (kKeys * kMinSplitTiles)));
   while (n_splits > 1 &&
          int64_t(batch.n_tokens) * p.n_head * n_splits * (p.head_dim + 2) > kAttnPartialFloats)
     --n_splits;
   if (units > kMaxCounters) n_splits = 1;
   const dim3 grid(unsigned(p.n_head_kv), unsigned(batch.n_tokens), unsigned(n_splits));
-  launch_smem(flash_decode_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, 16>), s, out,
-              scratch.attn_partials, scratch.attn_counters, q, static_cast<const H*>(cache.k),
+  launch_smem(flash_decode_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, 16>), s,
+              out, scratch.attn_partials, scratch.attn_counters, q, static_cast<const H*>(cache.k),
               static_cast<const H*>(cache.v), batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv,
               p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
@@ -485,19 +508,6 @@ void launch(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, 
   launch_decode<H, HD>(s, n_sm, scratch, out, q, cache, batch, p);
 }
 
-template <class H>
-void launch_head_dim(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
-                     const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
-  switch (p.head_dim) {
-    case 64:
-      return launch<H, 64>(s, n_sm, scratch, out, q, cache, batch, p);
-    case 128:
-      return launch<H, 128>(s, n_sm, scratch, out, q, cache, batch, p);
-    default:
-      return launch<H, 256>(s, n_sm, scratch, out, q, cache, batch, p);
-  }
-}
-
 }  // namespace
 
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p) {
@@ -510,8 +520,10 @@ void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, flo
   QWEN_CHECK(flash_attention_supports(cache, p), "cuda flash attention: ", type_name(cache.type),
              " cache with head_dim ", p.head_dim, " and ", p.n_head / p.n_head_kv,
              " query heads per KV head is not supported (F16 or BF16, head_dim 64, 128 or 256, at most 16)");
-  if (cache.type == GGMLType::F16) return launch_head_dim<__half>(s, n_sm, scratch, out, q, cache, batch, p);
-  launch_head_dim<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
+  dispatch_head_dim(p.head_dim, "flash attention", [&]<int HD>() {
+    if (cache.type == GGMLType::F16) return launch<__half, HD>(s, n_sm, scratch, out, q, cache, batch, p);
+    launch<__nv_bfloat16, HD>(s, n_sm, scratch, out, q, cache, batch, p);
+  });
 }
 
 }  // namespace qwen::cuda

@@ -139,7 +139,22 @@ void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v
 // flash_attention runs instead where it supports the cache. Returns the kernel family that ran
 // ("flash_attention" or "attention"), the name the taps report.
 const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
-               const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
+                      const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
+// f.template operator()<HD>() for head_dim 64, 128 or 256, the head dims the attention kernels are
+// built for; any other is an error naming `op`.
+template <class F>
+void dispatch_head_dim(int head_dim, const char* op, F&& f) {
+  switch (head_dim) {
+    case 64:
+      return f.template operator()<64>();
+    case 128:
+      return f.template operator()<128>();
+    case 256:
+      return f.template operator()<256>();
+    default:
+      QWEN_FAIL("cuda ", op, ": head_dim ", head_dim, " is not supported (64, 128 or 256)");
+  }
+}
 // flash_attention.cu: the same attention on tensor cores (q and P rounded to the cache's 16-bit
 // type, fp32 accumulation), for F16 and BF16 caches of head_dim 64, 128 or 256 with at most 16
 // query heads per KV head:
