@@ -43,8 +43,8 @@ TEST_P(AttentionParity, PrefillThenDecode) {
   const Config c = GetParam();
   Pair be(!c.fast);
   std::mt19937 rng(11 + c.head_dim + c.n_head);
-  // 2,048 positions: flash-decoding takes splits of at least 1,024 keys, so the decode steps
-  // below run two splits and their merge.
+  // 2,048 positions: flash-decoding takes splits of at least 256 keys, so the decode steps below
+  // run 8 splits (a full batch of the merge's loads) and their merge.
   const int n_seq = 2, n_ctx = 2048;
   const size_t cache_bytes = size_t(n_seq) * n_ctx * row_bytes(c.kv_type, int64_t(c.n_head_kv) * c.head_dim);
   Mirror kc(be, cache_bytes), vc(be, cache_bytes);

@@ -41,7 +41,7 @@ constexpr int kKeys = 64;  // key positions per tile
 constexpr int kFlashWarps = 4;
 constexpr int kDecodeKeys = kKeys / kFlashWarps;  // keys of a tile per decode warp
 constexpr int kMaxFlashSplits = 64;
-constexpr int kMinSplitTiles = 16;  // key tiles per flash-decoding split, at least
+constexpr int kMinSplitTiles = 4;  // key tiles per flash-decoding split, at least
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Row r's 16-byte granule c of a [rows][HD] 16-bit tile sits at granule c ^ (r % 8) of the row:
@@ -51,12 +51,16 @@ __device__ __forceinline__ int tile_offset(int r, int c) {
   return r * HD + ((c ^ (r % 8)) * 8);
 }
 
-template <class H, int HD, int kQRows>
+// kStages K/V tile buffers: prefill double-buffers; decode keeps more tiles in flight, since a
+// decode block has little to compute per tile and would otherwise wait one round trip per tile.
+template <class H, int HD, int kQRows, int kStages>
 struct FlashSmem {
   H q[kQRows * HD];
-  H k[2][kKeys * HD];
-  H v[2][kKeys * HD];
+  H k[kStages][kKeys * HD];
+  H v[kStages][kKeys * HD];
 };
+template <int HD>
+constexpr int kDecodeStages = HD == 256 ? 3 : 4;  // 200 KB of shared memory at head_dim 256
 
 // One warp's running softmax state for its 16 rows: this thread's rows g and g + 8 (the mma
 // accumulator layout), m in base-2 units of the scaled scores, l this thread's share of the sum.
@@ -226,7 +230,7 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
                          const int32_t* __restrict__ seq, int n_tokens, int n_head, int group, int n_kv,
                          int n_ctx, int n_seq, float scale) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FlashSmem<H, HD, kRows>*>(smem_raw);
+  auto& sm = *reinterpret_cast<FlashSmem<H, HD, kRows, 2>*>(smem_raw);
   __shared__ int s_seq[kRows], s_pos[kRows];
   __shared__ int s_pass, s_kmax;
   pdl_begin();
@@ -337,31 +341,43 @@ __device__ void merge_splits(float* __restrict__ out, const float* __restrict__ 
     for (int sp = lane; sp < n_splits; sp += kWarp) m[sp] *= inv;
   }
   __syncthreads();
-  // A thread's elements e = e0 + tid + i * threads (kPer of them per pass) advance through the
-  // splits together; each element sums its splits in order.
-  constexpr int kThreads = kFlashWarps * kWarp, kPer = 8;
+  // A thread's elements e = e0 + tid + i * threads (kPer of them per pass) load kBatch splits
+  // each into registers before any is used: kPer * kBatch loads in flight per round, where a
+  // guarded load per (element, split) made the compiler pair each load with its use (one L2
+  // round trip after another). Each element still sums its splits in order.
+  constexpr int kThreads = kFlashWarps * kWarp, kPer = 4, kBatch = 8;
   const int n_el = group * HD, stride = n_splits * (HD + 2);
   const float* base = part + th0 * stride;
   for (int e0 = 0; e0 < n_el; e0 += kPer * kThreads) {
-    int off[kPer], row[kPer];  // off -1: no element
+    int off[kPer], row[kPer];
     float acc[kPer];
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      const int e = e0 + tid + i * kThreads;
-      row[i] = min(e / HD, 15);
-      off[i] = e < n_el ? row[i] * stride + e % HD : -1;
+      const int e = min(e0 + tid + i * kThreads, n_el - 1);  // past the end: a duplicate, not stored
+      row[i] = e / HD;
+      off[i] = row[i] * stride + e % HD;
       acc[i] = 0.f;
     }
-#pragma unroll 4
-    for (int sp = 0; sp < n_splits; ++sp) {
+    for (int sp0 = 0; sp0 < n_splits; sp0 += kBatch) {
+      float v[kBatch][kPer];
 #pragma unroll
-      for (int i = 0; i < kPer; ++i)
-        if (off[i] >= 0)
-          acc[i] = fmaf(s_m[row[i] * kMaxFlashSplits + sp], __ldcg(base + off[i] + sp * (HD + 2)), acc[i]);
+      for (int u = 0; u < kBatch; ++u) {
+        const int sp = min(sp0 + u, n_splits - 1);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) v[u][i] = __ldcg(base + off[i] + sp * (HD + 2));
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+#pragma unroll
+        for (int i = 0; i < kPer; ++i)
+          if (sp0 + u < n_splits) acc[i] = fmaf(s_m[row[i] * kMaxFlashSplits + sp0 + u], v[u][i], acc[i]);
+      }
     }
 #pragma unroll
-    for (int i = 0; i < kPer; ++i)
-      if (off[i] >= 0) out[th0 * HD + e0 + tid + i * kThreads] = acc[i];
+    for (int i = 0; i < kPer; ++i) {
+      const int e = e0 + tid + i * kThreads;
+      if (e < n_el) out[th0 * HD + e] = acc[i];
+    }
   }
 }
 
@@ -372,7 +388,8 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
                         const int32_t* __restrict__ pos, const int32_t* __restrict__ seq, int n_head,
                         int group, int n_kv, int n_ctx, int n_seq, float scale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto& sm = *reinterpret_cast<FlashSmem<H, HD, 16>*>(smem_raw);
+  constexpr int kStages = kDecodeStages<HD>;
+  auto& sm = *reinterpret_cast<FlashSmem<H, HD, 16, kStages>*>(smem_raw);
   // After the key loop the K buffers hold the warps' states for the merge.
   static_assert(sizeof(float) * kFlashWarps * 16 * HD <= sizeof(sm.k), "merge area");
   static_assert(sizeof(float) * 2 * 16 * kMaxFlashSplits <= sizeof(sm.k), "split merge area");
@@ -401,16 +418,23 @@ __global__ void __launch_bounds__(kFlashWarps* kWarp)
   const float sl2 = scale * kLog2e;
   const int64_t base = int64_t(sq) * n_ctx * kv_stride + int64_t(kvh) * HD;
   const int n_tiles = start < end ? (end - start + kKeys - 1) / kKeys : 0;
-  if (n_tiles > 0) load_kv_tile<H, HD>(sm.k[0], sm.v[0], kc, vc, base, kv_stride, start, end - 1);
-  for (int tile = 0; tile < n_tiles; ++tile) {
-    const int buf = tile & 1;
-    if (tile + 1 < n_tiles) {
-      load_kv_tile<H, HD>(sm.k[buf ^ 1], sm.v[buf ^ 1], kc, vc, base, kv_stride, start + (tile + 1) * kKeys,
+  // Tile i loads into buffer i % kStages as one cp.async group (an empty group past the last
+  // tile), kStages - 1 tiles ahead of the one being multiplied: waiting for all but the newest
+  // kStages - 1 groups leaves that one loaded, and the buffer refilled is the one the previous
+  // iteration finished with.
+  const auto load_tile = [&](int i) {
+    if (i < n_tiles) {
+      load_kv_tile<H, HD>(sm.k[i % kStages], sm.v[i % kStages], kc, vc, base, kv_stride, start + i * kKeys,
                           end - 1);
-      cp_async_wait<1>();
     } else {
-      cp_async_wait<0>();
+      cp_async_commit();
     }
+  };
+  for (int i = 0; i < kStages - 1; ++i) load_tile(i);
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int buf = tile % kStages;
+    load_tile(tile + kStages - 1);
+    cp_async_wait<kStages - 1>();
     __syncthreads();
     const int j0 = start + tile * kKeys + warp * kDecodeKeys;
     if (j0 < end)
@@ -469,10 +493,10 @@ template <class H, int HD>
 void launch_prefill(cudaStream_t s, float* out, const float* q, const KVLayer& cache, const Batch& batch,
                     const AttentionParams& p) {
   const dim3 grid(unsigned(p.n_head), unsigned(ceil_div(batch.n_tokens, kRows)));
-  launch_smem(flash_prefill_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, kRows>),
-              s, out, q, static_cast<const H*>(cache.k), static_cast<const H*>(cache.v), batch.pos, batch.seq,
-              batch.n_tokens, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq,
-              p.scale);
+  launch_smem(flash_prefill_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp),
+              sizeof(FlashSmem<H, HD, kRows, 2>), s, out, q, static_cast<const H*>(cache.k),
+              static_cast<const H*>(cache.v), batch.pos, batch.seq, batch.n_tokens, p.n_head,
+              p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
@@ -480,9 +504,9 @@ template <class H, int HD>
 void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                    const KVLayer& cache, const Batch& batch, const AttentionParams& p) {
   // Splits so that (token, KV head, split) blocks fill the GPU about twice, each split at least
-  // kMinSplitTiles tiles of the context: the last block merges the splits one L2 round trip per
-  // few of them, so many short splits cost more than they save (docs/BENCHMARKS.md, the split
-  // sweep). Fixed by shapes only (graph replay).
+  // kMinSplitTiles tiles of the context: every split adds partials for the last block to merge,
+  // so splits shorter than that cost more than they save (docs/BENCHMARKS.md, the split sweep).
+  // Fixed by shapes only (graph replay).
   const int64_t units = int64_t(batch.n_tokens) * p.n_head_kv;
   int n_splits = int(std::clamp<int64_t>(ceil_div(2 * n_sm, units), 1, kMaxFlashSplits));
   n_splits = std::min(n_splits, std::max(1, cache.n_ctx / (kKeys * kMinSplitTiles)));
@@ -491,10 +515,11 @@ void launch_decode(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float
     --n_splits;
   if (units > kMaxCounters) n_splits = 1;
   const dim3 grid(unsigned(p.n_head_kv), unsigned(batch.n_tokens), unsigned(n_splits));
-  launch_smem(flash_decode_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp), sizeof(FlashSmem<H, HD, 16>), s,
-              out, scratch.attn_partials, scratch.attn_counters, q, static_cast<const H*>(cache.k),
-              static_cast<const H*>(cache.v), batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv,
-              p.n_head_kv, cache.n_ctx, cache.n_seq, p.scale, n_splits);
+  launch_smem(flash_decode_kernel<H, HD>, grid, dim3(kFlashWarps * kWarp),
+              sizeof(FlashSmem<H, HD, 16, kDecodeStages<HD>>), s, out, scratch.attn_partials,
+              scratch.attn_counters, q, static_cast<const H*>(cache.k), static_cast<const H*>(cache.v),
+              batch.pos, batch.seq, p.n_head, p.n_head / p.n_head_kv, p.n_head_kv, cache.n_ctx, cache.n_seq,
+              p.scale, n_splits);
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
