@@ -342,9 +342,9 @@ __device__ void merge_splits(float* __restrict__ out, const float* __restrict__ 
   }
   __syncthreads();
   // A thread's elements e = e0 + tid + i * threads (kPer of them per pass) load kBatch splits
-  // each into registers before any is used: kPer * kBatch loads in flight per round, where a
-  // guarded load per (element, split) made the compiler pair each load with its use (one L2
-  // round trip after another). Each element still sums its splits in order.
+  // each into registers before any is used, unguarded, so kPer * kBatch loads are in flight per
+  // round (a load guarded per element and split is scheduled next to its use). Each element
+  // sums its splits in order.
   constexpr int kThreads = kFlashWarps * kWarp, kPer = 4, kBatch = 8;
   const int n_el = group * HD, stride = n_splits * (HD + 2);
   const float* base = part + th0 * stride;
