@@ -1,11 +1,9 @@
 // qwen-logits: teacher-forced logits of every position as float32 .npy [n_tokens][n_vocab], and
 // optionally every named intermediate (--dump DIR) for layer-by-layer comparison.
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <sstream>
 #include <vector>
 
@@ -14,6 +12,7 @@
 #include "model/model.h"
 #include "runtime/kv_cache.h"
 #include "runtime/session.h"
+#include "runtime/tap_trace.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
 
@@ -71,32 +70,6 @@ std::string read_ids_file(const std::string& path) {
   return text;
 }
 
-// Accumulates the rows of each named intermediate over all forward calls of a run, and the
-// kernel that wrote it (kernels.tsv: on CUDA the fused kernel that ran, e.g. "gemv_group[qkv]").
-struct Dump {
-  struct Array {
-    int64_t cols = 0;
-    std::vector<float> data;
-    std::string kernel;  // several forward calls' different kernels joined by '/'
-  };
-  std::map<std::string, Array> arrays;
-
-  void operator()(const qwen::Tapped& t) {
-    char key[96];
-    if (t.layer >= 0) {
-      std::snprintf(key, sizeof key, "L%02d.%.*s", t.layer, int(t.name.size()), t.name.data());
-    } else {
-      std::snprintf(key, sizeof key, "%.*s", int(t.name.size()), t.name.data());
-    }
-    Array& a = arrays[key];
-    a.cols = t.cols;
-    a.data.insert(a.data.end(), t.data, t.data + t.rows * t.cols);
-    const std::string k(t.kernel);
-    if (("/" + a.kernel + "/").find("/" + k + "/") == std::string::npos)
-      a.kernel += (a.kernel.empty() ? "" : "/") + k;
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,7 +94,8 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", opts.n_threads, "CPU threads (0: all)");
   bool fast = false;
   app.add_flag("--fast", fast,
-               "the apps' default arithmetic instead of the exact oracle (CPU: 8-bit activations; CUDA: one fp16 pass of activations in prefill)");
+               "the apps' default arithmetic instead of the exact oracle (CPU: 8-bit activations; CUDA: one "
+               "fp16 pass of activations in prefill)");
   app.add_option("-b,--batch", opts.max_batch, "most tokens per forward call");
   app.add_option("--dump", dump_dir,
                  "write every named intermediate as DIR/L03.attn_norm.npy ..., and DIR/kernels.tsv: the "
@@ -151,20 +125,22 @@ int main(int argc, char** argv) {
     opts.n_ctx = int(ids.size());
     auto engine = qwen::Engine::load(opts);
     std::vector<float> logits;
-    Dump dump;
+    // Every named intermediate over all forward calls, and the kernel that wrote it (kernels.tsv:
+    // on CUDA the fused kernel that ran, e.g. "gemv_group[qkv]").
+    qwen::TapTrace dump;
     qwen::Engine::Tap tap;
     if (!dump_dir.empty()) {
       std::filesystem::create_directories(dump_dir);
-      tap = std::ref(dump);
+      tap = [&dump](const qwen::Tapped& t) { dump.add(t); };
     }
     engine->eval_all(ids, step, logits, tap);
     const int64_t n_vocab = engine->n_vocab();
     write_npy(out_path, logits.data(), int64_t(ids.size()), n_vocab);
     if (!dump_dir.empty()) {
       std::ofstream kernels(dump_dir + "/kernels.tsv");
-      for (const auto& [name, a] : dump.arrays) {
-        write_npy(dump_dir + "/" + name + ".npy", a.data.data(), int64_t(a.data.size()) / a.cols, a.cols);
-        kernels << name << '\t' << a.kernel << '\n';
+      for (const qwen::TapTensor& t : dump.tensors) {
+        write_npy(dump_dir + "/" + t.key + ".npy", t.data.data(), int64_t(t.data.size()) / t.cols, t.cols);
+        kernels << t.key << '\t' << t.kernel << '\n';
       }
       QWEN_CHECK(kernels.good(), "writing ", dump_dir, "/kernels.tsv failed");
     }
