@@ -209,9 +209,7 @@ void launch_hd(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* ou
 
 const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                       const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast) {
-  constexpr const char* kFlash = "flash_attention";
-  constexpr const char* kPlain = "attention";
-  if (batch.n_tokens == 0) return kPlain;
+  if (batch.n_tokens == 0) return "attention";
   QWEN_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "cuda attention: n_head ", p.n_head,
              " is not a multiple of n_head_kv ", p.n_head_kv);
   QWEN_CHECK(cache.head_dim == p.head_dim && cache.n_head_kv == p.n_head_kv, "cuda attention: cache shape (",
@@ -220,25 +218,26 @@ const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, fl
   QWEN_CHECK(batch.n_tokens <= 65535 && p.n_head <= 65535, "cuda attention: too many tokens or heads");
   if (fast && flash_attention_supports(cache, p)) {
     flash_attention(s, n_sm, scratch, out, q, cache, batch, p);
-    return kFlash;
+    return "flash_attention";
   }
   switch (cache.type) {
     case GGMLType::F16:
       launch_hd<__half>(s, n_sm, scratch, out, q, cache, batch, p);
-      return kPlain;
+      break;
     case GGMLType::BF16:
       launch_hd<__nv_bfloat16>(s, n_sm, scratch, out, q, cache, batch, p);
-      return kPlain;
+      break;
     case GGMLType::Q8_0:
       launch_hd<Q8>(s, n_sm, scratch, out, q, cache, batch, p);
-      return kPlain;
+      break;
     case GGMLType::F32:
       launch_hd<float>(s, n_sm, scratch, out, q, cache, batch, p);
-      return kPlain;
+      break;
     default:
       QWEN_FAIL("cuda attention: KV cache type ", type_name(cache.type),
                 " is not supported (F32, F16, BF16, Q8_0)");
   }
+  return "attention";
 }
 
 }  // namespace qwen::cuda
