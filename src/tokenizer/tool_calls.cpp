@@ -90,9 +90,7 @@ std::string ToolCallParser::push(std::string_view text) {
       content += std::string(kOpen) + buf_.substr(0, end) + std::string(kClose);
     }
     buf_.erase(0, end + kClose.size());
-    in_block_ = false;
-    scan_ = 0;
-    in_string_ = escaped_ = false;
+    leave_block();
   }
   if (content.empty()) return {};
   size_t e = content.size();
@@ -104,6 +102,12 @@ std::string ToolCallParser::push(std::string_view text) {
   std::string out = pending_ws_ + content.substr(0, e);
   pending_ws_ = content.substr(e);
   return out;
+}
+
+void ToolCallParser::leave_block() {
+  in_block_ = false;
+  scan_ = 0;
+  in_string_ = escaped_ = false;
 }
 
 size_t ToolCallParser::find_close() {
@@ -136,9 +140,7 @@ std::vector<ToolCall> ToolCallParser::take_calls() {
 std::string ToolCallParser::flush() {
   std::string rest = in_block_ ? std::string(kOpen) + buf_ : buf_;
   buf_.clear();
-  in_block_ = false;
-  scan_ = 0;
-  in_string_ = escaped_ = false;
+  leave_block();
   std::string out = std::exchange(pending_ws_, {}) + rest;
   if (n_calls_ > 0) {
     size_t e = out.size();

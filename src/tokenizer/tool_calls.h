@@ -42,6 +42,8 @@ class ToolCallParser {
  private:
   // The block's end in buf_, or npos; scans on from scan_ with the string state kept.
   size_t find_close();
+  // Back outside a block, the scan state reset.
+  void leave_block();
 
   std::string buf_, pending_ws_;
   bool in_block_ = false;
