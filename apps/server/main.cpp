@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -44,6 +45,7 @@ struct Options {
   int http_threads = 0;
   int max_connections = 512;
   int request_timeout = 30;
+  double shutdown_grace = 0;
   std::vector<std::string> cors_origins;
   std::vector<std::string> api_keys;
   std::string chat_template;
@@ -162,6 +164,16 @@ int serve(const Options& o) {
   // waiting on a generation when the HTTP pool is joined.
   scheduler.shutdown();
   routes.wait_streams_closed(std::chrono::seconds(2));
+  if (o.shutdown_grace > 0) {
+    // Still listening, /health and every new request answer 503, so a load balancer sees the
+    // server leave before its port closes; a second signal ends the wait.
+    std::fprintf(stderr,
+                 "qwen-server: answering 503 for %.1f s before closing (a second signal closes now)\n",
+                 o.shutdown_grace);
+    const double whole = std::floor(o.shutdown_grace);
+    const timespec wait{time_t(whole), long((o.shutdown_grace - whole) * 1e9)};
+    sigtimedwait(&set, nullptr, &wait);
+  }
   http.stop_serving();
   listener.join();
   return 0;
@@ -198,7 +210,9 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", o.threads, "CPU backend threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--exact", o.exact,
-               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit activations; on CUDA activations in two fp16 halves and fp32 attention instead of one fp16 pass and tensor-core attention");
+               "the oracle arithmetic (slower): on the CPU fp32 from dequantized weights instead of 8-bit "
+               "activations; on CUDA activations in two fp16 halves and fp32 attention instead of one fp16 "
+               "pass and tensor-core attention");
   app.add_option("-b,--batch-size", o.batch, "most tokens in one forward (longer prompts are chunked)")
       ->check(CLI::Range(1, 65536));
   app.add_option("--prefill-chunk", o.prefill_chunk,
@@ -213,6 +227,10 @@ int main(int argc, char** argv) {
   app.add_option("--request-timeout", o.request_timeout,
                  "seconds a request (head and body) may take to arrive, from its first byte")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--shutdown-grace", o.shutdown_grace,
+                 "seconds to keep the port open after SIGINT / SIGTERM, answering 503 (/health included) "
+                 "so load balancers take the server out first; a second signal closes at once")
+      ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--cors-origin", o.cors_origins,
                  "allow browser requests from this origin (repeatable; '*': any); none by default")
       ->take_all();

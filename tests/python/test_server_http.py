@@ -14,9 +14,8 @@ One test per defect of the server's security review (the numbers are the issue's
    or /metrics);
 10 Host / Origin checks, CORS preflight;
 11 errors keep NUL bytes, conflicting Content-Lengths are refused, Range is ignored, "bearer" is
-   case-insensitive, a GGUF without a chat template gets ChatML. (/health answering 503 while the
-   server shuts down has no test here: the window lasts only while a stream is still closing,
-   which no client can hold open reliably.)
+   case-insensitive, a GGUF without a chat template gets ChatML, /health answers 503 while the
+   server shuts down (held open by --shutdown-grace).
 """
 import http.client
 import json
@@ -371,6 +370,30 @@ def test_bearer_case_insensitive(bin_dir, tiny_model):
         assert s.request("GET", "/v1/models", headers={"Authorization": f"bearer {API_KEY}"})[0] == 200
         assert s.request("GET", "/v1/models", headers={"Authorization": f"BEARER  {API_KEY}"})[0] == 200
         assert s.request("GET", "/v1/models", headers={"Authorization": "bearer nope"})[0] == 401
+    finally:
+        s.stop()
+
+
+def test_health_503_while_shutting_down(bin_dir, tiny_model):
+    """(11) After SIGTERM with --shutdown-grace the port stays open: /health answers 503
+    "shutting_down" (it said ok before the fix) and so does a new generation; a second SIGTERM
+    closes the server at once, exit status 0."""
+    s = Server(bin_dir, tiny_model, "--shutdown-grace", "60")
+    try:
+        status, body = s.request("GET", "/health")
+        assert status == 200 and body["status"] == "ok"
+        s.proc.terminate()
+        deadline = time.time() + 10
+        while not any("answering 503" in line for line in s.log) and time.time() < deadline:
+            time.sleep(0.02)
+        status, body = s.request("GET", "/health")
+        assert status == 503 and body["status"] == "shutting_down"
+        status, body = s.request("POST", CHAT, {"messages": MSG, "max_tokens": 2})
+        assert status == 503 and body["error"]["code"] == "shutting_down"
+        t0 = time.time()
+        s.proc.terminate()
+        assert s.proc.wait(5) == 0
+        assert time.time() - t0 < 5
     finally:
         s.stop()
 
