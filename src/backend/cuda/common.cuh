@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 
 #include "util/check.h"
@@ -109,11 +110,59 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Arg
   launch_smem(kernel, grid, block, 0, s, args...);
 }
 
-__device__ __forceinline__ float half_to_float(uint16_t h) {
+// Device functions that the host runs too: the weight decoders of quant.cuh, which
+// tests/ops/test_quant_decode.cu checks on the CPU against the CPU dequantizer (so CI, which has no
+// GPU, tests them). The intrinsics they use have host twins here.
+#define QWEN_HD __host__ __device__ __forceinline__
+// #pragma unroll for loops in QWEN_HD functions (the host compiler does not know it).
+#ifdef __CUDA_ARCH__
+#define QWEN_UNROLL _Pragma("unroll")
+#else
+#define QWEN_UNROLL
+#endif
+
+QWEN_HD float bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+// __byte_perm(a, b, s): byte i of the result is byte (s >> 4i) & 7 of the 8 bytes {b:a}.
+QWEN_HD uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(a, b, s);
+#else
+  const uint64_t v = (uint64_t(b) << 32) | a;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) r |= uint32_t((v >> (8 * ((s >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+  return r;
+#endif
+}
+// The low word of {hi:lo} >> sh: __funnelshift_r (sh taken mod 32) and __funnelshift_rc (sh
+// clamped to 32).
+QWEN_HD uint32_t funnel_r(uint32_t lo, uint32_t hi, uint32_t sh) {
+#ifdef __CUDA_ARCH__
+  return __funnelshift_r(lo, hi, sh);
+#else
+  return uint32_t(((uint64_t(hi) << 32) | lo) >> (sh & 31));
+#endif
+}
+QWEN_HD uint32_t funnel_rc(uint32_t lo, uint32_t hi, uint32_t sh) {
+#ifdef __CUDA_ARCH__
+  return __funnelshift_rc(lo, hi, sh);
+#else
+  return uint32_t(((uint64_t(hi) << 32) | lo) >> (sh < 32 ? sh : 32));
+#endif
+}
+
+QWEN_HD float half_to_float(uint16_t h) {
   return __half2float(__ushort_as_half(h));
 }
-__device__ __forceinline__ float bf16_to_float(uint16_t b) {
-  return __uint_as_float(uint32_t(b) << 16);
+QWEN_HD float bf16_to_float(uint16_t b) {
+  return bits_float(uint32_t(b) << 16);
 }
 
 }  // namespace qwen::cuda

@@ -7,7 +7,8 @@
 // Block layouts are ggml's (little-endian, packed, fp16 scales), restated next to each decoder.
 // Loads use the widest access the block's alignment allows: GGUF rows start at 32-byte aligned
 // offsets but a block's size is often only a multiple of 2 bytes (Q8_0: 34, Q6_K: 210); Q4_0,
-// Q5_0 and Q8_0 read aligned words and shift them into place (load_d_words).
+// Q5_0 and Q8_0 read aligned words and shift them into place (load_d_words). The decoders are
+// __host__ __device__ (QWEN_HD): tests/ops/test_quant_decode.cu runs them on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -19,31 +20,31 @@ namespace qwen::cuda {
 
 constexpr int kChunk = 32;  // elements per chunk
 
-__device__ __forceinline__ uint32_t load_u16(const uint8_t* p) {
+QWEN_HD uint32_t load_u16(const uint8_t* p) {
   return *reinterpret_cast<const uint16_t*>(p);
 }
 // 4 bytes from a 2-byte aligned address.
-__device__ __forceinline__ uint32_t load_u32_a2(const uint8_t* p) {
+QWEN_HD uint32_t load_u32_a2(const uint8_t* p) {
   const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
   return uint32_t(h[0]) | (uint32_t(h[1]) << 16);
 }
-__device__ __forceinline__ uint32_t load_u32_a4(const uint8_t* p) {
+QWEN_HD uint32_t load_u32_a4(const uint8_t* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
-__device__ __forceinline__ float load_half(const uint8_t* p) {
+QWEN_HD float load_half(const uint8_t* p) {
   return half_to_float(load_u16(p));
 }
 
 // Reads 16 bytes at a 2-byte aligned address into four words.
-__device__ __forceinline__ void load16_a2(const uint8_t* p, uint32_t w[4]) {
-#pragma unroll
+QWEN_HD void load16_a2(const uint8_t* p, uint32_t w[4]) {
+  QWEN_UNROLL
   for (int i = 0; i < 4; ++i) w[i] = load_u32_a2(p + 4 * i);
 }
-__device__ __forceinline__ void load16_a4(const uint8_t* p, uint32_t w[4]) {
-#pragma unroll
+QWEN_HD void load16_a4(const uint8_t* p, uint32_t w[4]) {
+  QWEN_UNROLL
   for (int i = 0; i < 4; ++i) w[i] = load_u32_a4(p + 4 * i);
 }
-__device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
+QWEN_HD void load16_a16(const uint8_t* p, uint32_t w[4]) {
   const uint4 v = *reinterpret_cast<const uint4*>(p);
   w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
 }
@@ -52,24 +53,24 @@ __device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
 // last load is 2 bytes when the block ends in the middle of a word, so nothing past the block is
 // read.
 template <int N>
-__device__ __forceinline__ void load_d_words(const uint8_t* b, uint32_t& d, uint32_t q[N]) {
+QWEN_HD void load_d_words(const uint8_t* b, uint32_t& d, uint32_t q[N]) {
   const uint32_t off = uint32_t(reinterpret_cast<uintptr_t>(b)) & 2u;  // 0 or 2
   const uint32_t* a = reinterpret_cast<const uint32_t*>(b - off);
   uint32_t w[N + 1];
-#pragma unroll
+  QWEN_UNROLL
   for (int i = 0; i < N; ++i) w[i] = a[i];
   w[N] = off ? a[N] : load_u16(reinterpret_cast<const uint8_t*>(a + N));
   d = (w[0] >> (8 * off)) & 0xffffu;
-#pragma unroll
-  for (int k = 0; k < N; ++k) q[k] = __funnelshift_rc(w[k], w[k + 1], 16 + 8 * off);
+  QWEN_UNROLL
+  for (int k = 0; k < N; ++k) q[k] = funnel_rc(w[k], w[k + 1], 16 + 8 * off);
 }
-__device__ __forceinline__ uint32_t byte_of(const uint32_t w[], int i) {
+QWEN_HD uint32_t byte_of(const uint32_t w[], int i) {
   return (w[i / 4] >> (8 * (i % 4))) & 0xffu;
 }
 
 // Byte i (0..11, run-time) of three words, by selects: indexing an array with a run-time value
 // would put it in local memory.
-__device__ __forceinline__ uint32_t byte_of3(const uint32_t s[3], int i) {
+QWEN_HD uint32_t byte_of3(const uint32_t s[3], int i) {
   const uint32_t w = i < 4 ? s[0] : (i < 8 ? s[1] : s[2]);
   return (w >> (8 * (i & 3))) & 0xffu;
 }
@@ -79,12 +80,12 @@ __device__ __forceinline__ uint32_t byte_of3(const uint32_t s[3], int i) {
 // int_float(q) - 2^23 - k is exactly float(q - k), one OR (or byte permute) and one FADD. Every
 // decoder below gives the same values as float(int(q) - k), so results do not change.
 constexpr float kMagic = 8388608.f;  // 2^23
-__device__ __forceinline__ float int_float(uint32_t q) {
-  return __uint_as_float(0x4B000000u | q);
+QWEN_HD float int_float(uint32_t q) {
+  return bits_float(0x4B000000u | q);
 }
 // Byte b of w as int_float(byte): one PRMT placing it under the exponent byte 0x4B.
-__device__ __forceinline__ float byte_float(uint32_t w, int b) {
-  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | uint32_t(b)));
+QWEN_HD float byte_float(uint32_t w, int b) {
+  return bits_float(byte_perm(w, 0x4B000000u, 0x7440u | uint32_t(b)));
 }
 
 // Block geometry per type: elements per block and bytes per block (mirrors the host type table).
@@ -145,7 +146,7 @@ struct BlockInfo<GGMLType::Q6_K> {
 
 // Decodes sub-chunk `sub` (0 for 32-element blocks, 0..7 for k-quants) of the block at `b`.
 template <GGMLType T>
-__device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
+__host__ __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
 
 // One chunk between its loads and its use: load() issues the loads, decode() yields the 32
 // floats. A GEMV keeps the raw chunks of several rows in flight and decodes one at a time, so a
@@ -155,18 +156,18 @@ template <GGMLType T>
 struct ChunkRaw {
   static constexpr int kWords = kChunk;
   float v[kChunk];
-  __device__ __forceinline__ void load(const uint8_t* b, int sub) { dequant_block_chunk<T>(b, sub, v); }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
-#pragma unroll
+  QWEN_HD void load(const uint8_t* b, int sub) { dequant_block_chunk<T>(b, sub, v); }
+  QWEN_HD void decode(float out[kChunk]) const {
+    QWEN_UNROLL
     for (int k = 0; k < kChunk; ++k) out[k] = v[k];
   }
 };
 
 // F32: 32 floats, 16-byte aligned.
 template <>
-__device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
+QWEN_HD void dequant_block_chunk<GGMLType::F32>(const uint8_t* b, int, float out[kChunk]) {
   const float4* p = reinterpret_cast<const float4*>(b);
-#pragma unroll
+  QWEN_UNROLL
   for (int i = 0; i < 8; ++i) {
     const float4 v = p[i];
     out[4 * i] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
@@ -177,15 +178,15 @@ __device__ __forceinline__ void dequant_block_chunk<GGMLType::F32>(const uint8_t
 struct Raw16Bit {
   static constexpr int kWords = 16;
   uint32_t w[16];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
-#pragma unroll
+  QWEN_HD void load(const uint8_t* b, int) {
+    QWEN_UNROLL
     for (int i = 0; i < 4; ++i) load16_a16(b + 16 * i, w + 4 * i);
   }
 };
 template <>
 struct ChunkRaw<GGMLType::F16> : Raw16Bit {
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
-#pragma unroll
+  QWEN_HD void decode(float out[kChunk]) const {
+    QWEN_UNROLL
     for (int k = 0; k < 16; ++k) {
       out[2 * k] = half_to_float(uint16_t(w[k] & 0xffffu));
       out[2 * k + 1] = half_to_float(uint16_t(w[k] >> 16));
@@ -194,11 +195,11 @@ struct ChunkRaw<GGMLType::F16> : Raw16Bit {
 };
 template <>
 struct ChunkRaw<GGMLType::BF16> : Raw16Bit {
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
-#pragma unroll
+  QWEN_HD void decode(float out[kChunk]) const {
+    QWEN_UNROLL
     for (int k = 0; k < 16; ++k) {
-      out[2 * k] = __uint_as_float(w[k] << 16);
-      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+      out[2 * k] = bits_float(w[k] << 16);
+      out[2 * k + 1] = bits_float(w[k] & 0xffff0000u);
     }
   }
 };
@@ -208,13 +209,13 @@ template <>
 struct ChunkRaw<GGMLType::Q4_0> {
   static constexpr int kWords = 5;
   uint32_t d, w[4];
-  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<4>(b, d, w); }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void load(const uint8_t* b, int) { load_d_words<4>(b, d, w); }
+  QWEN_HD void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 4; ++i) {
       const uint32_t lo = w[i] & 0x0f0f0f0fu, hi = (w[i] >> 4) & 0x0f0f0f0fu;
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) {
         out[4 * i + b] = (byte_float(lo, b) - (kMagic + 8.f)) * s;
         out[4 * i + b + 16] = (byte_float(hi, b) - (kMagic + 8.f)) * s;
@@ -228,16 +229,16 @@ template <>
 struct ChunkRaw<GGMLType::Q4_1> {
   static constexpr int kWords = 5;
   uint32_t dm, w[4];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
+  QWEN_HD void load(const uint8_t* b, int) {
     dm = load_u32_a4(b);
     load16_a4(b + 4, w);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     const float d = half_to_float(uint16_t(dm & 0xffffu)), m = half_to_float(uint16_t(dm >> 16));
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 4; ++i) {
       const uint32_t lo = w[i] & 0x0f0f0f0fu, hi = (w[i] >> 4) & 0x0f0f0f0fu;
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) {
         out[4 * i + b] = (byte_float(lo, b) - kMagic) * d + m;
         out[4 * i + b + 16] = (byte_float(hi, b) - kMagic) * d + m;
@@ -251,11 +252,11 @@ template <>
 struct ChunkRaw<GGMLType::Q5_0> {
   static constexpr int kWords = 6;
   uint32_t d, q[5];  // q[0]: qh, q[1..4]: qs
-  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<5>(b, d, q); }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void load(const uint8_t* b, int) { load_d_words<5>(b, d, q); }
+  QWEN_HD void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
     const uint32_t qh = q[0];
-#pragma unroll
+    QWEN_UNROLL
     for (int j = 0; j < 16; ++j) {
       const uint32_t v = byte_of(q + 1, j);
       const uint32_t lo = (v & 0xf) | (((qh >> j) & 1u) << 4);
@@ -271,14 +272,14 @@ template <>
 struct ChunkRaw<GGMLType::Q5_1> {
   static constexpr int kWords = 6;
   uint32_t dm, qh, w[4];
-  __device__ __forceinline__ void load(const uint8_t* b, int) {
+  QWEN_HD void load(const uint8_t* b, int) {
     dm = load_u32_a4(b);
     qh = load_u32_a4(b + 4);
     load16_a4(b + 8, w);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     const float d = half_to_float(uint16_t(dm & 0xffffu)), m = half_to_float(uint16_t(dm >> 16));
-#pragma unroll
+    QWEN_UNROLL
     for (int j = 0; j < 16; ++j) {
       const uint32_t q = byte_of(w, j);
       out[j] = (int_float((q & 0xf) | (((qh >> j) & 1u) << 4)) - kMagic) * d + m;
@@ -292,14 +293,14 @@ template <>
 struct ChunkRaw<GGMLType::Q8_0> {
   static constexpr int kWords = 9;
   uint32_t d, w[8];
-  __device__ __forceinline__ void load(const uint8_t* b, int) { load_d_words<8>(b, d, w); }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void load(const uint8_t* b, int) { load_d_words<8>(b, d, w); }
+  QWEN_HD void decode(float out[kChunk]) const {
     const float s = half_to_float(uint16_t(d));
     // int8 q = (q ^ 0x80) - 128: the flipped byte is the non-negative integer.
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       const uint32_t u = w[i] ^ 0x80808080u;
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) out[4 * i + b] = (byte_float(u, b) - (kMagic + 128.f)) * s;
     }
   }
@@ -307,7 +308,7 @@ struct ChunkRaw<GGMLType::Q8_0> {
 
 // The compact types decode through their ChunkRaw (F32 specializes this directly).
 template <GGMLType T>
-__device__ __forceinline__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]) {
+QWEN_HD void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]) {
   ChunkRaw<T> r;
   r.load(b, sub);
   r.decode(out);
@@ -320,15 +321,15 @@ __device__ __forceinline__ void dequant_block_chunk(const uint8_t* b, int sub, f
 template <int N>
 struct WordsA2 {
   uint32_t a[N + 1];
-  __device__ __forceinline__ void load(const uint8_t* p, uint32_t sh) {
+  QWEN_HD void load(const uint8_t* p, uint32_t sh) {
     const uint32_t* base = reinterpret_cast<const uint32_t*>(p - sh / 8);
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < N; ++i) a[i] = base[i];
     a[N] = sh ? base[N] : 0u;
   }
-  __device__ __forceinline__ uint32_t word(int k, uint32_t sh) const { return __funnelshift_r(a[k], a[k + 1], sh); }
+  QWEN_HD uint32_t word(int k, uint32_t sh) const { return funnel_r(a[k], a[k + 1], sh); }
 };
-__device__ __forceinline__ uint32_t misalign_shift(const uint8_t* p) {
+QWEN_HD uint32_t misalign_shift(const uint8_t* p) {
   return 8u * (uint32_t(reinterpret_cast<uintptr_t>(p)) & 2u);
 }
 
@@ -342,7 +343,7 @@ struct ChunkRaw<GGMLType::Q2_K> {
   static constexpr int kWords = 11;
   uint32_t dm, sc, w[8];
   int sub;
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     const int h = c / 4, j = c % 4;
     sub = c;
     dm = load_u32_a4(b + 80);
@@ -350,16 +351,16 @@ struct ChunkRaw<GGMLType::Q2_K> {
     load16_a4(b + 16 + 32 * h, w);
     load16_a4(b + 16 + 32 * h + 16, w + 4);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     const int j = sub % 4;
     const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
     const uint32_t s0 = sc & 0xffu, s1 = sc >> 8;
     const float dl0 = d * float(s0 & 0xf), ml0 = dmin * float(s0 >> 4);
     const float dl1 = d * float(s1 & 0xf), ml1 = dmin * float(s1 >> 4);
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       const uint32_t q = (w[i] >> (2 * j)) & 0x03030303u;
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) {
         const float v = byte_float(q, b) - kMagic;
         out[4 * i + b] = i < 4 ? dl0 * v - ml0 : dl1 * v - ml1;
@@ -372,7 +373,7 @@ struct ChunkRaw<GGMLType::Q2_K> {
 // h = c/4, j = c%4; element k: low 2 bits = bits 2j.. of qs[32h + k], high bit = bit (4h + j)
 // of hmask[k] (set means +0, clear means -4); 6-bit signed scale index i = 8h + 2j + k/16 packed
 // as below, minus 32.
-__device__ __forceinline__ int q3k_scale(const uint32_t s[3], int i) {
+QWEN_HD int q3k_scale(const uint32_t s[3], int i) {
   const int low4 = int(i < 8 ? (byte_of3(s, i) & 0xf) : (byte_of3(s, i - 8) >> 4));
   const int high2 = int((byte_of3(s, 8 + (i % 4)) >> (2 * (i / 4))) & 3u);
   return (low4 | (high2 << 4)) - 32;
@@ -384,7 +385,7 @@ struct ChunkRaw<GGMLType::Q3_K> {
   WordsA2<3> sc;
   uint32_t d, sh;
   int sub;
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     sub = c;
     sh = misalign_shift(b);
     hm.load(b, sh);
@@ -392,25 +393,27 @@ struct ChunkRaw<GGMLType::Q3_K> {
     sc.load(b + 96, sh);  // its extra word is d's (bytes 108..109) and stays inside the block
     d = load_u16(b + 108);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     const int h = sub / 4, j = sub % 4, bit = 4 * h + j;
     uint32_t s[3];
-#pragma unroll
+    QWEN_UNROLL
     for (int k = 0; k < 3; ++k) s[k] = sc.word(k, sh);
     const float dd = half_to_float(uint16_t(d));
-    const float dl0 = dd * float(q3k_scale(s, 8 * h + 2 * j)), dl1 = dd * float(q3k_scale(s, 8 * h + 2 * j + 1));
-#pragma unroll
+    const float dl0 = dd * float(q3k_scale(s, 8 * h + 2 * j)),
+                dl1 = dd * float(q3k_scale(s, 8 * h + 2 * j + 1));
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       // q + 4 = low 2 bits + 4 * high bit, in 0..7.
-      const uint32_t q4 = ((qs.word(i, sh) >> (2 * j)) & 0x03030303u) | (((hm.word(i, sh) >> bit) & 0x01010101u) << 2);
-#pragma unroll
+      const uint32_t q4 =
+          ((qs.word(i, sh) >> (2 * j)) & 0x03030303u) | (((hm.word(i, sh) >> bit) & 0x01010101u) << 2);
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) out[4 * i + b] = (i < 4 ? dl0 : dl1) * (byte_float(q4, b) - (kMagic + 4.f));
     }
   }
 };
 
 // Scale and min j (0..7) of a Q4_K / Q5_K super-block, 6 bits each packed into 12 bytes.
-__device__ __forceinline__ void k4_scale_min(const uint32_t s[3], int j, float& sc, float& m) {
+QWEN_HD void k4_scale_min(const uint32_t s[3], int j, float& sc, float& m) {
   if (j < 4) {
     sc = float(byte_of3(s, j) & 63);
     m = float(byte_of3(s, j + 4) & 63);
@@ -425,12 +428,12 @@ __device__ __forceinline__ void k4_scale_min(const uint32_t s[3], int j, float& 
 struct K4Head {
   uint32_t dm, sc[3];
   int sub;
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     sub = c;
     const uint4 v = *reinterpret_cast<const uint4*>(b);
     dm = v.x, sc[0] = v.y, sc[1] = v.z, sc[2] = v.w;
   }
-  __device__ __forceinline__ void scale(float& dl, float& ml) const {
+  QWEN_HD void scale(float& dl, float& ml) const {
     float sc_f, m_f;
     k4_scale_min(sc, sub, sc_f, m_f);
     dl = half_to_float(uint16_t(dm & 0xffffu)) * sc_f;
@@ -444,19 +447,19 @@ template <>
 struct ChunkRaw<GGMLType::Q4_K> : K4Head {
   static constexpr int kWords = 13;
   uint32_t w[8];
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     K4Head::load(b, c);
     load16_a16(b + 16 + 32 * (c / 2), w);
     load16_a16(b + 16 + 32 * (c / 2) + 16, w + 4);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     float dl, ml;
     scale(dl, ml);
     const int shift = 4 * (sub % 2);
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       const uint32_t q = (w[i] >> shift) & 0x0f0f0f0fu;
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) out[4 * i + b] = dl * (byte_float(q, b) - kMagic) - ml;
     }
   }
@@ -468,21 +471,21 @@ template <>
 struct ChunkRaw<GGMLType::Q5_K> : K4Head {
   static constexpr int kWords = 21;
   uint32_t qh[8], w[8];
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     K4Head::load(b, c);
     load16_a16(b + 16, qh);
     load16_a16(b + 32, qh + 4);
     load16_a16(b + 48 + 32 * (c / 2), w);
     load16_a16(b + 48 + 32 * (c / 2) + 16, w + 4);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     float dl, ml;
     scale(dl, ml);
     const int shift = 4 * (sub % 2);
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       const uint32_t q = ((w[i] >> shift) & 0x0f0f0f0fu) | (((qh[i] >> sub) & 0x01010101u) << 4);
-#pragma unroll
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) out[4 * i + b] = dl * (byte_float(q, b) - kMagic) - ml;
     }
   }
@@ -497,7 +500,7 @@ struct ChunkRaw<GGMLType::Q6_K> {
   WordsA2<8> ql, qh;
   uint32_t sc, d, sh;
   int sub;
-  __device__ __forceinline__ void load(const uint8_t* b, int c) {
+  QWEN_HD void load(const uint8_t* b, int c) {
     const int h = c / 4, g = c % 4;
     sub = c;
     sh = misalign_shift(b);
@@ -506,14 +509,15 @@ struct ChunkRaw<GGMLType::Q6_K> {
     sc = load_u16(b + 192 + 8 * h + 2 * g);
     d = load_u16(b + 208);
   }
-  __device__ __forceinline__ void decode(float out[kChunk]) const {
+  QWEN_HD void decode(float out[kChunk]) const {
     const int g = sub % 4, lshift = g < 2 ? 0 : 4;
     const float dd = half_to_float(uint16_t(d));
     const float d0 = dd * float(int8_t(sc & 0xffu)), d1 = dd * float(int8_t(sc >> 8));
-#pragma unroll
+    QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
-      const uint32_t q = ((ql.word(i, sh) >> lshift) & 0x0f0f0f0fu) | (((qh.word(i, sh) >> (2 * g)) & 0x03030303u) << 4);
-#pragma unroll
+      const uint32_t q =
+          ((ql.word(i, sh) >> lshift) & 0x0f0f0f0fu) | (((qh.word(i, sh) >> (2 * g)) & 0x03030303u) << 4);
+      QWEN_UNROLL
       for (int b = 0; b < 4; ++b) out[4 * i + b] = (i < 4 ? d0 : d1) * (byte_float(q, b) - (kMagic + 32.f));
     }
   }
@@ -521,13 +525,13 @@ struct ChunkRaw<GGMLType::Q6_K> {
 
 // Loads the chunk of elements [32c, 32c + 32) of a row that starts at `row`.
 template <GGMLType T>
-__device__ __forceinline__ void load_chunk(ChunkRaw<T>& r, const uint8_t* row, int64_t c) {
+QWEN_HD void load_chunk(ChunkRaw<T>& r, const uint8_t* row, int64_t c) {
   constexpr int kPerBlock = BlockInfo<T>::kElems / kChunk;
   r.load(row + (c / kPerBlock) * BlockInfo<T>::kBytes, int(c % kPerBlock));
 }
 // The 32 elements [32c, 32c + 32) of a row that starts at `row`.
 template <GGMLType T>
-__device__ __forceinline__ void dequant_chunk(const uint8_t* row, int64_t c, float out[kChunk]) {
+QWEN_HD void dequant_chunk(const uint8_t* row, int64_t c, float out[kChunk]) {
   ChunkRaw<T> r;
   load_chunk(r, row, c);
   r.decode(out);
