@@ -536,8 +536,8 @@ void launch(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, 
 }  // namespace
 
 bool flash_attention_supports(const KVLayer& cache, const AttentionParams& p) {
-  return (cache.type == GGMLType::F16 || cache.type == GGMLType::BF16) &&
-         (p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256) && p.n_head / p.n_head_kv <= 16;
+  return (cache.type == GGMLType::F16 || cache.type == GGMLType::BF16) && attention_head_dim(p.head_dim) &&
+         p.n_head / p.n_head_kv <= 16;
 }
 
 void flash_attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,

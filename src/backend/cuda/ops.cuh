@@ -140,8 +140,12 @@ void rope_store(cudaStream_t s, float* x0, int n_head0, float* k, const float* v
 // ("flash_attention" or "attention"), the name the taps report.
 const char* attention(cudaStream_t s, int n_sm, const DecodeScratch& scratch, float* out, const float* q,
                       const KVLayer& cache, const Batch& batch, const AttentionParams& p, bool fast);
-// f.template operator()<HD>() for head_dim 64, 128 or 256, the head dims the attention kernels are
-// built for; any other is an error naming `op`.
+// The head dims the attention kernels are built for.
+constexpr bool attention_head_dim(int head_dim) {
+  return head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
+// f.template operator()<HD>() for a head_dim of attention_head_dim; any other is an error naming
+// `op`.
 template <class F>
 void dispatch_head_dim(int head_dim, const char* op, F&& f) {
   switch (head_dim) {
