@@ -146,7 +146,7 @@ struct BlockInfo<GGMLType::Q6_K> {
 
 // Decodes sub-chunk `sub` (0 for 32-element blocks, 0..7 for k-quants) of the block at `b`.
 template <GGMLType T>
-__host__ __device__ void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
+QWEN_HD void dequant_block_chunk(const uint8_t* b, int sub, float out[kChunk]);
 
 // One chunk between its loads and its use: load() issues the loads, decode() yields the 32
 // floats. A GEMV keeps the raw chunks of several rows in flight and decodes one at a time, so a
