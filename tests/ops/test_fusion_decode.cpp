@@ -49,9 +49,10 @@ std::vector<float> to_floats(const Bytes& b) {
   return v;
 }
 
-// A CUDA backend with the named fusions (CudaFusions::parse; nullptr: the default set).
-std::unique_ptr<Backend> cuda_backend(const char* fusions) {
-  return make_cuda_backend(0, CudaOptions{true, fusions ? CudaFusions::parse(fusions) : CudaFusions{}});
+// A CUDA backend with the named fusions (CudaFusions::parse; nullptr: the default set), exact or
+// with the fast arithmetic.
+std::unique_ptr<Backend> cuda_backend(const char* fusions, bool exact) {
+  return make_cuda_backend(0, CudaOptions{exact, fusions ? CudaFusions::parse(fusions) : CudaFusions{}});
 }
 
 // Uploads `bufs` to `be`, runs `ops` with no download in between (so held-back ops fuse), and
@@ -88,6 +89,13 @@ constexpr Bound kSameArithmetic{1e-14, 1e-6};
 // 5-64 tokens, gemm_small's (weights rounded to fp16 once, x in two 16-bit halves; the bounds of
 // test_matmul_parity, with room for the SwiGLU and down projection downstream).
 constexpr Bound kGemvVsCpu{1e-10, 1e-5};
+// Fast mode's GEMV of Q8_0, Q4_0, Q4_K and Q6_K (x quantized to 16 bits, test_matmul_parity's
+// FastDecode bounds with room for the SwiGLU and down projection downstream); other types run
+// the exact GEMV there too.
+Bound fast_vs_cpu_bound(GGMLType t) {
+  const bool dot = t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K || t == GGMLType::Q6_K;
+  return dot ? Bound{5e-9, 2e-4} : kGemvVsCpu;
+}
 Bound vs_cpu_bound(GGMLType t, int n_tokens) {
   if (n_tokens <= 4 || t == GGMLType::F32) return kGemvVsCpu;
   if (t == GGMLType::F16) return {1e-8, 1e-3};
@@ -98,12 +106,12 @@ Bound vs_cpu_bound(GGMLType t, int n_tokens) {
 // Runs the scene on the CPU, on CUDA with `fusions` and on unfused CUDA; checks `outputs` with the
 // bounds of the file comment, `vs_unfused` against the unfused CUDA run.
 void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
-                 const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu) {
-  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)"));
+                 const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu, bool exact = true) {
+  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)") << (exact ? "" : ", fast"));
   auto cpu = make_cpu_backend(0);
   const std::vector<Bytes> ref = run(*cpu, bufs, ops);
-  const std::vector<Bytes> fused = run(*cuda_backend(fusions), bufs, ops);
-  const std::vector<Bytes> plain = run(*cuda_backend("0"), bufs, ops);
+  const std::vector<Bytes> fused = run(*cuda_backend(fusions, exact), bufs, ops);
+  const std::vector<Bytes> plain = run(*cuda_backend("0", exact), bufs, ops);
   for (const Output& o : outputs) {
     const auto r = to_floats(ref[o.buf]), f = to_floats(fused[o.buf]), u = to_floats(plain[o.buf]);
     const Diff vs_cpu = compare(f.data(), r.data(), r.size());
@@ -160,6 +168,7 @@ TEST_P(FusionDecode, QkvGroup) {
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, vs_cpu_bound(t, n));
+    if (n <= 4) check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, fast_vs_cpu_bound(t), false);
   }
 }
 
@@ -192,6 +201,10 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
     check_scene(bufs, ops, outs, "qkv,resid", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "deep", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, vs_cpu_bound(t, n));
+    if (n <= 4) {
+      check_scene(bufs, ops, outs, nullptr, kSameArithmetic, fast_vs_cpu_bound(t), false);
+      check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, fast_vs_cpu_bound(t), false);
+    }
   }
 }
 

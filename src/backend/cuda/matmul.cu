@@ -30,6 +30,7 @@
 
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
+#include "backend/cuda/quant_dot.cuh"
 
 namespace qwen::cuda {
 namespace {
@@ -84,6 +85,34 @@ __device__ __forceinline__ void load_x_smem(const float4* xsm, int64_t c, float 
 __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[kChunk], float& acc) {
 #pragma unroll
   for (int k = 0; k < kChunk; ++k) acc = fmaf(v[k], xs[k], acc);
+}
+
+// The end of a GEMV warp: the warp sum of each row's lane partials acc, then lane i stores row
+// row0 + i of token t (bias, and gate/up/SwiGLU for two matrices or the residual epilogue).
+template <int kMats, int kRows>
+__device__ __forceinline__ void store_rows(const GemvArgs& a, const GroupSeg& sg, int64_t row0, int64_t t,
+                                           float (&acc)[kMats][kRows]) {
+  const int lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
+  }
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t row = row0 + i;
+    if (lane != i || row >= sg.ne1) continue;
+    const int64_t o = t * sg.ne1 + row;
+    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
+    sg.y[o] = out;
+    if constexpr (kMats == 2) {
+      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
+      a.seg[1].y[o] = up;
+      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
+    } else if (a.f.resid) {
+      a.f.resid[o] += out;
+    }
+  }
 }
 
 // Decode GEMV: each warp computes kRows consecutive rows (of both matrices in Pair mode); lane L
@@ -159,27 +188,116 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       }
     }
   }
+  store_rows<kMats, kRows>(a, sg, row0, t, acc);
+}
+
+// x of token t quantized into shared memory for gemv_dot_kernel (quant_dot.cuh): each warp
+// takes 128 elements (4 blocks of 32) at a time, lane L elements 4L .. 4L + 3, the 8 lanes of a
+// block sharing its amax (integer max of |x|'s bits, so a NaN wins and its outputs are NaN). The
+// loads of kBatch such groups are issued before any is used.
+__device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t ne0) {
+  constexpr int kBatch = 4;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, n_warps = blockDim.x / kWarp;
+  const int64_t n_groups = ne0 / 128;  // ne0 is a multiple of 128 for every type with a UnitDot
+  const float4* xv = reinterpret_cast<const float4*>(x);
+  for (int64_t g0 = warp; g0 < n_groups; g0 += int64_t(kBatch) * n_warps) {
+    float4 v[kBatch];
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) {
+    for (int k = 0; k < kBatch; ++k) {
+      const int64_t g = g0 + int64_t(k) * n_warps;
+      if (g < n_groups) v[k] = xv[32 * g + lane];
+    }
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
-  }
-  // Lane i stores row row0 + i.
+    for (int k = 0; k < kBatch; ++k) {
+      const int64_t g = g0 + int64_t(k) * n_warps;
+      if (g >= n_groups) break;
+      const float e[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+      unsigned m = 0;
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int64_t row = row0 + i;
-    if (lane != i || row >= sg.ne1) continue;
-    const int64_t o = t * sg.ne1 + row;
-    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
-    sg.y[o] = out;
-    if constexpr (kMats == 2) {
-      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
-      a.seg[1].y[o] = up;
-      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
-    } else if (a.f.resid) {
-      a.f.resid[o] += out;
+      for (int i = 0; i < 4; ++i) m = max(m, __float_as_uint(fabsf(e[i])));
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      const float amax = __uint_as_float(m);
+      uint32_t wh = 0, wl = 0;
+      int sum = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int h, l;
+        xq_quantize(e[i], amax, h, l);
+        wh |= uint32_t(uint8_t(h)) << (8 * i);
+        wl |= uint32_t(uint8_t(l)) << (8 * i);
+        sum += 256 * h + l;
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int64_t word = 32 * g + lane;  // elements 4 word .. 4 word + 3
+      q.h[word] = wh;
+      q.l[word] = wl;
+      if (lane % 4 == 0) q.isum[word / 4] = sum;
+      if (lane % 8 == 0) q.sc[word / 8] = xq_scale(amax);
     }
   }
+  __syncthreads();
+}
+
+// Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the layout of gemv_kernel (kRows
+// rows per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
+// quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
+// their integer dot products (quant_dot.cuh). A lane loads its next unit of every row before it
+// computes the current one, so the loads of one unit overlap the arithmetic of the previous.
+template <GGMLType T, GemvMode M, int kRows>
+__global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a) {
+  static_assert(M != GemvMode::Deep, "Plain or Pair");
+  using U = UnitDot<T>;
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  unsigned block0;
+  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
+  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
+  const int64_t t = blockIdx.y;
+  const int64_t n_units = a.ne0 / U::kElems;
+  // Rows past the end load the last row; their results are not stored.
+  const uint8_t* w[kMats][kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t off = min(row0 + i, sg.ne1 - 1) * int64_t(a.row_bytes);
+    w[0][i] = sg.w + off;
+    if constexpr (kMats == 2) w[1][i] = a.seg[1].w + off;
+  }
+  U cur[kMats][kRows], next[kMats][kRows];
+  const auto load = [&](U(&r)[kMats][kRows], int64_t u) {
+#pragma unroll
+    for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) r[m][i].load(w[m][i], u);
+    }
+  };
+  // Weights are never written by a kernel: their first loads overlap the predecessor's tail.
+  if (lane < n_units) load(cur, lane);
+  pdl_begin();
+  extern __shared__ uint4 xq_smem[];
+  const XqRow xq = XqRow::carve(xq_smem, a.ne0);
+  stage_xq(xq, a.x + t * a.ne0, a.ne0);
+  float acc[kMats][kRows] = {};
+  for (int64_t u = lane; u < n_units; u += kWarp) {
+    const bool more = u + kWarp < n_units;
+    if (more) load(next, u + kWarp);
+    Xq16 xp[U::kPieces];
+    U::load_x(xq, u, xp);
+#pragma unroll
+    for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) acc[m][i] += cur[m][i].dot(xp);
+    }
+    if (more) {
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) cur[m][i] = next[m][i];
+      }
+    }
+  }
+  store_rows<kMats, kRows>(a, sg, row0, t, acc);
 }
 
 // out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W). A warp converts 32
@@ -300,43 +418,65 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
                                  CUBLAS_GEMM_DEFAULT));
 }
 
+// Registers of a lane's raw weights per row: ChunkRaw chunks for gemv_kernel, kRawWords in all;
+// UnitDot units for gemv_dot_kernel (kDot), kDotWords in all, of which it holds two sets (the
+// current units and the next).
+constexpr int kDotWords = 26;
+template <GGMLType T, bool kDot>
+constexpr int raw_words() {
+  if constexpr (kDot && has_unit_dot(T)) {
+    return UnitDot<T>::kWords;
+  } else {
+    return ChunkRaw<T>::kWords;
+  }
+}
+constexpr int raw_budget(bool dot) {
+  return dot ? kDotWords : kRawWords;
+}
+
 // Rows per warp of a GEMV over `mats` matrices at once (2: gate and up) of type T: the most of
-// kMaxRows, 2 and 1 whose raw chunks (rows * mats per lane) fit kRawWords registers and whose grid,
-// blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always). Fewer
-// blocks than SMs would leave SMs idle in these latency-bound launches.
-template <GGMLType T, class Blocks>
+// kMaxRows, 2 and 1 whose raw weights (rows * mats per lane) fit the register budget and whose
+// grid, blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always).
+// Fewer blocks than SMs would leave SMs idle in these latency-bound launches.
+template <GGMLType T, bool kDot, class Blocks>
 int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
   for (int rows = kMaxRows; rows > 1; rows /= 2) {
-    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords &&
+    if (min_blocks > 0 && rows * mats * raw_words<T, kDot>() <= raw_budget(kDot) &&
         blocks(rows) >= unsigned(min_blocks))
       return rows;
   }
   return 1;
 }
 
-// Shared memory of a GEMV: x of one token (stage_x).
-size_t x_smem_bytes(const GemvArgs& a) {
+// Shared memory of a GEMV: x of one token, fp32 (stage_x) or quantized (stage_xq, kDot).
+size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
   constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
-  const size_t bytes = size_t(a.ne0) * sizeof(float);
+  const size_t bytes = dot ? XqRow::bytes(a.ne0) : size_t(a.ne0) * sizeof(float);
   QWEN_CHECK(bytes <= kMax, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
              " bytes of shared memory for x, more than the ", kMax, " a block may have");
   return bytes;
 }
 
-// Launches gemv_kernel<T, M, rows>; a row count over T's register budget is never chosen
-// (choose_rows) and not instantiated.
-template <GGMLType T, GemvMode M, int kRows = kMaxRows>
+// Launches gemv_kernel<T, M, rows> (gemv_dot_kernel with kDot); a row count over T's register
+// budget is never chosen (choose_rows) and not instantiated.
+template <GGMLType T, GemvMode M, bool kDot, int kRows = kMaxRows>
 void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
-  if constexpr (kRows == 1) {
-    launch_smem(gemv_kernel<T, M, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
-  } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
-    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
-  } else if (rows == kRows) {
-    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+  if constexpr (kRows > 1 && kRows * kMats * raw_words<T, kDot>() > raw_budget(kDot)) {
+    launch_rows<T, M, kDot, kRows / 2>(rows, grid, s, args);
+  } else if (kRows > 1 && rows != kRows) {
+    launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
+  } else if constexpr (kDot) {
+    launch_smem(gemv_dot_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, true), s, args);
   } else {
-    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s, args);
   }
+}
+
+// Whether a decode GEMV of w runs gemv_dot_kernel: fast arithmetic, a type with a UnitDot, rows a
+// multiple of 128 elements (stage_xq's groups).
+bool dot_gemv(const GemvFusion& f, const Weight& w) {
+  return f.fast && has_unit_dot(w.type) && w.ne0 % 128 == 0;
 }
 
 }  // namespace
@@ -387,22 +527,29 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     const auto blocks = [&](int rows) {
       return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
     };
-    const int rows = choose_rows<T>(1, f.rows_min_blocks, blocks);
+    if constexpr (has_unit_dot(T)) {
+      if (dot_gemv(f, w0)) {
+        const int rows = choose_rows<T, true>(1, f.rows_min_blocks, blocks);
+        const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
+        return launch_rows<T, GemvMode::Plain, true>(rows, grid, s, args);
+      }
+    }
+    const int rows = choose_rows<T, false>(1, f.rows_min_blocks, blocks);
     const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
     const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (deep) {
-      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s,
                   args);
     } else {
-      launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
+      launch_rows<T, GemvMode::Plain, false>(rows, grid, s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, int rows_min_blocks) {
+                 float* out, const GemvFusion& f) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
@@ -419,13 +566,18 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
     };
-    const int rows = choose_rows<T>(2, rows_min_blocks, blocks);
+    const bool dot = dot_gemv(f, gate.w);
+    const int rows = dot ? choose_rows<T, true>(2, f.rows_min_blocks, blocks)
+                         : choose_rows<T, false>(2, f.rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
     args.seg[0] =
         GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
     args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
     const dim3 grid(row_blocks, unsigned(n_tokens));
-    launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
+    if constexpr (has_unit_dot(T)) {
+      if (dot) return launch_rows<T, GemvMode::Pair, true>(rows, grid, s, args);
+    }
+    launch_rows<T, GemvMode::Pair, false>(rows, grid, s, args);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }

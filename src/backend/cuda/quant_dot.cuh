@@ -1,0 +1,263 @@
+// The decode GEMV's fast arithmetic (gemv_dot in matmul.cu): integer dot products of quantized
+// weights with x quantized to 16 bits, for Q8_0, Q4_0, Q4_K and Q6_K.
+//
+// x is quantized per 32-element block b (xq_quantize): s = amax / 127, xh = rint(x / s) in
+// [-127, 127], xl = rint((x - s xh) 256 / s) clamped to [-127, 127], so that
+// x ~ (s / 256) (256 xh + xl), within s / 512 (+ the clamp) = 2^-16 of the block's largest |x|.
+// (The fast prefill rounds x to fp16, 2^-11 of each element; the exact GEMV keeps fp32 x.)
+// A weight unit (UnitDot<T>) multiplies its integer quants by xh and by xl with __dp4a (four
+// products and a sum per instruction, exact in int32), and applies its scales in fp32 once per 16
+// or 32 elements: T = 256 sum(q xh) + sum(q xl), and sum(w x) = d (s / 256) (T - offset I) with
+// I = sum(256 xh + xl). The exact GEMV decodes every weight to fp32 instead, about 7 instructions
+// per 4-bit weight, which kept the 7B 4-bit GEMVs near 40% of DRAM bandwidth.
+// All of it is __host__ __device__: tests/ops/test_quant_dot.cu runs it on the CPU.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "backend/cuda/quant.cuh"
+
+namespace qwen::cuda {
+
+constexpr int kXqBlock = 32;
+
+// __dp4a(a, b, c): c + the sum of the products of the four signed bytes of a and of b.
+QWEN_HD int dp4a(uint32_t a, uint32_t b, int c) {
+#ifdef __CUDA_ARCH__
+  return __dp4a(int(a), int(b), c);
+#else
+  for (int i = 0; i < 4; ++i) c += int(int8_t(a >> (8 * i))) * int(int8_t(b >> (8 * i)));
+  return c;
+#endif
+}
+
+// The scale of a block of x with largest magnitude amax, divided by 256 (the factor of T): NaN
+// when amax is not finite, so a non-finite x makes its outputs NaN as in the exact GEMV.
+QWEN_HD float xq_scale(float amax) {
+  return amax <= 3.4028235e38f ? amax / 127.f * (1.f / 256.f) : NAN;
+}
+// The two quants of one element x of a block whose largest magnitude is amax.
+QWEN_HD void xq_quantize(float x, float amax, int& h, int& l) {
+  if (!(amax > 0.f && amax <= 3.4028235e38f)) {
+    h = l = 0;
+    return;
+  }
+  const float s = amax / 127.f, inv = 127.f / amax;
+  const float fh = rintf(x * inv);  // |x| <= amax, so |fh| <= 127
+  const float r = fmaf(-fh, s, x);
+  const float fl = fminf(fmaxf(rintf(r * (256.f * inv)), -127.f), 127.f);
+  h = int(fh);
+  l = int(fl);
+}
+
+// x of one token, quantized: for n elements, xh and xl as words of 4 consecutive elements
+// (n / 4 each), per 32-block its xq_scale (n / 32) and per 16 elements I16 = sum(256 xh + xl)
+// (n / 16). Lives in a GEMV block's shared memory (gemv_dot) or, for tests, in host memory.
+struct XqRow {
+  uint32_t* h;
+  uint32_t* l;
+  float* sc;
+  int* isum;
+  static constexpr size_t bytes(int64_t n) { return size_t(n) * 2 + size_t(n / 32) * 4 + size_t(n / 16) * 4; }
+  QWEN_HD static XqRow carve(void* p, int64_t n) {
+    uint8_t* b = static_cast<uint8_t*>(p);
+    XqRow r;
+    r.h = reinterpret_cast<uint32_t*>(b);
+    r.l = reinterpret_cast<uint32_t*>(b + n);
+    r.sc = reinterpret_cast<float*>(b + 2 * n);
+    r.isum = reinterpret_cast<int*>(b + 2 * n + (n / 32) * 4);
+    return r;
+  }
+};
+
+// Host twin of the GEMV's quantization of x (one warp per block there, the same values).
+inline void xq_row_host(const float* x, int64_t n, XqRow q) {
+  for (int64_t b = 0; b < n / kXqBlock; ++b) {
+    float amax = 0.f;
+    for (int k = 0; k < kXqBlock; ++k) {
+      const float a = std::fabs(x[kXqBlock * b + k]);
+      amax = a > amax || a != a ? a : amax;
+    }
+    int sums[2] = {0, 0};
+    for (int k = 0; k < kXqBlock; ++k) {
+      int h, l;
+      xq_quantize(x[kXqBlock * b + k], amax, h, l);
+      const int64_t e = kXqBlock * b + k;
+      const uint32_t sh = 8 * uint32_t(e % 4);
+      q.h[e / 4] = (q.h[e / 4] & ~(0xffu << sh)) | (uint32_t(uint8_t(h)) << sh);
+      q.l[e / 4] = (q.l[e / 4] & ~(0xffu << sh)) | (uint32_t(uint8_t(l)) << sh);
+      sums[k / 16] += 256 * h + l;
+    }
+    q.sc[b] = xq_scale(amax);
+    q.isum[2 * b] = sums[0];
+    q.isum[2 * b + 1] = sums[1];
+  }
+}
+
+// 16 elements [16 p, 16 p + 16) of a quantized row as a unit reads them: 4 words of xh, 4 of xl,
+// their 32-block's scale and I16.
+struct Xq16 {
+  uint32_t h[4], l[4];
+  float sc;
+  int isum;
+  QWEN_HD void load(const XqRow& x, int64_t p) {
+    const uint4 vh = reinterpret_cast<const uint4*>(x.h)[p];
+    const uint4 vl = reinterpret_cast<const uint4*>(x.l)[p];
+    h[0] = vh.x, h[1] = vh.y, h[2] = vh.z, h[3] = vh.w;
+    l[0] = vl.x, l[1] = vl.y, l[2] = vl.z, l[3] = vl.w;
+    sc = x.sc[p / 2];
+    isum = x.isum[p];
+  }
+};
+// T = 256 sum(q xh) + sum(q xl) over 16 elements whose quants are the bytes of q[0..3].
+QWEN_HD int dot16(const uint32_t q[4], const Xq16& x) {
+  int th = 0, tl = 0;
+  QWEN_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    th = dp4a(q[i], x.h[i], th);
+    tl = dp4a(q[i], x.l[i], tl);
+  }
+  return 256 * th + tl;
+}
+
+// A weight unit: load(row, u) issues the loads of unit u of a row (kElems elements, kWords
+// registers); dot(x) is sum(w x^) over them, x^ the quantized x, with x the unit's Xq16 pieces
+// (kPieces, loaded once per unit for all rows of a warp by load_x).
+template <GGMLType T>
+struct UnitDot;
+
+// Q8_0 {half d; i8 qs[32]}: one block, x pieces 2u and 2u + 1.
+template <>
+struct UnitDot<GGMLType::Q8_0> {
+  static constexpr int kElems = 32, kWords = 9, kPieces = 2;
+  uint32_t d, w[8];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    load_d_words<8>(row + u * BlockInfo<GGMLType::Q8_0>::kBytes, d, w);
+  }
+  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
+    p[0].load(x, 2 * u);
+    p[1].load(x, 2 * u + 1);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    const int t = dot16(w, p[0]) + dot16(w + 4, p[1]);
+    return float(t) * (half_to_float(uint16_t(d)) * p[0].sc);
+  }
+};
+
+// Q4_0 {half d; u8 qs[16]}: element k < 16 is the low nibble of qs[k], k >= 16 the high nibble of
+// qs[k - 16]; w = d (q - 8).
+template <>
+struct UnitDot<GGMLType::Q4_0> {
+  static constexpr int kElems = 32, kWords = 5, kPieces = 2;
+  uint32_t d, w[4];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    load_d_words<4>(row + u * BlockInfo<GGMLType::Q4_0>::kBytes, d, w);
+  }
+  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
+    UnitDot<GGMLType::Q8_0>::load_x(x, u, p);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[4], hi[4];
+    QWEN_UNROLL
+    for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
+    const int t = dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum);
+    return float(t) * (half_to_float(uint16_t(d)) * p[0].sc);
+  }
+};
+
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): unit u is the 64 elements
+// [64 j, 64 j + 64) of super-block u / 4 (j = u % 4), sub-blocks 2j (low nibbles of qs[32 j + k])
+// and 2j + 1 (high nibbles); w = d sc q - dmin m per sub-block. x pieces 4u .. 4u + 3.
+template <>
+struct UnitDot<GGMLType::Q4_K> {
+  static constexpr int kElems = 64, kWords = 13, kPieces = 4;
+  uint32_t dm, sc[3], w[8];
+  int j;
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    const uint8_t* b = row + (u / 4) * BlockInfo<GGMLType::Q4_K>::kBytes;
+    j = int(u % 4);
+    const uint4 v = *reinterpret_cast<const uint4*>(b);
+    dm = v.x, sc[0] = v.y, sc[1] = v.z, sc[2] = v.w;
+    load16_a16(b + 16 + 32 * j, w);
+    load16_a16(b + 32 + 32 * j, w + 4);
+  }
+  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
+    QWEN_UNROLL
+    for (int i = 0; i < kPieces; ++i) p[i].load(x, 4 * u + i);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    // The 6-bit scales and mins of sub-blocks 2j, 2j + 1 as two bytes each (k4_scale_min for a
+    // pair, without selects per byte).
+    const uint32_t sh = 16 * uint32_t(j % 2);
+    const uint32_t a = sc[0] >> sh, b = sc[1] >> sh, c = sc[2] >> sh;
+    const bool low = j < 2;
+    const uint32_t s2 = low ? a & 0x3f3fu : (c & 0x0f0fu) | ((a >> 2) & 0x3030u);
+    const uint32_t m2 = low ? b & 0x3f3fu : ((c >> 4) & 0x0f0fu) | ((b >> 2) & 0x3030u);
+    uint32_t lo[4], hi[4];
+    QWEN_UNROLL
+    for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
+    const int t0 = dot16(lo, p[0]), t1 = dot16(hi, p[2]);
+    QWEN_UNROLL
+    for (int i = 0; i < 4; ++i) lo[i] = w[4 + i] & 0x0f0f0f0fu, hi[i] = (w[4 + i] >> 4) & 0x0f0f0f0fu;
+    const int t0b = dot16(lo, p[1]), t1b = dot16(hi, p[3]);
+    const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
+    const float v0 = fmaf(d * float(s2 & 0xffu), float(t0 + t0b), -(dmin * float(m2 & 0xffu)) *
+                                                                        float(p[0].isum + p[1].isum));
+    const float v1 = fmaf(d * float(s2 >> 8), float(t1 + t1b), -(dmin * float(m2 >> 8)) *
+                                                                    float(p[2].isum + p[3].isum));
+    return fmaf(v1, p[2].sc, v0 * p[0].sc);
+  }
+};
+
+// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes, 2-byte aligned): unit u = 4 s
+// + 2 h + v of super-block s is, for g = 0..3, the 16 elements 128 h + 32 g + 16 v + i: low 4 bits
+// nibble g / 2 of ql[64 h + 32 (g % 2) + 16 v + i], high 2 bits bits 2g.. of qh[32 h + 16 v + i];
+// w = d scales[8 h + 2 g + v] (q - 32). x pieces 16 s + 8 h + 2 g + v.
+template <>
+struct UnitDot<GGMLType::Q6_K> {
+  static constexpr int kElems = 64, kWords = 20, kPieces = 4;
+  WordsA2<4> qa, qb, qh;
+  WordsA2<2> sc;
+  uint32_t d, sh;
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    const uint8_t* b = row + (u / 4) * BlockInfo<GGMLType::Q6_K>::kBytes;
+    const int h = int(u % 4) / 2, v = int(u % 2);
+    sh = misalign_shift(b);
+    qa.load(b + 64 * h + 16 * v, sh);
+    qb.load(b + 64 * h + 32 + 16 * v, sh);
+    qh.load(b + 128 + 32 * h + 16 * v, sh);
+    sc.load(b + 192 + 8 * h, sh);
+    d = load_u16(b + 208) | (uint32_t(v) << 16);  // v rides in d's high half
+  }
+  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
+    const int64_t base = 16 * (u / 4) + 8 * ((u % 4) / 2) + u % 2;
+    QWEN_UNROLL
+    for (int g = 0; g < kPieces; ++g) p[g].load(x, base + 2 * g);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    const uint32_t v = d >> 16;
+    // scales[8h + 2g + v] for g = 0..3 as the 4 signed bytes of one word.
+    const uint32_t s4 = byte_perm(sc.word(0, sh), sc.word(1, sh), 0x6420u + 0x1111u * v);
+    float acc = 0.f;
+    QWEN_UNROLL
+    for (int g = 0; g < kPieces; ++g) {
+      uint32_t q[4];
+      QWEN_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t l = (g % 2 ? qb : qa).word(i, sh) >> (4 * (g / 2));
+        q[i] = (l & 0x0f0f0f0fu) | (((qh.word(i, sh) >> (2 * g)) & 0x03030303u) << 4);
+      }
+      const int t = dot16(q, p[g]) - 32 * p[g].isum;
+      acc = fmaf(float(t) * float(int8_t(s4 >> (8 * g))), p[g].sc, acc);
+    }
+    return acc * half_to_float(uint16_t(d & 0xffffu));
+  }
+};
+
+// Types with a UnitDot.
+constexpr bool has_unit_dot(GGMLType t) {
+  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K || t == GGMLType::Q6_K;
+}
+
+}  // namespace qwen::cuda
