@@ -12,8 +12,7 @@
 //  - against the exact product sum(w x): NMSE over the rows <= 2e-9, the bound the GPU test uses
 //    (random x uniform in [-1, 1]);
 //  - a non-finite x makes the outputs NaN.
-// Rows are consecutive, so Q8_0's 34-byte and Q6_K's 210-byte blocks start at both alignments
-// the GPU sees.
+// Rows are consecutive, so Q8_0's 34-byte blocks start at both alignments the GPU sees.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -141,7 +140,7 @@ TEST_P(QuantDot, NonFiniteXGivesNan) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DotTypes, QuantDot,
-                         ::testing::Values(GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_K, GGMLType::Q6_K),
+                         ::testing::Values(GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_K),
                          [](const ::testing::TestParamInfo<GGMLType>& i) {
                            return std::string(type_name(i.param));
                          });

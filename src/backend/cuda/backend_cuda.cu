@@ -401,6 +401,7 @@ class CudaBackend final : public Backend {
   cuda::GemvFusion plain_fusion() const {
     cuda::GemvFusion f;
     f.fast = !exact_;
+    f.n_sm = n_sm_;
     f.deep_max_blocks = fuse_.deep ? n_sm_ : 0;
     f.rows_min_blocks = fuse_.rows ? n_sm_ : 0;
     return f;

@@ -2,7 +2,7 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
 // whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
-// then a warp reduction per row. In fast mode Q8_0, Q4_0, Q4_K and Q6_K take gemv_dot_kernel
+// then a warp reduction per row. In fast mode Q8_0, Q4_0 and Q4_K take gemv_dot_kernel
 // instead: x quantized to 16 bits, integer dot products per weight unit (quant_dot.cuh). The
 // backend may fuse the following residual add into either, launch the GEMVs that share x as one
 // grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
@@ -241,64 +241,87 @@ __device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t
   __syncthreads();
 }
 
-// Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the layout of gemv_kernel (kRows
-// rows per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
+// Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the rows of gemv_kernel (kRows rows
+// per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
 // quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
-// their integer dot products (quant_dot.cuh). A lane loads its next unit of every row before it
-// computes the current one, so the loads of one unit overlap the arithmetic of the previous.
+// their integer dot products (quant_dot.cuh). Quantizing x costs more than copying it, so a grid
+// of a few blocks per SM quantizes it once per block and each block walks the virtual blocks
+// (kGemvWarps * kRows rows of one segment) blockIdx.x, + gridDim.x, ...; a lane loads its next unit
+// (of the next virtual block after its last) before it computes the current one.
 template <GGMLType T, GemvMode M, int kRows>
-__global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a) {
+__global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a, unsigned n_vblocks) {
   static_assert(M != GemvMode::Deep, "Plain or Pair");
   using U = UnitDot<T>;
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  unsigned block0;
-  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
-  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
   const int64_t t = blockIdx.y;
   const int64_t n_units = a.ne0 / U::kElems;
-  // Rows past the end load the last row; their results are not stored.
-  const uint8_t* w[kMats][kRows];
+  const int64_t per_vb = lane < n_units ? (n_units - lane + kWarp - 1) / kWarp : 0;  // this lane's units
+  // The rows of virtual block vb: its segment, first row and row pointers (rows past the end
+  // point at the last row; their results are not stored).
+  struct Rows {
+    GroupSeg sg;
+    int64_t row0;
+    const uint8_t* w[kMats][kRows];
+  };
+  const auto rows_of = [&](unsigned vb) {
+    Rows r;
+    unsigned block0;
+    r.sg = block_segment(a.seg, a.n_seg, vb, block0);
+    r.row0 = (int64_t(vb - block0) * kGemvWarps + warp) * kRows;
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int64_t off = min(row0 + i, sg.ne1 - 1) * int64_t(a.row_bytes);
-    w[0][i] = sg.w + off;
-    if constexpr (kMats == 2) w[1][i] = a.seg[1].w + off;
-  }
+    for (int i = 0; i < kRows; ++i) {
+      const int64_t off = min(r.row0 + i, r.sg.ne1 - 1) * int64_t(a.row_bytes);
+      r.w[0][i] = r.sg.w + off;
+      if constexpr (kMats == 2) r.w[1][i] = a.seg[1].w + off;
+    }
+    return r;
+  };
   U cur[kMats][kRows], next[kMats][kRows];
-  const auto load = [&](U(&r)[kMats][kRows], int64_t u) {
+  const auto load = [&](U(&dst)[kMats][kRows], const Rows& r, int64_t u) {
 #pragma unroll
     for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) r[m][i].load(w[m][i], u);
+      for (int i = 0; i < kRows; ++i) dst[m][i].load(r.w[m][i], u);
     }
   };
+  unsigned vb = blockIdx.x;
+  Rows rows = rows_of(vb);
   // Weights are never written by a kernel: their first loads overlap the predecessor's tail.
-  if (lane < n_units) load(cur, lane);
+  if (per_vb > 0) load(cur, rows, lane);
   pdl_begin();
   extern __shared__ uint4 xq_smem[];
   const XqRow xq = XqRow::carve(xq_smem, a.ne0);
   stage_xq(xq, a.x + t * a.ne0, a.ne0);
-  float acc[kMats][kRows] = {};
-  for (int64_t u = lane; u < n_units; u += kWarp) {
-    const bool more = u + kWarp < n_units;
-    if (more) load(next, u + kWarp);
-    Xq16 xp[U::kPieces];
-    U::load_x(xq, u, xp);
+  while (vb < n_vblocks) {
+    const unsigned vb_next = vb + gridDim.x;
+    const bool more_vb = vb_next < n_vblocks;
+    const Rows rows_next = more_vb ? rows_of(vb_next) : rows;
+    float acc[kMats][kRows] = {};
+    for (int64_t j = 0; j < per_vb; ++j) {
+      const int64_t u = lane + j * kWarp;
+      if (j + 1 < per_vb) {
+        load(next, rows, u + kWarp);
+      } else if (more_vb) {
+        load(next, rows_next, lane);
+      }
+      Xq16 xp[U::kPieces];
+      U::load_x(xq, u, xp);
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) {
+      for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) acc[m][i] += cur[m][i].dot(xp);
-    }
-    if (more) {
+        for (int i = 0; i < kRows; ++i) acc[m][i] += cur[m][i].dot(xp);
+      }
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
 #pragma unroll
         for (int i = 0; i < kRows; ++i) cur[m][i] = next[m][i];
       }
     }
+    store_rows<kMats, kRows>(a, rows.sg, rows.row0, t, acc);
+    vb = vb_next;
+    rows = rows_next;
   }
-  store_rows<kMats, kRows>(a, sg, row0, t, acc);
 }
 
 // out [n_rows][ne0] fp16 = dequant(rows [row0, row0 + n_rows) of W). A warp converts 32
@@ -458,6 +481,18 @@ size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
   return bytes;
 }
 
+// The grid of a fast GEMV over n_vblocks virtual blocks: as many blocks as fit the SMs at once
+// (each quantizes x once), at most n_vblocks; n_vblocks when the SM count is not given (0).
+template <class Kernel>
+unsigned dot_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
+  if (n_sm <= 0) return n_vblocks;
+  if (smem > 48 * 1024)
+    QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int per_sm = 0;
+  QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
+  return std::min(n_vblocks, unsigned(std::max(per_sm, 1) * n_sm));
+}
+
 // Launches gemv_kernel<T, M, rows> (gemv_dot_kernel with kDot); a row count over T's register
 // budget is never chosen (choose_rows) and not instantiated.
 template <GGMLType T, GemvMode M, bool kDot, int kRows = kMaxRows>
@@ -468,7 +503,11 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   } else if (kRows > 1 && rows != kRows) {
     launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
   } else if constexpr (kDot) {
-    launch_smem(gemv_dot_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, true), s, args);
+    const auto kernel = gemv_dot_kernel<T, M, kRows>;
+    const size_t smem = gemv_smem_bytes(args, true);
+    dim3 g = grid;
+    g.x = dot_blocks(kernel, smem, args.f.n_sm, grid.x);
+    launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x);
   } else {
     launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s, args);
   }
@@ -563,6 +602,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
+  args.f.n_sm = f.n_sm;
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);

@@ -56,10 +56,12 @@ struct GemvFusion {
   // at least rows_min_blocks blocks (the backend passes its SM count; 0: one row per warp).
   // Same arithmetic per row.
   int rows_min_blocks = 0;
-  // The fast arithmetic (the apps' default, not --exact): Q8_0, Q4_0, Q4_K and Q6_K weights take
+  // The fast arithmetic (the apps' default, not --exact): Q8_0, Q4_0 and Q4_K weights take
   // integer dot products with x quantized to 16 bits per 32 elements (quant_dot.cuh), where the
   // exact GEMV multiplies fp32 weights by fp32 x.
   bool fast = false;
+  // The device's SM count, which sizes the fast GEMV's grid (0: one block per kGemvWarps * rows rows).
+  int n_sm = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});

@@ -1,13 +1,15 @@
-// The decode GEMV's fast arithmetic (gemv_dot in matmul.cu): integer dot products of quantized
-// weights with x quantized to 16 bits, for Q8_0, Q4_0, Q4_K and Q6_K.
+// The decode GEMV's fast arithmetic (gemv_dot_kernel in matmul.cu): integer dot products of
+// quantized weights with x quantized to 16 bits, for Q8_0, Q4_0 and Q4_K. (A Q6_K unit, whose
+// 210-byte blocks sit 2 bytes off alignment, took 19 four-byte loads per unit and lost to the fp32
+// GEMV: docs/BENCHMARKS.md.)
 //
 // x is quantized per 32-element block b (xq_quantize): s = amax / 127, xh = rint(x / s) in
 // [-127, 127], xl = rint((x - s xh) 256 / s) clamped to [-127, 127], so that
 // x ~ (s / 256) (256 xh + xl), within s / 512 (+ the clamp) = 2^-16 of the block's largest |x|.
 // (The fast prefill rounds x to fp16, 2^-11 of each element; the exact GEMV keeps fp32 x.)
 // A weight unit (UnitDot<T>) multiplies its integer quants by xh and by xl with __dp4a (four
-// products and a sum per instruction, exact in int32), and applies its scales in fp32 once per 16
-// or 32 elements: T = 256 sum(q xh) + sum(q xl), and sum(w x) = d (s / 256) (T - offset I) with
+// products and a sum per instruction, exact in int32), and applies its scales in fp32 once per 32
+// elements: T = 256 sum(q xh) + sum(q xl), and sum(w x) = d (s / 256) (T - offset I) with
 // I = sum(256 xh + xl). The exact GEMV decodes every weight to fp32 instead, about 7 instructions
 // per 4-bit weight, which kept the 7B 4-bit GEMVs near 40% of DRAM bandwidth.
 // All of it is __host__ __device__: tests/ops/test_quant_dot.cu runs it on the CPU.
@@ -210,54 +212,9 @@ struct UnitDot<GGMLType::Q4_K> {
   }
 };
 
-// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes, 2-byte aligned): unit u = 4 s
-// + 2 h + v of super-block s is, for g = 0..3, the 16 elements 128 h + 32 g + 16 v + i: low 4 bits
-// nibble g / 2 of ql[64 h + 32 (g % 2) + 16 v + i], high 2 bits bits 2g.. of qh[32 h + 16 v + i];
-// w = d scales[8 h + 2 g + v] (q - 32). x pieces 16 s + 8 h + 2 g + v.
-template <>
-struct UnitDot<GGMLType::Q6_K> {
-  static constexpr int kElems = 64, kWords = 20, kPieces = 4;
-  WordsA2<4> qa, qb, qh;
-  WordsA2<2> sc;
-  uint32_t d, sh;
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    const uint8_t* b = row + (u / 4) * BlockInfo<GGMLType::Q6_K>::kBytes;
-    const int h = int(u % 4) / 2, v = int(u % 2);
-    sh = misalign_shift(b);
-    qa.load(b + 64 * h + 16 * v, sh);
-    qb.load(b + 64 * h + 32 + 16 * v, sh);
-    qh.load(b + 128 + 32 * h + 16 * v, sh);
-    sc.load(b + 192 + 8 * h, sh);
-    d = load_u16(b + 208) | (uint32_t(v) << 16);  // v rides in d's high half
-  }
-  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
-    const int64_t base = 16 * (u / 4) + 8 * ((u % 4) / 2) + u % 2;
-    QWEN_UNROLL
-    for (int g = 0; g < kPieces; ++g) p[g].load(x, base + 2 * g);
-  }
-  QWEN_HD float dot(const Xq16 p[kPieces]) const {
-    const uint32_t v = d >> 16;
-    // scales[8h + 2g + v] for g = 0..3 as the 4 signed bytes of one word.
-    const uint32_t s4 = byte_perm(sc.word(0, sh), sc.word(1, sh), 0x6420u + 0x1111u * v);
-    float acc = 0.f;
-    QWEN_UNROLL
-    for (int g = 0; g < kPieces; ++g) {
-      uint32_t q[4];
-      QWEN_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const uint32_t l = (g % 2 ? qb : qa).word(i, sh) >> (4 * (g / 2));
-        q[i] = (l & 0x0f0f0f0fu) | (((qh.word(i, sh) >> (2 * g)) & 0x03030303u) << 4);
-      }
-      const int t = dot16(q, p[g]) - 32 * p[g].isum;
-      acc = fmaf(float(t) * float(int8_t(s4 >> (8 * g))), p[g].sc, acc);
-    }
-    return acc * half_to_float(uint16_t(d & 0xffffu));
-  }
-};
-
 // Types with a UnitDot.
 constexpr bool has_unit_dot(GGMLType t) {
-  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K || t == GGMLType::Q6_K;
+  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K;
 }
 
 }  // namespace qwen::cuda
