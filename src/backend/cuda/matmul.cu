@@ -124,8 +124,11 @@ __device__ __forceinline__ void store_rows(const GemvArgs& a, const GroupSeg& sg
 // per lane and read x fewer times; the host picks kRows (choose_rows) so that the grid still
 // covers the SMs. (Splitting long rows over several warps measured slower: the extra blocks need
 // a second wave, and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup
-// matrices that share x (segments of consecutive blocks; a block's segment is uniform, so every
-// warp runs the single-matrix arithmetic). Modes:
+// matrices that share x (segments of consecutive virtual blocks of kGemvWarps * kRows rows; a
+// virtual block's segment is uniform, so every warp runs the single-matrix arithmetic). The grid
+// has as many blocks as fit the SMs at once (walk_blocks): each stages x once and walks the
+// virtual blocks blockIdx.x, + gridDim.x, ... (one block per virtual block staged x thousands of
+// times: for the 7B gate/up pair, 34 MB from L2 against 76 MB of weights). Modes:
 //  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes its rows of both
 //        and stores gate, up and f.glu_out = silu(gate) * up;
 //  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
@@ -133,21 +136,26 @@ __device__ __forceinline__ void store_rows(const GemvArgs& a, const GroupSeg& sg
 //        to 4 chunks (same accumulation order, so the same result).
 // Plain and Deep apply the optional epilogue resid += y (single matrix only).
 template <GGMLType T, GemvMode M, int kRows>
-__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
+__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1)
+    gemv_kernel(const GemvArgs a, unsigned n_vblocks) {
   static_assert(kRows == 1 || M != GemvMode::Deep, "several rows per warp: Plain or Pair");
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  // Pair: both segments span the whole grid, so every block is in segment 0 (gate).
-  unsigned block0;
-  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
-  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
-  // Rows past the end load the last row; their results are not stored.
+  // The rows of virtual block vb (Pair: both segments span all virtual blocks, so each is in
+  // segment 0, gate). Rows past the end load the last row; their results are not stored.
+  GroupSeg sg;
+  int64_t row0;
   const uint8_t* w[kMats];
-  w[0] = sg.w;
-  if constexpr (kMats == 2) w[1] = a.seg[1].w;
+  const auto enter = [&](unsigned vb) {
+    unsigned block0;
+    sg = block_segment(a.seg, a.n_seg, vb, block0);
+    row0 = (int64_t(vb - block0) * kGemvWarps + warp) * kRows;
+    w[0] = sg.w;
+    if constexpr (kMats == 2) w[1] = a.seg[1].w;
+  };
   ChunkRaw<T> raw[kDepth][kMats][kRows];
   const auto load = [&](int64_t c) {
 #pragma unroll
@@ -164,32 +172,40 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
   };
   // The first chunks of weights are loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
+  unsigned vb = blockIdx.x;
+  enter(vb);
   load(lane);
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
   extern __shared__ float4 xsm[];
   stage_x(xsm, xt, a.ne0);
-  float acc[kMats][kRows] = {};
-  for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
-    if (c != lane) load(c);
+  for (;;) {
+    float acc[kMats][kRows] = {};
+    for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
+      if (c != lane) load(c);
 #pragma unroll
-    for (int j = 0; j < kDepth; ++j) {
-      const int64_t cj = c + j * kWarp;
-      if (cj >= n_chunks) continue;
-      float xs[kChunk];
-      load_x_smem(xsm, cj, xs);
+      for (int j = 0; j < kDepth; ++j) {
+        const int64_t cj = c + j * kWarp;
+        if (cj >= n_chunks) continue;
+        float xs[kChunk];
+        load_x_smem(xsm, cj, xs);
 #pragma unroll
-      for (int m = 0; m < kMats; ++m) {
+        for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) {
-          float v[kChunk];
-          raw[j][m][i].decode(v);
-          dot_chunk(v, xs, acc[m][i]);
+          for (int i = 0; i < kRows; ++i) {
+            float v[kChunk];
+            raw[j][m][i].decode(v);
+            dot_chunk(v, xs, acc[m][i]);
+          }
         }
       }
     }
+    store_rows<kMats, kRows>(a, sg, row0, t, acc);
+    vb += gridDim.x;
+    if (vb >= n_vblocks) break;
+    enter(vb);
+    load(lane);
   }
-  store_rows<kMats, kRows>(a, sg, row0, t, acc);
 }
 
 // x of token t quantized into shared memory for gemv_dot_kernel (quant_dot.cuh): each warp
@@ -244,10 +260,9 @@ __device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t
 // Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the rows of gemv_kernel (kRows rows
 // per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
 // quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
-// their integer dot products (quant_dot.cuh). Quantizing x costs more than copying it, so a grid
-// of a few blocks per SM quantizes it once per block and each block walks the virtual blocks
-// (kGemvWarps * kRows rows of one segment) blockIdx.x, + gridDim.x, ...; a lane loads its next unit
-// (of the next virtual block after its last) before it computes the current one.
+// their integer dot products (quant_dot.cuh). Each block quantizes x once and walks the virtual
+// blocks as gemv_kernel does; a lane loads its next unit (of the next virtual block after its
+// last) before it computes the current one.
 template <GGMLType T, GemvMode M, int kRows>
 __global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a, unsigned n_vblocks) {
   static_assert(M != GemvMode::Deep, "Plain or Pair");
@@ -481,16 +496,24 @@ size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
   return bytes;
 }
 
-// The grid of a fast GEMV over n_vblocks virtual blocks: as many blocks as fit the SMs at once
-// (each quantizes x once), at most n_vblocks; n_vblocks when the SM count is not given (0).
+// The grid of a GEMV over n_vblocks virtual blocks: as many blocks as fit the SMs at once (each
+// stages x once), at most n_vblocks; n_vblocks when the SM count is not given (0).
 template <class Kernel>
-unsigned dot_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
+unsigned walk_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
   if (n_sm <= 0) return n_vblocks;
   if (smem > 48 * 1024)
     QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int per_sm = 0;
   QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
   return std::min(n_vblocks, unsigned(std::max(per_sm, 1) * n_sm));
+}
+
+// Launches a GEMV kernel over grid.x virtual blocks (walk_blocks).
+template <class Kernel>
+void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args) {
+  dim3 g = grid;
+  g.x = walk_blocks(kernel, smem, args.f.n_sm, grid.x);
+  launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x);
 }
 
 // Launches gemv_kernel<T, M, rows> (gemv_dot_kernel with kDot); a row count over T's register
@@ -503,13 +526,9 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   } else if (kRows > 1 && rows != kRows) {
     launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
   } else if constexpr (kDot) {
-    const auto kernel = gemv_dot_kernel<T, M, kRows>;
-    const size_t smem = gemv_smem_bytes(args, true);
-    dim3 g = grid;
-    g.x = dot_blocks(kernel, smem, args.f.n_sm, grid.x);
-    launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x);
+    launch_walk(gemv_dot_kernel<T, M, kRows>, grid, gemv_smem_bytes(args, true), s, args);
   } else {
-    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s, args);
+    launch_walk(gemv_kernel<T, M, kRows>, grid, gemv_smem_bytes(args, false), s, args);
   }
 }
 
@@ -579,8 +598,7 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
     const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (deep) {
-      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s,
-                  args);
+      launch_walk(gemv_kernel<T, GemvMode::Deep, 1>, grid, gemv_smem_bytes(args, false), s, args);
     } else {
       launch_rows<T, GemvMode::Plain, false>(rows, grid, s, args);
     }
