@@ -262,14 +262,18 @@ __device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t
 // quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
 // their integer dot products (quant_dot.cuh). Each block quantizes x once and walks the virtual
 // blocks as gemv_kernel does; a lane loads its next unit (of the next virtual block after its
-// last) before it computes the current one.
-template <GGMLType T, GemvMode M, int kRows>
-__global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a, unsigned n_vblocks) {
+// last) before it computes the current one. A block takes up to kTok tokens (blockIdx.y * kTok
+// onwards): each unit, once loaded, is multiplied by the x of each of them, where gemv_kernel
+// reads the weights once per token.
+template <GGMLType T, GemvMode M, int kRows, int kTok>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    gemv_dot_kernel(const GemvArgs a, unsigned n_vblocks, int n_tokens) {
   static_assert(M != GemvMode::Deep, "Plain or Pair");
   using U = UnitDot<T>;
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t t = blockIdx.y;
+  const int64_t t0 = int64_t(blockIdx.y) * kTok;
+  const int nt = min(kTok, n_tokens - int(t0));
   const int64_t n_units = a.ne0 / U::kElems;
   const int64_t per_vb = lane < n_units ? (n_units - lane + kWarp - 1) / kWarp : 0;  // this lane's units
   // The rows of virtual block vb: its segment, first row and row pointers (rows past the end
@@ -306,13 +310,17 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a
   if (per_vb > 0) load(cur, rows, lane);
   pdl_begin();
   extern __shared__ uint4 xq_smem[];
-  const XqRow xq = XqRow::carve(xq_smem, a.ne0);
-  stage_xq(xq, a.x + t * a.ne0, a.ne0);
+  XqRow xq[kTok];
+#pragma unroll
+  for (int k = 0; k < kTok; ++k) {
+    xq[k] = XqRow::carve(reinterpret_cast<uint8_t*>(xq_smem) + k * XqRow::bytes(a.ne0), a.ne0);
+    if (k < nt) stage_xq(xq[k], a.x + (t0 + k) * a.ne0, a.ne0);
+  }
   while (vb < n_vblocks) {
     const unsigned vb_next = vb + gridDim.x;
     const bool more_vb = vb_next < n_vblocks;
     const Rows rows_next = more_vb ? rows_of(vb_next) : rows;
-    float acc[kMats][kRows] = {};
+    float acc[kTok][kMats][kRows] = {};
     for (int64_t j = 0; j < per_vb; ++j) {
       const int64_t u = lane + j * kWarp;
       if (j + 1 < per_vb) {
@@ -320,12 +328,16 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a
       } else if (more_vb) {
         load(next, rows_next, lane);
       }
-      Xq16 xp[U::kPieces];
-      U::load_x(xq, u, xp);
 #pragma unroll
-      for (int m = 0; m < kMats; ++m) {
+      for (int k = 0; k < kTok; ++k) {
+        if (k >= nt) break;
+        Xq16 xp[U::kPieces];
+        U::load_x(xq[k], u, xp);
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) acc[m][i] += cur[m][i].dot(xp);
+        for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) acc[k][m][i] += cur[m][i].dot(xp);
+        }
       }
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
@@ -333,7 +345,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_dot_kernel(const GemvArgs a
         for (int i = 0; i < kRows; ++i) cur[m][i] = next[m][i];
       }
     }
-    store_rows<kMats, kRows>(a, rows.sg, rows.row0, t, acc);
+#pragma unroll
+    for (int k = 0; k < kTok; ++k) {
+      if (k < nt) store_rows<kMats, kRows>(a, rows.sg, rows.row0, t0 + k, acc[k]);
+    }
     vb = vb_next;
     rows = rows_next;
   }
@@ -488,11 +503,11 @@ int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
 }
 
 // Shared memory of a GEMV: x of one token, fp32 (stage_x) or quantized (stage_xq, kDot).
+constexpr size_t kGemvMaxSmem = 227 * 1024;  // an sm_90 block's shared memory
 size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
-  constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
   const size_t bytes = dot ? XqRow::bytes(a.ne0) : size_t(a.ne0) * sizeof(float);
-  QWEN_CHECK(bytes <= kMax, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
-             " bytes of shared memory for x, more than the ", kMax, " a block may have");
+  QWEN_CHECK(bytes <= kGemvMaxSmem, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
+             " bytes of shared memory for x, more than the ", kGemvMaxSmem, " a block may have");
   return bytes;
 }
 
@@ -509,11 +524,11 @@ unsigned walk_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
 }
 
 // Launches a GEMV kernel over grid.x virtual blocks (walk_blocks).
-template <class Kernel>
-void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args) {
+template <class Kernel, class... Extra>
+void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args, Extra... extra) {
   dim3 g = grid;
   g.x = walk_blocks(kernel, smem, args.f.n_sm, grid.x);
-  launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x);
+  launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x, extra...);
 }
 
 // Launches gemv_kernel<T, M, rows> (gemv_dot_kernel with kDot); a row count over T's register
@@ -526,7 +541,17 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   } else if (kRows > 1 && rows != kRows) {
     launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
   } else if constexpr (kDot) {
-    launch_walk(gemv_dot_kernel<T, M, kRows>, grid, gemv_smem_bytes(args, true), s, args);
+    // Every token of a launch in one block where the quantized x of all fit a block's shared
+    // memory and the warp has at most 2 rows (more spill with 4 tokens' sums).
+    const int n_tokens = int(grid.y);
+    if constexpr (kRows * kMats <= 2) {
+      if (n_tokens > 1 && gemv_smem_bytes(args, true) * kGemvMaxTokens <= kGemvMaxSmem) {
+        grid.y = 1;
+        return launch_walk(gemv_dot_kernel<T, M, kRows, kGemvMaxTokens>, grid,
+                           gemv_smem_bytes(args, true) * kGemvMaxTokens, s, args, n_tokens);
+      }
+    }
+    launch_walk(gemv_dot_kernel<T, M, kRows, 1>, grid, gemv_smem_bytes(args, true), s, args, n_tokens);
   } else {
     launch_walk(gemv_kernel<T, M, kRows>, grid, gemv_smem_bytes(args, false), s, args);
   }
