@@ -110,7 +110,8 @@ Bound vs_cpu_bound(GGMLType t, int n_tokens) {
 // bounds of the file comment, `vs_unfused` against the unfused CUDA run.
 void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
                  const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu, bool exact = true) {
-  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)") << (exact ? "" : ", fast"));
+  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)")
+                                  << (exact ? "" : ", fast"));
   auto cpu = make_cpu_backend(0);
   const std::vector<Bytes> ref = run(*cpu, bufs, ops);
   const std::vector<Bytes> fused = run(*cuda_backend(fusions, exact), bufs, ops);

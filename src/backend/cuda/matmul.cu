@@ -525,7 +525,8 @@ unsigned walk_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
 
 // Launches a GEMV kernel over grid.x virtual blocks (walk_blocks).
 template <class Kernel, class... Extra>
-void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args, Extra... extra) {
+void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args,
+                 Extra... extra) {
   dim3 g = grid;
   g.x = walk_blocks(kernel, smem, args.f.n_sm, grid.x);
   launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x, extra...);

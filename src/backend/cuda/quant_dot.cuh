@@ -129,42 +129,37 @@ QWEN_HD int dot16(const uint32_t q[4], const Xq16& x) {
 template <GGMLType T>
 struct UnitDot;
 
-// Q8_0 {half d; i8 qs[32]}: one block, x pieces 2u and 2u + 1.
-template <>
-struct UnitDot<GGMLType::Q8_0> {
-  static constexpr int kElems = 32, kWords = 9, kPieces = 2;
-  uint32_t d, w[8];
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    load_d_words<8>(row + u * BlockInfo<GGMLType::Q8_0>::kBytes, d, w);
-  }
+// A unit of one 32-element block {half d; u8 payload[4N]} (x pieces 2u and 2u + 1), whose dot is
+// d (s / 256) T for its integer sum T.
+template <GGMLType T, int N>
+struct BlockUnit {
+  static constexpr int kElems = 32, kWords = N + 1, kPieces = 2;
+  uint32_t d, w[N];
+  QWEN_HD void load(const uint8_t* row, int64_t u) { load_d_words<N>(row + u * BlockInfo<T>::kBytes, d, w); }
   QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
     p[0].load(x, 2 * u);
     p[1].load(x, 2 * u + 1);
   }
-  QWEN_HD float dot(const Xq16 p[kPieces]) const {
-    const int t = dot16(w, p[0]) + dot16(w + 4, p[1]);
+  QWEN_HD float scaled(int t, const Xq16 p[kPieces]) const {
     return float(t) * (half_to_float(uint16_t(d)) * p[0].sc);
   }
+};
+
+// Q8_0 {half d; i8 qs[32]}: w = d q.
+template <>
+struct UnitDot<GGMLType::Q8_0> : BlockUnit<GGMLType::Q8_0, 8> {
+  QWEN_HD float dot(const Xq16 p[kPieces]) const { return scaled(dot16(w, p[0]) + dot16(w + 4, p[1]), p); }
 };
 
 // Q4_0 {half d; u8 qs[16]}: element k < 16 is the low nibble of qs[k], k >= 16 the high nibble of
 // qs[k - 16]; w = d (q - 8).
 template <>
-struct UnitDot<GGMLType::Q4_0> {
-  static constexpr int kElems = 32, kWords = 5, kPieces = 2;
-  uint32_t d, w[4];
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    load_d_words<4>(row + u * BlockInfo<GGMLType::Q4_0>::kBytes, d, w);
-  }
-  QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
-    UnitDot<GGMLType::Q8_0>::load_x(x, u, p);
-  }
+struct UnitDot<GGMLType::Q4_0> : BlockUnit<GGMLType::Q4_0, 4> {
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[4], hi[4];
     QWEN_UNROLL
     for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
-    const int t = dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum);
-    return float(t) * (half_to_float(uint16_t(d)) * p[0].sc);
+    return scaled(dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum), p);
   }
 };
 
@@ -204,10 +199,10 @@ struct UnitDot<GGMLType::Q4_K> {
     for (int i = 0; i < 4; ++i) lo[i] = w[4 + i] & 0x0f0f0f0fu, hi[i] = (w[4 + i] >> 4) & 0x0f0f0f0fu;
     const int t0b = dot16(lo, p[1]), t1b = dot16(hi, p[3]);
     const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
-    const float v0 = fmaf(d * float(s2 & 0xffu), float(t0 + t0b), -(dmin * float(m2 & 0xffu)) *
-                                                                        float(p[0].isum + p[1].isum));
-    const float v1 = fmaf(d * float(s2 >> 8), float(t1 + t1b), -(dmin * float(m2 >> 8)) *
-                                                                    float(p[2].isum + p[3].isum));
+    const float v0 = fmaf(d * float(s2 & 0xffu), float(t0 + t0b),
+                          -(dmin * float(m2 & 0xffu)) * float(p[0].isum + p[1].isum));
+    const float v1 =
+        fmaf(d * float(s2 >> 8), float(t1 + t1b), -(dmin * float(m2 >> 8)) * float(p[2].isum + p[3].isum));
     return fmaf(v1, p[2].sc, v0 * p[0].sc);
   }
 };
