@@ -10,8 +10,8 @@
 // A weight unit (UnitDot<T>) multiplies its integer quants by xh and by xl with __dp4a (four
 // products and a sum per instruction, exact in int32), and applies its scales in fp32 once per 32
 // elements: T = 256 sum(q xh) + sum(q xl), and sum(w x) = d (s / 256) (T - offset I) with
-// I = sum(256 xh + xl). The exact GEMV decodes every weight to fp32 instead, about 7 instructions
-// per 4-bit weight, which kept the 7B 4-bit GEMVs near 40% of DRAM bandwidth.
+// I = sum(256 xh + xl): about 1.3 instructions per 4-bit weight, where the exact GEMV decodes every
+// weight to fp32 in about 7 (docs/BENCHMARKS.md has what this bought).
 // All of it is __host__ __device__: tests/ops/test_quant_dot.cu runs it on the CPU.
 #pragma once
 
@@ -55,7 +55,7 @@ QWEN_HD void xq_quantize(float x, float amax, int& h, int& l) {
 
 // x of one token, quantized: for n elements, xh and xl as words of 4 consecutive elements
 // (n / 4 each), per 32-block its xq_scale (n / 32) and per 16 elements I16 = sum(256 xh + xl)
-// (n / 16). Lives in a GEMV block's shared memory (gemv_dot) or, for tests, in host memory.
+// (n / 16). Lives in a GEMV block's shared memory (gemv_dot_kernel) or, for tests, in host memory.
 struct XqRow {
   uint32_t* h;
   uint32_t* l;
@@ -73,7 +73,8 @@ struct XqRow {
   }
 };
 
-// Host twin of the GEMV's quantization of x (one warp per block there, the same values).
+// Host twin of the GEMV's quantization of x (stage_xq in matmul.cu: 8 lanes per block there, the
+// same values).
 inline void xq_row_host(const float* x, int64_t n, XqRow q) {
   for (int64_t b = 0; b < n / kXqBlock; ++b) {
     float amax = 0.f;
