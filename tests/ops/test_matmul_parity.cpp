@@ -35,10 +35,12 @@ bool is_kquant(GGMLType t) {
   return type_traits(t).block_size == 256;
 }
 
-// The fast decode GEMV of Q8_0, Q4_0 and Q4_K (x quantized to 16 bits per 32 elements,
-// quant_dot.cuh; 1.5-3.8e-10 on the host in test_quant_dot.cu); every other GEMV is exact fp32.
+// The fast decode GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K (x quantized to 16 bits per
+// 32 elements, quant_dot.cuh; NMSE 1.5-3.8e-10 on the host in test_quant_dot.cu); every other GEMV
+// is exact fp32.
 bool fast_dot(GGMLType t) {
-  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K;
+  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
+         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
 }
 
 double nmse_bound(GGMLType t, bool gemm, bool fast) {

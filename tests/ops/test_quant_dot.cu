@@ -140,7 +140,8 @@ TEST_P(QuantDot, NonFiniteXGivesNan) {
 }
 
 INSTANTIATE_TEST_SUITE_P(DotTypes, QuantDot,
-                         ::testing::Values(GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_K),
+                         ::testing::Values(GGMLType::Q8_0, GGMLType::Q4_0, GGMLType::Q4_1, GGMLType::Q5_0,
+                                           GGMLType::Q5_1, GGMLType::Q4_K, GGMLType::Q5_K),
                          [](const ::testing::TestParamInfo<GGMLType>& i) {
                            return std::string(type_name(i.param));
                          });

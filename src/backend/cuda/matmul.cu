@@ -2,8 +2,9 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
 // whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
-// then a warp reduction per row. In fast mode Q8_0, Q4_0 and Q4_K take gemv_dot_kernel
-// instead: x quantized to 16 bits, integer dot products per weight unit (quant_dot.cuh). The
+// then a warp reduction per row. In fast mode Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K take
+// gemv_dot_kernel instead: x quantized to 16 bits, integer dot products per weight unit
+// (quant_dot.cuh). The
 // backend may fuse the following residual add into either, launch the GEMVs that share x as one
 // grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
 //
@@ -543,9 +544,9 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
     launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
   } else if constexpr (kDot) {
     // Every token of a launch in one block where the quantized x of all fit a block's shared
-    // memory and the warp has at most 2 rows (more spill with 4 tokens' sums).
+    // memory and the warp has at most 2 rows within the raw budget (more spill with 4 tokens' sums).
     const int n_tokens = int(grid.y);
-    if constexpr (kRows * kMats <= 2) {
+    if constexpr (kRows * kMats <= 2 && kRows * kMats * raw_words<T, true>() <= kDotWords) {
       if (n_tokens > 1 && gemv_smem_bytes(args, true) * kGemvMaxTokens <= kGemvMaxSmem) {
         grid.y = 1;
         return launch_walk(gemv_dot_kernel<T, M, kRows, kGemvMaxTokens>, grid,

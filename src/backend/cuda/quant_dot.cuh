@@ -1,7 +1,7 @@
 // The decode GEMV's fast arithmetic (gemv_dot_kernel in matmul.cu): integer dot products of
-// quantized weights with x quantized to 16 bits, for Q8_0, Q4_0 and Q4_K. (A Q6_K unit, whose
-// 210-byte blocks sit 2 bytes off alignment, took 19 four-byte loads per unit and lost to the fp32
-// GEMV: docs/BENCHMARKS.md.)
+// quantized weights with x quantized to 16 bits, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K.
+// (A Q6_K unit, whose 210-byte blocks sit 2 bytes off alignment, took 19 four-byte loads per unit
+// and lost to the fp32 GEMV: docs/BENCHMARKS.md.)
 //
 // x is quantized per 32-element block b (xq_quantize): s = amax / 127, xh = rint(x / s) in
 // [-127, 127], xl = rint((x - s xh) 256 / s) clamped to [-127, 127], so that
@@ -130,87 +130,209 @@ QWEN_HD int dot16(const uint32_t q[4], const Xq16& x) {
 template <GGMLType T>
 struct UnitDot;
 
-// A unit of one 32-element block {half d; u8 payload[4N]} (x pieces 2u and 2u + 1), whose dot is
-// d (s / 256) T for its integer sum T.
-template <GGMLType T, int N>
+// The low and high nibbles of the 4 words w (elements k and k + 16 of a 32-element block), with
+// 5th bits from the 32 bits of qh (bit k of element k) when there are any.
+QWEN_HD void nibbles16(const uint32_t w[4], uint32_t lo[4], uint32_t hi[4]) {
+  QWEN_UNROLL
+  for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
+}
+// Bits 0..3 of b as bit 4 of bytes 0..3 (the four products with 1, 2^7, 2^14, 2^21 land on
+// distinct bits, so nothing carries).
+QWEN_HD uint32_t bits_to_bytes4(uint32_t b) {
+  return ((b & 0xfu) * 0x00204081u & 0x01010101u) << 4;
+}
+QWEN_HD void nibbles16_qh(const uint32_t w[4], uint32_t qh, uint32_t lo[4], uint32_t hi[4]) {
+  nibbles16(w, lo, hi);
+  QWEN_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    lo[i] |= bits_to_bytes4(qh >> (4 * i));
+    hi[i] |= bits_to_bytes4(qh >> (16 + 4 * i));
+  }
+}
+
+// A unit of one 32-element block (x pieces 2u and 2u + 1).
 struct BlockUnit {
-  static constexpr int kElems = 32, kWords = N + 1, kPieces = 2;
-  uint32_t d, w[N];
-  QWEN_HD void load(const uint8_t* row, int64_t u) { load_d_words<N>(row + u * BlockInfo<T>::kBytes, d, w); }
+  static constexpr int kElems = 32, kPieces = 2;
   QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
     p[0].load(x, 2 * u);
     p[1].load(x, 2 * u + 1);
   }
-  QWEN_HD float scaled(int t, const Xq16 p[kPieces]) const {
-    return float(t) * (half_to_float(uint16_t(d)) * p[0].sc);
+  // sum(w x^) = (s / 256) (d T + m I) for the block's integer sum T and I = sum(256 xh + xl).
+  QWEN_HD static float scaled(float d, float m, int t, const Xq16 p[kPieces]) {
+    return fmaf(d, float(t), m * float(p[0].isum + p[1].isum)) * p[0].sc;
   }
 };
 
 // Q8_0 {half d; i8 qs[32]}: w = d q.
 template <>
-struct UnitDot<GGMLType::Q8_0> : BlockUnit<GGMLType::Q8_0, 8> {
-  QWEN_HD float dot(const Xq16 p[kPieces]) const { return scaled(dot16(w, p[0]) + dot16(w + 4, p[1]), p); }
+struct UnitDot<GGMLType::Q8_0> : BlockUnit {
+  static constexpr int kWords = 9;
+  uint32_t d, w[8];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    load_d_words<8>(row + u * BlockInfo<GGMLType::Q8_0>::kBytes, d, w);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    return scaled(half_to_float(uint16_t(d)), 0.f, dot16(w, p[0]) + dot16(w + 4, p[1]), p);
+  }
 };
 
 // Q4_0 {half d; u8 qs[16]}: element k < 16 is the low nibble of qs[k], k >= 16 the high nibble of
 // qs[k - 16]; w = d (q - 8).
 template <>
-struct UnitDot<GGMLType::Q4_0> : BlockUnit<GGMLType::Q4_0, 4> {
+struct UnitDot<GGMLType::Q4_0> : BlockUnit {
+  static constexpr int kWords = 5;
+  uint32_t d, w[4];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    load_d_words<4>(row + u * BlockInfo<GGMLType::Q4_0>::kBytes, d, w);
+  }
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[4], hi[4];
-    QWEN_UNROLL
-    for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
-    return scaled(dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum), p);
+    nibbles16(w, lo, hi);
+    return scaled(half_to_float(uint16_t(d)), 0.f,
+                  dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum), p);
   }
 };
 
-// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): unit u is the 64 elements
-// [64 j, 64 j + 64) of super-block u / 4 (j = u % 4), sub-blocks 2j (low nibbles of qs[32 j + k])
-// and 2j + 1 (high nibbles); w = d sc q - dmin m per sub-block. x pieces 4u .. 4u + 3.
+// Q4_1 {half d; half m; u8 qs[16]} (20 bytes, 4-byte aligned): nibbles as Q4_0; w = d q + m.
 template <>
-struct UnitDot<GGMLType::Q4_K> {
-  static constexpr int kElems = 64, kWords = 13, kPieces = 4;
-  uint32_t dm, sc[3], w[8];
-  int j;
+struct UnitDot<GGMLType::Q4_1> : BlockUnit {
+  static constexpr int kWords = 5;
+  uint32_t dm, w[4];
   QWEN_HD void load(const uint8_t* row, int64_t u) {
-    const uint8_t* b = row + (u / 4) * BlockInfo<GGMLType::Q4_K>::kBytes;
+    const uint8_t* b = row + u * BlockInfo<GGMLType::Q4_1>::kBytes;
+    dm = load_u32_a4(b);
+    load16_a4(b + 4, w);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[4], hi[4];
+    nibbles16(w, lo, hi);
+    return scaled(half_to_float(uint16_t(dm & 0xffffu)), half_to_float(uint16_t(dm >> 16)),
+                  dot16(lo, p[0]) + dot16(hi, p[1]), p);
+  }
+};
+
+// Q5_0 {half d; u8 qh[4]; u8 qs[16]} (22 bytes, 2-byte aligned): q = nibble (as Q4_0) | bit k of qh
+// << 4; w = d (q - 16).
+template <>
+struct UnitDot<GGMLType::Q5_0> : BlockUnit {
+  static constexpr int kWords = 6;
+  uint32_t d, w[5];  // w[0]: qh, w[1..4]: qs
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    load_d_words<5>(row + u * BlockInfo<GGMLType::Q5_0>::kBytes, d, w);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[4], hi[4];
+    nibbles16_qh(w + 1, w[0], lo, hi);
+    return scaled(half_to_float(uint16_t(d)), 0.f,
+                  dot16(lo, p[0]) + dot16(hi, p[1]) - 16 * (p[0].isum + p[1].isum), p);
+  }
+};
+
+// Q5_1 {half d; half m; u8 qh[4]; u8 qs[16]} (24 bytes, 4-byte aligned): q as Q5_0; w = d q + m.
+template <>
+struct UnitDot<GGMLType::Q5_1> : BlockUnit {
+  static constexpr int kWords = 6;
+  uint32_t dm, qh, w[4];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    const uint8_t* b = row + u * BlockInfo<GGMLType::Q5_1>::kBytes;
+    dm = load_u32_a4(b);
+    qh = load_u32_a4(b + 4);
+    load16_a4(b + 8, w);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[4], hi[4];
+    nibbles16_qh(w, qh, lo, hi);
+    return scaled(half_to_float(uint16_t(dm & 0xffffu)), half_to_float(uint16_t(dm >> 16)),
+                  dot16(lo, p[0]) + dot16(hi, p[1]), p);
+  }
+};
+
+// Q4_K / Q5_K unit u: the 64 elements [64 j, 64 j + 64) of super-block u / 4 (j = u % 4),
+// sub-blocks 2j (low nibbles of 32 quant bytes) and 2j + 1 (high nibbles); w = d sc q - dmin m per
+// sub-block, sc and m 6 bits each from the 12 scale bytes. x pieces 4u .. 4u + 3.
+struct K4PairUnit {
+  static constexpr int kElems = 64, kPieces = 4;
+  uint32_t dm, sc[3];
+  int j;
+  QWEN_HD const uint8_t* load_head(const uint8_t* row, int64_t u, int block_bytes) {
+    const uint8_t* b = row + (u / 4) * block_bytes;
     j = int(u % 4);
     const uint4 v = *reinterpret_cast<const uint4*>(b);
     dm = v.x, sc[0] = v.y, sc[1] = v.z, sc[2] = v.w;
-    load16_a16(b + 16 + 32 * j, w);
-    load16_a16(b + 32 + 32 * j, w + 4);
+    return b;
   }
   QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
     QWEN_UNROLL
     for (int i = 0; i < kPieces; ++i) p[i].load(x, 4 * u + i);
   }
-  QWEN_HD float dot(const Xq16 p[kPieces]) const {
-    // The 6-bit scales and mins of sub-blocks 2j, 2j + 1 as two bytes each (k4_scale_min for a
-    // pair, without selects per byte).
+  // lo/hi[0..3] and [4..7]: the quants of sub-blocks 2j and 2j + 1, elements [0, 16) and [16, 32).
+  QWEN_HD float combine(const uint32_t lo[8], const uint32_t hi[8], const Xq16 p[kPieces]) const {
+    // The scales and mins of sub-blocks 2j, 2j + 1 as two bytes each (k4_scale_min for a pair,
+    // without selects per byte).
     const uint32_t sh = 16 * uint32_t(j % 2);
     const uint32_t a = sc[0] >> sh, b = sc[1] >> sh, c = sc[2] >> sh;
     const bool low = j < 2;
     const uint32_t s2 = low ? a & 0x3f3fu : (c & 0x0f0fu) | ((a >> 2) & 0x3030u);
     const uint32_t m2 = low ? b & 0x3f3fu : ((c >> 4) & 0x0f0fu) | ((b >> 2) & 0x3030u);
-    uint32_t lo[4], hi[4];
-    QWEN_UNROLL
-    for (int i = 0; i < 4; ++i) lo[i] = w[i] & 0x0f0f0f0fu, hi[i] = (w[i] >> 4) & 0x0f0f0f0fu;
-    const int t0 = dot16(lo, p[0]), t1 = dot16(hi, p[2]);
-    QWEN_UNROLL
-    for (int i = 0; i < 4; ++i) lo[i] = w[4 + i] & 0x0f0f0f0fu, hi[i] = (w[4 + i] >> 4) & 0x0f0f0f0fu;
-    const int t0b = dot16(lo, p[1]), t1b = dot16(hi, p[3]);
+    const int t0 = dot16(lo, p[0]) + dot16(lo + 4, p[1]), t1 = dot16(hi, p[2]) + dot16(hi + 4, p[3]);
     const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
-    const float v0 = fmaf(d * float(s2 & 0xffu), float(t0 + t0b),
-                          -(dmin * float(m2 & 0xffu)) * float(p[0].isum + p[1].isum));
+    const float v0 =
+        fmaf(d * float(s2 & 0xffu), float(t0), -(dmin * float(m2 & 0xffu)) * float(p[0].isum + p[1].isum));
     const float v1 =
-        fmaf(d * float(s2 >> 8), float(t1 + t1b), -(dmin * float(m2 >> 8)) * float(p[2].isum + p[3].isum));
+        fmaf(d * float(s2 >> 8), float(t1), -(dmin * float(m2 >> 8)) * float(p[2].isum + p[3].isum));
     return fmaf(v1, p[2].sc, v0 * p[0].sc);
+  }
+};
+
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): the quant bytes of unit u are
+// qs[32 j + k].
+template <>
+struct UnitDot<GGMLType::Q4_K> : K4PairUnit {
+  static constexpr int kWords = 13;
+  uint32_t w[8];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    const uint8_t* b = load_head(row, u, BlockInfo<GGMLType::Q4_K>::kBytes);
+    load16_a16(b + 16 + 32 * j, w);
+    load16_a16(b + 32 + 32 * j, w + 4);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[8], hi[8];
+    nibbles16(w, lo, hi);
+    nibbles16(w + 4, lo + 4, hi + 4);
+    return combine(lo, hi, p);
+  }
+};
+
+// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes): as Q4_K with quant
+// bytes qs[32 j + k] and 5th bits 2j (low nibbles) and 2j + 1 (high) of qh[k].
+template <>
+struct UnitDot<GGMLType::Q5_K> : K4PairUnit {
+  static constexpr int kWords = 21;
+  uint32_t qh[8], w[8];
+  QWEN_HD void load(const uint8_t* row, int64_t u) {
+    const uint8_t* b = load_head(row, u, BlockInfo<GGMLType::Q5_K>::kBytes);
+    load16_a16(b + 16, qh);
+    load16_a16(b + 32, qh + 4);
+    load16_a16(b + 48 + 32 * j, w);
+    load16_a16(b + 64 + 32 * j, w + 4);
+  }
+  QWEN_HD float dot(const Xq16 p[kPieces]) const {
+    uint32_t lo[8], hi[8];
+    nibbles16(w, lo, hi);
+    nibbles16(w + 4, lo + 4, hi + 4);
+    QWEN_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      lo[i] |= ((qh[i] >> (2 * j)) & 0x01010101u) << 4;
+      hi[i] |= ((qh[i] >> (2 * j + 1)) & 0x01010101u) << 4;
+    }
+    return combine(lo, hi, p);
   }
 };
 
 // Types with a UnitDot.
 constexpr bool has_unit_dot(GGMLType t) {
-  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_K;
+  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
+         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
 }
 
 }  // namespace qwen::cuda
