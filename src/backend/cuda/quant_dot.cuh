@@ -163,33 +163,31 @@ struct BlockUnit {
   }
 };
 
+// A block {half d; u8 payload[4N]} at a 2-byte aligned address (load_d_words).
+template <GGMLType T, int N>
+struct DWordsUnit : BlockUnit {
+  static constexpr int kWords = N + 1;
+  uint32_t d, w[N];
+  QWEN_HD void load(const uint8_t* row, int64_t u) { load_d_words<N>(row + u * BlockInfo<T>::kBytes, d, w); }
+  QWEN_HD float scale() const { return half_to_float(uint16_t(d)); }
+};
+
 // Q8_0 {half d; i8 qs[32]}: w = d q.
 template <>
-struct UnitDot<GGMLType::Q8_0> : BlockUnit {
-  static constexpr int kWords = 9;
-  uint32_t d, w[8];
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    load_d_words<8>(row + u * BlockInfo<GGMLType::Q8_0>::kBytes, d, w);
-  }
+struct UnitDot<GGMLType::Q8_0> : DWordsUnit<GGMLType::Q8_0, 8> {
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
-    return scaled(half_to_float(uint16_t(d)), 0.f, dot16(w, p[0]) + dot16(w + 4, p[1]), p);
+    return scaled(scale(), 0.f, dot16(w, p[0]) + dot16(w + 4, p[1]), p);
   }
 };
 
 // Q4_0 {half d; u8 qs[16]}: element k < 16 is the low nibble of qs[k], k >= 16 the high nibble of
 // qs[k - 16]; w = d (q - 8).
 template <>
-struct UnitDot<GGMLType::Q4_0> : BlockUnit {
-  static constexpr int kWords = 5;
-  uint32_t d, w[4];
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    load_d_words<4>(row + u * BlockInfo<GGMLType::Q4_0>::kBytes, d, w);
-  }
+struct UnitDot<GGMLType::Q4_0> : DWordsUnit<GGMLType::Q4_0, 4> {
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[4], hi[4];
     nibbles16(w, lo, hi);
-    return scaled(half_to_float(uint16_t(d)), 0.f,
-                  dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum), p);
+    return scaled(scale(), 0.f, dot16(lo, p[0]) + dot16(hi, p[1]) - 8 * (p[0].isum + p[1].isum), p);
   }
 };
 
@@ -212,19 +210,13 @@ struct UnitDot<GGMLType::Q4_1> : BlockUnit {
 };
 
 // Q5_0 {half d; u8 qh[4]; u8 qs[16]} (22 bytes, 2-byte aligned): q = nibble (as Q4_0) | bit k of qh
-// << 4; w = d (q - 16).
+// << 4; w = d (q - 16). Payload word 0 is qh, words 1..4 qs.
 template <>
-struct UnitDot<GGMLType::Q5_0> : BlockUnit {
-  static constexpr int kWords = 6;
-  uint32_t d, w[5];  // w[0]: qh, w[1..4]: qs
-  QWEN_HD void load(const uint8_t* row, int64_t u) {
-    load_d_words<5>(row + u * BlockInfo<GGMLType::Q5_0>::kBytes, d, w);
-  }
+struct UnitDot<GGMLType::Q5_0> : DWordsUnit<GGMLType::Q5_0, 5> {
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[4], hi[4];
     nibbles16_qh(w + 1, w[0], lo, hi);
-    return scaled(half_to_float(uint16_t(d)), 0.f,
-                  dot16(lo, p[0]) + dot16(hi, p[1]) - 16 * (p[0].isum + p[1].isum), p);
+    return scaled(scale(), 0.f, dot16(lo, p[0]) + dot16(hi, p[1]) - 16 * (p[0].isum + p[1].isum), p);
   }
 };
 
@@ -248,11 +240,11 @@ struct UnitDot<GGMLType::Q5_1> : BlockUnit {
 };
 
 // Q4_K / Q5_K unit u: the 64 elements [64 j, 64 j + 64) of super-block u / 4 (j = u % 4),
-// sub-blocks 2j (low nibbles of 32 quant bytes) and 2j + 1 (high nibbles); w = d sc q - dmin m per
-// sub-block, sc and m 6 bits each from the 12 scale bytes. x pieces 4u .. 4u + 3.
+// sub-blocks 2j (low nibbles of quant bytes 32 j + k) and 2j + 1 (high nibbles); w = d sc q - dmin
+// m per sub-block, sc and m 6 bits each from the 12 scale bytes. x pieces 4u .. 4u + 3.
 struct K4PairUnit {
   static constexpr int kElems = 64, kPieces = 4;
-  uint32_t dm, sc[3];
+  uint32_t dm, sc[3], w[8];  // w: the unit's 32 quant bytes
   int j;
   QWEN_HD const uint8_t* load_head(const uint8_t* row, int64_t u, int block_bytes) {
     const uint8_t* b = row + (u / 4) * block_bytes;
@@ -260,6 +252,15 @@ struct K4PairUnit {
     const uint4 v = *reinterpret_cast<const uint4*>(b);
     dm = v.x, sc[0] = v.y, sc[1] = v.z, sc[2] = v.w;
     return b;
+  }
+  // The 32 quant bytes of pair j from the super-block's 128 at q.
+  QWEN_HD void load_qs(const uint8_t* q) {
+    load16_a16(q + 32 * j, w);
+    load16_a16(q + 32 * j + 16, w + 4);
+  }
+  QWEN_HD void nibbles(uint32_t lo[8], uint32_t hi[8]) const {
+    nibbles16(w, lo, hi);
+    nibbles16(w + 4, lo + 4, hi + 4);
   }
   QWEN_HD static void load_x(const XqRow& x, int64_t u, Xq16 p[kPieces]) {
     QWEN_UNROLL
@@ -284,42 +285,35 @@ struct K4PairUnit {
   }
 };
 
-// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): the quant bytes of unit u are
-// qs[32 j + k].
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes).
 template <>
 struct UnitDot<GGMLType::Q4_K> : K4PairUnit {
   static constexpr int kWords = 13;
-  uint32_t w[8];
   QWEN_HD void load(const uint8_t* row, int64_t u) {
-    const uint8_t* b = load_head(row, u, BlockInfo<GGMLType::Q4_K>::kBytes);
-    load16_a16(b + 16 + 32 * j, w);
-    load16_a16(b + 32 + 32 * j, w + 4);
+    load_qs(load_head(row, u, BlockInfo<GGMLType::Q4_K>::kBytes) + 16);
   }
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[8], hi[8];
-    nibbles16(w, lo, hi);
-    nibbles16(w + 4, lo + 4, hi + 4);
+    nibbles(lo, hi);
     return combine(lo, hi, p);
   }
 };
 
-// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes): as Q4_K with quant
-// bytes qs[32 j + k] and 5th bits 2j (low nibbles) and 2j + 1 (high) of qh[k].
+// Q5_K {half d; half dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} (176 bytes): as Q4_K, with 5th
+// bits 2j (low nibbles) and 2j + 1 (high) of qh[k].
 template <>
 struct UnitDot<GGMLType::Q5_K> : K4PairUnit {
   static constexpr int kWords = 21;
-  uint32_t qh[8], w[8];
+  uint32_t qh[8];
   QWEN_HD void load(const uint8_t* row, int64_t u) {
     const uint8_t* b = load_head(row, u, BlockInfo<GGMLType::Q5_K>::kBytes);
     load16_a16(b + 16, qh);
     load16_a16(b + 32, qh + 4);
-    load16_a16(b + 48 + 32 * j, w);
-    load16_a16(b + 64 + 32 * j, w + 4);
+    load_qs(b + 48);
   }
   QWEN_HD float dot(const Xq16 p[kPieces]) const {
     uint32_t lo[8], hi[8];
-    nibbles16(w, lo, hi);
-    nibbles16(w + 4, lo + 4, hi + 4);
+    nibbles(lo, hi);
     QWEN_UNROLL
     for (int i = 0; i < 8; ++i) {
       lo[i] |= ((qh[i] >> (2 * j)) & 0x01010101u) << 4;
