@@ -4,9 +4,9 @@
 // whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
 // then a warp reduction per row. In fast mode Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K take
 // gemv_dot_kernel instead: x quantized to 16 bits, integer dot products per weight unit
-// (quant_dot.cuh). The
-// backend may fuse the following residual add into either, launch the GEMVs that share x as one
-// grid (q/k/v), and compute gate and up rows together with SwiGLU (gemv_swiglu).
+// (quant_dot.cuh). The backend may fuse the following residual add into either, launch the GEMVs
+// that share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU
+// (gemv_swiglu).
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
 // (the backend routes them), except F32 weights.
