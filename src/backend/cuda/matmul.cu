@@ -125,38 +125,32 @@ __device__ __forceinline__ void store_rows(const GemvArgs& a, const GroupSeg& sg
 // per lane and read x fewer times; the host picks kRows (choose_rows) so that the grid still
 // covers the SMs. (Splitting long rows over several warps measured slower: the extra blocks need
 // a second wave, and these kernels are latency-bound.) One launch may cover up to kMaxGemvGroup
-// matrices that share x (segments of consecutive virtual blocks of kGemvWarps * kRows rows; a
-// virtual block's segment is uniform, so every warp runs the single-matrix arithmetic). The grid
-// has as many blocks as fit the SMs at once (walk_blocks): each stages x once and walks the
-// virtual blocks blockIdx.x, + gridDim.x, ... (one block per virtual block staged x thousands of
-// times: for the 7B gate/up pair, 34 MB from L2 against 76 MB of weights). Modes:
+// matrices that share x (segments of consecutive blocks; a block's segment is uniform, so every
+// warp runs the single-matrix arithmetic). Modes:
 //  Pair: segments 0 (gate) and 1 (up) have the same rows; each warp computes its rows of both
 //        and stores gate, up and f.glu_out = silu(gate) * up;
 //  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
 //        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
 //        to 4 chunks (same accumulation order, so the same result).
-// Plain and Deep apply the optional epilogue resid += y (single matrix only).
+// Plain and Deep apply the optional epilogue resid += y (single matrix only). (A grid of only as
+// many blocks as fit the SMs, each staging x once and walking several blocks' rows, measured
+// slower: tg128 --exact 7B Q4_K_M 240 vs 248 tok/s, 0.5B Q8_0 1,246 vs 1,271.)
 template <GGMLType T, GemvMode M, int kRows>
-__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1)
-    gemv_kernel(const GemvArgs a, unsigned n_vblocks) {
+__global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
   static_assert(kRows == 1 || M != GemvMode::Deep, "several rows per warp: Plain or Pair");
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
   constexpr int kDepth = M == GemvMode::Deep ? kDeepChunks : 1;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  // Pair: both segments span the whole grid, so every block is in segment 0 (gate).
+  unsigned block0;
+  const GroupSeg sg = block_segment(a.seg, a.n_seg, blockIdx.x, block0);
+  const int64_t row0 = (int64_t(blockIdx.x - block0) * kGemvWarps + warp) * kRows;
   const int64_t t = blockIdx.y;
   const int64_t n_chunks = a.ne0 / kChunk;
-  // The rows of virtual block vb (Pair: both segments span all virtual blocks, so each is in
-  // segment 0, gate). Rows past the end load the last row; their results are not stored.
-  GroupSeg sg;
-  int64_t row0;
+  // Rows past the end load the last row; their results are not stored.
   const uint8_t* w[kMats];
-  const auto enter = [&](unsigned vb) {
-    unsigned block0;
-    sg = block_segment(a.seg, a.n_seg, vb, block0);
-    row0 = (int64_t(vb - block0) * kGemvWarps + warp) * kRows;
-    w[0] = sg.w;
-    if constexpr (kMats == 2) w[1] = a.seg[1].w;
-  };
+  w[0] = sg.w;
+  if constexpr (kMats == 2) w[1] = a.seg[1].w;
   ChunkRaw<T> raw[kDepth][kMats][kRows];
   const auto load = [&](int64_t c) {
 #pragma unroll
@@ -173,40 +167,32 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1)
   };
   // The first chunks of weights are loaded before waiting for the previous kernel: weights are
   // never written by a kernel, so their DRAM latency overlaps the predecessor's tail.
-  unsigned vb = blockIdx.x;
-  enter(vb);
   load(lane);
   pdl_begin();
   const float* xt = a.x + t * a.ne0;
   extern __shared__ float4 xsm[];
   stage_x(xsm, xt, a.ne0);
-  for (;;) {
-    float acc[kMats][kRows] = {};
-    for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
-      if (c != lane) load(c);
+  float acc[kMats][kRows] = {};
+  for (int64_t c = lane; c < n_chunks; c += kDepth * kWarp) {
+    if (c != lane) load(c);
 #pragma unroll
-      for (int j = 0; j < kDepth; ++j) {
-        const int64_t cj = c + j * kWarp;
-        if (cj >= n_chunks) continue;
-        float xs[kChunk];
-        load_x_smem(xsm, cj, xs);
+    for (int j = 0; j < kDepth; ++j) {
+      const int64_t cj = c + j * kWarp;
+      if (cj >= n_chunks) continue;
+      float xs[kChunk];
+      load_x_smem(xsm, cj, xs);
 #pragma unroll
-        for (int m = 0; m < kMats; ++m) {
+      for (int m = 0; m < kMats; ++m) {
 #pragma unroll
-          for (int i = 0; i < kRows; ++i) {
-            float v[kChunk];
-            raw[j][m][i].decode(v);
-            dot_chunk(v, xs, acc[m][i]);
-          }
+        for (int i = 0; i < kRows; ++i) {
+          float v[kChunk];
+          raw[j][m][i].decode(v);
+          dot_chunk(v, xs, acc[m][i]);
         }
       }
     }
-    store_rows<kMats, kRows>(a, sg, row0, t, acc);
-    vb += gridDim.x;
-    if (vb >= n_vblocks) break;
-    enter(vb);
-    load(lane);
   }
+  store_rows<kMats, kRows>(a, sg, row0, t, acc);
 }
 
 // x of token t quantized into shared memory for gemv_dot_kernel (quant_dot.cuh): each warp
@@ -555,14 +541,26 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
     }
     launch_walk(gemv_dot_kernel<T, M, kRows, 1>, grid, gemv_smem_bytes(args, true), s, args, n_tokens);
   } else {
-    launch_walk(gemv_kernel<T, M, kRows>, grid, gemv_smem_bytes(args, false), s, args);
+    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s, args);
   }
 }
 
-// Whether a decode GEMV of w runs gemv_dot_kernel: fast arithmetic, a type with a UnitDot, rows a
-// multiple of 128 elements (stage_xq's groups).
-bool dot_gemv(const GemvFusion& f, const Weight& w) {
-  return f.fast && has_unit_dot(w.type) && w.ne0 % 128 == 0;
+// Whether a decode GEMV of the n matrices outs (one type and row length) runs gemv_dot_kernel:
+// fast arithmetic, a type with a UnitDot, rows a multiple of 128 elements (stage_xq's groups), and
+// every matrix at least kDotMinRows rows. On H100 at one token the dot GEMV lost to the fp32 GEMV
+// on every matrix of under 1,000 rows (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v
+// 0.56-0.84x) and won from 3,584 rows up (7B q/o 1.04-1.13x, 0.5B gate/up 1.13x; docs/
+// BENCHMARKS.md, round 2, seventh session): every block quantizes x, a chain of dependent steps,
+// before its first product, which a short grid does not hide. A group with a short matrix (the
+// 7B's q, k, v) stays on the fp32 GEMV, where q alone takes the dot GEMV.
+constexpr int64_t kDotMinRows = 2048;
+bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n) {
+  const Weight& w0 = outs[0].w;
+  if (!f.fast || !has_unit_dot(w0.type) || w0.ne0 % 128 != 0) return false;
+  for (int i = 0; i < n; ++i) {
+    if (outs[i].w.ne1 < kDotMinRows) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -614,7 +612,7 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
       return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
     };
     if constexpr (has_unit_dot(T)) {
-      if (dot_gemv(f, w0)) {
+      if (dot_gemv(f, outs, n)) {
         const int rows = choose_rows<T, true>(1, f.rows_min_blocks, blocks);
         const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
         return launch_rows<T, GemvMode::Plain, true>(rows, grid, s, args);
@@ -625,7 +623,8 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
     const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (deep) {
-      launch_walk(gemv_kernel<T, GemvMode::Deep, 1>, grid, gemv_smem_bytes(args, false), s, args);
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s,
+                  args);
     } else {
       launch_rows<T, GemvMode::Plain, false>(rows, grid, s, args);
     }
@@ -652,7 +651,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
     };
-    const bool dot = dot_gemv(f, gate.w);
+    const bool dot = dot_gemv(f, &gate, 1);
     const int rows = dot ? choose_rows<T, true>(2, f.rows_min_blocks, blocks)
                          : choose_rows<T, false>(2, f.rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
