@@ -56,6 +56,12 @@ struct GemvFusion {
   // at least rows_min_blocks blocks (the backend passes its SM count; 0: one row per warp).
   // Same arithmetic per row.
   int rows_min_blocks = 0;
+  // The fast arithmetic (the apps' default, not --exact): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and
+  // Q5_K matrices of at least 2,048 rows take integer dot products with x quantized to 16 bits
+  // per 32 elements (quant_dot.cuh), where the exact GEMV multiplies fp32 weights by fp32 x.
+  bool fast = false;
+  // The device's SM count, which sizes the fast GEMV's grid (0: one block per kGemvWarps * rows rows).
+  int n_sm = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
@@ -102,9 +108,9 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
-// rows_min_blocks as in GemvFusion.
+// f.rows_min_blocks and f.fast as in GemvFusion (f carries no resid or glu_out).
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, int rows_min_blocks);
+                 float* out, const GemvFusion& f);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
 // kSmallMaxTokens tokens): cuBLAS. exact: x in two 16-bit passes (hi + lo); otherwise F16 and
 // quantized weights take one fp16 pass (matmul.cu's precision note).
