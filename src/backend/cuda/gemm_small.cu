@@ -14,12 +14,14 @@
 // Work split. A block owns kRows = 16 W output rows (W warps, warp w the 16-row mma tile w) and
 // all n tokens (NT 8-token tiles), and walks K in 64-column slices. Per slice, thread t loads the
 // raw 32-element chunk t % 2 of the block's row t / 2 (one chunk per thread) and a share of the
-// x tile (n tokens x 64 columns of fp32); at the top of the slice these are written to shared
-// memory as fp16 (weights) and fp16 hi/lo halves (x), and ldmatrix feeds the mma fragments of
-// both. A thread keeps the raw weight chunks of kDepth slices in registers (as many as its type's
-// packed words allow), refilling each slot as soon as its slice is stored, so up to kDepth DRAM
-// round trips overlap instead of one per slice; x (read from L2) is loaded one slice ahead.
-// Each x element is split once per block, each weight byte loaded once per launch. A matrix of
+// x tile (n tokens x 64 columns of 16-bit hi, and lo, halves); at the top of the slice these are
+// written to shared memory, the weights dequantized to fp16, and ldmatrix feeds the mma fragments
+// of both. A thread keeps the raw weight chunks of kDepth slices in registers (as many as its
+// type's packed words allow), refilling each slot as soon as its slice is stored, so up to kDepth
+// DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice ahead.
+// x is split into its halves once per launch (split_x, before the GEMM) rather than by every
+// block: every block reads all of x, so at 64 tokens its fp32 bytes were 3.6-7x the weights'
+// (Q4_K, 128- or 64-row blocks). Each weight byte is loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
 // result), whose sums the last block to finish adds in split order (deterministic: results do
@@ -50,7 +52,7 @@ using OperandT = std::conditional_t<T == GGMLType::BF16, __nv_bfloat16, __half>;
 struct SmallArgs {
   GroupSeg seg[kMaxGemvGroup];
   int n_seg;
-  const float* x;
+  const void* x16;  // x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
   size_t row_bytes;
   int64_t ne0;
   int n_tokens;
@@ -78,7 +80,7 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                   // rows per block
   constexpr int kToks = 8 * NT;                   // token rows of the x tile
-  constexpr int kXVecs = kToks * kSliceCols / 4;  // float4s of the x tile
+  constexpr int kXVecs = kToks * kSliceCols / 8;  // 16-byte granules of an x tile (8 halves)
   constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
   __shared__ __align__(16) H wtile[kRows * kTileStride];
@@ -100,7 +102,8 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const uint8_t* wrow = sg.w + min(row0 + my_row, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
   ChunkRaw<T> wraw[kDepth];
-  float4 xv[kXPer];
+  uint4 xv[kLo ? 2 : 1][kXPer];  // hi (, lo) granules of the next slice
+  const H* x16 = static_cast<const H*>(a.x16);
   const auto load_w = [&](ChunkRaw<T>& raw, int64_t s) {
     const int64_t c = 2 * s + my_chunk;
     if (c < n_chunks) load_chunk<T>(raw, wrow, c);
@@ -108,11 +111,15 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const auto load_x = [&](int64_t s) {
 #pragma unroll
     for (int i = 0; i < kXPer; ++i) {
-      const int e = t + i * kThreads, tok = e / (kSliceCols / 4);
-      const int64_t k = s * kSliceCols + 4 * (e % (kSliceCols / 4));
-      xv[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (e < kXVecs && tok < a.n_tokens && k < a.ne0)
-        xv[i] = *reinterpret_cast<const float4*>(a.x + int64_t(tok) * a.ne0 + k);
+      const int e = t + i * kThreads, tok = e / (kSliceCols / 8);
+      const int64_t k = s * kSliceCols + 8 * (e % (kSliceCols / 8));
+      const bool in = e < kXVecs && tok < a.n_tokens && k < a.ne0;
+      const int64_t o = int64_t(tok) * a.ne0 + k;
+#pragma unroll
+      for (int p = 0; p < (kLo ? 2 : 1); ++p) {
+        xv[p][i] = make_uint4(0u, 0u, 0u, 0u);  // zeros: 16-bit 0.0 in either type
+        if (in) xv[p][i] = *reinterpret_cast<const uint4*>(x16 + int64_t(p) * a.n_tokens * a.ne0 + o);
+      }
     }
   };
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
@@ -138,17 +145,9 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
     for (int i = 0; i < kXPer; ++i) {
       const int e = t + i * kThreads;
       if (e >= kXVecs) continue;
-      const int o = (e / (kSliceCols / 4)) * kTileStride + 4 * (e % (kSliceCols / 4));
-      if constexpr (kLo) {
-        uint2 hi, lo;
-        split2<H>(xv[i].x, xv[i].y, hi.x, lo.x);
-        split2<H>(xv[i].z, xv[i].w, hi.y, lo.y);
-        *reinterpret_cast<uint2*>(xtile[0] + o) = hi;
-        *reinterpret_cast<uint2*>(xtile[1] + o) = lo;
-      } else {
-        *reinterpret_cast<uint2*>(xtile[0] + o) =
-            make_uint2(pack2<H>(xv[i].x, xv[i].y), pack2<H>(xv[i].z, xv[i].w));
-      }
+      const int o = (e / (kSliceCols / 8)) * kTileStride + 8 * (e % (kSliceCols / 8));
+#pragma unroll
+      for (int p = 0; p < (kLo ? 2 : 1); ++p) *reinterpret_cast<uint4*>(xtile[p] + o) = xv[p][i];
     }
   };
 
@@ -318,8 +317,15 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   SmallArgs args{};
   const Weight& w = outs[0].w;
   QWEN_CHECK(w.type != GGMLType::F32, "cuda gemm_small: F32 weights go through SGEMM");
+  QWEN_CHECK(w.ne0 <= kSmallMaxCols, "cuda gemm_small: rows of ", w.ne0, " elements, more than the ",
+             kSmallMaxCols, " its x scratch holds");
+  // x split once into the 16-bit halves every block multiplies (lo only when two passes run).
+  const bool bf16 = w.type == GGMLType::BF16, two_pass = exact || bf16;
+  const int64_t nx = int64_t(n_tokens) * w.ne0;
+  split_x(s, bf16, scratch.gemm_x16, two_pass ? static_cast<char*>(scratch.gemm_x16) + 2 * nx : nullptr, x,
+          nx);
   args.n_seg = n;
-  args.x = x;
+  args.x16 = scratch.gemm_x16;
   args.row_bytes = w.row_bytes();
   args.ne0 = w.ne0;
   args.n_tokens = n_tokens;
@@ -328,12 +334,10 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   args.counters = scratch.gemm_counters;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     // BF16 keeps both halves in either mode (bf16 x alone would keep 8 bits).
-    if constexpr (T == GGMLType::BF16) {
-      launch_tokens<T, true>(s, args, outs, n, n_sm);
-    } else if constexpr (T != GGMLType::F32) {
-      if (exact) {
+    if constexpr (T != GGMLType::F32) {
+      if (two_pass) {
         launch_tokens<T, true>(s, args, outs, n, n_sm);
-      } else {
+      } else if constexpr (T != GGMLType::BF16) {
         launch_tokens<T, false>(s, args, outs, n, n_sm);
       }
     }
