@@ -21,6 +21,21 @@ __device__ __forceinline__ uint32_t pack2(float a, float b) {
   return r;
 }
 
+// (a, b) -> hi = round(a, b), lo = round((a, b) - hi), both packed as two 16-bit values.
+template <class H>
+__device__ __forceinline__ void split2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack2<H>(a, b);
+  float ha, hb;
+  if constexpr (std::is_same_v<H, __half>) {
+    const __half2 h = *reinterpret_cast<const __half2*>(&hi);
+    ha = __low2float(h), hb = __high2float(h);
+  } else {
+    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&hi);
+    ha = __low2float(h), hb = __high2float(h);
+  }
+  lo = pack2<H>(a - ha, b - hb);
+}
+
 // d += A (16x16, row-major fragment a) * B (16x8, column fragment b), fp32 accumulate.
 template <class H>
 __device__ __forceinline__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {

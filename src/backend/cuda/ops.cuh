@@ -123,8 +123,9 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
-// x of a gemm_small, split once into 16-bit hi and lo halves for all its blocks: rows of at most
-// kSmallMaxCols elements (the widest matrix input of the models we run is 27,648).
+// x of a gemm_small that splits it once into 16-bit hi and lo halves for all its blocks: rows of
+// at most kSmallMaxCols elements (the widest matrix input of the models we run is 27,648; wider
+// rows are split by every block).
 constexpr int64_t kSmallMaxCols = int64_t(1) << 16;
 constexpr int64_t kSmallX16Bytes = 2 * kSmallMaxTokens * kSmallMaxCols * 2;
 // A matrix of few row blocks is split over several blocks along K (how many depends on that
