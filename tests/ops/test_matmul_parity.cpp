@@ -146,6 +146,19 @@ TEST_P(MatmulParity, LmHead) {
   for (int n_tokens : {1, 16, 64}) check_matmul(be, rng, t, s, n_tokens, false);
 }
 
+// gemm_small with x split once per launch (presplit_x: 6 MiB of weights or more, and x's fp32
+// bytes per 64-row block at least 1.5 times its weights', or two passes) and without, in 4-warp
+// blocks with K splits: a 4864 x 4864 matrix at 17 and 64 tokens, exact (always presplit) and
+// fast (at 17 tokens only the 4-5-bit types, at 64 all).
+TEST_P(MatmulParity, PresplitShapes) {
+  const GGMLType t = GetParam();
+  std::mt19937 rng(777 + int(t));
+  for (const bool fast : {false, true}) {
+    Pair be(/*gpu_exact=*/!fast);
+    for (int n_tokens : {17, 64}) check_matmul(be, rng, t, Shape{4864, 4864}, n_tokens, /*bias=*/true, fast);
+  }
+}
+
 // Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 17, 40 tokens) and
 // cuBLAS (65, 300), on the layer shapes.
 TEST_P(MatmulParity, FastPrefill) {

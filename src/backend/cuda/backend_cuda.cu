@@ -123,6 +123,7 @@ class CudaBackend final : public Backend {
     decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
     decode_.gemm_partials = static_cast<float*>(alloc(cuda::kGemmPartialFloats * sizeof(float)));
     decode_.gemm_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
+    decode_.gemm_x16 = alloc(cuda::kSmallX16Bytes);
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
     QWEN_CUDA_CHECK(

@@ -565,6 +565,19 @@ bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n) {
 
 }  // namespace
 
+void split_x(cudaStream_t s, bool bf16, void* hi, void* lo, const float* x, int64_t n) {
+  const int threads = 256;
+  const unsigned blocks = unsigned(ceil_div(n, threads));
+  if (bf16) {
+    launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, static_cast<__nv_bfloat16*>(hi),
+           static_cast<__nv_bfloat16*>(lo), x, n);
+  } else {
+    launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, static_cast<__half*>(hi),
+           static_cast<__half*>(lo), x, n);
+  }
+  QWEN_CUDA_LAUNCH_CHECK();
+}
+
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
                         const char* op) {
   QWEN_CHECK(n >= 1 && n <= kMaxGemvGroup, "cuda ", op, ": group of ", n, " matrices (1..", kMaxGemvGroup,
@@ -678,21 +691,12 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
                                   int(ne1)));
   } else {
     ensure(s, scratch.x16, scratch.x16_bytes, size_t(2 * nx) * 2, "activation");
-    const int threads = 256;
-    const unsigned blocks = unsigned(ceil_div(nx, threads));
     const bool bf16 = w.type == GGMLType::BF16;
     const bool two_pass = exact || bf16;
     const cudaDataType_t dt = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-    if (bf16) {
-      auto* hi = static_cast<__nv_bfloat16*>(scratch.x16);
-      launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
-    } else {
-      auto* hi = static_cast<__half*>(scratch.x16);
-      launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, hi, two_pass ? hi + nx : nullptr, x, nx);
-    }
-    QWEN_CUDA_LAUNCH_CHECK();
-    const char* x_hi = static_cast<const char*>(scratch.x16);
-    const char* x_lo = x_hi + nx * 2;
+    char* x_hi = static_cast<char*>(scratch.x16);
+    char* x_lo = x_hi + nx * 2;
+    split_x(s, bf16, x_hi, two_pass ? x_lo : nullptr, x, nx);
     if (w.type == GGMLType::F16 || bf16) {
       gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_hi, 0.f, y, ne1);
       if (two_pass) gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_lo, 1.f, y, ne1);

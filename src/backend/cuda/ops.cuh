@@ -32,6 +32,7 @@ struct DecodeScratch {
   unsigned* argmax_counters = nullptr;        // kMaxCounters: finished blocks per row
   float* gemm_partials = nullptr;             // kGemmPartialFloats: gemm_small's split-K sums
   unsigned* gemm_counters = nullptr;          // kMaxCounters: finished splits per row block
+  void* gemm_x16 = nullptr;                   // kSmallX16Bytes: gemm_small's x as 16-bit hi, lo
 };
 
 // embed.cu
@@ -39,6 +40,10 @@ void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, 
 
 // norm.cu
 void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t n_rows, int n, float eps);
+
+// matmul.cu: hi = round(x), lo = round(x - hi) (lo null: hi only) for n elements, in bf16
+// (bf16) or fp16: the activations of the tensor-core GEMMs.
+void split_x(cudaStream_t s, bool bf16, void* hi, void* lo, const float* x, int64_t n);
 
 // matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, gemm() above.
 constexpr int kGemvMaxTokens = 4;
@@ -124,6 +129,11 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
+// x of a gemm_small that splits it once into 16-bit hi and lo halves for all its blocks: rows of
+// at most kSmallMaxCols elements (the widest matrix input of the models we run is 27,648; wider
+// rows are split by every block).
+constexpr int64_t kSmallMaxCols = int64_t(1) << 16;
+constexpr int64_t kSmallX16Bytes = 2 * kSmallMaxTokens * kSmallMaxCols * 2;
 // A matrix of few row blocks is split over several blocks along K (how many depends on that
 // matrix alone, so grouping changes no result), merged deterministically through
 // scratch.gemm_partials / gemm_counters.
