@@ -247,8 +247,9 @@ __device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t
 // Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the rows of gemv_kernel (kRows rows
 // per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
 // quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
-// their integer dot products (quant_dot.cuh). Each block quantizes x once and walks the virtual
-// blocks as gemv_kernel does; a lane loads its next unit (of the next virtual block after its
+// their integer dot products (quant_dot.cuh). The grid has as many blocks as fit the SMs at once
+// (walk_blocks): each quantizes x once and walks the virtual blocks (gemv_kernel's blocks of rows)
+// blockIdx.x, + gridDim.x, ...; a lane loads its next unit (of the next virtual block after its
 // last) before it computes the current one. A block takes up to kTok tokens (blockIdx.y * kTok
 // onwards): each unit, once loaded, is multiplied by the x of each of them, where gemv_kernel
 // reads the weights once per token.
