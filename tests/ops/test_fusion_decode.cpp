@@ -14,7 +14,7 @@
 //    down-projection and residual outputs downstream (expf differs by an ulp or two at most);
 //    at 8 and 40 tokens gemm_small's (vs_cpu_bound: NMSE <= 1e-5 quantized, 1e-8 F16, 1e-7 BF16).
 //  - in fast mode (1 and 4 tokens: the GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K with
-//    x quantized to 16 bits on matrices of 2,048 rows or more, here gate and up), vs the CPU NMSE <= 5e-9 and max|d| <= 2e-4 * max|ref| (fast_vs_cpu_bound), and
+//    x quantized to 16 bits in launches of 2,048 rows or more, here gate and up), vs the CPU NMSE <= 5e-9 and max|d| <= 2e-4 * max|ref| (fast_vs_cpu_bound), and
 //    fused vs unfused as below;
 //  - vs the unfused CUDA path (kSameArithmetic): the fused kernels run each row with the same
 //    per-lane instruction sequence, so the results are expected bitwise equal; asserted as

@@ -174,7 +174,7 @@ TEST_P(MatmulParity, FastPrefill) {
 
 // Fast mode's decode GEMV (1, 2 and 4 tokens): the layer shapes, 9,001 rows (several rows per
 // warp, the last block partly filled) and the lm_head's 151,936 rows. The integer-dot GEMV takes
-// the matrices of 2,048 rows or more (4,864, 9,001 and 151,936 here), the fp32 GEMV the others.
+// the launches of 2,048 rows or more (4,864, 9,001 and 151,936 here), the fp32 GEMV the others.
 TEST_P(MatmulParity, FastDecode) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);

@@ -548,20 +548,19 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
 
 // Whether a decode GEMV of the n matrices outs (one type and row length) runs gemv_dot_kernel:
 // fast arithmetic, a type with a UnitDot, rows a multiple of 128 elements (stage_xq's groups), and
-// every matrix at least kDotMinRows rows. On H100 at one token the dot GEMV lost to the fp32 GEMV
-// on every matrix of under 1,000 rows (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v
+// a launch of at least kDotMinRows rows in all. On H100 at one token the dot GEMV lost to the fp32
+// GEMV on every matrix of under 1,000 rows (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v
 // 0.56-0.84x) and won from 3,584 rows up (7B q/o 1.04-1.13x, 0.5B gate/up 1.13x; docs/
 // BENCHMARKS.md, round 2, seventh session): every block quantizes x, a chain of dependent steps,
-// before its first product, which a short grid does not hide. A group with a short matrix (the
-// 7B's q, k, v) stays on the fp32 GEMV, where q alone takes the dot GEMV.
+// before its first product, which a short grid does not hide. So the 7B's q/k/v group (4,608
+// rows) takes it where k and v alone (512 rows each) do not.
 constexpr int64_t kDotMinRows = 2048;
 bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n) {
   const Weight& w0 = outs[0].w;
   if (!f.fast || !has_unit_dot(w0.type) || w0.ne0 % 128 != 0) return false;
-  for (int i = 0; i < n; ++i) {
-    if (outs[i].w.ne1 < kDotMinRows) return false;
-  }
-  return true;
+  int64_t rows = 0;
+  for (int i = 0; i < n; ++i) rows += outs[i].w.ne1;
+  return rows >= kDotMinRows;
 }
 
 }  // namespace

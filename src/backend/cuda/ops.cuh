@@ -62,8 +62,9 @@ struct GemvFusion {
   // Same arithmetic per row.
   int rows_min_blocks = 0;
   // The fast arithmetic (the apps' default, not --exact): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and
-  // Q5_K matrices of at least 2,048 rows take integer dot products with x quantized to 16 bits
-  // per 32 elements (quant_dot.cuh), where the exact GEMV multiplies fp32 weights by fp32 x.
+  // Q5_K weights, in launches of at least 2,048 rows, take integer dot products with x quantized
+  // to 16 bits per 32 elements (quant_dot.cuh), where the exact GEMV multiplies fp32 weights by
+  // fp32 x.
   bool fast = false;
   // The device's SM count, which sizes the fast GEMV's grid (0: one block per kGemvWarps * rows rows).
   int n_sm = 0;
