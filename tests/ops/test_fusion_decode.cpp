@@ -13,6 +13,9 @@
 //    differs): NMSE <= 1e-10 and max|d| <= 1e-5 * max|ref| per buffer, also for the SwiGLU,
 //    down-projection and residual outputs downstream (expf differs by an ulp or two at most);
 //    at 8 and 40 tokens gemm_small's (vs_cpu_bound: NMSE <= 1e-5 quantized, 1e-8 F16, 1e-7 BF16).
+//  - in fast mode (1 and 4 tokens: the GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K with
+//    x quantized to 16 bits in launches of 2,048 rows or more, here gate and up), vs the CPU NMSE <= 5e-9 and max|d| <= 2e-4 * max|ref| (fast_vs_cpu_bound), and
+//    fused vs unfused as below;
 //  - vs the unfused CUDA path (kSameArithmetic): the fused kernels run each row with the same
 //    per-lane instruction sequence, so the results are expected bitwise equal; asserted as
 //    NMSE <= 1e-14 and max|d| <= 1e-6 * max|ref| (room for one fp32 rounding; a wrong row or
@@ -49,9 +52,10 @@ std::vector<float> to_floats(const Bytes& b) {
   return v;
 }
 
-// A CUDA backend with the named fusions (CudaFusions::parse; nullptr: the default set).
-std::unique_ptr<Backend> cuda_backend(const char* fusions) {
-  return make_cuda_backend(0, CudaOptions{true, fusions ? CudaFusions::parse(fusions) : CudaFusions{}});
+// A CUDA backend with the named fusions (CudaFusions::parse; nullptr: the default set), exact or
+// with the fast arithmetic.
+std::unique_ptr<Backend> cuda_backend(const char* fusions, bool exact) {
+  return make_cuda_backend(0, CudaOptions{exact, fusions ? CudaFusions::parse(fusions) : CudaFusions{}});
 }
 
 // Uploads `bufs` to `be`, runs `ops` with no download in between (so held-back ops fuse), and
@@ -88,6 +92,14 @@ constexpr Bound kSameArithmetic{1e-14, 1e-6};
 // 5-64 tokens, gemm_small's (weights rounded to fp16 once, x in two 16-bit halves; the bounds of
 // test_matmul_parity, with room for the SwiGLU and down projection downstream).
 constexpr Bound kGemvVsCpu{1e-10, 1e-5};
+// Fast mode's GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K (x quantized to 16 bits,
+// test_matmul_parity's FastDecode bounds with room for the SwiGLU and down projection downstream);
+// other types run the exact GEMV there too.
+Bound fast_vs_cpu_bound(GGMLType t) {
+  const bool dot = t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
+         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
+  return dot ? Bound{5e-9, 2e-4} : kGemvVsCpu;
+}
 Bound vs_cpu_bound(GGMLType t, int n_tokens) {
   if (n_tokens <= 4 || t == GGMLType::F32) return kGemvVsCpu;
   if (t == GGMLType::F16) return {1e-8, 1e-3};
@@ -98,12 +110,13 @@ Bound vs_cpu_bound(GGMLType t, int n_tokens) {
 // Runs the scene on the CPU, on CUDA with `fusions` and on unfused CUDA; checks `outputs` with the
 // bounds of the file comment, `vs_unfused` against the unfused CUDA run.
 void check_scene(const std::vector<Bytes>& bufs, const Ops& ops, const std::vector<Output>& outputs,
-                 const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu) {
-  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)"));
+                 const char* fusions, Bound vs_unfused, Bound vs_cpu_b = kGemvVsCpu, bool exact = true) {
+  SCOPED_TRACE(testing::Message() << "fusions " << (fusions ? fusions : "(default)")
+                                  << (exact ? "" : ", fast"));
   auto cpu = make_cpu_backend(0);
   const std::vector<Bytes> ref = run(*cpu, bufs, ops);
-  const std::vector<Bytes> fused = run(*cuda_backend(fusions), bufs, ops);
-  const std::vector<Bytes> plain = run(*cuda_backend("0"), bufs, ops);
+  const std::vector<Bytes> fused = run(*cuda_backend(fusions, exact), bufs, ops);
+  const std::vector<Bytes> plain = run(*cuda_backend("0", exact), bufs, ops);
   for (const Output& o : outputs) {
     const auto r = to_floats(ref[o.buf]), f = to_floats(fused[o.buf]), u = to_floats(plain[o.buf]);
     const Diff vs_cpu = compare(f.data(), r.data(), r.size());
@@ -160,6 +173,7 @@ TEST_P(FusionDecode, QkvGroup) {
     check_scene(bufs, ops, outs, nullptr, kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, vs_cpu_bound(t, n));
+    if (n <= 4) check_scene(bufs, ops, outs, "qkv,rows", kSameArithmetic, fast_vs_cpu_bound(t), false);
   }
 }
 
@@ -192,6 +206,10 @@ TEST_P(FusionDecode, GateUpSwigluDown) {
     check_scene(bufs, ops, outs, "qkv,resid", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "deep", kSameArithmetic, vs_cpu_bound(t, n));
     check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, vs_cpu_bound(t, n));
+    if (n <= 4) {
+      check_scene(bufs, ops, outs, nullptr, kSameArithmetic, fast_vs_cpu_bound(t), false);
+      check_scene(bufs, ops, outs, "gateup,rows", kSameArithmetic, fast_vs_cpu_bound(t), false);
+    }
   }
 }
 

@@ -123,6 +123,7 @@ class CudaBackend final : public Backend {
     decode_.argmax_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
     decode_.gemm_partials = static_cast<float*>(alloc(cuda::kGemmPartialFloats * sizeof(float)));
     decode_.gemm_counters = static_cast<unsigned*>(alloc(cuda::kMaxCounters * sizeof(unsigned)));
+    decode_.gemm_x16 = alloc(cuda::kSmallX16Bytes);
     QWEN_CUDA_CHECK(
         cudaMemsetAsync(decode_.attn_counters, 0, cuda::kMaxCounters * sizeof(unsigned), stream_));
     QWEN_CUDA_CHECK(
@@ -302,7 +303,7 @@ class CudaBackend final : public Backend {
         for (cuda::GemvOut* o : {&g, &u}) {
           if (o->y == out && tapped(out, n)) o->y = stage_taps(out, n);
         }
-        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out, plain_fusion().rows_min_blocks);
+        cuda::gemv_swiglu(stream_, g, u, p.x, p.n_tokens, out, plain_fusion());
         plant("gateup", out, g.w.ne1);
         return ran("gemv_swiglu[gateup]");
       }
@@ -397,9 +398,11 @@ class CudaBackend final : public Backend {
         return ran("rope");
     }
   }
-  // The GemvFusion of a GEMV with nothing fused: only the Deep-mode permission.
+  // The GemvFusion of a GEMV with nothing fused: the GEMV shapes and the arithmetic.
   cuda::GemvFusion plain_fusion() const {
     cuda::GemvFusion f;
+    f.fast = !exact_;
+    f.n_sm = n_sm_;
     f.deep_max_blocks = fuse_.deep ? n_sm_ : 0;
     f.rows_min_blocks = fuse_.rows ? n_sm_ : 0;
     return f;

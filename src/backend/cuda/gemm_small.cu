@@ -14,12 +14,14 @@
 // Work split. A block owns kRows = 16 W output rows (W warps, warp w the 16-row mma tile w) and
 // all n tokens (NT 8-token tiles), and walks K in 64-column slices. Per slice, thread t loads the
 // raw 32-element chunk t % 2 of the block's row t / 2 (one chunk per thread) and a share of the
-// x tile (n tokens x 64 columns of fp32); at the top of the slice these are written to shared
-// memory as fp16 (weights) and fp16 hi/lo halves (x), and ldmatrix feeds the mma fragments of
-// both. A thread keeps the raw weight chunks of kDepth slices in registers (as many as its type's
-// packed words allow), refilling each slot as soon as its slice is stored, so up to kDepth DRAM
-// round trips overlap instead of one per slice; x (read from L2) is loaded one slice ahead.
-// Each x element is split once per block, each weight byte loaded once per launch. A matrix of
+// x tile (n tokens x 64 columns); at the top of the slice these are written to shared memory,
+// the weights dequantized to fp16 and x as 16-bit hi (and lo) halves, and ldmatrix feeds the mma
+// fragments of both. A thread keeps the raw weight chunks of kDepth slices in registers (as many
+// as its type's packed words allow), refilling each slot as soon as its slice is stored, so up to
+// kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
+// ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
+// split into its halves once per launch (split_x, one more launch) instead of by every block.
+// Each weight byte is loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
 // result), whose sums the last block to finish adds in split order (deterministic: results do
@@ -50,7 +52,8 @@ using OperandT = std::conditional_t<T == GGMLType::BF16, __nv_bfloat16, __half>;
 struct SmallArgs {
   GroupSeg seg[kMaxGemvGroup];
   int n_seg;
-  const float* x;
+  const float* x;    // x [n_tokens][ne0] (kPre: null)
+  const void* x16;   // kPre: x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
   size_t row_bytes;
   int64_t ne0;
   int n_tokens;
@@ -67,8 +70,9 @@ struct SmallArgs {
 };
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
-// kLo: x as hi + lo halves (exact mode), else hi only.
-template <GGMLType T, int NT, int W, bool kLo>
+// kLo: x as hi + lo halves (exact mode), else hi only. kPre: x already split (x16), else each
+// block splits the fp32 x it loads (the same roundings, so the same tiles).
+template <GGMLType T, int NT, int W, bool kLo, bool kPre>
 __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
   // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
@@ -78,7 +82,8 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                   // rows per block
   constexpr int kToks = 8 * NT;                   // token rows of the x tile
-  constexpr int kXVecs = kToks * kSliceCols / 4;  // float4s of the x tile
+  constexpr int kXElems = kPre ? 8 : 4;              // x elements per load: 8 halves or a float4
+  constexpr int kXVecs = kToks * kSliceCols / kXElems;  // loads of an x tile
   constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
   __shared__ __align__(16) H wtile[kRows * kTileStride];
@@ -100,7 +105,9 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const uint8_t* wrow = sg.w + min(row0 + my_row, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
 
   ChunkRaw<T> wraw[kDepth];
-  float4 xv[kXPer];
+  uint4 xh[kPre ? (kLo ? 2 : 1) : 1][kXPer];  // kPre: hi (, lo) granules of the next slice
+  float4 xf[kPre ? 1 : kXPer];                  // else its fp32 x
+  const H* x16 = static_cast<const H*>(a.x16);
   const auto load_w = [&](ChunkRaw<T>& raw, int64_t s) {
     const int64_t c = 2 * s + my_chunk;
     if (c < n_chunks) load_chunk<T>(raw, wrow, c);
@@ -108,11 +115,20 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const auto load_x = [&](int64_t s) {
 #pragma unroll
     for (int i = 0; i < kXPer; ++i) {
-      const int e = t + i * kThreads, tok = e / (kSliceCols / 4);
-      const int64_t k = s * kSliceCols + 4 * (e % (kSliceCols / 4));
-      xv[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (e < kXVecs && tok < a.n_tokens && k < a.ne0)
-        xv[i] = *reinterpret_cast<const float4*>(a.x + int64_t(tok) * a.ne0 + k);
+      const int e = t + i * kThreads, tok = e / (kSliceCols / kXElems);
+      const int64_t k = s * kSliceCols + kXElems * (e % (kSliceCols / kXElems));
+      const bool in = e < kXVecs && tok < a.n_tokens && k < a.ne0;
+      const int64_t o = int64_t(tok) * a.ne0 + k;
+      if constexpr (kPre) {
+#pragma unroll
+        for (int p = 0; p < (kLo ? 2 : 1); ++p) {
+          xh[p][i] = make_uint4(0u, 0u, 0u, 0u);  // zeros: 16-bit 0.0 in either type
+          if (in) xh[p][i] = *reinterpret_cast<const uint4*>(x16 + int64_t(p) * a.n_tokens * a.ne0 + o);
+        }
+      } else {
+        xf[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (in) xf[i] = *reinterpret_cast<const float4*>(a.x + o);
+      }
     }
   };
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
@@ -138,16 +154,19 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
     for (int i = 0; i < kXPer; ++i) {
       const int e = t + i * kThreads;
       if (e >= kXVecs) continue;
-      const int o = (e / (kSliceCols / 4)) * kTileStride + 4 * (e % (kSliceCols / 4));
-      if constexpr (kLo) {
+      const int o = (e / (kSliceCols / kXElems)) * kTileStride + kXElems * (e % (kSliceCols / kXElems));
+      if constexpr (kPre) {
+#pragma unroll
+        for (int p = 0; p < (kLo ? 2 : 1); ++p) *reinterpret_cast<uint4*>(xtile[p] + o) = xh[p][i];
+      } else if constexpr (kLo) {
         uint2 hi, lo;
-        split2<H>(xv[i].x, xv[i].y, hi.x, lo.x);
-        split2<H>(xv[i].z, xv[i].w, hi.y, lo.y);
+        split2<H>(xf[i].x, xf[i].y, hi.x, lo.x);
+        split2<H>(xf[i].z, xf[i].w, hi.y, lo.y);
         *reinterpret_cast<uint2*>(xtile[0] + o) = hi;
         *reinterpret_cast<uint2*>(xtile[1] + o) = lo;
       } else {
         *reinterpret_cast<uint2*>(xtile[0] + o) =
-            make_uint2(pack2<H>(xv[i].x, xv[i].y), pack2<H>(xv[i].z, xv[i].w));
+            make_uint2(pack2<H>(xf[i].x, xf[i].y), pack2<H>(xf[i].z, xf[i].w));
       }
     }
   };
@@ -268,7 +287,7 @@ int choose_splits(unsigned row_blocks, int64_t n_slices, int n_sm, int nt) {
 // splits; else 4 warps and each matrix its own K splits (choose_splits), unless the counters or
 // the partial-sum scratch would not reach (then none anywhere; no group of these models comes
 // near). The warp count changes no result, only which rows share a block.
-template <GGMLType T, int NT, bool kLo>
+template <GGMLType T, int NT, bool kLo, bool kPre>
 void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, int n_sm) {
   const int64_t n_slices = (args.ne0 / kChunk + 1) / 2;
   const int warps = group_blocks(outs, n, 16 * 8) >= 2u * unsigned(n_sm) ? 8 : 4;
@@ -289,23 +308,49 @@ void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, in
     args.seg[i].block_end = blocks;
   }
   if (warps == 8) {
-    launch(gemm_small_kernel<T, NT, 8, kLo>, dim3(blocks), dim3(block_threads(8)), s, args);
+    launch(gemm_small_kernel<T, NT, 8, kLo, kPre>, dim3(blocks), dim3(block_threads(8)), s, args);
   } else {
-    launch(gemm_small_kernel<T, NT, 4, kLo>, dim3(blocks), dim3(block_threads(4)), s, args);
+    launch(gemm_small_kernel<T, NT, 4, kLo, kPre>, dim3(blocks), dim3(block_threads(4)), s, args);
+  }
+}
+
+template <GGMLType T, bool kLo, bool kPre>
+void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
+  if (args.n_tokens <= 8) {
+    launch_small<T, 1, kLo, kPre>(s, args, outs, n, n_sm);
+  } else if (args.n_tokens <= 16) {
+    launch_small<T, 2, kLo, kPre>(s, args, outs, n, n_sm);
+  } else if (args.n_tokens <= 32) {
+    launch_small<T, 4, kLo, kPre>(s, args, outs, n, n_sm);
+  } else {
+    launch_small<T, 8, kLo, kPre>(s, args, outs, n, n_sm);
   }
 }
 
 template <GGMLType T, bool kLo>
-void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
-  if (args.n_tokens <= 8) {
-    launch_small<T, 1, kLo>(s, args, outs, n, n_sm);
-  } else if (args.n_tokens <= 16) {
-    launch_small<T, 2, kLo>(s, args, outs, n, n_sm);
-  } else if (args.n_tokens <= 32) {
-    launch_small<T, 4, kLo>(s, args, outs, n, n_sm);
+void launch_split(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
+  if (args.x16) {
+    launch_tokens<T, kLo, true>(s, args, outs, n, n_sm);
   } else {
-    launch_small<T, 8, kLo>(s, args, outs, n, n_sm);
+    launch_tokens<T, kLo, false>(s, args, outs, n, n_sm);
   }
+}
+
+// Whether a gemm_small launch has x split once (split_x) rather than by each block. Every block
+// reads all of x: a 64-row block's fp32 x is 4 n_tokens / (64 b) times its weight bytes, b the
+// bytes per weight (Q4_K 0.56, Q8_0 1.06, F16 2). On the 7B shape (H100, qwen-opbench at 16 and 64
+// tokens) the extra launch won from about 1.5 times on (Q4_K at 16 tokens, Q8_0 and F16 at 64;
+// Q8_0 at 16 lost, 0.87-0.98x) and for BF16, whose blocks split x into two halves, at both; it
+// lost on every matrix under 4 MB (k/v: 0.76-0.96x) and on the 0.5B file at 8 and 64 tokens
+// (docs/BENCHMARKS.md, round 2, seventh session).
+constexpr double kPresplitMinRatio = 1.5;
+constexpr size_t kPresplitMinBytes = size_t(6) << 20;
+bool presplit_x(const GemvOut* outs, int n, int n_tokens, bool two_pass) {
+  if (outs[0].w.ne0 > kSmallMaxCols) return false;  // wider than the scratch for split x
+  size_t bytes = 0;
+  for (int i = 0; i < n; ++i) bytes += size_t(outs[i].w.ne1) * outs[i].w.row_bytes();
+  const double per_weight = double(outs[0].w.row_bytes()) / double(outs[0].w.ne0);
+  return bytes >= kPresplitMinBytes && (two_pass || 4.0 * n_tokens / (64 * per_weight) >= kPresplitMinRatio);
 }
 
 }  // namespace
@@ -318,8 +363,17 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   SmallArgs args{};
   const Weight& w = outs[0].w;
   QWEN_CHECK(w.type != GGMLType::F32, "cuda gemm_small: F32 weights go through SGEMM");
+  const bool bf16 = w.type == GGMLType::BF16, two_pass = exact || bf16;
+  if (presplit_x(outs, n, n_tokens, two_pass)) {
+    // x split once into the 16-bit halves every block multiplies (lo only when two passes run).
+    const int64_t nx = int64_t(n_tokens) * w.ne0;
+    split_x(s, bf16, scratch.gemm_x16, two_pass ? static_cast<char*>(scratch.gemm_x16) + 2 * nx : nullptr, x,
+            nx);
+    args.x16 = scratch.gemm_x16;
+  } else {
+    args.x = x;
+  }
   args.n_seg = n;
-  args.x = x;
   args.row_bytes = w.row_bytes();
   args.ne0 = w.ne0;
   args.n_tokens = n_tokens;
@@ -328,13 +382,11 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
   args.counters = scratch.gemm_counters;
   dispatch_type(w.type, "matmul", [&]<GGMLType T>() {
     // BF16 keeps both halves in either mode (bf16 x alone would keep 8 bits).
-    if constexpr (T == GGMLType::BF16) {
-      launch_tokens<T, true>(s, args, outs, n, n_sm);
-    } else if constexpr (T != GGMLType::F32) {
-      if (exact) {
-        launch_tokens<T, true>(s, args, outs, n, n_sm);
-      } else {
-        launch_tokens<T, false>(s, args, outs, n, n_sm);
+    if constexpr (T != GGMLType::F32) {
+      if (two_pass) {
+        launch_split<T, true>(s, args, outs, n, n_sm);
+      } else if constexpr (T != GGMLType::BF16) {
+        launch_split<T, false>(s, args, outs, n, n_sm);
       }
     }
   });

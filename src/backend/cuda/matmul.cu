@@ -2,8 +2,10 @@
 //
 // Decode (n_tokens <= kGemvMaxTokens): each warp computes 1 to 4 output rows; each lane loads
 // whole 32-element chunks of them, decodes them in registers and accumulates in fp32 against x,
-// then a warp reduction per row. The backend may fuse the following residual add into it, launch
-// the GEMVs that share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU
+// then a warp reduction per row. In fast mode Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K take
+// gemv_dot_kernel instead: x quantized to 16 bits, integer dot products per weight unit
+// (quant_dot.cuh). The backend may fuse the following residual add into either, launch the GEMVs
+// that share x as one grid (q/k/v), and compute gate and up rows together with SwiGLU
 // (gemv_swiglu).
 //
 // 5..64 tokens (batched decode of several streams, short prompts) go to gemm_small.cu instead
@@ -30,6 +32,7 @@
 
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
+#include "backend/cuda/quant_dot.cuh"
 
 namespace qwen::cuda {
 namespace {
@@ -86,6 +89,34 @@ __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[
   for (int k = 0; k < kChunk; ++k) acc = fmaf(v[k], xs[k], acc);
 }
 
+// The end of a GEMV warp: the warp sum of each row's lane partials acc, then lane i stores row
+// row0 + i of token t (bias, and gate/up/SwiGLU for two matrices or the residual epilogue).
+template <int kMats, int kRows>
+__device__ __forceinline__ void store_rows(const GemvArgs& a, const GroupSeg& sg, int64_t row0, int64_t t,
+                                           float (&acc)[kMats][kRows]) {
+  const int lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
+  }
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t row = row0 + i;
+    if (lane != i || row >= sg.ne1) continue;
+    const int64_t o = t * sg.ne1 + row;
+    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
+    sg.y[o] = out;
+    if constexpr (kMats == 2) {
+      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
+      a.seg[1].y[o] = up;
+      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
+    } else if (a.f.resid) {
+      a.f.resid[o] += out;
+    }
+  }
+}
+
 // Decode GEMV: each warp computes kRows consecutive rows (of both matrices in Pair mode); lane L
 // takes chunks c = L, L + 32, ... of each of them, accumulates each row in that order in fp32,
 // then a warp sum per row. A lane first loads the raw chunks of all its rows (ChunkRaw: the
@@ -101,7 +132,9 @@ __device__ __forceinline__ void dot_chunk(const float v[kChunk], const float xs[
 //  Deep: long rows in a grid of at most one block per SM (kRows = 1): each lane loads
 //        kDeepChunks chunks of its row before using the first, so one DRAM round trip serves up
 //        to 4 chunks (same accumulation order, so the same result).
-// Plain and Deep apply the optional epilogue resid += y (single matrix only).
+// Plain and Deep apply the optional epilogue resid += y (single matrix only). (A grid of only as
+// many blocks as fit the SMs, each staging x once and walking several blocks' rows, measured
+// slower: tg128 --exact 7B Q4_K_M 240 vs 248 tok/s, 0.5B Q8_0 1,246 vs 1,271.)
 template <GGMLType T, GemvMode M, int kRows>
 __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(const GemvArgs a) {
   static_assert(kRows == 1 || M != GemvMode::Deep, "several rows per warp: Plain or Pair");
@@ -159,26 +192,153 @@ __global__ void __launch_bounds__(kGemvThreads, kRows > 1 ? 2 : 1) gemv_kernel(c
       }
     }
   }
+  store_rows<kMats, kRows>(a, sg, row0, t, acc);
+}
+
+// x of token t quantized into shared memory for gemv_dot_kernel (quant_dot.cuh): each warp
+// takes 128 elements (4 blocks of 32) at a time, lane L elements 4L .. 4L + 3, the 8 lanes of a
+// block sharing its amax (integer max of |x|'s bits, so a NaN wins and its outputs are NaN). The
+// loads of kBatch such groups are issued before any is used.
+__device__ __forceinline__ void stage_xq(const XqRow& q, const float* x, int64_t ne0) {
+  constexpr int kBatch = 4;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, n_warps = blockDim.x / kWarp;
+  const int64_t n_groups = ne0 / 128;  // ne0 is a multiple of 128 for every type with a UnitDot
+  const float4* xv = reinterpret_cast<const float4*>(x);
+  for (int64_t g0 = warp; g0 < n_groups; g0 += int64_t(kBatch) * n_warps) {
+    float4 v[kBatch];
 #pragma unroll
-  for (int m = 0; m < kMats; ++m) {
-#pragma unroll
-    for (int i = 0; i < kRows; ++i) acc[m][i] = warp_sum(acc[m][i]);
-  }
-  // Lane i stores row row0 + i.
-#pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    const int64_t row = row0 + i;
-    if (lane != i || row >= sg.ne1) continue;
-    const int64_t o = t * sg.ne1 + row;
-    const float out = acc[0][i] + (sg.bias ? sg.bias[row] : 0.f);
-    sg.y[o] = out;
-    if constexpr (kMats == 2) {
-      const float up = acc[1][i] + (a.seg[1].bias ? a.seg[1].bias[row] : 0.f);
-      a.seg[1].y[o] = up;
-      a.f.glu_out[o] = out / (1.f + expf(-out)) * up;  // the arithmetic of swiglu_kernel
-    } else if (a.f.resid) {
-      a.f.resid[o] += out;
+    for (int k = 0; k < kBatch; ++k) {
+      const int64_t g = g0 + int64_t(k) * n_warps;
+      if (g < n_groups) v[k] = xv[32 * g + lane];
     }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int64_t g = g0 + int64_t(k) * n_warps;
+      if (g >= n_groups) break;
+      const float e[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+      unsigned m = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) m = max(m, __float_as_uint(fabsf(e[i])));
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+      const float amax = __uint_as_float(m);
+      uint32_t wh = 0, wl = 0;
+      int sum = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int h, l;
+        xq_quantize(e[i], amax, h, l);
+        wh |= uint32_t(uint8_t(h)) << (8 * i);
+        wl |= uint32_t(uint8_t(l)) << (8 * i);
+        sum += 256 * h + l;
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int64_t word = 32 * g + lane;  // elements 4 word .. 4 word + 3
+      q.h[word] = wh;
+      q.l[word] = wl;
+      if (lane % 4 == 0) q.isum[word / 4] = sum;
+      if (lane % 8 == 0) q.sc[word / 8] = xq_scale(amax);
+    }
+  }
+  __syncthreads();
+}
+
+// Fast decode GEMV (GemvFusion::fast, types with a UnitDot): the rows of gemv_kernel (kRows rows
+// per warp, of both matrices in Pair mode, a warp sum per row, the same epilogue), but x is
+// quantized to 16 bits in shared memory and each lane takes weight units (64 or 32 elements) and
+// their integer dot products (quant_dot.cuh). The grid has as many blocks as fit the SMs at once
+// (walk_blocks): each quantizes x once and walks the virtual blocks (gemv_kernel's blocks of rows)
+// blockIdx.x, + gridDim.x, ...; a lane loads its next unit (of the next virtual block after its
+// last) before it computes the current one. A block takes up to kTok tokens (blockIdx.y * kTok
+// onwards): each unit, once loaded, is multiplied by the x of each of them, where gemv_kernel
+// reads the weights once per token.
+template <GGMLType T, GemvMode M, int kRows, int kTok>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    gemv_dot_kernel(const GemvArgs a, unsigned n_vblocks, int n_tokens) {
+  static_assert(M != GemvMode::Deep, "Plain or Pair");
+  using U = UnitDot<T>;
+  constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t t0 = int64_t(blockIdx.y) * kTok;
+  const int nt = min(kTok, n_tokens - int(t0));
+  const int64_t n_units = a.ne0 / U::kElems;
+  const int64_t per_vb = lane < n_units ? (n_units - lane + kWarp - 1) / kWarp : 0;  // this lane's units
+  // The rows of virtual block vb: its segment, first row and row pointers (rows past the end
+  // point at the last row; their results are not stored).
+  struct Rows {
+    GroupSeg sg;
+    int64_t row0;
+    const uint8_t* w[kMats][kRows];
+  };
+  const auto rows_of = [&](unsigned vb) {
+    Rows r;
+    unsigned block0;
+    r.sg = block_segment(a.seg, a.n_seg, vb, block0);
+    r.row0 = (int64_t(vb - block0) * kGemvWarps + warp) * kRows;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int64_t off = min(r.row0 + i, r.sg.ne1 - 1) * int64_t(a.row_bytes);
+      r.w[0][i] = r.sg.w + off;
+      if constexpr (kMats == 2) r.w[1][i] = a.seg[1].w + off;
+    }
+    return r;
+  };
+  U cur[kMats][kRows], next[kMats][kRows];
+  const auto load = [&](U(&dst)[kMats][kRows], const Rows& r, int64_t u) {
+#pragma unroll
+    for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) dst[m][i].load(r.w[m][i], u);
+    }
+  };
+  unsigned vb = blockIdx.x;
+  Rows rows = rows_of(vb);
+  // Weights are never written by a kernel: their first loads overlap the predecessor's tail.
+  if (per_vb > 0) load(cur, rows, lane);
+  pdl_begin();
+  extern __shared__ uint4 xq_smem[];
+  XqRow xq[kTok];
+#pragma unroll
+  for (int k = 0; k < kTok; ++k) {
+    xq[k] = XqRow::carve(reinterpret_cast<uint8_t*>(xq_smem) + k * XqRow::bytes(a.ne0), a.ne0);
+    if (k < nt) stage_xq(xq[k], a.x + (t0 + k) * a.ne0, a.ne0);
+  }
+  while (vb < n_vblocks) {
+    const unsigned vb_next = vb + gridDim.x;
+    const bool more_vb = vb_next < n_vblocks;
+    const Rows rows_next = more_vb ? rows_of(vb_next) : rows;
+    float acc[kTok][kMats][kRows] = {};
+    for (int64_t j = 0; j < per_vb; ++j) {
+      const int64_t u = lane + j * kWarp;
+      if (j + 1 < per_vb) {
+        load(next, rows, u + kWarp);
+      } else if (more_vb) {
+        load(next, rows_next, lane);
+      }
+#pragma unroll
+      for (int k = 0; k < kTok; ++k) {
+        if (k >= nt) break;
+        Xq16 xp[U::kPieces];
+        U::load_x(xq[k], u, xp);
+#pragma unroll
+        for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+          for (int i = 0; i < kRows; ++i) acc[k][m][i] += cur[m][i].dot(xp);
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) cur[m][i] = next[m][i];
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kTok; ++k) {
+      if (k < nt) store_rows<kMats, kRows>(a, rows.sg, rows.row0, t0 + k, acc[k]);
+    }
+    vb = vb_next;
+    rows = rows_next;
   }
 }
 
@@ -300,46 +460,123 @@ void gemm_ex(cublasHandle_t blas, cudaDataType_t type, int64_t m, int64_t n, int
                                  CUBLAS_GEMM_DEFAULT));
 }
 
+// Registers of a lane's raw weights per row: ChunkRaw chunks for gemv_kernel, kRawWords in all;
+// UnitDot units for gemv_dot_kernel (kDot), kDotWords in all, of which it holds two sets (the
+// current units and the next).
+constexpr int kDotWords = 26;
+template <GGMLType T, bool kDot>
+constexpr int raw_words() {
+  if constexpr (kDot && has_unit_dot(T)) {
+    return UnitDot<T>::kWords;
+  } else {
+    return ChunkRaw<T>::kWords;
+  }
+}
+constexpr int raw_budget(bool dot) {
+  return dot ? kDotWords : kRawWords;
+}
+
 // Rows per warp of a GEMV over `mats` matrices at once (2: gate and up) of type T: the most of
-// kMaxRows, 2 and 1 whose raw chunks (rows * mats per lane) fit kRawWords registers and whose grid,
-// blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always). Fewer
-// blocks than SMs would leave SMs idle in these latency-bound launches.
-template <GGMLType T, class Blocks>
+// kMaxRows, 2 and 1 whose raw weights (rows * mats per lane) fit the register budget and whose
+// grid, blocks(rows) blocks, still has min_blocks (the SM count; 0: one row per warp always).
+// Fewer blocks than SMs would leave SMs idle in these latency-bound launches.
+template <GGMLType T, bool kDot, class Blocks>
 int choose_rows(int mats, int min_blocks, const Blocks& blocks) {
   for (int rows = kMaxRows; rows > 1; rows /= 2) {
-    if (min_blocks > 0 && rows * mats * ChunkRaw<T>::kWords <= kRawWords &&
+    if (min_blocks > 0 && rows * mats * raw_words<T, kDot>() <= raw_budget(kDot) &&
         blocks(rows) >= unsigned(min_blocks))
       return rows;
   }
   return 1;
 }
 
-// Shared memory of a GEMV: x of one token (stage_x).
-size_t x_smem_bytes(const GemvArgs& a) {
-  constexpr size_t kMax = 227 * 1024;  // an sm_90 block's shared memory
-  const size_t bytes = size_t(a.ne0) * sizeof(float);
-  QWEN_CHECK(bytes <= kMax, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
-             " bytes of shared memory for x, more than the ", kMax, " a block may have");
+// Shared memory of a GEMV: x of one token, fp32 (stage_x) or quantized (stage_xq, kDot).
+constexpr size_t kGemvMaxSmem = 227 * 1024;  // an sm_90 block's shared memory
+size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
+  const size_t bytes = dot ? XqRow::bytes(a.ne0) : size_t(a.ne0) * sizeof(float);
+  QWEN_CHECK(bytes <= kGemvMaxSmem, "cuda gemv: rows of ", a.ne0, " elements need ", bytes,
+             " bytes of shared memory for x, more than the ", kGemvMaxSmem, " a block may have");
   return bytes;
 }
 
-// Launches gemv_kernel<T, M, rows>; a row count over T's register budget is never chosen
-// (choose_rows) and not instantiated.
-template <GGMLType T, GemvMode M, int kRows = kMaxRows>
+// The grid of a GEMV over n_vblocks virtual blocks: as many blocks as fit the SMs at once (each
+// stages x once), at most n_vblocks; n_vblocks when the SM count is not given (0).
+template <class Kernel>
+unsigned walk_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
+  if (n_sm <= 0) return n_vblocks;
+  if (smem > 48 * 1024)
+    QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int per_sm = 0;
+  QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
+  return std::min(n_vblocks, unsigned(std::max(per_sm, 1) * n_sm));
+}
+
+// Launches a GEMV kernel over grid.x virtual blocks (walk_blocks).
+template <class Kernel, class... Extra>
+void launch_walk(Kernel kernel, dim3 grid, size_t smem, cudaStream_t s, const GemvArgs& args,
+                 Extra... extra) {
+  dim3 g = grid;
+  g.x = walk_blocks(kernel, smem, args.f.n_sm, grid.x);
+  launch_smem(kernel, g, dim3(kGemvThreads), smem, s, args, grid.x, extra...);
+}
+
+// Launches gemv_kernel<T, M, rows> (gemv_dot_kernel with kDot); a row count over T's register
+// budget is never chosen (choose_rows) and not instantiated.
+template <GGMLType T, GemvMode M, bool kDot, int kRows = kMaxRows>
 void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   constexpr int kMats = M == GemvMode::Pair ? 2 : 1;
-  if constexpr (kRows == 1) {
-    launch_smem(gemv_kernel<T, M, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
-  } else if constexpr (kRows * kMats * ChunkRaw<T>::kWords > kRawWords) {
-    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
-  } else if (rows == kRows) {
-    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), x_smem_bytes(args), s, args);
+  if constexpr (kRows > 1 && kRows * kMats * raw_words<T, kDot>() > raw_budget(kDot)) {
+    launch_rows<T, M, kDot, kRows / 2>(rows, grid, s, args);
+  } else if (kRows > 1 && rows != kRows) {
+    launch_rows<T, M, kDot, (kRows > 1 ? kRows / 2 : 1)>(rows, grid, s, args);
+  } else if constexpr (kDot) {
+    // Every token of a launch in one block where the quantized x of all fit a block's shared
+    // memory and the warp has at most 2 rows within the raw budget (more spill with 4 tokens' sums).
+    const int n_tokens = int(grid.y);
+    if constexpr (kRows * kMats <= 2 && kRows * kMats * raw_words<T, true>() <= kDotWords) {
+      if (n_tokens > 1 && gemv_smem_bytes(args, true) * kGemvMaxTokens <= kGemvMaxSmem) {
+        grid.y = 1;
+        return launch_walk(gemv_dot_kernel<T, M, kRows, kGemvMaxTokens>, grid,
+                           gemv_smem_bytes(args, true) * kGemvMaxTokens, s, args, n_tokens);
+      }
+    }
+    launch_walk(gemv_dot_kernel<T, M, kRows, 1>, grid, gemv_smem_bytes(args, true), s, args, n_tokens);
   } else {
-    launch_rows<T, M, kRows / 2>(rows, grid, s, args);
+    launch_smem(gemv_kernel<T, M, kRows>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s, args);
   }
 }
 
+// Whether a decode GEMV of the n matrices outs (one type and row length) runs gemv_dot_kernel:
+// fast arithmetic, a type with a UnitDot, rows a multiple of 128 elements (stage_xq's groups), and
+// a launch of at least kDotMinRows rows in all. On H100 at one token the dot GEMV lost to the fp32
+// GEMV on every matrix of under 1,000 rows (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v
+// 0.56-0.84x) and won from 3,584 rows up (7B q/o 1.04-1.13x, 0.5B gate/up 1.13x; docs/
+// BENCHMARKS.md, round 2, seventh session): every block quantizes x, a chain of dependent steps,
+// before its first product, which a short grid does not hide. So the 7B's q/k/v group (4,608
+// rows) takes it where k and v alone (512 rows each) do not.
+constexpr int64_t kDotMinRows = 2048;
+bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n) {
+  const Weight& w0 = outs[0].w;
+  if (!f.fast || !has_unit_dot(w0.type) || w0.ne0 % 128 != 0) return false;
+  int64_t rows = 0;
+  for (int i = 0; i < n; ++i) rows += outs[i].w.ne1;
+  return rows >= kDotMinRows;
+}
+
 }  // namespace
+
+void split_x(cudaStream_t s, bool bf16, void* hi, void* lo, const float* x, int64_t n) {
+  const int threads = 256;
+  const unsigned blocks = unsigned(ceil_div(n, threads));
+  if (bf16) {
+    launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, static_cast<__nv_bfloat16*>(hi),
+           static_cast<__nv_bfloat16*>(lo), x, n);
+  } else {
+    launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, static_cast<__half*>(hi),
+           static_cast<__half*>(lo), x, n);
+  }
+  QWEN_CUDA_LAUNCH_CHECK();
+}
 
 unsigned group_segments(const GemvOut* outs, int n, int64_t rows_per_block, GroupSeg (&seg)[kMaxGemvGroup],
                         const char* op) {
@@ -387,22 +624,29 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     const auto blocks = [&](int rows) {
       return group_blocks(outs, n, kGemvWarps * rows) * unsigned(n_tokens);
     };
-    const int rows = choose_rows<T>(1, f.rows_min_blocks, blocks);
+    if constexpr (has_unit_dot(T)) {
+      if (dot_gemv(f, outs, n)) {
+        const int rows = choose_rows<T, true>(1, f.rows_min_blocks, blocks);
+        const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
+        return launch_rows<T, GemvMode::Plain, true>(rows, grid, s, args);
+      }
+    }
+    const int rows = choose_rows<T, false>(1, f.rows_min_blocks, blocks);
     const dim3 grid(group_segments(outs, n, kGemvWarps * rows, args.seg, "gemv"), unsigned(n_tokens));
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
     const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (deep) {
-      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), x_smem_bytes(args), s,
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s,
                   args);
     } else {
-      launch_rows<T, GemvMode::Plain>(rows, grid, s, args);
+      launch_rows<T, GemvMode::Plain, false>(rows, grid, s, args);
     }
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
 
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, int rows_min_blocks) {
+                 float* out, const GemvFusion& f) {
   QWEN_CHECK(n_tokens >= 1 && n_tokens <= 65535, "cuda gemv: bad n_tokens ", n_tokens);
   check_weight(gate.w, "gemv (gate)");
   check_weight(up.w, "gemv (up)");
@@ -415,17 +659,23 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
   args.x = x;
   args.ne0 = gate.w.ne0;
   args.f.glu_out = out;
+  args.f.n_sm = f.n_sm;
   dispatch_type(gate.w.type, "matmul", [&]<GGMLType T>() {
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
     };
-    const int rows = choose_rows<T>(2, rows_min_blocks, blocks);
+    const bool dot = dot_gemv(f, &gate, 1);
+    const int rows = dot ? choose_rows<T, true>(2, f.rows_min_blocks, blocks)
+                         : choose_rows<T, false>(2, f.rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
     args.seg[0] =
         GroupSeg{gate.y, static_cast<const uint8_t*>(gate.w.data), gate.bias, gate.w.ne1, row_blocks};
     args.seg[1] = GroupSeg{up.y, static_cast<const uint8_t*>(up.w.data), up.bias, up.w.ne1, row_blocks};
     const dim3 grid(row_blocks, unsigned(n_tokens));
-    launch_rows<T, GemvMode::Pair>(rows, grid, s, args);
+    if constexpr (has_unit_dot(T)) {
+      if (dot) return launch_rows<T, GemvMode::Pair, true>(rows, grid, s, args);
+    }
+    launch_rows<T, GemvMode::Pair, false>(rows, grid, s, args);
   });
   QWEN_CUDA_LAUNCH_CHECK();
 }
@@ -441,21 +691,12 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
                                   int(ne1)));
   } else {
     ensure(s, scratch.x16, scratch.x16_bytes, size_t(2 * nx) * 2, "activation");
-    const int threads = 256;
-    const unsigned blocks = unsigned(ceil_div(nx, threads));
     const bool bf16 = w.type == GGMLType::BF16;
     const bool two_pass = exact || bf16;
     const cudaDataType_t dt = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-    if (bf16) {
-      auto* hi = static_cast<__nv_bfloat16*>(scratch.x16);
-      launch(split_kernel<__nv_bfloat16>, dim3(blocks), dim3(threads), s, hi, hi + nx, x, nx);
-    } else {
-      auto* hi = static_cast<__half*>(scratch.x16);
-      launch(split_kernel<__half>, dim3(blocks), dim3(threads), s, hi, two_pass ? hi + nx : nullptr, x, nx);
-    }
-    QWEN_CUDA_LAUNCH_CHECK();
-    const char* x_hi = static_cast<const char*>(scratch.x16);
-    const char* x_lo = x_hi + nx * 2;
+    char* x_hi = static_cast<char*>(scratch.x16);
+    char* x_lo = x_hi + nx * 2;
+    split_x(s, bf16, x_hi, two_pass ? x_lo : nullptr, x, nx);
     if (w.type == GGMLType::F16 || bf16) {
       gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_hi, 0.f, y, ne1);
       if (two_pass) gemm_ex(blas, dt, ne1, n_tokens, ne0, w.data, x_lo, 1.f, y, ne1);

@@ -32,6 +32,7 @@ struct DecodeScratch {
   unsigned* argmax_counters = nullptr;        // kMaxCounters: finished blocks per row
   float* gemm_partials = nullptr;             // kGemmPartialFloats: gemm_small's split-K sums
   unsigned* gemm_counters = nullptr;          // kMaxCounters: finished splits per row block
+  void* gemm_x16 = nullptr;                   // kSmallX16Bytes: gemm_small's x as 16-bit hi, lo
 };
 
 // embed.cu
@@ -39,6 +40,10 @@ void embed(cudaStream_t s, float* out, const Weight& table, const int32_t* ids, 
 
 // norm.cu
 void rmsnorm(cudaStream_t s, float* out, const float* x, const float* w, int64_t n_rows, int n, float eps);
+
+// matmul.cu: hi = round(x), lo = round(x - hi) (lo null: hi only) for n elements, in bf16
+// (bf16) or fp16: the activations of the tensor-core GEMMs.
+void split_x(cudaStream_t s, bool bf16, void* hi, void* lo, const float* x, int64_t n);
 
 // matmul.cu: GEMV for n_tokens <= kGemvMaxTokens, gemm() above.
 constexpr int kGemvMaxTokens = 4;
@@ -56,6 +61,13 @@ struct GemvFusion {
   // at least rows_min_blocks blocks (the backend passes its SM count; 0: one row per warp).
   // Same arithmetic per row.
   int rows_min_blocks = 0;
+  // The fast arithmetic (the apps' default, not --exact): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and
+  // Q5_K weights, in launches of at least 2,048 rows, take integer dot products with x quantized
+  // to 16 bits per 32 elements (quant_dot.cuh), where the exact GEMV multiplies fp32 weights by
+  // fp32 x.
+  bool fast = false;
+  // The device's SM count, which sizes the fast GEMV's grid (0: one block per kGemvWarps * rows rows).
+  int n_sm = 0;
 };
 void gemv(cudaStream_t s, float* y, const Weight& w, const float* x, int n_tokens, const float* bias,
           const GemvFusion& f = {});
@@ -102,9 +114,9 @@ __device__ __forceinline__ GroupSeg block_segment(const GroupSeg (&seg)[kMaxGemv
 // gate and up GEMVs over the same x and SwiGLU in one launch: each warp computes row o of both
 // (same type, ne0 and ne1), stores gate.y[o], up.y[o] and out[o] = silu(gate) * up with the
 // arithmetic of swiglu(). out may alias gate.y or up.y (same element, same thread), not x.
-// rows_min_blocks as in GemvFusion.
+// f.rows_min_blocks and f.fast as in GemvFusion (f carries no resid or glu_out).
 void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const float* x, int n_tokens,
-                 float* out, int rows_min_blocks);
+                 float* out, const GemvFusion& f);
 // Prefill (and batched steps that gemm_small does not take: F32 weights, more than
 // kSmallMaxTokens tokens): cuBLAS. exact: x in two 16-bit passes (hi + lo); otherwise F16 and
 // quantized weights take one fp16 pass (matmul.cu's precision note).
@@ -118,6 +130,11 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
 constexpr int kSmallMaxTokens = 64;
+// x of a gemm_small that splits it once into 16-bit hi and lo halves for all its blocks: rows of
+// at most kSmallMaxCols elements (the widest matrix input of the models we run is 27,648; wider
+// rows are split by every block).
+constexpr int64_t kSmallMaxCols = int64_t(1) << 16;
+constexpr int64_t kSmallX16Bytes = 2 * kSmallMaxTokens * kSmallMaxCols * 2;
 // A matrix of few row blocks is split over several blocks along K (how many depends on that
 // matrix alone, so grouping changes no result), merged deterministically through
 // scratch.gemm_partials / gemm_counters.
