@@ -174,13 +174,15 @@ TEST_P(MatmulParity, FastPrefill) {
 
 // Fast mode's decode GEMV (1, 2 and 4 tokens): the layer shapes, 9,001 rows (several rows per
 // warp, the last block partly filled) and the lm_head's 151,936 rows. The integer-dot GEMV takes
-// the launches of 2,048 rows or more (4,864, 9,001 and 151,936 here), the fp32 GEMV the others.
+// the launches of 2,048 rows or more (4,864, 9,001 and 151,936 here), the fp32 GEMV the others;
+// Q8_0 takes it from 16 MiB of weights only, so it also runs 18,944 rows (18 MiB).
 TEST_P(MatmulParity, FastDecode) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);
   std::mt19937 rng(2468 + int(t));
   const int64_t e = is_kquant(t) ? 1024 : 896;
-  const Shape shapes[] = {{e, e}, {128, e}, {4864, e}, {e, 4864}, {9001, e}};
+  std::vector<Shape> shapes = {{e, e}, {128, e}, {4864, e}, {e, 4864}, {9001, e}};
+  if (t == GGMLType::Q8_0) shapes.push_back({18944, e});
   for (const Shape& s : shapes) {
     for (int n_tokens : {1, 2, 4}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
   }

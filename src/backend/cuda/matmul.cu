@@ -546,20 +546,25 @@ void launch_rows(int rows, dim3 grid, cudaStream_t s, const GemvArgs& args) {
   }
 }
 
-// Whether a decode GEMV of the n matrices outs (one type and row length) runs gemv_dot_kernel:
-// fast arithmetic, a type with a UnitDot, rows a multiple of 128 elements (stage_xq's groups), and
-// a launch of at least kDotMinRows rows in all. On H100 at one token the dot GEMV lost to the fp32
-// GEMV on every matrix of under 1,000 rows (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v
-// 0.56-0.84x) and won from 3,584 rows up (7B q/o 1.04-1.13x, 0.5B gate/up 1.13x; docs/
-// BENCHMARKS.md, round 2, seventh session): every block quantizes x, a chain of dependent steps,
-// before its first product, which a short grid does not hide. So the 7B's q/k/v group (4,608
-// rows) takes it where k and v alone (512 rows each) do not.
+// Whether a decode GEMV of the n matrices outs (one type and row length; `mats` 2 for the gate/up
+// pair, which reads both) runs gemv_dot_kernel: fast arithmetic, a type with a UnitDot, rows a
+// multiple of 128 elements (stage_xq's groups), and a launch of at least kDotMinRows rows in all.
+// On H100 at one token the dot GEMV lost to the fp32 GEMV on every matrix of under 1,000 rows
+// (0.5B q/o, k/v and down 0.73-0.88x its speed, 7B k/v 0.56-0.84x) and won from 3,584 rows up
+// (7B q/o 1.04-1.13x, 0.5B gate/up 1.13x; docs/BENCHMARKS.md, round 2, seventh session): every
+// block quantizes x, a chain of dependent steps, before its first product, which a short grid does
+// not hide. So the 7B's q/k/v group (4,608 rows) takes it where k and v alone (512 rows each) do
+// not. Q8_0, whose fp32 GEMV turns each weight byte into a float in one step, gains less and also
+// needs kDotMinBytesQ8 of weights: on H200 it lost on the 0.5B gate/up pair (9.3 MB, 0.85x), was
+// even on 7B q/o (13.6 MB) and won from the 7B q/k/v group (17.5 MB) up (eighth session).
 constexpr int64_t kDotMinRows = 2048;
-bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n) {
+constexpr int64_t kDotMinBytesQ8 = int64_t(16) << 20;
+bool dot_gemv(const GemvFusion& f, const GemvOut* outs, int n, int mats = 1) {
   const Weight& w0 = outs[0].w;
   if (!f.fast || !has_unit_dot(w0.type) || w0.ne0 % 128 != 0) return false;
   int64_t rows = 0;
   for (int i = 0; i < n; ++i) rows += outs[i].w.ne1;
+  if (w0.type == GGMLType::Q8_0 && rows * mats * int64_t(w0.row_bytes()) < kDotMinBytesQ8) return false;
   return rows >= kDotMinRows;
 }
 
@@ -664,7 +669,7 @@ void gemv_swiglu(cudaStream_t s, const GemvOut& gate, const GemvOut& up, const f
     const auto blocks = [&](int rows) {
       return unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows)) * unsigned(n_tokens);
     };
-    const bool dot = dot_gemv(f, &gate, 1);
+    const bool dot = dot_gemv(f, &gate, 1, 2);
     const int rows = dot ? choose_rows<T, true>(2, f.rows_min_blocks, blocks)
                          : choose_rows<T, false>(2, f.rows_min_blocks, blocks);
     const unsigned row_blocks = unsigned(ceil_div(gate.w.ne1, kGemvWarps * rows));
