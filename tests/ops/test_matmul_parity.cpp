@@ -159,8 +159,8 @@ TEST_P(MatmulParity, PresplitShapes) {
   }
 }
 
-// Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 17, 40 tokens) and
-// cuBLAS (65, 300), on the layer shapes.
+// Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 13, 17, 40 tokens;
+// Q4_K takes its integer fragments up to 16) and cuBLAS (65, 300), on the layer shapes.
 TEST_P(MatmulParity, FastPrefill) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);
@@ -168,7 +168,7 @@ TEST_P(MatmulParity, FastPrefill) {
   const int64_t e = is_kquant(t) ? 1024 : 896;
   const Shape shapes[] = {{e, e}, {4864, e}, {e, 4864}};
   for (const Shape& s : shapes) {
-    for (int n_tokens : {8, 17, 40, 65, 300}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
+    for (int n_tokens : {8, 13, 17, 40, 65, 300}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
   }
 }
 
