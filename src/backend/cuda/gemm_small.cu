@@ -21,7 +21,7 @@
 // kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
 // ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
 // split into its halves once per launch (split_x, one more launch) instead of by every block.
-// Q4_K in fast mode up to 16 tokens skips the weight tile: a warp loads its 16 rows' quants
+// Q4_K in fast mode skips the weight tile: a warp loads its 16 rows' quants
 // straight into the A fragments as fp16 integers and scales each sub-block's sums after the mma
 // (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the column order that
 // implies, with its sum per sub-block for the mins.
@@ -75,17 +75,22 @@ struct SmallArgs {
 };
 
 // Whether a launch of nt 8-token tiles multiplies the weights' integer quants in the A fragments
-// (quant_mma.cuh): Q4_K in fast mode, whose x is one fp16 pass split by each block, up to 16
-// tokens (with more, its x and accumulators spill: 20-84 bytes at 17-64 tokens).
+// (quant_mma.cuh): Q4_K in fast mode, whose x is one fp16 pass split by each block.
 constexpr bool int_frags(GGMLType t, bool lo, int nt) {
-  return t == GGMLType::Q4_K && !lo && nt <= 2;
+  return t == GGMLType::Q4_K && !lo && nt <= 8;
+}
+// Blocks per SM a kernel's registers are sized for: 3 of 4 warps or 2 of 8 (which leaves about
+// 168 or 128 registers a thread); 2 and 1 for integer fragments from 17 tokens on, whose
+// accumulators, scaled sums and x prefetch spilled 20-84 bytes in the smaller budgets.
+constexpr int min_blocks(GGMLType t, int nt, int w, bool lo) {
+  return (int_frags(t, lo, nt) && nt >= 4 ? 1 : 2) + (w == 4 ? 1 : 0);
 }
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
 // kLo: x as hi + lo halves (exact mode), else hi only. kPre: x already split (x16), else each
 // block splits the fp32 x it loads (the same roundings, so the same tiles).
 template <GGMLType T, int NT, int W, bool kLo, bool kPre>
-__global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
+__global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
   constexpr bool kInt = int_frags(T, kLo, NT);
   static_assert(!kInt || !kPre, "integer fragments take x from each block's own split");
@@ -93,9 +98,11 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   using Raw = std::conditional_t<kInt, Q4KSlice, ChunkRaw<T>>;
   // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
   // tokens (whose accumulators and x tile take 64 more); kInt, which refills a slot only after
-  // multiplying it, 2 in 8-warp blocks, else 4.
+  // multiplying it, as many as fit without spills: 4 in 4-warp blocks up to 32 tokens, 2 in 8-warp
+  // blocks, 1 in 4-warp blocks at 64 tokens (whose x prefetch takes 32 registers).
   constexpr int kBudget = NT == 8 ? 20 : 48;
-  constexpr int kDepth = kInt ? (W == 8 ? 2 : 4) : std::clamp(kBudget / Raw::kWords, 1, 4);
+  constexpr int kIntDepth = W == 8 ? 2 : (NT == 8 ? 1 : 4);
+  constexpr int kDepth = kInt ? kIntDepth : std::clamp(kBudget / Raw::kWords, 1, 4);
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                   // rows per block
   constexpr int kToks = 8 * NT;                   // token rows of the x tile
