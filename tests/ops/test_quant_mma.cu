@@ -1,4 +1,4 @@
-// gemm_small's Q4_K fragments (src/backend/cuda/quant_mma.cuh), run on the host (they are
+// gemm_small's Q4_K and Q6_K fragments (src/backend/cuda/quant_mma.cuh), run on the host (they are
 // __host__ __device__): the A tiles that the 32 lanes of a warp hold, rebuilt from their
 // fragments by the PTX layout of mma.m16n8k16 (thread (g, q): a0 row g, columns 2q and 2q + 1;
 // a1 row g + 8; a2 and a3 the same rows at columns 2q + 8, 2q + 9), multiplied by an x tile staged
@@ -8,8 +8,8 @@
 // Metrics:
 //  - x_col() is a permutation of a slice's 64 columns that keeps each sub-block's 32 elements in
 //    its own 32 columns (exact);
-//  - every A element is a quant of the row, an integer 0..15 (exact), and every lane of a row
-//    decodes the same scales;
+//  - every A element is an integer quant of the row (Q4_K 0..15, Q6_K -32..31; exact), and every
+//    lane of a row decodes the same scales;
 //  - the rebuilt product of a 16-row x 8-token tile over 2 super-blocks equals sum(dequant(w) x16)
 //    in double within 1e-6 * sum|w x16| (x16: x rounded to fp16, as the kernel multiplies it).
 #include <gtest/gtest.h>
@@ -31,84 +31,93 @@ float h2f(uint32_t bits) {
   return cuda::half_to_float(uint16_t(bits & 0xffffu));
 }
 
-TEST(QuantMma, ColumnsPermuteEachSubBlock) {
+template <GGMLType T>
+void check_columns() {
+  using S = cuda::IntSlice<T>;
+  constexpr int kSubCols = 16 * S::kSteps;
   std::vector<int> seen(64, 0);
   for (int p = 0; p < 64; ++p) {
-    const int c = cuda::x_col(p);
+    const int c = S::x_col(p);
     ASSERT_GE(c, 0);
     ASSERT_LT(c, 64);
-    EXPECT_EQ(c / 32, p / 32) << "element " << p << " left its sub-block";
+    EXPECT_EQ(c / kSubCols, p / kSubCols) << type_name(T) << ": element " << p << " left its sub-block";
     ++seen[c];
   }
-  for (int c = 0; c < 64; ++c) EXPECT_EQ(seen[c], 1) << "column " << c;
+  for (int c = 0; c < 64; ++c) EXPECT_EQ(seen[c], 1) << type_name(T) << ": column " << c;
   // The kernel stores elements p and p + 2 (p % 4 == 0) as one pair of columns, p + 1 and p + 3
   // as the pair 8 columns on.
   for (int p = 0; p < 64; p += 4) {
-    EXPECT_EQ(cuda::x_col(p) % 2, 0);
-    EXPECT_EQ(cuda::x_col(p + 2), cuda::x_col(p) + 1);
-    EXPECT_EQ(cuda::x_col(p + 1), cuda::x_col(p) + 8);
-    EXPECT_EQ(cuda::x_col(p + 3), cuda::x_col(p) + 9);
+    EXPECT_EQ(S::x_col(p) % 2, 0);
+    EXPECT_EQ(S::x_col(p + 2), S::x_col(p) + 1);
+    EXPECT_EQ(S::x_col(p + 1), S::x_col(p) + 8);
+    EXPECT_EQ(S::x_col(p + 3), S::x_col(p) + 9);
   }
 }
 
-TEST(QuantMma, FragmentsRebuildTheProduct) {
-  std::mt19937 rng(17);
-  const GGMLType t = GGMLType::Q4_K;
-  const std::vector<uint8_t> w = random_weight(rng, t, kTileRows, kCols);
-  const size_t rb = row_bytes(t, kCols);
-  ASSERT_EQ(rb % 16, 0u);
+// The quants that a row's A elements may hold: Q4_K 0..15, Q6_K -32..31.
+template <GGMLType T>
+bool is_quant(float v) {
+  const float lo = T == GGMLType::Q4_K ? 0.f : -32.f, hi = T == GGMLType::Q4_K ? 15.f : 31.f;
+  return v >= lo && v <= hi && v == std::floor(v);
+}
+
+template <GGMLType T>
+void check_product() {
+  using S = cuda::IntSlice<T>;
+  constexpr int kSubCols = 16 * S::kSteps;
+  std::mt19937 rng(17 + unsigned(T));
+  const std::vector<uint8_t> w = random_weight(rng, T, kTileRows, kCols);
+  const size_t rb = row_bytes(T, kCols);
   std::vector<float> x16(size_t(kTokens) * kCols);
   for (float& v : x16) v = __half2float(__float2half_rn(std::uniform_real_distribution<float>(-2.f, 2.f)(rng)));
 
   std::vector<double> got(size_t(kTileRows) * kTokens, 0.0);
   for (int64_t s = 0; s < kCols / 64; ++s) {
-    // The tiles of both sub-blocks as the lanes hold them: a[h][row][column], and the scales.
-    float a[2][kTileRows][32] = {};
-    float fs[2][kTileRows], fm[2][kTileRows];
+    // The tile of each sub-block as the lanes hold it, a[sb][row][column], and the scales.
+    float a[S::kSubs][kTileRows][kSubCols] = {};
+    float fs[S::kSubs][kTileRows] = {}, fm[S::kSubs][kTileRows] = {};
     for (int lane = 0; lane < 32; ++lane) {
       const int g = lane / 4, q = lane % 4;
-      cuda::Q4KSlice raw;
+      S raw;
       raw.load(w.data() + g * rb, w.data() + (g + 8) * rb, s, q);
-      float lfs[2][2], lfm[2][2];
+      float lfs[S::kSubs][2] = {}, lfm[S::kSubs][2] = {};
       raw.scales(lfs, lfm);
-      for (int h = 0; h < 2; ++h) {
+      for (int sb = 0; sb < S::kSubs; ++sb) {
         for (int r = 0; r < 2; ++r) {
           if (q == 0) {
-            fs[h][g + 8 * r] = lfs[h][r];
-            fm[h][g + 8 * r] = lfm[h][r];
+            fs[sb][g + 8 * r] = lfs[sb][r];
+            fm[sb][g + 8 * r] = lfm[sb][r];
           } else {
-            EXPECT_EQ(lfs[h][r], fs[h][g + 8 * r]);
-            EXPECT_EQ(lfm[h][r], fm[h][g + 8 * r]);
+            EXPECT_EQ(lfs[sb][r], fs[sb][g + 8 * r]);
+            EXPECT_EQ(lfm[sb][r], fm[sb][g + 8 * r]);
           }
         }
-        for (int kk = 0; kk < 2; ++kk) {
+        for (int kk = 0; kk < S::kSteps; ++kk) {
           uint32_t f[4];
-          raw.frag(h, kk, f);
+          raw.frag(sb, kk, f);
           for (int i = 0; i < 4; ++i) {
             const int row = g + 8 * (i % 2), col = 16 * kk + 2 * q + 8 * (i / 2);
-            a[h][row][col] = h2f(f[i]);
-            a[h][row][col + 1] = h2f(f[i] >> 16);
+            a[sb][row][col] = h2f(f[i]);
+            a[sb][row][col + 1] = h2f(f[i] >> 16);
           }
         }
       }
     }
-    for (int h = 0; h < 2; ++h)
+    for (int sb = 0; sb < S::kSubs; ++sb)
       for (int row = 0; row < kTileRows; ++row)
-        for (int c = 0; c < 32; ++c) {
-          const float v = a[h][row][c];
-          EXPECT_TRUE(v >= 0.f && v <= 15.f && v == std::floor(v)) << "slice " << s << " row " << row << ": " << v;
-        }
+        for (int c = 0; c < kSubCols; ++c)
+          EXPECT_TRUE(is_quant<T>(a[sb][row][c])) << "slice " << s << " row " << row << ": " << a[sb][row][c];
     // x staged by column, then per sub-block T = sum(q x) and I = sum(x).
     for (int tok = 0; tok < kTokens; ++tok) {
       float xt[64];
-      for (int p = 0; p < 64; ++p) xt[cuda::x_col(p)] = x16[size_t(tok) * kCols + 64 * s + p];
-      for (int h = 0; h < 2; ++h) {
+      for (int p = 0; p < 64; ++p) xt[S::x_col(p)] = x16[size_t(tok) * kCols + 64 * s + p];
+      for (int sb = 0; sb < S::kSubs; ++sb) {
         double ix = 0;
-        for (int c = 0; c < 32; ++c) ix += xt[32 * h + c];
+        for (int c = 0; c < kSubCols; ++c) ix += xt[kSubCols * sb + c];
         for (int row = 0; row < kTileRows; ++row) {
           double tt = 0;
-          for (int c = 0; c < 32; ++c) tt += double(a[h][row][c]) * xt[32 * h + c];
-          got[size_t(row) * kTokens + tok] += double(fs[h][row]) * tt - double(fm[h][row]) * ix;
+          for (int c = 0; c < kSubCols; ++c) tt += double(a[sb][row][c]) * xt[kSubCols * sb + c];
+          got[size_t(row) * kTokens + tok] += double(fs[sb][row]) * tt - double(fm[sb][row]) * ix;
         }
       }
     }
@@ -116,7 +125,7 @@ TEST(QuantMma, FragmentsRebuildTheProduct) {
 
   std::vector<float> wr(kCols);
   for (int row = 0; row < kTileRows; ++row) {
-    dequantize_row(t, w.data() + row * rb, wr.data(), kCols);
+    dequantize_row(T, w.data() + row * rb, wr.data(), kCols);
     for (int tok = 0; tok < kTokens; ++tok) {
       double ref = 0, ref_abs = 0;
       for (int64_t k = 0; k < kCols; ++k) {
@@ -125,9 +134,20 @@ TEST(QuantMma, FragmentsRebuildTheProduct) {
         ref_abs += std::fabs(p);
       }
       EXPECT_LE(std::fabs(got[size_t(row) * kTokens + tok] - ref), 1e-6 * ref_abs)
-          << "row " << row << " token " << tok << ": " << got[size_t(row) * kTokens + tok] << " vs " << ref;
+          << type_name(T) << " row " << row << " token " << tok << ": " << got[size_t(row) * kTokens + tok]
+          << " vs " << ref;
     }
   }
+}
+
+TEST(QuantMma, ColumnsPermuteEachSubBlock) {
+  check_columns<GGMLType::Q4_K>();
+  check_columns<GGMLType::Q6_K>();
+}
+
+TEST(QuantMma, FragmentsRebuildTheProduct) {
+  check_product<GGMLType::Q4_K>();
+  check_product<GGMLType::Q6_K>();
 }
 
 }  // namespace

@@ -21,10 +21,10 @@
 // kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
 // ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
 // split into its halves once per launch (split_x, one more launch) instead of by every block.
-// Q4_K in fast mode skips the weight tile: a warp loads its 16 rows' quants
+// Q4_K and Q6_K in fast mode (int_frags) skip the weight tile: a warp loads its 16 rows' quants
 // straight into the A fragments as fp16 integers and scales each sub-block's sums after the mma
 // (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the column order that
-// implies, with its sum per sub-block for the mins.
+// implies, with its sum per sub-block for Q4_K's mins.
 // Each weight byte is loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
@@ -75,9 +75,10 @@ struct SmallArgs {
 };
 
 // Whether a launch of nt 8-token tiles multiplies the weights' integer quants in the A fragments
-// (quant_mma.cuh): Q4_K in fast mode, whose x is one fp16 pass split by each block.
+// (quant_mma.cuh): Q4_K and Q6_K in fast mode, whose x is one fp16 pass split by each block; Q6_K
+// up to 32 tokens (at 64, its 18 raw words a slice spilled 4-56 bytes).
 constexpr bool int_frags(GGMLType t, bool lo, int nt) {
-  return t == GGMLType::Q4_K && !lo && nt <= 8;
+  return has_int_slice(t) && !lo && (nt <= 4 || t == GGMLType::Q4_K);
 }
 // Blocks per SM a kernel's registers are sized for: 3 of 4 warps or 2 of 8 (which leaves about
 // 168 or 128 registers a thread); 2 and 1 for integer fragments from 17 tokens on, whose
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
   constexpr bool kInt = int_frags(T, kLo, NT);
   static_assert(!kInt || !kPre, "integer fragments take x from each block's own split");
   // A thread's raw weights per slice: its chunk, or (kInt) its quants of the warp's tile.
-  using Raw = std::conditional_t<kInt, Q4KSlice, ChunkRaw<T>>;
+  using Raw = std::conditional_t<kInt, IntSlice<T>, ChunkRaw<T>>;
   // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
   // tokens (whose accumulators and x tile take 64 more); kInt, which refills a slot only after
   // multiplying it, as many as fit without spills: 4 in 4-warp blocks up to 32 tokens, 2 in 8-warp
@@ -112,7 +113,8 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
   __shared__ __align__(16) H wtile[kInt ? 8 : kRows * kTileStride];  // kInt: unused
   __shared__ __align__(16) H xtile[kLo ? 2 : 1][kToks * kTileStride];  // hi (, lo)
-  __shared__ __align__(8) float xsum[kInt ? 2 : 1][kToks];  // kInt: per token, the sum of x over each sub-block
+  // kInt with mins (Q4_K): per token, the sum of x over each 32-element sub-block.
+  __shared__ __align__(8) float xsum[kInt ? 2 : 1][kToks];
   __shared__ bool last_split;
   const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
@@ -138,7 +140,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
   const H* x16 = static_cast<const H*>(a.x16);
   const auto load_w = [&](Raw& raw, int64_t s) {
     if constexpr (kInt) {
-      raw.load(wrow_g, wrow_g8, s, q);  // Q4_K rows are whole slices
+      raw.load(wrow_g, wrow_g8, s, q);  // K-quant rows are whole slices
     } else {
       const int64_t c = 2 * s + my_chunk;
       if (c < n_chunks) load_chunk<T>(raw, wrow, c);
@@ -192,16 +194,18 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
       if constexpr (kInt) {
         // Elements (0, 2) and (1, 3) of the four are column pairs 8 apart; their fp16 values
         // summed over the 8 threads of a sub-block (lanes of one warp, fixed order).
-        const int tok = e / (kSliceCols / kXElems), c = x_col(kXElems * (e % (kSliceCols / kXElems)));
+        const int tok = e / (kSliceCols / kXElems), c = Raw::x_col(kXElems * (e % (kSliceCols / kXElems)));
         const uint32_t h02 = pack2<H>(xf[i].x, xf[i].z), h13 = pack2<H>(xf[i].y, xf[i].w);
         H* row = xtile[0] + tok * kTileStride + c;
         *reinterpret_cast<uint32_t*>(row) = h02;
         *reinterpret_cast<uint32_t*>(row + 8) = h13;
-        const __half2 v02 = *reinterpret_cast<const __half2*>(&h02), v13 = *reinterpret_cast<const __half2*>(&h13);
-        float sum = (__low2float(v02) + __high2float(v02)) + (__low2float(v13) + __high2float(v13));
+        if constexpr (Raw::kMins) {
+          const __half2 v02 = *reinterpret_cast<const __half2*>(&h02), v13 = *reinterpret_cast<const __half2*>(&h13);
+          float sum = (__low2float(v02) + __high2float(v02)) + (__low2float(v13) + __high2float(v13));
 #pragma unroll
-        for (int m = 1; m < 8; m *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, m);
-        if (e % 8 == 0) xsum[(e / 8) % 2][tok] = sum;
+          for (int m = 1; m < 8; m *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, m);
+          if (e % 8 == 0) xsum[(e / 8) % 2][tok] = sum;
+        }
       } else if constexpr (kPre) {
 #pragma unroll
         for (int p = 0; p < (kLo ? 2 : 1); ++p) *reinterpret_cast<uint4*>(xtile[p] + o) = xh[p][i];
@@ -218,34 +222,37 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
     }
   };
 
-  // kInt: per sub-block h of the slice, T = q x on the tensor cores, then acc += d sc T - dmin m
-  // I for each row and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
+  // kInt: per sub-block of the slice, T = q x on the tensor cores, then acc += d sc T (- dmin m
+  // I) for each row and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
   const auto mma_int_slice = [&](const auto& w, float (&acc)[NT][4]) {  // generic: kInt only
-    float fs[2][2], fm[2][2];
+    using S = std::decay_t<decltype(w)>;
+    float fs[S::kSubs][2], fm[S::kSubs][2];
     w.scales(fs, fm);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      uint32_t af[2][4];
-      w.frag(h, 0, af[0]);
-      w.frag(h, 1, af[1]);
+    for (int sb = 0; sb < S::kSubs; ++sb) {
+      uint32_t af[S::kSteps][4];
+#pragma unroll
+      for (int kk = 0; kk < S::kSteps; ++kk) w.frag(sb, kk, af[kk]);
 #pragma unroll
       for (int j = 0; j < NT; j += 2) {
         const int jt = NT == 1 ? j : j + lane / 16;
         float tt[2][4] = {};
 #pragma unroll
-        for (int kk = 0; kk < 2; ++kk) {
+        for (int kk = 0; kk < S::kSteps; ++kk) {
           uint32_t bf[4];
-          ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + (2 * h + kk) * 16 + ((lane / 8) % 2) * 8);
+          ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + (sb * S::kSteps + kk) * 16 +
+                              ((lane / 8) % 2) * 8);
           mma16816<H>(tt[0], af[kk], bf[0], bf[1]);
           if constexpr (NT > 1) mma16816<H>(tt[1], af[kk], bf[2], bf[3]);
         }
 #pragma unroll
         for (int jj = 0; jj < (NT > 1 ? 2 : 1); ++jj) {
-          const float2 ix = *reinterpret_cast<const float2*>(&xsum[h][(j + jj) * 8 + 2 * q]);
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            acc[j + jj][e] =
-                fmaf(fs[h][e / 2], tt[jj][e], fmaf(-fm[h][e / 2], e % 2 ? ix.y : ix.x, acc[j + jj][e]));
+          for (int e = 0; e < 4; ++e) {
+            float v = acc[j + jj][e];
+            if constexpr (S::kMins) v = fmaf(-fm[sb][e / 2], xsum[sb][(j + jj) * 8 + 2 * q + e % 2], v);
+            acc[j + jj][e] = fmaf(fs[sb][e / 2], tt[jj][e], v);
+          }
         }
       }
     }

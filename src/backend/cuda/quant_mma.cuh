@@ -1,24 +1,22 @@
-// Q4_K quants straight into tensor-core fragments: gemm_small's fast path for Q4_K weights
-// (gemm_small.cu), with no dequantization to fp16 and no shared-memory tile of weights.
+// K-quant quants straight into tensor-core fragments: gemm_small's fast path for Q4_K and Q6_K
+// weights (gemm_small.cu), with no dequantization to fp16 and no shared-memory tile of weights.
 //
-// A 64-column slice of a Q4_K row is one sub-block pair j of a super-block (w = d sc q - dmin m
-// per 32-element sub-block; elements 64j + l and 64j + 32 + l are the low and high nibbles of
-// quant byte 32j + l). The 16 rows of an mma tile are multiplied by x one sub-block at a time:
-// A holds the integers q (0..15, exact in fp16), B the fp16 x, and per sub-block the fp32 sums
-// T = sum(q x) become d sc T - dmin m I with I = sum(x) over the sub-block, per row and token.
-// So a weight costs about one instruction (a mask and or, and a subtraction per two), where
-// dequantizing it to fp16 cost about eight, and it is never rounded: only x is (to fp16, as in
-// the other fast paths).
+// A 64-column slice of a row is multiplied by x one sub-block at a time (Q4_K: two of 32
+// elements, w = d sc q - dmin m; Q6_K: four of 16, w = d sc (q - 32)): A holds the integers
+// (Q4_K q in 0..15, Q6_K q - 32 in -32..31, exact in fp16), B the fp16 x, and per sub-block the
+// fp32 sums T = sum(q x) become d sc T (- dmin m I, I = sum(x) over the sub-block) per row and
+// token. So a weight costs one or two instructions (masks, shifts and an fp16 subtraction per
+// two), where dequantizing it to fp16 cost about eight, and it is never rounded: only x is (to
+// fp16, as in the other fast paths).
 //
 // Layout. A thread (g, q) = (lane / 4, lane % 4) of the m16n8k16 A fragment holds rows g and
-// g + 8, columns {2q, 2q + 1} (a0, a1) and {2q + 8, 2q + 9} (a2, a3) of each 16-column step. It
-// loads the 8 quant bytes [8q, 8q + 8) of the pair for each of its rows (one 8-byte load) and
-// takes k16 step kk from their word kk: the nibbles of bytes (0, 2) of the word form a0/a1,
-// those of bytes (1, 3) a2/a3 (a mask of bits 0-3 and 16-19 after a shift of 0, 8 (low nibbles),
-// 4 or 12 (high)). The columns of the slice are therefore a permutation of its elements
-// (x_col()), which x follows when it is staged: a dot product does not depend on the order of
-// its terms within a sub-block. All of it is __host__ __device__: tests/ops/test_quant_mma.cu
-// rebuilds the tiles from the fragments of all 32 lanes on the CPU.
+// g + 8, columns {2q, 2q + 1} (a0, a1) and {2q + 8, 2q + 9} (a2, a3) of each 16-column step. For
+// each step it takes one 32-bit word of 4 quant bytes per row: the quants of bytes (0, 2) of the
+// word form a0/a1, those of bytes (1, 3) a2/a3 (masks of bits 0-3 and 16-19 after a shift). The
+// columns of the slice are therefore a permutation of its elements (x_col()), which x follows when
+// it is staged: a dot product does not depend on the order of its terms within a sub-block. All
+// of it is __host__ __device__: tests/ops/test_quant_mma.cu rebuilds the tiles from the fragments
+// of all 32 lanes on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -28,47 +26,63 @@
 
 namespace qwen::cuda {
 
-// The fp16 bits of a small integer v (0..15), exact.
+// The fp16 bits of a small integer v (0..2047), exact.
 QWEN_HD uint32_t small_int_half_bits(uint32_t v) {
   if (v == 0) return 0;
-  const int e = v >= 8 ? 3 : (v >= 4 ? 2 : (v >= 2 ? 1 : 0));
+  int e = 0;
+  while ((v >> (e + 1)) != 0) ++e;
   return uint32_t(e + 15) << 10 | ((v << (10 - e)) & 0x3ffu);
 }
 
-// Two fp16 integers: the nibbles at bits [sh, sh + 4) and [16 + sh, 20 + sh) of w. (0x6400 | v
-// is the fp16 1024 + v; subtracting 1024 leaves v exactly.)
-QWEN_HD uint32_t nibble_pair_half2(uint32_t w, int sh) {
+// Two fp16 integers: the 6-bit values v at bits [0, 6) and [16, 22) of u, minus bias (v - bias
+// is exact: 0x6400 | v is the fp16 1024 + v).
+QWEN_HD uint32_t int_pair_half2(uint32_t u, uint32_t bias) {
 #ifdef __CUDA_ARCH__
-  const uint32_t v = ((w >> sh) & 0x000f000fu) | 0x64006400u, k = 0x64006400u;
+  const uint32_t v = u | 0x64006400u, k = 0x64006400u + bias * 0x00010001u;
   const __half2 r = __hsub2(*reinterpret_cast<const __half2*>(&v), *reinterpret_cast<const __half2*>(&k));
   return *reinterpret_cast<const uint32_t*>(&r);
 #else
-  return small_int_half_bits((w >> sh) & 0xfu) | small_int_half_bits((w >> (16 + sh)) & 0xfu) << 16;
+  const auto one = [&](uint32_t x) {
+    const int d = int(x) - int(bias);
+    const uint32_t m = small_int_half_bits(uint32_t(d < 0 ? -d : d));
+    return d < 0 ? m | 0x8000u : m;
+  };
+  return one(u & 0x3fu) | one((u >> 16) & 0x3fu) << 16;
 #endif
 }
 
-// The tile column of element p (0..63) of a slice: sub-block h = p / 32, its byte l = p % 32 =
-// 8 q + 4 kk + r sits in step kk of sub-block h, column 2q + r / 2 (r even: a0/a1) or 2q + 8 +
-// r / 2 (r odd: a2/a3). Elements p and p + 2 (p % 4 == 0) share one 32-bit column pair, as do
-// p + 1 and p + 3, 8 columns on.
-QWEN_HD int x_col(int p) {
-  const int h = p / 32, l = p % 32, q = l / 8, kk = (l / 4) % 2, r = l % 4;
-  return 32 * h + 16 * kk + 8 * (r % 2) + 2 * q + r / 2;
+// The column of element p of a slice when a thread takes the bytes 4q .. 4q + 3 (4q + r) of a
+// 16-element step: 2q + r / 2 (r even: a0/a1) or 2q + 8 + r / 2 (r odd: a2/a3). Elements p and
+// p + 2 (p % 4 == 0) share one 32-bit column pair, as do p + 1 and p + 3, 8 columns on.
+QWEN_HD int step_col(int q, int r) {
+  return 8 * (r % 2) + 2 * q + r / 2;
 }
 
-constexpr int kQ4KBytes = 144;  // {half d; half dmin; u8 scales[12]; u8 qs[128]}
+// The raw words of slice s that thread (g, q) of a 16-row tile holds, for rows g (r = 0) and
+// g + 8 (r = 1): kSubs sub-blocks of kSteps 16-column steps each; frag(sb, kk, a) gives the A
+// fragment of step kk of sub-block sb, scales() d sc (and dmin m with kMins) per sub-block and
+// row, x_col(p) the tile column of slice element p.
+template <GGMLType T>
+struct IntSlice;
 
-// The raw words of slice s (sub-block pair j = s % 4 of super-block s / 4) that thread (g, q)
-// of a 16-row tile holds: for rows g (r = 0) and g + 8 (r = 1), the super-block's 16-byte head
-// (d, dmin, scales) and the quant bytes [8q, 8q + 8) of the pair. Every load is aligned: rows
-// and super-blocks are multiples of 16 bytes.
-struct Q4KSlice {
-  static constexpr int kWords = 12;
-  uint4 head[2];
+// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): slice s is sub-block pair
+// j = s % 4 of super-block s / 4, elements 64j + l (l < 32) the low nibbles of quant byte 32j + l,
+// 64j + 32 + l the high nibbles. Thread q takes bytes [8q, 8q + 8) (one 8-byte load per row), word
+// kk for step kk of either sub-block, so element p = 32h + 8q + 4kk + r. Every load is aligned.
+template <>
+struct IntSlice<GGMLType::Q4_K> {
+  static constexpr int kWords = 12, kSubs = 2, kSteps = 2;
+  static constexpr bool kMins = true;
+  static constexpr int kBytes = 144;
+  uint4 head[2];  // d, dmin and the 12 scale bytes
   uint2 qs[2];
   int j;
+  QWEN_HD static int x_col(int p) {
+    const int h = p / 32, l = p % 32;
+    return 32 * h + 16 * ((l / 4) % 2) + step_col(l / 8, l % 4);
+  }
   QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
-    const int64_t off = (s / 4) * kQ4KBytes;
+    const int64_t off = (s / 4) * kBytes;
     j = int(s % 4);
     const int64_t qoff = off + 16 + 32 * j + 8 * q;
     head[0] = *reinterpret_cast<const uint4*>(row_g + off);
@@ -76,17 +90,15 @@ struct Q4KSlice {
     qs[0] = *reinterpret_cast<const uint2*>(row_g + qoff);
     qs[1] = *reinterpret_cast<const uint2*>(row_g8 + qoff);
   }
-  // The A fragment of sub-block 2j + h, k16 step kk: the quants as fp16 integers.
   QWEN_HD void frag(int h, int kk, uint32_t a[4]) const {
     const uint32_t w0 = kk ? qs[0].y : qs[0].x, w1 = kk ? qs[1].y : qs[1].x;
     const int sh = 4 * h;
-    a[0] = nibble_pair_half2(w0, sh);
-    a[1] = nibble_pair_half2(w1, sh);
-    a[2] = nibble_pair_half2(w0, sh + 8);
-    a[3] = nibble_pair_half2(w1, sh + 8);
+    a[0] = int_pair_half2((w0 >> sh) & 0x000f000fu, 0);
+    a[1] = int_pair_half2((w1 >> sh) & 0x000f000fu, 0);
+    a[2] = int_pair_half2((w0 >> (sh + 8)) & 0x000f000fu, 0);
+    a[3] = int_pair_half2((w1 >> (sh + 8)) & 0x000f000fu, 0);
   }
-  // d sc (fs) and dmin m (fm) of sub-block 2j + h of row r.
-  QWEN_HD void scales(float fs[2][2], float fm[2][2]) const {
+  QWEN_HD void scales(float fs[kSubs][2], float fm[kSubs][2]) const {
     QWEN_UNROLL
     for (int r = 0; r < 2; ++r) {
       const uint32_t sc[3] = {head[r].y, head[r].z, head[r].w};
@@ -94,12 +106,67 @@ struct Q4KSlice {
       k4_pair_scale_min(sc, j, s2, m2);
       const float d = half_to_float(uint16_t(head[r].x & 0xffffu)), dmin = half_to_float(uint16_t(head[r].x >> 16));
       QWEN_UNROLL
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < kSubs; ++h) {
         fs[h][r] = d * float((s2 >> (8 * h)) & 0xffu);
         fm[h][r] = dmin * float((m2 >> (8 * h)) & 0xffu);
       }
     }
   }
 };
+
+// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes, 2-byte aligned): slice s is
+// elements [64 (s % 4), + 64) of super-block s / 4, i.e. half hh = (s % 4) / 2 and nibble t = s % 2
+// of ql bytes 64hh + p (element p of the slice), with bits 4t + 2 (p / 32) of qh byte 32hh + p %
+// 32 on top, scaled by scales[8hh + 4t + p / 16]. Step kk is sub-block kk; thread q takes bytes
+// 4q .. 4q + 3 of it: element p = 16kk + 4q + r. Its words are 2-byte aligned (two 2-byte loads
+// each).
+template <>
+struct IntSlice<GGMLType::Q6_K> {
+  static constexpr int kWords = 18, kSubs = 4, kSteps = 1;
+  static constexpr bool kMins = false;
+  static constexpr int kBytes = 210;
+  uint32_t ql[2][4], qh[2][2], sc[2], d[2];
+  int t;
+  QWEN_HD static int x_col(int p) {
+    return 16 * (p / 16) + step_col((p % 16) / 4, p % 4);
+  }
+  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
+    const int64_t off = (s / 4) * kBytes;
+    const int hh = int(s % 4) / 2;
+    t = int(s % 2);
+    const uint8_t* rows[2] = {row_g + off, row_g8 + off};
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      QWEN_UNROLL
+      for (int kk = 0; kk < 4; ++kk) ql[r][kk] = load_u32_a2(rows[r] + 64 * hh + 16 * kk + 4 * q);
+      QWEN_UNROLL
+      for (int k = 0; k < 2; ++k) qh[r][k] = load_u32_a2(rows[r] + 128 + 32 * hh + 16 * k + 4 * q);
+      sc[r] = load_u32_a2(rows[r] + 192 + 8 * hh + 4 * t);
+      d[r] = load_u16(rows[r] + 208);
+    }
+  }
+  QWEN_HD void frag(int sb, int, uint32_t a[4]) const {
+    const int lsh = 4 * t, hsh = 4 * t + 2 * (sb / 2);
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t l = ql[r][sb], h = qh[r][sb % 2];
+      a[r] = int_pair_half2(((l >> lsh) & 0x000f000fu) | (((h >> hsh) & 0x00030003u) << 4), 32);
+      a[2 + r] = int_pair_half2(((l >> (lsh + 8)) & 0x000f000fu) | (((h >> (hsh + 8)) & 0x00030003u) << 4), 32);
+    }
+  }
+  QWEN_HD void scales(float fs[kSubs][2], float[][2]) const {
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float dr = half_to_float(uint16_t(d[r]));
+      QWEN_UNROLL
+      for (int sb = 0; sb < kSubs; ++sb) fs[sb][r] = dr * float(int8_t(sc[r] >> (8 * sb)));
+    }
+  }
+};
+
+// Types with an IntSlice.
+constexpr bool has_int_slice(GGMLType t) {
+  return t == GGMLType::Q4_K || t == GGMLType::Q6_K;
+}
 
 }  // namespace qwen::cuda
