@@ -149,8 +149,8 @@ TEST_P(MatmulParity, LmHead) {
 // gemm_small with x split once per launch (presplit_x: 6 MiB of weights or more, and x's fp32
 // bytes per 64-row block at least 1.5 times its weights', or two passes) and without, in 4-warp
 // blocks with K splits: a 4864 x 4864 matrix at 17 and 64 tokens, exact (always presplit) and
-// fast (at 17 tokens only the 4-5-bit types, at 64 all; not Q4_K, nor Q6_K at 17, whose integer
-// fragments split x in each block).
+// fast (at 17 tokens only the 4-5-bit types, at 64 all; not Q4_K, Q8_0 and Q4_0, nor Q6_K at 17,
+// whose integer fragments split x in each block).
 TEST_P(MatmulParity, PresplitShapes) {
   const GGMLType t = GetParam();
   std::mt19937 rng(777 + int(t));
@@ -161,8 +161,8 @@ TEST_P(MatmulParity, PresplitShapes) {
 }
 
 // Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 13, 17, 40 tokens;
-// Q4_K's and Q6_K's integer fragments in 1, 2, 4 and (Q4_K) 8-token tiles) and cuBLAS (65, 300),
-// on the layer shapes.
+// the integer fragments of Q4_K, Q6_K, Q8_0 and Q4_0 in 1, 2, 4 and (but Q6_K) 8-token tiles)
+// and cuBLAS (65, 300), on the layer shapes.
 TEST_P(MatmulParity, FastPrefill) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);

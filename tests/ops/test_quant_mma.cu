@@ -1,4 +1,4 @@
-// gemm_small's Q4_K and Q6_K fragments (src/backend/cuda/quant_mma.cuh), run on the host (they are
+// gemm_small's Q4_K, Q6_K, Q8_0 and Q4_0 fragments (src/backend/cuda/quant_mma.cuh), run on the host (they are
 // __host__ __device__): the A tiles that the 32 lanes of a warp hold, rebuilt from their
 // fragments by the PTX layout of mma.m16n8k16 (thread (g, q): a0 row g, columns 2q and 2q + 1;
 // a1 row g + 8; a2 and a3 the same rows at columns 2q + 8, 2q + 9), multiplied by an x tile staged
@@ -8,8 +8,8 @@
 // Metrics:
 //  - x_col() is a permutation of a slice's 64 columns that keeps each sub-block's 32 elements in
 //    its own 32 columns (exact);
-//  - every A element is an integer quant of the row (Q4_K 0..15, Q6_K -32..31; exact), and every
-//    lane of a row decodes the same scales;
+//  - every A element is an integer quant of the row (Q4_K 0..15, Q6_K -32..31, Q8_0 -128..127,
+//    Q4_0 -8..7; exact), and every lane of a row decodes the same scales;
 //  - the rebuilt product of a 16-row x 8-token tile over 2 super-blocks equals sum(dequant(w) x16)
 //    in double within 1e-6 * sum|w x16| (x16: x rounded to fp16, as the kernel multiplies it).
 #include <gtest/gtest.h>
@@ -54,10 +54,12 @@ void check_columns() {
   }
 }
 
-// The quants that a row's A elements may hold: Q4_K 0..15, Q6_K -32..31.
+// The quants that a row's A elements may hold: Q4_K 0..15, Q6_K -32..31, Q8_0 -128..127, Q4_0
+// -8..7.
 template <GGMLType T>
 bool is_quant(float v) {
-  const float lo = T == GGMLType::Q4_K ? 0.f : -32.f, hi = T == GGMLType::Q4_K ? 15.f : 31.f;
+  const float hi = T == GGMLType::Q4_K ? 15.f : (T == GGMLType::Q6_K ? 31.f : (T == GGMLType::Q8_0 ? 127.f : 7.f));
+  const float lo = T == GGMLType::Q4_K ? 0.f : -hi - 1.f;
   return v >= lo && v <= hi && v == std::floor(v);
 }
 
@@ -143,11 +145,15 @@ void check_product() {
 TEST(QuantMma, ColumnsPermuteEachSubBlock) {
   check_columns<GGMLType::Q4_K>();
   check_columns<GGMLType::Q6_K>();
+  check_columns<GGMLType::Q8_0>();
+  check_columns<GGMLType::Q4_0>();
 }
 
 TEST(QuantMma, FragmentsRebuildTheProduct) {
   check_product<GGMLType::Q4_K>();
   check_product<GGMLType::Q6_K>();
+  check_product<GGMLType::Q8_0>();
+  check_product<GGMLType::Q4_0>();
 }
 
 }  // namespace

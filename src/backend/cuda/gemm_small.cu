@@ -21,7 +21,7 @@
 // kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
 // ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
 // split into its halves once per launch (split_x, one more launch) instead of by every block.
-// Q4_K and Q6_K in fast mode (int_frags) skip the weight tile: a warp loads its 16 rows' quants
+// Q4_K, Q6_K, Q8_0 and Q4_0 in fast mode (int_frags) skip the weight tile: a warp loads its 16 rows' quants
 // straight into the A fragments as fp16 integers and scales each sub-block's sums after the mma
 // (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the column order that
 // implies, with its sum per sub-block for Q4_K's mins.
@@ -75,10 +75,10 @@ struct SmallArgs {
 };
 
 // Whether a launch of nt 8-token tiles multiplies the weights' integer quants in the A fragments
-// (quant_mma.cuh): Q4_K and Q6_K in fast mode, whose x is one fp16 pass split by each block; Q6_K
-// up to 32 tokens (at 64, its 18 raw words a slice spilled 4-56 bytes).
+// (quant_mma.cuh): Q4_K, Q6_K, Q8_0 and Q4_0 in fast mode, whose x is one fp16 pass split by each
+// block; Q6_K up to 32 tokens (at 64, its 18 raw words a slice spilled 4-56 bytes).
 constexpr bool int_frags(GGMLType t, bool lo, int nt) {
-  return has_int_slice(t) && !lo && (nt <= 4 || t == GGMLType::Q4_K);
+  return has_int_slice(t) && !lo && (nt <= 4 || t != GGMLType::Q6_K);
 }
 // Blocks per SM a kernel's registers are sized for: 3 of 4 warps or 2 of 8 (which leaves about
 // 168 or 128 registers a thread); 2 and 1 for integer fragments from 17 tokens on, whose

@@ -34,7 +34,7 @@ QWEN_HD uint32_t small_int_half_bits(uint32_t v) {
   return uint32_t(e + 15) << 10 | ((v << (10 - e)) & 0x3ffu);
 }
 
-// Two fp16 integers: the 6-bit values v at bits [0, 6) and [16, 22) of u, minus bias (v - bias
+// Two fp16 integers: the values v < 1024 at bits [0, 10) and [16, 26) of u, minus bias (v - bias
 // is exact: 0x6400 | v is the fp16 1024 + v).
 QWEN_HD uint32_t int_pair_half2(uint32_t u, uint32_t bias) {
 #ifdef __CUDA_ARCH__
@@ -47,7 +47,7 @@ QWEN_HD uint32_t int_pair_half2(uint32_t u, uint32_t bias) {
     const uint32_t m = small_int_half_bits(uint32_t(d < 0 ? -d : d));
     return d < 0 ? m | 0x8000u : m;
   };
-  return one(u & 0x3fu) | one((u >> 16) & 0x3fu) << 16;
+  return one(u & 0x3ffu) | one((u >> 16) & 0x3ffu) << 16;
 #endif
 }
 
@@ -164,9 +164,66 @@ struct IntSlice<GGMLType::Q6_K> {
   }
 };
 
+// Q8_0 {half d; i8 qs[32]} (34 bytes) and Q4_0 {half d; u8 qs[16]} (18 bytes, element k < 16 the
+// low nibble of qs[k], k >= 16 the high nibble of qs[k - 16]), both 2-byte aligned: slice s is
+// blocks 2s and 2s + 1 (sub-blocks of 32, w = d q, Q4_0 q - 8), two steps each; thread q takes
+// bytes 4q .. 4q + 3 of each step (Q8_0: quant bytes 16kk + 4q; Q4_0: bytes 4q, nibble kk), so
+// element p = 32 sb + 16kk + 4q + r. Q8_0's signed bytes enter as unsigned (xor 0x80) minus 128.
+template <GGMLType T>
+struct LegacyIntSlice {
+  static constexpr bool kQ8 = T == GGMLType::Q8_0;
+  static constexpr int kWordsPerBlock = kQ8 ? 2 : 1;
+  static constexpr int kWords = 2 * 2 * (1 + kWordsPerBlock), kSubs = 2, kSteps = 2;
+  static constexpr bool kMins = false;
+  static constexpr int kBytes = kQ8 ? 34 : 18;
+  uint32_t d[2][2], w[2][2][kWordsPerBlock];  // [row][block]
+  QWEN_HD static int x_col(int p) {
+    const int l = p % 32;
+    return 32 * (p / 32) + 16 * (l / 16) + step_col((l % 16) / 4, l % 4);
+  }
+  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
+    const uint8_t* rows[2] = {row_g, row_g8};
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      QWEN_UNROLL
+      for (int b = 0; b < 2; ++b) {
+        const uint8_t* blk = rows[r] + (2 * s + b) * kBytes;
+        d[r][b] = load_u16(blk);
+        QWEN_UNROLL
+        for (int k = 0; k < kWordsPerBlock; ++k) w[r][b][k] = load_u32_a2(blk + 2 + 16 * k + 4 * q);
+      }
+    }
+  }
+  QWEN_HD void frag(int sb, int kk, uint32_t a[4]) const {
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      if constexpr (kQ8) {
+        const uint32_t u = w[r][sb][kk] ^ 0x80808080u;
+        a[r] = int_pair_half2(u & 0x00ff00ffu, 128);
+        a[2 + r] = int_pair_half2((u >> 8) & 0x00ff00ffu, 128);
+      } else {
+        const uint32_t u = w[r][sb][0] >> (4 * kk);
+        a[r] = int_pair_half2(u & 0x000f000fu, 8);
+        a[2 + r] = int_pair_half2((u >> 8) & 0x000f000fu, 8);
+      }
+    }
+  }
+  QWEN_HD void scales(float fs[kSubs][2], float[][2]) const {
+    QWEN_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      QWEN_UNROLL
+      for (int b = 0; b < kSubs; ++b) fs[b][r] = half_to_float(uint16_t(d[r][b]));
+    }
+  }
+};
+template <>
+struct IntSlice<GGMLType::Q8_0> : LegacyIntSlice<GGMLType::Q8_0> {};
+template <>
+struct IntSlice<GGMLType::Q4_0> : LegacyIntSlice<GGMLType::Q4_0> {};
+
 // Types with an IntSlice.
 constexpr bool has_int_slice(GGMLType t) {
-  return t == GGMLType::Q4_K || t == GGMLType::Q6_K;
+  return t == GGMLType::Q4_K || t == GGMLType::Q6_K || t == GGMLType::Q8_0 || t == GGMLType::Q4_0;
 }
 
 }  // namespace qwen::cuda
