@@ -1,22 +1,23 @@
-// K-quant quants straight into tensor-core fragments: gemm_small's fast path for Q4_K and Q6_K
-// weights (gemm_small.cu), with no dequantization to fp16 and no shared-memory tile of weights.
+// Quantized weights' integers straight into tensor-core fragments: gemm_small's fast path for
+// Q4_K, Q6_K, Q8_0 and Q4_0 weights (gemm_small.cu), with no dequantization to fp16 and no
+// shared-memory tile of weights.
 //
 // A 64-column slice of a row is multiplied by x one sub-block at a time (Q4_K: two of 32
-// elements, w = d sc q - dmin m; Q6_K: four of 16, w = d sc (q - 32)): A holds the integers
-// (Q4_K q in 0..15, Q6_K q - 32 in -32..31, exact in fp16), B the fp16 x, and per sub-block the
-// fp32 sums T = sum(q x) become d sc T (- dmin m I, I = sum(x) over the sub-block) per row and
-// token. So a weight costs one or two instructions (masks, shifts and an fp16 subtraction per
-// two), where dequantizing it to fp16 cost about eight, and it is never rounded: only x is (to
-// fp16, as in the other fast paths).
+// elements, w = d sc q - dmin m; Q6_K: four of 16, w = d sc (q - 32); Q8_0 and Q4_0: two blocks of
+// 32, w = d q and d (q - 8)): A holds the integers (Q4_K 0..15, Q6_K -32..31, Q8_0 -128..127, Q4_0
+// -8..7, exact in fp16), B the fp16 x, and per sub-block the fp32 sums T = sum(q x) become
+// d sc T (- dmin m I, I = sum(x) over the sub-block) per row and token. So a weight costs one or
+// two instructions (masks, shifts and an fp16 subtraction per two), where dequantizing it to fp16
+// cost about eight, and it is never rounded: only x is (to fp16, as in the other fast paths).
 //
 // Layout. A thread (g, q) = (lane / 4, lane % 4) of the m16n8k16 A fragment holds rows g and
 // g + 8, columns {2q, 2q + 1} (a0, a1) and {2q + 8, 2q + 9} (a2, a3) of each 16-column step. For
 // each step it takes one 32-bit word of 4 quant bytes per row: the quants of bytes (0, 2) of the
-// word form a0/a1, those of bytes (1, 3) a2/a3 (masks of bits 0-3 and 16-19 after a shift). The
-// columns of the slice are therefore a permutation of its elements (x_col()), which x follows when
-// it is staged: a dot product does not depend on the order of its terms within a sub-block. All
-// of it is __host__ __device__: tests/ops/test_quant_mma.cu rebuilds the tiles from the fragments
-// of all 32 lanes on the CPU.
+// word form a0/a1, those of bytes (1, 3) a2/a3 (a mask of both after a shift). The columns of the
+// slice are therefore a permutation of its elements (x_col()), which x follows when it is staged:
+// a dot product does not depend on the order of its terms within a sub-block. All of it is
+// __host__ __device__: tests/ops/test_quant_mma.cu rebuilds the tiles from the fragments of all 32
+// lanes on the CPU.
 #pragma once
 
 #include <cstdint>
