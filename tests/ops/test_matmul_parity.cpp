@@ -137,13 +137,16 @@ TEST_P(MatmulParity, RaggedShapes) {
 }
 
 // The lm_head: 151,936 rows, every row compared: decode (GEMV) and gemm_small's 128-row blocks
-// at 16 and 64 tokens.
+// at 16 and 64 tokens, exact and fast (the only 8-warp blocks of these tests, so the integer
+// fragments' 8-warp kernels run here).
 TEST_P(MatmulParity, LmHead) {
   const GGMLType t = GetParam();
   Pair be;
   std::mt19937 rng(99 + int(t));
   const Shape s{151936, is_kquant(t) ? 1024 : 896};
   for (int n_tokens : {1, 16, 64}) check_matmul(be, rng, t, s, n_tokens, false);
+  Pair fast(/*gpu_exact=*/false);
+  for (int n_tokens : {16, 64}) check_matmul(fast, rng, t, s, n_tokens, false, /*fast=*/true);
 }
 
 // gemm_small with x split once per launch (presplit_x: 6 MiB of weights or more, and x's fp32
