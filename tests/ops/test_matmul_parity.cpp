@@ -62,7 +62,8 @@ struct Shape {
   int64_t rows, cols;  // ne1 (outputs), ne0 (inputs)
 };
 
-void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens, bool bias, bool fast = false) {
+void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens, bool bias,
+                  bool fast = false) {
   SCOPED_TRACE(testing::Message() << type_name(t) << " W[" << s.rows << "][" << s.cols << "] x " << n_tokens
                                   << " tokens" << (bias ? " +bias" : ""));
   const std::vector<uint8_t> w_host = random_weight(rng, t, s.rows, s.cols);
@@ -173,7 +174,8 @@ TEST_P(MatmulParity, FastPrefill) {
   const int64_t e = is_kquant(t) ? 1024 : 896;
   const Shape shapes[] = {{e, e}, {4864, e}, {e, 4864}};
   for (const Shape& s : shapes) {
-    for (int n_tokens : {8, 13, 17, 40, 65, 300}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
+    for (int n_tokens : {8, 13, 17, 40, 65, 300})
+      check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
   }
 }
 

@@ -1,4 +1,5 @@
-// gemm_small's Q4_K, Q6_K, Q8_0 and Q4_0 fragments (src/backend/cuda/quant_mma.cuh), run on the host (they are
+// gemm_small's Q4_K, Q6_K, Q8_0 and Q4_0 fragments (src/backend/cuda/quant_mma.cuh), run on the host (they
+// are
 // __host__ __device__): the A tiles that the 32 lanes of a warp hold, rebuilt from their
 // fragments by the PTX layout of mma.m16n8k16 (thread (g, q): a0 row g, columns 2q and 2q + 1;
 // a1 row g + 8; a2 and a3 the same rows at columns 2q + 8, 2q + 9), multiplied by an x tile staged
@@ -58,7 +59,8 @@ void check_columns() {
 // -8..7.
 template <GGMLType T>
 bool is_quant(float v) {
-  const float hi = T == GGMLType::Q4_K ? 15.f : (T == GGMLType::Q6_K ? 31.f : (T == GGMLType::Q8_0 ? 127.f : 7.f));
+  const float hi =
+      T == GGMLType::Q4_K ? 15.f : (T == GGMLType::Q6_K ? 31.f : (T == GGMLType::Q8_0 ? 127.f : 7.f));
   const float lo = T == GGMLType::Q4_K ? 0.f : -hi - 1.f;
   return v >= lo && v <= hi && v == std::floor(v);
 }
@@ -71,7 +73,8 @@ void check_product() {
   const std::vector<uint8_t> w = random_weight(rng, T, kTileRows, kCols);
   const size_t rb = row_bytes(T, kCols);
   std::vector<float> x16(size_t(kTokens) * kCols);
-  for (float& v : x16) v = __half2float(__float2half_rn(std::uniform_real_distribution<float>(-2.f, 2.f)(rng)));
+  for (float& v : x16)
+    v = __half2float(__float2half_rn(std::uniform_real_distribution<float>(-2.f, 2.f)(rng)));
 
   std::vector<double> got(size_t(kTileRows) * kTokens, 0.0);
   for (int64_t s = 0; s < kCols / 64; ++s) {

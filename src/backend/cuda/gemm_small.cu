@@ -57,8 +57,8 @@ using OperandT = std::conditional_t<T == GGMLType::BF16, __nv_bfloat16, __half>;
 struct SmallArgs {
   GroupSeg seg[kMaxGemvGroup];
   int n_seg;
-  const float* x;    // x [n_tokens][ne0] (kPre: null)
-  const void* x16;   // kPre: x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
+  const float* x;   // x [n_tokens][ne0] (kPre: null)
+  const void* x16;  // kPre: x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
   size_t row_bytes;
   int64_t ne0;
   int n_tokens;
@@ -91,7 +91,8 @@ constexpr int min_blocks(GGMLType t, int nt, int w, bool lo) {
 // kLo: x as hi + lo halves (exact mode), else hi only. kPre: x already split (x16), else each
 // block splits the fp32 x it loads (the same roundings, so the same tiles).
 template <GGMLType T, int NT, int W, bool kLo, bool kPre>
-__global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) gemm_small_kernel(const SmallArgs a) {
+__global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
+    gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
   constexpr bool kInt = int_frags(T, kLo, NT);
   static_assert(!kInt || !kPre, "integer fragments take x from each block's own split");
@@ -105,13 +106,13 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
   constexpr int kIntDepth = W == 8 ? 2 : (NT == 8 ? 1 : 4);
   constexpr int kDepth = kInt ? kIntDepth : std::clamp(kBudget / Raw::kWords, 1, 4);
   constexpr int kThreads = block_threads(W);
-  constexpr int kRows = 16 * W;                   // rows per block
-  constexpr int kToks = 8 * NT;                   // token rows of the x tile
-  constexpr int kXElems = kPre ? 8 : 4;              // x elements per load: 8 halves or a float4
+  constexpr int kRows = 16 * W;                         // rows per block
+  constexpr int kToks = 8 * NT;                         // token rows of the x tile
+  constexpr int kXElems = kPre ? 8 : 4;                 // x elements per load: 8 halves or a float4
   constexpr int kXVecs = kToks * kSliceCols / kXElems;  // loads of an x tile
   constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
-  __shared__ __align__(16) H wtile[kInt ? 8 : kRows * kTileStride];  // kInt: unused
+  __shared__ __align__(16) H wtile[kInt ? 8 : kRows * kTileStride];    // kInt: unused
   __shared__ __align__(16) H xtile[kLo ? 2 : 1][kToks * kTileStride];  // hi (, lo)
   // kInt with mins (Q4_K): per token, the sum of x over each 32-element sub-block.
   __shared__ __align__(8) float xsum[kInt ? 2 : 1][kToks];
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
 
   Raw wraw[kDepth];
   uint4 xh[kPre ? (kLo ? 2 : 1) : 1][kXPer];  // kPre: hi (, lo) granules of the next slice
-  float4 xf[kPre ? 1 : kXPer];                  // else its fp32 x
+  float4 xf[kPre ? 1 : kXPer];                // else its fp32 x
   const H* x16 = static_cast<const H*>(a.x16);
   const auto load_w = [&](Raw& raw, int64_t s) {
     if constexpr (kInt) {
@@ -200,7 +201,8 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
         *reinterpret_cast<uint32_t*>(row) = h02;
         *reinterpret_cast<uint32_t*>(row + 8) = h13;
         if constexpr (Raw::kMins) {
-          const __half2 v02 = *reinterpret_cast<const __half2*>(&h02), v13 = *reinterpret_cast<const __half2*>(&h13);
+          const __half2 v02 = *reinterpret_cast<const __half2*>(&h02),
+                        v13 = *reinterpret_cast<const __half2*>(&h13);
           float sum = (__low2float(v02) + __high2float(v02)) + (__low2float(v13) + __high2float(v13));
 #pragma unroll
           for (int m = 1; m < 8; m *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, m);
@@ -224,7 +226,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo)) g
 
   // kInt: per sub-block of the slice, T = q x on the tensor cores, then acc += d sc T (- dmin m
   // I) for each row and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
-  const auto mma_int_slice = [&](const auto& w, float (&acc)[NT][4]) {  // generic: kInt only
+  const auto mma_int_slice = [&](const auto& w, float(&acc)[NT][4]) {  // generic: kInt only
     using S = std::decay_t<decltype(w)>;
     float fs[S::kSubs][2], fm[S::kSubs][2];
     w.scales(fs, fm);
@@ -447,7 +449,8 @@ void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, i
 constexpr double kPresplitMinRatio = 1.5;
 constexpr size_t kPresplitMinBytes = size_t(6) << 20;
 bool presplit_x(const GemvOut* outs, int n, int n_tokens, bool two_pass) {
-  if (outs[0].w.ne0 > kSmallMaxCols || int_frags(outs[0].w.type, two_pass, token_tiles(n_tokens))) return false;
+  if (outs[0].w.ne0 > kSmallMaxCols || int_frags(outs[0].w.type, two_pass, token_tiles(n_tokens)))
+    return false;
   size_t bytes = 0;
   for (int i = 0; i < n; ++i) bytes += size_t(outs[i].w.ne1) * outs[i].w.row_bytes();
   const double per_weight = double(outs[0].w.row_bytes()) / double(outs[0].w.ne0);

@@ -105,7 +105,8 @@ struct IntSlice<GGMLType::Q4_K> {
       const uint32_t sc[3] = {head[r].y, head[r].z, head[r].w};
       uint32_t s2, m2;
       k4_pair_scale_min(sc, j, s2, m2);
-      const float d = half_to_float(uint16_t(head[r].x & 0xffffu)), dmin = half_to_float(uint16_t(head[r].x >> 16));
+      const float d = half_to_float(uint16_t(head[r].x & 0xffffu)),
+                  dmin = half_to_float(uint16_t(head[r].x >> 16));
       QWEN_UNROLL
       for (int h = 0; h < kSubs; ++h) {
         fs[h][r] = d * float((s2 >> (8 * h)) & 0xffu);
@@ -128,9 +129,7 @@ struct IntSlice<GGMLType::Q6_K> {
   static constexpr int kBytes = 210;
   uint32_t ql[2][4], qh[2][2], sc[2], d[2];
   int t;
-  QWEN_HD static int x_col(int p) {
-    return 16 * (p / 16) + step_col((p % 16) / 4, p % 4);
-  }
+  QWEN_HD static int x_col(int p) { return 16 * (p / 16) + step_col((p % 16) / 4, p % 4); }
   QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
     const int64_t off = (s / 4) * kBytes;
     const int hh = int(s % 4) / 2;
@@ -152,7 +151,8 @@ struct IntSlice<GGMLType::Q6_K> {
     for (int r = 0; r < 2; ++r) {
       const uint32_t l = ql[r][sb], h = qh[r][sb % 2];
       a[r] = int_pair_half2(((l >> lsh) & 0x000f000fu) | (((h >> hsh) & 0x00030003u) << 4), 32);
-      a[2 + r] = int_pair_half2(((l >> (lsh + 8)) & 0x000f000fu) | (((h >> (hsh + 8)) & 0x00030003u) << 4), 32);
+      a[2 + r] =
+          int_pair_half2(((l >> (lsh + 8)) & 0x000f000fu) | (((h >> (hsh + 8)) & 0x00030003u) << 4), 32);
     }
   }
   QWEN_HD void scales(float fs[kSubs][2], float[][2]) const {
