@@ -29,6 +29,7 @@
 // F32 weights go through plain SGEMM.
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
@@ -500,15 +501,32 @@ size_t gemv_smem_bytes(const GemvArgs& a, bool dot) {
 }
 
 // The grid of a GEMV over n_vblocks virtual blocks: as many blocks as fit the SMs at once (each
-// stages x once), at most n_vblocks; n_vblocks when the SM count is not given (0).
+// stages x once), at most n_vblocks; n_vblocks when the SM count is not given (0). The blocks per
+// SM of a (device, kernel, shared memory) are asked of the runtime once per host thread, not at
+// every launch of an eager decode step.
 template <class Kernel>
 unsigned walk_blocks(Kernel kernel, size_t smem, int n_sm, unsigned n_vblocks) {
   if (n_sm <= 0) return n_vblocks;
-  if (smem > 48 * 1024)
-    QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  int per_sm = 0;
-  QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
-  return std::min(n_vblocks, unsigned(std::max(per_sm, 1) * n_sm));
+  struct Fit {
+    int device;
+    const void* kernel;
+    size_t smem;
+    int per_sm;
+  };
+  thread_local std::vector<Fit> fits;
+  int device = 0;
+  QWEN_CUDA_CHECK(cudaGetDevice(&device));
+  const void* k = reinterpret_cast<const void*>(kernel);
+  auto it = std::find_if(fits.begin(), fits.end(),
+                         [&](const Fit& f) { return f.device == device && f.kernel == k && f.smem == smem; });
+  if (it == fits.end()) {
+    if (smem > 48 * 1024)
+      QWEN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    int per_sm = 0;
+    QWEN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvThreads, smem));
+    it = fits.insert(fits.end(), Fit{device, k, smem, std::max(per_sm, 1)});
+  }
+  return std::min(n_vblocks, unsigned(it->per_sm * n_sm));
 }
 
 // Launches a GEMV kernel over grid.x virtual blocks (walk_blocks).
@@ -641,8 +659,8 @@ void gemv_group(cudaStream_t s, const GemvOut* outs, int n, const float* x, int 
     // Deep: rows of more than one chunk per lane in a grid that fits one block per SM.
     const bool deep = rows == 1 && w0.ne0 > kChunk * kWarp && grid.x * grid.y <= unsigned(f.deep_max_blocks);
     if (deep) {
-      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false), s,
-                  args);
+      launch_smem(gemv_kernel<T, GemvMode::Deep, 1>, grid, dim3(kGemvThreads), gemv_smem_bytes(args, false),
+                  s, args);
     } else {
       launch_rows<T, GemvMode::Plain, false>(rows, grid, s, args);
     }
