@@ -125,9 +125,10 @@ TEST_P(MatmulParity, LayerShapes) {
 }
 
 // Ragged shapes for gemm_small: rows not a multiple of its 64-row blocks, and (legacy types)
-// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk. And
-// for the GEMV: 9,001 rows give a grid large enough for several rows per warp (up to 4: blocks
-// of 32 rows, the last holding 9), at 1 and 2 tokens.
+// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk; exact,
+// and fast at 6 and 13 tokens (Q8_0 and Q4_0: integer fragments, whose last slice reads its
+// missing block as zeros). And for the GEMV: 9,001 rows give a grid large enough for several rows
+// per warp (up to 4: blocks of 32 rows, the last holding 9), at 1 and 2 tokens.
 TEST_P(MatmulParity, RaggedShapes) {
   const GGMLType t = GetParam();
   Pair be;
@@ -135,11 +136,14 @@ TEST_P(MatmulParity, RaggedShapes) {
   const int64_t cols = is_kquant(t) ? 768 : 864;
   for (int n_tokens : {3, 6, 33}) check_matmul(be, rng, t, Shape{201, cols}, n_tokens, /*bias=*/true);
   for (int n_tokens : {1, 2}) check_matmul(be, rng, t, Shape{9001, cols}, n_tokens, /*bias=*/true);
+  Pair fast(/*gpu_exact=*/false);
+  for (int n_tokens : {6, 13})
+    check_matmul(fast, rng, t, Shape{201, cols}, n_tokens, /*bias=*/true, /*fast=*/true);
 }
 
 // The lm_head: 151,936 rows, every row compared: decode (GEMV) and gemm_small's 128-row blocks
 // at 16 and 64 tokens, exact and fast (the only 8-warp blocks of these tests, so the integer
-// fragments' 8-warp kernels run here).
+// fragments' 8-warp kernels run here, at 16 tokens).
 TEST_P(MatmulParity, LmHead) {
   const GGMLType t = GetParam();
   Pair be;
@@ -153,8 +157,7 @@ TEST_P(MatmulParity, LmHead) {
 // gemm_small with x split once per launch (presplit_x: 6 MiB of weights or more, and x's fp32
 // bytes per 64-row block at least 1.5 times its weights', or two passes) and without, in 4-warp
 // blocks with K splits: a 4864 x 4864 matrix at 17 and 64 tokens, exact (always presplit) and
-// fast (at 17 tokens only the 4-5-bit types, at 64 all; not Q4_K, Q8_0 and Q4_0, nor Q6_K at 17,
-// whose integer fragments split x in each block).
+// fast (at 17 tokens only the 4-5-bit types, at 64 all).
 TEST_P(MatmulParity, PresplitShapes) {
   const GGMLType t = GetParam();
   std::mt19937 rng(777 + int(t));
@@ -165,8 +168,8 @@ TEST_P(MatmulParity, PresplitShapes) {
 }
 
 // Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 13, 17, 40 tokens;
-// the integer fragments of Q4_K, Q6_K, Q8_0 and Q4_0 in 1, 2, 4 and (but Q6_K) 8-token tiles)
-// and cuBLAS (65, 300), on the layer shapes.
+// the integer fragments of Q6_K, Q8_0 and Q4_0 at 8 and 13) and cuBLAS (65, 300), on the layer
+// shapes.
 TEST_P(MatmulParity, FastPrefill) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);

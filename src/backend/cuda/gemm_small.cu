@@ -21,10 +21,10 @@
 // kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
 // ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
 // split into its halves once per launch (split_x, one more launch) instead of by every block.
-// Q4_K, Q6_K, Q8_0 and Q4_0 in fast mode (int_frags) skip the weight tile: a warp loads its 16 rows' quants
-// straight into the A fragments as fp16 integers and scales each sub-block's sums after the mma
-// (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the column order that
-// implies, with its sum per sub-block for Q4_K's mins.
+// Q6_K, Q8_0 and Q4_0 in fast mode up to 16 tokens (int_frags) skip the weight tile: a warp loads
+// its 16 rows' quants straight into the A fragments as fp16 integers and scales each sub-block's
+// sums after the mma (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the
+// column order that implies.
 // Each weight byte is loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
@@ -75,24 +75,20 @@ struct SmallArgs {
 };
 
 // Whether a launch of nt 8-token tiles multiplies the weights' integer quants in the A fragments
-// (quant_mma.cuh): Q4_K, Q6_K, Q8_0 and Q4_0 in fast mode, whose x is one fp16 pass split by each
-// block; Q6_K up to 32 tokens (at 64, its 18 raw words a slice spilled 4-56 bytes).
+// (quant_mma.cuh): Q6_K, Q8_0 and Q4_0 in fast mode (x one fp16 pass, split by each block) up to
+// 16 tokens. On one H100 they took 1.04-1.58x less time than fp16 tiles at 8 and 16 tokens on the
+// 0.5B and 7B layer shapes (0.99x for Q6_K gate/up at 16) and lost at 32 and 64 (0.53-0.86x on
+// most 7B matrices, from fewer blocks per SM); Q4_K's fragments lost from 16 tokens and tied at 8
+// (docs/BENCHMARKS.md, round 2, ninth session).
 constexpr bool int_frags(GGMLType t, bool lo, int nt) {
-  return has_int_slice(t) && !lo && (nt <= 4 || t != GGMLType::Q6_K);
-}
-// Blocks per SM a kernel's registers are sized for: 3 of 4 warps or 2 of 8 (which leaves about
-// 168 or 128 registers a thread); 2 and 1 for integer fragments from 17 tokens on, whose
-// accumulators, scaled sums and x prefetch spilled 20-84 bytes in the smaller budgets.
-constexpr int min_blocks(GGMLType t, int nt, int w, bool lo) {
-  return (int_frags(t, lo, nt) && nt >= 4 ? 1 : 2) + (w == 4 ? 1 : 0);
+  return has_int_slice(t) && !lo && nt <= 2;
 }
 
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
 // kLo: x as hi + lo halves (exact mode), else hi only. kPre: x already split (x16), else each
 // block splits the fp32 x it loads (the same roundings, so the same tiles).
 template <GGMLType T, int NT, int W, bool kLo, bool kPre>
-__global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
-    gemm_small_kernel(const SmallArgs a) {
+__global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
   constexpr bool kInt = int_frags(T, kLo, NT);
   static_assert(!kInt || !kPre, "integer fragments take x from each block's own split");
@@ -100,10 +96,9 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
   using Raw = std::conditional_t<kInt, IntSlice<T>, ChunkRaw<T>>;
   // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
   // tokens (whose accumulators and x tile take 64 more); kInt, which refills a slot only after
-  // multiplying it, as many as fit without spills: 4 in 4-warp blocks up to 32 tokens, 2 in 8-warp
-  // blocks, 1 in 4-warp blocks at 64 tokens (whose x prefetch takes 32 registers).
+  // multiplying it, as many as fit without spills: 4 in 4-warp blocks, 2 in 8-warp blocks.
   constexpr int kBudget = NT == 8 ? 20 : 48;
-  constexpr int kIntDepth = W == 8 ? 2 : (NT == 8 ? 1 : 4);
+  constexpr int kIntDepth = W == 8 ? 2 : 4;
   constexpr int kDepth = kInt ? kIntDepth : std::clamp(kBudget / Raw::kWords, 1, 4);
   constexpr int kThreads = block_threads(W);
   constexpr int kRows = 16 * W;                         // rows per block
@@ -114,8 +109,6 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
   __shared__ __align__(16) H wtile[kInt ? 8 : kRows * kTileStride];    // kInt: unused
   __shared__ __align__(16) H xtile[kLo ? 2 : 1][kToks * kTileStride];  // hi (, lo)
-  // kInt with mins (Q4_K): per token, the sum of x over each 32-element sub-block.
-  __shared__ __align__(8) float xsum[kInt ? 2 : 1][kToks];
   __shared__ bool last_split;
   const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
   const int g = lane / 4, q = lane % 4;  // mma fragment coordinates: group and thread in group
@@ -141,7 +134,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
   const H* x16 = static_cast<const H*>(a.x16);
   const auto load_w = [&](Raw& raw, int64_t s) {
     if constexpr (kInt) {
-      raw.load(wrow_g, wrow_g8, s, q);  // K-quant rows are whole slices
+      raw.load(wrow_g, wrow_g8, s, q, n_chunks);
     } else {
       const int64_t c = 2 * s + my_chunk;
       if (c < n_chunks) load_chunk<T>(raw, wrow, c);
@@ -167,8 +160,8 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
     }
   };
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
-  // stored; kInt: none), x as hi (and lo) halves (kInt: in x_col's order, with its sums per
-  // sub-block). A chunk past the row's end is not written: its columns are never multiplied.
+  // stored; kInt: none), x as hi (and lo) halves (kInt: in x_col's order). A chunk past the row's
+  // end is not written: its columns are never multiplied.
   const auto store = [&](const Raw& wraw, int64_t s) {
     if constexpr (!kInt) {
       if (2 * s + my_chunk < n_chunks) {
@@ -193,21 +186,12 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
       if (e >= kXVecs) continue;
       const int o = (e / (kSliceCols / kXElems)) * kTileStride + kXElems * (e % (kSliceCols / kXElems));
       if constexpr (kInt) {
-        // Elements (0, 2) and (1, 3) of the four are column pairs 8 apart; their fp16 values
-        // summed over the 8 threads of a sub-block (lanes of one warp, fixed order).
+        // Elements (0, 2) and (1, 3) of the four are column pairs 8 apart.
         const int tok = e / (kSliceCols / kXElems), c = Raw::x_col(kXElems * (e % (kSliceCols / kXElems)));
         const uint32_t h02 = pack2<H>(xf[i].x, xf[i].z), h13 = pack2<H>(xf[i].y, xf[i].w);
         H* row = xtile[0] + tok * kTileStride + c;
         *reinterpret_cast<uint32_t*>(row) = h02;
         *reinterpret_cast<uint32_t*>(row + 8) = h13;
-        if constexpr (Raw::kMins) {
-          const __half2 v02 = *reinterpret_cast<const __half2*>(&h02),
-                        v13 = *reinterpret_cast<const __half2*>(&h13);
-          float sum = (__low2float(v02) + __high2float(v02)) + (__low2float(v13) + __high2float(v13));
-#pragma unroll
-          for (int m = 1; m < 8; m *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, m);
-          if (e % 8 == 0) xsum[(e / 8) % 2][tok] = sum;
-        }
       } else if constexpr (kPre) {
 #pragma unroll
         for (int p = 0; p < (kLo ? 2 : 1); ++p) *reinterpret_cast<uint4*>(xtile[p] + o) = xh[p][i];
@@ -224,12 +208,12 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
     }
   };
 
-  // kInt: per sub-block of the slice, T = q x on the tensor cores, then acc += d sc T (- dmin m
-  // I) for each row and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
+  // kInt: per sub-block of the slice, T = q x on the tensor cores, then acc += d sc T for each row
+  // and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
   const auto mma_int_slice = [&](const auto& w, float(&acc)[NT][4]) {  // generic: kInt only
     using S = std::decay_t<decltype(w)>;
-    float fs[S::kSubs][2], fm[S::kSubs][2];
-    w.scales(fs, fm);
+    float fs[S::kSubs][2];
+    w.scales(fs);
 #pragma unroll
     for (int sb = 0; sb < S::kSubs; ++sb) {
       uint32_t af[S::kSteps][4];
@@ -250,11 +234,7 @@ __global__ void __launch_bounds__(block_threads(W), min_blocks(T, NT, W, kLo))
 #pragma unroll
         for (int jj = 0; jj < (NT > 1 ? 2 : 1); ++jj) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float v = acc[j + jj][e];
-            if constexpr (S::kMins) v = fmaf(-fm[sb][e / 2], xsum[sb][(j + jj) * 8 + 2 * q + e % 2], v);
-            acc[j + jj][e] = fmaf(fs[sb][e / 2], tt[jj][e], v);
-          }
+          for (int e = 0; e < 4; ++e) acc[j + jj][e] = fmaf(fs[sb][e / 2], tt[jj][e], acc[j + jj][e]);
         }
       }
     }
@@ -445,7 +425,7 @@ void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, i
 // Q8_0 at 16 lost, 0.87-0.98x) and for BF16, whose blocks split x into two halves, at both; it
 // lost on every matrix under 4 MB (k/v: 0.76-0.96x) and on the 0.5B file at 8 and 64 tokens
 // (docs/BENCHMARKS.md, round 2, seventh session). Never for integer fragments (int_frags), whose
-// blocks sum x per sub-block as they split it.
+// blocks stage x in their own column order as they split it.
 constexpr double kPresplitMinRatio = 1.5;
 constexpr size_t kPresplitMinBytes = size_t(6) << 20;
 bool presplit_x(const GemvOut* outs, int n, int n_tokens, bool two_pass) {

@@ -239,17 +239,6 @@ struct UnitDot<GGMLType::Q5_1> : BlockUnit {
   }
 };
 
-// The 6-bit scales and mins of sub-blocks 2j and 2j + 1 of a Q4_K/Q5_K super-block, from its 12
-// scale bytes sc: bytes 0 and 1 of s2 and of m2 (k4_scale_min for a pair, without selects per
-// byte).
-QWEN_HD void k4_pair_scale_min(const uint32_t sc[3], int j, uint32_t& s2, uint32_t& m2) {
-  const uint32_t sh = 16 * uint32_t(j % 2);
-  const uint32_t a = sc[0] >> sh, b = sc[1] >> sh, c = sc[2] >> sh;
-  const bool low = j < 2;
-  s2 = low ? a & 0x3f3fu : (c & 0x0f0fu) | ((a >> 2) & 0x3030u);
-  m2 = low ? b & 0x3f3fu : ((c >> 4) & 0x0f0fu) | ((b >> 2) & 0x3030u);
-}
-
 // Q4_K / Q5_K unit u: the 64 elements [64 j, 64 j + 64) of super-block u / 4 (j = u % 4),
 // sub-blocks 2j (low nibbles of quant bytes 32 j + k) and 2j + 1 (high nibbles); w = d sc q - dmin
 // m per sub-block, sc and m 6 bits each from the 12 scale bytes. x pieces 4u .. 4u + 3.
@@ -279,8 +268,13 @@ struct K4PairUnit {
   }
   // lo/hi[0..3] and [4..7]: the quants of sub-blocks 2j and 2j + 1, elements [0, 16) and [16, 32).
   QWEN_HD float combine(const uint32_t lo[8], const uint32_t hi[8], const Xq16 p[kPieces]) const {
-    uint32_t s2, m2;
-    k4_pair_scale_min(sc, j, s2, m2);
+    // The scales and mins of sub-blocks 2j, 2j + 1 as two bytes each (k4_scale_min for a pair,
+    // without selects per byte).
+    const uint32_t sh = 16 * uint32_t(j % 2);
+    const uint32_t a = sc[0] >> sh, b = sc[1] >> sh, c = sc[2] >> sh;
+    const bool low = j < 2;
+    const uint32_t s2 = low ? a & 0x3f3fu : (c & 0x0f0fu) | ((a >> 2) & 0x3030u);
+    const uint32_t m2 = low ? b & 0x3f3fu : ((c >> 4) & 0x0f0fu) | ((b >> 2) & 0x3030u);
     const int t0 = dot16(lo, p[0]) + dot16(lo + 4, p[1]), t1 = dot16(hi, p[2]) + dot16(hi + 4, p[3]);
     const float d = half_to_float(uint16_t(dm & 0xffffu)), dmin = half_to_float(uint16_t(dm >> 16));
     const float v0 =

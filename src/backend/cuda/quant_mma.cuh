@@ -1,12 +1,11 @@
 // Quantized weights' integers straight into tensor-core fragments: gemm_small's fast path for
-// Q4_K, Q6_K, Q8_0 and Q4_0 weights (gemm_small.cu), with no dequantization to fp16 and no
-// shared-memory tile of weights.
+// Q6_K, Q8_0 and Q4_0 weights at up to 16 tokens (gemm_small.cu), with no dequantization to fp16
+// and no shared-memory tile of weights.
 //
-// A 64-column slice of a row is multiplied by x one sub-block at a time (Q4_K: two of 32
-// elements, w = d sc q - dmin m; Q6_K: four of 16, w = d sc (q - 32); Q8_0 and Q4_0: two blocks of
-// 32, w = d q and d (q - 8)): A holds the integers (Q4_K 0..15, Q6_K -32..31, Q8_0 -128..127, Q4_0
-// -8..7, exact in fp16), B the fp16 x, and per sub-block the fp32 sums T = sum(q x) become
-// d sc T (- dmin m I, I = sum(x) over the sub-block) per row and token. So a weight costs one or
+// A 64-column slice of a row is multiplied by x one sub-block at a time (Q6_K: four of 16,
+// w = d sc (q - 32); Q8_0 and Q4_0: two blocks of 32, w = d q and d (q - 8)): A holds the integers
+// (Q6_K -32..31, Q8_0 -128..127, Q4_0 -8..7, exact in fp16), B the fp16 x, and per sub-block the
+// fp32 sums T = sum(q x) become d sc T per row and token. So a weight costs one or
 // two instructions (masks, shifts and an fp16 subtraction per two), where dequantizing it to fp16
 // cost about eight, and it is never rounded: only x is (to fp16, as in the other fast paths).
 //
@@ -23,7 +22,6 @@
 #include <cstdint>
 
 #include "backend/cuda/quant.cuh"
-#include "backend/cuda/quant_dot.cuh"
 
 namespace qwen::cuda {
 
@@ -60,61 +58,11 @@ QWEN_HD int step_col(int q, int r) {
 }
 
 // The raw words of slice s that thread (g, q) of a 16-row tile holds, for rows g (r = 0) and
-// g + 8 (r = 1): kSubs sub-blocks of kSteps 16-column steps each; frag(sb, kk, a) gives the A
-// fragment of step kk of sub-block sb, scales() d sc (and dmin m with kMins) per sub-block and
-// row, x_col(p) the tile column of slice element p.
+// g + 8 (r = 1) of n_blocks blocks of 32 elements each (Q8_0, Q4_0: the last slice may hold one): kSubs sub-blocks of kSteps 16-column steps each; frag(sb, kk, a) gives the A
+// fragment of step kk of sub-block sb, scales() d sc per sub-block and row, x_col(p) the tile
+// column of slice element p.
 template <GGMLType T>
 struct IntSlice;
-
-// Q4_K {half d; half dmin; u8 scales[12]; u8 qs[128]} (144 bytes): slice s is sub-block pair
-// j = s % 4 of super-block s / 4, elements 64j + l (l < 32) the low nibbles of quant byte 32j + l,
-// 64j + 32 + l the high nibbles. Thread q takes bytes [8q, 8q + 8) (one 8-byte load per row), word
-// kk for step kk of either sub-block, so element p = 32h + 8q + 4kk + r. Every load is aligned.
-template <>
-struct IntSlice<GGMLType::Q4_K> {
-  static constexpr int kWords = 12, kSubs = 2, kSteps = 2;
-  static constexpr bool kMins = true;
-  static constexpr int kBytes = 144;
-  uint4 head[2];  // d, dmin and the 12 scale bytes
-  uint2 qs[2];
-  int j;
-  QWEN_HD static int x_col(int p) {
-    const int h = p / 32, l = p % 32;
-    return 32 * h + 16 * ((l / 4) % 2) + step_col(l / 8, l % 4);
-  }
-  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
-    const int64_t off = (s / 4) * kBytes;
-    j = int(s % 4);
-    const int64_t qoff = off + 16 + 32 * j + 8 * q;
-    head[0] = *reinterpret_cast<const uint4*>(row_g + off);
-    head[1] = *reinterpret_cast<const uint4*>(row_g8 + off);
-    qs[0] = *reinterpret_cast<const uint2*>(row_g + qoff);
-    qs[1] = *reinterpret_cast<const uint2*>(row_g8 + qoff);
-  }
-  QWEN_HD void frag(int h, int kk, uint32_t a[4]) const {
-    const uint32_t w0 = kk ? qs[0].y : qs[0].x, w1 = kk ? qs[1].y : qs[1].x;
-    const int sh = 4 * h;
-    a[0] = int_pair_half2((w0 >> sh) & 0x000f000fu, 0);
-    a[1] = int_pair_half2((w1 >> sh) & 0x000f000fu, 0);
-    a[2] = int_pair_half2((w0 >> (sh + 8)) & 0x000f000fu, 0);
-    a[3] = int_pair_half2((w1 >> (sh + 8)) & 0x000f000fu, 0);
-  }
-  QWEN_HD void scales(float fs[kSubs][2], float fm[kSubs][2]) const {
-    QWEN_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      const uint32_t sc[3] = {head[r].y, head[r].z, head[r].w};
-      uint32_t s2, m2;
-      k4_pair_scale_min(sc, j, s2, m2);
-      const float d = half_to_float(uint16_t(head[r].x & 0xffffu)),
-                  dmin = half_to_float(uint16_t(head[r].x >> 16));
-      QWEN_UNROLL
-      for (int h = 0; h < kSubs; ++h) {
-        fs[h][r] = d * float((s2 >> (8 * h)) & 0xffu);
-        fm[h][r] = dmin * float((m2 >> (8 * h)) & 0xffu);
-      }
-    }
-  }
-};
 
 // Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; half d} (210 bytes, 2-byte aligned): slice s is
 // elements [64 (s % 4), + 64) of super-block s / 4, i.e. half hh = (s % 4) / 2 and nibble t = s % 2
@@ -125,12 +73,11 @@ struct IntSlice<GGMLType::Q4_K> {
 template <>
 struct IntSlice<GGMLType::Q6_K> {
   static constexpr int kWords = 18, kSubs = 4, kSteps = 1;
-  static constexpr bool kMins = false;
   static constexpr int kBytes = 210;
   uint32_t ql[2][4], qh[2][2], sc[2], d[2];
   int t;
   QWEN_HD static int x_col(int p) { return 16 * (p / 16) + step_col((p % 16) / 4, p % 4); }
-  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
+  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q, int64_t) {
     const int64_t off = (s / 4) * kBytes;
     const int hh = int(s % 4) / 2;
     t = int(s % 2);
@@ -155,7 +102,7 @@ struct IntSlice<GGMLType::Q6_K> {
           int_pair_half2(((l >> (lsh + 8)) & 0x000f000fu) | (((h >> (hsh + 8)) & 0x00030003u) << 4), 32);
     }
   }
-  QWEN_HD void scales(float fs[kSubs][2], float[][2]) const {
+  QWEN_HD void scales(float fs[kSubs][2]) const {
     QWEN_UNROLL
     for (int r = 0; r < 2; ++r) {
       const float dr = half_to_float(uint16_t(d[r]));
@@ -175,20 +122,25 @@ struct LegacyIntSlice {
   static constexpr bool kQ8 = T == GGMLType::Q8_0;
   static constexpr int kWordsPerBlock = kQ8 ? 2 : 1;
   static constexpr int kWords = 2 * 2 * (1 + kWordsPerBlock), kSubs = 2, kSteps = 2;
-  static constexpr bool kMins = false;
   static constexpr int kBytes = kQ8 ? 34 : 18;
   uint32_t d[2][2], w[2][2][kWordsPerBlock];  // [row][block]
   QWEN_HD static int x_col(int p) {
     const int l = p % 32;
     return 32 * (p / 32) + 16 * (l / 16) + step_col((l % 16) / 4, l % 4);
   }
-  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q) {
+  QWEN_HD void load(const uint8_t* row_g, const uint8_t* row_g8, int64_t s, int q, int64_t n_blocks) {
     const uint8_t* rows[2] = {row_g, row_g8};
     QWEN_UNROLL
     for (int r = 0; r < 2; ++r) {
       QWEN_UNROLL
       for (int b = 0; b < 2; ++b) {
         const uint8_t* blk = rows[r] + (2 * s + b) * kBytes;
+        if (2 * s + b >= n_blocks) {  // past the row's end: d = 0, quants 0
+          d[r][b] = 0;
+          QWEN_UNROLL
+          for (int k = 0; k < kWordsPerBlock; ++k) w[r][b][k] = kQ8 ? 0u : 0x88888888u;
+          continue;
+        }
         d[r][b] = load_u16(blk);
         QWEN_UNROLL
         for (int k = 0; k < kWordsPerBlock; ++k) w[r][b][k] = load_u32_a2(blk + 2 + 16 * k + 4 * q);
@@ -209,7 +161,7 @@ struct LegacyIntSlice {
       }
     }
   }
-  QWEN_HD void scales(float fs[kSubs][2], float[][2]) const {
+  QWEN_HD void scales(float fs[kSubs][2]) const {
     QWEN_UNROLL
     for (int r = 0; r < 2; ++r) {
       QWEN_UNROLL
@@ -224,7 +176,7 @@ struct IntSlice<GGMLType::Q4_0> : LegacyIntSlice<GGMLType::Q4_0> {};
 
 // Types with an IntSlice.
 constexpr bool has_int_slice(GGMLType t) {
-  return t == GGMLType::Q4_K || t == GGMLType::Q6_K || t == GGMLType::Q8_0 || t == GGMLType::Q4_0;
+  return t == GGMLType::Q6_K || t == GGMLType::Q8_0 || t == GGMLType::Q4_0;
 }
 
 }  // namespace qwen::cuda
