@@ -62,7 +62,8 @@ struct Shape {
   int64_t rows, cols;  // ne1 (outputs), ne0 (inputs)
 };
 
-void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens, bool bias, bool fast = false) {
+void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens, bool bias,
+                  bool fast = false) {
   SCOPED_TRACE(testing::Message() << type_name(t) << " W[" << s.rows << "][" << s.cols << "] x " << n_tokens
                                   << " tokens" << (bias ? " +bias" : ""));
   const std::vector<uint8_t> w_host = random_weight(rng, t, s.rows, s.cols);
@@ -124,9 +125,10 @@ TEST_P(MatmulParity, LayerShapes) {
 }
 
 // Ragged shapes for gemm_small: rows not a multiple of its 64-row blocks, and (legacy types)
-// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk. And
-// for the GEMV: 9,001 rows give a grid large enough for several rows per warp (up to 4: blocks
-// of 32 rows, the last holding 9), at 1 and 2 tokens.
+// an odd number of 32-element chunks per row, so the last 64-column slice holds one chunk; exact,
+// and fast at 6 and 13 tokens (Q8_0 and Q4_0: integer fragments, whose last slice reads its
+// missing block as zeros). And for the GEMV: 9,001 rows give a grid large enough for several rows
+// per warp (up to 4: blocks of 32 rows, the last holding 9), at 1 and 2 tokens.
 TEST_P(MatmulParity, RaggedShapes) {
   const GGMLType t = GetParam();
   Pair be;
@@ -134,16 +136,22 @@ TEST_P(MatmulParity, RaggedShapes) {
   const int64_t cols = is_kquant(t) ? 768 : 864;
   for (int n_tokens : {3, 6, 33}) check_matmul(be, rng, t, Shape{201, cols}, n_tokens, /*bias=*/true);
   for (int n_tokens : {1, 2}) check_matmul(be, rng, t, Shape{9001, cols}, n_tokens, /*bias=*/true);
+  Pair fast(/*gpu_exact=*/false);
+  for (int n_tokens : {6, 13})
+    check_matmul(fast, rng, t, Shape{201, cols}, n_tokens, /*bias=*/true, /*fast=*/true);
 }
 
 // The lm_head: 151,936 rows, every row compared: decode (GEMV) and gemm_small's 128-row blocks
-// at 16 and 64 tokens.
+// at 16 and 64 tokens, exact and fast (the only 8-warp blocks of these tests, so the integer
+// fragments' 8-warp kernels run here, at 16 tokens).
 TEST_P(MatmulParity, LmHead) {
   const GGMLType t = GetParam();
   Pair be;
   std::mt19937 rng(99 + int(t));
   const Shape s{151936, is_kquant(t) ? 1024 : 896};
   for (int n_tokens : {1, 16, 64}) check_matmul(be, rng, t, s, n_tokens, false);
+  Pair fast(/*gpu_exact=*/false);
+  for (int n_tokens : {16, 64}) check_matmul(fast, rng, t, s, n_tokens, false, /*fast=*/true);
 }
 
 // gemm_small with x split once per launch (presplit_x: 6 MiB of weights or more, and x's fp32
@@ -159,8 +167,9 @@ TEST_P(MatmulParity, PresplitShapes) {
   }
 }
 
-// Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 17, 40 tokens) and
-// cuBLAS (65, 300), on the layer shapes.
+// Fast mode (the apps' default): one fp16 pass of x through gemm_small (8, 13, 17, 40 tokens;
+// the integer fragments of Q6_K, Q8_0 and Q4_0 at 8 and 13) and cuBLAS (65, 300), on the layer
+// shapes.
 TEST_P(MatmulParity, FastPrefill) {
   const GGMLType t = GetParam();
   Pair be(/*gpu_exact=*/false);
@@ -168,7 +177,8 @@ TEST_P(MatmulParity, FastPrefill) {
   const int64_t e = is_kquant(t) ? 1024 : 896;
   const Shape shapes[] = {{e, e}, {4864, e}, {e, 4864}};
   for (const Shape& s : shapes) {
-    for (int n_tokens : {8, 17, 40, 65, 300}) check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
+    for (int n_tokens : {8, 13, 17, 40, 65, 300})
+      check_matmul(be, rng, t, s, n_tokens, /*bias=*/true, /*fast=*/true);
   }
 }
 

@@ -21,6 +21,10 @@
 // kDepth DRAM round trips overlap instead of one per slice; x (read from L2) is loaded one slice
 // ahead. Every block reads all of x: where its fp32 bytes outweigh the weights' (presplit_x), x is
 // split into its halves once per launch (split_x, one more launch) instead of by every block.
+// Q6_K, Q8_0 and Q4_0 in fast mode up to 16 tokens (int_frags) skip the weight tile: a warp loads
+// its 16 rows' quants straight into the A fragments as fp16 integers and scales each sub-block's
+// sums after the mma (quant_mma.cuh), so no weight is dequantized or rounded; x is staged in the
+// column order that implies.
 // Each weight byte is loaded once per launch. A matrix of
 // few row blocks (q/k/v, o, the FFN down projection) is split along K over several blocks
 // (contiguous slice ranges; the count depends on that matrix alone, so grouping changes no
@@ -34,6 +38,7 @@
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/ops.cuh"
 #include "backend/cuda/quant.cuh"
+#include "backend/cuda/quant_mma.cuh"
 
 namespace qwen::cuda {
 namespace {
@@ -52,8 +57,8 @@ using OperandT = std::conditional_t<T == GGMLType::BF16, __nv_bfloat16, __half>;
 struct SmallArgs {
   GroupSeg seg[kMaxGemvGroup];
   int n_seg;
-  const float* x;    // x [n_tokens][ne0] (kPre: null)
-  const void* x16;   // kPre: x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
+  const float* x;   // x [n_tokens][ne0] (kPre: null)
+  const void* x16;  // kPre: x as 16-bit hi halves [n_tokens][ne0], then (kLo) the lo halves
   size_t row_bytes;
   int64_t ne0;
   int n_tokens;
@@ -69,24 +74,40 @@ struct SmallArgs {
   unsigned* counters;
 };
 
+// Whether a launch of nt 8-token tiles multiplies the weights' integer quants in the A fragments
+// (quant_mma.cuh): Q6_K, Q8_0 and Q4_0 in fast mode (x one fp16 pass, split by each block) up to
+// 16 tokens. On one H100 they took 1.04-1.58x less time than fp16 tiles at 8 and 16 tokens on the
+// 0.5B and 7B layer shapes (0.99x for Q6_K gate/up at 16) and lost at 32 and 64 (0.53-0.86x on
+// most 7B matrices, from fewer blocks per SM); Q4_K's fragments lost from 16 tokens and tied at 8
+// (docs/BENCHMARKS.md, round 2, ninth session).
+constexpr bool int_frags(GGMLType t, bool lo, int nt) {
+  return has_int_slice(t) && !lo && nt <= 2;
+}
+
 // NT: 8-token mma tiles (n_tokens <= 8 NT; tokens beyond n_tokens multiply zeros). W: warps.
 // kLo: x as hi + lo halves (exact mode), else hi only. kPre: x already split (x16), else each
 // block splits the fp32 x it loads (the same roundings, so the same tiles).
 template <GGMLType T, int NT, int W, bool kLo, bool kPre>
 __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_kernel(const SmallArgs a) {
   using H = OperandT<T>;
+  constexpr bool kInt = int_frags(T, kLo, NT);
+  static_assert(!kInt || !kPre, "integer fragments take x from each block's own split");
+  // A thread's raw weights per slice: its chunk, or (kInt) its quants of the warp's tile.
+  using Raw = std::conditional_t<kInt, IntSlice<T>, ChunkRaw<T>>;
   // Slices of raw weights in flight per thread: about 48 registers of packed words, 20 at 64
-  // tokens (whose accumulators and x tile take 64 more).
+  // tokens (whose accumulators and x tile take 64 more); kInt, which refills a slot only after
+  // multiplying it, as many as fit without spills: 4 in 4-warp blocks, 2 in 8-warp blocks.
   constexpr int kBudget = NT == 8 ? 20 : 48;
-  constexpr int kDepth = std::clamp(kBudget / ChunkRaw<T>::kWords, 1, 4);
+  constexpr int kIntDepth = W == 8 ? 2 : 4;
+  constexpr int kDepth = kInt ? kIntDepth : std::clamp(kBudget / Raw::kWords, 1, 4);
   constexpr int kThreads = block_threads(W);
-  constexpr int kRows = 16 * W;                   // rows per block
-  constexpr int kToks = 8 * NT;                   // token rows of the x tile
-  constexpr int kXElems = kPre ? 8 : 4;              // x elements per load: 8 halves or a float4
+  constexpr int kRows = 16 * W;                         // rows per block
+  constexpr int kToks = 8 * NT;                         // token rows of the x tile
+  constexpr int kXElems = kPre ? 8 : 4;                 // x elements per load: 8 halves or a float4
   constexpr int kXVecs = kToks * kSliceCols / kXElems;  // loads of an x tile
   constexpr int kXPer = (kXVecs + kThreads - 1) / kThreads;
   static_assert(2 * kRows == kThreads, "one weight chunk per thread and slice");
-  __shared__ __align__(16) H wtile[kRows * kTileStride];
+  __shared__ __align__(16) H wtile[kInt ? 8 : kRows * kTileStride];    // kInt: unused
   __shared__ __align__(16) H xtile[kLo ? 2 : 1][kToks * kTileStride];  // hi (, lo)
   __shared__ bool last_split;
   const int t = threadIdx.x, warp = t / kWarp, lane = t % kWarp;
@@ -103,14 +124,21 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
   const int64_t s0 = int64_t(split) * per_split, s1 = min(s0 + per_split, n_slices);
   const int my_row = t / 2, my_chunk = t % 2;
   const uint8_t* wrow = sg.w + min(row0 + my_row, sg.ne1 - 1) * a.row_bytes;  // rows past ne1: not stored
+  // kInt: the rows g and g + 8 of the warp's tile.
+  const uint8_t* wrow_g = sg.w + min(row0 + warp * 16 + g, sg.ne1 - 1) * a.row_bytes;
+  const uint8_t* wrow_g8 = sg.w + min(row0 + warp * 16 + g + 8, sg.ne1 - 1) * a.row_bytes;
 
-  ChunkRaw<T> wraw[kDepth];
+  Raw wraw[kDepth];
   uint4 xh[kPre ? (kLo ? 2 : 1) : 1][kXPer];  // kPre: hi (, lo) granules of the next slice
-  float4 xf[kPre ? 1 : kXPer];                  // else its fp32 x
+  float4 xf[kPre ? 1 : kXPer];                // else its fp32 x
   const H* x16 = static_cast<const H*>(a.x16);
-  const auto load_w = [&](ChunkRaw<T>& raw, int64_t s) {
-    const int64_t c = 2 * s + my_chunk;
-    if (c < n_chunks) load_chunk<T>(raw, wrow, c);
+  const auto load_w = [&](Raw& raw, int64_t s) {
+    if constexpr (kInt) {
+      raw.load(wrow_g, wrow_g8, s, q, n_chunks);
+    } else {
+      const int64_t c = 2 * s + my_chunk;
+      if (c < n_chunks) load_chunk<T>(raw, wrow, c);
+    }
   };
   const auto load_x = [&](int64_t s) {
 #pragma unroll
@@ -132,22 +160,24 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
     }
   };
   // Writes the loaded slice s to the tiles: the weight chunk as 16-bit values (F16/BF16 words as
-  // stored), x as hi (and lo) halves. A chunk past the row's end is not written: its columns are
-  // never multiplied.
-  const auto store = [&](const ChunkRaw<T>& wraw, int64_t s) {
-    if (2 * s + my_chunk < n_chunks) {
-      uint4* dst = reinterpret_cast<uint4*>(wtile + my_row * kTileStride + my_chunk * kChunk);
-      if constexpr (T == GGMLType::F16 || T == GGMLType::BF16) {
+  // stored; kInt: none), x as hi (and lo) halves (kInt: in x_col's order). A chunk past the row's
+  // end is not written: its columns are never multiplied.
+  const auto store = [&](const Raw& wraw, int64_t s) {
+    if constexpr (!kInt) {
+      if (2 * s + my_chunk < n_chunks) {
+        uint4* dst = reinterpret_cast<uint4*>(wtile + my_row * kTileStride + my_chunk * kChunk);
+        if constexpr (T == GGMLType::F16 || T == GGMLType::BF16) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          dst[i] = make_uint4(wraw.w[4 * i], wraw.w[4 * i + 1], wraw.w[4 * i + 2], wraw.w[4 * i + 3]);
-      } else {
-        float v[kChunk];
-        wraw.decode(v);
+          for (int i = 0; i < 4; ++i)
+            dst[i] = make_uint4(wraw.w[4 * i], wraw.w[4 * i + 1], wraw.w[4 * i + 2], wraw.w[4 * i + 3]);
+        } else {
+          float v[kChunk];
+          wraw.decode(v);
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          dst[i] = make_uint4(pack2<H>(v[8 * i], v[8 * i + 1]), pack2<H>(v[8 * i + 2], v[8 * i + 3]),
-                              pack2<H>(v[8 * i + 4], v[8 * i + 5]), pack2<H>(v[8 * i + 6], v[8 * i + 7]));
+          for (int i = 0; i < 4; ++i)
+            dst[i] = make_uint4(pack2<H>(v[8 * i], v[8 * i + 1]), pack2<H>(v[8 * i + 2], v[8 * i + 3]),
+                                pack2<H>(v[8 * i + 4], v[8 * i + 5]), pack2<H>(v[8 * i + 6], v[8 * i + 7]));
+        }
       }
     }
 #pragma unroll
@@ -155,7 +185,14 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
       const int e = t + i * kThreads;
       if (e >= kXVecs) continue;
       const int o = (e / (kSliceCols / kXElems)) * kTileStride + kXElems * (e % (kSliceCols / kXElems));
-      if constexpr (kPre) {
+      if constexpr (kInt) {
+        // Elements (0, 2) and (1, 3) of the four are column pairs 8 apart.
+        const int tok = e / (kSliceCols / kXElems), c = Raw::x_col(kXElems * (e % (kSliceCols / kXElems)));
+        const uint32_t h02 = pack2<H>(xf[i].x, xf[i].z), h13 = pack2<H>(xf[i].y, xf[i].w);
+        H* row = xtile[0] + tok * kTileStride + c;
+        *reinterpret_cast<uint32_t*>(row) = h02;
+        *reinterpret_cast<uint32_t*>(row + 8) = h13;
+      } else if constexpr (kPre) {
 #pragma unroll
         for (int p = 0; p < (kLo ? 2 : 1); ++p) *reinterpret_cast<uint4*>(xtile[p] + o) = xh[p][i];
       } else if constexpr (kLo) {
@@ -167,6 +204,38 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
       } else {
         *reinterpret_cast<uint2*>(xtile[0] + o) =
             make_uint2(pack2<H>(xf[i].x, xf[i].y), pack2<H>(xf[i].z, xf[i].w));
+      }
+    }
+  };
+
+  // kInt: per sub-block of the slice, T = q x on the tensor cores, then acc += d sc T for each row
+  // and token (C fragment e: row g + 8 (e / 2), token 2q + e % 2 of its tile).
+  const auto mma_int_slice = [&](const auto& w, float(&acc)[NT][4]) {  // generic: kInt only
+    using S = std::decay_t<decltype(w)>;
+    float fs[S::kSubs][2];
+    w.scales(fs);
+#pragma unroll
+    for (int sb = 0; sb < S::kSubs; ++sb) {
+      uint32_t af[S::kSteps][4];
+#pragma unroll
+      for (int kk = 0; kk < S::kSteps; ++kk) w.frag(sb, kk, af[kk]);
+#pragma unroll
+      for (int j = 0; j < NT; j += 2) {
+        const int jt = NT == 1 ? j : j + lane / 16;
+        float tt[2][4] = {};
+#pragma unroll
+        for (int kk = 0; kk < S::kSteps; ++kk) {
+          uint32_t bf[4];
+          ldmatrix_x4(bf, xtile[0] + (jt * 8 + lane % 8) * kTileStride + (sb * S::kSteps + kk) * 16 +
+                              ((lane / 8) % 2) * 8);
+          mma16816<H>(tt[0], af[kk], bf[0], bf[1]);
+          if constexpr (NT > 1) mma16816<H>(tt[1], af[kk], bf[2], bf[3]);
+        }
+#pragma unroll
+        for (int jj = 0; jj < (NT > 1 ? 2 : 1); ++jj) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[j + jj][e] = fmaf(fs[sb][e / 2], tt[jj][e], acc[j + jj][e]);
+        }
       }
     }
   };
@@ -186,6 +255,14 @@ __global__ void __launch_bounds__(block_threads(W), W == 4 ? 3 : 2) gemm_small_k
       __syncthreads();  // every warp is done with the previous slice's tiles
       store(wraw[d], s);
       __syncthreads();
+      if constexpr (kInt) {
+        // The tensor cores take slice s's quants from slot d, refilled after them (the other
+        // slots' slices stay in flight meanwhile); x of the next slice loads first.
+        if (s + 1 < s1) load_x(s + 1);
+        mma_int_slice(wraw[d], acc);
+        if (s + kDepth < s1) load_w(wraw[d], s + kDepth);
+        continue;
+      }
       // In flight while the tensor cores run: slot d's next slice, and x of the next slice.
       if (s + kDepth < s1) load_w(wraw[d], s + kDepth);
       if (s + 1 < s1) load_x(s + 1);
@@ -314,25 +391,30 @@ void launch_small(cudaStream_t s, SmallArgs args, const GemvOut* outs, int n, in
   }
 }
 
-template <GGMLType T, bool kLo, bool kPre>
-void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
-  if (args.n_tokens <= 8) {
-    launch_small<T, 1, kLo, kPre>(s, args, outs, n, n_sm);
-  } else if (args.n_tokens <= 16) {
-    launch_small<T, 2, kLo, kPre>(s, args, outs, n, n_sm);
-  } else if (args.n_tokens <= 32) {
-    launch_small<T, 4, kLo, kPre>(s, args, outs, n, n_sm);
-  } else {
-    launch_small<T, 8, kLo, kPre>(s, args, outs, n, n_sm);
+// The 8-token tiles of n tokens.
+int token_tiles(int n_tokens) {
+  return n_tokens <= 8 ? 1 : (n_tokens <= 16 ? 2 : (n_tokens <= 32 ? 4 : 8));
+}
+
+template <GGMLType T, int NT, bool kLo>
+void launch_x(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
+  if constexpr (!int_frags(T, kLo, NT)) {
+    if (args.x16) return launch_small<T, NT, kLo, true>(s, args, outs, n, n_sm);
   }
+  launch_small<T, NT, kLo, false>(s, args, outs, n, n_sm);
 }
 
 template <GGMLType T, bool kLo>
-void launch_split(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
-  if (args.x16) {
-    launch_tokens<T, kLo, true>(s, args, outs, n, n_sm);
-  } else {
-    launch_tokens<T, kLo, false>(s, args, outs, n, n_sm);
+void launch_tokens(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, int n, int n_sm) {
+  switch (token_tiles(args.n_tokens)) {
+    case 1:
+      return launch_x<T, 1, kLo>(s, args, outs, n, n_sm);
+    case 2:
+      return launch_x<T, 2, kLo>(s, args, outs, n, n_sm);
+    case 4:
+      return launch_x<T, 4, kLo>(s, args, outs, n, n_sm);
+    default:
+      return launch_x<T, 8, kLo>(s, args, outs, n, n_sm);
   }
 }
 
@@ -342,11 +424,13 @@ void launch_split(cudaStream_t s, const SmallArgs& args, const GemvOut* outs, in
 // tokens) the extra launch won from about 1.5 times on (Q4_K at 16 tokens, Q8_0 and F16 at 64;
 // Q8_0 at 16 lost, 0.87-0.98x) and for BF16, whose blocks split x into two halves, at both; it
 // lost on every matrix under 4 MB (k/v: 0.76-0.96x) and on the 0.5B file at 8 and 64 tokens
-// (docs/BENCHMARKS.md, round 2, seventh session).
+// (docs/BENCHMARKS.md, round 2, seventh session). Never for integer fragments (int_frags), whose
+// blocks stage x in their own column order as they split it.
 constexpr double kPresplitMinRatio = 1.5;
 constexpr size_t kPresplitMinBytes = size_t(6) << 20;
 bool presplit_x(const GemvOut* outs, int n, int n_tokens, bool two_pass) {
-  if (outs[0].w.ne0 > kSmallMaxCols) return false;  // wider than the scratch for split x
+  if (outs[0].w.ne0 > kSmallMaxCols || int_frags(outs[0].w.type, two_pass, token_tiles(n_tokens)))
+    return false;
   size_t bytes = 0;
   for (int i = 0; i < n; ++i) bytes += size_t(outs[i].w.ne1) * outs[i].w.row_bytes();
   const double per_weight = double(outs[0].w.row_bytes()) / double(outs[0].w.ne0);
@@ -384,9 +468,9 @@ void gemm_small(cudaStream_t s, const DecodeScratch& scratch, const GemvOut* out
     // BF16 keeps both halves in either mode (bf16 x alone would keep 8 bits).
     if constexpr (T != GGMLType::F32) {
       if (two_pass) {
-        launch_split<T, true>(s, args, outs, n, n_sm);
+        launch_tokens<T, true>(s, args, outs, n, n_sm);
       } else if constexpr (T != GGMLType::BF16) {
-        launch_split<T, false>(s, args, outs, n, n_sm);
+        launch_tokens<T, false>(s, args, outs, n, n_sm);
       }
     }
   });
