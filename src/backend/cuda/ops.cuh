@@ -125,8 +125,8 @@ void gemm(cudaStream_t s, cublasHandle_t blas, GemmScratch& scratch, float* y, c
 
 // gemm_small.cu: y = W x for up to kSmallMaxTokens tokens on tensor cores, every weight byte read
 // once; the numerics of gemm() (weights rounded to fp16 once, x in two 16-bit halves when exact,
-// else one fp16 pass but for BF16), but Q4_K, Q6_K, Q8_0 and Q4_0 in fast mode, whose weights
-// are not rounded (quant_mma.cuh). Not F32.
+// else one fp16 pass but for BF16), but Q6_K, Q8_0 and Q4_0 in fast mode up to 16 tokens, whose
+// weights are not rounded (quant_mma.cuh). Not F32.
 // Like gemv_group, up to kMaxGemvGroup matrices that share x (same type and ne0) run as one
 // launch; a single matrix may add its result into resid (resid += y, as add() would), which
 // must alias neither x nor y.
