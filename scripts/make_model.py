@@ -12,7 +12,8 @@ Q6_K in the "more bits" layers, the base K type elsewhere) and set general.file_
 --random-blocks fills every type with random valid blocks (as the K-quants always are) instead
 of quantizing normal weights: benchmark files of 7B-32B shapes in seconds rather than hours.
 The file is written tensor by tensor (streaming): a 14 GiB 7B F16 file never sits in memory.
-With --vocab tokenizer.json the real tokenizer is added (scripts/gguf_vocab.py).
+With --vocab tokenizer.json the real tokenizer is added (scripts/gguf_vocab.py); llama.cpp needs it
+(a file without tokenizer.ggml.model fails to load there), so make a file for a side-by-side run with it.
 RoPE scaling: --rope-scaling linear|yarn with --rope-factor (and --rope-orig-ctx, --rope-attn-factor,
 --yarn-beta-fast/--yarn-beta-slow/--yarn-ext-factor) writes the <arch>.rope.scaling.* keys as
 llama.cpp does; --llama3-rope FACTOR,LOW,HIGH,ORIG_CTX writes a rope_freqs.weight tensor holding HF's
