@@ -226,8 +226,10 @@ struct CudaOptions {
 #ifdef QWEN_HAVE_CUDA
 // exact: the GEMMs of more than 4 tokens multiply x as two fp16 halves (hi + lo, ~22 bits) and
 // attention runs in fp32; otherwise one fp16 pass for F16 and quantized weights (cuda/matmul.cu,
-// cuda/gemm_small.cu) and attention over an F16 cache on tensor cores (cuda/flash_attention.cu).
-// Decode GEMVs are fp32 either way.
+// cuda/gemm_small.cu; at 5-16 tokens Q6_K, Q8_0 and Q4_0 weights enter the mma as integers,
+// cuda/quant_mma.cuh) and attention over an F16 cache on tensor cores (cuda/flash_attention.cu).
+// Decode GEMVs are fp32 when exact; otherwise those of most 4- to 8-bit types take integer dot
+// products with x in 16 bits (cuda/quant_dot.cuh).
 std::unique_ptr<Backend> make_cuda_backend(int device_index, const CudaOptions& options = {});
 int cuda_device_count();  // 0 when no driver / no GPU (never throws)
 #endif
