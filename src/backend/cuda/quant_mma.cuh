@@ -5,9 +5,9 @@
 // A 64-column slice of a row is multiplied by x one sub-block at a time (Q6_K: four of 16,
 // w = d sc (q - 32); Q8_0 and Q4_0: two blocks of 32, w = d q and d (q - 8)): A holds the integers
 // (Q6_K -32..31, Q8_0 -128..127, Q4_0 -8..7, exact in fp16), B the fp16 x, and per sub-block the
-// fp32 sums T = sum(q x) become d sc T per row and token. So a weight costs one or
-// two instructions (masks, shifts and an fp16 subtraction per two), where dequantizing it to fp16
-// cost about eight, and it is never rounded: only x is (to fp16, as in the other fast paths).
+// fp32 sums T = sum(q x) become d sc T per row and token. So a weight costs one or two
+// instructions (masks, shifts and an fp16 subtraction per two), where dequantizing it to fp16 cost
+// about eight, and it is never rounded: only x is (to fp16, as in the other fast paths).
 //
 // Layout. A thread (g, q) = (lane / 4, lane % 4) of the m16n8k16 A fragment holds rows g and
 // g + 8, columns {2q, 2q + 1} (a0, a1) and {2q + 8, 2q + 9} (a2, a3) of each 16-column step. For
@@ -58,9 +58,9 @@ QWEN_HD int step_col(int q, int r) {
 }
 
 // The raw words of slice s that thread (g, q) of a 16-row tile holds, for rows g (r = 0) and
-// g + 8 (r = 1) of n_blocks blocks of 32 elements each (Q8_0, Q4_0: the last slice may hold one): kSubs sub-blocks of kSteps 16-column steps each; frag(sb, kk, a) gives the A
-// fragment of step kk of sub-block sb, scales() d sc per sub-block and row, x_col(p) the tile
-// column of slice element p.
+// g + 8 (r = 1) of n_blocks 32-element blocks (Q8_0, Q4_0: the last slice may hold one): kSubs
+// sub-blocks of kSteps 16-column steps each; frag(sb, kk, a) gives the A fragment of step kk of
+// sub-block sb, scales() d sc per sub-block and row, x_col(p) the tile column of slice element p.
 template <GGMLType T>
 struct IntSlice;
 
