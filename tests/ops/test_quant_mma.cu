@@ -6,8 +6,8 @@
 // needed, so CI runs it; tests/ops/test_matmul_parity.cpp checks the kernel on the GPU.
 //
 // Metrics:
-//  - x_col() is a permutation of a slice's 64 columns that keeps each sub-block's 32 elements in
-//    its own 32 columns (exact);
+//  - x_col() is a permutation of a slice's 64 columns that keeps each sub-block's elements (16
+//    for Q6_K, 32 for Q8_0 and Q4_0) in its own columns (exact);
 //  - every A element is an integer quant of the row (Q6_K -32..31, Q8_0 -128..127, Q4_0 -8..7;
 //    exact), and every lane of a row decodes the same scales;
 //  - the rebuilt product of a 16-row x 8-token tile over 512 columns (and, Q8_0 and Q4_0, 480:
