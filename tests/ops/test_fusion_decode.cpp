@@ -14,8 +14,8 @@
 //    down-projection and residual outputs downstream (expf differs by an ulp or two at most);
 //    at 8 and 40 tokens gemm_small's (vs_cpu_bound: NMSE <= 1e-5 quantized, 1e-8 F16, 1e-7 BF16).
 //  - in fast mode (1 and 4 tokens: the GEMV of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K with
-//    x quantized to 16 bits in launches of 2,048 rows or more, here gate and up), vs the CPU NMSE <= 5e-9 and max|d| <= 2e-4 * max|ref| (fast_vs_cpu_bound), and
-//    fused vs unfused as below;
+//    x quantized to 16 bits in launches of 2,048 rows or more, here gate and up), vs the CPU
+//    NMSE <= 5e-9 and max|d| <= 2e-4 * max|ref| (fast_vs_cpu_bound), and fused vs unfused as below;
 //  - vs the unfused CUDA path (kSameArithmetic): the fused kernels run each row with the same
 //    per-lane instruction sequence, so the results are expected bitwise equal; asserted as
 //    NMSE <= 1e-14 and max|d| <= 1e-6 * max|ref| (room for one fp32 rounding; a wrong row or
@@ -96,9 +96,7 @@ constexpr Bound kGemvVsCpu{1e-10, 1e-5};
 // test_matmul_parity's FastDecode bounds with room for the SwiGLU and down projection downstream);
 // other types run the exact GEMV there too.
 Bound fast_vs_cpu_bound(GGMLType t) {
-  const bool dot = t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
-         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
-  return dot ? Bound{5e-9, 2e-4} : kGemvVsCpu;
+  return fast_dot_gemv(t) ? Bound{5e-9, 2e-4} : kGemvVsCpu;
 }
 Bound vs_cpu_bound(GGMLType t, int n_tokens) {
   if (n_tokens <= 4 || t == GGMLType::F32) return kGemvVsCpu;
