@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/unit_dot_types.h"
 #include "gguf/ggml_types.h"
 #include "util/half.h"
 
@@ -180,14 +181,6 @@ inline Diff compare(const float* a, const float* ref, size_t n) {
   }
   d.nmse = den > 0 ? num / den : num;
   return d;
-}
-
-// Whether fast mode's decode GEMV of type t takes integer dot products with x quantized to 16
-// bits (cuda::has_unit_dot in src/backend/cuda/quant_dot.cuh, which host-compiled tests cannot
-// include): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K; every other GEMV is exact fp32.
-inline bool fast_dot_gemv(GGMLType t) {
-  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
-         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
 }
 
 inline std::string describe(const Diff& d) {

@@ -96,7 +96,7 @@ constexpr Bound kGemvVsCpu{1e-10, 1e-5};
 // test_matmul_parity's FastDecode bounds with room for the SwiGLU and down projection downstream);
 // other types run the exact GEMV there too.
 Bound fast_vs_cpu_bound(GGMLType t) {
-  return fast_dot_gemv(t) ? Bound{5e-9, 2e-4} : kGemvVsCpu;
+  return cuda::has_unit_dot(t) ? Bound{5e-9, 2e-4} : kGemvVsCpu;
 }
 Bound vs_cpu_bound(GGMLType t, int n_tokens) {
   if (n_tokens <= 4 || t == GGMLType::F32) return kGemvVsCpu;

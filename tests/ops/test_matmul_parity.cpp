@@ -35,10 +35,10 @@ bool is_kquant(GGMLType t) {
   return type_traits(t).block_size == 256;
 }
 
-// fast_dot_gemv types: x quantized to 16 bits per 32 elements (NMSE 1.5-3.8e-10 on the host in
+// cuda::has_unit_dot types: x quantized to 16 bits per 32 elements (NMSE 1.5-3.8e-10 on the host in
 // test_quant_dot.cu).
 double nmse_bound(GGMLType t, bool gemm, bool fast) {
-  if (!gemm) return fast && fast_dot_gemv(t) ? 2e-9 : 1e-10;
+  if (!gemm) return fast && cuda::has_unit_dot(t) ? 2e-9 : 1e-10;
   if (fast && t != GGMLType::F32 && t != GGMLType::BF16) return 2e-6;
   switch (t) {
     case GGMLType::F32:
@@ -77,7 +77,8 @@ void check_matmul(Pair& be, std::mt19937& rng, GGMLType t, Shape s, int n_tokens
   const Diff d = compare(got.data(), ref.data(), ref.size());
   EXPECT_EQ(d.n_nonfinite, 0) << describe(d);
   EXPECT_LE(d.nmse, bound) << describe(d);
-  EXPECT_LE(d.max_abs, (gemm ? 1e-2 : (fast && fast_dot_gemv(t) ? 1e-4 : 1e-5)) * d.ref_max) << describe(d);
+  EXPECT_LE(d.max_abs, (gemm ? 1e-2 : (fast && cuda::has_unit_dot(t) ? 1e-4 : 1e-5)) * d.ref_max)
+      << describe(d);
   // Row by row: the scattered-garbage-row failure. A row's mean squared error is measured
   // against the whole output's mean square (a single row's own value may cancel to ~0).
   double ms_ref = 0;

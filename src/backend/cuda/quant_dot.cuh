@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "backend/cuda/quant.cuh"
+#include "backend/cuda/unit_dot_types.h"
 
 namespace qwen::cuda {
 
@@ -322,11 +323,5 @@ struct UnitDot<GGMLType::Q5_K> : K4PairUnit {
     return combine(lo, hi, p);
   }
 };
-
-// Types with a UnitDot.
-constexpr bool has_unit_dot(GGMLType t) {
-  return t == GGMLType::Q8_0 || t == GGMLType::Q4_0 || t == GGMLType::Q4_1 || t == GGMLType::Q5_0 ||
-         t == GGMLType::Q5_1 || t == GGMLType::Q4_K || t == GGMLType::Q5_K;
-}
 
 }  // namespace qwen::cuda
