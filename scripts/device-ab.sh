@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# A/B of two source trees on the GPU machine, in one call: this tree (B) against a baseline copy
+# of the sources (A, e.g. `git archive main | tar -x -C .device/base`, carried with the call).
+# Builds both at once (half the cores each), runs `ctest -L gpu` on B, then the same per-op and
+# end-to-end benchmarks on both, one after the other on the same GPU:
+#
+#   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench]   (none named: all four)
+#
+# LOGDIR receives build-a.log, build-b.log, ctest-gpu.log, ops-a.json, ops-b.json, ops.md (time A /
+# time B per row: above 1, B is faster), bench.md (qwen-bench rows of A then B per model) and
+# device-ab.txt (one line per phase). Steps start only while enough of QWEN_AB_SECONDS (default
+# 560: a device call may run 600) is left, so that the logs of what ran come back.
+# QWEN_AB_OPS: qwen-opbench flags (default: 0.5B and 7B shapes, Q4_K Q6_K Q8_0 F16, 1/16/64 tokens);
+# QWEN_AB_MODELS: shape-type pairs for qwen-bench (made by scripts/make_model.py --random-blocks
+# into QWEN_BENCH_MODELS, default /tmp/qwen-bench-models; the PyPI gguf package from .whl/*.whl).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+[[ $# -ge 2 ]] || { echo "usage: $0 LOGDIR BASE_DIR [build] [tests] [ops] [bench]" >&2; exit 2; }
+LOG=$(mkdir -p "$1" && cd "$1" && pwd)
+BASE=$(cd "$2" && pwd) || exit 2
+shift 2
+PHASES=${*:-build tests ops bench}
+BUDGET=${QWEN_AB_SECONDS:-560}
+JOBS=$(nproc)
+MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
+OPS=${QWEN_AB_OPS:---shape 0.5b,7b --type Q4_K,Q6_K,Q8_0,F16 -n 1,16,64 --reps 5}
+AB_MODELS=${QWEN_AB_MODELS:-qwen2.5-7b:Q4_K_M qwen2.5-7b:Q8_0 qwen2.5-0.5b:Q8_0 qwen2.5-0.5b:Q4_K_M}
+SUMMARY=$LOG/device-ab.txt
+: > "$SUMMARY"
+status=0
+note() { echo "$*" | tee -a "$SUMMARY"; }
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+left() { echo $((BUDGET - SECONDS)); }
+# phase NAME NEED COMMAND...: runs it if NEED seconds are left, records pass/FAIL/skipped.
+phase() {
+  local name=$1 need=$2 t0=$SECONDS
+  shift 2
+  if (($(left) < need)); then
+    note "$name: skipped ($(left) s left, needs $need)"
+    return
+  fi
+  if "$@"; then
+    note "$name: pass ($((SECONDS - t0)) s)"
+  else
+    note "$name: FAIL ($((SECONDS - t0)) s)"
+    status=1
+  fi
+}
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen-site \
+    .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
+note "A: $BASE (${QWEN_COMMIT_A:-commit not given}); B: $PWD (${QWEN_COMMIT_B:-commit not given})"
+
+# The benchmark models, made in the background while the builds run.
+make_models() {
+  mkdir -p "$MODELS"
+  local pids=() m rc=0
+  for m in $AB_MODELS; do
+    local f=$MODELS/${m%%:*}-${m##*:}.gguf
+    [[ -f $f ]] && continue
+    python3 scripts/make_model.py --preset "${m%%:*}" --type "${m##*:}" --random-blocks -o "$f.tmp" > /dev/null &&
+      mv "$f.tmp" "$f" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+if has bench; then
+  make_models > "$LOG/models.log" 2>&1 &
+  models_pid=$!
+fi
+
+build_tree() {  # build_tree SRC BUILD_DIR
+  cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    "-DCMAKE_CUDA_FLAGS=-Xptxas=-v" &&
+    ninja -C "$2" -j $((JOBS / 2)) qwen-bench qwen-opbench ${3:-}
+}
+builds() {
+  build_tree "$BASE" /tmp/ab-a > "$LOG/build-a.log" 2>&1 &
+  local pa=$!
+  build_tree . /tmp/ab-b all > "$LOG/build-b.log" 2>&1
+  local rb=$?
+  wait $pa && ((rb == 0))
+}
+has build && phase build 240 builds
+
+if has tests; then
+  phase "ctest -L gpu (B)" 180 ctest --test-dir /tmp/ab-b -L gpu -j 4 --timeout 300 --output-on-failure \
+    > "$LOG/ctest-gpu.log" 2>&1
+  grep -E "tests passed|tests failed|Total Test time" "$LOG/ctest-gpu.log" 2> /dev/null | tee -a "$SUMMARY"
+fi
+
+if has ops; then
+  ops() {
+    /tmp/ab-a/bin/qwen-opbench $OPS --json > "$LOG/ops-a.json" &&
+      /tmp/ab-b/bin/qwen-opbench $OPS --json > "$LOG/ops-b.json" &&
+      python3 - "$LOG/ops-a.json" "$LOG/ops-b.json" > "$LOG/ops.md" << 'EOF'
+import json, sys
+a, b = (json.load(open(p))["rows"] for p in sys.argv[1:3])
+key = lambda r: (r["shape"], r["matrix"], r["type"], r["n_tokens"])
+ta = {key(r): r for r in a}
+print("| shape | matrix | type | n | A us | B us | A/B | B GB/s | B % BW |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+for r in b:
+    ra = ta.get(key(r))
+    if ra:
+        print(f"| {r['shape']} | {r['matrix']} | {r['type']} | {r['n_tokens']} | {ra['us']:.1f} | {r['us']:.1f} | "
+              f"{ra['us'] / r['us']:.2f} | {r['gbs']:.0f} | {r['gbs_pct']:.1f} |")
+EOF
+  }
+  phase ops 120 ops
+fi
+
+if has bench; then
+  bench() {
+    wait "$models_pid" || { echo "making the benchmark models failed"; return 1; }
+    local m rc=0 side
+    for m in $AB_MODELS; do
+      local f=$MODELS/${m%%:*}-${m##*:}.gguf
+      for side in a b; do
+        (($(left) > 40)) || { echo "out of time before $m ($side)"; return 1; }
+        echo "### $m ($side)"
+        /tmp/ab-$side/bin/qwen-bench -m "$f" --device cuda -p 0 -n 128 -r 3 || rc=1
+        /tmp/ab-$side/bin/qwen-bench -m "$f" --device cuda -p 0 -n 64 -r 3 -b 16,64 || rc=1
+      done
+    done
+    return $rc
+  }
+  phase bench 60 bench > "$LOG/bench.md" 2>&1
+  grep -E "^###|^\| " "$LOG/bench.md" >> "$SUMMARY"
+fi
+exit $status
