@@ -4,18 +4,21 @@
 # Builds both at once (half the cores each), runs `ctest -L gpu` on B, then the same per-op and
 # end-to-end benchmarks on both, one after the other on the same GPU:
 #
-#   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench]   (none named: all four)
+#   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu]   (none named: the first four)
 #
 # LOGDIR receives build-a.log, build-b.log, ctest-gpu.log, ops-a.json, ops-b.json, ops.md (time A /
 # time B per row: above 1, B is faster), bench.md (qwen-bench rows of A then B per model) and
-# device-ab.txt (one line per phase). Steps start only while enough of QWEN_AB_SECONDS (default
-# 560: a device call may run 600) is left, so that the logs of what ran come back.
+# device-ab.txt (one line per phase). ncu (only when named) profiles B's matmul kernels under
+# qwen-opbench into ncu-SHAPE-TYPE-N.txt for each "shape:type:tokens" of QWEN_AB_NCU (default the
+# 7B Q4_K at 1 and 64 tokens and Q6_K at 1): speed of light, memory workload, occupancy, warp
+# states. Steps start only while enough of QWEN_AB_SECONDS (default 560: a device call may run
+# 600) is left, so that the logs of what ran come back.
 # QWEN_AB_OPS: qwen-opbench flags (default: 0.5B and 7B shapes, Q4_K Q6_K Q8_0 F16, 1/16/64 tokens);
-# QWEN_AB_MODELS: shape-type pairs for qwen-bench (made by scripts/make_model.py --random-blocks
+# QWEN_AB_MODELS: shape:type pairs for qwen-bench (made by scripts/make_model.py --random-blocks
 # into QWEN_BENCH_MODELS, default /tmp/qwen-bench-models; the PyPI gguf package from .whl/*.whl).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-[[ $# -ge 2 ]] || { echo "usage: $0 LOGDIR BASE_DIR [build] [tests] [ops] [bench]" >&2; exit 2; }
+[[ $# -ge 2 ]] || { echo "usage: $0 LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 BASE=$(cd "$2" && pwd) || exit 2
 shift 2
@@ -131,5 +134,21 @@ if has bench; then
   }
   phase bench 60 bench > "$LOG/bench.md" 2>&1
   grep -E "^###|^\| " "$LOG/bench.md" >> "$SUMMARY"
+fi
+if has ncu; then
+  ncu_all() {
+    local e rc=0
+    for e in ${QWEN_AB_NCU:-7b:Q4_K:1 7b:Q4_K:64 7b:Q6_K:1}; do
+      IFS=: read -r shape type n <<< "$e"
+      (($(left) > 60)) || { echo "out of time before $e"; return 1; }
+      # Past the warm-up, 6 launches of the matmul kernels (the x split and the like excluded).
+      timeout $(($(left) - 30)) ncu --clock-control none -k regex:'gemv|gemm_small' --launch-skip 20 \
+        --launch-count 6 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section WarpStateStats --section LaunchStats /tmp/ab-b/bin/qwen-opbench --shape "$shape" \
+        --type "$type" -n "$n" --reps 1 > "$LOG/ncu-$shape-$type-$n.txt" 2>&1 || rc=1
+    done
+    return $rc
+  }
+  phase ncu 90 ncu_all
 fi
 exit $status
