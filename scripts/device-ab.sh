@@ -4,21 +4,24 @@
 # Builds both at once (half the cores each), runs `ctest -L gpu` on B, then the same per-op and
 # end-to-end benchmarks on both, one after the other on the same GPU:
 #
-#   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu]   (none named: the first four)
+#   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu] [depth]
+#                                                                 (none named: the first four)
 #
 # LOGDIR receives build-a.log, build-b.log, ctest-gpu.log, ops-a.json, ops-b.json, ops.md (time A /
 # time B per row: above 1, B is faster), bench.md (qwen-bench rows of A then B per model) and
 # device-ab.txt (one line per phase). ncu (only when named) profiles B's matmul kernels under
 # qwen-opbench into ncu-SHAPE-TYPE-N.txt for each "shape:type:tokens" of QWEN_AB_NCU (default the
 # 7B Q4_K at 1 and 64 tokens and Q6_K at 1): speed of light, memory workload, occupancy, warp
-# states. Steps start only while enough of QWEN_AB_SECONDS (default 560: a device call may run
+# states. depth (only when named) runs issue 13's depth bars on B into depth.md: the 0.5B Q8_0
+# file's tg128 at depths 0, 8192 and 32768 and x64 (tg64) at depths 0 and 4096, with the KV cache
+# in F16 and in Q8_0. Steps start only while enough of QWEN_AB_SECONDS (default 560: a device call may run
 # 600) is left, so that the logs of what ran come back.
 # QWEN_AB_OPS: qwen-opbench flags (default: 0.5B and 7B shapes, Q4_K Q6_K Q8_0 F16, 1/16/64 tokens);
 # QWEN_AB_MODELS: shape:type pairs for qwen-bench (made by scripts/make_model.py --random-blocks
 # into QWEN_BENCH_MODELS, default /tmp/qwen-bench-models; the PyPI gguf package from .whl/*.whl).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-[[ $# -ge 2 ]] || { echo "usage: $0 LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu]" >&2; exit 2; }
+[[ $# -ge 2 ]] || { echo "usage: $0 LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu] [depth]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 BASE=$(cd "$2" && pwd) || exit 2
 shift 2
@@ -71,10 +74,17 @@ make_models() {
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   return $rc
 }
-if has bench; then
+has depth && ! has bench && [[ " $AB_MODELS " != *" qwen2.5-0.5b:Q8_0 "* ]] && AB_MODELS+=" qwen2.5-0.5b:Q8_0"
+if has bench || has depth; then
   make_models > "$LOG/models.log" 2>&1 &
   models_pid=$!
 fi
+
+models_status=
+models_ready() {  # waits for the background model maker once
+  [[ -n $models_status ]] || { wait "$models_pid"; models_status=$?; }
+  [[ $models_status == 0 ]] || { echo "making the benchmark models failed"; return 1; }
+}
 
 build_tree() {  # build_tree SRC BUILD_DIR
   cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -119,7 +129,7 @@ fi
 
 if has bench; then
   bench() {
-    wait "$models_pid" || { echo "making the benchmark models failed"; return 1; }
+    models_ready || return 1
     local m rc=0 side
     for m in $AB_MODELS; do
       local f=$MODELS/${m%%:*}-${m##*:}.gguf
@@ -150,5 +160,26 @@ if has ncu; then
     return $rc
   }
   phase ncu 90 ncu_all
+fi
+if has depth; then
+  depth() {
+    models_ready || return 1
+    local f=$MODELS/qwen2.5-0.5b-Q8_0.gguf kv d rc=0
+    for kv in f16 q8_0; do
+      for d in 0 8192 32768; do
+        (($(left) > 40)) || { echo "out of time before tg128 at depth $d ($kv)"; return 1; }
+        echo "### tg128, depth $d, KV $kv"
+        /tmp/ab-b/bin/qwen-bench -m "$f" --device cuda -p 0 -n 128 -d $d -r 3 --kv-type $kv || rc=1
+      done
+      for d in 0 4096; do
+        (($(left) > 40)) || { echo "out of time before x64 at depth $d ($kv)"; return 1; }
+        echo "### x64, depth $d, KV $kv"
+        /tmp/ab-b/bin/qwen-bench -m "$f" --device cuda -p 0 -n 64 -b 64 -d $d -r 3 --kv-type $kv || rc=1
+      done
+    done
+    return $rc
+  }
+  phase depth 60 depth > "$LOG/depth.md" 2>&1
+  grep -E "^###|^\| " "$LOG/depth.md" >> "$SUMMARY"
 fi
 exit $status
