@@ -7,16 +7,18 @@
 #   scripts/device-ab.sh LOGDIR BASE_DIR [build] [tests] [ops] [bench] [ncu] [depth]
 #                                                                 (none named: the first four)
 #
-# LOGDIR receives build-a.log, build-b.log, ctest-gpu.log, ops-a.json, ops-b.json, ops.md (time A /
-# time B per row: above 1, B is faster), bench.md (qwen-bench rows of A then B per model) and
+# LOGDIR receives build-a.log, build-b.log, ctest-gpu.log, ops-a.json, ops-b.json, ops.md (time A
+# / time B per row: above 1, B is faster; the apps' fast arithmetic), ops-exact.md (the same for
+# the exact arithmetic's decode GEMVs), bench.md (qwen-bench rows of A then B per model) and
 # device-ab.txt (one line per phase). ncu (only when named) profiles B's matmul kernels under
 # qwen-opbench into ncu-SHAPE-TYPE-N.txt for each "shape:type:tokens" of QWEN_AB_NCU (default the
 # 7B Q4_K at 1 and 64 tokens and Q6_K at 1): speed of light, memory workload, occupancy, warp
 # states. depth (only when named) runs issue 13's depth bars on B into depth.md: the 0.5B Q8_0
 # file's tg128 at depths 0, 8192 and 32768 and x64 (tg64) at depths 0 and 4096, with the KV cache
-# in F16 and in Q8_0. Steps start only while enough of QWEN_AB_SECONDS (default 560: a device call may run
-# 600) is left, so that the logs of what ran come back.
-# QWEN_AB_OPS: qwen-opbench flags (default: 0.5B and 7B shapes, Q4_K Q6_K Q8_0 F16, 1/16/64 tokens);
+# in F16 and in Q8_0. Steps start only while enough of QWEN_AB_SECONDS (default 560: a device
+# call may run 600) is left, so that the logs of what ran come back.
+# QWEN_AB_OPS, QWEN_AB_OPS_EXACT: qwen-opbench flags (defaults: 0.5B and 7B shapes; Q4_K, Q6_K,
+# Q8_0, F16 at 1, 16 and 64 tokens; exact: Q6_K, Q8_0, Q4_0 at 1 token);
 # QWEN_AB_MODELS: shape:type pairs for qwen-bench (made by scripts/make_model.py --random-blocks
 # into QWEN_BENCH_MODELS, default /tmp/qwen-bench-models; the PyPI gguf package from .whl/*.whl).
 set -uo pipefail
@@ -30,6 +32,7 @@ BUDGET=${QWEN_AB_SECONDS:-560}
 JOBS=$(nproc)
 MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
 OPS=${QWEN_AB_OPS:---shape 0.5b,7b --type Q4_K,Q6_K,Q8_0,F16 -n 1,16,64 --reps 5}
+OPS_EXACT=${QWEN_AB_OPS_EXACT:---shape 0.5b,7b --type Q6_K,Q8_0,Q4_0 -n 1 --reps 5}
 AB_MODELS=${QWEN_AB_MODELS:-qwen2.5-7b:Q4_K_M qwen2.5-7b:Q8_0 qwen2.5-0.5b:Q8_0 qwen2.5-0.5b:Q4_K_M}
 SUMMARY=$LOG/device-ab.txt
 : > "$SUMMARY"
@@ -107,10 +110,8 @@ if has tests; then
 fi
 
 if has ops; then
-  ops() {
-    /tmp/ab-a/bin/qwen-opbench $OPS --json > "$LOG/ops-a.json" &&
-      /tmp/ab-b/bin/qwen-opbench $OPS --json > "$LOG/ops-b.json" &&
-      python3 - "$LOG/ops-a.json" "$LOG/ops-b.json" > "$LOG/ops.md" << 'EOF'
+  compare() {  # compare A.json B.json: a markdown table of the rows both have
+    python3 - "$1" "$2" << 'EOF'
 import json, sys
 a, b = (json.load(open(p))["rows"] for p in sys.argv[1:3])
 key = lambda r: (r["shape"], r["matrix"], r["type"], r["n_tokens"])
@@ -123,6 +124,15 @@ for r in b:
         print(f"| {r['shape']} | {r['matrix']} | {r['type']} | {r['n_tokens']} | {ra['us']:.1f} | {r['us']:.1f} | "
               f"{ra['us'] / r['us']:.2f} | {r['gbs']:.0f} | {r['gbs_pct']:.1f} |")
 EOF
+  }
+  ops() {
+    local side
+    for side in a b; do
+      /tmp/ab-$side/bin/qwen-opbench $OPS --json > "$LOG/ops-$side.json" &&
+        /tmp/ab-$side/bin/qwen-opbench $OPS_EXACT --exact --json > "$LOG/ops-exact-$side.json" || return 1
+    done
+    compare "$LOG/ops-a.json" "$LOG/ops-b.json" > "$LOG/ops.md" &&
+      compare "$LOG/ops-exact-a.json" "$LOG/ops-exact-b.json" > "$LOG/ops-exact.md"
   }
   phase ops 120 ops
 fi
