@@ -36,31 +36,11 @@ OPS_EXACT=${QWEN_AB_OPS_EXACT:---shape 0.5b,7b --type Q6_K,Q8_0,Q4_0 -n 1 --reps
 AB_MODELS=${QWEN_AB_MODELS:-qwen2.5-7b:Q4_K_M qwen2.5-7b:Q8_0 qwen2.5-0.5b:Q8_0 qwen2.5-0.5b:Q4_K_M}
 SUMMARY=$LOG/device-ab.txt
 : > "$SUMMARY"
-status=0
-note() { echo "$*" | tee -a "$SUMMARY"; }
+source scripts/device-lib.sh
 has() { [[ " $PHASES " == *" $1 "* ]]; }
-left() { echo $((BUDGET - SECONDS)); }
-# phase NAME NEED COMMAND...: runs it if NEED seconds are left, records pass/FAIL/skipped.
-phase() {
-  local name=$1 need=$2 t0=$SECONDS
-  shift 2
-  if (($(left) < need)); then
-    note "$name: skipped ($(left) s left, needs $need)"
-    return
-  fi
-  if "$@"; then
-    note "$name: pass ($((SECONDS - t0)) s)"
-  else
-    note "$name: FAIL ($((SECONDS - t0)) s)"
-    status=1
-  fi
-}
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen-site \
-    .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
+install_wheels
+note_gpu
 note "A: $BASE (${QWEN_COMMIT_A:-commit not given}); B: $PWD (${QWEN_COMMIT_B:-commit not given})"
 
 # The benchmark models, made in the background while the builds run.
@@ -101,10 +81,10 @@ builds() {
   local rb=$?
   wait $pa && ((rb == 0))
 }
-has build && phase build 240 builds
+has build && budget_phase build 240 builds
 
 if has tests; then
-  phase "ctest -L gpu (B)" 180 ctest --test-dir /tmp/ab-b -L gpu -j 4 --timeout 300 --output-on-failure \
+  budget_phase "ctest -L gpu (B)" 180 ctest --test-dir /tmp/ab-b -L gpu -j 4 --timeout 300 --output-on-failure \
     > "$LOG/ctest-gpu.log" 2>&1
   grep -E "tests passed|tests failed|Total Test time" "$LOG/ctest-gpu.log" 2> /dev/null | tee -a "$SUMMARY"
 fi
@@ -134,7 +114,7 @@ EOF
     compare "$LOG/ops-a.json" "$LOG/ops-b.json" > "$LOG/ops.md" &&
       compare "$LOG/ops-exact-a.json" "$LOG/ops-exact-b.json" > "$LOG/ops-exact.md"
   }
-  phase ops 120 ops
+  budget_phase ops 120 ops
 fi
 
 if has bench; then
@@ -152,7 +132,7 @@ if has bench; then
     done
     return $rc
   }
-  phase bench 60 bench > "$LOG/bench.md" 2>&1
+  budget_phase bench 60 bench > "$LOG/bench.md" 2>&1
   grep -E "^###|^\| " "$LOG/bench.md" >> "$SUMMARY"
 fi
 if has ncu; then
@@ -169,7 +149,7 @@ if has ncu; then
     done
     return $rc
   }
-  phase ncu 90 ncu_all
+  budget_phase ncu 90 ncu_all
 fi
 if has depth; then
   depth() {
@@ -189,7 +169,7 @@ if has depth; then
     done
     return $rc
   }
-  phase depth 60 depth > "$LOG/depth.md" 2>&1
+  budget_phase depth 60 depth > "$LOG/depth.md" 2>&1
   grep -E "^###|^\| " "$LOG/depth.md" >> "$SUMMARY"
 fi
 exit $status

@@ -25,29 +25,10 @@ TESTS=${QWEN_LLAMA_TESTS:-qwen2.5-7b:Q4_K_M:512:128:0 qwen2.5-7b:Q4_K_M:8192:0:0
 qwen2.5-0.5b:Q8_0:8192:0:0 qwen2.5-0.5b:Q8_0:0:128:0 qwen2.5-0.5b:Q8_0:0:128:8192}
 SUMMARY=$LOG/device-llama.txt
 : > "$SUMMARY"
-status=0
-note() { echo "$*" | tee -a "$SUMMARY"; }
-left() { echo $((BUDGET - SECONDS)); }
-phase() {  # phase NAME NEED COMMAND...: runs it if NEED seconds are left, records pass/FAIL/skipped
-  local name=$1 need=$2 t0=$SECONDS
-  shift 2
-  if (($(left) < need)); then
-    note "$name: skipped ($(left) s left, needs $need)"
-    return
-  fi
-  if "$@"; then
-    note "$name: pass ($((SECONDS - t0)) s)"
-  else
-    note "$name: FAIL ($((SECONDS - t0)) s)"
-    status=1
-  fi
-}
+source scripts/device-lib.sh
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen-site \
-    .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
+install_wheels
+note_gpu
 note "qwen.cu: ${QWEN_COMMIT:-commit not given}; llama.cpp: $LLAMA_SRC"
 
 model_of() { echo "$MODELS/$1-$2-vocab.gguf"; }
@@ -93,7 +74,7 @@ builds() {
   local rq=$?
   wait $pl && ((rq == 0))
 }
-phase build 300 builds
+budget_phase build 300 builds
 
 bench() {
   wait "$models_pid" || { echo "making the benchmark models failed"; return 1; }
@@ -109,6 +90,6 @@ bench() {
   done
   return $rc
 }
-phase bench 60 bench > "$LOG/bench.md" 2>&1
+budget_phase bench 60 bench > "$LOG/bench.md" 2>&1
 grep -E "^###|^\| " "$LOG/bench.md" >> "$SUMMARY"
 exit $status

@@ -21,7 +21,7 @@
 # The PyPI gguf package (for the model makers) is installed from .whl/*.whl when present, since
 # the GPU machine cannot reach a registry. Exit status: 0 only if every phase run passed.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 [[ $# -ge 1 ]] || { echo "usage: $0 LOGDIR [build] [tests] [hf] [bench] [serve] [ops] [soak]" >&2; exit 2; }
 LOG=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
@@ -33,26 +33,12 @@ BENCH_SHAPES=${QWEN_BENCH_SHAPES:-qwen2.5-0.5b qwen2.5-7b}
 BENCH_TYPES=${QWEN_BENCH_TYPES:-F16 Q8_0 Q4_0 Q4_K_M Q6_K}
 SUMMARY=$LOG/device-test.txt
 : > "$SUMMARY"
-status=0
+source scripts/device-lib.sh
 
-note() { echo "$*" | tee -a "$SUMMARY"; }
 has() { [[ " $PHASES " == *" $1 "* ]]; }
-phase() {  # phase NAME COMMAND...: runs it, records pass/FAIL and the seconds it took
-  local name=$1 t0=$SECONDS
-  shift
-  if "$@"; then
-    note "$name: pass ($((SECONDS - t0)) s)"
-  else
-    note "$name: FAIL ($((SECONDS - t0)) s)"
-    status=1
-  fi
-}
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen-site \
-    .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
+install_wheels
+note_gpu
 # The device's copy of the tree has no .git: the caller may name the commit in QWEN_COMMIT.
 note "commit: ${QWEN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 

@@ -1,0 +1,45 @@
+# Shared by the scripts that run on the GPU machine (device-test.sh, device-ab.sh,
+# device-llama.sh); sourced after they set SUMMARY (the one-line-per-phase file) and, for
+# budget_phase, BUDGET (the seconds the call may use). Sets status=1 when a phase fails.
+status=0
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# phase NAME COMMAND...: runs it, records pass/FAIL and the seconds it took.
+phase() {
+  local name=$1 t0=$SECONDS
+  shift
+  if "$@"; then
+    note "$name: pass ($((SECONDS - t0)) s)"
+  else
+    note "$name: FAIL ($((SECONDS - t0)) s)"
+    status=1
+  fi
+}
+
+# Seconds of BUDGET left since the script started.
+left() { echo $((BUDGET - SECONDS)); }
+# budget_phase NAME NEED COMMAND...: phase, if NEED seconds are left (else recorded as skipped), so
+# that a call ends with the logs of what ran rather than being cut off.
+budget_phase() {
+  local name=$1 need=$2
+  shift 2
+  if (($(left) < need)); then
+    note "$name: skipped ($(left) s left, needs $need)"
+  else
+    phase "$name" "$@"
+  fi
+}
+
+# The PyPI gguf package (for the model makers) from .whl/*.whl when present: the GPU machine
+# reaches no registry.
+install_wheels() {
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen-site \
+      .whl/*.whl && export PYTHONPATH=/tmp/qwen-site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+}
+
+note_gpu() {
+  note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
+}
