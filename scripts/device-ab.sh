@@ -35,12 +35,7 @@ OPS=${QWEN_AB_OPS:---shape 0.5b,7b --type Q4_K,Q6_K,Q8_0,F16 -n 1,16,64 --reps 5
 OPS_EXACT=${QWEN_AB_OPS_EXACT:---shape 0.5b,7b --type Q6_K,Q8_0,Q4_0 -n 1 --reps 5}
 AB_MODELS=${QWEN_AB_MODELS:-qwen2.5-7b:Q4_K_M qwen2.5-7b:Q8_0 qwen2.5-0.5b:Q8_0 qwen2.5-0.5b:Q4_K_M}
 SUMMARY=$LOG/device-ab.txt
-: > "$SUMMARY"
 source scripts/device-lib.sh
-has() { [[ " $PHASES " == *" $1 "* ]]; }
-
-install_wheels
-note_gpu
 note "A: $BASE (${QWEN_COMMIT_A:-commit not given}); B: $PWD (${QWEN_COMMIT_B:-commit not given})"
 
 # The benchmark models, made in the background while the builds run.

@@ -1,9 +1,11 @@
 # Shared by the scripts that run on the GPU machine (device-test.sh, device-ab.sh,
-# device-llama.sh); sourced after they set SUMMARY (the one-line-per-phase file) and, for
-# budget_phase, BUDGET (the seconds the call may use). Sets status=1 when a phase fails.
+# device-llama.sh); sourced after they set SUMMARY (the one-line-per-phase file), PHASES (for has)
+# and, for budget_phase, BUDGET (the seconds the call may use). Sourcing empties SUMMARY, installs
+# the carried wheels and notes the GPU. A failing phase sets status=1.
 status=0
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
+has() { [[ " $PHASES " == *" $1 "* ]]; }
 
 # phase NAME COMMAND...: runs it, records pass/FAIL and the seconds it took.
 phase() {
@@ -43,3 +45,7 @@ install_wheels() {
 note_gpu() {
   note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
 }
+
+: > "$SUMMARY"
+install_wheels
+note_gpu

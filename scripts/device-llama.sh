@@ -24,11 +24,7 @@ MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
 TESTS=${QWEN_LLAMA_TESTS:-qwen2.5-7b:Q4_K_M:512:128:0 qwen2.5-7b:Q4_K_M:8192:0:0 qwen2.5-0.5b:Q8_0:2048:0:0 \
 qwen2.5-0.5b:Q8_0:8192:0:0 qwen2.5-0.5b:Q8_0:0:128:0 qwen2.5-0.5b:Q8_0:0:128:8192}
 SUMMARY=$LOG/device-llama.txt
-: > "$SUMMARY"
 source scripts/device-lib.sh
-
-install_wheels
-note_gpu
 note "qwen.cu: ${QWEN_COMMIT:-commit not given}; llama.cpp: $LLAMA_SRC"
 
 model_of() { echo "$MODELS/$1-$2-vocab.gguf"; }

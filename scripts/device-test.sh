@@ -32,13 +32,7 @@ MODELS=${QWEN_BENCH_MODELS:-/tmp/qwen-bench-models}
 BENCH_SHAPES=${QWEN_BENCH_SHAPES:-qwen2.5-0.5b qwen2.5-7b}
 BENCH_TYPES=${QWEN_BENCH_TYPES:-F16 Q8_0 Q4_0 Q4_K_M Q6_K}
 SUMMARY=$LOG/device-test.txt
-: > "$SUMMARY"
 source scripts/device-lib.sh
-
-has() { [[ " $PHASES " == *" $1 "* ]]; }
-
-install_wheels
-note_gpu
 # The device's copy of the tree has no .git: the caller may name the commit in QWEN_COMMIT.
 note "commit: ${QWEN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
