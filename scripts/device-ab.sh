@@ -38,31 +38,8 @@ SUMMARY=$LOG/device-ab.txt
 source scripts/device-lib.sh
 note "A: $BASE (${QWEN_COMMIT_A:-commit not given}); B: $PWD (${QWEN_COMMIT_B:-commit not given})"
 
-# The benchmark models, made in the background while the builds run.
-make_models() {
-  mkdir -p "$MODELS"
-  local pids=() m rc=0
-  for m in $AB_MODELS; do
-    local f=$MODELS/${m%%:*}-${m##*:}.gguf
-    [[ -f $f ]] && continue
-    python3 scripts/make_model.py --preset "${m%%:*}" --type "${m##*:}" --random-blocks -o "$f.tmp" > /dev/null &&
-      mv "$f.tmp" "$f" &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  return $rc
-}
 has depth && ! has bench && [[ " $AB_MODELS " != *" qwen2.5-0.5b:Q8_0 "* ]] && AB_MODELS+=" qwen2.5-0.5b:Q8_0"
-if has bench || has depth; then
-  make_models > "$LOG/models.log" 2>&1 &
-  models_pid=$!
-fi
-
-models_status=
-models_ready() {  # waits for the background model maker once
-  [[ -n $models_status ]] || { wait "$models_pid"; models_status=$?; }
-  [[ $models_status == 0 ]] || { echo "making the benchmark models failed"; return 1; }
-}
+if has bench || has depth; then start_models "$LOG/models.log" $AB_MODELS; fi
 
 build_tree() {  # build_tree SRC BUILD_DIR
   cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
@@ -117,7 +94,8 @@ if has bench; then
     models_ready || return 1
     local m rc=0 side
     for m in $AB_MODELS; do
-      local f=$MODELS/${m%%:*}-${m##*:}.gguf
+      local f
+      f=$(model_file "${m%%:*}" "${m##*:}")
       for side in a b; do
         (($(left) > 40)) || { echo "out of time before $m ($side)"; return 1; }
         echo "### $m ($side)"
@@ -149,7 +127,8 @@ fi
 if has depth; then
   depth() {
     models_ready || return 1
-    local f=$MODELS/qwen2.5-0.5b-Q8_0.gguf kv d rc=0
+    local f kv d rc=0
+    f=$(model_file qwen2.5-0.5b Q8_0)
     for kv in f16 q8_0; do
       for d in 0 8192 32768; do
         (($(left) > 40)) || { echo "out of time before tg128 at depth $d ($kv)"; return 1; }

@@ -42,6 +42,38 @@ install_wheels() {
   fi
 }
 
+# Benchmark models (scripts/make_model.py --random-blocks) in MODELS, with the real vocabulary
+# when MODEL_VOCAB names a tokenizer.json (llama.cpp needs it). model_file SHAPE TYPE is a model's
+# path; start_models LOGFILE SHAPE:TYPE... makes the missing ones in the background, all at once
+# (the maker is one numpy thread each; a 7B file takes well under a minute), while the builds run;
+# models_ready waits for them once.
+model_file() { echo "$MODELS/$1-$2${MODEL_VOCAB:+-vocab}.gguf"; }
+make_models() {
+  mkdir -p "$MODELS"
+  local pids=() m f rc=0 made=" "
+  for m in "$@"; do
+    f=$(model_file "${m%%:*}" "${m##*:}")
+    [[ -f $f || $made == *" $f "* ]] && continue
+    made+="$f "
+    python3 scripts/make_model.py --preset "${m%%:*}" --type "${m##*:}" --random-blocks \
+      ${MODEL_VOCAB:+--vocab "$MODEL_VOCAB"} -o "$f.tmp" > /dev/null && mv "$f.tmp" "$f" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+start_models() {
+  local log=$1
+  shift
+  make_models "$@" > "$log" 2>&1 &
+  models_pid=$!
+}
+models_status=
+models_ready() {
+  [[ -n $models_status ]] || { wait "$models_pid"; models_status=$?; }
+  [[ $models_status == 0 ]] || { echo "making the benchmark models failed"; return 1; }
+}
+
 note_gpu() {
   note "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1)"
 }

@@ -27,26 +27,10 @@ SUMMARY=$LOG/device-llama.txt
 source scripts/device-lib.sh
 note "qwen.cu: ${QWEN_COMMIT:-commit not given}; llama.cpp: $LLAMA_SRC"
 
-model_of() { echo "$MODELS/$1-$2-vocab.gguf"; }
-make_models() {
-  local vocab pids=() e rc=0 made=" "
-  vocab="$(python3 scripts/tokenizer_data.py)/tokenizer.json" || return 1
-  mkdir -p "$MODELS"
-  for e in $TESTS; do
-    IFS=: read -r shape type _ <<< "$e"
-    local f
-    f=$(model_of "$shape" "$type")
-    [[ -f $f || $made == *" $f "* ]] && continue
-    made+="$f "
-    python3 scripts/make_model.py --preset "$shape" --type "$type" --random-blocks --vocab "$vocab" -o "$f.tmp" \
-      > /dev/null && mv "$f.tmp" "$f" &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  return $rc
-}
-make_models > "$LOG/models.log" 2>&1 &
-models_pid=$!
+MODEL_VOCAB="$(python3 scripts/tokenizer_data.py)/tokenizer.json"
+pairs=()
+for e in $TESTS; do pairs+=("$(cut -d: -f1,2 <<< "$e")"); done
+start_models "$LOG/models.log" "${pairs[@]}"
 
 build_llama() {
   local src=$LLAMA_SRC
@@ -73,12 +57,12 @@ builds() {
 budget_phase build 300 builds
 
 bench() {
-  wait "$models_pid" || { echo "making the benchmark models failed"; return 1; }
+  models_ready || return 1
   local e rc=0
   for e in $TESTS; do
     IFS=: read -r shape type p n d <<< "$e"
     local f
-    f=$(model_of "$shape" "$type")
+    f=$(model_file "$shape" "$type")
     (($(left) > 40)) || { echo "out of time before $e"; return 1; }
     echo "### $shape $type: prompt $p, gen $n, depth $d"
     /tmp/llama-build/bin/llama-bench -m "$f" -ngl 99 -fa 1 -p "$p" -n "$n" -d "$d" -r 3 -o md || rc=1

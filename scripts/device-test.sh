@@ -36,33 +36,16 @@ source scripts/device-lib.sh
 # The device's copy of the tree has no .git: the caller may name the commit in QWEN_COMMIT.
 note "commit: ${QWEN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 
-# Benchmark models are made while the build runs, all at once (the model maker is one numpy
-# thread each; --random-blocks makes a 7B file in well under a minute).
-make_models() {
-  mkdir -p "$MODELS"
-  local pids=() s t rc=0
-  for s in $BENCH_SHAPES; do
-    for t in $BENCH_TYPES; do
-      [[ -f $MODELS/$s-$t.gguf ]] && continue
-      python3 scripts/make_model.py --preset "$s" --type "$t" --random-blocks ${QWEN_VOCAB:+--vocab "$QWEN_VOCAB"} \
-        -o "$MODELS/$s-$t.gguf.tmp" > /dev/null && mv "$MODELS/$s-$t.gguf.tmp" "$MODELS/$s-$t.gguf" &
-      pids+=($!)
-    done
-  done
-  for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  return $rc
-}
-models_status=
 # The soak alone needs one model: skip making the others (the 7B files take minutes and disk).
 has bench || has serve || BENCH_SHAPES=qwen2.5-0.5b BENCH_TYPES=Q8_0
+MODEL_VOCAB=${QWEN_VOCAB:-}
 if has bench || has serve || has soak; then
-  make_models > "$LOG/bench.md" 2>&1 &
-  models_pid=$!
+  pairs=()
+  for s in $BENCH_SHAPES; do
+    for t in $BENCH_TYPES; do pairs+=("$s:$t"); done
+  done
+  start_models "$LOG/bench.md" "${pairs[@]}"
 fi
-models_ready() {  # waits for the background model maker once
-  [[ -n $models_status ]] || { wait "$models_pid"; models_status=$?; }
-  [[ $models_status == 0 ]] || { echo "making the benchmark models failed"; return 1; }
-}
 
 build() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQWEN_CUDA=ON \
@@ -92,7 +75,8 @@ if has bench; then
     local s t
     for s in $BENCH_SHAPES; do
       for t in $BENCH_TYPES; do
-        local m=$MODELS/$s-$t.gguf
+        local m
+        m=$(model_file "$s" "$t")
         echo "### $s $t"
         "$BUILD/bin/qwen-bench" -m "$m" --device cuda -p 512 -n 128 -r ${QWEN_BENCH_REPS:-5} || rc=1
         [[ $first == 1 ]] || echo "," >> "$LOG/bench.json"
@@ -133,7 +117,7 @@ if has serve; then
     local rc=0 port=8199 t
     for t in ${QWEN_SERVE_TYPES:-Q8_0 F16}; do
       echo "### qwen-server --parallel 64, $t"
-      if start_server $port "/tmp/qwen-server-$t.log" -m "$MODELS/qwen2.5-0.5b-$t.gguf" --device cuda \
+      if start_server $port "/tmp/qwen-server-$t.log" -m "$(model_file qwen2.5-0.5b "$t")" --device cuda \
         --parallel 64 -c 320; then
         python3 apps/server/bench_server.py --url http://127.0.0.1:$port --streams 1,8,32,64 || rc=1
       else
@@ -154,7 +138,7 @@ if has soak; then
     local rc=0 port=8198 secs=${QWEN_SOAK_SECONDS:-600}
     local warmup=$((secs / 10 < 60 ? secs / 10 : 60))  # memory baseline after the first tenth, at most 60 s
     echo "### qwen-server --parallel 64, Q8_0: soak for $secs s"
-    if start_server $port /tmp/qwen-server-soak.log -m "$MODELS/qwen2.5-0.5b-Q8_0.gguf" --device cuda \
+    if start_server $port /tmp/qwen-server-soak.log -m "$(model_file qwen2.5-0.5b Q8_0)" --device cuda \
       --parallel 64 -c 1024; then
       python3 apps/server/soak.py --url http://127.0.0.1:$port --server-pid $server_pid --clients 64 \
         --duration "$secs" --warmup $warmup --prompt-tokens 512 --max-tokens 256 || rc=1
